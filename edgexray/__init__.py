@@ -1,0 +1,7 @@
+"""edgexray: a chest X-ray pneumonia classifier, from training to a cheap device.
+
+Importing this package is cheap on purpose: TensorFlow is imported lazily, inside the
+functions that need it, so the CLI and the edge runtime start fast.
+"""
+
+__version__ = "0.1.0"

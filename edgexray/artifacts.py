@@ -1,0 +1,108 @@
+"""Where a run keeps its artifacts, and how they are written without ever half-writing one.
+
+A run directory holds:
+  config.json        the frozen TrainConfig
+  manifest.csv       the patient-grouped split every stage reuses
+  model.keras        the float baseline (never modified after training)
+  metrics.json       training metrics on val and test, shift stress test
+  pruned.keras       the pruned, stripped model (edgexray prune)
+  tflite/NAME.tflite and tflite/NAME.json   exported variants and their sidecars
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from edgexray.errors import EdgexrayError
+
+CONFIG = "config.json"
+MANIFEST = "manifest.csv"
+MODEL = "model.keras"
+METRICS = "metrics.json"
+PRUNED = "pruned.keras"
+TFLITE_DIR = "tflite"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call write(temporary_path), then rename it over path, so path is whole or untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent
+    )
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: Path, data) -> Path:
+    """Write JSON atomically (sorted keys are avoided so sections stay readable)."""
+    text = json.dumps(data, indent=2, allow_nan=True) + "\n"
+    return atomic_write(path, lambda temporary: temporary.write_text(text))
+
+
+def read_json(path: Path) -> dict:
+    """Read a JSON object, or raise EdgexrayError naming the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise EdgexrayError(f"file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise EdgexrayError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise EdgexrayError(f"{path} does not hold a JSON object")
+    return data
+
+
+def save_keras(model, path: Path) -> Path:
+    """Save a tf_keras model in the .keras format, atomically."""
+    return atomic_write(path, lambda temporary: model.save(temporary))
+
+
+def load_keras(path: Path):
+    """Load a .keras model with safe_mode (no arbitrary code from the file).
+
+    Raises:
+        EdgexrayError: missing or unreadable model.
+    """
+    from edgexray.compat import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise EdgexrayError(f"Keras model not found: {path}")
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # Keras raises many types for a damaged file
+        raise EdgexrayError(f"cannot load Keras model {path}: {err}") from None
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def require_run(run_dir: Path) -> Path:
+    """Check run_dir holds a trained model; return it as a Path."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise EdgexrayError(f"run directory not found: {run_dir}")
+    for name in (CONFIG, MANIFEST, MODEL):
+        if not (run_dir / name).is_file():
+            raise EdgexrayError(
+                f"{run_dir} holds no trained model ({name} missing); run `edgexray train` first"
+            )
+    return run_dir

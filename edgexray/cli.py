@@ -1,0 +1,107 @@
+"""The `edgexray` command: thin Typer functions over the library.
+
+Each command builds a config, calls one library function and prints a summary. Library
+errors (EdgexrayError) become one line on stderr and exit code 2; nothing here imports
+TensorFlow at module level, so `edgexray --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgexray import __version__
+from edgexray.errors import EdgexrayError
+
+app = typer.Typer(
+    help="Train, prune, quantize, verify, benchmark and ship a chest X-ray pneumonia "
+    "classifier for cheap devices.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print a one-line error and return the Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def user_errors(command):
+    """Turn library errors into one line and their exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        logging.basicConfig(
+            level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True
+        )
+        try:
+            return command(*args, **kwargs)
+        except EdgexrayError as err:
+            raise fail(str(err), err.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+        except OSError as err:  # a read-only or full disk, a vanished file
+            raise fail(f"{err.strerror or err}: {err.filename or ''}".rstrip(": ")) from None
+
+    return wrapper
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"edgexray {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+):
+    """edgexray command line."""
+
+
+def _verbosity() -> int:
+    """Keras progress bars on a terminal, one line per epoch in logs and CI."""
+    return 1 if sys.stderr.isatty() else 2
+
+
+@app.command()
+@user_errors
+def train(
+    data: Annotated[Optional[Path], typer.Option(help="Data folder (NORMAL/ PNEUMONIA/ or Kaggle root).")] = None,  # noqa: E501
+    out: Annotated[Path, typer.Option(help="Run directory to write.")] = Path("runs/default"),
+    config: Annotated[Optional[Path], typer.Option(help="JSON file with TrainConfig fields.")] = None,  # noqa: E501
+    image_size: Annotated[Optional[int], typer.Option(help="Input height and width [128].")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Filters of the first stage [12].")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs [20].")] = None,
+    target_recall: Annotated[Optional[float], typer.Option(help="Pneumonia recall the val threshold must reach [0.97].")] = None,  # noqa: E501
+    seed: Annotated[Optional[int], typer.Option(help="Seed for split, init and augmentation [42].")] = None,  # noqa: E501
+    max_train_images: Annotated[Optional[int], typer.Option(help="Use at most this many training images (0 = all).")] = None,  # noqa: E501
+):
+    """Train the float model: patient-grouped split, early stopping, val-chosen threshold."""
+    from edgexray.pipeline.train import TrainConfig, summary_lines, train as run_training
+
+    overrides = dict(
+        data=str(data.resolve()) if data else None, image_size=image_size, width=width,
+        epochs=epochs, target_recall=target_recall, seed=seed, max_train_images=max_train_images,
+    )  # fmt: skip
+    if config:
+        train_config = TrainConfig.from_json(config, **overrides)
+    elif data is None:
+        raise fail("give --data DIR (a folder with NORMAL/ and PNEUMONIA/) or --config FILE")
+    else:
+        train_config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    summary = run_training(train_config, out, verbose=_verbosity())
+    for line in summary_lines(summary):
+        typer.echo(line)
+    typer.echo(f"run directory: {out}")
+    if summary["interrupted"]:
+        raise typer.Exit(130)

@@ -1,0 +1,1 @@
+"""Standalone inference: this folder depends on nothing from edgexray or TensorFlow."""

@@ -1,0 +1,130 @@
+"""Clinical metrics in plain numpy: PNEUMONIA (label 1) is the positive class.
+
+Recall is the pneumonia sensitivity; specificity is the share of normal films called
+normal. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def confusion(labels: np.ndarray, predicted: np.ndarray) -> dict[str, int]:
+    """Counts of true/false positives/negatives (positive = pneumonia)."""
+    labels = np.asarray(labels).astype(bool)
+    predicted = np.asarray(predicted).astype(bool)
+    return {
+        "tp": int(np.sum(labels & predicted)),
+        "fn": int(np.sum(labels & ~predicted)),
+        "tn": int(np.sum(~labels & ~predicted)),
+        "fp": int(np.sum(~labels & predicted)),
+    }
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney statistic, ties count one half)."""
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    # Average ranks over ties.
+    starts = np.r_[0, np.nonzero(np.diff(sorted_scores))[0] + 1]
+    ends = np.r_[starts[1:], len(scores)]
+    for start, end in zip(starts, ends):
+        ranks[order[start:end]] = (start + end + 1) / 2.0
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates at every distinct score threshold."""
+    labels = np.asarray(labels).astype(bool)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort")
+    tps = np.r_[0, np.cumsum(labels[order])]
+    fps = np.r_[0, np.cumsum(~labels[order])]
+    return fps / max(fps[-1], 1), tps / max(tps[-1], 1)
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int = 10):
+    """ECE: the bin-size-weighted gap between mean probability and observed pneumonia rate."""
+    labels = np.asarray(labels, dtype=np.float64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(probabilities, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        in_bin = which == b
+        if in_bin.any():
+            gap = abs(probabilities[in_bin].mean() - labels[in_bin].mean())
+            ece += in_bin.mean() * gap
+    return float(ece)
+
+
+def wilson_interval(successes: int, total: int, z: float = 1.959963984540054):
+    """95% Wilson score interval of a proportion; (nan, nan) when total is 0."""
+    if total == 0:
+        return (float("nan"), float("nan"))
+    p = successes / total
+    denominator = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def mcnemar_exact(only_first_correct: int, only_second_correct: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant pair counts (binomial, p=0.5)."""
+    n = only_first_correct + only_second_correct
+    if n == 0:
+        return 1.0
+    k = min(only_first_correct, only_second_correct)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
+    return float(min(1.0, 2.0 * tail))
+
+
+def _ratio(numerator: int, denominator: int) -> float:
+    return numerator / denominator if denominator else float("nan")
+
+
+def classification_report(labels, probabilities, threshold: float) -> dict:
+    """Every metric at one decision threshold (pneumonia when probability >= threshold)."""
+    labels = np.asarray(labels).astype(int)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    counts = confusion(labels, probabilities >= threshold)
+    tp, fn, tn, fp = counts["tp"], counts["fn"], counts["tn"], counts["fp"]
+    recall = _ratio(tp, tp + fn)
+    precision = _ratio(tp, tp + fp)
+    return {
+        "n": int(len(labels)),
+        "threshold": float(threshold),
+        "accuracy": _ratio(tp + tn, len(labels)),
+        "recall": recall,
+        "recall_ci95": list(wilson_interval(tp, tp + fn)),
+        "specificity": _ratio(tn, tn + fp),
+        "specificity_ci95": list(wilson_interval(tn, tn + fp)),
+        "precision": precision,
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "auc": roc_auc(labels, probabilities),
+        "ece": expected_calibration_error(labels, probabilities),
+        # Rows are the true class, columns the predicted class: [[tn, fp], [fn, tp]].
+        "confusion_matrix": [[tn, fp], [fn, tp]],
+    }
+
+
+def threshold_for_recall(labels, probabilities, target_recall: float) -> float:
+    """The highest threshold whose pneumonia recall is at least target_recall.
+
+    The highest such threshold gives the best specificity at that recall. Probabilities
+    at or above the threshold count as pneumonia.
+    """
+    labels = np.asarray(labels).astype(bool)
+    positives = np.sort(np.asarray(probabilities, dtype=np.float64)[labels])[::-1]
+    if len(positives) == 0:
+        raise ValueError("no pneumonia cases to choose a threshold on")
+    # The k-th highest positive score as threshold flags k positives.
+    needed = max(1, math.ceil(target_recall * len(positives) - 1e-9))
+    return float(positives[needed - 1])
