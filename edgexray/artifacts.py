@@ -11,13 +11,13 @@ A run directory holds:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from edgexray.edge_runtime.infer import sha256_of as sha256  # noqa: F401 (re-export)
 from edgexray.errors import EdgexrayError
 
 CONFIG = "config.json"
@@ -85,14 +85,6 @@ def load_keras(path: Path):
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # Keras raises many types for a damaged file
         raise EdgexrayError(f"cannot load Keras model {path}: {err}") from None
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def require_run(run_dir: Path) -> Path:

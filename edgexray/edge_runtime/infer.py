@@ -20,6 +20,8 @@ from PIL import Image, ImageOps
 # 4500 x 4500 pixels; 50 megapixels leaves room and still bounds memory.
 MAX_PIXELS = 50_000_000
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+SIDECAR_SCHEMA = "edgexray.sidecar/1"
+SIDECAR_FIELDS = ("model_file", "sha256", "labels", "input", "output", "threshold")
 
 
 class InferenceError(Exception):
@@ -109,3 +111,105 @@ def preprocess(path: str | Path, input_spec: dict) -> np.ndarray:
     gray = load_grayscale(path)
     gray = resize(gray, int(input_spec["height"]), int(input_spec["width"]))
     return normalize(gray, input_spec["normalization"])
+
+
+# --- the model: interpreter, sidecar, quantization ------------------------------------
+
+
+def interpreter_class():
+    """The lightest TFLite interpreter available: LiteRT, tflite-runtime, then TensorFlow."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            try:
+                from tensorflow.lite import Interpreter  # the heavy last resort
+            except ImportError:
+                raise InferenceError(
+                    "no TFLite interpreter: pip install ai-edge-litert (or tflite-runtime)"
+                ) from None
+    return Interpreter
+
+
+def load_interpreter(model_path: str | Path, threads: int | None = None):
+    """An interpreter for a .tflite file; raises InferenceError if it cannot be loaded."""
+    try:
+        return interpreter_class()(model_path=str(model_path), num_threads=threads)
+    except (ValueError, RuntimeError, OSError) as err:
+        raise InferenceError(f"{model_path}: not a loadable .tflite model ({err})") from None
+
+
+def run_interpreter(interpreter, image: np.ndarray) -> float:
+    """Run one float image (H, W, 1) in [0, 1] and return the pneumonia probability.
+
+    Quantized models get their input quantized and their output dequantized with the
+    scale and zero-point the interpreter reports for those tensors.
+    """
+    input_detail = interpreter.get_input_details()[0]
+    output_detail = interpreter.get_output_details()[0]
+    batch = image[np.newaxis].astype(np.float32)
+    scale, zero_point = input_detail["quantization"]
+    if np.issubdtype(input_detail["dtype"], np.integer):
+        info = np.iinfo(input_detail["dtype"])
+        batch = np.clip(np.round(batch / scale + zero_point), info.min, info.max)
+    interpreter.set_tensor(input_detail["index"], batch.astype(input_detail["dtype"]))
+    interpreter.invoke()
+    output = interpreter.get_tensor(output_detail["index"]).astype(np.float64).reshape(-1)
+    scale, zero_point = output_detail["quantization"]
+    if np.issubdtype(output_detail["dtype"], np.integer):
+        output = (output - zero_point) * scale
+    return float(output[0])
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_sidecar(model_path: str | Path) -> dict:
+    """Read model.json next to model.tflite and check it describes this very file.
+
+    Raises:
+        InferenceError: missing model or sidecar, missing fields, or a sha256 mismatch.
+    """
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise InferenceError(f"model not found: {model_path}")
+    sidecar_path = model_path.with_suffix(".json")
+    try:
+        sidecar = json.loads(sidecar_path.read_text())
+    except FileNotFoundError:
+        raise InferenceError(f"sidecar not found: {sidecar_path} (it says how to feed the model)")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InferenceError(f"{sidecar_path}: not valid JSON ({err})") from None
+    missing = [f for f in SIDECAR_FIELDS if not isinstance(sidecar, dict) or f not in sidecar]
+    if missing:
+        raise InferenceError(f"{sidecar_path}: missing fields {', '.join(missing)}")
+    if sha256_of(model_path) != sidecar["sha256"]:
+        raise InferenceError(
+            f"{model_path.name} does not match its sidecar (sha256 differs): "
+            "the model or the sidecar was replaced"
+        )
+    return sidecar
+
+
+class Classifier:
+    """A .tflite pneumonia model fed exactly as its sidecar says."""
+
+    def __init__(self, model_path: str | Path, threads: int | None = None):
+        self.sidecar = load_sidecar(model_path)
+        self.interpreter = load_interpreter(model_path, threads)
+        try:
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as err:
+            raise InferenceError(f"{model_path}: cannot allocate tensors ({err})") from None
+        self.threshold = float(self.sidecar["threshold"])
+
+    def probability(self, path: str | Path) -> float:
+        """Pneumonia probability of one image file (raises ImageError if unreadable)."""
+        return run_interpreter(self.interpreter, preprocess(path, self.sidecar["input"]))

@@ -1,0 +1,153 @@
+"""Keras model → .tflite bytes, one small function per kind of conversion, plus the sidecar.
+
+The sidecar (X.json next to X.tflite) is the contract with every consumer: the edge
+runtime, `edgexray evaluate`, the bundles. Its quantization fields are read back from the
+interpreter after conversion, never assumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from edgexray import __version__, artifacts
+from edgexray.edge_runtime.infer import SIDECAR_SCHEMA, load_interpreter
+from edgexray.errors import EdgexrayError
+from edgexray.pipeline.data import LABELS
+
+log = logging.getLogger("edgexray")
+
+
+def _converter(model):
+    from edgexray.compat import tf
+
+    return tf.lite.TFLiteConverter.from_keras_model(model)
+
+
+def to_float32(model) -> bytes:
+    """Plain float32 conversion."""
+    return _converter(model).convert()
+
+
+def to_float16(model) -> bytes:
+    """float16 weights, float32 compute on CPUs: half the size, same accuracy."""
+    from edgexray.compat import tf
+
+    converter = _converter(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
+def to_dynamic_range(model) -> bytes:
+    """int8 weights, float input/output and activations quantized on the fly."""
+    from edgexray.compat import tf
+
+    converter = _converter(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return converter.convert()
+
+
+def to_full_int8(model, representative_images: Iterable[np.ndarray] | None = None) -> bytes:
+    """Full-integer model with uint8 input and output (Android's convention).
+
+    Args:
+        model: a float Keras model, or a QAT model (which carries its own ranges, so
+            representative_images may then be None).
+        representative_images: float model inputs (H, W, 1) drawn from the train split
+            to calibrate activation ranges.
+    """
+    from edgexray.compat import tf
+
+    converter = _converter(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if representative_images is not None:
+        images = list(representative_images)
+
+        def representative_dataset():
+            for image in images:
+                yield [image[np.newaxis].astype(np.float32)]
+
+        converter.representative_dataset = representative_dataset
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
+    return converter.convert()
+
+
+def _tensor_info(detail: dict) -> dict:
+    scale, zero_point = detail["quantization"]
+    return {
+        "name": detail["name"],
+        "shape": [int(d) for d in detail["shape"]],
+        "dtype": np.dtype(detail["dtype"]).name,
+        "quantization": {"scale": float(scale), "zero_point": int(zero_point)}
+        if scale
+        else None,
+    }
+
+
+def write_tflite(
+    tflite_bytes: bytes,
+    path: Path,
+    *,
+    method: str,
+    method_config: dict,
+    input_spec: dict,
+    threshold: float,
+    target_recall: float,
+    sparsity: float,
+    check_image: np.ndarray | None = None,
+) -> dict:
+    """Write X.tflite and its sidecar X.json atomically, after checking the model runs.
+
+    Returns:
+        The sidecar.
+
+    Raises:
+        EdgexrayError: the converter produced an empty or unloadable model.
+    """
+    path = Path(path)
+    started = time.monotonic()
+    if not tflite_bytes:
+        raise EdgexrayError(f"the {method} conversion produced an empty model")
+    artifacts.atomic_write(path, lambda temporary: temporary.write_bytes(tflite_bytes))
+    try:
+        interpreter = load_interpreter(path)
+        interpreter.allocate_tensors()
+        input_detail = interpreter.get_input_details()[0]
+        output_detail = interpreter.get_output_details()[0]
+        if check_image is not None:
+            from edgexray.edge_runtime.infer import run_interpreter
+
+            run_interpreter(interpreter, check_image)
+    except Exception as err:
+        path.unlink(missing_ok=True)
+        raise EdgexrayError(f"{path.name} does not run in the interpreter: {err}") from None
+    sidecar = {
+        "schema": SIDECAR_SCHEMA,
+        "edgexray_version": __version__,
+        "model_file": path.name,
+        "sha256": artifacts.sha256(path),
+        "method": method,
+        "method_config": method_config,
+        "labels": list(LABELS),
+        "positive_label": LABELS[1],
+        "input": {**input_spec, **_tensor_info(input_detail)},
+        "output": {
+            **_tensor_info(output_detail),
+            "meaning": f"probability of {LABELS[1]} (sigmoid)",
+        },
+        "threshold": float(threshold),
+        "target_recall": float(target_recall),
+        "sparsity": float(sparsity),
+    }
+    artifacts.write_json(path.with_suffix(".json"), sidecar)
+    log.info(
+        "%s: %.1f KB in %.1f s", path.name, path.stat().st_size / 1024, time.monotonic() - started
+    )
+    return sidecar
