@@ -1,0 +1,377 @@
+"""`edgexray quantize`: a trained run → tflite/<method>.tflite + sidecar, for every variant.
+
+Methods (also the CLI values and the sidecar's `method`):
+  float32      plain conversion of model.keras
+  float16      float16 weights
+  dynamic      int8 weights, float input/output
+  int8         full-integer post-training quantization, uint8 input/output
+  qat          quantization-aware fine-tuning, then full-integer conversion
+  pqat         pruning-preserving QAT of pruned.keras, then full-integer conversion
+  pruned-int8  full-integer post-training quantization of pruned.keras
+
+pqat and pruned-int8 need `edgexray prune` to have run. Asking for them (or for "all")
+without pruned.keras is an error raised before any work, rather than pruning silently
+with default settings: pruning takes minutes of training and its sparsity is a choice.
+
+Every variant gets its own decision threshold, chosen on the val split from the .tflite
+model's own probabilities (inputs made by the device's preprocessing), because
+quantization shifts the probabilities a little and recall comes first.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgexray import __version__, artifacts
+from edgexray.edge_runtime.infer import interpreter_class, run_interpreter
+from edgexray.errors import EdgexrayError
+from edgexray.export import convert
+from edgexray.pipeline import data, metrics
+from edgexray.pipeline.prune import PRUNE_REPORT, clone_fresh, require_pruned
+from edgexray.pipeline.train import class_weights, load_config
+
+log = logging.getLogger("edgexray")
+
+METHODS = ("float32", "float16", "dynamic", "int8", "qat", "pqat", "pruned-int8")
+NEEDS_PRUNED = ("pqat", "pruned-int8")
+QUANTIZE_REPORT = "quantize.json"
+# Ops whose second input is a weight tensor that pruning can make sparse.
+_WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """Settings of the quantization stage; each sidecar's method_config holds its part."""
+
+    representative_size: int = 256  # train images calibrating the int8 activation ranges
+    qat_epochs: int = 1  # fine-tuning epochs of qat and pqat
+    qat_learning_rate: float = 1e-4
+    batch_size: int = 32
+
+    def __post_init__(self):
+        checks = {
+            "representative_size must be >= 1": self.representative_size >= 1,
+            "qat_epochs must be >= 1": self.qat_epochs >= 1,
+            "qat_learning_rate must be > 0": self.qat_learning_rate > 0,
+            "batch_size must be >= 1": self.batch_size >= 1,
+        }
+        failed = [message for message, ok in checks.items() if not ok]
+        if failed:
+            raise EdgexrayError("bad quantize config: " + "; ".join(failed))
+
+
+def parse_methods(values: Iterable[str]) -> tuple[str, ...]:
+    """Method names from repeated and/or comma-separated values, "all" meaning every one.
+
+    Returns:
+        The methods in the canonical order of METHODS, without repeats.
+
+    Raises:
+        EdgexrayError: an unknown name, or none at all.
+    """
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METHODS and name != "all"]
+    if unknown:
+        raise EdgexrayError(
+            f"unknown method {', '.join(unknown)}: choose from all, {', '.join(METHODS)}"
+        )
+    if not names:
+        raise EdgexrayError(f"no method given: choose from all, {', '.join(METHODS)}")
+    return tuple(m for m in METHODS if "all" in names or m in names)
+
+
+@dataclass
+class _Stage:
+    """What the methods share: the run's models, data and settings."""
+
+    run_dir: Path
+    config: QuantizeConfig
+    input_spec: dict
+    seed: int
+    train_paths: list[str]
+    train_labels: np.ndarray
+    representative_images: list[np.ndarray]
+    verbose: int
+    _models: dict = field(default_factory=dict)
+
+    def model(self, name: str):
+        """model.keras or pruned.keras, loaded once."""
+        if name not in self._models:
+            self._models[name] = artifacts.load_keras(self.run_dir / name)
+        return self._models[name]
+
+
+def representative_paths(paths: list[str], labels: np.ndarray, size: int, seed: int) -> list[str]:
+    """A seeded sample of `size` train images keeping the train split's class proportions."""
+    if size >= len(paths):
+        return list(paths)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        count = max(1, round(size * len(members) / len(paths)))
+        chosen += rng.choice(members, min(count, len(members)), replace=False).tolist()
+    return [paths[i] for i in sorted(chosen)]
+
+
+# --- one function per method: (stage) -> (tflite bytes, method_config) ---------------
+
+
+def _float32(stage: _Stage):
+    return convert.to_float32(stage.model(artifacts.MODEL)), {}
+
+
+def _float16(stage: _Stage):
+    return convert.to_float16(stage.model(artifacts.MODEL)), {}
+
+
+def _dynamic(stage: _Stage):
+    return convert.to_dynamic_range(stage.model(artifacts.MODEL)), {}
+
+
+def _representative_config(stage: _Stage) -> dict:
+    return {
+        "representative_size": len(stage.representative_images),
+        "representative_split": "train (stratified by label)",
+    }
+
+
+def _int8(stage: _Stage):
+    model = stage.model(artifacts.MODEL)
+    return convert.to_full_int8(model, stage.representative_images), _representative_config(stage)
+
+
+def _pruned_int8(stage: _Stage):
+    model = stage.model(artifacts.PRUNED)
+    return convert.to_full_int8(model, stage.representative_images), {
+        **_representative_config(stage),
+        "prune": _prune_config(stage.run_dir),
+    }
+
+
+def _qat(stage: _Stage):
+    import tensorflow_model_optimization as tfmot
+
+    scheme = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
+    model = quantization_aware_training(stage, stage.model(artifacts.MODEL), scheme)
+    return convert.to_full_int8(model, stage.representative_images), _qat_config(stage)
+
+
+def _pqat(stage: _Stage):
+    import tensorflow_model_optimization as tfmot
+
+    # The scheme freezes the zero weights of the pruned model during QAT, so the sparsity
+    # survives into the int8 kernels (plain QAT would let them grow back).
+    scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+    model = quantization_aware_training(stage, stage.model(artifacts.PRUNED), scheme)
+    return convert.to_full_int8(model, stage.representative_images), {
+        **_qat_config(stage),
+        "prune": _prune_config(stage.run_dir),
+    }
+
+
+def _qat_config(stage: _Stage) -> dict:
+    return {
+        "epochs": stage.config.qat_epochs,
+        "learning_rate": stage.config.qat_learning_rate,
+        "batch_size": stage.config.batch_size,
+        **_representative_config(stage),
+    }
+
+
+def _prune_config(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / PRUNE_REPORT
+    return artifacts.read_json(path).get("config") if path.is_file() else None
+
+
+CONVERSIONS: dict[str, Callable[[_Stage], tuple[bytes, dict]]] = {
+    "float32": _float32,
+    "float16": _float16,
+    "dynamic": _dynamic,
+    "int8": _int8,
+    "qat": _qat,
+    "pqat": _pqat,
+    "pruned-int8": _pruned_int8,
+}
+
+
+def quantization_aware_training(stage: _Stage, model, scheme):
+    """Fine-tune a copy of `model` with fake-quantized weights and activations.
+
+    Only layers the default 8-bit registry supports are annotated (in this network that is
+    all of them; BatchNormalization is folded into the preceding convolution by the
+    scheme's transforms). The copy is made of new layers, so `model` is left untouched.
+    """
+    import tensorflow_model_optimization as tfmot
+
+    from edgexray.compat import keras
+
+    quantize = tfmot.quantization.keras
+    registry = quantize.default_8bit.Default8BitQuantizeRegistry()
+
+    def supported(layer) -> bool:
+        return registry.supports(layer) or isinstance(layer, keras.layers.BatchNormalization)
+
+    keras.utils.set_random_seed(stage.seed)
+    annotated = clone_fresh(model, quantize.quantize_annotate_layer, supported)
+    with quantize.quantize_scope():
+        qat_model = quantize.quantize_apply(annotated, scheme)
+    qat_model.compile(
+        optimizer=keras.optimizers.Adam(stage.config.qat_learning_rate),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.AUC(name="auc", num_thresholds=1000)],
+    )
+    train_set = data.make_dataset(
+        stage.train_paths, stage.train_labels, stage.input_spec, stage.config.batch_size,
+        training=True, seed=stage.seed,
+    )  # fmt: skip
+    qat_model.fit(
+        train_set,
+        epochs=stage.config.qat_epochs,
+        class_weight=class_weights(stage.train_labels),
+        verbose=stage.verbose,
+    )
+    return qat_model
+
+
+# --- measuring a converted model ------------------------------------------------------
+
+
+def _graph_interpreter(tflite_bytes: bytes):
+    """An interpreter without the XNNPACK delegate, which would hide the ops and weights."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(
+        model_content=tflite_bytes,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def tflite_sparsity(tflite_bytes: bytes) -> float:
+    """Share of exactly-zero values in the weight tensors of conv and dense ops.
+
+    Read from the converted model itself: the filter input of every CONV_2D,
+    DEPTHWISE_CONV_2D and FULLY_CONNECTED op (through a DEQUANTIZE op for float16
+    weights). Integer weights are symmetric (zero-point 0), so a zero stays a zero.
+    """
+    interpreter = _graph_interpreter(tflite_bytes)
+    ops = interpreter._get_ops_details()  # the public API lists tensors, not the graph
+    produced_by_dequantize = {
+        op["outputs"][0]: op["inputs"][0] for op in ops if op["op_name"] == "DEQUANTIZE"
+    }
+    zeros = total = 0
+    for op in ops:
+        if op["op_name"] not in _WEIGHT_OPS:
+            continue
+        index = int(op["inputs"][1])
+        index = produced_by_dequantize.get(index, index)
+        weights = interpreter.get_tensor(index)
+        zeros += int(np.count_nonzero(weights == 0))
+        total += weights.size
+    if not total:
+        raise EdgexrayError("the converted model has no convolution or dense weights")
+    return zeros / total
+
+
+def tflite_probabilities(tflite_bytes: bytes, images: list[np.ndarray]) -> np.ndarray:
+    """Pneumonia probabilities of a converted model, run as the edge runtime runs it."""
+    interpreter = interpreter_class()(model_content=tflite_bytes)
+    interpreter.allocate_tensors()
+    return np.array([run_interpreter(interpreter, image) for image in images])
+
+
+# --- the stage ------------------------------------------------------------------------
+
+
+def quantize(
+    run_dir: Path, methods: Iterable[str], config: QuantizeConfig, verbose: int = 1
+) -> list[dict]:
+    """Build the requested variants as tflite/<method>.tflite with their sidecars.
+
+    Returns:
+        One result per method: method, path, size_bytes, gzip_bytes, sparsity,
+        threshold, val (classification report at that threshold), seconds, sidecar.
+        The same results (without the sidecars) are merged into quantize.json.
+
+    Raises:
+        EdgexrayError: unknown method, no trained model, or pruned.keras missing for
+            pqat / pruned-int8.
+    """
+    run_dir = artifacts.require_run(run_dir)
+    methods = parse_methods(methods)
+    if any(m in NEEDS_PRUNED for m in methods):
+        require_pruned(run_dir)
+    train_config = load_config(run_dir)
+    spec = train_config.input_spec
+    samples = data.load_manifest(run_dir / artifacts.MANIFEST)
+    data_root = Path(train_config.data)
+    train_paths, train_labels = data.select(samples, "train", data_root)
+    val_paths, val_labels = data.select(samples, "val", data_root)
+    if not train_paths or not val_paths:
+        raise EdgexrayError(f"{run_dir / artifacts.MANIFEST} has an empty train or val split")
+
+    log.info("preprocessing %d val and representative images", len(val_paths))
+    chosen = representative_paths(
+        train_paths, train_labels, config.representative_size, train_config.seed
+    )
+    stage = _Stage(
+        run_dir=run_dir, config=config, input_spec=spec, seed=train_config.seed,
+        train_paths=train_paths, train_labels=train_labels,
+        representative_images=[data.model_input(p, spec) for p in chosen], verbose=verbose,
+    )  # fmt: skip
+    val_images = [data.model_input(p, spec) for p in val_paths]
+
+    results = []
+    for method in methods:
+        started = time.monotonic()
+        log.info("%s: converting", method)
+        tflite_bytes, method_config = CONVERSIONS[method](stage)
+        probabilities = tflite_probabilities(tflite_bytes, val_images)
+        threshold = metrics.threshold_for_recall(
+            val_labels, probabilities, train_config.target_recall
+        )
+        sparsity = tflite_sparsity(tflite_bytes)
+        path = run_dir / artifacts.TFLITE_DIR / f"{method}.tflite"
+        sidecar = convert.write_tflite(
+            tflite_bytes, path, method=method, method_config=method_config, input_spec=spec,
+            threshold=threshold, target_recall=train_config.target_recall,
+            sparsity=sparsity, check_image=val_images[0],
+        )  # fmt: skip
+        results.append(
+            {
+                "method": method,
+                "path": str(path),
+                "size_bytes": len(tflite_bytes),
+                "gzip_bytes": len(gzip.compress(tflite_bytes, compresslevel=9, mtime=0)),
+                "sparsity": round(sparsity, 4),
+                "threshold": threshold,
+                "val": metrics.classification_report(val_labels, probabilities, threshold),
+                "seconds": round(time.monotonic() - started, 1),
+                "sidecar": sidecar,
+            }
+        )
+    _merge_report(run_dir, results)
+    return results
+
+
+def _merge_report(run_dir: Path, results: list[dict]) -> None:
+    """Update quantize.json so quantizing one method later keeps the others' entries."""
+    path = run_dir / QUANTIZE_REPORT
+    variants = artifacts.read_json(path).get("variants", {}) if path.is_file() else {}
+    for result in results:
+        variants[result["method"]] = {
+            **{k: v for k, v in result.items() if k not in ("sidecar", "path")},
+            "model_file": f"{artifacts.TFLITE_DIR}/{result['method']}.tflite",
+            "method_config": result["sidecar"]["method_config"],
+        }
+    ordered = {m: variants[m] for m in METHODS if m in variants}
+    artifacts.write_json(path, {"edgexray_version": __version__, "variants": ordered})

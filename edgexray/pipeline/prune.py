@@ -1,0 +1,218 @@
+"""`edgexray prune`: magnitude pruning of a trained run's model → pruned.keras.
+
+Only Conv2D and Dense kernels are pruned (the layers tfmot's magnitude pruning supports
+and that hold nearly all parameters); BatchNormalization and the pooling layers stay
+dense. The baseline model.keras is read, never written: the pruned copy is built from
+new layer objects with copied weights, so fine-tuning it cannot touch the baseline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgexray import __version__, artifacts
+from edgexray.errors import EdgexrayError
+from edgexray.pipeline import data, metrics
+from edgexray.pipeline.train import class_weights, load_config, predict
+
+log = logging.getLogger("edgexray")
+
+PRUNE_REPORT = "prune.json"
+# Sparsity is ramped up over this share of the fine-tuning steps; the rest lets the
+# network recover at the final sparsity.
+RAMP_FRACTION = 0.6
+# Masks are recomputed about this many times along the ramp.
+MASK_UPDATES = 15
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """How the pruned model is made; saved in prune.json next to pruned.keras."""
+
+    sparsity: float = 0.5
+    epochs: int = 3
+    learning_rate: float = 3e-4
+    batch_size: int = 32
+
+    def __post_init__(self):
+        checks = {
+            "sparsity must be in (0, 0.98]": 0 < self.sparsity <= 0.98,
+            "epochs must be >= 1": self.epochs >= 1,
+            "learning_rate must be > 0": self.learning_rate > 0,
+            "batch_size must be >= 1": self.batch_size >= 1,
+        }
+        failed = [message for message, ok in checks.items() if not ok]
+        if failed:
+            raise EdgexrayError("bad prune config: " + "; ".join(failed))
+
+
+def prunable(layer) -> bool:
+    """Layers whose kernels are pruned and counted in the sparsity."""
+    from edgexray.compat import keras
+
+    return isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
+
+
+def clone_fresh(model, wrap: Callable | None = None, should_wrap: Callable = prunable):
+    """A copy of a functional model made of new layers holding copies of the weights.
+
+    keras.models.clone_model keeps any layer object the clone function returns as is, so
+    returning the original layer (or wrapping it) would share its variables with the
+    source model. Each layer is rebuilt from its config instead.
+
+    Args:
+        model: a built functional tf_keras model.
+        wrap: applied to the new copy of every layer for which should_wrap(layer) holds,
+            e.g. tfmot's prune_low_magnitude or quantize_annotate_layer.
+        should_wrap: picks the layers to wrap.
+    """
+    from edgexray.compat import keras
+
+    def clone_layer(layer):
+        fresh = layer.__class__.from_config(layer.get_config())
+        if layer.weights:
+            fresh.build(layer.input_shape)
+            fresh.set_weights(layer.get_weights())
+        return wrap(fresh) if wrap is not None and should_wrap(layer) else fresh
+
+    return keras.models.clone_model(model, clone_function=clone_layer)
+
+
+def pruning_schedule(sparsity: float, total_steps: int):
+    """Polynomial decay from 0 to `sparsity`, reached at a step where the mask updates.
+
+    tfmot updates masks only at steps that are multiples of the frequency within
+    [begin_step, end_step]; end_step is a multiple of the frequency so the last update
+    applies the final sparsity exactly. Very short runs prune in one shot at step 1.
+    """
+    import tensorflow_model_optimization as tfmot
+
+    ramp = max(1, int(total_steps * RAMP_FRACTION))
+    frequency = max(1, ramp // MASK_UPDATES)
+    end_step = frequency * max(1, ramp // frequency)
+    return tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0,
+        final_sparsity=sparsity,
+        begin_step=0,
+        end_step=end_step,
+        frequency=frequency,
+    )
+
+
+def measure_sparsity(model) -> dict:
+    """Share of exactly-zero kernel weights, per prunable layer and over all of them."""
+    layers, zeros, total = {}, 0, 0
+    for layer in model.layers:
+        if not prunable(layer):
+            continue
+        kernel = np.asarray(layer.kernel.numpy())
+        layer_zeros = int(np.count_nonzero(kernel == 0))
+        layers[layer.name] = round(layer_zeros / kernel.size, 4)
+        zeros, total = zeros + layer_zeros, total + kernel.size
+    if not total:
+        raise EdgexrayError("the model has no Conv2D or Dense layer to prune")
+    return {"overall": round(zeros / total, 4), "zeros": zeros, "weights": total, "layers": layers}
+
+
+def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
+    """Prune the run's model, fine-tune it on the train split and save pruned.keras.
+
+    Returns:
+        The report also written to prune.json: config, sparsity measured on the stripped
+        weights, val AUC and threshold of the pruned model next to the baseline's.
+
+    Raises:
+        EdgexrayError: the run directory holds no trained model.
+    """
+    import tensorflow_model_optimization as tfmot
+
+    from edgexray.compat import keras, tf
+
+    run_dir = artifacts.require_run(run_dir)
+    train_config = load_config(run_dir)
+    baseline = artifacts.load_keras(run_dir / artifacts.MODEL)
+    samples = data.load_manifest(run_dir / artifacts.MANIFEST)
+    data_root = Path(train_config.data)
+    spec = train_config.input_spec
+    train_paths, train_labels = data.select(samples, "train", data_root)
+    val_paths, val_labels = data.select(samples, "val", data_root)
+    if not train_paths or not val_paths:
+        raise EdgexrayError(f"{run_dir / artifacts.MANIFEST} has an empty train or val split")
+
+    keras.utils.set_random_seed(train_config.seed)
+    tf.config.experimental.enable_op_determinism()
+    started = time.monotonic()
+    steps = config.epochs * int(np.ceil(len(train_paths) / config.batch_size))
+    schedule = pruning_schedule(config.sparsity, steps)
+    model = clone_fresh(
+        baseline,
+        lambda layer: tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule),
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.AUC(name="auc", num_thresholds=1000)],
+    )
+    train_set = data.make_dataset(
+        train_paths, train_labels, spec, config.batch_size, training=True, seed=train_config.seed
+    )
+    log.info(
+        "pruning to %.0f%% sparsity: %d epochs, %d steps, mask ramp ends at step %d",
+        100 * config.sparsity, config.epochs, steps, schedule.end_step,
+    )  # fmt: skip
+    model.fit(
+        train_set,
+        epochs=config.epochs,
+        class_weight=class_weights(train_labels),
+        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+        verbose=verbose,
+    )
+    pruned = tfmot.sparsity.keras.strip_pruning(model)
+    sparsity = measure_sparsity(pruned)
+    finetune_seconds = time.monotonic() - started
+
+    val_probabilities = predict(pruned, val_paths, spec)
+    threshold = metrics.threshold_for_recall(
+        val_labels, val_probabilities, train_config.target_recall
+    )
+    artifacts.save_keras(pruned, run_dir / artifacts.PRUNED)
+    report = {
+        "edgexray_version": __version__,
+        "config": dataclasses.asdict(config),
+        "sparsity": sparsity,
+        "steps": steps,
+        "finetune_seconds": round(finetune_seconds, 1),
+        "baseline_val_auc": _baseline_val_auc(run_dir, baseline, val_paths, val_labels, spec),
+        "val": metrics.classification_report(val_labels, val_probabilities, threshold),
+    }
+    artifacts.write_json(run_dir / PRUNE_REPORT, report)
+    log.info(
+        "pruned: %.1f%% of kernel weights are zero, val AUC %.4f (baseline %.4f)",
+        100 * sparsity["overall"], report["val"]["auc"], report["baseline_val_auc"],
+    )  # fmt: skip
+    return report
+
+
+def _baseline_val_auc(run_dir: Path, baseline, val_paths, val_labels, spec) -> float:
+    """The baseline's val AUC from metrics.json, or recomputed when training left none."""
+    metrics_path = run_dir / artifacts.METRICS
+    if metrics_path.is_file():
+        auc = artifacts.read_json(metrics_path).get("val", {}).get("at_threshold", {}).get("auc")
+        if auc is not None:
+            return float(auc)
+    return metrics.roc_auc(val_labels, predict(baseline, val_paths, spec))
+
+
+def require_pruned(run_dir: Path) -> Path:
+    """The path of the run's pruned.keras; raises EdgexrayError if prune has not run."""
+    path = Path(run_dir) / artifacts.PRUNED
+    if not path.is_file():
+        raise EdgexrayError(f"{path} not found: run `edgexray prune {run_dir}` first")
+    return path
