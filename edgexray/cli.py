@@ -105,3 +105,59 @@ def train(
     typer.echo(f"run directory: {out}")
     if summary["interrupted"]:
         raise typer.Exit(130)
+
+
+@app.command("prune")
+@user_errors
+def prune_command(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `edgexray train`.")],
+    sparsity: Annotated[Optional[float], typer.Option(help="Share of Conv2D/Dense kernel weights set to zero [0.5].")] = None,  # noqa: E501
+    epochs: Annotated[Optional[int], typer.Option(help="Fine-tuning epochs while pruning [3].")] = None,  # noqa: E501
+    learning_rate: Annotated[Optional[float], typer.Option(help="Fine-tuning learning rate [3e-4].")] = None,  # noqa: E501
+):
+    """Prune the trained model, fine-tune it and save pruned.keras (model.keras is untouched)."""
+    from edgexray.pipeline.prune import PruneConfig, prune
+
+    overrides = dict(sparsity=sparsity, epochs=epochs, learning_rate=learning_rate)
+    config = PruneConfig(**{k: v for k, v in overrides.items() if v is not None})
+    report = prune(run_dir, config, verbose=_verbosity())
+    measured, val = report["sparsity"], report["val"]
+    typer.echo(
+        f"sparsity {measured['overall']:.3f} measured on the stripped kernels "
+        f"({measured['zeros']:,} of {measured['weights']:,} weights are zero)"
+    )
+    for name, value in measured["layers"].items():
+        typer.echo(f"  {name:<12} {value:.3f}")
+    typer.echo(
+        f"val AUC {val['auc']:.4f} (baseline {report['baseline_val_auc']:.4f}); at threshold "
+        f"{val['threshold']:.4f}: recall {val['recall']:.4f}, specificity {val['specificity']:.4f}"
+    )
+    typer.echo(f"pruned model: {Path(run_dir) / 'pruned.keras'}")
+
+
+@app.command("quantize")
+@user_errors
+def quantize_command(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `edgexray train`.")],
+    method: Annotated[Optional[list[str]], typer.Option("--method", "-m", help="all, float32, float16, dynamic, int8, qat, pqat, pruned-int8; repeat or comma-separate [all]. pqat and pruned-int8 (so also all) need `edgexray prune` first.")] = None,  # noqa: E501
+    representative_size: Annotated[Optional[int], typer.Option(help="Train images calibrating int8 ranges [256].")] = None,  # noqa: E501
+    qat_epochs: Annotated[Optional[int], typer.Option(help="Fine-tuning epochs of qat and pqat [1].")] = None,  # noqa: E501
+):
+    """Export TFLite variants, each with a sidecar and its own val-chosen threshold."""
+    from edgexray.export.quantize import QuantizeConfig, parse_methods, quantize
+
+    methods = parse_methods(method or ["all"])
+    overrides = dict(representative_size=representative_size, qat_epochs=qat_epochs)
+    config = QuantizeConfig(**{k: v for k, v in overrides.items() if v is not None})
+    results = quantize(run_dir, methods, config, verbose=_verbosity())
+    typer.echo(
+        f"{'method':<12} {'size KB':>8} {'gzip KB':>8} {'sparsity':>8} {'threshold':>9} "
+        f"{'val recall':>10} {'val spec':>8}"
+    )
+    for r in results:
+        typer.echo(
+            f"{r['method']:<12} {r['size_bytes'] / 1024:>8.1f} {r['gzip_bytes'] / 1024:>8.1f} "
+            f"{r['sparsity']:>8.3f} {r['threshold']:>9.4f} {r['val']['recall']:>10.4f} "
+            f"{r['val']['specificity']:>8.4f}"
+        )
+    typer.echo(f"models and sidecars: {Path(run_dir) / 'tflite'}")

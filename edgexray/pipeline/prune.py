@@ -131,12 +131,13 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
     Raises:
         EdgexrayError: the run directory holds no trained model.
     """
+    run_dir = artifacts.require_run(run_dir)
+    train_config = load_config(run_dir)
+
     import tensorflow_model_optimization as tfmot
 
     from edgexray.compat import keras, tf
 
-    run_dir = artifacts.require_run(run_dir)
-    train_config = load_config(run_dir)
     baseline = artifacts.load_keras(run_dir / artifacts.MODEL)
     samples = data.load_manifest(run_dir / artifacts.MANIFEST)
     data_root = Path(train_config.data)
