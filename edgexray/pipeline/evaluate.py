@@ -1,0 +1,391 @@
+"""`edgexray evaluate`: clinical metrics of a .tflite or Keras model on a folder of X-rays.
+
+A .tflite model is fed by the edge runtime's own code (`edge_runtime.infer.preprocess`
+and `run_interpreter`, reading the sidecar), so what is evaluated is what ships. A Keras
+model is read from its run directory, whose config.json says how to feed it and whose
+metrics.json holds the threshold chosen on the validation split.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgexray import artifacts
+from edgexray.edge_runtime.infer import (
+    IMAGE_SUFFIXES,
+    Classifier,
+    ImageError,
+    InferenceError,
+    preprocess,
+    run_interpreter,
+)
+from edgexray.errors import EdgexrayError
+from edgexray.pipeline import data, metrics
+
+log = logging.getLogger("edgexray")
+
+PREDICTION_FIELDS = ("path", "label", "probability", "predicted")
+CHUNK = 64  # images decoded and scored at a time: bounds memory on any data set size
+PROGRESS_SECONDS = 5.0  # at most one progress line this often
+
+
+@dataclass(frozen=True)
+class Images:
+    """The labelled image files an evaluation runs on, and where they came from."""
+
+    paths: list[str]
+    labels: np.ndarray  # 0 NORMAL, 1 PNEUMONIA
+    source: str  # the data folder or run directory, as given
+    split: str  # the split used, or "" for a plain NORMAL/ PNEUMONIA/ folder
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model ready to score preprocessed images, with its decision threshold."""
+
+    path: Path
+    kind: str  # "tflite" or "keras"
+    input_spec: dict  # what `preprocess` needs: height, width, normalization
+    threshold: float
+    probabilities: Callable[[list[np.ndarray]], np.ndarray]
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+# --- where the images come from ---------------------------------------------------------
+
+
+def _is_run_dir(folder: Path) -> bool:
+    return (folder / artifacts.MANIFEST).is_file() and (folder / artifacts.CONFIG).is_file()
+
+
+def _class_files(class_root: Path) -> tuple[list[str], list[int]]:
+    """Image files under NORMAL/ and PNEUMONIA/; one class may be absent (with a warning)."""
+    per_label = []
+    for label in data.LABELS:
+        folders = [
+            c for c in class_root.iterdir() if c.is_dir() and c.name.lower() == label.lower()
+        ]
+        per_label.append(
+            sorted(
+                str(p)
+                for folder in folders
+                for p in folder.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        )
+    if not any(per_label):
+        raise EdgexrayError(
+            f"{class_root} holds no .jpeg, .jpg or .png images in NORMAL/ or PNEUMONIA/"
+        )
+    for label, files in zip(data.LABELS, per_label, strict=True):
+        if not files:
+            # Recall or specificity is then undefined, but the other one is still worth having.
+            log.warning("%s/%s holds no images", class_root, label)
+    labels = [index for index, files in enumerate(per_label) for _ in files]
+    return [path for files in per_label for path in files], labels
+
+
+def find_images(source: Path, split: str = "test") -> Images:
+    """The labelled images to evaluate on.
+
+    Args:
+        source: a folder with NORMAL/ and PNEUMONIA/ (split is then ignored), a Kaggle
+            root with train/ val/ test/ (then its `split` folder), or a run directory
+            (then the manifest's `split` rows, under the run's data root).
+        split: "train", "val" or "test".
+
+    Raises:
+        EdgexrayError: unknown split, missing folder, or no images.
+    """
+    source = Path(source)
+    if split not in data.SPLITS:
+        raise EdgexrayError(f"unknown split {split!r}: use one of {', '.join(data.SPLITS)}")
+    if source.is_dir() and _is_run_dir(source):
+        samples = data.load_manifest(source / artifacts.MANIFEST)
+        data_root = Path(artifacts.read_json(source / artifacts.CONFIG).get("data", ""))
+        paths, labels = data.select(samples, split, data_root)
+        if not paths:
+            raise EdgexrayError(f"the manifest of {source} has no {split} images")
+        return Images(paths, labels, str(source), split)
+    folders = data.find_class_folders(source)
+    if "" in folders:
+        paths, labels = _class_files(folders[""])
+        return Images(paths, np.array(labels, dtype=np.int64), str(source), "")
+    if split not in folders:
+        raise EdgexrayError(f"{source} has no {split}/ folder (found: {', '.join(folders)})")
+    paths, labels = _class_files(folders[split])
+    return Images(paths, np.array(labels, dtype=np.int64), str(source), split)
+
+
+# --- the models ---------------------------------------------------------------------------
+
+
+def _tflite_model(path: Path, threshold: float | None) -> Model:
+    try:
+        classifier = Classifier(path)
+    except InferenceError as err:
+        raise EdgexrayError(str(err)) from None
+
+    def probabilities(images: list[np.ndarray]) -> np.ndarray:
+        # Exactly Classifier.probability after `preprocess`: one image per invoke, as on a device.
+        return np.array([run_interpreter(classifier.interpreter, image) for image in images])
+
+    return Model(
+        path=path,
+        kind="tflite",
+        input_spec=classifier.sidecar["input"],
+        threshold=classifier.threshold if threshold is None else threshold,
+        probabilities=probabilities,
+    )
+
+
+def _keras_model(path: Path, threshold: float | None) -> Model:
+    from edgexray.pipeline.train import load_config
+
+    run_dir = path.parent
+    if not (run_dir / artifacts.CONFIG).is_file():
+        raise EdgexrayError(
+            f"{path.name} must sit in its run directory: {run_dir / artifacts.CONFIG} "
+            "(how to feed the model) is missing"
+        )
+    input_spec = load_config(run_dir).input_spec
+    if threshold is None:
+        run_metrics = run_dir / artifacts.METRICS
+        if not run_metrics.is_file():
+            raise EdgexrayError(
+                f"{run_metrics} is missing (training not finished?): give --threshold"
+            )
+        threshold = artifacts.read_json(run_metrics).get("threshold")
+        if not isinstance(threshold, (int, float)):
+            raise EdgexrayError(f"{run_metrics} has no numeric threshold")
+    model = artifacts.load_keras(path)
+
+    def probabilities(images: list[np.ndarray]) -> np.ndarray:
+        batch = np.stack(images).astype(np.float32)
+        return np.asarray(model(batch, training=False), dtype=np.float64).reshape(-1)
+
+    return Model(path, "keras", input_spec, float(threshold), probabilities)
+
+
+def load_model(path: Path, threshold: float | None = None) -> Model:
+    """A .tflite (with its sidecar) or a .keras model from a run directory.
+
+    Args:
+        path: the model file.
+        threshold: overrides the sidecar's (or the run's) decision threshold.
+
+    Raises:
+        EdgexrayError: missing file or sidecar, sha256 mismatch, unloadable model, or a
+            Keras model outside its run directory.
+    """
+    path = Path(path)
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise EdgexrayError(f"threshold must be in [0, 1], got {threshold}")
+    if not path.is_file():
+        raise EdgexrayError(f"model not found: {path}")
+    if path.suffix.lower() == ".tflite":
+        return _tflite_model(path, threshold)
+    if path.suffix.lower() == ".keras":
+        return _keras_model(path, threshold)
+    raise EdgexrayError(f"{path}: expected a .tflite or .keras model")
+
+
+# --- scoring ------------------------------------------------------------------------------
+
+
+def _spec_key(input_spec: dict) -> tuple:
+    """The fields `preprocess` reads: models that share them share decoded inputs."""
+    try:
+        return (int(input_spec["height"]), int(input_spec["width"]), input_spec["normalization"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise EdgexrayError(f"input spec lacks height, width or normalization ({err})") from None
+
+
+def score(models: list[Model], paths: list[str]) -> np.ndarray:
+    """Pneumonia probabilities of every model for every file, decoding each file once.
+
+    Returns:
+        An array (len(models), len(paths)); NaN where the file could not be read (a
+        warning names it). Images are fed through `edge_runtime.infer.preprocess`.
+
+    Raises:
+        EdgexrayError: a model cannot run on its input (e.g. unknown normalization).
+    """
+    specs = {_spec_key(m.input_spec): m.input_spec for m in models}
+    result = np.full((len(models), len(paths)), np.nan)
+    started = last_log = time.monotonic()
+    for start in range(0, len(paths), CHUNK):
+        chunk = paths[start : start + CHUNK]
+        inputs = {key: [] for key in specs}
+        readable = []
+        for offset, path in enumerate(chunk):
+            try:
+                images = {key: preprocess(path, spec) for key, spec in specs.items()}
+            except ImageError as err:
+                log.warning("skipping %s", err)
+                continue
+            except InferenceError as err:  # the model's sidecar, not the image, is wrong
+                raise EdgexrayError(str(err)) from None
+            except Exception as err:  # noqa: BLE001 - odd files must not stop a long run
+                log.warning("skipping %s: not a readable image (%s)", path, err)
+                continue
+            readable.append(start + offset)
+            for key, image in images.items():
+                inputs[key].append(image)
+        if readable:
+            for row, model in enumerate(models):
+                try:
+                    result[row, readable] = model.probabilities(inputs[_spec_key(model.input_spec)])
+                except (ValueError, RuntimeError) as err:  # shape or dtype the model refuses
+                    raise EdgexrayError(f"{model.path}: cannot run on its input ({err})") from None
+        done = start + len(chunk)
+        now = time.monotonic()
+        if now - last_log >= PROGRESS_SECONDS and done < len(paths):
+            log.info("scored %d/%d images (%.0f s)", done, len(paths), now - started)
+            last_log = now
+    log.info(
+        "scored %d images with %d model(s) in %.1f s",
+        len(paths), len(models), time.monotonic() - started,
+    )  # fmt: skip
+    return result
+
+
+def summarize(labels, probabilities, threshold: float) -> dict:
+    """Every clinical metric from labels, probabilities and a threshold (pure, no I/O).
+
+    metrics.classification_report plus the class counts, so a reader sees how many
+    pneumonia cases stand behind the recall and its confidence interval.
+    """
+    labels = np.asarray(labels).astype(int)
+    return {
+        **metrics.classification_report(labels, probabilities, threshold),
+        "pneumonia": int(labels.sum()),
+        "normal": int(len(labels) - labels.sum()),
+    }
+
+
+def write_predictions(path: Path, paths, labels, probabilities, threshold: float) -> Path:
+    """Per-image CSV (path, label, probability, predicted), written atomically."""
+
+    def write(temporary: Path):
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(PREDICTION_FIELDS)
+            for file, label, probability in zip(paths, labels, probabilities, strict=True):
+                predicted = data.LABELS[int(probability >= threshold)]
+                writer.writerow([file, data.LABELS[int(label)], f"{probability:.6f}", predicted])
+
+    return artifacts.atomic_write(Path(path), write)
+
+
+def evaluate(
+    model_path: Path,
+    data_path: Path,
+    split: str = "test",
+    threshold: float | None = None,
+    predictions_csv: Path | None = None,
+) -> dict:
+    """Clinical metrics of one model on one set of images.
+
+    Args:
+        model_path: a .tflite with its sidecar, or a .keras model in its run directory.
+        data_path: a NORMAL/ PNEUMONIA/ folder, a Kaggle root or a run directory.
+        split: which split of a Kaggle root or run directory.
+        threshold: overrides the model's own threshold.
+        predictions_csv: where to write per-image predictions, if given.
+
+    Returns:
+        summarize()'s fields plus model, kind, data, split, skipped (count),
+        skipped_files and predictions_csv.
+
+    Raises:
+        EdgexrayError: bad model or data, or no readable image.
+    """
+    images = find_images(Path(data_path), split)
+    model = load_model(Path(model_path), threshold)
+    log.info("evaluating %s on %d images from %s", model.path.name, len(images.paths), data_path)
+    probabilities = score([model], images.paths)[0]
+    readable = ~np.isnan(probabilities)
+    if not readable.any():
+        raise EdgexrayError(f"none of the {len(images.paths)} images in {data_path} is readable")
+    skipped = [p for p, ok in zip(images.paths, readable, strict=True) if not ok]
+    if skipped:
+        log.warning("skipped %d unreadable file(s)", len(skipped))
+    paths = [p for p, ok in zip(images.paths, readable, strict=True) if ok]
+    labels, probabilities = images.labels[readable], probabilities[readable]
+    report = {
+        "model": str(model_path),
+        "kind": model.kind,
+        "data": str(data_path),
+        "split": images.split,
+        **summarize(labels, probabilities, model.threshold),
+        "skipped": len(skipped),
+        "skipped_files": skipped,
+        "predictions_csv": None,
+    }
+    if predictions_csv is not None:
+        write_predictions(predictions_csv, paths, labels, probabilities, model.threshold)
+        report["predictions_csv"] = str(predictions_csv)
+    return report
+
+
+# --- presentation helpers (the CLI prints these) -------------------------------------------
+
+
+def json_safe(value):
+    """NaN (e.g. recall without pneumonia images) → None, so the output is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def defined(value) -> bool:
+    """False for a metric that is undefined here (None or NaN), e.g. recall without pneumonia."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def number(value, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if defined(value) else "n/a"
+
+
+def _interval(bounds) -> str:
+    low, high = bounds
+    return f"[{low:.3f}-{high:.3f}]" if defined(low) and defined(high) else ""
+
+
+def report_lines(report: dict) -> list[str]:
+    """A readable table of an evaluate() report."""
+    (tn, fp), (fn, tp) = report["confusion_matrix"]
+    where = report["data"] + (f" ({report['split']} split)" if report["split"] else "")
+    skipped = f", {report['skipped']} unreadable skipped" if report["skipped"] else ""
+    return [
+        f"model        {report['model']} ({report['kind']}, threshold {report['threshold']:.4f})",
+        f"data         {where}: {report['n']} images{skipped}",
+        f"recall       {number(report['recall'])}  {_interval(report['recall_ci95'])}"
+        f"  {tp}/{tp + fn} pneumonia found (95% Wilson CI)",
+        f"specificity  {number(report['specificity'])}  {_interval(report['specificity_ci95'])}"
+        f"  {tn}/{tn + fp} normal called normal",
+        f"precision    {number(report['precision'])}",
+        f"f1           {number(report['f1'])}",
+        f"accuracy     {number(report['accuracy'])}",
+        f"AUC          {number(report['auc'])}",
+        f"ECE          {number(report['ece'])}  (expected calibration error, 10 bins)",
+        "confusion    true \\ predicted   NORMAL  PNEUMONIA",
+        f"             NORMAL           {tn:7d}  {fp:9d}",
+        f"             PNEUMONIA        {fn:7d}  {tp:9d}",
+    ] + ([f"predictions  {report['predictions_csv']}"] if report["predictions_csv"] else [])

@@ -1,0 +1,269 @@
+"""`edgexray verify`: a compressed model that misses more pneumonia than the float one fails.
+
+The float baseline and every candidate are scored on the same images. A candidate whose
+pneumonia recall is below the baseline's by more than `max_recall_drop` fails, and
+`RecallRegressionError` carries the whole report; only the CLI turns it into exit code 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgexray import artifacts
+from edgexray.errors import EdgexrayError
+from edgexray.pipeline import data, metrics
+from edgexray.pipeline.evaluate import (
+    defined,
+    find_images,
+    json_safe,
+    load_model,
+    number,
+    score,
+    summarize,
+)
+
+log = logging.getLogger("edgexray")
+
+REPORT = "verify.json"  # written to the run directory by verify_run
+# Recalls are ratios of the same denominator; this only absorbs float rounding.
+TOLERANCE = 1e-9
+# Flipped images are listed in this order: what hurts patients first.
+CHANGES = (
+    "new false negative",
+    "new false positive",
+    "fixed false negative",
+    "fixed false positive",
+)
+
+
+class RecallRegressionError(EdgexrayError):
+    """A candidate's pneumonia recall dropped more than allowed; `report` has every metric."""
+
+    exit_code = 1
+
+    def __init__(self, report: dict):
+        self.report = report
+        failing = [c for c in report["candidates"] if not c["passed"]]
+        details = "; ".join(
+            f"{c['name']} recall {c['recall']:.4f} vs baseline {report['baseline']['recall']:.4f}"
+            f" ({c['changes']['new false negative']} new false negatives)"
+            for c in failing
+        )
+        super().__init__(
+            f"pneumonia recall regression (allowed drop {report['max_recall_drop']:.4f}): {details}"
+        )
+
+
+def _change(label: int, before: bool, after: bool) -> str:
+    if label == 1:
+        return "new false negative" if before else "fixed false negative"
+    return "fixed false positive" if before else "new false positive"
+
+
+def compare(labels, paths, baseline: dict, candidate: dict, max_recall_drop: float) -> dict:
+    """Deltas, exact McNemar test and flipped images of one candidate against the baseline.
+
+    Args:
+        labels: true labels (1 = pneumonia) of the shared images.
+        paths: their files, in the same order.
+        baseline, candidate: {"probabilities", "threshold", "report"} of each model.
+        max_recall_drop: the largest allowed baseline recall minus candidate recall.
+
+    Returns:
+        The candidate's comparison fields (passed, recall_drop, delta, mcnemar, flipped...).
+    """
+    labels = np.asarray(labels).astype(int)
+    before = baseline["probabilities"] >= baseline["threshold"]
+    after = candidate["probabilities"] >= candidate["threshold"]
+    before_correct, after_correct = before == labels.astype(bool), after == labels.astype(bool)
+    only_baseline = int(np.sum(before_correct & ~after_correct))
+    only_candidate = int(np.sum(~before_correct & after_correct))
+    flipped = [
+        {
+            "path": paths[i],
+            "label": data.LABELS[labels[i]],
+            "change": _change(labels[i], bool(before[i]), bool(after[i])),
+            "baseline_probability": round(float(baseline["probabilities"][i]), 6),
+            "candidate_probability": round(float(candidate["probabilities"][i]), 6),
+        }
+        for i in np.nonzero(before != after)[0]
+    ]
+    flipped.sort(key=lambda flip: CHANGES.index(flip["change"]))
+    base, cand = baseline["report"], candidate["report"]
+    recall_drop = base["recall"] - cand["recall"]
+    return {
+        "passed": bool(recall_drop <= max_recall_drop + TOLERANCE),
+        "recall_drop": recall_drop,
+        "delta": {
+            k: cand[k] - base[k] if defined(cand[k]) and defined(base[k]) else None
+            for k in ("recall", "specificity", "auc", "accuracy")
+        },
+        "mcnemar": {
+            "baseline_only_correct": only_baseline,
+            "candidate_only_correct": only_candidate,
+            "p_value": metrics.mcnemar_exact(only_baseline, only_candidate),
+        },
+        "changes": {change: sum(f["change"] == change for f in flipped) for change in CHANGES},
+        "flipped": flipped,
+    }
+
+
+def verify(
+    baseline: Path,
+    candidates: list[Path],
+    data_path: Path,
+    split: str = "test",
+    max_recall_drop: float = 0.0,
+) -> dict:
+    """Check that no candidate misses more pneumonia than the baseline on the same images.
+
+    Args:
+        baseline: the float model (.keras in its run directory, or .tflite).
+        candidates: compressed models (.tflite with sidecars, or .keras); each is used
+            at its own threshold.
+        data_path: a NORMAL/ PNEUMONIA/ folder, a Kaggle root or a run directory.
+        split: which split of a Kaggle root or run directory.
+        max_recall_drop: allowed drop of pneumonia recall, in [0, 1].
+
+    Returns:
+        The report: data, n, skipped, baseline metrics, and per candidate its metrics,
+        deltas, McNemar test and flipped images; passed is True.
+
+    Raises:
+        RecallRegressionError: a candidate's recall dropped too far (carries the report).
+        EdgexrayError: bad models or data, or no pneumonia image to measure recall on.
+    """
+    if not 0.0 <= max_recall_drop <= 1.0:
+        raise EdgexrayError(f"max_recall_drop must be in [0, 1], got {max_recall_drop}")
+    if not candidates:
+        raise EdgexrayError("no candidate model to verify")
+    started = time.monotonic()
+    images = find_images(Path(data_path), split)
+    if not np.any(images.labels == 1):
+        raise EdgexrayError(f"{data_path} has no PNEUMONIA image: recall cannot be checked")
+    models = [load_model(Path(baseline))] + [load_model(Path(c)) for c in candidates]
+    log.info(
+        "verifying %d candidate(s) against %s on %d images",
+        len(candidates), models[0].path.name, len(images.paths),
+    )  # fmt: skip
+    probabilities = score(models, images.paths)
+    # The same loader reads every model's input, so a file is unreadable for all or none.
+    readable = ~np.isnan(probabilities).any(axis=0)
+    labels = images.labels[readable]
+    if not np.any(labels == 1):
+        raise EdgexrayError(f"no readable PNEUMONIA image in {data_path}: recall cannot be checked")
+    paths = [p for p, ok in zip(images.paths, readable, strict=True) if ok]
+    scored = [
+        {
+            "model": str(model.path),
+            "name": model.name,
+            "kind": model.kind,
+            "probabilities": probabilities[row, readable],
+            "threshold": model.threshold,
+            "report": summarize(labels, probabilities[row, readable], model.threshold),
+        }
+        for row, model in enumerate(models)
+    ]
+
+    def public(entry: dict) -> dict:
+        return {k: entry[k] for k in ("model", "name", "kind")} | entry["report"]
+
+    results = [
+        public(entry) | compare(labels, paths, scored[0], entry, max_recall_drop)
+        for entry in scored[1:]
+    ]
+    failed = [c["name"] for c in results if not c["passed"]]
+    report = {
+        "data": str(data_path),
+        "split": images.split,
+        "n": int(len(labels)),
+        "skipped": int(np.sum(~readable)),
+        "skipped_files": [p for p, ok in zip(images.paths, readable, strict=True) if not ok],
+        "max_recall_drop": max_recall_drop,
+        "passed": not failed,
+        "failed": failed,
+        "seconds": round(time.monotonic() - started, 1),
+        "baseline": public(scored[0]),
+        "candidates": results,
+    }
+    if failed:
+        raise RecallRegressionError(report)
+    return report
+
+
+def verify_run(run_dir: Path, max_recall_drop: float = 0.0) -> dict:
+    """Verify every tflite/*.tflite of a run against its model.keras on the test split.
+
+    The baseline uses the run's val-chosen threshold (metrics.json), each candidate its
+    sidecar's. verify.json is written to the run directory whether the check passes or not.
+
+    Raises:
+        RecallRegressionError: a candidate's recall dropped too far (verify.json written).
+        EdgexrayError: not a trained run, no .tflite files, or bad models.
+    """
+    run_dir = artifacts.require_run(Path(run_dir))
+    candidates = sorted((run_dir / artifacts.TFLITE_DIR).glob("*.tflite"))
+    if not candidates:
+        raise EdgexrayError(
+            f"{run_dir / artifacts.TFLITE_DIR} holds no .tflite models: export some first"
+        )
+    try:
+        report = verify(run_dir / artifacts.MODEL, candidates, run_dir, "test", max_recall_drop)
+    except RecallRegressionError as err:
+        artifacts.write_json(run_dir / REPORT, json_safe(err.report))
+        raise
+    artifacts.write_json(run_dir / REPORT, json_safe(report))
+    return report
+
+
+def _signed(value) -> str:
+    return f"{value:+.4f}" if defined(value) else "n/a"
+
+
+def table_lines(report: dict) -> list[str]:
+    """A readable table of baseline and candidates from a verify() report."""
+    where = report["data"] + (f" ({report['split']} split)" if report["split"] else "")
+    skipped = f", {report['skipped']} unreadable skipped" if report["skipped"] else ""
+    (tn, fp), (fn, tp) = report["baseline"]["confusion_matrix"]
+    header = (
+        f"{'model':<16} {'kind':<6} {'thresh':>6} {'recall':>7} {'95% CI':>13} {'Δrecall':>8} "
+        f"{'spec':>7} {'Δspec':>8} {'AUC':>7} {'ΔAUC':>8} {'McNemar p':>9} {'new FN':>6} "
+        f"{'new FP':>6} result"
+    )
+    lines = [
+        f"data: {where}: {report['n']} images ({tp + fn} pneumonia, {tn + fp} normal){skipped}",
+        f"allowed pneumonia recall drop: {report['max_recall_drop']:.4f}",
+        header,
+    ]
+    for entry in [report["baseline"], *report["candidates"]]:
+        is_baseline = entry is report["baseline"]
+        interval = "[{:.3f}-{:.3f}]".format(*entry["recall_ci95"])
+        delta = entry.get("delta", {})
+        row = (
+            f"{entry['name'][:16]:<16} {entry['kind']:<6} {entry['threshold']:>6.3f} "
+            f"{entry['recall']:>7.4f} {interval:>13} "
+            f"{'' if is_baseline else _signed(delta['recall']):>8} "
+            f"{number(entry['specificity']):>7} "
+            f"{'' if is_baseline else _signed(delta['specificity']):>8} {number(entry['auc']):>7} "
+            f"{'' if is_baseline else _signed(delta['auc']):>8} "
+        )
+        if is_baseline:
+            row += f"{'':>9} {'':>6} {'':>6} baseline"
+        else:
+            changes = entry["changes"]
+            row += (
+                f"{entry['mcnemar']['p_value']:>9.3g} {changes['new false negative']:>6} "
+                f"{changes['new false positive']:>6} {'pass' if entry['passed'] else 'FAIL'}"
+            )
+        lines.append(row)
+    for entry in report["candidates"]:
+        missed = [f["path"] for f in entry["flipped"] if f["change"] == "new false negative"]
+        if missed:
+            shown = ", ".join(Path(p).name for p in missed[:5])
+            more = f" and {len(missed) - 5} more" if len(missed) > 5 else ""
+            lines.append(f"{entry['name']}: newly missed pneumonia: {shown}{more}")
+    return lines

@@ -1,0 +1,207 @@
+"""`edgexray verify`: the recall gate passes identical models and fails ones that miss more."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgexray import artifacts
+from edgexray.cli import app
+from edgexray.errors import EdgexrayError
+from edgexray.pipeline import metrics
+from edgexray.pipeline.evaluate import evaluate
+from edgexray.pipeline.verify import REPORT, RecallRegressionError, verify
+
+runner = CliRunner()
+
+
+def copy_model(source, target, threshold=None):
+    """Copy a .tflite and its sidecar; the sha256 covers the .tflite only, so the
+    threshold can be edited and the sidecar stays valid."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, target)
+    sidecar = json.loads(source.with_suffix(".json").read_text())
+    if threshold is not None:
+        sidecar["threshold"] = threshold
+    target.with_suffix(".json").write_text(json.dumps(sidecar))
+    return target
+
+
+def pneumonia_probabilities(model, data_path, tmp_path):
+    report = evaluate(model, data_path, predictions_csv=tmp_path / "probabilities.csv")
+    lines = (tmp_path / "probabilities.csv").read_text().splitlines()[1:]
+    rows = [line.rsplit(",", 3) for line in lines]
+    return report, sorted(float(p) for _, label, p, _ in rows if label == "PNEUMONIA")
+
+
+@pytest.fixture()
+def strict_pair(tiny_tflite, xray_folder, tmp_path):
+    """A baseline finding all 40 pneumonia cases, the same model with a raised threshold,
+    and how many cases the raised threshold misses."""
+    _, positives = pneumonia_probabilities(tiny_tflite["float32"], xray_folder, tmp_path)
+    distinct = sorted(set(positives))
+    assert len(distinct) >= 2, "the tiny model gives every pneumonia film the same score"
+    # Thresholds between distinct (6-decimal) scores, so rounding cannot move any image.
+    low = distinct[0] / 2
+    raised = (distinct[0] + distinct[1]) / 2
+    baseline = copy_model(tiny_tflite["float32"], tmp_path / "models" / "baseline.tflite", low)
+    candidate = copy_model(tiny_tflite["float32"], tmp_path / "models" / "strict.tflite", raised)
+    return baseline, candidate, positives.count(distinct[0])
+
+
+def test_identical_candidate_passes_with_no_flips(tiny_tflite, xray_folder, tmp_path):
+    twin = copy_model(tiny_tflite["float32"], tmp_path / "twin dir" / "twin.tflite")
+    report = verify(tiny_tflite["float32"], [twin], xray_folder)
+    (candidate,) = report["candidates"]
+    assert report["passed"] and candidate["passed"] and report["n"] == 80
+    assert candidate["delta"] == {"recall": 0.0, "specificity": 0.0, "auc": 0.0, "accuracy": 0.0}
+    assert candidate["flipped"] == [] and candidate["mcnemar"]["p_value"] == 1.0
+
+
+def test_raised_threshold_fails_with_new_false_negatives_listed(strict_pair, xray_folder):
+    baseline, candidate, missed = strict_pair
+    with pytest.raises(RecallRegressionError) as caught:
+        verify(baseline, [candidate], xray_folder)
+    report = caught.value.report
+    assert caught.value.exit_code == 1 and not report["passed"]
+    assert report["failed"] == ["strict"] and "strict recall" in str(caught.value)
+    result = report["candidates"][0]
+    assert report["baseline"]["recall"] == 1.0
+    assert result["recall"] == pytest.approx((40 - missed) / 40)
+    assert result["recall_drop"] == pytest.approx(missed / 40)
+    assert result["changes"]["new false negative"] == missed
+    assert [f["change"] for f in result["flipped"][:missed]] == ["new false negative"] * missed
+    # A higher threshold can only lose positives and drop false alarms: no other change.
+    assert result["changes"]["new false positive"] == result["changes"]["fixed false negative"] == 0
+    mcnemar = result["mcnemar"]
+    assert mcnemar["baseline_only_correct"] == missed
+    assert mcnemar["candidate_only_correct"] == result["changes"]["fixed false positive"]
+    assert mcnemar["p_value"] == metrics.mcnemar_exact(
+        mcnemar["baseline_only_correct"], mcnemar["candidate_only_correct"]
+    )
+
+
+def test_allowed_recall_drop_lets_the_candidate_pass(strict_pair, xray_folder):
+    baseline, candidate, missed = strict_pair
+    report = verify(baseline, [candidate], xray_folder, max_recall_drop=missed / 40)
+    assert report["passed"] and report["candidates"][0]["recall_drop"] > 0
+
+
+def test_cli_exits_1_and_names_only_the_failing_candidate(strict_pair, xray_folder, tmp_path):
+    baseline, candidate, missed = strict_pair
+    twin = copy_model(baseline, tmp_path / "twin.tflite")
+    args = ["verify", "--baseline", str(baseline), "--candidate", str(twin)]
+    result = runner.invoke(app, [*args, "--candidate", str(candidate), "--data", str(xray_folder)])
+    assert result.exit_code == 1, result.output
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: ") and "twin" not in error
+    assert f"strict recall {(40 - missed) / 40:.4f} vs baseline 1.0000" in error
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line}
+    assert rows["strict"].endswith("FAIL") and rows["twin"].endswith("pass")
+
+
+def test_cli_exits_0_on_an_identical_candidate(tiny_tflite, xray_folder, tmp_path):
+    twin = copy_model(tiny_tflite["int8"], tmp_path / "twin.tflite")
+    result = runner.invoke(
+        app,
+        ["verify", "--baseline", str(tiny_tflite["int8"]), "--candidate", str(twin),
+         "--data", str(xray_folder)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "passed" in result.stdout
+
+
+@pytest.fixture()
+def run_copy(tiny_run, tiny_tflite, tmp_path):
+    """A copy of the tiny run with a float32 candidate at the run's own threshold."""
+    run_dir = tmp_path / "run copy"
+    shutil.copytree(tiny_run, run_dir)
+    threshold = artifacts.read_json(run_dir / artifacts.METRICS)["threshold"]
+    copy_model(tiny_tflite["float32"], run_dir / "tflite" / "float32.tflite", threshold)
+    return run_dir
+
+
+def test_run_verify_passes_the_converted_float_model_and_writes_report(run_copy):
+    result = runner.invoke(app, ["verify", str(run_copy)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((run_copy / REPORT).read_text())
+    assert report["passed"] and report["split"] == "test"
+    assert report["baseline"]["kind"] == "keras"
+    assert [c["name"] for c in report["candidates"]] == ["float32"]
+
+
+def test_run_verify_writes_report_when_a_candidate_fails(run_copy, tiny_tflite, tmp_path):
+    keras_report, positives = pneumonia_probabilities(
+        run_copy / artifacts.MODEL, run_copy, tmp_path
+    )
+    found = [p for p in positives if p >= keras_report["threshold"]]
+    assert found, "the tiny baseline finds no pneumonia in the test split"
+    # Above the lowest-scored pneumonia the baseline finds, below the next one (or 1).
+    raised = (found[0] + (found[1] if len(found) > 1 else 1.0)) / 2
+    copy_model(tiny_tflite["float32"], run_copy / "tflite" / "raised.tflite", raised)
+    result = runner.invoke(app, ["verify", str(run_copy)])
+    assert result.exit_code == 1, result.output
+    assert "raised recall" in result.stderr
+    report = json.loads((run_copy / REPORT).read_text())
+    assert not report["passed"] and report["failed"] == ["raised"]
+    assert {c["name"]: c["passed"] for c in report["candidates"]} == {
+        "float32": True, "raised": False,
+    }  # fmt: skip
+
+
+def assert_one_line_error(result):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+
+
+def test_missing_candidate_sidecar_exits_2(tiny_tflite, xray_folder, tmp_path):
+    lone = tmp_path / "lone.tflite"
+    shutil.copy(tiny_tflite["int8"], lone)
+    result = runner.invoke(
+        app,
+        ["verify", "--baseline", str(tiny_tflite["float32"]), "--candidate", str(lone),
+         "--data", str(xray_folder)],
+    )  # fmt: skip
+    assert_one_line_error(result)
+    assert "sidecar not found" in result.stderr
+
+
+def test_corrupt_candidate_exits_2(tiny_tflite, xray_folder, tmp_path):
+    corrupt = tmp_path / "corrupt.tflite"
+    corrupt.write_bytes(np.random.default_rng(0).bytes(256))
+    sidecar = json.loads(tiny_tflite["float32"].with_suffix(".json").read_text())
+    sidecar["sha256"] = artifacts.sha256(corrupt)
+    corrupt.with_suffix(".json").write_text(json.dumps(sidecar))
+    result = runner.invoke(
+        app,
+        ["verify", "--baseline", str(tiny_tflite["float32"]), "--candidate", str(corrupt),
+         "--data", str(xray_folder)],
+    )  # fmt: skip
+    assert_one_line_error(result)
+
+
+def test_empty_data_folder_exits_2(tiny_tflite, tmp_path):
+    for label in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / "empty" / label).mkdir(parents=True)
+    result = runner.invoke(
+        app,
+        ["verify", "--baseline", str(tiny_tflite["float32"]), "--candidate",
+         str(tiny_tflite["int8"]), "--data", str(tmp_path / "empty")],
+    )  # fmt: skip
+    assert_one_line_error(result)
+
+
+def test_run_without_tflite_models_exits_2(tiny_run):
+    result = runner.invoke(app, ["verify", str(tiny_run)])
+    assert_one_line_error(result)
+    assert "holds no .tflite" in result.stderr
+    assert not (tiny_run / REPORT).exists()
+
+
+def test_recall_cannot_pass_vacuously_without_pneumonia_images(tiny_tflite, tmp_path, xray_folder):
+    shutil.copytree(xray_folder / "NORMAL", tmp_path / "normal only" / "NORMAL")
+    with pytest.raises(EdgexrayError, match="no PNEUMONIA image"):
+        verify(tiny_tflite["float32"], [tiny_tflite["int8"]], tmp_path / "normal only")
