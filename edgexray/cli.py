@@ -107,6 +107,66 @@ def train(
         raise typer.Exit(130)
 
 
+@app.command()
+@user_errors
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="A .tflite (with its .json sidecar) or a run's .keras model.")],  # noqa: E501
+    data: Annotated[Path, typer.Option(help="NORMAL/ PNEUMONIA/ folder, Kaggle root, or run directory (its manifest).")],  # noqa: E501
+    split: Annotated[str, typer.Option(help="Split of a Kaggle root or run directory.")] = "test",
+    threshold: Annotated[Optional[float], typer.Option(help="Decision threshold [the sidecar's, or the run's val-chosen one].")] = None,  # noqa: E501
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (logs stay on stderr).")] = False,  # noqa: E501
+    predictions: Annotated[Optional[Path], typer.Option(help="Write per-image predictions (path,label,probability,predicted) to this CSV.")] = None,  # noqa: E501
+):
+    """Clinical metrics of a model: recall and specificity with 95% CIs, AUC, calibration."""
+    import json
+
+    from edgexray.pipeline.evaluate import evaluate as run_evaluation
+    from edgexray.pipeline.evaluate import json_safe, report_lines
+
+    report = run_evaluation(model, data, split, threshold, predictions)
+    if json_output:
+        typer.echo(json.dumps(json_safe(report), indent=2, allow_nan=False))
+        return
+    for line in report_lines(report):
+        typer.echo(line)
+
+
+@app.command()
+@user_errors
+def verify(
+    run_dir: Annotated[Optional[Path], typer.Argument(help="Run directory: model.keras vs every tflite/*.tflite on its test split.")] = None,  # noqa: E501
+    baseline: Annotated[Optional[Path], typer.Option(help="Float model (.keras in its run directory, or .tflite).")] = None,  # noqa: E501
+    candidate: Annotated[Optional[list[Path]], typer.Option(help="Compressed model to check (repeat for several).")] = None,  # noqa: E501
+    data: Annotated[Optional[Path], typer.Option(help="Images for --baseline/--candidate: NORMAL/ PNEUMONIA/ folder, Kaggle root or run directory.")] = None,  # noqa: E501
+    split: Annotated[str, typer.Option(help="Split of a Kaggle root or run directory given as --data.")] = "test",  # noqa: E501
+    max_recall_drop: Annotated[float, typer.Option(help="Allowed drop of pneumonia recall versus the baseline.")] = 0.0,  # noqa: E501
+):
+    """Fail (exit 1) when a candidate misses more pneumonia than the float baseline."""
+    from edgexray.pipeline.verify import REPORT, RecallRegressionError, table_lines, verify_run
+    from edgexray.pipeline.verify import verify as run_verify
+
+    if run_dir is not None and (baseline or candidate or data):
+        raise fail("give either RUN_DIR or --baseline/--candidate/--data, not both")
+    if run_dir is None and not (baseline and candidate and data):
+        raise fail("give RUN_DIR, or --baseline M --candidate M [--candidate M ...] --data DIR")
+    try:
+        if run_dir is not None:
+            report = verify_run(run_dir, max_recall_drop)
+        else:
+            report = run_verify(baseline, candidate, data, split, max_recall_drop)
+    except RecallRegressionError as err:
+        for line in table_lines(err.report):
+            typer.echo(line)
+        if run_dir is not None:
+            typer.echo(f"report: {run_dir / REPORT}")
+        raise
+    for line in table_lines(report):
+        typer.echo(line)
+    if run_dir is not None:
+        typer.echo(f"report: {run_dir / REPORT}")
+    typer.echo("passed: no candidate lost pneumonia recall beyond the allowed drop")
+
+
 @app.command("prune")
 @user_errors
 def prune_command(
