@@ -46,8 +46,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
 
 
 def write_json(path: Path, data) -> Path:
-    """Write JSON atomically (sorted keys are avoided so sections stay readable)."""
-    text = json.dumps(data, indent=2, allow_nan=True) + "\n"
+    """Write strict JSON atomically (undefined metrics must be None, not NaN)."""
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
     return atomic_write(path, lambda temporary: temporary.write_text(text))
 
 

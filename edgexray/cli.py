@@ -221,3 +221,28 @@ def quantize_command(
             f"{r['val']['specificity']:>8.4f}"
         )
     typer.echo(f"models and sidecars: {Path(run_dir) / 'tflite'}")
+
+
+@app.command("benchmark")
+@user_errors
+def benchmark_command(
+    models: Annotated[list[Path], typer.Argument(help="A run directory, or .keras/.tflite models.")],  # noqa: E501
+    data: Annotated[Path | None, typer.Option(help="Test images (test/ or NORMAL/ PNEUMONIA/); default the run's test split.")] = None,  # noqa: E501
+    threads: Annotated[str, typer.Option(help="Interpreter thread counts to time.")] = "1,2",
+    warmup: Annotated[int, typer.Option(help="Untimed runs before timing.")] = 10,
+    runs: Annotated[int, typer.Option(help="Timed runs per thread count.")] = 100,
+    out: Annotated[Path | None, typer.Option(help="Output folder [RUN_DIR/benchmark].")] = None,  # noqa: E501
+):
+    """Size, latency, memory and clinical metrics of every variant, side by side, with plots."""
+    from edgexray.benchmarks.harness import BenchmarkConfig, benchmark, format_table, table
+
+    config = BenchmarkConfig(
+        threads=BenchmarkConfig.parse_threads(threads), warmup=warmup, runs=runs,
+        out=str(out) if out else None, data=str(data) if data else None,
+    )  # fmt: skip
+    result = benchmark(models, config)
+    typer.echo(format_table(*table(result)))
+    for target in result["targets"]:
+        state = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
+        typer.echo(f"target {state}: {target['target']}")
+    typer.echo(f"benchmark.json, benchmark.md and {len(result['plots'])} plot(s): {result['out']}")

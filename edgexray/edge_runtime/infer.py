@@ -5,12 +5,23 @@ Pillow and a TFLite interpreter (ai-edge-litert, else tflite-runtime, else
 tensorflow.lite); it must never import edgexray or TensorFlow when a lighter runtime
 is present. edgexray itself imports the preprocessing from here, so what is trained,
 verified and shipped is preprocessed by the same code.
+
+Command line (exit 0 when every image was read, 3 when some were not, 2 for bad
+arguments or a missing, corrupt or mismatched model):
+
+    python infer.py --model model.tflite IMAGE_OR_DIR [...] [--format jsonl|csv] [--threads N]
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
 import hashlib
 import json
+import os
+import sys
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +33,10 @@ MAX_PIXELS = 50_000_000
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 SIDECAR_SCHEMA = "edgexray.sidecar/1"
 SIDECAR_FIELDS = ("model_file", "sha256", "labels", "input", "output", "threshold")
+INPUT_FIELDS = ("height", "width", "normalization")
+RECORD_FIELDS = ("path", "probability", "label", "threshold", "latency_ms", "error")
+FORMATS = ("jsonl", "csv")
+EXIT_OK, EXIT_BAD_INPUT, EXIT_UNREADABLE = 0, 2, 3
 
 
 class InferenceError(Exception):
@@ -42,20 +57,29 @@ def load_grayscale(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray
         ImageError: the file is missing, not an image, truncated or too large.
     """
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(
-                    f"{path}: {width}x{height} pixels is over the {max_pixels} limit "
-                    "(refused as a possible decompression bomb)"
-                )
-            image.load()  # decode now, so a truncated file fails here
-            image = ImageOps.exif_transpose(image)
-            return _to_uint8_gray(image)
+        # Pillow's own bomb guard only warns below twice its limit; make it an error too.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ImageError(_bomb_message(path, width, height, max_pixels))
+                image.load()  # decode now, so a truncated file fails here
+                image = ImageOps.exif_transpose(image)
+                return _to_uint8_gray(image)
     except ImageError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError(f"{path}: refused as a possible decompression bomb ({err})") from None
+    except Exception as err:  # Pillow raises many types for malformed files
         raise ImageError(f"{path}: not a readable image ({err})") from None
+
+
+def _bomb_message(path, width: int, height: int, max_pixels: int) -> str:
+    return (
+        f"{path}: {width}x{height} pixels is over the {max_pixels} limit "
+        "(refused as a possible decompression bomb)"
+    )
 
 
 def _to_uint8_gray(image: Image.Image) -> np.ndarray:
@@ -75,10 +99,18 @@ def _to_uint8_gray(image: Image.Image) -> np.ndarray:
 
 
 def resize(gray: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize an 8-bit grayscale array to height x width, ignoring the aspect ratio."""
-    if gray.shape == (height, width):
-        return gray
-    image = Image.fromarray(gray, mode="L").resize((width, height), Image.Resampling.BILINEAR)
+    """Resize an 8-bit grayscale array to height x width, ignoring the aspect ratio.
+
+    Pillow's bilinear filter (antialiased when shrinking), width first, then height. The
+    two explicit passes fix the order: Pillow 13 starts with the height for tall images,
+    which moves some pixels by one grey level, so devices with another Pillow would
+    disagree with training.
+    """
+    image = Image.fromarray(gray)
+    if image.width != width:
+        image = image.resize((width, image.height), Image.Resampling.BILINEAR)
+    if image.height != height:
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8)
 
 
@@ -149,18 +181,23 @@ def run_interpreter(interpreter, image: np.ndarray) -> float:
     """
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
-    batch = image[np.newaxis].astype(np.float32)
-    scale, zero_point = input_detail["quantization"]
-    if np.issubdtype(input_detail["dtype"], np.integer):
-        info = np.iinfo(input_detail["dtype"])
-        batch = np.clip(np.round(batch / scale + zero_point), info.min, info.max)
-    interpreter.set_tensor(input_detail["index"], batch.astype(input_detail["dtype"]))
+    interpreter.set_tensor(input_detail["index"], input_batch(image, input_detail))
     interpreter.invoke()
     output = interpreter.get_tensor(output_detail["index"]).astype(np.float64).reshape(-1)
     scale, zero_point = output_detail["quantization"]
     if np.issubdtype(output_detail["dtype"], np.integer):
         output = (output - zero_point) * scale
     return float(output[0])
+
+
+def input_batch(image: np.ndarray, input_detail: dict) -> np.ndarray:
+    """The input tensor (1, H, W, 1) for a float image, quantized when the input is integer."""
+    batch = image[np.newaxis].astype(np.float32)
+    scale, zero_point = input_detail["quantization"]
+    if np.issubdtype(input_detail["dtype"], np.integer):
+        info = np.iinfo(input_detail["dtype"])
+        batch = np.clip(np.round(batch / scale + zero_point), info.min, info.max)
+    return batch.astype(input_detail["dtype"])
 
 
 def sha256_of(path: str | Path) -> str:
@@ -184,13 +221,27 @@ def load_sidecar(model_path: str | Path) -> dict:
     try:
         sidecar = json.loads(sidecar_path.read_text())
     except FileNotFoundError:
-        raise InferenceError(f"sidecar not found: {sidecar_path} (it says how to feed the model)")
+        raise InferenceError(
+            f"sidecar not found: {sidecar_path} (it says how to feed the model)"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InferenceError(f"{sidecar_path}: not valid JSON ({err})") from None
     missing = [f for f in SIDECAR_FIELDS if not isinstance(sidecar, dict) or f not in sidecar]
+    if not missing:
+        spec = sidecar["input"]
+        missing = [
+            f"input.{f}" for f in INPUT_FIELDS if not isinstance(spec, dict) or f not in spec
+        ]
     if missing:
         raise InferenceError(f"{sidecar_path}: missing fields {', '.join(missing)}")
-    if sha256_of(model_path) != sidecar["sha256"]:
+    labels, threshold = sidecar["labels"], sidecar["threshold"]
+    if not (isinstance(labels, list) and len(labels) == 2 and isinstance(threshold, (int, float))):
+        raise InferenceError(f"{sidecar_path}: labels must be two names and threshold a number")
+    try:
+        digest = sha256_of(model_path)
+    except OSError as err:
+        raise InferenceError(f"{model_path}: cannot read the model ({err.strerror})") from None
+    if digest != sidecar["sha256"]:
         raise InferenceError(
             f"{model_path.name} does not match its sidecar (sha256 differs): "
             "the model or the sidecar was replaced"
@@ -208,8 +259,166 @@ class Classifier:
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as err:
             raise InferenceError(f"{model_path}: cannot allocate tensors ({err})") from None
+        spec = self.sidecar["input"]
+        expected = [1, int(spec["height"]), int(spec["width"]), 1]
+        shape = [int(d) for d in self.interpreter.get_input_details()[0]["shape"]]
+        if shape != expected:
+            name = Path(model_path).name
+            raise InferenceError(
+                f"{name}: input shape {shape} does not match its sidecar {expected}"
+            )
         self.threshold = float(self.sidecar["threshold"])
+        self.labels = [str(label) for label in self.sidecar["labels"]]
 
     def probability(self, path: str | Path) -> float:
         """Pneumonia probability of one image file (raises ImageError if unreadable)."""
         return run_interpreter(self.interpreter, preprocess(path, self.sidecar["input"]))
+
+    def classify(self, path: str | Path) -> dict:
+        """One record: path, probability, label, threshold, latency_ms; or path and error.
+
+        latency_ms covers reading, preprocessing and the interpreter call.
+        """
+        started = time.perf_counter()
+        try:
+            probability = self.probability(path)
+        except ImageError as err:
+            return {"path": str(path), "error": str(err).replace(f"{path}: ", "", 1)}
+        return {
+            "path": str(path),
+            "probability": probability,
+            "label": self.labels[1] if probability >= self.threshold else self.labels[0],
+            "threshold": self.threshold,
+            "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
+        }
+
+
+# --- the command line -------------------------------------------------------------------
+
+
+def find_images(inputs) -> list[Path]:
+    """The images to classify: files as given, folders walked in sorted order.
+
+    Inside folders only image suffixes count (in any case), and hidden entries are
+    skipped: macOS "._x.jpeg" resource forks and rsync's half-copied temporaries are not
+    films. A given path that does not exist stays in the list, so it gets an error record.
+    """
+    images = []
+    for item in map(Path, inputs):
+        if not item.is_dir():
+            images.append(item)
+            continue
+        for root, folders, files in os.walk(item):
+            folders[:] = sorted(f for f in folders if not f.startswith("."))
+            images += [
+                Path(root, name)
+                for name in sorted(files)
+                if not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
+            ]
+    return images
+
+
+def write_records(records, stream, fmt: str = "jsonl") -> int:
+    """Write each record as soon as it is ready (jsonl or csv); return how many had errors."""
+    writer = csv.DictWriter(stream, RECORD_FIELDS, lineterminator="\n") if fmt == "csv" else None
+    if writer:
+        writer.writeheader()
+    errors = 0
+    for record in records:
+        errors += "error" in record
+        if writer:
+            writer.writerow(record)
+        else:
+            stream.write(json.dumps(record) + "\n")
+        stream.flush()  # a watcher or a pipe sees each result at once
+    return errors
+
+
+def run(
+    model_path: str | Path, inputs, fmt: str = "jsonl", threads: int | None = None, stream=None
+) -> int:
+    """Classify every image in inputs (files or folders), one record per image on stream.
+
+    Returns:
+        EXIT_OK when every image was read, EXIT_UNREADABLE when some were not.
+
+    Raises:
+        InferenceError: a bad format or thread count, no images at all, or a missing,
+            corrupt or mismatched model.
+    """
+    if fmt not in FORMATS:
+        raise InferenceError(f"unknown format {fmt!r}: choose {' or '.join(FORMATS)}")
+    if threads is not None and threads < 1:
+        raise InferenceError(f"threads must be at least 1, not {threads}")
+    classifier = Classifier(model_path, threads)
+    paths = find_images(inputs)
+    if not paths:
+        raise InferenceError(f"no images found in {', '.join(map(str, inputs))}")
+    errors = write_records(map(classifier.classify, paths), stream or sys.stdout, fmt)
+    return EXIT_UNREADABLE if errors else EXIT_OK
+
+
+def default_model() -> Path | None:
+    """The .tflite next to this script when there is exactly one (as in a bundle)."""
+    models = sorted(Path(__file__).resolve().parent.glob("*.tflite"))
+    return models[0] if len(models) == 1 else None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see --help)\n")
+
+
+def main(argv=None) -> int:
+    """Run the command line; return the exit code instead of exiting."""
+    parser = _Parser(
+        prog=Path(sys.argv[0]).name if argv is None else "infer.py",
+        description="Pneumonia probability of chest X-ray images with a .tflite model and "
+        "its JSON sidecar. Prints one record per image.",
+    )
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE_OR_DIR",
+        help="image files, or folders walked for .jpeg/.jpg/.png",
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="model file, its sidecar MODEL.json next to it "
+        "(default: the only .tflite next to this script)",
+    )
+    parser.add_argument("--format", choices=FORMATS, default="jsonl", help="output format")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="interpreter threads (default: the runtime's choice)",
+    )
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, or a usage error already printed on one line
+        return stop.code if isinstance(stop.code, int) else EXIT_OK
+    model = args.model or default_model()
+    if model is None:
+        return _fail("give --model MODEL.tflite (with its sidecar MODEL.json next to it)")
+    try:
+        return run(model, args.images, args.format, args.threads)
+    except InferenceError as err:
+        return _fail(str(err))
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly, as other Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -86,8 +86,13 @@ def mcnemar_exact(only_first_correct: int, only_second_correct: int) -> float:
     return float(min(1.0, 2.0 * tail))
 
 
-def _ratio(numerator: int, denominator: int) -> float:
-    return numerator / denominator if denominator else float("nan")
+def _ratio(numerator: int, denominator: int) -> float | None:
+    """A proportion, or None (JSON null) when it is undefined, e.g. precision with no positives."""
+    return numerator / denominator if denominator else None
+
+
+def _defined(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else value
 
 
 def classification_report(labels, probabilities, threshold: float) -> dict:
@@ -103,12 +108,12 @@ def classification_report(labels, probabilities, threshold: float) -> dict:
         "threshold": float(threshold),
         "accuracy": _ratio(tp + tn, len(labels)),
         "recall": recall,
-        "recall_ci95": list(wilson_interval(tp, tp + fn)),
+        "recall_ci95": [_defined(v) for v in wilson_interval(tp, tp + fn)],
         "specificity": _ratio(tn, tn + fp),
-        "specificity_ci95": list(wilson_interval(tn, tn + fp)),
+        "specificity_ci95": [_defined(v) for v in wilson_interval(tn, tn + fp)],
         "precision": precision,
         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
-        "auc": roc_auc(labels, probabilities),
+        "auc": _defined(roc_auc(labels, probabilities)),
         "ece": expected_calibration_error(labels, probabilities),
         # Rows are the true class, columns the predicted class: [[tn, fp], [fn, tp]].
         "confusion_matrix": [[tn, fp], [fn, tp]],

@@ -1,0 +1,75 @@
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import SHARED_TRAIN
+
+from edgexray import artifacts
+from edgexray.errors import EdgexrayError
+from edgexray.pipeline import data, metrics
+from edgexray.pipeline.train import TrainConfig, predict, train
+
+
+def test_run_dir_holds_everything_later_stages_need(tiny_run):
+    for name in (artifacts.CONFIG, artifacts.MANIFEST, artifacts.MODEL, artifacts.METRICS):
+        assert (tiny_run / name).is_file()
+    summary = json.loads((tiny_run / artifacts.METRICS).read_text())
+    for split in ("val", "test"):
+        for at in ("at_threshold", "at_0.5"):
+            assert {"accuracy", "recall", "specificity", "precision", "f1", "auc"} <= set(
+                summary[split][at]
+            )
+    assert "none" in summary["shift_stress_test_val"]
+
+
+def test_threshold_reaches_target_recall_on_val(tiny_run, tiny_config):
+    summary = json.loads((tiny_run / artifacts.METRICS).read_text())
+    assert summary["val"]["at_threshold"]["recall"] >= tiny_config.target_recall
+    # Recomputed from the saved model, the threshold gives the same recall.
+    samples = data.load_manifest(tiny_run / artifacts.MANIFEST)
+    paths, labels = data.select(samples, "val", tiny_config.data)
+    probabilities = predict(artifacts.load_keras(tiny_run / artifacts.MODEL), paths, tiny_config.input_spec)
+    report = metrics.classification_report(labels, probabilities, summary["threshold"])
+    assert report["recall"] == summary["val"]["at_threshold"]["recall"]
+
+
+def test_same_seed_twice_gives_same_split_and_metrics(tiny_run, tiny_config, tmp_path):
+    again = tmp_path / "again"
+    summary = train(tiny_config, again, verbose=0)
+    assert (again / artifacts.MANIFEST).read_bytes() == (tiny_run / artifacts.MANIFEST).read_bytes()
+    first = json.loads((tiny_run / artifacts.METRICS).read_text())
+    assert summary["threshold"] == first["threshold"]
+    assert summary["test"] == first["test"]
+
+
+def test_config_rejects_nonsense():
+    with pytest.raises(EdgexrayError, match="target_recall"):
+        TrainConfig(data="x", target_recall=1.5)
+
+
+def test_config_file_round_trips(tiny_run, tiny_config):
+    loaded = TrainConfig.from_json(tiny_run / artifacts.CONFIG)
+    assert loaded == tiny_config
+
+
+@pytest.mark.skipif(not SHARED_TRAIN.is_dir(), reason="shared data not present")
+def test_trains_end_to_end_on_a_few_real_images(tmp_path):
+    """A handful of real films, copied so nothing is written into ../shared."""
+    root = tmp_path / "real data"
+    for name in data.LABELS:
+        (root / name).mkdir(parents=True)
+        for path in sorted((SHARED_TRAIN / name).iterdir())[:24]:
+            shutil.copy(path, root / name / path.name)
+    config = TrainConfig(
+        data=str(root), image_size=32, width=4, epochs=2, val_fraction=0.25, test_fraction=0.25
+    )
+    summary = train(config, tmp_path / "run", verbose=0)
+    assert 0.0 <= summary["threshold"] <= 1.0
+    assert summary["split"]["test"]["images"] > 0
+    model = artifacts.load_keras(tmp_path / "run" / artifacts.MODEL)
+    assert model.input_shape == (None, 32, 32, 1)
+    probabilities = predict(model, [str(next((root / "NORMAL").iterdir()))], config.input_spec)
+    assert probabilities.shape == (1,) and np.all((0 <= probabilities) & (probabilities <= 1))
+    assert dataclasses.asdict(TrainConfig.from_json(tmp_path / "run" / artifacts.CONFIG))["data"] == str(root)
