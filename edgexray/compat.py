@@ -7,13 +7,34 @@ keras, tf` inside the functions that need them, never at module level.
 """
 
 import os
+import tempfile
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-# TensorFlow's C++ start-up chatter (oneDNN notices, missing CUDA) drowns the progress
-# display on a CPU-only machine; errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ notices (oneDNN, missing CUDA drivers on a CPU-only machine) drown the
+# progress display; Python exceptions still carry every real error. Set it to 0 to see them.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+
+def _import_quietly():
+    """Import TensorFlow with its start-up chatter (printed before any log level applies)
+    kept off the terminal; replayed if the import fails, so nothing useful is lost."""
+    saved_stderr = os.dup(2)
+    with tempfile.TemporaryFile() as chatter:
+        os.dup2(chatter.fileno(), 2)
+        try:
+            import tensorflow
+            import tf_keras
+        except BaseException:
+            os.dup2(saved_stderr, 2)
+            chatter.seek(0)
+            os.write(2, chatter.read())
+            raise
+        finally:
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
+    return tensorflow, tf_keras
+
+
+tf, keras = _import_quietly()
 
 __all__ = ["keras", "tf"]
