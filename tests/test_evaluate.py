@@ -79,6 +79,14 @@ def test_keras_model_uses_its_run_threshold_and_manifest_test_split(tiny_run):
     assert report["auc"] == pytest.approx(run_metrics["test"]["at_threshold"]["auc"], abs=1e-6)
 
 
+def test_pruned_keras_model_uses_the_threshold_pruning_chose(tiny_run, tmp_path):
+    run_dir = tmp_path / "run copy"
+    shutil.copytree(tiny_run, run_dir)
+    shutil.copy(run_dir / artifacts.MODEL, run_dir / artifacts.PRUNED)
+    artifacts.write_json(run_dir / "prune.json", {"val": {"threshold": 0.125}})
+    assert evaluate(run_dir / artifacts.PRUNED, run_dir)["threshold"] == 0.125
+
+
 def test_run_directory_data_can_select_the_val_split(tiny_tflite, tiny_run):
     report = evaluate(tiny_tflite["float32"], tiny_run, split="val")
     samples = data.load_manifest(tiny_run / artifacts.MANIFEST)

@@ -150,6 +150,30 @@ def _tflite_model(path: Path, threshold: float | None) -> Model:
     )
 
 
+def _run_threshold(path: Path) -> float:
+    """The val-chosen threshold a run recorded for this Keras model.
+
+    model.keras has it in metrics.json; pruned.keras in prune.json, chosen again on val
+    because pruning shifts the probabilities.
+    """
+    from edgexray.pipeline.prune import PRUNE_REPORT
+
+    if path.name == artifacts.PRUNED:
+        report, keys = path.parent / PRUNE_REPORT, ("val", "threshold")
+    else:
+        if path.name != artifacts.MODEL:
+            log.warning("%s: using the float model's threshold from metrics.json", path.name)
+        report, keys = path.parent / artifacts.METRICS, ("threshold",)
+    if not report.is_file():
+        raise EdgexrayError(f"{report} is missing (stage not finished?): give --threshold")
+    value = artifacts.read_json(report)
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    if not isinstance(value, (int, float)):
+        raise EdgexrayError(f"{report} has no numeric {'.'.join(keys)}")
+    return float(value)
+
+
 def _keras_model(path: Path, threshold: float | None) -> Model:
     from edgexray.pipeline.train import load_config
 
@@ -161,14 +185,7 @@ def _keras_model(path: Path, threshold: float | None) -> Model:
         )
     input_spec = load_config(run_dir).input_spec
     if threshold is None:
-        run_metrics = run_dir / artifacts.METRICS
-        if not run_metrics.is_file():
-            raise EdgexrayError(
-                f"{run_metrics} is missing (training not finished?): give --threshold"
-            )
-        threshold = artifacts.read_json(run_metrics).get("threshold")
-        if not isinstance(threshold, (int, float)):
-            raise EdgexrayError(f"{run_metrics} has no numeric threshold")
+        threshold = _run_threshold(path)
     model = artifacts.load_keras(path)
 
     def probabilities(images: list[np.ndarray]) -> np.ndarray:

@@ -221,7 +221,8 @@ def verify_run(run_dir: Path, max_recall_drop: float = 0.0) -> dict:
 
 
 def _signed(value) -> str:
-    return f"{value:+.4f}" if defined(value) else "n/a"
+    # round first, so a difference of -0.00001 reads +0.0000, not -0.0000
+    return f"{round(value, 4) or 0.0:+.4f}" if defined(value) else "n/a"
 
 
 def table_lines(report: dict) -> list[str]:
