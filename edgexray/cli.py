@@ -246,3 +246,54 @@ def benchmark_command(
         state = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
         typer.echo(f"target {state}: {target['target']}")
     typer.echo(f"benchmark.json, benchmark.md and {len(result['plots'])} plot(s): {result['out']}")
+
+
+@app.command("predict")
+@user_errors
+def predict_command(
+    images: Annotated[list[Path], typer.Argument(help="Image files, or folders walked for .jpeg/.jpg/.png.")],  # noqa: E501
+    model: Annotated[Path | None, typer.Option(help="A .tflite with its .json sidecar [the reference model in models/].")] = None,  # noqa: E501
+    record_format: Annotated[str, typer.Option("--format", help="Records as jsonl or csv.")] = "jsonl",  # noqa: E501
+    threads: Annotated[int | None, typer.Option(help="Interpreter threads [the runtime's choice].")] = None,  # noqa: E501
+):
+    """Classify images with the standalone edge runtime: one record per image on stdout.
+
+    Exit code 0 when every image was read, 3 when some were not (their records say why).
+    """
+    import os
+
+    from edgexray.edge_runtime import REFERENCE_MODEL, infer
+
+    if model is None:
+        if not REFERENCE_MODEL.is_file():
+            raise fail(f"reference model not found: {REFERENCE_MODEL}; give --model MODEL.tflite")
+        model = REFERENCE_MODEL
+    try:
+        code = infer.run(model, images, record_format, threads, sys.stdout)
+    except infer.InferenceError as err:
+        raise EdgexrayError(str(err)) from None
+    except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
+    raise typer.Exit(code)
+
+
+@app.command("bundle")
+@user_errors
+def bundle_command(
+    model: Annotated[Path, typer.Argument(help="A .tflite with its .json sidecar (android: the full-int8 model).")],  # noqa: E501
+    target: Annotated[str, typer.Option(help="Device: rpi or android.")],
+    out: Annotated[Path, typer.Option(help="Bundle folder to write (an earlier bundle there is replaced).")],  # noqa: E501
+    zip_bundle: Annotated[bool, typer.Option("--zip", help="Also write OUT.zip holding the folder.")] = False,  # noqa: E501
+):
+    """Write a folder (and zip) to copy to a Raspberry Pi or into an Android app."""
+    from edgexray.export.bundle import BundleConfig, make_bundle
+
+    config = BundleConfig(model=str(model), target=target, out=str(out), zip=zip_bundle)
+    result = make_bundle(config)
+    typer.echo(f"{result['target']} bundle: {result['path']}")
+    for name in result["files"]:
+        typer.echo(f"  {name}")
+    if result["zip"]:
+        typer.echo(f"zip: {result['zip']}")
+    typer.echo(f"next: follow {Path(result['path']) / 'README.md'}")
