@@ -1,0 +1,151 @@
+"""report.md: one document gathering a run's config, split, metrics, gate and benchmark.
+
+It is what a clinic's IT person reads, so it says in words what the numbers are from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from edgexray import __version__, artifacts
+
+
+def _cell(value, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _interval(bounds) -> str:
+    if not bounds or None in bounds:
+        return "n/a"
+    return f"{bounds[0]:.3f}–{bounds[1]:.3f}"
+
+
+def _metrics_table(metrics: dict) -> list[str]:
+    lines = [
+        "| split | threshold | recall (95% CI) | specificity (95% CI) | AUC | accuracy | ECE | n |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for split in ("val", "test"):
+        for at in ("at_threshold", "at_0.5"):
+            m = metrics[split][at]
+            recall = f"{_cell(m['recall'])} ({_interval(m['recall_ci95'])})"
+            specificity = f"{_cell(m['specificity'])} ({_interval(m['specificity_ci95'])})"
+            lines.append(
+                f"| {split} | {m['threshold']:.4f} | {recall} | {specificity} | "
+                f"{_cell(m['auc'])} | {_cell(m['accuracy'])} | {_cell(m['ece'], 3)} | {m['n']} |"
+            )
+    return lines
+
+
+def _read(path: Path) -> dict | None:
+    return artifacts.read_json(path) if path.is_file() else None
+
+
+def write_report(run_dir: Path, config, summary: dict) -> Path:
+    """Write run_dir/report.md from the files the stages left there."""
+    from edgexray.pipeline.verify import table_lines
+
+    run_dir = Path(run_dir)
+    metrics = artifacts.read_json(run_dir / artifacts.METRICS)
+    quantized = _read(run_dir / "quantize.json")
+    verify = _read(run_dir / "verify.json")
+    selected = summary.get("selected")
+    split = metrics["split"]
+
+    gate = "PASSED" if summary["gate_passed"] else "FAILED"
+    lines = [
+        "# edgexray run report",
+        "",
+        f"edgexray {__version__}, data `{config.train.data}`. Every number below comes from "
+        "this run directory. **val and test are patient-grouped splits of the given data** "
+        "(no patient in two splits), not the official Kaggle test set.",
+        "",
+        "## Result",
+        "",
+        f"- Recall gate (no candidate may lose pneumonia recall against the float model by "
+        f"more than {config.max_recall_drop}): **{gate}**",
+    ]
+    if selected:
+        lines.append(
+            f"- Model to deploy: `{selected['model']}` ({selected['why']}); bundles in "
+            "`bundles/rpi` and `bundles/android` (and their .zip)."
+        )
+    lines += [
+        "",
+        "## Split",
+        "",
+        "| split | images | patients | NORMAL | PNEUMONIA |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {name} | {c['images']} | {c['patients']} | {c['NORMAL']} | {c['PNEUMONIA']} |"
+            for name, c in split.items()
+        ),
+        "",
+        "## Float model",
+        "",
+        f"{metrics['parameters']:,} parameters; best epoch {metrics['best_epoch']} of "
+        f"{metrics['epochs_run']}; decision threshold {metrics['threshold']:.4f}, chosen on val "
+        f"for pneumonia recall ≥ {metrics['target_recall']}.",
+        "",
+        *_metrics_table(metrics),
+        "",
+        "### Shift stress test (val, at the chosen threshold)",
+        "",
+        "The same val images after plausible acquisition changes, applied before preprocessing.",
+        "",
+        "| change | AUC | recall | specificity |",
+        "|---|---|---|---|",
+        *(
+            f"| {name} | {_cell(m['auc'])} | {_cell(m['recall'])} | {_cell(m['specificity'])} |"
+            for name, m in metrics["shift_stress_test_val"].items()
+        ),
+    ]
+    if quantized:
+        lines += [
+            "",
+            "## Variants (thresholds re-chosen on val for each)",
+            "",
+            "| method | size KB | gzip KB | sparsity | threshold | val recall | val specificity |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for method, v in quantized["variants"].items():
+            lines.append(
+                f"| {method} | {v['size_bytes'] / 1024:.1f} | {v['gzip_bytes'] / 1024:.1f} | "
+                f"{v['sparsity']:.3f} | {v['threshold']:.4f} | {_cell(v['val']['recall'])} | "
+                f"{_cell(v['val']['specificity'])} |"
+            )
+    if verify:
+        lines += ["", "## Recall gate on the test split", "", "```", *table_lines(verify), "```"]
+    benchmark_md = run_dir / "benchmark" / "benchmark.md"
+    if benchmark_md.is_file():
+        lines += ["", "## Benchmark", "", "From `benchmark/benchmark.md`:", ""]
+        body = benchmark_md.read_text().splitlines()
+        # Drop its own title; link plots relative to this report.
+        body = [line for line in body if not line.startswith("# ")]
+        lines += [line.replace("](", "](benchmark/") if "](" in line and ".png" in line else line
+                  for line in body]  # fmt: skip
+    lines += [
+        "",
+        "## Stages",
+        "",
+        "| stage | status | seconds |",
+        "|---|---|---|",
+        *(
+            f"| {stage} | {s['status']} | {s['seconds']} |"
+            for stage, s in summary["stages"].items()
+        ),
+        "",
+        "## Config",
+        "",
+        "```json",
+        json.dumps(
+            {k: v for k, v in dataclasses.asdict(config).items()}, indent=2, default=list
+        ),
+        "```",
+        "",
+    ]
+    path = run_dir / "report.md"
+    artifacts.atomic_write(path, lambda temporary: temporary.write_text("\n".join(lines)))
+    return path
