@@ -297,3 +297,51 @@ def bundle_command(
     if result["zip"]:
         typer.echo(f"zip: {result['zip']}")
     typer.echo(f"next: follow {Path(result['path']) / 'README.md'}")
+
+
+@app.command("run")
+@user_errors
+def run_command(
+    data: Annotated[Optional[Path], typer.Option(help="Data folder; default $EDGEXRAY_DATA, ./data/chest_xray, ../shared/data/chest_xray.")] = None,  # noqa: E501
+    out: Annotated[Path, typer.Option(help="Run directory (resumable).")] = Path("runs/default"),
+    force: Annotated[Optional[list[str]], typer.Option(help="Redo this stage (and the ones after it); repeatable.")] = None,  # noqa: E501
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum training epochs.")] = None,
+    sparsity: Annotated[Optional[float], typer.Option(help="Pruning sparsity.")] = None,
+    target_recall: Annotated[Optional[float], typer.Option(help="Pneumonia recall the thresholds must reach on val.")] = None,  # noqa: E501
+    max_recall_drop: Annotated[float, typer.Option(help="Recall a candidate may lose against the float model.")] = 0.0,  # noqa: E501
+    seed: Annotated[Optional[int], typer.Option(help="Seed for split, init and augmentation.")] = None,  # noqa: E501
+):
+    """The whole job: train, prune, quantize, verify, benchmark and bundle; resumable."""
+    import time
+
+    from edgexray.pipeline.prune import PruneConfig
+    from edgexray.pipeline.train import TrainConfig
+    from edgexray.run import STAGES, RunConfig, find_data, run
+
+    train_values = dict(epochs=epochs, target_recall=target_recall, seed=seed)
+    train_config = TrainConfig(
+        data=str(find_data(data).resolve()),
+        **{k: v for k, v in train_values.items() if v is not None},
+    )
+    prune_config = PruneConfig() if sparsity is None else PruneConfig(sparsity=sparsity)
+    config = RunConfig(train=train_config, prune=prune_config, max_recall_drop=max_recall_drop)
+    started = time.monotonic()
+
+    def on_stage(index, stage, event):
+        elapsed = f"{time.monotonic() - started:6.0f} s"
+        words = {"start": "running", "skip": "unchanged, skipped", "done": "done"}[event]
+        typer.echo(f"[{index}/{len(STAGES)} {elapsed}] {stage}: {words}", err=True)
+
+    from edgexray.pipeline.verify import RecallRegressionError
+
+    try:
+        summary = run(config, out, tuple(force or ()), _verbosity(), on_stage)
+    except RecallRegressionError as err:
+        typer.echo(f"report: {out / 'report.md'}")
+        raise fail(str(err), err.exit_code) from None
+    typer.echo(f"{'stage':<10} {'status':<20} {'seconds':>8}")
+    for stage, status in summary["stages"].items():
+        typer.echo(f"{stage:<10} {status['status']:<20} {status['seconds']:>8}")
+    typer.echo(f"recall gate: passed; deploy {summary['selected']['model']}")
+    typer.echo(f"report: {out / 'report.md'}")
+    typer.echo(f"total: {time.monotonic() - started:.0f} s")
