@@ -1,0 +1,62 @@
+"""Run the standalone edge runtime as a device would: TensorFlow, tf_keras and edgexray absent.
+
+A sitecustomize.py on PYTHONPATH puts a meta-path finder first that raises ImportError for
+the blocked packages and logs every attempt, so a test also sees a caught, silent import.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+BLOCKED = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "edgexray")
+
+SITECUSTOMIZE = """\
+import os
+import sys
+
+BLOCKED = {blocked!r}
+
+
+class BlockHeavyImports:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            with open(os.environ["BLOCKED_IMPORTS_LOG"], "a") as log:
+                log.write(name + "\\n")
+            raise ImportError(name + " is blocked: the edge runtime must not need it")
+        return None
+
+
+sys.meta_path.insert(0, BlockHeavyImports())
+"""
+
+
+def blocked_env(folder: Path) -> dict[str, str]:
+    """Environment whose Python processes cannot import the BLOCKED packages."""
+    blocker = folder / "import blocker"
+    blocker.mkdir(parents=True, exist_ok=True)
+    (blocker / "sitecustomize.py").write_text(SITECUSTOMIZE.format(blocked=BLOCKED))
+    log = folder / "blocked imports.log"
+    return dict(os.environ, PYTHONPATH=str(blocker), BLOCKED_IMPORTS_LOG=str(log))
+
+
+def attempted_imports(env: dict[str, str]) -> list[str]:
+    log = Path(env["BLOCKED_IMPORTS_LOG"])
+    return log.read_text().split() if log.exists() else []
+
+
+def run_blocked(args, folder: Path, **kwargs) -> subprocess.CompletedProcess:
+    """Run args with the blocker; fail if anything tried to import a blocked package."""
+    env = {**blocked_env(folder), **kwargs.pop("env", {})}
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, **kwargs)
+    assert attempted_imports(env) == [], attempted_imports(env)
+    return result
+
+
+def one_error_line(stderr: str) -> str:
+    """The single `error: ...` line of a failed run (the interpreter may log INFO lines)."""
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    return errors[0]
