@@ -1,0 +1,239 @@
+"""Bad input thrown at every command: one-line error, documented exit code, no traceback,
+and nothing already in a run directory damaged."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgexray.cli import app
+
+runner = CliRunner()
+
+
+def fingerprint(folder: Path) -> dict[str, str]:
+    """sha256 of every file below folder, by relative path."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def assert_clean_failure(args: list[str], code: int = 2) -> str:
+    result = runner.invoke(app, [str(a) for a in args])
+    output = result.output
+    assert result.exit_code == code, f"{args}: exit {result.exit_code}\n{output}"
+    assert "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output
+    return errors[0]
+
+
+@pytest.fixture
+def run_copy(tiny_run, tiny_tflite, tmp_path) -> Path:
+    """A trained run with float32 and int8 variants, in a path with spaces."""
+    run_dir = tmp_path / "my run"
+    shutil.copytree(tiny_run, run_dir)
+    (run_dir / "tflite").mkdir()
+    for path in tiny_tflite.values():
+        for suffix in (".tflite", ".json"):
+            shutil.copy(path.with_suffix(suffix), run_dir / "tflite" / path.with_suffix(suffix).name)
+    return run_dir
+
+
+@pytest.fixture
+def image(xray_folder) -> Path:
+    return next((xray_folder / "PNEUMONIA").iterdir())
+
+
+def _commands_on_run(run_dir: Path, model: Path, image: Path, data: Path, out: Path):
+    return {
+        "prune": ["prune", run_dir],
+        "quantize": ["quantize", run_dir, "--method", "int8"],
+        "evaluate": ["evaluate", model, "--data", data],
+        "verify": ["verify", run_dir],
+        "benchmark": ["benchmark", model, "--data", data, "--runs", "3", "--threads", "1"],
+        "predict": ["predict", "--model", model, image],
+        "bundle": ["bundle", model, "--target", "rpi", "--out", out],
+    }
+
+
+@pytest.mark.parametrize(
+    "command", ["prune", "quantize", "evaluate", "verify", "benchmark", "predict", "bundle"]
+)
+def test_nonexistent_paths_exit_2(command, tmp_path, xray_folder, image):
+    missing = tmp_path / "no such thing"
+    args = _commands_on_run(missing, missing / "m.tflite", image, xray_folder, tmp_path / "out")
+    assert_clean_failure(args[command])
+
+
+def test_train_and_run_on_missing_data_exit_2(tmp_path):
+    for command in ("train", "run"):
+        message = assert_clean_failure(
+            [command, "--data", tmp_path / "nowhere", "--out", tmp_path / "r"]
+        )
+        assert "not found" in message
+
+
+def test_run_without_any_data_says_where_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./data/chest_xray and no ../shared/data here
+    monkeypatch.delenv("EDGEXRAY_DATA", raising=False)
+    message = assert_clean_failure(["run", "--out", tmp_path / "r"])
+    assert "kaggle" in message.lower()
+
+
+def test_a_file_where_a_folder_is_expected_exits_2(tmp_path, image, tiny_tflite):
+    assert_clean_failure(["train", "--data", image, "--out", tmp_path / "r"])
+    assert_clean_failure(["evaluate", tiny_tflite["int8"], "--data", image])
+    assert_clean_failure(["prune", image])
+    assert_clean_failure(["train", "--data", image.parent.parent, "--out", image / "run"])
+
+
+def test_empty_folders_exit_2(tmp_path, tiny_tflite):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_clean_failure(["train", "--data", empty, "--out", tmp_path / "r"])
+    assert_clean_failure(["evaluate", tiny_tflite["int8"], "--data", empty])
+    for label in ("NORMAL", "PNEUMONIA"):
+        (empty / label).mkdir()
+    assert_clean_failure(["train", "--data", empty, "--out", tmp_path / "r"])
+
+
+def test_class_folder_with_only_corrupt_images_exits_2(tmp_path, xray_folder):
+    data = tmp_path / "data"
+    shutil.copytree(xray_folder, data)
+    for path in (data / "NORMAL").iterdir():
+        path.write_bytes(path.read_bytes()[:100])
+    message = assert_clean_failure(["train", "--data", data, "--out", tmp_path / "r"])
+    assert "NORMAL" in message and "no readable image" in message
+
+
+def _truncate_keeping_sidecar_valid(model: Path) -> None:
+    model.write_bytes(model.read_bytes()[:2000])
+    sidecar_path = model.with_suffix(".json")
+    sidecar = json.loads(sidecar_path.read_text())
+    sidecar["sha256"] = hashlib.sha256(model.read_bytes()).hexdigest()
+    sidecar_path.write_text(json.dumps(sidecar))
+
+
+@pytest.mark.parametrize(
+    "damage", ["truncated model", "sha256 mismatch", "sidecar missing fields", "no sidecar"]
+)
+def test_damaged_models_exit_2_and_leave_the_run_alone(damage, run_copy, image, xray_folder):
+    model = run_copy / "tflite" / "int8.tflite"
+    sidecar = model.with_suffix(".json")
+    if damage == "truncated model":
+        _truncate_keeping_sidecar_valid(model)
+    elif damage == "sha256 mismatch":
+        model.write_bytes(model.read_bytes() + b"\0")
+    elif damage == "sidecar missing fields":
+        sidecar.write_text(json.dumps({"labels": ["NORMAL", "PNEUMONIA"]}))
+    else:
+        sidecar.unlink()
+    before = fingerprint(run_copy)
+    commands = _commands_on_run(run_copy, model, image, xray_folder, run_copy.parent / "bundle")
+    for name in ("evaluate", "predict", "bundle", "benchmark"):
+        assert_clean_failure(commands[name])
+    assert_clean_failure(["verify", "--baseline", run_copy / "model.keras", "--candidate", model,
+                          "--data", xray_folder])  # fmt: skip
+    assert fingerprint(run_copy) == before
+    assert not (run_copy.parent / "bundle").exists()
+
+
+def test_bad_stage_options_leave_the_run_alone(run_copy):
+    before = fingerprint(run_copy)
+    assert_clean_failure(["prune", run_copy, "--sparsity", "1.5"])
+    assert_clean_failure(["quantize", run_copy, "--method", "int4"])
+    assert_clean_failure(["quantize", run_copy, "--method", "pqat"])  # needs prune first
+    assert fingerprint(run_copy) == before
+
+
+def _read_only_folder(tmp_path: Path) -> Path:
+    """A folder nothing can be written into, even as root (as CI runs)."""
+    if os.geteuid() == 0:
+        return Path("/sys/edgexray-read-only-test")  # sysfs refuses new entries to root too
+    folder = tmp_path / "read only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+
+
+def test_read_only_output_folder_exits_2(tmp_path, xray_folder, tiny_tflite):
+    read_only = _read_only_folder(tmp_path)
+    assert_clean_failure(["train", "--data", xray_folder, "--out", read_only / "run"])
+    assert_clean_failure(
+        ["bundle", tiny_tflite["int8"], "--target", "android", "--out", read_only / "b"]
+    )
+
+
+def test_interrupted_stage_resumes_where_it_stopped(tiny_config, tmp_path, monkeypatch):
+    from edgexray import run as workflow
+    from edgexray.benchmarks.harness import BenchmarkConfig
+    from edgexray.export import quantize as quantize_module
+    from edgexray.export.quantize import QuantizeConfig
+    from edgexray.pipeline.prune import PruneConfig
+
+    config = workflow.RunConfig(
+        train=tiny_config,
+        prune=PruneConfig(epochs=1),
+        quantize=QuantizeConfig(qat_epochs=1, representative_size=16),
+        methods=("float32", "int8", "pruned-int8"),
+        benchmark=BenchmarkConfig(threads=(1,), warmup=1, runs=3, memory_images=1),
+        targets=("android",),
+    )
+    run_dir = tmp_path / "resumable run"
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(quantize_module, "quantize", ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            workflow.run(config, run_dir, verbose=0)
+    stages = json.loads((run_dir / "stages.json").read_text())
+    assert list(stages) == ["train", "prune"]
+    trained = fingerprint(run_dir)["model.keras"]
+
+    events = []
+    summary = workflow.run(config, run_dir, verbose=0, on_stage=lambda i, s, e: events.append((s, e)))
+    assert ("train", "skip") in events and ("prune", "skip") in events
+    assert ("quantize", "done") in events and ("bundle", "done") in events
+    assert fingerprint(run_dir)["model.keras"] == trained
+    assert summary["gate_passed"] is True
+    assert (run_dir / "report.md").is_file()
+    assert (run_dir / "bundles" / "android" / "SHA256SUMS").is_file()
+
+    # Unchanged settings: nothing runs. --force quantize redoes it and what follows.
+    events.clear()
+    workflow.run(config, run_dir, verbose=0, on_stage=lambda i, s, e: events.append((s, e)))
+    assert all(event == "skip" for _, event in events)
+    events.clear()
+    workflow.run(config, run_dir, ("quantize",), 0, lambda i, s, e: events.append((s, e)))
+    assert [s for s, e in events if e == "done"] == ["quantize", "verify", "benchmark", "bundle"]
+
+
+def test_nothing_reads_pickles_or_evaluates_strings():
+    package = Path(__file__).resolve().parents[1] / "edgexray"
+    for path in package.rglob("*.py"):
+        source = path.read_text()
+        for forbidden in ("import pickle", "pickle.load", "eval(", "exec(", "safe_mode=False"):
+            assert forbidden not in source, f"{path}: {forbidden}"
+
+
+def test_keras_models_with_code_are_refused(tmp_path):
+    from edgexray import artifacts
+    from edgexray.compat import keras
+    from edgexray.errors import EdgexrayError
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    model.save(tmp_path / "lambda.keras")
+    with pytest.raises(EdgexrayError, match="cannot load"):
+        artifacts.load_keras(tmp_path / "lambda.keras")
