@@ -1,0 +1,327 @@
+"""Bundles unzipped into a path with spaces and used exactly as their README says."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SHARED_TRAIN, synthetic_xray
+from edge_support import blocked_env, one_error_line, run_blocked
+from PIL import Image
+from typer.testing import CliRunner
+
+from edgexray.cli import app
+from edgexray.edge_runtime import infer
+from edgexray.errors import EdgexrayError
+from edgexray.export import bundle as bundle_module
+from edgexray.export.bundle import BundleConfig, make_bundle, non_builtin_ops
+
+
+def unzip(archive: Path, into: Path) -> Path:
+    """Extract like `unzip` and return the bundle folder (the zip's only top-level entry)."""
+    into.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive) as zipped:
+        zipped.extractall(into)
+        (top,) = {name.split("/")[0] for name in zipped.namelist()}
+    return into / top
+
+
+def assert_checksums_pass(folder: Path) -> None:
+    listed = {line.split("  ", 1)[1] for line in (folder / "SHA256SUMS").read_text().splitlines()}
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert listed == present - {"SHA256SUMS"}
+    subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=folder, check=True)
+
+
+def make_venv(folder: Path) -> None:
+    """Stand-in for README step 3 (no network here): a real venv seeing this test's packages."""
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(folder / ".venv")], check=True
+    )
+    purelib = subprocess.run(
+        [str(folder / ".venv/bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],  # noqa: E501
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    Path(purelib, "test-packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+
+
+def readme_line(readme: str, start: str) -> str:
+    (line,) = [line for line in readme.splitlines() if line.startswith(start)]
+    return line
+
+
+def films(folder: Path, rng) -> list[Path]:
+    """Two real films when ../shared is there, a synthetic one, and a text file named .jpeg."""
+    folder.mkdir(parents=True)
+    paths = []
+    if SHARED_TRAIN.is_dir():
+        for label in ("NORMAL", "PNEUMONIA"):
+            source = sorted((SHARED_TRAIN / label).iterdir())[0]
+            paths.append(Path(shutil.copyfile(source, folder / f"{label} {source.name}")))
+    synthetic_xray(rng, pneumonia=True).save(folder / "synthetic.png")
+    (folder / "scan notes.jpeg").write_text("not a film\n")
+    return sorted(paths + [folder / "synthetic.png", folder / "scan notes.jpeg"])
+
+
+def test_rpi_bundle_runs_as_its_readme_says(tiny_tflite, tmp_path):
+    config = BundleConfig(str(tiny_tflite["int8"]), "rpi", str(tmp_path / "built" / "rpi b"), True)
+    result = make_bundle(config)
+    home = tmp_path / "pi home"
+    # Step 1: copy the zip, `unzip <name>.zip && mv <name> edgexray`.
+    device = unzip(result["zip"], home).rename(home / "edgexray")
+    readme = (device / "README.md").read_text()
+    assert_checksums_pass(device)  # step 2
+    assert "python3 -m venv .venv" in readme
+    assert ".venv/bin/pip install --only-binary=:all: -r requirements.txt" in readme
+    requirements = (device / "requirements.txt").read_text()
+    assert all(name in requirements for name in ("ai-edge-litert==", "numpy", "pillow"))
+    make_venv(device)  # step 3
+    images = films(home / "xrays", np.random.default_rng(0))
+
+    command = readme_line(readme, ".venv/bin/python infer.py")  # step 4, verbatim
+    run = run_blocked(["bash", "-c", command], tmp_path, cwd=device, env={"HOME": str(home)})
+    assert run.returncode == 3, run.stderr  # the text file is reported, the others classified
+    records = [json.loads(line) for line in (device / "results.jsonl").read_text().splitlines()]
+    assert [r["path"] for r in records] == [str(p) for p in images]
+    classifier = infer.Classifier(tiny_tflite["int8"])
+    for record, image in zip(records, images, strict=True):
+        if image.name == "scan notes.jpeg":
+            assert set(record) == {"path", "error"}
+        else:
+            assert record["probability"] == pytest.approx(classifier.probability(image), abs=1e-6)
+
+    # Step 5: one pass of the watch-folder service, with the unit's own arguments.
+    inbox = home / "xray-inbox"
+    for image in films(inbox, np.random.default_rng(1)):
+        os.utime(image, (time.time() - 60, time.time() - 60))  # copied a minute ago
+    (inbox / "readme.txt").write_text("not an image: stays\n")
+    unit = (device / "edgexray-watch@.service").read_text().replace("\\\n", " ")
+    exec_start = readme_line(unit, "ExecStart=").removeprefix("ExecStart=")
+    args = [arg.replace("/home/%i", str(home)) for arg in exec_start.split()]
+    watch = run_blocked(args, tmp_path, env={"ONCE": "1", "HOME": str(home)})
+    assert watch.returncode == 0, watch.stderr
+    assert sorted(p.name for p in inbox.iterdir()) == ["readme.txt"]
+    (batch,) = (home / "xray-done").iterdir()
+    results = (home / "xray-results.jsonl").read_text().splitlines()
+    assert len(results) == len(list(batch.iterdir())) == len(images)
+
+
+def readme_resample(pixels: np.ndarray, out_size: int) -> np.ndarray:
+    """Android README step 2, transcribed line by line, along the last axis."""
+    in_size = pixels.shape[-1]
+    scale = in_size / out_size
+    spread = max(scale, 1.0)
+    out = np.empty(pixels.shape[:-1] + (out_size,), np.uint8)
+    for o in range(out_size):
+        center = (o + 0.5) * scale
+        first = max(int(center - spread + 0.5), 0)
+        last = min(int(center + spread + 0.5), in_size)
+        w = [max(0.0, 1.0 - abs((i - center + 0.5) / spread)) for i in range(first, last)]
+        total = sum(w)
+        if total != 0:
+            w = [x / total for x in w]
+        k = np.array([int(x * 4194304 + 0.5) for x in w], dtype=np.int64)
+        acc = 2097152 + pixels[..., first:last].astype(np.int64) @ k
+        out[..., o] = np.clip(acc >> 22, 0, 255)
+    return out
+
+
+def readme_input_bytes(gray: np.ndarray, height: int, width: int, scale: float, zero: int):
+    """Android README steps 2 to 4 on decoded grey levels: the bytes of the input buffer."""
+    if gray.shape[1] != width:
+        gray = readme_resample(gray, width)
+    if gray.shape[0] != height:
+        gray = readme_resample(gray.T, height).T
+    hist = [0] * 256
+    for v in gray.ravel():
+        hist[v] += 1
+    cdf = list(np.cumsum(hist))
+    cdf_min = cdf[next(v for v in range(256) if hist[v] > 0)]
+    n = height * width
+    if n == cdf_min:
+        lut = [0] * 256
+    else:
+        lut = [min(max(round((c - cdf_min) * (255.0 / (n - cdf_min))), 0), 255) for c in cdf]
+    levels = np.array(lut, dtype=np.float32)[gray]
+    q = np.rint((levels / np.float32(255)) / np.float32(scale) + np.float32(zero))
+    return np.clip(q, 0, 255).astype(np.uint8).tobytes()
+
+
+def test_android_bundle_follows_its_readme(tiny_tflite, tmp_path):
+    config = BundleConfig(str(tiny_tflite["int8"]), "android", str(tmp_path / "android b"), True)
+    device = unzip(make_bundle(config)["zip"], tmp_path / "phone project" / "assets dir")
+    assert_checksums_pass(device)
+    readme = (device / "README.md").read_text()
+    assert 'implementation("com.google.ai.edge.litert:litert:' in readme
+    sidecar = json.loads((device / "int8.json").read_text())
+    labels = (device / "labels.txt").read_text().split()
+    assert labels == sidecar["labels"] == ["NORMAL", "PNEUMONIA"]
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(device / "int8.tflite"))
+    interpreter.allocate_tensors()
+    input_detail = interpreter.get_input_details()[0]
+    output_detail = interpreter.get_output_details()[0]
+    height, width = sidecar["input"]["height"], sidecar["input"]["width"]
+    scale, zero = input_detail["quantization"]  # read from the tensor, as the README says
+
+    expected = json.loads((device / "check" / "expected.json").read_text())
+    check_gray = np.asarray(Image.open(device / "check" / "image.png"))
+    port = readme_input_bytes(check_gray, height, width, scale, zero)
+    assert port == (device / "check" / "input.u8").read_bytes()
+
+    interpreter.set_tensor(
+        input_detail["index"], np.frombuffer(port, np.uint8).reshape(1, height, width, 1)
+    )  # noqa: E501
+    interpreter.invoke()
+    q = int(interpreter.get_tensor(output_detail["index"]).reshape(-1)[0])
+    out_scale, out_zero = output_detail["quantization"]
+    probability = (q - out_zero) * out_scale
+    assert q == expected["output_uint8"] and probability == pytest.approx(expected["probability"])
+    assert labels[int(probability >= sidecar["threshold"])] == expected["label"]
+    classifier = infer.Classifier(tiny_tflite["int8"])
+    assert expected["probability"] == classifier.probability(device / "check" / "image.png")
+
+
+def test_android_readme_steps_are_exact_on_films_of_any_shape(tiny_tflite, tmp_path):
+    classifier = infer.Classifier(tiny_tflite["int8"])
+    spec, detail = classifier.sidecar["input"], classifier.interpreter.get_input_details()[0]
+    rng = np.random.default_rng(5)
+    paths = [p for p in films(tmp_path / "films", rng) if p.name != "scan notes.jpeg"]
+    for size in ((1, 1), (33, 31), (500, 17), (17, 500), (40, 32)):
+        path = tmp_path / "films" / f"random {size}.png"
+        Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8)).save(path)
+        paths.append(path)
+    for path in paths:
+        gray = np.asarray(Image.open(path).convert("L"))
+        port = readme_input_bytes(gray, spec["height"], spec["width"], *detail["quantization"])
+        assert port == infer.input_batch(infer.preprocess(path, spec), detail).tobytes(), path
+
+
+@pytest.fixture(scope="module")
+def foreign_op_models(tiny_tflite, tmp_path_factory) -> dict[str, Path]:
+    """Models with a custom op and a Flex (select TensorFlow) op, with matching sidecars."""
+    from edgexray.compat import tf
+
+    folder = tmp_path_factory.mktemp("foreign ops")
+    sidecar = json.loads(tiny_tflite["int8"].with_suffix(".json").read_text())
+    graphs = {
+        "custom": (lambda x: tf.reshape(tf.reduce_mean(tf.math.bessel_i0e(x)), [1, 1]), False),
+        "flex": (lambda x: tf.reshape(tf.linalg.det(tf.reshape(x, [4, 4])), [1, 1]), True),
+    }
+    models = {}
+    for name, (graph, flex) in graphs.items():
+        function = tf.function(graph, input_signature=[tf.TensorSpec([1, 4, 4, 1], tf.float32)])
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [function.get_concrete_function()], function
+        )
+        if flex:
+            ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+            converter.target_spec.supported_ops = ops
+        else:
+            converter.allow_custom_ops = True
+        path = folder / f"{name}.tflite"
+        path.write_bytes(converter.convert())
+        path.with_suffix(".json").write_text(
+            json.dumps({**sidecar, "model_file": path.name, "sha256": infer.sha256_of(path)})
+        )
+        models[name] = path
+    return models
+
+
+def test_non_builtin_ops_are_found_in_the_flatbuffer(foreign_op_models, tiny_tflite):
+    assert non_builtin_ops(foreign_op_models["custom"]) == ["BesselI0e"]
+    assert non_builtin_ops(foreign_op_models["flex"]) == ["FlexMatrixDeterminant"]
+    assert non_builtin_ops(tiny_tflite["int8"]) == non_builtin_ops(tiny_tflite["float32"]) == []
+
+
+@pytest.mark.parametrize("target", ["rpi", "android"])
+def test_bundle_refuses_operators_the_device_cannot_run(foreign_op_models, tmp_path, target):
+    for name, op in (("custom", "BesselI0e"), ("flex", "FlexMatrixDeterminant")):
+        with pytest.raises(EdgexrayError, match=f"not LiteRT builtins.*{op}"):
+            make_bundle(BundleConfig(str(foreign_op_models[name]), target, str(tmp_path / name)))
+        assert not (tmp_path / name).exists()
+
+
+def test_android_bundle_refuses_a_float_model(tiny_tflite, tmp_path):
+    config = BundleConfig(str(tiny_tflite["float32"]), "android", str(tmp_path / "a"))
+    with pytest.raises(EdgexrayError, match="float32 input and float32 output"):
+        make_bundle(config)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bundle_replaces_an_earlier_bundle_but_never_another_folder(tiny_tflite, tmp_path):
+    out = tmp_path / "rpi bundle"
+    make_bundle(BundleConfig(str(tiny_tflite["int8"]), "rpi", str(out)))
+    (out / "stale.txt").write_text("left from an earlier bundle")
+    make_bundle(BundleConfig(str(tiny_tflite["int8"]), "rpi", str(out)))
+    assert not (out / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rpi bundle"]  # no temporaries left
+    documents = tmp_path / "documents"
+    documents.mkdir()
+    (documents / "letter.txt").write_text("keep me")
+    with pytest.raises(EdgexrayError, match="not an edgexray bundle"):
+        make_bundle(BundleConfig(str(tiny_tflite["int8"]), "rpi", str(documents)))
+    assert (documents / "letter.txt").read_text() == "keep me"
+
+
+def test_failed_bundle_leaves_the_earlier_one_whole(tiny_tflite, tmp_path, monkeypatch):
+    out = tmp_path / "android"
+    make_bundle(BundleConfig(str(tiny_tflite["int8"]), "android", str(out)))
+    before = (out / "SHA256SUMS").read_text()
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bundle_module, "_write_checksums", disk_full)
+    with pytest.raises(OSError):
+        make_bundle(BundleConfig(str(tiny_tflite["int8"]), "android", str(out)))
+    assert (out / "SHA256SUMS").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["android"]
+
+
+runner = CliRunner()
+
+
+def test_bundle_command_writes_folder_and_zip(tiny_tflite, tmp_path):
+    out = tmp_path / "pi bundle"
+    result = runner.invoke(
+        app, ["bundle", str(tiny_tflite["int8"]), "--target", "rpi", "--out", str(out), "--zip"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "infer.py").is_file() and out.with_name("pi bundle.zip").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing.tflite", "--target", "rpi"], "model not found"),
+        (["FLOAT", "--target", "android"], "uint8"),
+        (["INT8", "--target", "ios"], "unknown target"),
+    ],
+)
+def test_bundle_command_with_bad_input_exits_2_with_one_line(tiny_tflite, tmp_path, args, message):
+    args = [{"FLOAT": str(tiny_tflite["float32"]), "INT8": str(tiny_tflite["int8"])}.get(a, a)
+            for a in args]  # fmt: skip
+    result = runner.invoke(app, ["bundle", *args, "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2
+    assert message in one_error_line(result.output)
+    assert not (tmp_path / "b").exists()
+
+
+def test_blocked_env_is_what_the_bundle_tests_use(tmp_path):
+    # The README runs above would pass vacuously if the blocker did nothing.
+    result = subprocess.run(
+        [sys.executable, "-c", "import edgexray"], env=blocked_env(tmp_path), capture_output=True
+    )
+    assert result.returncode != 0
