@@ -346,19 +346,24 @@ def quantize(
             threshold=threshold, target_recall=train_config.target_recall,
             sparsity=sparsity, check_image=val_images[0],
         )  # fmt: skip
-        results.append(
-            {
-                "method": method,
-                "path": str(path),
-                "size_bytes": len(tflite_bytes),
-                "gzip_bytes": len(gzip.compress(tflite_bytes, compresslevel=9, mtime=0)),
-                "sparsity": round(sparsity, 4),
-                "threshold": threshold,
-                "val": metrics.classification_report(val_labels, probabilities, threshold),
-                "seconds": round(time.monotonic() - started, 1),
-                "sidecar": sidecar,
-            }
-        )
+        result = {
+            "method": method,
+            "path": str(path),
+            "size_bytes": len(tflite_bytes),
+            "gzip_bytes": len(gzip.compress(tflite_bytes, compresslevel=9, mtime=0)),
+            "sparsity": round(sparsity, 4),
+            "threshold": threshold,
+            "val": metrics.classification_report(val_labels, probabilities, threshold),
+            "seconds": round(time.monotonic() - started, 1),
+            "sidecar": sidecar,
+        }
+        log.info(
+            "%s: %.1f KB (gzip %.1f KB), sparsity %.3f, threshold %.4f, val recall %.4f, "
+            "specificity %.4f, %.0f s",
+            method, result["size_bytes"] / 1024, result["gzip_bytes"] / 1024, sparsity,
+            threshold, result["val"]["recall"], result["val"]["specificity"], result["seconds"],
+        )  # fmt: skip
+        results.append(result)
     _merge_report(run_dir, results)
     return results
 
