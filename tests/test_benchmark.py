@@ -67,6 +67,10 @@ def test_tflite_is_timed_per_thread_count_and_keras_in_the_tf_pool(result):
     keras, float32, int8 = result["variants"]
     assert list(keras["latency"]) == [harness.KERAS_THREADS]
     assert list(float32["latency"]) == list(int8["latency"]) == ["1"]
+    for variant in (float32, int8):
+        invoke = variant["latency"]["1"]["invoke_ms"]
+        assert invoke["runs"] == 5 and 0 < invoke["p50"] <= invoke["p95"] <= invoke["p99"]
+    assert "invoke_ms" not in keras["latency"][harness.KERAS_THREADS]
     assert keras["ratio_to_float32"]["p50_latency"] == {"1": None}
     assert keras["peak_rss_above_runtime_mb"] is None
 

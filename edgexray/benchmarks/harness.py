@@ -305,6 +305,9 @@ def _tflite_latency(model: evaluate.Model, file: str, threads: int, config, step
     inference = time_calls(
         lambda i: infer.run_interpreter(interpreter, image), config.warmup, config.runs
     )
+    # invoke() alone, on the input set by the last run: the interpreter without numpy's
+    # quantize/dequantize around it, to tell the two apart when a variant is slow.
+    invoke = time_calls(lambda i: interpreter.invoke(), 0, config.runs)
     end_to_end = time_calls(
         lambda i: infer.run_interpreter(interpreter, infer.preprocess(file, model.input_spec)),
         min(config.warmup, 2),
@@ -313,6 +316,7 @@ def _tflite_latency(model: evaluate.Model, file: str, threads: int, config, step
     return {
         "load_ms": load_ms,
         "inference_ms": summarize(inference, step_ns),
+        "invoke_ms": summarize(invoke, step_ns),
         "end_to_end_ms": summarize(end_to_end, step_ns),
     }
 
@@ -674,8 +678,9 @@ def benchmark(
         "targets": _targets(rows, thread_keys) if reference else [],
         "notes": [
             "latency: one image per call, inference only (quantize, invoke, dequantize) and "
-            "end to end (decode + preprocess + inference); Keras runs model(x, training=False) "
-            f"in TensorFlow's default thread pool (column '{KERAS_THREADS}')",
+            "end to end (decode + preprocess + inference); benchmark.json also holds invoke() "
+            "alone (invoke_ms); Keras runs model(x, training=False) in TensorFlow's default "
+            f"thread pool (column '{KERAS_THREADS}')",
             "peak RSS: a fresh Python process running the standalone edge runtime (Keras: "
             f"TensorFlow) on {len(memory_images)} image(s) at {max(config.threads)} thread(s); "
             f"the edge runtime alone (imports and image decoding) peaks at {runtime_rss:.1f} MB",

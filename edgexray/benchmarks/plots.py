@@ -38,7 +38,7 @@ def size_vs_recall(result: dict, path: Path) -> str:
     """Raw size (filled) and gzip size (hollow) against pneumonia recall with its 95% CI."""
     variants = result["variants"]
     figure, axes = plt.subplots(figsize=(7.5, 4.8))
-    for row, color in zip(variants, _colors(len(variants)), strict=True):
+    for index, (row, color) in enumerate(zip(variants, _colors(len(variants)), strict=True)):
         recall = row["metrics"]["recall"]
         if recall is None:  # no pneumonia film in the test images
             continue
@@ -47,7 +47,7 @@ def size_vs_recall(result: dict, path: Path) -> str:
         axes.errorbar(
             size_kb,
             recall,
-            yerr=[[recall - low], [high - recall]],
+            yerr=[[max(0.0, recall - low)], [max(0.0, high - recall)]],  # rounding can cross
             fmt="o",
             color=color,
             capsize=3,
@@ -56,7 +56,13 @@ def size_vs_recall(result: dict, path: Path) -> str:
         axes.plot([gzip_kb], [recall], marker="o", markerfacecolor="none", color=color)
         axes.plot([gzip_kb, size_kb], [recall, recall], color=color, linewidth=0.8, alpha=0.5)
         axes.annotate(
-            row["name"], (size_kb, recall), textcoords="offset points", xytext=(6, 6), fontsize=8
+            row["name"],
+            (size_kb, recall),
+            textcoords="offset points",
+            # Variants often share a recall and nearly a size: stagger the labels.
+            xytext=(6, 6 + 11 * (index % 3)),
+            fontsize=8,
+            color=color,
         )
     keras = next((r for r in variants if r["kind"] == "keras"), None)
     if keras:
@@ -112,6 +118,8 @@ def latency(result: dict, path: Path) -> str:
             )
     axes.set_xticks(positions, [r["name"] for r in variants], rotation=20, ha="right")
     axes.set_yscale("log")
+    low, high = axes.get_ylim()
+    axes.set_ylim(low, high * 2.5)  # room for the value labels above the tallest bar
     axes.set_ylabel("inference ms per image (log; bar p50, whisker p95)")
     axes.set_title("Latency per variant and thread count (! = unstable timing)")
     axes.grid(True, axis="y", which="both", alpha=0.3)
@@ -176,7 +184,7 @@ def roc_curves(result: dict, labels, probabilities: dict, path: Path) -> str:
     full.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=0.8)
     # The corner a screening tool lives in: recall near 1, few normal films flagged.
     recalls = [r["metrics"]["recall"] for r in variants if r["metrics"]["recall"] is not None]
-    zoom.set_xlim(0, 0.5)
+    zoom.set_xlim(0, 0.3)
     zoom.set_ylim(max(0.0, min([0.8, *recalls]) - 0.05), 1.005)
     for axes, title in ((full, "ROC on the test split"), (zoom, "high-recall corner")):
         axes.set_xlabel("1 - specificity (normal films flagged)")
