@@ -128,8 +128,10 @@ class Variant:
 
 def _variant(path: Path) -> Variant:
     model = evaluate.load_model(path)
-    if model.kind == "keras":
-        return Variant(model, "keras-float32")
+    if model.kind == "keras":  # model.keras is the float baseline; pruned.keras says so
+        return Variant(
+            model, "keras-float32" if path.name == artifacts.MODEL else f"keras-{path.stem}"
+        )
     return Variant(model, str(infer.load_sidecar(path).get("method", path.stem)))
 
 
