@@ -65,7 +65,8 @@ def load_grayscale(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray
                 if width * height > max_pixels:
                     raise ImageError(_bomb_message(path, width, height, max_pixels))
                 image.load()  # decode now, so a truncated file fails here
-                image = ImageOps.exif_transpose(image)
+                # In place: a film is megabytes, and every copy counts on a small device.
+                ImageOps.exif_transpose(image, in_place=True)
                 return _to_uint8_gray(image)
     except ImageError:
         raise
@@ -95,7 +96,9 @@ def _to_uint8_gray(image: Image.Image) -> np.ndarray:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, rgba)
-    return np.asarray(image.convert("L"), dtype=np.uint8)
+    if image.mode != "L":
+        image = image.convert("L")
+    return np.asarray(image, dtype=np.uint8)
 
 
 def resize(gray: np.ndarray, height: int, width: int) -> np.ndarray:
