@@ -37,9 +37,9 @@ MANIFEST = "bundle.json"
 CHECKSUMS = "SHA256SUMS"
 CHECK_SIZE = (300, 260)  # height, width of the android check image: both axes shrink, unequally
 
-# Every pin has manylinux aarch64 wheels (checked with `pip download --only-binary=:all:
-# --platform manylinux_2_27_aarch64 ...`): ai-edge-litert 2.3.0 for Python 3.10-3.13, and
-# 2.1.0, the last release with a cp39 wheel, for Raspberry Pi OS Bullseye's Python 3.9.
+# Every line resolves to manylinux aarch64 wheels for Python 3.9 to 3.13 (checked with
+# `pip download --only-binary=:all: --platform manylinux_2_27_aarch64 --python-version 3.X`):
+# ai-edge-litert 2.3.0 from 3.10; 2.1.0 is the last release with a cp39 wheel (Bullseye).
 REQUIREMENTS = """\
 # The edge runtime only: no TensorFlow. Install with
 #   .venv/bin/pip install --only-binary=:all: -r requirements.txt
@@ -390,8 +390,8 @@ Input: {{height}}x{{width}} grayscale, normalization `{{normalization}}`. An ima
 recall of {{target_recall}} on validation), otherwise `{{negative}}`.
 This is a screening aid: a person reads every film.
 
-The folder runs with Python 3.9 or newer (Raspberry Pi OS Bullseye, Bookworm or Trixie,
-64-bit) and needs no TensorFlow: only numpy, Pillow and the LiteRT interpreter.
+The folder runs with Python 3.9 to 3.13 (64-bit Raspberry Pi OS Bullseye, Bookworm or
+Trixie) and needs no TensorFlow: only numpy, Pillow and the LiteRT interpreter.
 
 ## 1. Copy this folder to the Pi
 
