@@ -11,7 +11,7 @@ import functools
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -76,18 +76,27 @@ def _verbosity() -> int:
 @app.command()
 @user_errors
 def train(
-    data: Annotated[Optional[Path], typer.Option(help="Data folder (NORMAL/ PNEUMONIA/ or Kaggle root).")] = None,  # noqa: E501
+    data: Annotated[
+        Path | None, typer.Option(help="Data folder (NORMAL/ PNEUMONIA/ or Kaggle root).")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Run directory to write.")] = Path("runs/default"),
-    config: Annotated[Optional[Path], typer.Option(help="JSON file with TrainConfig fields.")] = None,  # noqa: E501
-    image_size: Annotated[Optional[int], typer.Option(help="Input height and width [128].")] = None,
-    width: Annotated[Optional[int], typer.Option(help="Filters of the first stage [12].")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs [20].")] = None,
-    target_recall: Annotated[Optional[float], typer.Option(help="Pneumonia recall the val threshold must reach [0.97].")] = None,  # noqa: E501
-    seed: Annotated[Optional[int], typer.Option(help="Seed for split, init and augmentation [42].")] = None,  # noqa: E501
-    max_train_images: Annotated[Optional[int], typer.Option(help="Use at most this many training images (0 = all).")] = None,  # noqa: E501
+    config: Annotated[Path | None, typer.Option(help="JSON file with TrainConfig fields.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Input height and width [128].")] = None,
+    width: Annotated[int | None, typer.Option(help="Filters of the first stage [12].")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs [20].")] = None,
+    target_recall: Annotated[
+        float | None, typer.Option(help="Pneumonia recall the val threshold must reach [0.97].")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed for split, init and augmentation [42].")
+    ] = None,
+    max_train_images: Annotated[
+        int | None, typer.Option(help="Use at most this many training images (0 = all).")
+    ] = None,
 ):
     """Train the float model: patient-grouped split, early stopping, val-chosen threshold."""
-    from edgexray.pipeline.train import TrainConfig, summary_lines, train as run_training
+    from edgexray.pipeline.train import TrainConfig, summary_lines
+    from edgexray.pipeline.train import train as run_training
 
     overrides = dict(
         data=str(data.resolve()) if data else None, image_size=image_size, width=width,
@@ -110,12 +119,31 @@ def train(
 @app.command()
 @user_errors
 def evaluate(
-    model: Annotated[Path, typer.Argument(help="A .tflite (with its .json sidecar) or a run's .keras model.")],  # noqa: E501
-    data: Annotated[Path, typer.Option(help="NORMAL/ PNEUMONIA/ folder, Kaggle root, or run directory (its manifest).")],  # noqa: E501
+    model: Annotated[
+        Path, typer.Argument(help="A .tflite (with its .json sidecar) or a run's .keras model.")
+    ],
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="NORMAL/ PNEUMONIA/ folder, Kaggle root, or run directory (its manifest)."
+        ),
+    ],
     split: Annotated[str, typer.Option(help="Split of a Kaggle root or run directory.")] = "test",
-    threshold: Annotated[Optional[float], typer.Option(help="Decision threshold [the sidecar's, or the run's val-chosen one].")] = None,  # noqa: E501
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (logs stay on stderr).")] = False,  # noqa: E501
-    predictions: Annotated[Optional[Path], typer.Option(help="Write per-image predictions (path,label,probability,predicted) to this CSV.")] = None,  # noqa: E501
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Decision threshold; default: the sidecar's, or the run's val-chosen one."
+        ),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout (logs stay on stderr).")
+    ] = False,
+    predictions: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write per-image predictions (path,label,probability,predicted) to this CSV."
+        ),
+    ] = None,
 ):
     """Clinical metrics of a model: recall and specificity with 95% CIs, AUC, calibration."""
     import json
@@ -134,12 +162,31 @@ def evaluate(
 @app.command()
 @user_errors
 def verify(
-    run_dir: Annotated[Optional[Path], typer.Argument(help="Run directory: model.keras vs every tflite/*.tflite on its test split.")] = None,  # noqa: E501
-    baseline: Annotated[Optional[Path], typer.Option(help="Float model (.keras in its run directory, or .tflite).")] = None,  # noqa: E501
-    candidate: Annotated[Optional[list[Path]], typer.Option(help="Compressed model to check (repeat for several).")] = None,  # noqa: E501
-    data: Annotated[Optional[Path], typer.Option(help="Images for --baseline/--candidate: NORMAL/ PNEUMONIA/ folder, Kaggle root or run directory.")] = None,  # noqa: E501
-    split: Annotated[str, typer.Option(help="Split of a Kaggle root or run directory given as --data.")] = "test",  # noqa: E501
-    max_recall_drop: Annotated[float, typer.Option(help="Allowed drop of pneumonia recall versus the baseline.")] = 0.0,  # noqa: E501
+    run_dir: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Run directory: model.keras vs every tflite/*.tflite on its test split."
+        ),
+    ] = None,
+    baseline: Annotated[
+        Path | None, typer.Option(help="Float model (.keras in its run directory, or .tflite).")
+    ] = None,
+    candidate: Annotated[
+        list[Path] | None, typer.Option(help="Compressed model to check (repeat for several).")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Images for --baseline/--candidate: NORMAL/ PNEUMONIA/ folder, Kaggle root "
+            "or run directory."
+        ),
+    ] = None,
+    split: Annotated[
+        str, typer.Option(help="Split of a Kaggle root or run directory given as --data.")
+    ] = "test",
+    max_recall_drop: Annotated[
+        float, typer.Option(help="Allowed drop of pneumonia recall versus the baseline.")
+    ] = 0.0,
 ):
     """Fail (exit 1) when a candidate misses more pneumonia than the float baseline."""
     from edgexray.pipeline.verify import REPORT, RecallRegressionError, table_lines, verify_run
@@ -171,9 +218,15 @@ def verify(
 @user_errors
 def prune_command(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `edgexray train`.")],
-    sparsity: Annotated[Optional[float], typer.Option(help="Share of Conv2D/Dense kernel weights set to zero [0.5].")] = None,  # noqa: E501
-    epochs: Annotated[Optional[int], typer.Option(help="Fine-tuning epochs while pruning [3].")] = None,  # noqa: E501
-    learning_rate: Annotated[Optional[float], typer.Option(help="Fine-tuning learning rate [3e-4].")] = None,  # noqa: E501
+    sparsity: Annotated[
+        float | None, typer.Option(help="Share of Conv2D/Dense kernel weights set to zero [0.8].")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Fine-tuning epochs while pruning [3].")
+    ] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option(help="Fine-tuning learning rate [3e-4].")
+    ] = None,
 ):
     """Prune the trained model, fine-tune it and save pruned.keras (model.keras is untouched)."""
     from edgexray.pipeline.prune import PruneConfig, prune
@@ -199,9 +252,21 @@ def prune_command(
 @user_errors
 def quantize_command(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `edgexray train`.")],
-    method: Annotated[Optional[list[str]], typer.Option("--method", "-m", help="all, float32, float16, dynamic, int8, qat, pqat, pruned-int8; repeat or comma-separate [all]. pqat and pruned-int8 (so also all) need `edgexray prune` first.")] = None,  # noqa: E501
-    representative_size: Annotated[Optional[int], typer.Option(help="Train images calibrating int8 ranges [256].")] = None,  # noqa: E501
-    qat_epochs: Annotated[Optional[int], typer.Option(help="Fine-tuning epochs of qat and pqat [1].")] = None,  # noqa: E501
+    method: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--method",
+            "-m",
+            help="all, float32, float16, dynamic, int8, qat, pqat, pruned-int8; repeat or "
+            "comma-separate [all]. pqat and pruned-int8 (so also all) need `edgexray prune` first.",
+        ),
+    ] = None,
+    representative_size: Annotated[
+        int | None, typer.Option(help="Train images calibrating int8 ranges [256].")
+    ] = None,
+    qat_epochs: Annotated[
+        int | None, typer.Option(help="Fine-tuning epochs of qat and pqat [1].")
+    ] = None,
 ):
     """Export TFLite variants, each with a sidecar and its own val-chosen threshold."""
     from edgexray.export.quantize import QuantizeConfig, parse_methods, quantize
@@ -226,12 +291,19 @@ def quantize_command(
 @app.command("benchmark")
 @user_errors
 def benchmark_command(
-    models: Annotated[list[Path], typer.Argument(help="A run directory, or .keras/.tflite models.")],  # noqa: E501
-    data: Annotated[Path | None, typer.Option(help="Test images (test/ or NORMAL/ PNEUMONIA/); default the run's test split.")] = None,  # noqa: E501
+    models: Annotated[
+        list[Path], typer.Argument(help="A run directory, or .keras/.tflite models.")
+    ],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Test images (test/ or NORMAL/ PNEUMONIA/); default the run's test split."
+        ),
+    ] = None,
     threads: Annotated[str, typer.Option(help="Interpreter thread counts to time.")] = "1,2",
     warmup: Annotated[int, typer.Option(help="Untimed runs before timing.")] = 10,
     runs: Annotated[int, typer.Option(help="Timed runs per thread count.")] = 100,
-    out: Annotated[Path | None, typer.Option(help="Output folder [RUN_DIR/benchmark].")] = None,  # noqa: E501
+    out: Annotated[Path | None, typer.Option(help="Output folder [RUN_DIR/benchmark].")] = None,
 ):
     """Size, latency, memory and clinical metrics of every variant, side by side, with plots."""
     from edgexray.benchmarks.harness import BenchmarkConfig, benchmark, format_table, table
@@ -248,13 +320,35 @@ def benchmark_command(
     typer.echo(f"benchmark.json, benchmark.md and {len(result['plots'])} plot(s): {result['out']}")
 
 
+def _model_or_reference(model: Path | None) -> Path:
+    """The given model, else the shipped reference model in models/."""
+    from edgexray.edge_runtime import REFERENCE_MODEL
+
+    if model is not None:
+        return model
+    if not REFERENCE_MODEL.is_file():
+        raise EdgexrayError(f"reference model not found: {REFERENCE_MODEL}; give a .tflite model")
+    return REFERENCE_MODEL
+
+
 @app.command("predict")
 @user_errors
 def predict_command(
-    images: Annotated[list[Path], typer.Argument(help="Image files, or folders walked for .jpeg/.jpg/.png.")],  # noqa: E501
-    model: Annotated[Path | None, typer.Option(help="A .tflite with its .json sidecar [the reference model in models/].")] = None,  # noqa: E501
-    record_format: Annotated[str, typer.Option("--format", help="Records as jsonl or csv.")] = "jsonl",  # noqa: E501
-    threads: Annotated[int | None, typer.Option(help="Interpreter threads [the runtime's choice].")] = None,  # noqa: E501
+    images: Annotated[
+        list[Path], typer.Argument(help="Image files, or folders walked for .jpeg/.jpg/.png.")
+    ],
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="A .tflite with its .json sidecar; default: the reference model in models/."
+        ),
+    ] = None,
+    record_format: Annotated[
+        str, typer.Option("--format", help="Records as jsonl or csv.")
+    ] = "jsonl",
+    threads: Annotated[
+        int | None, typer.Option(help="Interpreter threads; default: the runtime's choice.")
+    ] = None,
 ):
     """Classify images with the standalone edge runtime: one record per image on stdout.
 
@@ -262,14 +356,10 @@ def predict_command(
     """
     import os
 
-    from edgexray.edge_runtime import REFERENCE_MODEL, infer
+    from edgexray.edge_runtime import infer
 
-    if model is None:
-        if not REFERENCE_MODEL.is_file():
-            raise fail(f"reference model not found: {REFERENCE_MODEL}; give --model MODEL.tflite")
-        model = REFERENCE_MODEL
     try:
-        code = infer.run(model, images, record_format, threads, sys.stdout)
+        code = infer.run(_model_or_reference(model), images, record_format, threads, sys.stdout)
     except infer.InferenceError as err:
         raise EdgexrayError(str(err)) from None
     except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly
@@ -281,14 +371,25 @@ def predict_command(
 @app.command("bundle")
 @user_errors
 def bundle_command(
-    model: Annotated[Path, typer.Argument(help="A .tflite with its .json sidecar (android: the full-int8 model).")],  # noqa: E501
     target: Annotated[str, typer.Option(help="Device: rpi or android.")],
-    out: Annotated[Path, typer.Option(help="Bundle folder to write (an earlier bundle there is replaced).")],  # noqa: E501
-    zip_bundle: Annotated[bool, typer.Option("--zip", help="Also write OUT.zip holding the folder.")] = False,  # noqa: E501
+    out: Annotated[
+        Path, typer.Option(help="Bundle folder to write (an earlier bundle there is replaced).")
+    ],
+    model: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A .tflite with its .json sidecar (android: a full-int8 model) "
+            "default: the reference model in models/."
+        ),
+    ] = None,
+    zip_bundle: Annotated[
+        bool, typer.Option("--zip", help="Also write OUT.zip holding the folder.")
+    ] = False,
 ):
     """Write a folder (and zip) to copy to a Raspberry Pi or into an Android app."""
     from edgexray.export.bundle import BundleConfig, make_bundle
 
+    model = _model_or_reference(model)
     config = BundleConfig(model=str(model), target=target, out=str(out), zip=zip_bundle)
     result = make_bundle(config)
     typer.echo(f"{result['target']} bundle: {result['path']}")
@@ -302,14 +403,26 @@ def bundle_command(
 @app.command("run")
 @user_errors
 def run_command(
-    data: Annotated[Optional[Path], typer.Option(help="Data folder; default $EDGEXRAY_DATA, ./data/chest_xray, ../shared/data/chest_xray.")] = None,  # noqa: E501
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Data folder; default $EDGEXRAY_DATA, ./data/chest_xray, "
+            "../shared/data/chest_xray."
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Run directory (resumable).")] = Path("runs/default"),
-    force: Annotated[Optional[list[str]], typer.Option(help="Redo this stage (and the ones after it); repeatable.")] = None,  # noqa: E501
-    epochs: Annotated[Optional[int], typer.Option(help="Maximum training epochs.")] = None,
-    sparsity: Annotated[Optional[float], typer.Option(help="Pruning sparsity.")] = None,
-    target_recall: Annotated[Optional[float], typer.Option(help="Pneumonia recall the thresholds must reach on val.")] = None,  # noqa: E501
-    max_recall_drop: Annotated[float, typer.Option(help="Recall a candidate may lose against the float model.")] = 0.0,  # noqa: E501
-    seed: Annotated[Optional[int], typer.Option(help="Seed for split, init and augmentation.")] = None,  # noqa: E501
+    force: Annotated[
+        list[str] | None, typer.Option(help="Redo this stage (and the ones after it); repeatable.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum training epochs.")] = None,
+    sparsity: Annotated[float | None, typer.Option(help="Pruning sparsity.")] = None,
+    target_recall: Annotated[
+        float | None, typer.Option(help="Pneumonia recall the thresholds must reach on val.")
+    ] = None,
+    max_recall_drop: Annotated[
+        float, typer.Option(help="Recall a candidate may lose against the float model.")
+    ] = 0.0,
+    seed: Annotated[int | None, typer.Option(help="Seed for split, init and augmentation.")] = None,
 ):
     """The whole job: train, prune, quantize, verify, benchmark and bundle; resumable."""
     import time

@@ -140,9 +140,7 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
         "## Config",
         "",
         "```json",
-        json.dumps(
-            {k: v for k, v in dataclasses.asdict(config).items()}, indent=2, default=list
-        ),
+        json.dumps({k: v for k, v in dataclasses.asdict(config).items()}, indent=2, default=list),
         "```",
         "",
     ]

@@ -112,9 +112,7 @@ def select_device_model(run_dir: Path, verify_report: dict) -> dict:
     Choosing on val, not test, keeps the test split an honest estimate.
     """
     quantized = artifacts.read_json(run_dir / "quantize.json")["variants"]
-    passed = {
-        Path(c["model"]).stem for c in verify_report["candidates"] if c.get("passed")
-    }
+    passed = {Path(c["model"]).stem for c in verify_report["candidates"] if c.get("passed")}
     choices = [m for m in DEVICE_METHODS if m in passed and m in quantized]
     if not choices:
         raise EdgexrayError("no full-int8 variant passed the recall gate: nothing to deploy")

@@ -84,7 +84,9 @@ def tiny_tflite(tiny_run, tiny_config, tmp_path_factory) -> dict[str, Path]:
         method_config={}, input_spec=tiny_config.input_spec, threshold=0.5,
         target_recall=0.97, sparsity=0.0, check_image=images[0],
     )  # fmt: skip
-    convert.write_tflite(convert.to_float32(model), out / "float32.tflite", method="float32", **common)
+    convert.write_tflite(
+        convert.to_float32(model), out / "float32.tflite", method="float32", **common
+    )
     convert.write_tflite(
         convert.to_full_int8(model, images), out / "int8.tflite", method="int8", **common
     )

@@ -16,7 +16,8 @@ def test_help_and_version_do_not_import_tensorflow():
         "from edgexray.cli import app\n"
         "for args in (['--help'], ['--version'], ['train', '--help']):\n"
         "    assert CliRunner().invoke(app, args).exit_code == 0\n"
-        "loaded = [m for m in ('tensorflow', 'tf_keras', 'tensorflow_model_optimization') if m in sys.modules]\n"
+        "heavy = ('tensorflow', 'tf_keras', 'tensorflow_model_optimization')\n"
+        "loaded = [m for m in heavy if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -36,17 +37,22 @@ def _assert_one_line_error(result, code=2):
 
 def test_train_without_a_pneumonia_folder_exits_2(tmp_path):
     (tmp_path / "NORMAL").mkdir()
-    _assert_one_line_error(runner.invoke(app, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "r")]))
+    _assert_one_line_error(
+        runner.invoke(app, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "r")])
+    )
 
 
 def test_train_on_a_missing_folder_exits_2(tmp_path):
-    result = runner.invoke(app, ["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")])
+    result = runner.invoke(
+        app, ["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]
+    )
     _assert_one_line_error(result)
     assert "not found" in result.output
 
 
 def test_train_with_a_bad_option_value_exits_2(tmp_path, xray_folder):
     result = runner.invoke(
-        app, ["train", "--data", str(xray_folder), "--out", str(tmp_path / "r"), "--target-recall", "2"]
+        app,
+        ["train", "--data", str(xray_folder), "--out", str(tmp_path / "r"), "--target-recall", "2"],
     )
     _assert_one_line_error(result)

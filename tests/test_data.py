@@ -109,6 +109,9 @@ def test_augmentation_is_seeded_and_keeps_shape():
 
 
 def test_manifest_round_trips(tmp_path):
-    samples = [data.Sample("NORMAL/a b.png", 0, "a", "train"), data.Sample("P/c.png", 1, "c", "test")]
+    samples = [
+        data.Sample("NORMAL/a b.png", 0, "a", "train"),
+        data.Sample("P/c.png", 1, "c", "test"),
+    ]
     data.save_manifest(samples, tmp_path / "manifest.csv")
     assert data.load_manifest(tmp_path / "manifest.csv") == samples

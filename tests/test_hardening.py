@@ -44,7 +44,9 @@ def run_copy(tiny_run, tiny_tflite, tmp_path) -> Path:
     (run_dir / "tflite").mkdir()
     for path in tiny_tflite.values():
         for suffix in (".tflite", ".json"):
-            shutil.copy(path.with_suffix(suffix), run_dir / "tflite" / path.with_suffix(suffix).name)
+            shutil.copy(
+                path.with_suffix(suffix), run_dir / "tflite" / path.with_suffix(suffix).name
+            )
     return run_dir
 
 
@@ -202,7 +204,9 @@ def test_interrupted_stage_resumes_where_it_stopped(tiny_config, tmp_path, monke
     trained = fingerprint(run_dir)["model.keras"]
 
     events = []
-    summary = workflow.run(config, run_dir, verbose=0, on_stage=lambda i, s, e: events.append((s, e)))
+    summary = workflow.run(
+        config, run_dir, verbose=0, on_stage=lambda i, s, e: events.append((s, e))
+    )
     assert ("train", "skip") in events and ("prune", "skip") in events
     assert ("quantize", "done") in events and ("bundle", "done") in events
     assert fingerprint(run_dir)["model.keras"] == trained

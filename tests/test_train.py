@@ -30,7 +30,9 @@ def test_threshold_reaches_target_recall_on_val(tiny_run, tiny_config):
     # Recomputed from the saved model, the threshold gives the same recall.
     samples = data.load_manifest(tiny_run / artifacts.MANIFEST)
     paths, labels = data.select(samples, "val", tiny_config.data)
-    probabilities = predict(artifacts.load_keras(tiny_run / artifacts.MODEL), paths, tiny_config.input_spec)
+    probabilities = predict(
+        artifacts.load_keras(tiny_run / artifacts.MODEL), paths, tiny_config.input_spec
+    )
     report = metrics.classification_report(labels, probabilities, summary["threshold"])
     assert report["recall"] == summary["val"]["at_threshold"]["recall"]
 
@@ -72,4 +74,6 @@ def test_trains_end_to_end_on_a_few_real_images(tmp_path):
     assert model.input_shape == (None, 32, 32, 1)
     probabilities = predict(model, [str(next((root / "NORMAL").iterdir()))], config.input_spec)
     assert probabilities.shape == (1,) and np.all((0 <= probabilities) & (probabilities <= 1))
-    assert dataclasses.asdict(TrainConfig.from_json(tmp_path / "run" / artifacts.CONFIG))["data"] == str(root)
+    assert dataclasses.asdict(TrainConfig.from_json(tmp_path / "run" / artifacts.CONFIG))[
+        "data"
+    ] == str(root)

@@ -85,9 +85,7 @@ def _tensor_info(detail: dict) -> dict:
         "name": detail["name"],
         "shape": [int(d) for d in detail["shape"]],
         "dtype": np.dtype(detail["dtype"]).name,
-        "quantization": {"scale": float(scale), "zero_point": int(zero_point)}
-        if scale
-        else None,
+        "quantization": {"scale": float(scale), "zero_point": int(zero_point)} if scale else None,
     }
 
 

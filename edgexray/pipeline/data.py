@@ -190,9 +190,9 @@ def split_by_patient(
             if target:
                 filled[target] += size
             assignment[pid] = target or "train"
-    result = [
-        Sample(s.path, s.label, s.patient_id, assignment[s.patient_id]) for s in pool
-    ] + [s for s in samples if s.split == "test"]
+    result = [Sample(s.path, s.label, s.patient_id, assignment[s.patient_id]) for s in pool] + [
+        s for s in samples if s.split == "test"
+    ]
     return sorted(result, key=lambda s: (SPLITS.index(s.split), s.path))
 
 

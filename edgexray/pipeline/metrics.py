@@ -36,7 +36,7 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     # Average ranks over ties.
     starts = np.r_[0, np.nonzero(np.diff(sorted_scores))[0] + 1]
     ends = np.r_[starts[1:], len(scores)]
-    for start, end in zip(starts, ends):
+    for start, end in zip(starts, ends, strict=True):
         ranks[order[start:end]] = (start + end + 1) / 2.0
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 

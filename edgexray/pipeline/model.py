@@ -8,7 +8,6 @@ Dense. Normalisation is not in the graph: the model takes the already normalised
 
 from __future__ import annotations
 
-
 # Filters per stage as multiples of `width`, and 3x3 convolutions per stage. At 128 px
 # and width 12 this is 243k parameters (about 250 KB as int8) and trains at about 5 ms
 # per image on 2 CPU cores; measured against wider and shallower variants.

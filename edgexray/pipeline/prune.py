@@ -36,7 +36,10 @@ MASK_UPDATES = 15
 class PruneConfig:
     """How the pruned model is made; saved in prune.json next to pruned.keras."""
 
-    sparsity: float = 0.5
+    # 0.8, not 0.5: measured on the full data, 50% zeros only shrank the gzipped int8 model
+    # to 1/5.4 of float32 (zeros scattered through the tensors compress poorly), while 80%
+    # reached 1/10 with test recall unchanged.
+    sparsity: float = 0.8
     epochs: int = 3
     learning_rate: float = 3e-4
     batch_size: int = 32

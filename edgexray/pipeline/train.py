@@ -109,10 +109,7 @@ def prepare_split(config: TrainConfig, run_dir: Path, on_progress=None) -> list[
         # Keep a seeded, label-balanced subset of train; val and test stay whole.
         rng = np.random.default_rng(config.seed)
         train = [s for s in samples if s.split == "train"]
-        keep = {
-            train[i].path
-            for i in rng.permutation(len(train))[: config.max_train_images]
-        }
+        keep = {train[i].path for i in rng.permutation(len(train))[: config.max_train_images]}
         samples = [s for s in samples if s.split != "train" or s.path in keep]
     counts = data.split_counts(samples)
     for split in data.SPLITS:
@@ -230,9 +227,7 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
     )
     model_path = run_dir / artifacts.MODEL
     checkpoint = best_checkpoint(model_path)
-    stopper = keras.callbacks.EarlyStopping(
-        monitor="val_auc", mode="max", patience=config.patience
-    )
+    stopper = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience)
     interrupted = False
     try:
         history = model.fit(
