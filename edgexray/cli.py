@@ -378,7 +378,7 @@ def bundle_command(
     model: Annotated[
         Path | None,
         typer.Argument(
-            help="A .tflite with its .json sidecar (android: a full-int8 model) "
+            help="A .tflite with its .json sidecar (android: a full-int8 model); "
             "default: the reference model in models/."
         ),
     ] = None,
