@@ -241,11 +241,11 @@ def run(
 
 
 def copy_reference_model(run_dir: Path, destination: Path) -> Path:
-    """Copy the selected device model and its sidecar to destination (e.g. models/)."""
+    """Copy the run's selected device model and its sidecar to destination/edgexray-int8.*."""
     selected = artifacts.read_json(Path(run_dir) / SELECTED)
     source = Path(run_dir) / selected["model"]
-    destination.mkdir(parents=True, exist_ok=True)
-    target = destination / "edgexray-int8.tflite"
-    for suffix in (".tflite", ".json"):
-        shutil.copyfile(source.with_suffix(suffix), target.with_suffix(suffix))
+    target = Path(destination) / "edgexray-int8.tflite"
+    artifacts.atomic_write(target, lambda temporary: shutil.copyfile(source, temporary))
+    sidecar = artifacts.read_json(source.with_suffix(".json"))
+    artifacts.write_json(target.with_suffix(".json"), {**sidecar, "model_file": target.name})
     return target
