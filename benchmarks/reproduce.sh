@@ -63,14 +63,16 @@ gate=0
 rm -f "$timing"
 
 model="$RUN/$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["model"])' "$RUN/selected.json")"
-image="$(find "$DATA" -path '*PNEUMONIA*' -name '*.jpeg' | sort | head -n 1)"
+# (|| true: head closing the pipe early is not an error under pipefail)
+image="$(find "$DATA" -path '*PNEUMONIA*' -name '*.jpeg' | sort | head -n 1 || true)"
 python -m edgexray.benchmarks.coldstart "$model" "$image" --keras "$RUN/model.keras" \
     --out "$RESULTS/coldstart.json" || true
 # The shipped reference model is the one this run selected for devices.
 python -c 'import sys; from edgexray.run import copy_reference_model as c; print(c(*sys.argv[1:]))' \
     "$RUN" models
 
-cp "$RUN/report.md" "$RUN"/{metrics,quantize,verify,stages}.json "$RESULTS/"
+cp "$RUN"/{metrics,quantize,verify,stages}.json "$RESULTS/"
+sed 's|](benchmark/|](|g' "$RUN/report.md" >"$RESULTS/report.md"  # plots sit beside it here
 cp "$RUN/benchmark/benchmark.md" "$RUN/benchmark/benchmark.json" "$RUN"/benchmark/*.png "$RESULTS/"
 echo "results: $RESULTS" >&2
 cat "$RESULTS/machine.txt" >&2

@@ -7,26 +7,16 @@ separate process, and the clinical metrics on the test split at the variant's ow
 threshold. Ratios are taken against the float32 .tflite of the same benchmark, so they
 compare numbers measured minutes apart on the same machine, never across machines.
 
-How a .tflite parameter count is taken: a tensor is a weight when some operator reads it,
-no operator writes it and it is not the model input (the interpreter's op details say
-which tensors each operator reads and writes). Floating and int8 weight tensors count
-whole; int32 tensors count only in the bias slot of a convolution or fully-connected
-operator, so shape and axis constants (e.g. MEAN's reduction axes) are left out. The
-converter folds BatchNormalization into the convolutions and de-duplicates identical
-constants, so a .tflite counts fewer parameters than Keras's count_params(), which also
-counts the BatchNormalization statistics.
-
-Sparsity is the fraction of exactly-zero weights in the convolution and dense kernels.
-In a .tflite the kernel is the operator's second input (behind a DEQUANTIZE for float16
-models); int8 weights are symmetrically quantized (zero-point 0), so a zero weight is a
-stored 0 in every format.
+Parameter counts and sparsity of a .tflite are measured by
+edgexray.export.convert.weight_stats (see there). The converter folds BatchNormalization
+into the convolutions, so a .tflite counts fewer parameters than Keras's count_params(),
+which also counts the BatchNormalization statistics.
 """
 
 from __future__ import annotations
 
 import datetime
 import gc
-import gzip
 import json
 import logging
 import os
@@ -44,6 +34,7 @@ import numpy as np
 from edgexray import __version__, artifacts
 from edgexray.edge_runtime import infer
 from edgexray.errors import EdgexrayError
+from edgexray.export import convert
 from edgexray.pipeline import evaluate
 
 log = logging.getLogger("edgexray")
@@ -59,7 +50,6 @@ UNSTABLE_MAX_OVER_MIN = 10.0
 MIN_TICKS_PER_RUN = 100
 # Variants in the order a reader compares them; unknown methods follow by name.
 METHOD_ORDER = ("float32", "float16", "dynamic", "int8", "qat", "pruned-int8", "pqat")
-WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 PLOTS = ("size_vs_recall.png", "latency.png", "confusion_matrices.png", "roc_curves.png")
 
 
@@ -175,12 +165,6 @@ def model_files(models: Sequence[Path | str]) -> tuple[list[Path], Path | None]:
 # --- static measurements: size, parameters, sparsity ----------------------------------
 
 
-def file_sizes(path: Path) -> dict:
-    """Raw and gzip -9 size in bytes (gzip in memory, mtime fixed so it is reproducible)."""
-    raw = Path(path).read_bytes()
-    return {"size_bytes": len(raw), "gzip_bytes": len(gzip.compress(raw, 9, mtime=0))}
-
-
 def keras_weights(model) -> dict:
     """count_params() and the zero fraction of the conv/dense kernels of a Keras model."""
     kernels = [
@@ -192,35 +176,6 @@ def keras_weights(model) -> dict:
     total = sum(k.size for k in kernels)
     zeros = sum(int(np.count_nonzero(k == 0)) for k in kernels)
     return {"parameters": int(model.count_params()), "sparsity": zeros / total if total else None}
-
-
-def tflite_weights(interpreter) -> dict:
-    """Parameter count and kernel sparsity of a loaded .tflite (see the module docstring)."""
-    ops = interpreter._get_ops_details()  # the only public-ish view of the op graph
-    details = {d["index"]: d for d in interpreter.get_tensor_details()}
-    written = {t for op in ops for t in op["outputs"]}
-    model_inputs = {d["index"] for d in interpreter.get_input_details()}
-    read = {t for op in ops for t in op["inputs"] if t >= 0}
-    constants = read - written - model_inputs
-    layers = [op for op in ops if op["op_name"] in WEIGHT_OPS and len(op["inputs"]) > 1]
-    biases = {op["inputs"][2] for op in layers if len(op["inputs"]) > 2}
-    producer = {t: op for op in ops for t in op["outputs"]}
-    parameters = 0
-    for index in constants:
-        dtype = np.dtype(details[index]["dtype"])
-        if dtype.kind == "f" or dtype == np.int8 or index in biases:
-            parameters += int(np.prod(details[index]["shape"]))
-    total = zeros = 0
-    for op in layers:
-        kernel = op["inputs"][1]
-        if kernel in producer and producer[kernel]["op_name"] == "DEQUANTIZE":
-            kernel = producer[kernel]["inputs"][0]
-        if kernel not in constants:
-            continue
-        values = interpreter.get_tensor(kernel)
-        total += values.size
-        zeros += int(np.count_nonzero(values == 0))
-    return {"parameters": parameters, "sparsity": zeros / total if total else None}
 
 
 # --- timing ----------------------------------------------------------------------------
@@ -543,9 +498,7 @@ def _measure(variant: Variant, file: str, config, step_ns: int) -> dict:
         keras_model, latency = _keras_latency(model.path, model.input_spec, file, config, step_ns)
         return {"latency": {KERAS_THREADS: latency}, **keras_weights(keras_model)}
     latency = {str(t): _tflite_latency(model, file, t, config, step_ns) for t in config.threads}
-    interpreter = infer.load_interpreter(model.path)
-    interpreter.allocate_tensors()
-    return {"latency": latency, **tflite_weights(interpreter)}
+    return {"latency": latency, **convert.weight_stats(Path(model.path).read_bytes())}
 
 
 def benchmark(
@@ -625,7 +578,7 @@ def benchmark(
                 "kind": variant.kind,
                 "method": variant.method,
                 "threshold": model.threshold,
-                **file_sizes(model.path),
+                **convert.file_sizes(Path(model.path).read_bytes()),
                 **measured,
                 "peak_rss_mb": rss,
                 "peak_rss_above_runtime_mb": rss - runtime_rss

@@ -7,6 +7,7 @@ interpreter after conversion, never assumed.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import time
 from collections.abc import Iterable
@@ -149,3 +150,59 @@ def write_tflite(
         "%s: %.1f KB in %.1f s", path.name, path.stat().st_size / 1024, time.monotonic() - started
     )
     return sidecar
+
+
+# --- measuring a converted model ------------------------------------------------------
+
+# Ops whose second input is a kernel that pruning can make sparse.
+WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def file_sizes(tflite_bytes: bytes) -> dict:
+    """Raw and gzip -9 size in bytes; gzip shows what pruning saves in a download."""
+    return {
+        "size_bytes": len(tflite_bytes),
+        "gzip_bytes": len(gzip.compress(tflite_bytes, compresslevel=9, mtime=0)),
+    }
+
+
+def weight_stats(tflite_bytes: bytes) -> dict:
+    """Parameter count and kernel sparsity measured in a converted model's own tensors.
+
+    A tensor is a weight when some operator reads it, none writes it and it is not the
+    model input. Float and int8 weights count whole; int32 tensors only in the bias slot
+    of a conv/dense op, so shape and axis constants are left out. Sparsity is the share of
+    exactly-zero values in the conv/dense kernels (the op's second input, behind a
+    DEQUANTIZE for float16); int8 weights are symmetric, so a zero stays a stored 0.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    # Without the XNNPACK delegate, which would fold the ops out of view.
+    interpreter = Interpreter(
+        model_content=tflite_bytes,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    interpreter.allocate_tensors()
+    ops = interpreter._get_ops_details()  # the public API lists tensors, not the graph
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    written = {t for op in ops for t in op["outputs"]}
+    model_inputs = {d["index"] for d in interpreter.get_input_details()}
+    constants = {t for op in ops for t in op["inputs"] if t >= 0} - written - model_inputs
+    layers = [op for op in ops if op["op_name"] in WEIGHT_OPS and len(op["inputs"]) > 1]
+    biases = {op["inputs"][2] for op in layers if len(op["inputs"]) > 2}
+    producer = {t: op for op in ops for t in op["outputs"]}
+    parameters = 0
+    for index in constants:
+        dtype = np.dtype(details[index]["dtype"])
+        if dtype.kind == "f" or dtype == np.int8 or index in biases:
+            parameters += int(np.prod(details[index]["shape"]))
+    total = zeros = 0
+    for op in layers:
+        kernel = op["inputs"][1]
+        if kernel in producer and producer[kernel]["op_name"] == "DEQUANTIZE":
+            kernel = producer[kernel]["inputs"][0]
+        if kernel in constants:
+            values = interpreter.get_tensor(kernel)
+            total += values.size
+            zeros += int(np.count_nonzero(values == 0))
+    return {"parameters": parameters, "sparsity": zeros / total if total else None}

@@ -20,7 +20,6 @@ quantization shifts the probabilities a little and recall comes first.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -42,8 +41,6 @@ log = logging.getLogger("edgexray")
 METHODS = ("float32", "float16", "dynamic", "int8", "qat", "pqat", "pruned-int8")
 NEEDS_PRUNED = ("pqat", "pruned-int8")
 QUANTIZE_REPORT = "quantize.json"
-# Ops whose second input is a weight tensor that pruning can make sparse.
-_WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
 @dataclass(frozen=True)
@@ -244,44 +241,6 @@ def quantization_aware_training(stage: _Stage, model, scheme):
 # --- measuring a converted model ------------------------------------------------------
 
 
-def _graph_interpreter(tflite_bytes: bytes):
-    """An interpreter without the XNNPACK delegate, which would hide the ops and weights."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    interpreter = Interpreter(
-        model_content=tflite_bytes,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def tflite_sparsity(tflite_bytes: bytes) -> float:
-    """Share of exactly-zero values in the weight tensors of conv and dense ops.
-
-    Read from the converted model itself: the filter input of every CONV_2D,
-    DEPTHWISE_CONV_2D and FULLY_CONNECTED op (through a DEQUANTIZE op for float16
-    weights). Integer weights are symmetric (zero-point 0), so a zero stays a zero.
-    """
-    interpreter = _graph_interpreter(tflite_bytes)
-    ops = interpreter._get_ops_details()  # the public API lists tensors, not the graph
-    produced_by_dequantize = {
-        op["outputs"][0]: op["inputs"][0] for op in ops if op["op_name"] == "DEQUANTIZE"
-    }
-    zeros = total = 0
-    for op in ops:
-        if op["op_name"] not in _WEIGHT_OPS:
-            continue
-        index = int(op["inputs"][1])
-        index = produced_by_dequantize.get(index, index)
-        weights = interpreter.get_tensor(index)
-        zeros += int(np.count_nonzero(weights == 0))
-        total += weights.size
-    if not total:
-        raise EdgexrayError("the converted model has no convolution or dense weights")
-    return zeros / total
-
-
 def tflite_probabilities(tflite_bytes: bytes, images: list[np.ndarray]) -> np.ndarray:
     """Pneumonia probabilities of a converted model, run as the edge runtime runs it."""
     interpreter = interpreter_class()(model_content=tflite_bytes)
@@ -339,7 +298,7 @@ def quantize(
         threshold = metrics.threshold_for_recall(
             val_labels, probabilities, train_config.target_recall
         )
-        sparsity = tflite_sparsity(tflite_bytes)
+        sparsity = convert.weight_stats(tflite_bytes)["sparsity"]
         path = run_dir / artifacts.TFLITE_DIR / f"{method}.tflite"
         sidecar = convert.write_tflite(
             tflite_bytes, path, method=method, method_config=method_config, input_spec=spec,
@@ -349,8 +308,7 @@ def quantize(
         result = {
             "method": method,
             "path": str(path),
-            "size_bytes": len(tflite_bytes),
-            "gzip_bytes": len(gzip.compress(tflite_bytes, compresslevel=9, mtime=0)),
+            **convert.file_sizes(tflite_bytes),
             "sparsity": round(sparsity, 4),
             "threshold": threshold,
             "val": metrics.classification_report(val_labels, probabilities, threshold),
