@@ -38,9 +38,13 @@ def user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        # Our progress at INFO; other libraries (TensorFlow's "Assets written to ...")
+        # only from WARNING up.
         logging.basicConfig(
-            level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True
-        )
+            level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr,
+            force=True,
+        )  # fmt: skip
+        logging.getLogger("edgexray").setLevel(logging.INFO)
         try:
             return command(*args, **kwargs)
         except EdgexrayError as err:
@@ -427,8 +431,10 @@ def run_command(
     """The whole job: train, prune, quantize, verify, benchmark and bundle; resumable."""
     import time
 
+    from edgexray import artifacts
     from edgexray.pipeline.prune import PruneConfig
-    from edgexray.pipeline.train import TrainConfig
+    from edgexray.pipeline.train import TrainConfig, summary_lines
+    from edgexray.pipeline.verify import RecallRegressionError
     from edgexray.run import STAGES, RunConfig, find_data, run
 
     train_values = dict(epochs=epochs, target_recall=target_recall, seed=seed)
@@ -445,13 +451,13 @@ def run_command(
         words = {"start": "running", "skip": "unchanged, skipped", "done": "done"}[event]
         typer.echo(f"[{index}/{len(STAGES)} {elapsed}] {stage}: {words}", err=True)
 
-    from edgexray.pipeline.verify import RecallRegressionError
-
     try:
         summary = run(config, out, tuple(force or ()), _verbosity(), on_stage)
     except RecallRegressionError as err:
         typer.echo(f"report: {out / 'report.md'}")
         raise fail(str(err), err.exit_code) from None
+    for line in summary_lines(artifacts.read_json(out / artifacts.METRICS)):
+        typer.echo(line)
     typer.echo(f"{'stage':<10} {'status':<20} {'seconds':>8}")
     for stage, status in summary["stages"].items():
         typer.echo(f"{stage:<10} {status['status']:<20} {status['seconds']:>8}")

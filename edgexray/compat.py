@@ -6,6 +6,7 @@ here, before any TensorFlow import. Every other module does `from edgexray.compa
 keras, tf` inside the functions that need them, never at module level.
 """
 
+import contextlib
 import os
 import tempfile
 
@@ -15,15 +16,16 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def _import_quietly():
-    """Import TensorFlow with its start-up chatter (printed before any log level applies)
-    kept off the terminal; replayed if the import fails, so nothing useful is lost."""
+@contextlib.contextmanager
+def native_stderr_quiet():
+    """Keep what C++ code prints straight to stderr (TensorFlow's start-up notices, the
+    converter's "fully_quantize: 0, ..." line) off the terminal; replay it on failure,
+    so nothing useful is lost."""
     saved_stderr = os.dup(2)
     with tempfile.TemporaryFile() as chatter:
         os.dup2(chatter.fileno(), 2)
         try:
-            import tensorflow
-            import tf_keras
+            yield
         except BaseException:
             os.dup2(saved_stderr, 2)
             chatter.seek(0)
@@ -32,9 +34,19 @@ def _import_quietly():
         finally:
             os.dup2(saved_stderr, 2)
             os.close(saved_stderr)
-    return tensorflow, tf_keras
 
 
-tf, keras = _import_quietly()
+with native_stderr_quiet():
+    import tensorflow as tf
+    import tf_keras as keras
 
-__all__ = ["keras", "tf"]
+
+def import_tfmot():
+    """tensorflow-model-optimization, imported only after TF_USE_LEGACY_KERAS is set
+    (imported on its own first, it would bind to Keras 3 and fail on tf_keras models)."""
+    import tensorflow_model_optimization
+
+    return tensorflow_model_optimization
+
+
+__all__ = ["import_tfmot", "keras", "tf"]

@@ -31,7 +31,9 @@ def pruned_run(tiny_run, tmp_path_factory):
 
 
 def _tiny_pruning_model(total_steps: int):
-    import tensorflow_model_optimization as tfmot
+    from edgexray.compat import import_tfmot
+
+    tfmot = import_tfmot()
 
     from edgexray.pipeline.model import build_model
 
@@ -77,7 +79,9 @@ def test_pruned_clone_does_not_share_weights_with_baseline():
 
 
 def test_strip_pruning_keeps_predictions():
-    import tensorflow_model_optimization as tfmot
+    from edgexray.compat import import_tfmot
+
+    tfmot = import_tfmot()
 
     rng = np.random.default_rng(1)
     images = rng.random((16, 32, 32, 1), dtype=np.float32)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gzip
 import logging
-import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -29,9 +29,19 @@ def _converter(model):
     return tf.lite.TFLiteConverter.from_keras_model(model)
 
 
+def _convert(converter) -> bytes:
+    """Run a converter without its native stderr chatter and its expected warning."""
+    from edgexray.compat import native_stderr_quiet
+
+    with native_stderr_quiet(), warnings.catch_warnings():
+        # uint8 input needs no input statistics: the converter's warning is expected.
+        warnings.filterwarnings("ignore", "Statistics for quantized inputs")
+        return converter.convert()
+
+
 def to_float32(model) -> bytes:
     """Plain float32 conversion."""
-    return _converter(model).convert()
+    return _convert(_converter(model))
 
 
 def to_float16(model) -> bytes:
@@ -41,7 +51,7 @@ def to_float16(model) -> bytes:
     converter = _converter(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_types = [tf.float16]
-    return converter.convert()
+    return _convert(converter)
 
 
 def to_dynamic_range(model) -> bytes:
@@ -50,7 +60,7 @@ def to_dynamic_range(model) -> bytes:
 
     converter = _converter(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    return converter.convert()
+    return _convert(converter)
 
 
 def to_full_int8(model, representative_images: Iterable[np.ndarray] | None = None) -> bytes:
@@ -77,7 +87,7 @@ def to_full_int8(model, representative_images: Iterable[np.ndarray] | None = Non
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.uint8
-    return converter.convert()
+    return _convert(converter)
 
 
 def _tensor_info(detail: dict) -> dict:
@@ -111,7 +121,6 @@ def write_tflite(
         EdgexrayError: the converter produced an empty or unloadable model.
     """
     path = Path(path)
-    started = time.monotonic()
     if not tflite_bytes:
         raise EdgexrayError(f"the {method} conversion produced an empty model")
     artifacts.atomic_write(path, lambda temporary: temporary.write_bytes(tflite_bytes))
@@ -146,9 +155,6 @@ def write_tflite(
         "sparsity": float(sparsity),
     }
     artifacts.write_json(path.with_suffix(".json"), sidecar)
-    log.info(
-        "%s: %.1f KB in %.1f s", path.name, path.stat().st_size / 1024, time.monotonic() - started
-    )
     return sidecar
 
 

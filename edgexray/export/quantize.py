@@ -154,7 +154,9 @@ def _pruned_int8(stage: _Stage):
 
 
 def _qat(stage: _Stage):
-    import tensorflow_model_optimization as tfmot
+    from edgexray.compat import import_tfmot
+
+    tfmot = import_tfmot()
 
     scheme = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
     model = quantization_aware_training(stage, stage.model(artifacts.MODEL), scheme)
@@ -162,7 +164,9 @@ def _qat(stage: _Stage):
 
 
 def _pqat(stage: _Stage):
-    import tensorflow_model_optimization as tfmot
+    from edgexray.compat import import_tfmot
+
+    tfmot = import_tfmot()
 
     # The scheme freezes the zero weights of the pruned model during QAT, so the sparsity
     # survives into the int8 kernels (plain QAT would let them grow back).
@@ -206,7 +210,9 @@ def quantization_aware_training(stage: _Stage, model, scheme):
     all of them; BatchNormalization is folded into the preceding convolution by the
     scheme's transforms). The copy is made of new layers, so `model` is left untouched.
     """
-    import tensorflow_model_optimization as tfmot
+    from edgexray.compat import import_tfmot
+
+    tfmot = import_tfmot()
 
     from edgexray.compat import keras
 

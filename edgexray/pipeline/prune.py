@@ -95,7 +95,9 @@ def pruning_schedule(sparsity: float, total_steps: int):
     [begin_step, end_step]; end_step is a multiple of the frequency so the last update
     applies the final sparsity exactly. Very short runs prune in one shot at step 1.
     """
-    import tensorflow_model_optimization as tfmot
+    from edgexray.compat import import_tfmot
+
+    tfmot = import_tfmot()
 
     ramp = max(1, int(total_steps * RAMP_FRACTION))
     frequency = max(1, ramp // MASK_UPDATES)
@@ -137,7 +139,9 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
     run_dir = artifacts.require_run(run_dir)
     train_config = load_config(run_dir)
 
-    import tensorflow_model_optimization as tfmot
+    from edgexray.compat import import_tfmot
+
+    tfmot = import_tfmot()
 
     from edgexray.compat import keras, tf
 
