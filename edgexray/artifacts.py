@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,11 @@ MODEL = "model.keras"
 METRICS = "metrics.json"
 PRUNED = "pruned.keras"
 TFLITE_DIR = "tflite"
+# Everything made from model.keras by later stages: stale once the model is retrained.
+DERIVED = (
+    PRUNED, "prune.json", TFLITE_DIR, "quantize.json", "verify.json", "benchmark", "bundles",
+    "selected.json", "report.md",
+)  # fmt: skip
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
@@ -89,6 +95,21 @@ def load_keras(path: Path):
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # Keras raises many types for a damaged file
         raise EdgexrayError(f"cannot load Keras model {path}: {err}") from None
+
+
+def remove_derived(run_dir: Path) -> list[str]:
+    """Delete what later stages made from an earlier model.keras; return the names removed."""
+    removed = []
+    for name in DERIVED:
+        path = Path(run_dir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
 
 
 def require_run(run_dir: Path) -> Path:

@@ -184,7 +184,17 @@ def run(
         elif stage == "benchmark":
             benchmark([run_dir], dataclasses.replace(config.benchmark, out=None))
         elif stage == "bundle":
-            selected = select_device_model(run_dir, verify_report)
+            try:
+                selected = select_device_model(run_dir, verify_report)
+            except EdgexrayError:
+                if gate_error is None:
+                    raise
+                # Nothing passed the gate: nothing to ship (not even an earlier run's
+                # bundles), but the report must still say why.
+                log.warning("no full-int8 variant passed the recall gate: no bundle written")
+                (run_dir / SELECTED).unlink(missing_ok=True)
+                shutil.rmtree(run_dir / "bundles", ignore_errors=True)
+                return
             artifacts.write_json(run_dir / SELECTED, selected)
             for target in config.targets:
                 make_bundle(
@@ -226,11 +236,12 @@ def run(
         if on_stage:
             on_stage(index, stage, "done")
 
+    selected_path = run_dir / SELECTED
     summary = {
         "run_dir": str(run_dir),
         "stages": statuses,
         "gate_passed": gate_error is None,
-        "selected": artifacts.read_json(run_dir / SELECTED),
+        "selected": artifacts.read_json(selected_path) if selected_path.is_file() else None,
     }
     from edgexray.report import write_report
 

@@ -27,14 +27,16 @@ def synthetic_xray(rng: np.random.Generator, pneumonia: bool, size=(40, 48)) -> 
     return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8), mode="L")
 
 
-def make_xray_folder(root: Path, per_class: int = 40, seed: int = 0) -> Path:
+def make_xray_folder(
+    root: Path, per_class: int = 40, seed: int = 0, first_patient: int = 0
+) -> Path:
     """NORMAL/ and PNEUMONIA/ with Kaggle-style names: 2 images per patient."""
     rng = np.random.default_rng(seed)
     for label in ("NORMAL", "PNEUMONIA"):
         folder = root / label
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            patient = i // 2
+            patient = first_patient + i // 2
             if label == "NORMAL":
                 name = f"IM-{patient:04d}-{i % 2 + 1:04d}.jpeg"
             else:

@@ -52,7 +52,7 @@ def test_split_is_reproducible_by_seed_and_changes_with_it():
 
 def test_kaggle_test_folder_becomes_the_test_split(tmp_path):
     make_xray_folder(tmp_path / "kaggle" / "train", per_class=12)
-    make_xray_folder(tmp_path / "kaggle" / "test", per_class=4, seed=1)
+    make_xray_folder(tmp_path / "kaggle" / "test", per_class=4, seed=1, first_patient=100)
     samples, skipped = data.scan(tmp_path / "kaggle")
     split = data.split_by_patient(samples, 0.25, 0.25, seed=0)
     test = [s for s in split if s.split == "test"]
@@ -115,3 +115,13 @@ def test_manifest_round_trips(tmp_path):
     ]
     data.save_manifest(samples, tmp_path / "manifest.csv")
     assert data.load_manifest(tmp_path / "manifest.csv") == samples
+
+
+def test_a_patient_in_the_kaggle_test_folder_never_trains(tmp_path):
+    make_xray_folder(tmp_path / "kaggle" / "train", per_class=12)
+    make_xray_folder(tmp_path / "kaggle" / "test", per_class=4, seed=1)  # same names: IM-0000..
+    samples, _ = data.scan(tmp_path / "kaggle")
+    split = data.split_by_patient(samples, 0.25, 0.25, seed=0)
+    test_patients = {s.patient_id for s in split if s.split == "test"}
+    assert not any(s.patient_id in test_patients for s in split if s.split != "test")
+    assert any(s.path.startswith("train/") and s.split == "test" for s in split)

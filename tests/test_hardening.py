@@ -241,3 +241,74 @@ def test_keras_models_with_code_are_refused(tmp_path):
     model.save(tmp_path / "lambda.keras")
     with pytest.raises(EdgexrayError, match="cannot load"):
         artifacts.load_keras(tmp_path / "lambda.keras")
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("threshold", "abc"),
+        ("threshold", float("nan")),
+        ("threshold", 2.0),
+        ("labels", ["PNEUMONIA", "NORMAL"]),  # swapped: would call pneumonia normal
+        ("labels", ["NORMAL"]),
+        ("input.height", "abc"),
+        ("input.normalization", "clahe"),
+    ],
+)
+def test_sidecar_with_bad_values_exits_2(field, value, run_copy, image, xray_folder):
+    model = run_copy / "tflite" / "int8.tflite"
+    sidecar = json.loads(model.with_suffix(".json").read_text())
+    if field.startswith("input."):
+        sidecar["input"][field.split(".")[1]] = value
+    else:
+        sidecar[field] = value
+    model.with_suffix(".json").write_text(json.dumps(sidecar))
+    for command in (
+        ["predict", "--model", model, image],
+        ["evaluate", model, "--data", xray_folder],
+    ):
+        assert_clean_failure(command)
+
+
+def test_retraining_removes_what_was_made_from_the_old_model(run_copy, tiny_config):
+    from edgexray.pipeline.train import train
+
+    (run_copy / "pruned.keras").write_bytes(b"old")
+    (run_copy / "bundles" / "rpi").mkdir(parents=True)
+    train(tiny_config, run_copy, verbose=0)
+    assert not (run_copy / "tflite").exists()
+    assert not (run_copy / "pruned.keras").exists() and not (run_copy / "bundles").exists()
+    assert (run_copy / "model.keras").is_file()
+
+
+def test_failed_gate_with_nothing_to_ship_exits_1_with_a_report(run_copy, tiny_config, monkeypatch):
+    """Every stage but the gate is stubbed: the int8 candidate fails, so nothing is bundled,
+    an earlier bundle is removed, and the report still says what happened."""
+    from edgexray import run as workflow
+    from edgexray.benchmarks import harness
+    from edgexray.export import quantize
+    from edgexray.pipeline import prune, train, verify
+
+    int8 = {"size_bytes": 2048, "gzip_bytes": 1024, "sparsity": 0.0, "threshold": 0.5,
+            "val": {"recall": 0.97, "specificity": 0.9}}  # fmt: skip
+    (run_copy / "quantize.json").write_text(json.dumps({"variants": {"int8": int8}}))
+    failing = {"passed": False, "baseline": {"recall": 1.0}, "max_recall_drop": 0.0,
+               "candidates": [{"name": "int8", "model": "tflite/int8.tflite", "passed": False,
+                               "recall": 0.5, "changes": {"new false negative": 3}}]}  # fmt: skip
+
+    def gate(*args, **kwargs):
+        raise verify.RecallRegressionError(failing)
+
+    def stage_done(*args, **kwargs):
+        return {"interrupted": False}
+
+    for module, name in ((train, "train"), (prune, "prune"), (quantize, "quantize"),
+                         (harness, "benchmark")):  # fmt: skip
+        monkeypatch.setattr(module, name, stage_done)
+    monkeypatch.setattr(verify, "verify_run", gate)
+    (run_copy / "bundles" / "rpi").mkdir(parents=True)  # an earlier run's bundle
+    config = workflow.RunConfig(train=tiny_config, methods=("int8",))
+    with pytest.raises(verify.RecallRegressionError):
+        workflow.run(config, run_copy, verbose=0)
+    assert not (run_copy / "bundles").exists()
+    assert "**FAILED**" in (run_copy / "report.md").read_text()

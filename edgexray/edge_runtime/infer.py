@@ -237,9 +237,9 @@ def load_sidecar(model_path: str | Path) -> dict:
         ]
     if missing:
         raise InferenceError(f"{sidecar_path}: missing fields {', '.join(missing)}")
-    labels, threshold = sidecar["labels"], sidecar["threshold"]
-    if not (isinstance(labels, list) and len(labels) == 2 and isinstance(threshold, (int, float))):
-        raise InferenceError(f"{sidecar_path}: labels must be two names and threshold a number")
+    problem = _sidecar_problem(sidecar)
+    if problem:
+        raise InferenceError(f"{sidecar_path}: {problem}")
     try:
         digest = sha256_of(model_path)
     except OSError as err:
@@ -250,6 +250,31 @@ def load_sidecar(model_path: str | Path) -> dict:
             "the model or the sidecar was replaced"
         )
     return sidecar
+
+
+def _sidecar_problem(sidecar: dict) -> str | None:
+    """What makes a sidecar unusable, or None. A wrong threshold or label order would not
+    crash: it would silently call pneumonia normal, so both are checked."""
+    labels, threshold, spec = sidecar["labels"], sidecar["threshold"], sidecar["input"]
+    if not (
+        isinstance(labels, list)
+        and len(labels) == 2
+        and all(isinstance(label, str) for label in labels)
+        and labels[0] != labels[1]
+    ):
+        return "labels must be two different names, the negative class first"
+    if sidecar.get("positive_label", labels[1]) != labels[1]:
+        return f"positive_label {sidecar['positive_label']!r} is not the second label"
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        return "threshold must be a number"
+    if not 0.0 <= threshold <= 1.0:  # also refuses NaN
+        return f"threshold {threshold} is not a probability in [0, 1]"
+    for field in ("height", "width"):
+        if isinstance(spec[field], bool) or not isinstance(spec[field], int) or spec[field] < 1:
+            return f"input.{field} must be a positive whole number"
+    if spec["normalization"] not in ("equalize", "scale"):
+        return f"unknown input.normalization {spec['normalization']!r}"
+    return None
 
 
 class Classifier:
@@ -270,6 +295,11 @@ class Classifier:
             raise InferenceError(
                 f"{name}: input shape {shape} does not match its sidecar {expected}"
             )
+        outputs = self.interpreter.get_output_details()
+        if len(outputs) != 1 or int(np.prod(outputs[0]["shape"])) != 1:
+            # One sigmoid unit is the pneumonia probability; a two-class softmax read the
+            # same way would silently return the probability of NORMAL.
+            raise InferenceError(f"{Path(model_path).name}: expected one output value")
         self.threshold = float(self.sidecar["threshold"])
         self.labels = [str(label) for label in self.sidecar["labels"]]
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import random
 import re
 from collections import defaultdict
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from edgexray.artifacts import atomic_write
 from edgexray.edge_runtime.infer import (
     IMAGE_SUFFIXES,
     ImageError,
@@ -163,8 +163,14 @@ def split_by_patient(
     No patient is in two splits. Samples already marked 'test' (a Kaggle test/ folder)
     stay there, and then val is carved from the rest with the val fraction alone.
     """
-    fixed_test = any(s.split == "test" for s in samples)
-    fractions = {"val": val_fraction, "test": 0.0 if fixed_test else test_fraction}
+    test_patients = {s.patient_id for s in samples if s.split == "test"}
+    fractions = {"val": val_fraction, "test": 0.0 if test_patients else test_fraction}
+    # A patient with films in a given test/ folder and in train/ goes wholly to test.
+    leaking = {s.patient_id for s in samples if s.split != "test"} & test_patients
+    if leaking:
+        log.warning("%d patient(s) of test/ also in train/: their films go to test", len(leaking))
+    samples = [Sample(s.path, s.label, s.patient_id, "test") if s.patient_id in leaking else s
+               for s in samples]  # fmt: skip
     pool = [s for s in samples if s.split != "test"]
 
     patients: dict[str, list[Sample]] = defaultdict(list)
@@ -198,14 +204,15 @@ def split_by_patient(
 
 def save_manifest(samples: list[Sample], path: Path) -> None:
     """Write the split manifest as CSV (path, label, patient_id, split), atomically."""
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(MANIFEST_FIELDS)
-        for s in samples:
-            writer.writerow([s.path, LABELS[s.label], s.patient_id, s.split])
-    os.replace(temporary, path)
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(MANIFEST_FIELDS)
+            for s in samples:
+                writer.writerow([s.path, LABELS[s.label], s.patient_id, s.split])
+
+    atomic_write(Path(path), write)
 
 
 def load_manifest(path: Path) -> list[Sample]:

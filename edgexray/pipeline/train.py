@@ -106,7 +106,7 @@ def prepare_split(config: TrainConfig, run_dir: Path, on_progress=None) -> list[
     samples, skipped = data.scan(Path(config.data), on_progress)
     samples = data.split_by_patient(samples, config.val_fraction, config.test_fraction, config.seed)
     if config.max_train_images:
-        # Keep a seeded, label-balanced subset of train; val and test stay whole.
+        # Keep a seeded random subset of train; val and test stay whole.
         rng = np.random.default_rng(config.seed)
         train = [s for s in samples if s.split == "train"]
         keep = {train[i].path for i in rng.permutation(len(train))[: config.max_train_images]}
@@ -184,7 +184,8 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
     """Split, train with early stopping on val AUC, pick the threshold, write the run dir.
 
     Ctrl-C stops training but keeps the best checkpoint and still writes the threshold
-    and metrics; the returned summary then has interrupted=True.
+    and metrics; the returned summary then has interrupted=True. Outputs of later stages
+    made from an earlier model in the same run directory are removed at the end.
 
     Returns:
         The summary also written to metrics.json.
@@ -266,6 +267,11 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
         "history": {k: [round(float(v), 5) for v in vs] for k, vs in history.items()},
     }
     artifacts.write_json(run_dir / artifacts.METRICS, summary)
+    # Pruned and exported models of an earlier training here no longer match model.keras
+    # (nor, with another seed, its split): later stages must not verify or ship them.
+    removed = artifacts.remove_derived(run_dir)
+    if removed:
+        log.info("removed outputs of the previous model: %s", ", ".join(removed))
     return summary
 
 
