@@ -94,24 +94,31 @@ def measure_process(command: list[str], env: dict | None = None) -> dict:
     """
     if not Path(TIME).is_file():
         raise EdgexrayError(f"{TIME} is needed to measure peak memory (apt-get install time)")
-    with tempfile.NamedTemporaryFile(suffix=".rss") as rss:
+    # stderr goes to a file, not a pipe: a child that logs a lot before its first result
+    # would otherwise fill the pipe and block while we wait for its first stdout line.
+    with (
+        tempfile.NamedTemporaryFile(suffix=".rss") as rss,
+        tempfile.TemporaryFile("w+") as stderr,
+    ):
         started = time.perf_counter()
         process = subprocess.Popen(
             [TIME, "-f", "%M", "-o", rss.name, *command],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=stderr,
             text=True,
             env=env,
         )
         first_line = process.stdout.readline()
         first_result = time.perf_counter() - started
         try:
-            rest, errors = process.communicate(timeout=MAX_SECONDS)
+            process.communicate(timeout=MAX_SECONDS)
         except subprocess.TimeoutExpired:
             process.kill()
             raise EdgexrayError(f"{command[1]} ran for over {MAX_SECONDS:.0f} s") from None
         total = time.perf_counter() - started
         rss_kb = Path(rss.name).read_text().split()
+        stderr.seek(0)
+        errors = stderr.read()
     if process.returncode != 0 or not first_line.strip() or not rss_kb:
         last = [line for line in errors.splitlines() if line.strip()] or ["no output"]
         raise EdgexrayError(f"{' '.join(command[:2])} failed: {last[-1]}")

@@ -304,7 +304,7 @@ def quantize(
         threshold = metrics.threshold_for_recall(
             val_labels, probabilities, train_config.target_recall
         )
-        sparsity = convert.weight_stats(tflite_bytes)["sparsity"]
+        sparsity = convert.weight_stats(tflite_bytes)["sparsity"] or 0.0  # None: no kernels
         path = run_dir / artifacts.TFLITE_DIR / f"{method}.tflite"
         sidecar = convert.write_tflite(
             tflite_bytes, path, method=method, method_config=method_config, input_spec=spec,
