@@ -6,7 +6,15 @@ A run directory holds:
   model.keras        the float baseline (never modified after training)
   metrics.json       training metrics on val and test, shift stress test
   pruned.keras       the pruned, stripped model (edgexray prune)
+  prune.json         pruning config, measured sparsity, val metrics
   tflite/NAME.tflite and tflite/NAME.json   exported variants and their sidecars
+  quantize.json      every variant's sizes, sparsity, threshold and val metrics
+  verify.json        the recall gate's report
+  benchmark/         benchmark.json, benchmark.md and plots
+  selected.json      the variant edgexray run chose for devices
+  bundles/           the rpi and android bundles
+  report.md          everything above, for people
+  stages.json        the settings hash of each finished edgexray run stage
 """
 
 from __future__ import annotations
@@ -27,10 +35,18 @@ MODEL = "model.keras"
 METRICS = "metrics.json"
 PRUNED = "pruned.keras"
 TFLITE_DIR = "tflite"
+PRUNE_REPORT = "prune.json"
+QUANTIZE_REPORT = "quantize.json"
+VERIFY_REPORT = "verify.json"
+BENCHMARK_DIR = "benchmark"
+SELECTED = "selected.json"
+BUNDLES_DIR = "bundles"
+RUN_REPORT = "report.md"
+STAGE_RECORD = "stages.json"
 # Everything made from model.keras by later stages: stale once the model is retrained.
 DERIVED = (
-    PRUNED, "prune.json", TFLITE_DIR, "quantize.json", "verify.json", "benchmark", "bundles",
-    "selected.json", "report.md",
+    PRUNED, PRUNE_REPORT, TFLITE_DIR, QUANTIZE_REPORT, VERIFY_REPORT, BENCHMARK_DIR,
+    BUNDLES_DIR, SELECTED, RUN_REPORT,
 )  # fmt: skip
 
 

@@ -454,7 +454,7 @@ def run_command(
     try:
         summary = run(config, out, tuple(force or ()), _verbosity(), on_stage)
     except RecallRegressionError as err:
-        typer.echo(f"report: {out / 'report.md'}")
+        typer.echo(f"report: {out / artifacts.RUN_REPORT}")
         raise fail(str(err), err.exit_code) from None
     for line in summary_lines(artifacts.read_json(out / artifacts.METRICS)):
         typer.echo(line)
@@ -462,5 +462,5 @@ def run_command(
     for stage, status in summary["stages"].items():
         typer.echo(f"{stage:<10} {status['status']:<20} {status['seconds']:>8}")
     typer.echo(f"recall gate: passed; deploy {summary['selected']['model']}")
-    typer.echo(f"report: {out / 'report.md'}")
+    typer.echo(f"report: {out / artifacts.RUN_REPORT}")
     typer.echo(f"total: {time.monotonic() - started:.0f} s")

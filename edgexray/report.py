@@ -49,8 +49,8 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
 
     run_dir = Path(run_dir)
     metrics = artifacts.read_json(run_dir / artifacts.METRICS)
-    quantized = _read(run_dir / "quantize.json")
-    verify = _read(run_dir / "verify.json")
+    quantized = _read(run_dir / artifacts.QUANTIZE_REPORT)
+    verify = _read(run_dir / artifacts.VERIFY_REPORT)
     selected = summary.get("selected")
     split = metrics["split"]
 
@@ -118,7 +118,7 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
             )
     if verify:
         lines += ["", "## Recall gate on the test split", "", "```", *table_lines(verify), "```"]
-    benchmark_md = run_dir / "benchmark" / "benchmark.md"
+    benchmark_md = run_dir / artifacts.BENCHMARK_DIR / "benchmark.md"
     if benchmark_md.is_file():
         lines += ["", "## Benchmark", "", "From `benchmark/benchmark.md`:", ""]
         body = benchmark_md.read_text().splitlines()
@@ -144,6 +144,6 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
         "```",
         "",
     ]
-    path = run_dir / "report.md"
+    path = run_dir / artifacts.RUN_REPORT
     artifacts.atomic_write(path, lambda temporary: temporary.write_text("\n".join(lines)))
     return path

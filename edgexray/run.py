@@ -29,9 +29,6 @@ from edgexray.pipeline.train import TrainConfig
 log = logging.getLogger("edgexray")
 
 STAGES = ("train", "prune", "quantize", "verify", "benchmark", "bundle")
-STAGE_RECORD = "stages.json"
-SELECTED = "selected.json"
-REPORT = "report.md"
 # Full-integer variants with uint8 input/output: the ones a phone or a Pi should run.
 DEVICE_METHODS = ("int8", "qat", "pqat", "pruned-int8")
 KAGGLE_URL = "https://www.kaggle.com/datasets/paultimothymooney/chest-xray-pneumonia"
@@ -100,9 +97,9 @@ def _outputs(stage: str, run_dir: Path, config: RunConfig) -> list[Path]:
         "train": [run_dir / n for n in (artifacts.MODEL, artifacts.METRICS, artifacts.MANIFEST)],
         "prune": [run_dir / artifacts.PRUNED],
         "quantize": [tflite / f"{m}.tflite" for m in config.methods],
-        "verify": [run_dir / "verify.json"],
-        "benchmark": [run_dir / "benchmark" / "benchmark.json"],
-        "bundle": [run_dir / "bundles" / t / "SHA256SUMS" for t in config.targets],
+        "verify": [run_dir / artifacts.VERIFY_REPORT],
+        "benchmark": [run_dir / artifacts.BENCHMARK_DIR / "benchmark.json"],
+        "bundle": [run_dir / artifacts.BUNDLES_DIR / t / "SHA256SUMS" for t in config.targets],
     }[stage]
 
 
@@ -111,7 +108,7 @@ def select_device_model(run_dir: Path, verify_report: dict) -> dict:
 
     Choosing on val, not test, keeps the test split an honest estimate.
     """
-    quantized = artifacts.read_json(run_dir / "quantize.json")["variants"]
+    quantized = artifacts.read_json(run_dir / artifacts.QUANTIZE_REPORT)["variants"]
     passed = {Path(c["model"]).stem for c in verify_report["candidates"] if c.get("passed")}
     choices = [m for m in DEVICE_METHODS if m in passed and m in quantized]
     if not choices:
@@ -160,7 +157,7 @@ def run(
     unknown = set(force) - set(STAGES)
     if unknown:
         raise EdgexrayError(f"unknown stage {sorted(unknown)[0]!r}: choose from {STAGES}")
-    record_path = run_dir / STAGE_RECORD
+    record_path = run_dir / artifacts.STAGE_RECORD
     record = artifacts.read_json(record_path) if record_path.is_file() else {}
     hashes = stage_hashes(config)
     gate_error = None
@@ -192,16 +189,16 @@ def run(
                 # Nothing passed the gate: nothing to ship (not even an earlier run's
                 # bundles), but the report must still say why.
                 log.warning("no full-int8 variant passed the recall gate: no bundle written")
-                (run_dir / SELECTED).unlink(missing_ok=True)
-                shutil.rmtree(run_dir / "bundles", ignore_errors=True)
+                (run_dir / artifacts.SELECTED).unlink(missing_ok=True)
+                shutil.rmtree(run_dir / artifacts.BUNDLES_DIR, ignore_errors=True)
                 return
-            artifacts.write_json(run_dir / SELECTED, selected)
+            artifacts.write_json(run_dir / artifacts.SELECTED, selected)
             for target in config.targets:
                 make_bundle(
                     BundleConfig(
                         model=str(run_dir / selected["model"]),
                         target=target,
-                        out=str(run_dir / "bundles" / target),
+                        out=str(run_dir / artifacts.BUNDLES_DIR / target),
                         zip=True,
                     )
                 )
@@ -214,7 +211,7 @@ def run(
         )
         if done and not redo and stage not in force:
             if stage == "verify":
-                verify_report = artifacts.read_json(run_dir / "verify.json")
+                verify_report = artifacts.read_json(run_dir / artifacts.VERIFY_REPORT)
                 if not verify_report.get("passed", True):
                     done = False  # a failed gate is never "done": check it again
             if done:
@@ -236,7 +233,7 @@ def run(
         if on_stage:
             on_stage(index, stage, "done")
 
-    selected_path = run_dir / SELECTED
+    selected_path = run_dir / artifacts.SELECTED
     summary = {
         "run_dir": str(run_dir),
         "stages": statuses,
@@ -253,7 +250,7 @@ def run(
 
 def copy_reference_model(run_dir: Path, destination: Path) -> Path:
     """Copy the run's selected device model and its sidecar to destination/edgexray-int8.*."""
-    selected = artifacts.read_json(Path(run_dir) / SELECTED)
+    selected = artifacts.read_json(Path(run_dir) / artifacts.SELECTED)
     source = Path(run_dir) / selected["model"]
     target = Path(destination) / "edgexray-int8.tflite"
     artifacts.atomic_write(target, lambda temporary: shutil.copyfile(source, temporary))

@@ -33,14 +33,14 @@ import numpy as np
 
 from edgexray import __version__, artifacts
 from edgexray.edge_runtime import infer
-from edgexray.errors import EdgexrayError
+from edgexray.errors import EdgexrayError, check_config
 from edgexray.export import convert
 from edgexray.pipeline import evaluate
 
 log = logging.getLogger("edgexray")
 
 SCHEMA = "edgexray.benchmark/1"
-OUT_DIR = "benchmark"
+OUT_DIR = artifacts.BENCHMARK_DIR
 KERAS_THREADS = "tf"  # Keras runs in TensorFlow's own thread pool, set once per process
 # A timed run is not trusted when its tail or its spread is this wide: on a quiet
 # machine p99 stays within 2x of p50 and max within a few times min.
@@ -84,9 +84,7 @@ class BenchmarkConfig:
             "runs must be >= 2": self.runs >= 2,
             "memory_images must be >= 1": self.memory_images >= 1,
         }
-        failed = [message for message, ok in checks.items() if not ok]
-        if failed:
-            raise EdgexrayError("bad benchmark config: " + "; ".join(failed))
+        check_config("benchmark config", checks)
 
     @staticmethod
     def parse_threads(text: str) -> tuple[int, ...]:
@@ -167,15 +165,13 @@ def model_files(models: Sequence[Path | str]) -> tuple[list[Path], Path | None]:
 
 def keras_weights(model) -> dict:
     """count_params() and the zero fraction of the conv/dense kernels of a Keras model."""
-    kernels = [
-        np.asarray(weight)
-        for layer in model.layers
-        for name in ("kernel", "depthwise_kernel")
-        if (weight := getattr(layer, name, None)) is not None
-    ]
-    total = sum(k.size for k in kernels)
-    zeros = sum(int(np.count_nonzero(k == 0)) for k in kernels)
-    return {"parameters": int(model.count_params()), "sparsity": zeros / total if total else None}
+    from edgexray.pipeline.prune import measure_sparsity
+
+    kernels = measure_sparsity(model)
+    return {
+        "parameters": int(model.count_params()),
+        "sparsity": kernels["zeros"] / kernels["weights"],
+    }
 
 
 # --- timing ----------------------------------------------------------------------------

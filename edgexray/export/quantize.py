@@ -30,7 +30,7 @@ import numpy as np
 
 from edgexray import __version__, artifacts
 from edgexray.edge_runtime.infer import interpreter_class, run_interpreter
-from edgexray.errors import EdgexrayError
+from edgexray.errors import EdgexrayError, check_config
 from edgexray.export import convert
 from edgexray.pipeline import data, metrics
 from edgexray.pipeline.prune import PRUNE_REPORT, clone_fresh, require_pruned
@@ -40,7 +40,7 @@ log = logging.getLogger("edgexray")
 
 METHODS = ("float32", "float16", "dynamic", "int8", "qat", "pqat", "pruned-int8")
 NEEDS_PRUNED = ("pqat", "pruned-int8")
-QUANTIZE_REPORT = "quantize.json"
+QUANTIZE_REPORT = artifacts.QUANTIZE_REPORT
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,7 @@ class QuantizeConfig:
             "qat_learning_rate must be > 0": self.qat_learning_rate > 0,
             "batch_size must be >= 1": self.batch_size >= 1,
         }
-        failed = [message for message, ok in checks.items() if not ok]
-        if failed:
-            raise EdgexrayError("bad quantize config: " + "; ".join(failed))
+        check_config("quantize config", checks)
 
 
 def parse_methods(values: Iterable[str]) -> tuple[str, ...]:

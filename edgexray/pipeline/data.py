@@ -359,12 +359,10 @@ def make_dataset(
 
     def decode(path, element_seed):
         path = path.decode() if isinstance(path, bytes) else str(path)
-        gray = resize(load_grayscale(path), height, width)
         if training:
-            gray = augment(gray, np.random.default_rng(int(element_seed)))
-        elif change is not None:
-            gray = change(gray)
-        return normalize(gray, input_spec["normalization"])
+            rng = np.random.default_rng(int(element_seed))
+            return model_input(path, input_spec, lambda gray: augment(gray, rng))
+        return model_input(path, input_spec, change)
 
     def to_example(path, label, element_seed):
         image = tf.numpy_function(decode, [path, element_seed], tf.float32, stateful=False)

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from edgexray import __version__, artifacts
-from edgexray.errors import EdgexrayError
+from edgexray.errors import EdgexrayError, check_config
 from edgexray.pipeline import data, metrics
 from edgexray.pipeline.train import class_weights, load_config, predict
 
 log = logging.getLogger("edgexray")
 
-PRUNE_REPORT = "prune.json"
+PRUNE_REPORT = artifacts.PRUNE_REPORT
 # Sparsity is ramped up over this share of the fine-tuning steps; the rest lets the
 # network recover at the final sparsity.
 RAMP_FRACTION = 0.6
@@ -51,9 +51,7 @@ class PruneConfig:
             "learning_rate must be > 0": self.learning_rate > 0,
             "batch_size must be >= 1": self.batch_size >= 1,
         }
-        failed = [message for message, ok in checks.items() if not ok]
-        if failed:
-            raise EdgexrayError("bad prune config: " + "; ".join(failed))
+        check_config("prune config", checks)
 
 
 def prunable(layer) -> bool:

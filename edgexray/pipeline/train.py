@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgexray import __version__, artifacts
-from edgexray.errors import EdgexrayError
+from edgexray.errors import EdgexrayError, check_config
 from edgexray.pipeline import data, metrics
 
 log = logging.getLogger("edgexray")
@@ -53,9 +53,7 @@ class TrainConfig:
             "target_recall must be in (0, 1]": 0 < self.target_recall <= 1,
             "max_train_images must be >= 0": self.max_train_images >= 0,
         }
-        failed = [message for message, ok in checks.items() if not ok]
-        if failed:
-            raise EdgexrayError("bad training config: " + "; ".join(failed))
+        check_config("training config", checks)
 
     @property
     def input_spec(self) -> dict:

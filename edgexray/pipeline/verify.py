@@ -28,7 +28,7 @@ from edgexray.pipeline.evaluate import (
 
 log = logging.getLogger("edgexray")
 
-REPORT = "verify.json"  # written to the run directory by verify_run
+REPORT = artifacts.VERIFY_REPORT  # written to the run directory by verify_run
 # Recalls are ratios of the same denominator; this only absorbs float rounding.
 TOLERANCE = 1e-9
 # Flipped images are listed in this order: what hurts patients first.
