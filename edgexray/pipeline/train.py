@@ -26,6 +26,8 @@ class TrainConfig:
     width: int = 12
     normalization: str = "equalize"  # or "scale" (plain /255)
     augment: bool = True
+    augmentation: str = "acquisition"  # a policy of data.AUGMENTATIONS, used when augment
+    label_smoothing: float = 0.0
     dropout: float = 0.2
     epochs: int = 20
     patience: int = 5
@@ -44,6 +46,9 @@ class TrainConfig:
             "normalization must be 'equalize' or 'scale'": self.normalization
             in ("equalize", "scale"),
             "dropout must be in [0, 1)": 0 <= self.dropout < 1,
+            f"augmentation must be one of {sorted(data.AUGMENTATIONS)}": self.augmentation
+            in data.AUGMENTATIONS,
+            "label_smoothing must be in [0, 0.5)": 0 <= self.label_smoothing < 0.5,
             "epochs must be >= 1": self.epochs >= 1,
             "patience must be >= 1": self.patience >= 1,
             "batch_size must be >= 1": self.batch_size >= 1,
@@ -212,7 +217,7 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
     spec = config.input_spec
     train_set = data.make_dataset(
         train_paths, train_labels, spec, config.batch_size,
-        training=config.augment, seed=config.seed,
+        training=config.augment, seed=config.seed, augmentation=config.augmentation,
     )  # fmt: skip
     val_set = data.make_dataset(val_paths, val_labels, spec, 64)
 
@@ -221,7 +226,7 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.05)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
-        loss="binary_crossentropy",
+        loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
         metrics=[keras.metrics.AUC(name="auc", num_thresholds=1000)],
     )
     model_path = run_dir / artifacts.MODEL
