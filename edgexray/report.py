@@ -23,11 +23,12 @@ def _interval(bounds) -> str:
 
 
 def _metrics_table(metrics: dict) -> list[str]:
+    # test first: it is what a user gets; val chose the epoch and the threshold.
     lines = [
         "| split | threshold | recall (95% CI) | specificity (95% CI) | AUC | accuracy | ECE | n |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for split in ("val", "test"):
+    for split in ("test", "val"):
         for at in ("at_threshold", "at_0.5"):
             m = metrics[split][at]
             recall = f"{_cell(m['recall'])} ({_interval(m['recall_ci95'])})"
@@ -37,6 +38,32 @@ def _metrics_table(metrics: dict) -> list[str]:
                 f"{_cell(m['auc'])} | {_cell(m['accuracy'])} | {_cell(m['ece'], 3)} | {m['n']} |"
             )
     return lines
+
+
+def _shift_report_lines(report: dict | None) -> list[str]:
+    if not report:
+        return []
+    keys = ("auc", "recall", "specificity")
+
+    def deltas(delta: dict) -> str:
+        return " | ".join("n/a" if k not in delta else f"{delta[k]:+.4f}" for k in keys)
+
+    return [
+        "",
+        "### Real shift against the synthetic ones",
+        "",
+        "Change of each metric from val: the real shift is val → test at the val threshold. "
+        "A synthetic shift *moves alike* when it moves every metric the real shift moves "
+        "(by ≥ 0.01) the same way.",
+        "",
+        "| shift | ΔAUC | Δrecall | Δspecificity | moves alike |",
+        "|---|---|---|---|---|",
+        f"| **real: val → test** | {deltas(report['real_val_to_test'])} | |",
+        *(
+            f"| {name} | {deltas(r['delta'])} | {'yes' if r['moves_like_real'] else 'no'} |"
+            for name, r in report["synthetic"].items()
+        ),
+    ]
 
 
 def _read(path: Path) -> dict | None:
@@ -55,12 +82,14 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
     split = metrics["split"]
 
     gate = "PASSED" if summary["gate_passed"] else "FAILED"
+    test_source = metrics.get("test_source", "a patient-grouped split of the given data")
     lines = [
         "# edgexray run report",
         "",
         f"edgexray {__version__}, data `{config.train.data}`. Every number below comes from "
-        "this run directory. **val and test are patient-grouped splits of the given data** "
-        "(no patient in two splits), not the official Kaggle test set.",
+        f"this run directory. **test is {test_source}**; val is a patient-grouped split of "
+        "the training films (no patient in two splits) that chose the epoch and the "
+        "threshold, so its numbers are optimistic.",
         "",
         "## Result",
         "",
@@ -101,6 +130,7 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
             f"| {name} | {_cell(m['auc'])} | {_cell(m['recall'])} | {_cell(m['specificity'])} |"
             for name, m in metrics["shift_stress_test_val"].items()
         ),
+        *_shift_report_lines(metrics.get("shift_report")),
     ]
     if quantized:
         lines += [
