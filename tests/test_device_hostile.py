@@ -30,15 +30,6 @@ runner = CliRunner()
 EDGEXRAY = Path(sys.executable).with_name("edgexray")  # the installed console script
 
 
-@pytest.fixture(scope="module")
-def device(tmp_path_factory) -> Path:
-    """infer.py copied alone into a folder with spaces, as in a bundle."""
-    folder = tmp_path_factory.mktemp("device") / "edge device"
-    folder.mkdir()
-    shutil.copyfile(infer.__file__, folder / "infer.py")
-    return folder
-
-
 @pytest.fixture
 def film(tmp_path) -> Path:
     path = tmp_path / "a film.png"

@@ -52,15 +52,6 @@ def exif_rotated_jpeg(path: Path, rng) -> None:
 
 
 @pytest.fixture(scope="module")
-def device(tmp_path_factory) -> Path:
-    """infer.py copied alone into a folder with spaces, as in a bundle."""
-    folder = tmp_path_factory.mktemp("edge") / "edge device"
-    folder.mkdir()
-    shutil.copyfile(infer.__file__, folder / "infer.py")
-    return folder
-
-
-@pytest.fixture(scope="module")
 def odd_images(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("odd") / "odd images"
     folder.mkdir()

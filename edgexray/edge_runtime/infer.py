@@ -326,7 +326,7 @@ def load_sidecar(model_path: str | Path) -> dict:
         raise InferenceError(f"{model_path}: cannot read the model ({err.strerror})") from None
     if digest != sidecar["sha256"]:
         raise InferenceError(
-            f"{model_path.name} does not match its sidecar (sha256 differs): "
+            f"{model_path} does not match its sidecar (sha256 differs): "
             "the model or the sidecar was replaced"
         )
     return sidecar
@@ -375,15 +375,14 @@ class Classifier:
         expected = [1, int(spec["height"]), int(spec["width"]), 1]
         shape = [int(d) for d in self.interpreter.get_input_details()[0]["shape"]]
         if shape != expected:
-            name = Path(model_path).name
             raise InferenceError(
-                f"{name}: input shape {shape} does not match its sidecar {expected}"
+                f"{model_path}: input shape {shape} does not match its sidecar {expected}"
             )
         outputs = self.interpreter.get_output_details()
         if len(outputs) != 1 or int(np.prod(outputs[0]["shape"])) != 1:
             # One sigmoid unit is the pneumonia probability; a two-class softmax read the
             # same way would silently return the probability of NORMAL.
-            raise InferenceError(f"{Path(model_path).name}: expected one output value")
+            raise InferenceError(f"{model_path}: expected one output value")
         self.threshold = float(self.sidecar["threshold"])
         self.labels = [str(label) for label in self.sidecar["labels"]]
 
@@ -445,22 +444,28 @@ def write_records(records, stream, fmt: str = "jsonl") -> int:
         BrokenPipeError: the reader went away.
     """
     writer = csv.DictWriter(stream, RECORD_FIELDS, lineterminator="\n") if fmt == "csv" else None
+    if writer:
+        _emit(stream, writer.writerow, {field: field for field in RECORD_FIELDS})  # header
     errors = 0
-    try:
+    for record in records:
+        errors += "error" in record
         if writer:
-            writer.writeheader()
-        for record in records:
-            errors += "error" in record
-            if writer:
-                writer.writerow(record)
-            else:
-                stream.write(json.dumps(record) + "\n")
-            stream.flush()  # a watcher or a pipe sees each result at once
+            _emit(stream, writer.writerow, record)
+        else:
+            _emit(stream, stream.write, json.dumps(record) + "\n")
+    return errors
+
+
+def _emit(stream, write, item) -> None:
+    """write(item), flushed at once so a watcher or a pipe sees each result; a failed
+    write (a full disk) becomes OutputError, while BrokenPipeError passes through."""
+    try:
+        write(item)
+        stream.flush()
     except BrokenPipeError:
         raise
     except OSError as err:
         raise OutputError(f"cannot write the results: {err.strerror or err}") from None
-    return errors
 
 
 def check_threads(threads: int | None) -> None:
@@ -501,13 +506,7 @@ def list_images(inputs, stream=None) -> None:
     """
     images = [path for path in find_images(inputs) if is_image_file(path)]
     stream = stream or sys.stdout
-    try:
-        stream.write("".join(f"{path}\0" for path in images))
-        stream.flush()
-    except BrokenPipeError:
-        raise
-    except OSError as err:
-        raise OutputError(f"cannot write the list: {err.strerror or err}") from None
+    _emit(stream, stream.write, "".join(f"{path}\0" for path in images))
 
 
 def silence_stdout() -> None:

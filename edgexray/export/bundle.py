@@ -104,7 +104,7 @@ def _load_model(config: BundleConfig) -> infer.Classifier:
         others = non_builtin_ops(model)
         if others:
             raise EdgexrayError(
-                f"{model.name} uses operators that are not LiteRT builtins "
+                f"{model} uses operators that are not LiteRT builtins "
                 f"({', '.join(others)}); the device runtime cannot run it"
             )
         classifier = infer.Classifier(model)
@@ -116,7 +116,7 @@ def _load_model(config: BundleConfig) -> infer.Classifier:
         dtypes = [np.dtype(t["dtype"]).name for t in tensors]
         if dtypes != ["uint8", "uint8"]:
             raise EdgexrayError(
-                f"{model.name} has {dtypes[0]} input and {dtypes[1]} output; the android "
+                f"{model} has {dtypes[0]} input and {dtypes[1]} output; the android "
                 "bundle needs the full-int8 model (uint8 in and out): `edgexray quantize -m int8`"
             )
     return classifier
