@@ -53,10 +53,13 @@ DERIVED = (
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Call write(temporary_path), then rename it over path, so path is whole or untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent
-    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(
+            prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent
+        )
+    except OSError as err:
+        raise naming(err, path) from None
     os.close(handle)
     try:
         write(Path(temporary))
@@ -65,10 +68,19 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as err:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise naming(err, path) from None
         raise
     return path
+
+
+def naming(err: OSError, path: Path) -> OSError:
+    """The same error about path: users gave path, not our hidden temporary file."""
+    if err.errno is None:
+        return err
+    return OSError(err.errno, err.strerror, str(path))  # OSError picks the subclass
 
 
 def write_json(path: Path, data) -> Path:

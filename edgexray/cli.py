@@ -325,7 +325,7 @@ def benchmark_command(
 
 
 def _model_or_reference(model: Path | None) -> Path:
-    """The given model, else the shipped reference model in models/."""
+    """The given model, else the shipped reference model (edgexray/models/)."""
     from edgexray.edge_runtime import REFERENCE_MODEL
 
     if model is not None:
@@ -344,30 +344,33 @@ def predict_command(
     model: Annotated[
         Path | None,
         typer.Option(
-            help="A .tflite with its .json sidecar; default: the reference model in models/."
+            help="A .tflite with its .json sidecar; default: the shipped reference model."
         ),
     ] = None,
     record_format: Annotated[
         str, typer.Option("--format", help="Records as jsonl or csv.")
     ] = "jsonl",
     threads: Annotated[
-        int | None, typer.Option(help="Interpreter threads; default: the runtime's choice.")
+        int | None,
+        typer.Option(help="Interpreter threads, 1 to 64; default: the runtime's choice."),
     ] = None,
 ):
     """Classify images with the standalone edge runtime: one record per image on stdout.
 
     Exit code 0 when every image was read, 3 when some were not (their records say why).
     """
-    import os
-
     from edgexray.edge_runtime import infer
 
     try:
+        infer.check_threads(threads)
         code = infer.run(_model_or_reference(model), images, record_format, threads, sys.stdout)
+    except infer.OutputError as err:  # a full disk: the records were not all written
+        infer.silence_stdout()
+        raise EdgexrayError(str(err)) from None
     except infer.InferenceError as err:
         raise EdgexrayError(str(err)) from None
     except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        infer.silence_stdout()
         code = 1
     raise typer.Exit(code)
 
@@ -377,13 +380,17 @@ def predict_command(
 def bundle_command(
     target: Annotated[str, typer.Option(help="Device: rpi or android.")],
     out: Annotated[
-        Path, typer.Option(help="Bundle folder to write (an earlier bundle there is replaced).")
+        Path,
+        typer.Option(
+            help="Bundle folder to write: new, empty, or an earlier bundle, whose own files "
+            "(those in its SHA256SUMS) are replaced and yours (results.jsonl, .venv) kept."
+        ),
     ],
     model: Annotated[
         Path | None,
         typer.Argument(
             help="A .tflite with its .json sidecar (android: a full-int8 model); "
-            "default: the reference model in models/."
+            "default: the shipped reference model."
         ),
     ] = None,
     zip_bundle: Annotated[
@@ -399,6 +406,8 @@ def bundle_command(
     typer.echo(f"{result['target']} bundle: {result['path']}")
     for name in result["files"]:
         typer.echo(f"  {name}")
+    if result["kept"]:
+        typer.echo(f"kept your files: {', '.join(result['kept'])}")
     if result["zip"]:
         typer.echo(f"zip: {result['zip']}")
     typer.echo(f"next: follow {Path(result['path']) / 'README.md'}")

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 import zipfile
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SHARED_TRAIN, synthetic_xray
-from edge_support import blocked_env, one_error_line, run_blocked
+from edge_support import blocked_env, make_venv, one_error_line, run_blocked
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -40,18 +39,6 @@ def assert_checksums_pass(folder: Path) -> None:
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
     assert listed == present - {"SHA256SUMS"}
     subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=folder, check=True)
-
-
-def make_venv(folder: Path) -> None:
-    """Stand-in for README step 3 (no network here): a real venv seeing this test's packages."""
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--without-pip", str(folder / ".venv")], check=True
-    )
-    purelib = subprocess.run(
-        [str(folder / ".venv/bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],  # noqa: E501
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    Path(purelib, "test-packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
 
 def readme_line(readme: str, start: str) -> str:
@@ -109,7 +96,8 @@ def test_rpi_bundle_runs_as_its_readme_says(tiny_tflite, tmp_path):
     args = [arg.replace("/home/%i", str(home)) for arg in exec_start.split()]
     watch = run_blocked(args, tmp_path, env={"ONCE": "1", "HOME": str(home)})
     assert watch.returncode == 0, watch.stderr
-    assert sorted(p.name for p in inbox.iterdir()) == ["readme.txt"]
+    assert sorted(p.name for p in inbox.iterdir()) == [".processing", "readme.txt"]
+    assert list((inbox / ".processing").iterdir()) == []  # every batch went on to done/
     (batch,) = (home / "xray-done").iterdir()
     results = (home / "xray-results.jsonl").read_text().splitlines()
     assert len(results) == len(list(batch.iterdir())) == len(images)
@@ -263,9 +251,10 @@ def test_android_bundle_refuses_a_float_model(tiny_tflite, tmp_path):
 def test_bundle_replaces_an_earlier_bundle_but_never_another_folder(tiny_tflite, tmp_path):
     out = tmp_path / "rpi bundle"
     make_bundle(BundleConfig(str(tiny_tflite["int8"]), "rpi", str(out)))
-    (out / "stale.txt").write_text("left from an earlier bundle")
-    make_bundle(BundleConfig(str(tiny_tflite["int8"]), "rpi", str(out)))
-    assert not (out / "stale.txt").exists()
+    (out / "infer.py").write_text("an edited copy of a bundle file")
+    result = make_bundle(BundleConfig(str(tiny_tflite["int8"]), "rpi", str(out)))
+    assert (out / "infer.py").read_bytes() == Path(infer.__file__).read_bytes()
+    assert result["kept"] == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rpi bundle"]  # no temporaries left
     documents = tmp_path / "documents"
     documents.mkdir()
@@ -284,8 +273,10 @@ def test_failed_bundle_leaves_the_earlier_one_whole(tiny_tflite, tmp_path, monke
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(bundle_module, "_write_checksums", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(EdgexrayError) as failure:
         make_bundle(BundleConfig(str(tiny_tflite["int8"]), "android", str(out)))
+    # The message names the folder the user asked for, not the hidden staging folder.
+    assert str(failure.value) == f"cannot write the bundle {out}: No space left on device"
     assert (out / "SHA256SUMS").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["android"]
 

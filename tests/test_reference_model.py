@@ -1,4 +1,4 @@
-"""The shipped model in models/ is whole, small and runs as its sidecar says."""
+"""The shipped model in edgexray/models/ is whole, small and runs as its sidecar says."""
 
 import numpy as np
 import pytest

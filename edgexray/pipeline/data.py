@@ -26,8 +26,8 @@ from PIL import Image, ImageFilter
 
 from edgexray.artifacts import atomic_write
 from edgexray.edge_runtime.infer import (
-    IMAGE_SUFFIXES,
     ImageError,
+    image_files,
     load_grayscale,
     normalize,
     resize,
@@ -102,9 +102,7 @@ def list_images(class_root: Path) -> dict[int, list[Path]]:
         folder = _child(class_root, label)
         if folder is None:
             raise EdgexrayError(f"{class_root} has no {label}/ folder")
-        files = sorted(
-            p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        files = image_files(folder)
         if not files:
             raise EdgexrayError(f"{folder} holds no .jpeg, .jpg or .png images")
         images[index] = files

@@ -20,10 +20,10 @@ import numpy as np
 
 from edgexray import artifacts
 from edgexray.edge_runtime.infer import (
-    IMAGE_SUFFIXES,
     Classifier,
     ImageError,
     InferenceError,
+    image_files,
     preprocess,
     run_interpreter,
 )
@@ -76,14 +76,7 @@ def _class_files(class_root: Path) -> tuple[list[str], list[int]]:
         folders = [
             c for c in class_root.iterdir() if c.is_dir() and c.name.lower() == label.lower()
         ]
-        per_label.append(
-            sorted(
-                str(p)
-                for folder in folders
-                for p in folder.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
-        )
+        per_label.append(sorted(str(p) for folder in folders for p in image_files(folder)))
     if not any(per_label):
         raise EdgexrayError(
             f"{class_root} holds no .jpeg, .jpg or .png images in NORMAL/ or PNEUMONIA/"
