@@ -404,6 +404,45 @@ def bundle_command(
     typer.echo(f"next: follow {Path(result['path']) / 'README.md'}")
 
 
+@app.command("calibrate")
+@user_errors
+def calibrate_command(
+    model: Annotated[Path, typer.Argument(help="The deployed .tflite (with its .json sidecar).")],
+    data: Annotated[
+        Path, typer.Option(help="The site's labelled sample: a folder with NORMAL/ and PNEUMONIA/.")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Folder for the model copy and its calibrated sidecar.")
+    ],
+    target_recall: Annotated[
+        float, typer.Option(help="Pneumonia recall the threshold must guarantee.")
+    ] = 0.97,
+    confidence: Annotated[
+        float, typer.Option(help="Confidence of that guarantee, over the draw of the sample.")
+    ] = 0.95,
+    prevalence: Annotated[
+        float | None, typer.Option(help="Pneumonia prevalence at the site, for PPV and NPV.")
+    ] = None,
+    folds: Annotated[int, typer.Option(help="Patient-grouped cross-validation folds.")] = 5,
+    allow_point_estimate: Annotated[
+        bool,
+        typer.Option(
+            help="With too few pneumonia films, use the plain empirical threshold (labelled a "
+            "point estimate, no guarantee) instead of failing."
+        ),
+    ] = False,
+):
+    """Re-choose the threshold on a new site's films so recall holds with stated confidence."""
+    from edgexray.pipeline.calibrate import CalibrateConfig, calibrate, summary_lines
+
+    config = CalibrateConfig(
+        target_recall=target_recall, confidence=confidence, prevalence=prevalence, folds=folds,
+        allow_point_estimate=allow_point_estimate,
+    )  # fmt: skip
+    for line in summary_lines(calibrate(model, data, out, config)):
+        typer.echo(line)
+
+
 @app.command("run")
 @user_errors
 def run_command(
