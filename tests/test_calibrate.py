@@ -31,9 +31,9 @@ runner = CliRunner()
     [(0.97, 0, 99), (0.95, 0, 59), (0.99, 0, 299), (0.97, 1, 157), (0.97, 3, 257)],
 )
 def test_films_needed_is_the_smallest_sample_that_can_show_the_target(target, misses, films):
-    assert cal.films_needed(target, 0.95, misses) == films
-    assert cal.misses_allowed(films, target, 0.95) == misses
-    assert cal.misses_allowed(films - 1, target, 0.95) == (misses - 1 if misses else None)
+    assert metrics.films_needed(target, 0.95, misses) == films
+    assert metrics.misses_allowed(films, target, 0.95) == misses
+    assert metrics.misses_allowed(films - 1, target, 0.95) == (misses - 1 if misses else None)
 
 
 def test_threshold_is_the_lowest_pneumonia_score_when_no_miss_is_allowed():
@@ -88,19 +88,19 @@ def test_rule_is_the_highest_threshold_whose_clopper_pearson_bound_meets_the_tar
         passing = [
             t
             for t in np.unique(scores)
-            if cal.recall_lower_bound(int(np.sum(scores >= t)), n, 0.95) >= 0.97
+            if metrics.recall_lower_bound(int(np.sum(scores >= t)), n, 0.95) >= 0.97
         ]
         assert threshold == max(passing)
 
 
 def test_clopper_pearson_lower_bound_matches_the_closed_form_without_misses():
     # With no miss the one-sided bound is (1 - confidence) ** (1 / n).
-    assert cal.recall_lower_bound(99, 99, 0.95) == pytest.approx(0.05 ** (1 / 99), abs=1e-9)
-    assert cal.recall_lower_bound(0, 10, 0.95) == 0.0
+    assert metrics.recall_lower_bound(99, 99, 0.95) == pytest.approx(0.05 ** (1 / 99), abs=1e-9)
+    assert metrics.recall_lower_bound(0, 10, 0.95) == 0.0
 
 
 def test_predictive_values_follow_bayes_rule():
-    values = cal.predictive_values(0.9, 0.8, 0.1)
+    values = metrics.predictive_values(0.9, 0.8, 0.1)
     assert values["ppv"] == pytest.approx(0.09 / (0.09 + 0.18))
     assert values["npv"] == pytest.approx(0.72 / (0.72 + 0.01))
 
@@ -138,8 +138,8 @@ def test_recall_target_holds_with_the_stated_confidence_over_resampled_sets(quan
     coverage = _coverage(confident, n, sets, quantized, seed=11)
     assert coverage >= 0.95
     if not quantized:  # continuous scores: the exact coverage is 1 - P(Bin(n, 0.03) <= k)
-        k = cal.misses_allowed(n, 0.97, 0.95)
-        exact = 1.0 - cal.binomial_cdf(k, n, 0.03)
+        k = metrics.misses_allowed(n, 0.97, 0.95)
+        exact = 1.0 - metrics.binomial_cdf(k, n, 0.03)
         assert abs(coverage - exact) < 3 * np.sqrt(exact * (1 - exact) / sets)
     # The plain empirical threshold holds the target only about half the time.
     assert _coverage(empirical, n, sets, quantized, seed=11) < 0.65
@@ -236,6 +236,7 @@ def test_calibrate_writes_the_same_model_with_a_new_threshold_and_its_record(
     assert block["sample"]["files_sha256"] == cal.file_list_sha256(root, paths)
     assert block["recall_lower_bound"] >= 0.9
     assert block["cross_validation"]["available"] and block["cross_validation"]["folds"] == 5
+    assert block["empirical"]["cross_validation"]["methods"] == [cal.POINT_ESTIMATE]
     assert set(block["prevalence"]) == {"prevalence", "ppv", "npv", "cautious"}
     low, high = block["expected_specificity_ci"]
     assert low <= block["expected_specificity"] <= high

@@ -27,13 +27,16 @@ films give an unbiased specificity estimate at that threshold (Wilson interval).
 Too few pneumonia films cannot support the guarantee at all (99 for recall >= 0.97 at 95%,
 with no miss): that is an error, unless the caller allows the plain empirical threshold,
 which is then labelled a point estimate everywhere.
+
+The exact binomial statistics live in metrics.py. This module is a little over 400 lines:
+the rule, the cross-validation, the sidecar record and its summary are one concern,
+best read in one place.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import shutil
 import statistics
 import time
@@ -96,65 +99,7 @@ class CalibrateConfig:
         )
 
 
-# --- the statistics: pure functions of counts and scores --------------------------------
-
-
-def _binomial_pmf(k: int, n: int, p: float) -> float:
-    log_pmf = (
-        math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-        + k * math.log(p) + (n - k) * math.log1p(-p)
-    )  # fmt: skip
-    return math.exp(log_pmf)
-
-
-def binomial_cdf(k: int, n: int, p: float) -> float:
-    """P(Binomial(n, p) <= k) for 0 < p < 1, summed in log space (no underflow for large n)."""
-    if k < 0:
-        return 0.0
-    if k >= n:
-        return 1.0
-    return min(1.0, math.fsum(_binomial_pmf(i, n, p) for i in range(k + 1)))
-
-
-def misses_allowed(n: int, target_recall: float, confidence: float) -> int | None:
-    """The largest k such that the (k+1)-th lowest of n pneumonia scores is a valid threshold.
-
-    None when even k = 0 (the lowest score) cannot support the target at the confidence.
-    """
-    miss_rate, risk = 1.0 - target_recall, 1.0 - confidence
-    cdf = 0.0
-    for k in range(n):
-        cdf += _binomial_pmf(k, n, miss_rate)
-        if cdf > risk:
-            return k - 1 if k > 0 else None
-    return n - 1
-
-
-def films_needed(target_recall: float, confidence: float, misses: int = 0) -> int:
-    """Pneumonia films needed to show recall >= target at the confidence with `misses` misses.
-
-    E.g. 99 for recall 0.97 at 95% with no miss (0.97**99 <= 0.05 < 0.97**98).
-    """
-    n = misses + 1
-    while binomial_cdf(misses, n, 1.0 - target_recall) > 1.0 - confidence:
-        n += 1
-    return n
-
-
-def recall_lower_bound(found: int, total: int, confidence: float) -> float:
-    """One-sided Clopper-Pearson lower confidence bound of recall: found of total pneumonia."""
-    if found <= 0:
-        return 0.0
-    low, high = 0.0, 1.0
-    # P(Binomial(total, p) >= found) = P(Binomial(total, 1 - p) <= total - found) grows with p;
-    # the bound is the p where it equals 1 - confidence.
-    for _ in range(60):
-        middle = (low + high) / 2.0
-        if binomial_cdf(total - found, total, 1.0 - middle) < 1.0 - confidence:
-            low = middle
-        else:
-            high = middle
-    return low
+# --- the rule (its statistics live in metrics.py) -------------------------------------------
 
 
 def choose_threshold(
@@ -171,26 +116,17 @@ def choose_threshold(
     """
     labels = np.asarray(labels).astype(bool)
     pneumonia = np.sort(np.asarray(probabilities, dtype=np.float64)[labels])
-    k = misses_allowed(len(pneumonia), target_recall, confidence)
+    k = metrics.misses_allowed(len(pneumonia), target_recall, confidence)
     if k is not None:
         return float(pneumonia[k]), CONFIDENT, k
     if not allow_point_estimate or len(pneumonia) == 0:
-        needed = films_needed(target_recall, confidence)
+        needed = metrics.films_needed(target_recall, confidence)
         raise NotEnoughEvidence(
             f"{len(pneumonia)} pneumonia films cannot show recall >= {target_recall:g} with "
             f"{_percent(confidence)} confidence: that needs at least {needed} (with no miss); "
             "add pneumonia films or pass --allow-point-estimate"
         )
     return metrics.threshold_for_recall(labels, probabilities, target_recall), POINT_ESTIMATE, None
-
-
-def predictive_values(recall: float, specificity: float, prevalence: float) -> dict:
-    """PPV and NPV at a prevalence (Bayes' rule on recall and specificity)."""
-    true_pos, false_neg = recall * prevalence, (1.0 - recall) * prevalence
-    true_neg, false_pos = specificity * (1.0 - prevalence), (1.0 - specificity) * (1.0 - prevalence)
-    ppv = true_pos / (true_pos + false_pos) if true_pos + false_pos > 0 else None
-    npv = true_neg / (true_neg + false_neg) if true_neg + false_neg > 0 else None
-    return {"ppv": ppv, "npv": npv}
 
 
 def _percent(confidence: float) -> str:
@@ -236,8 +172,14 @@ def patient_folds(paths, labels, folds: int, seed: int = FOLD_SEED) -> np.ndarra
     return np.array([fold_of[p] for p in patients], dtype=np.int64)
 
 
-def cross_validate(paths, labels, probabilities, config: CalibrateConfig) -> dict:
+def cross_validate(
+    paths, labels, probabilities, config: CalibrateConfig, empirical: bool = False
+) -> dict:
     """Calibrate on k-1 patient-grouped folds, measure on the left-out one, pooled over folds.
+
+    Args:
+        empirical: use the plain empirical threshold in every fold instead of the rule,
+            to show what the guarantee costs and what it protects against.
 
     Returns:
         folds, thresholds, methods and the pooled _rates(); or folds, available False and
@@ -251,10 +193,16 @@ def cross_validate(paths, labels, probabilities, config: CalibrateConfig) -> dic
     for held_out in range(config.folds):
         train = fold != held_out
         try:
-            threshold, method, _ = choose_threshold(
-                labels[train], probabilities[train], config.target_recall, config.confidence,
-                config.allow_point_estimate,
-            )  # fmt: skip
+            if empirical:
+                threshold = metrics.threshold_for_recall(
+                    labels[train], probabilities[train], config.target_recall
+                )
+                method = POINT_ESTIMATE
+            else:
+                threshold, method, _ = choose_threshold(
+                    labels[train], probabilities[train], config.target_recall,
+                    config.confidence, config.allow_point_estimate,
+                )  # fmt: skip
         except NotEnoughEvidence as err:
             reason = f"a training fold has too few pneumonia films ({err})"
             return {"folds": config.folds, "available": False, "reason": reason}
@@ -284,7 +232,7 @@ def site_films(site_dir: Path) -> tuple[Path, list[str], np.ndarray]:
     if "" not in folders:
         raise EdgexrayError(
             f"{site_dir} must hold the site's labelled films in NORMAL/ and PNEUMONIA/ "
-            f"(a Kaggle root? give its {next(iter(folders))}/ folder)"
+            f"(it holds {', '.join(f'{name}/' for name in folders)}: give one of those)"
         )
     per_label = data.list_images(folders[""])  # refuses a missing or empty class
     paths = [str(p) for label in sorted(per_label) for p in per_label[label]]
@@ -381,7 +329,7 @@ def calibrate(model_path: Path, site_dir: Path, out_dir: Path, config: Calibrate
             "skipped_unreadable": skipped,
             "files_sha256": file_list_sha256(root, paths),
         },
-        "recall_lower_bound": recall_lower_bound(
+        "recall_lower_bound": metrics.recall_lower_bound(
             pneumonia - calibrated["misses"], pneumonia, config.confidence
         ),
         "expected_specificity": calibrated["specificity"],
@@ -393,15 +341,27 @@ def calibrate(model_path: Path, site_dir: Path, out_dir: Path, config: Calibrate
             **_rates(labels.astype(bool), probabilities >= source_threshold, config.confidence),
         },
         "cross_validation": cross_validate(paths, labels, probabilities, config),
+        "empirical": None,
         "prevalence": None,
     }
+    if method == CONFIDENT:
+        # The threshold a naive calibration would pick, for comparison: better specificity,
+        # but its recall on unseen films is a coin toss around the target.
+        empirical = metrics.threshold_for_recall(labels, probabilities, config.target_recall)
+        calibration["empirical"] = {
+            "threshold": empirical,
+            "in_sample": _rates(labels.astype(bool), probabilities >= empirical, config.confidence),
+            "cross_validation": cross_validate(paths, labels, probabilities, config, True),
+        }
     if config.prevalence is not None:
         # Point values, and a cautious pair at the guaranteed recall and the lower end of
         # the specificity interval (both values only grow with recall and specificity).
         calibration["prevalence"] = {
             "prevalence": config.prevalence,
-            **predictive_values(calibrated["recall"], calibrated["specificity"], config.prevalence),
-            "cautious": predictive_values(
+            **metrics.predictive_values(
+                calibrated["recall"], calibrated["specificity"], config.prevalence
+            ),
+            "cautious": metrics.predictive_values(
                 config.target_recall if method == CONFIDENT else calibrated["recall"],
                 calibrated["specificity_ci"][0],
                 config.prevalence,
@@ -458,7 +418,7 @@ def summary_lines(result: dict) -> list[str]:
             f"statistic = Clopper-Pearson lower bound; misses allowed: {c['misses_allowed']})"
         )
     else:
-        needed = films_needed(c["target_recall"], c["confidence"])
+        needed = metrics.films_needed(c["target_recall"], c["confidence"])
         rule = (
             f"POINT ESTIMATE, no confidence guarantee: empirical recall >= {c['target_recall']:g} "
             f"on this sample ({needed} pneumonia films needed for {level} confidence)"
@@ -480,6 +440,13 @@ def summary_lines(result: dict) -> list[str]:
         )
     else:
         lines.append(f"{cv['folds']}-fold CV: not available: {cv['reason']}")
+    if c["empirical"]:
+        naive = c["empirical"]
+        lines.append(_rate_row("empirical, in-sample", naive["threshold"], naive["in_sample"]))
+        lines.append(
+            _rate_row(f"empirical, {cv['folds']}-fold CV", "per fold", naive["cross_validation"])
+            + "  (no guarantee: for comparison only)"
+        )
     lines.append(
         f"guaranteed   recall lower bound {c['recall_lower_bound']:.4f} ({level}, one-sided "
         "Clopper-Pearson)"
