@@ -65,6 +65,12 @@ def test_tied_scores_at_the_threshold_are_all_called_pneumonia():
     assert np.sum(scores < threshold) == 0 <= k  # the tie is not split: nobody is missed
 
 
+def test_no_pneumonia_film_is_not_enough_evidence():
+    assert metrics.misses_allowed(0, 0.97, 0.95) is None
+    with pytest.raises(cal.NotEnoughEvidence, match="0 pneumonia films"):
+        cal.choose_threshold(np.zeros(5), np.linspace(0, 1, 5), 0.97, 0.95, True)
+
+
 def test_all_equal_scores_give_that_score():
     labels = np.r_[np.ones(100), np.zeros(10)]
     threshold, method, _ = cal.choose_threshold(labels, np.full(110, 0.5), 0.97, 0.95)
@@ -357,3 +363,104 @@ def test_bad_input_is_one_line_and_exit_2(
     lines = _error_lines(result)
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert _snapshot(source) == before
+
+
+# --- edgexray run --calibrate-on ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def other_site(tmp_path_factory) -> Path:
+    """A second hospital: other patients, 100 films per class (enough for 0.97 at 95%)."""
+    root = tmp_path_factory.mktemp("other") / "other site"
+    return make_xray_folder(root, per_class=100, seed=7, first_patient=5000)
+
+
+@pytest.fixture
+def run_with_int8(tiny_run, tiny_tflite, tmp_path) -> Path:
+    run_dir = tmp_path / "my run"
+    shutil.copytree(tiny_run, run_dir)
+    (run_dir / "tflite").mkdir()
+    for suffix in (".tflite", ".json"):
+        shutil.copy(tiny_tflite["int8"].with_suffix(suffix), run_dir / "tflite")
+    return run_dir
+
+
+def test_run_model_is_measured_on_test_films_it_was_not_calibrated_on(run_with_int8, other_site):
+    model = run_with_int8 / "tflite" / "int8.tflite"
+    report = cal.calibrate_run_model(run_with_int8, model, other_site, cal.CalibrateConfig())
+    test = report["test"]
+    assert test["left_out_as_calibration_films"] == 0
+    assert test["before"]["threshold"] == report["calibration"]["source_threshold"]
+    assert test["after"]["threshold"] == report["calibration"]["threshold"]
+    assert json.loads((run_with_int8 / "calibration.json").read_text()) == report
+    assert Path(report["calibrated_model"]).read_bytes() == model.read_bytes()
+
+
+def test_run_never_reports_on_its_calibration_films(run_with_int8, xray_folder):
+    # The run's own data folder holds its test split: every test film is a calibration film.
+    model = run_with_int8 / "tflite" / "int8.tflite"
+    config = cal.CalibrateConfig(target_recall=0.9, confidence=0.9)
+    report = cal.calibrate_run_model(run_with_int8, model, xray_folder, config)
+    test = report["test"]
+    assert test["left_out_as_calibration_films"] == test["films"] > 0
+    assert "after" not in test and "besides the calibration films" in test["reason"]
+
+
+def _stub_stages(monkeypatch, run_dir: Path) -> list[str]:
+    """Every stage but bundle is stubbed; the int8 candidate passes the gate."""
+    from edgexray.benchmarks import harness
+    from edgexray.export import quantize
+    from edgexray.pipeline import prune, train
+
+    int8 = {"size_bytes": 2048, "gzip_bytes": 1024, "sparsity": 0.0, "threshold": 0.5,
+            "val": {"recall": 0.97, "specificity": 0.9}}  # fmt: skip
+    (run_dir / "quantize.json").write_text(json.dumps({"variants": {"int8": int8}}))
+    candidate = {"name": "int8", "model": str(run_dir / "tflite/int8.tflite"), "passed": True}
+    passing = {"passed": True, "candidates": [candidate]}
+    called = []
+
+    def stage_done(*args, **kwargs):
+        called.append("stage")
+        return {"interrupted": False}
+
+    for module, name in ((train, "train"), (prune, "prune"), (quantize, "quantize"),
+                         (harness, "benchmark")):  # fmt: skip
+        monkeypatch.setattr(module, name, stage_done)
+    monkeypatch.setattr(verify, "verify_run", lambda *a, **k: passing)
+    return called
+
+
+def test_run_bundles_the_calibrated_model_and_reports_before_and_after(
+    run_with_int8, tiny_config, other_site, monkeypatch
+):
+    from edgexray import run as workflow
+
+    _stub_stages(monkeypatch, run_with_int8)
+    config = workflow.RunConfig(
+        train=tiny_config, methods=("int8",), targets=("rpi",), calibrate_on=str(other_site)
+    )
+    summary = workflow.run(config, run_with_int8, verbose=0)
+    assert summary["selected"]["calibrated_model"] == "calibrated/int8.tflite"
+    calibrated = json.loads((run_with_int8 / "calibrated" / "int8.json").read_text())
+    bundled = json.loads((run_with_int8 / "bundles" / "rpi" / "int8.json").read_text())
+    assert bundled == calibrated and "calibration" in bundled
+    report = (run_with_int8 / "report.md").read_text()
+    assert "## Calibration at the site" in report and "test split, after" in report
+    # Dropping --calibrate-on ships the plain model again and forgets the calibration.
+    plain = workflow.RunConfig(train=tiny_config, methods=("int8",), targets=("rpi",))
+    workflow.run(plain, run_with_int8, force=("bundle",), verbose=0)
+    assert "calibration" not in json.loads((run_with_int8 / "bundles/rpi/int8.json").read_text())
+    assert not (run_with_int8 / "calibration.json").exists()
+    assert "Calibration at the site" not in (run_with_int8 / "report.md").read_text()
+
+
+def test_run_refuses_a_thin_site_sample_before_training(
+    run_with_int8, tiny_config, xray_folder, monkeypatch
+):
+    from edgexray import run as workflow
+
+    called = _stub_stages(monkeypatch, run_with_int8)
+    config = workflow.RunConfig(train=tiny_config, calibrate_on=str(xray_folder))
+    with pytest.raises(cal.NotEnoughEvidence, match="needs at least 99"):
+        workflow.run(config, run_with_int8, verbose=0)
+    assert called == []

@@ -28,9 +28,9 @@ Too few pneumonia films cannot support the guarantee at all (99 for recall >= 0.
 with no miss): that is an error, unless the caller allows the plain empirical threshold,
 which is then labelled a point estimate everywhere.
 
-The exact binomial statistics live in metrics.py. This module is a little over 400 lines:
-the rule, the cross-validation, the sidecar record and its summary are one concern,
-best read in one place.
+The exact binomial statistics live in metrics.py. This module is over 400 lines because
+the rule, the cross-validation, the sidecar record, its use by `edgexray run` and its
+summary are one concern, best read in one place.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def cross_validate(
                     labels[train], probabilities[train], config.target_recall,
                     config.confidence, config.allow_point_estimate,
                 )  # fmt: skip
-        except NotEnoughEvidence as err:
+        except (NotEnoughEvidence, ValueError) as err:  # ValueError: no pneumonia film at all
             reason = f"a training fold has too few pneumonia films ({err})"
             return {"folds": config.folds, "available": False, "reason": reason}
         predicted[~train] = probabilities[~train] >= threshold
@@ -240,6 +240,18 @@ def site_films(site_dir: Path) -> tuple[Path, list[str], np.ndarray]:
     return folders[""], paths, labels
 
 
+def check_site(site_dir: Path, config: CalibrateConfig) -> None:
+    """Fail early on a site folder that cannot support the target, before any scoring.
+
+    Raises:
+        EdgexrayError: bad layout or a class without images; NotEnoughEvidence: fewer
+            pneumonia files than the target needs (unless a point estimate is allowed).
+    """
+    _, paths, labels = site_films(site_dir)
+    if not config.allow_point_estimate:
+        choose_threshold(labels, np.zeros(len(paths)), config.target_recall, config.confidence)
+
+
 def score_films(model_path: Path, paths: list[str]) -> np.ndarray:
     """Pneumonia probability of every film (NaN if unreadable), by the device's code path.
 
@@ -270,7 +282,8 @@ def calibrate(model_path: Path, site_dir: Path, out_dir: Path, config: Calibrate
     `calibration` block), each written atomically.
 
     Returns:
-        model (the copy), sidecar (its path) and calibration (the block written).
+        model (the copy), sidecar (its path), calibration (the block written) and films
+        (the sample's readable files, as listed).
 
     Raises:
         NotEnoughEvidence: too few pneumonia films for the target (exit 2).
@@ -369,7 +382,7 @@ def calibrate(model_path: Path, site_dir: Path, out_dir: Path, config: Calibrate
         }
     model_out, sidecar_out = _write_calibrated(model_path, sidecar, out_dir, calibration)
     log.info("calibrated threshold %.6g (was %.6g) by %s", threshold, source_threshold, method)
-    return {"model": model_out, "sidecar": sidecar_out, "calibration": calibration}
+    return {"model": model_out, "sidecar": sidecar_out, "calibration": calibration, "films": paths}
 
 
 def _write_calibrated(model_path: Path, sidecar: dict, out_dir: Path, calibration: dict):
@@ -386,6 +399,50 @@ def _write_calibrated(model_path: Path, sidecar: dict, out_dir: Path, calibratio
     sidecar_out = model_out.with_suffix(".json")
     artifacts.write_json(sidecar_out, evaluate.json_safe(new_sidecar))
     return model_out, sidecar_out
+
+
+def calibrate_run_model(
+    run_dir: Path, model_path: Path, site_dir: Path, config: CalibrateConfig
+) -> dict:
+    """`edgexray run --calibrate-on`: calibrate the run's device model, then measure it on
+    the run's test split before and after, leaving out films that were calibration films.
+
+    Writes run_dir/calibrated/MODEL.tflite (+ sidecar) and run_dir/calibration.json.
+
+    Returns:
+        What calibration.json holds: the model, the calibrated copy, the calibration block
+        and `test`: before/after rates on the held-out test films, with how many test films
+        were left out for being calibration films (or why there is no such comparison).
+    """
+    run_dir = Path(run_dir)
+    result = calibrate(model_path, site_dir, run_dir / artifacts.CALIBRATED_DIR, config)
+    test = evaluate.find_images(run_dir, "test")
+    site = {Path(p).resolve() for p in result["films"]}
+    unseen = [Path(p).resolve() not in site for p in test.paths]
+    overlap = len(unseen) - sum(unseen)
+    report = {
+        "model": str(model_path),
+        "calibrated_model": str(result["model"]),
+        "calibration": result["calibration"],
+        "test": {"films": len(test.paths), "left_out_as_calibration_films": overlap},
+    }
+    paths = [p for p, keep in zip(test.paths, unseen, strict=True) if keep]
+    labels = test.labels[np.array(unseen, dtype=bool)]
+    if not paths or len(set(labels.tolist())) < 2:
+        # Calibrating and reporting on the same films would flatter the threshold.
+        report["test"]["reason"] = "no test films of both classes besides the calibration films"
+    else:
+        probabilities = score_films(Path(result["model"]), paths)
+        readable = ~np.isnan(probabilities)
+        labels, probabilities = labels[readable].astype(bool), probabilities[readable]
+        for name, threshold in (
+            ("before", result["calibration"]["source_threshold"]),
+            ("after", result["calibration"]["threshold"]),
+        ):
+            rates = _rates(labels, probabilities >= threshold, config.confidence)
+            report["test"][name] = {"threshold": threshold, **rates}
+    artifacts.write_json(run_dir / artifacts.CALIBRATION_REPORT, evaluate.json_safe(report))
+    return report
 
 
 # --- presentation (the CLI prints these) ----------------------------------------------------

@@ -162,6 +162,8 @@ def misses_allowed(n: int, target_recall: float, confidence: float) -> int | Non
     see pipeline/calibrate.py). None when even k = 0 (the lowest score) cannot support the
     target at the confidence.
     """
+    if n == 0:
+        return None
     miss_rate, risk = 1.0 - target_recall, 1.0 - confidence
     cdf = 0.0
     for k in range(n):
