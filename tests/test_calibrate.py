@@ -189,6 +189,8 @@ def test_cross_validation_says_when_training_folds_are_too_small():
     labels = np.r_[np.ones(110), 0].astype(int)
     result = cal.cross_validate(paths, labels, np.linspace(0, 1, 111), cal.CalibrateConfig())
     assert result["available"] is False and "too few pneumonia films" in result["reason"]
+    few = cal.cross_validate(paths[:3], labels[:3], np.ones(3), cal.CalibrateConfig())
+    assert few["available"] is False and "3 patients cannot fill 5 folds" in few["reason"]
 
 
 # --- the command on a tiny model -------------------------------------------------------------

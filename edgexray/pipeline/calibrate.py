@@ -183,11 +183,15 @@ def cross_validate(
 
     Returns:
         folds, thresholds, methods and the pooled _rates(); or folds, available False and
-        the reason when a training fold is too small for the rule.
+        the reason when there are fewer patients than folds or a training fold is too small
+        for the rule.
     """
     labels = np.asarray(labels).astype(bool)
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    fold = patient_folds(paths, labels, config.folds)
+    try:
+        fold = patient_folds(paths, labels, config.folds)
+    except EdgexrayError as err:  # a tiny sample: the calibration stands, its CV cannot
+        return {"folds": config.folds, "available": False, "reason": str(err)}
     predicted = np.zeros(len(labels), dtype=bool)
     thresholds, methods = [], []
     for held_out in range(config.folds):
