@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -466,3 +467,14 @@ def test_run_refuses_a_thin_site_sample_before_training(
     with pytest.raises(cal.NotEnoughEvidence, match="needs at least 99"):
         workflow.run(config, run_with_int8, verbose=0)
     assert called == []
+
+
+def test_calibrate_help_does_not_import_tensorflow():
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from edgexray.cli import app\n"
+        "assert CliRunner().invoke(app, ['calibrate', '--help']).exit_code == 0\n"
+        "assert not [m for m in ('tensorflow', 'tf_keras') if m in sys.modules]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
