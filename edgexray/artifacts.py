@@ -12,6 +12,8 @@ A run directory holds:
   verify.json        the recall gate's report
   benchmark/         benchmark.json, benchmark.md and plots
   selected.json      the variant edgexray run chose for devices
+  calibrated/        the selected model calibrated on a site sample (edgexray run --calibrate-on)
+  calibration.json   that calibration, and the model before/after on the held-out test films
   bundles/           the rpi and android bundles
   report.md          everything above, for people
   stages.json        the settings hash of each finished edgexray run stage
@@ -40,13 +42,15 @@ QUANTIZE_REPORT = "quantize.json"
 VERIFY_REPORT = "verify.json"
 BENCHMARK_DIR = "benchmark"
 SELECTED = "selected.json"
+CALIBRATED_DIR = "calibrated"
+CALIBRATION_REPORT = "calibration.json"
 BUNDLES_DIR = "bundles"
 RUN_REPORT = "report.md"
 STAGE_RECORD = "stages.json"
 # Everything made from model.keras by later stages: stale once the model is retrained.
 DERIVED = (
     PRUNED, PRUNE_REPORT, TFLITE_DIR, QUANTIZE_REPORT, VERIFY_REPORT, BENCHMARK_DIR,
-    BUNDLES_DIR, SELECTED, RUN_REPORT,
+    BUNDLES_DIR, SELECTED, RUN_REPORT, CALIBRATED_DIR, CALIBRATION_REPORT,
 )  # fmt: skip
 
 

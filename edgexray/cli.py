@@ -413,6 +413,45 @@ def bundle_command(
     typer.echo(f"next: follow {Path(result['path']) / 'README.md'}")
 
 
+@app.command("calibrate")
+@user_errors
+def calibrate_command(
+    model: Annotated[Path, typer.Argument(help="The deployed .tflite (with its .json sidecar).")],
+    data: Annotated[
+        Path, typer.Option(help="The site's labelled sample: a folder with NORMAL/ and PNEUMONIA/.")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Folder for the model copy and its calibrated sidecar.")
+    ],
+    target_recall: Annotated[
+        float, typer.Option(help="Pneumonia recall the threshold must guarantee.")
+    ] = 0.97,
+    confidence: Annotated[
+        float, typer.Option(help="Confidence of that guarantee, over the draw of the sample.")
+    ] = 0.95,
+    prevalence: Annotated[
+        float | None, typer.Option(help="Pneumonia prevalence at the site, for PPV and NPV.")
+    ] = None,
+    folds: Annotated[int, typer.Option(help="Patient-grouped cross-validation folds.")] = 5,
+    allow_point_estimate: Annotated[
+        bool,
+        typer.Option(
+            help="With too few pneumonia films, use the plain empirical threshold (labelled a "
+            "point estimate, no guarantee) instead of failing."
+        ),
+    ] = False,
+):
+    """Re-choose the threshold on a new site's films so recall holds with stated confidence."""
+    from edgexray.pipeline.calibrate import CalibrateConfig, calibrate, summary_lines
+
+    config = CalibrateConfig(
+        target_recall=target_recall, confidence=confidence, prevalence=prevalence, folds=folds,
+        allow_point_estimate=allow_point_estimate,
+    )  # fmt: skip
+    for line in summary_lines(calibrate(model, data, out, config)):
+        typer.echo(line)
+
+
 @app.command("run")
 @user_errors
 def run_command(
@@ -436,6 +475,13 @@ def run_command(
         float, typer.Option(help="Recall a candidate may lose against the float model.")
     ] = 0.0,
     seed: Annotated[int | None, typer.Option(help="Seed for split, init and augmentation.")] = None,
+    calibrate_on: Annotated[
+        Path | None,
+        typer.Option(
+            help="A site's labelled NORMAL/ PNEUMONIA/ sample: calibrate the device model on it "
+            "(recall >= the target at 95% confidence) and bundle the calibrated copy."
+        ),
+    ] = None,
 ):
     """The whole job: train, prune, quantize, verify, benchmark and bundle; resumable."""
     import time
@@ -452,7 +498,10 @@ def run_command(
         **{k: v for k, v in train_values.items() if v is not None},
     )
     prune_config = PruneConfig() if sparsity is None else PruneConfig(sparsity=sparsity)
-    config = RunConfig(train=train_config, prune=prune_config, max_recall_drop=max_recall_drop)
+    config = RunConfig(
+        train=train_config, prune=prune_config, max_recall_drop=max_recall_drop,
+        calibrate_on=str(calibrate_on.resolve()) if calibrate_on else None,
+    )  # fmt: skip
     started = time.monotonic()
 
     def on_stage(index, stage, event):
@@ -470,6 +519,10 @@ def run_command(
     typer.echo(f"{'stage':<10} {'status':<20} {'seconds':>8}")
     for stage, status in summary["stages"].items():
         typer.echo(f"{stage:<10} {status['status']:<20} {status['seconds']:>8}")
-    typer.echo(f"recall gate: passed; deploy {summary['selected']['model']}")
+    selected = summary["selected"]
+    calibrated = (
+        f" calibrated as {selected['calibrated_model']}" if "calibrated_model" in selected else ""
+    )
+    typer.echo(f"recall gate: passed; deploy {selected['model']}{calibrated}")
     typer.echo(f"report: {out / artifacts.RUN_REPORT}")
     typer.echo(f"total: {time.monotonic() - started:.0f} s")

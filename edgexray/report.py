@@ -70,6 +70,60 @@ def _read(path: Path) -> dict | None:
     return artifacts.read_json(path) if path.is_file() else None
 
 
+def _calibration_lines(report: dict) -> list[str]:
+    """The section on `edgexray run --calibrate-on` (calibration.json)."""
+    c, test = report["calibration"], report["test"]
+    sample, confidence = c["sample"], f"{100 * c['confidence']:g}%"
+    guarantee = (
+        f"recall ≥ {c['target_recall']} with {confidence} confidence"
+        if c["guarantee"]
+        else f"**point estimate, no guarantee** (recall ≥ {c['target_recall']} on the sample)"
+    )
+    lines = [
+        "## Calibration at the site",
+        "",
+        f"`{_in_run(report['calibrated_model'])}` is `{_in_run(report['model'])}` with its "
+        "threshold re-chosen "
+        f"on `{sample['folder']}` ({sample['pneumonia']} pneumonia, {sample['normal']} normal "
+        f"films): {c['source_threshold']:.4f} → {c['threshold']:.4f}, for {guarantee}. The "
+        "bundles ship the calibrated model.",
+        "",
+        "| films | threshold | recall (CI) | specificity (CI) |",
+        "|---|---|---|---|",
+    ]
+
+    def row(name: str, threshold, rates: dict) -> str:
+        shown = f"{threshold:.4f}" if isinstance(threshold, float) else threshold
+        return (
+            f"| {name} | {shown} | {_cell(rates['recall'])} "
+            f"({_interval(rates['recall_ci'])}) | {_cell(rates['specificity'])} "
+            f"({_interval(rates['specificity_ci'])}) |"
+        )
+
+    lines.append(row("site sample, uncalibrated", c["source_threshold"], c["uncalibrated"]))
+    lines.append(row("site sample, calibrated (in-sample)", c["threshold"], c["in_sample"]))
+    cv = c["cross_validation"]
+    if cv["available"]:
+        lines.append(row("site sample, calibrated (patient-grouped CV)", "per fold", cv))
+    left_out = test["left_out_as_calibration_films"]
+    note = f"; {left_out} test films left out: they were calibration films" if left_out else ""
+    if "after" in test:
+        films = test["films"] - left_out
+        for when in ("before", "after"):
+            name = f"test split, {when} ({films} films{note})"
+            lines.append(row(name, test[when]["threshold"], test[when]))
+    else:
+        lines += ["", f"No before/after on the test split: {test['reason']}{note}."]
+    if not cv["available"]:
+        lines += ["", f"No cross-validation on the site sample: {cv['reason']}."]
+    return lines
+
+
+def _in_run(path: str) -> str:
+    """A run file as the run directory names it, e.g. calibrated/int8.tflite."""
+    return Path(path).parent.name + "/" + Path(path).name
+
+
 def write_report(run_dir: Path, config, summary: dict) -> Path:
     """Write run_dir/report.md from the files the stages left there."""
     from edgexray.pipeline.verify import table_lines
@@ -101,6 +155,11 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
             f"- Model to deploy: `{selected['model']}` ({selected['why']}); bundles in "
             "`bundles/rpi` and `bundles/android` (and their .zip)."
         )
+        if selected.get("calibrated_model"):
+            lines.append(
+                f"- Calibrated at the site: the bundles ship `{selected['calibrated_model']}` "
+                "(see *Calibration at the site*)."
+            )
     lines += [
         "",
         "## Split",
@@ -156,6 +215,9 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
         body = [line for line in body if not line.startswith("# ")]
         lines += [line.replace("](", "](benchmark/") if "](" in line and ".png" in line else line
                   for line in body]  # fmt: skip
+    calibration = _read(run_dir / artifacts.CALIBRATION_REPORT)
+    if calibration:
+        lines += ["", *_calibration_lines(calibration)]
     lines += [
         "",
         "## Stages",

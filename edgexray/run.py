@@ -61,6 +61,7 @@ class RunConfig:
         default_factory=lambda: BenchmarkConfig(threads=(1, 2), warmup=10, runs=100)
     )
     targets: tuple[str, ...] = TARGETS
+    calibrate_on: str | None = None  # a site's NORMAL/ PNEUMONIA/ sample for the device model
 
     def __post_init__(self):
         unknown = set(self.methods) - set(METHODS)
@@ -78,7 +79,11 @@ class RunConfig:
             "quantize": {**dataclasses.asdict(self.quantize), "methods": list(self.methods)},
             "verify": {"max_recall_drop": self.max_recall_drop},
             "benchmark": {k: benchmark[k] for k in ("threads", "warmup", "runs")},
-            "bundle": {"targets": list(self.targets)},
+            "bundle": {
+                "targets": list(self.targets),
+                # Only when given, so runs without it keep their recorded hashes.
+                **({"calibrate_on": self.calibrate_on} if self.calibrate_on else {}),
+            },
         }
 
 
@@ -99,8 +104,27 @@ def _outputs(stage: str, run_dir: Path, config: RunConfig) -> list[Path]:
         "quantize": [tflite / f"{m}.tflite" for m in config.methods],
         "verify": [run_dir / artifacts.VERIFY_REPORT],
         "benchmark": [run_dir / artifacts.BENCHMARK_DIR / "benchmark.json"],
-        "bundle": [run_dir / artifacts.BUNDLES_DIR / t / "SHA256SUMS" for t in config.targets],
+        "bundle": [run_dir / artifacts.BUNDLES_DIR / t / "SHA256SUMS" for t in config.targets]
+        + ([run_dir / artifacts.CALIBRATION_REPORT] if config.calibrate_on else []),
     }[stage]
+
+
+def calibrate_selected(run_dir: Path, selected: dict, config: RunConfig) -> Path:
+    """The model to bundle: the selected one, calibrated on config.calibrate_on if given.
+
+    Without calibrate_on, an earlier run's calibration is removed, so nothing stale ships
+    or reaches the report.
+    """
+    from edgexray.pipeline.calibrate import CalibrateConfig, calibrate_run_model
+
+    model = run_dir / selected["model"]
+    if not config.calibrate_on:
+        shutil.rmtree(run_dir / artifacts.CALIBRATED_DIR, ignore_errors=True)
+        (run_dir / artifacts.CALIBRATION_REPORT).unlink(missing_ok=True)
+        return model
+    settings = CalibrateConfig(target_recall=config.train.target_recall)
+    report = calibrate_run_model(run_dir, model, Path(config.calibrate_on), settings)
+    return Path(report["calibrated_model"])
 
 
 def select_device_model(run_dir: Path, verify_report: dict) -> dict:
@@ -157,6 +181,10 @@ def run(
     unknown = set(force) - set(STAGES)
     if unknown:
         raise EdgexrayError(f"unknown stage {sorted(unknown)[0]!r}: choose from {STAGES}")
+    if config.calibrate_on:  # a bad site folder fails now, not after training
+        from edgexray.pipeline.calibrate import CalibrateConfig, check_site
+
+        check_site(Path(config.calibrate_on), CalibrateConfig(config.train.target_recall))
     record_path = run_dir / artifacts.STAGE_RECORD
     record = artifacts.read_json(record_path) if record_path.is_file() else {}
     hashes = stage_hashes(config)
@@ -192,11 +220,14 @@ def run(
                 (run_dir / artifacts.SELECTED).unlink(missing_ok=True)
                 shutil.rmtree(run_dir / artifacts.BUNDLES_DIR, ignore_errors=True)
                 return
+            model = calibrate_selected(run_dir, selected, config)
+            if model != run_dir / selected["model"]:
+                selected["calibrated_model"] = model.relative_to(run_dir).as_posix()
             artifacts.write_json(run_dir / artifacts.SELECTED, selected)
             for target in config.targets:
                 make_bundle(
                     BundleConfig(
-                        model=str(run_dir / selected["model"]),
+                        model=str(model),
                         target=target,
                         out=str(run_dir / artifacts.BUNDLES_DIR / target),
                         zip=True,

@@ -143,10 +143,58 @@ def _model_facts(classifier: infer.Classifier, model: Path) -> dict:
         "width": spec["width"],
         "normalization": spec["normalization"],
         "threshold": classifier.threshold,
-        "target_recall": sidecar.get("target_recall", "unknown"),
+        **calibration_facts(sidecar),
         "negative": classifier.labels[0],
         "positive": classifier.labels[1],
         "version": __version__,
+    }
+
+
+def calibration_facts(sidecar: dict) -> dict:
+    """Where the threshold came from, for the READMEs: {{threshold_origin}}, {{calibration}}.
+
+    A sidecar written by `edgexray calibrate` says on which site sample the threshold was
+    re-chosen and what it guarantees; any other threshold was chosen on validation.
+    """
+    block = sidecar.get("calibration")
+    if not isinstance(block, dict):
+        target = sidecar.get("target_recall", "unknown")
+        return {
+            "threshold_origin": f"chosen for a pneumonia recall of {target} on validation",
+            "calibration": "",
+        }
+    sample = block.get("sample", {})
+    low, high = block.get("expected_specificity_ci") or (None, None)
+    specificity = block.get("expected_specificity")
+    expected = (
+        f" Expected specificity there: {specificity:.3f} ({block.get('interval', 'CI')}: "
+        f"{low:.3f}-{high:.3f})."
+        if None not in (specificity, low, high)
+        else ""
+    )
+    confidence = f"{100 * block.get('confidence', 0):g}%"
+    if block.get("guarantee"):
+        promise = (
+            f"pneumonia recall >= {block.get('target_recall')} with {confidence} confidence "
+            f"({block.get('method')})"
+        )
+    else:
+        promise = (
+            f"an empirical pneumonia recall >= {block.get('target_recall')} on that sample: a "
+            "POINT ESTIMATE with no confidence guarantee (too few pneumonia films)"
+        )
+    paragraph = (
+        f"\n**Calibrated at a site.** `edgexray calibrate` ({block.get('calibrated_at', '')}) "
+        f"replaced the validation threshold {block.get('source_threshold')} with "
+        f"{block.get('threshold')}, chosen on a local sample of {sample.get('n')} films "
+        f"({sample.get('pneumonia')} pneumonia, {sample.get('normal')} normal; folder "
+        f"`{sample.get('folder')}`, file list sha256 `{sample.get('files_sha256')}`) for "
+        f"{promise}.{expected} The full record is the `calibration` block of the sidecar.\n"
+    )
+    return {
+        "threshold_origin": f"calibrated on a local sample: see below; validation chose "
+        f"{block.get('source_threshold')}",
+        "calibration": paragraph,
     }
 
 
