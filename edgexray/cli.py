@@ -152,8 +152,9 @@ def evaluate(
     """Clinical metrics of a model: recall and specificity with 95% CIs, AUC, calibration."""
     import json
 
+    from edgexray.formatting import json_safe
     from edgexray.pipeline.evaluate import evaluate as run_evaluation
-    from edgexray.pipeline.evaluate import json_safe, report_lines
+    from edgexray.pipeline.evaluate import report_lines
 
     report = run_evaluation(model, data, split, threshold, predictions)
     if json_output:
@@ -311,6 +312,7 @@ def benchmark_command(
 ):
     """Size, latency, memory and clinical metrics of every variant, side by side, with plots."""
     from edgexray.benchmarks.harness import BenchmarkConfig, benchmark, format_table, table
+    from edgexray.formatting import target_state
 
     config = BenchmarkConfig(
         threads=BenchmarkConfig.parse_threads(threads), warmup=warmup, runs=runs,
@@ -319,8 +321,7 @@ def benchmark_command(
     result = benchmark(models, config)
     typer.echo(format_table(*table(result)))
     for target in result["targets"]:
-        state = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
-        typer.echo(f"target {state}: {target['target']}")
+        typer.echo(f"target {target_state(target['met'])}: {target['target']}")
     typer.echo(f"benchmark.json, benchmark.md and {len(result['plots'])} plot(s): {result['out']}")
 
 

@@ -10,16 +10,11 @@ import json
 from pathlib import Path
 
 from edgexray import __version__, artifacts
-
-
-def _cell(value, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+from edgexray.formatting import interval, number
 
 
 def _interval(bounds) -> str:
-    if not bounds or None in bounds:
-        return "n/a"
-    return f"{bounds[0]:.3f}–{bounds[1]:.3f}"
+    return interval(bounds, "{:.3f}–{:.3f}", "n/a")
 
 
 def _metrics_table(metrics: dict) -> list[str]:
@@ -30,11 +25,11 @@ def _metrics_table(metrics: dict) -> list[str]:
     for split in ("val", "test"):
         for at in ("at_threshold", "at_0.5"):
             m = metrics[split][at]
-            recall = f"{_cell(m['recall'])} ({_interval(m['recall_ci95'])})"
-            specificity = f"{_cell(m['specificity'])} ({_interval(m['specificity_ci95'])})"
+            recall = f"{number(m['recall'])} ({_interval(m['recall_ci95'])})"
+            specificity = f"{number(m['specificity'])} ({_interval(m['specificity_ci95'])})"
             lines.append(
                 f"| {split} | {m['threshold']:.4f} | {recall} | {specificity} | "
-                f"{_cell(m['auc'])} | {_cell(m['accuracy'])} | {_cell(m['ece'], 3)} | {m['n']} |"
+                f"{number(m['auc'])} | {number(m['accuracy'])} | {number(m['ece'], 3)} | {m['n']} |"
             )
     return lines
 
@@ -98,7 +93,7 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
         "| change | AUC | recall | specificity |",
         "|---|---|---|---|",
         *(
-            f"| {name} | {_cell(m['auc'])} | {_cell(m['recall'])} | {_cell(m['specificity'])} |"
+            f"| {name} | {number(m['auc'])} | {number(m['recall'])} | {number(m['specificity'])} |"
             for name, m in metrics["shift_stress_test_val"].items()
         ),
     ]
@@ -113,8 +108,8 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
         for method, v in quantized["variants"].items():
             lines.append(
                 f"| {method} | {v['size_bytes'] / 1024:.1f} | {v['gzip_bytes'] / 1024:.1f} | "
-                f"{v['sparsity']:.3f} | {v['threshold']:.4f} | {_cell(v['val']['recall'])} | "
-                f"{_cell(v['val']['specificity'])} |"
+                f"{v['sparsity']:.3f} | {v['threshold']:.4f} | {number(v['val']['recall'])} | "
+                f"{number(v['val']['specificity'])} |"
             )
     if verify:
         lines += ["", "## Recall gate on the test split", "", "```", *table_lines(verify), "```"]

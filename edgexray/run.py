@@ -22,15 +22,13 @@ from edgexray import __version__, artifacts
 from edgexray.benchmarks.harness import BenchmarkConfig
 from edgexray.errors import EdgexrayError
 from edgexray.export.bundle import TARGETS, BundleConfig
-from edgexray.export.quantize import METHODS, QuantizeConfig
+from edgexray.export.quantize import DEVICE_METHODS, METHODS, QuantizeConfig
 from edgexray.pipeline.prune import PruneConfig
 from edgexray.pipeline.train import TrainConfig
 
 log = logging.getLogger("edgexray")
 
 STAGES = ("train", "prune", "quantize", "verify", "benchmark", "bundle")
-# Full-integer variants with uint8 input/output: the ones a phone or a Pi should run.
-DEVICE_METHODS = ("int8", "qat", "pqat", "pruned-int8")
 KAGGLE_URL = "https://www.kaggle.com/datasets/paultimothymooney/chest-xray-pneumonia"
 
 

@@ -35,6 +35,7 @@ from edgexray import __version__, artifacts
 from edgexray.edge_runtime import infer
 from edgexray.errors import EdgexrayError, check_config
 from edgexray.export import convert
+from edgexray.formatting import number, target_state
 from edgexray.pipeline import evaluate
 
 log = logging.getLogger("edgexray")
@@ -667,9 +668,7 @@ def _draw_plots(result: dict, labels, probabilities: dict, out: Path) -> list[st
 
 
 def _number(value, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "—"
-    return f"{value:.{digits}f}"
+    return number(value, digits, missing="—")
 
 
 def table(result: dict) -> tuple[list[str], list[list[str]]]:
@@ -768,7 +767,7 @@ def markdown_report(result: dict) -> str:
     if result["targets"]:
         lines += ["## Targets", ""]
         for target in result["targets"]:
-            state = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
+            state = target_state(target["met"])
             lines.append(f"- {target['target']}: {state} ({_number(target['ratio'], 3)})")
         lines.append("")
     lines += [

@@ -15,16 +15,9 @@ import numpy as np
 
 from edgexray import artifacts
 from edgexray.errors import EdgexrayError
+from edgexray.formatting import defined, json_safe, number, signed
 from edgexray.pipeline import data, metrics
-from edgexray.pipeline.evaluate import (
-    defined,
-    find_images,
-    json_safe,
-    load_model,
-    number,
-    score,
-    summarize,
-)
+from edgexray.pipeline.evaluate import find_images, load_model, score, summarize
 
 log = logging.getLogger("edgexray")
 
@@ -220,11 +213,6 @@ def verify_run(run_dir: Path, max_recall_drop: float = 0.0) -> dict:
     return report
 
 
-def _signed(value) -> str:
-    # round first, so a difference of -0.00001 reads +0.0000, not -0.0000
-    return f"{round(value, 4) or 0.0:+.4f}" if defined(value) else "n/a"
-
-
 def table_lines(report: dict) -> list[str]:
     """A readable table of baseline and candidates from a verify() report."""
     where = report["data"] + (f" ({report['split']} split)" if report["split"] else "")
@@ -247,10 +235,10 @@ def table_lines(report: dict) -> list[str]:
         row = (
             f"{entry['name'][:16]:<16} {entry['kind']:<6} {entry['threshold']:>6.3f} "
             f"{entry['recall']:>7.4f} {interval:>13} "
-            f"{'' if is_baseline else _signed(delta['recall']):>8} "
+            f"{'' if is_baseline else signed(delta['recall']):>8} "
             f"{number(entry['specificity']):>7} "
-            f"{'' if is_baseline else _signed(delta['specificity']):>8} {number(entry['auc']):>7} "
-            f"{'' if is_baseline else _signed(delta['auc']):>8} "
+            f"{'' if is_baseline else signed(delta['specificity']):>8} {number(entry['auc']):>7} "
+            f"{'' if is_baseline else signed(delta['auc']):>8} "
         )
         if is_baseline:
             row += f"{'':>9} {'':>6} {'':>6} baseline"
