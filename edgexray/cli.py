@@ -192,20 +192,34 @@ def verify(
     max_recall_drop: Annotated[
         float, typer.Option(help="Allowed drop of pneumonia recall versus the baseline.")
     ] = 0.0,
+    max_specificity_drop: Annotated[
+        float, typer.Option(help="Allowed drop of specificity versus the baseline.")
+    ] = 0.05,
+    max_auc_drop: Annotated[
+        float, typer.Option(help="Allowed drop of AUC versus the baseline.")
+    ] = 0.01,
 ):
-    """Fail (exit 1) when a candidate misses more pneumonia than the float baseline."""
-    from edgexray.pipeline.verify import REPORT, RecallRegressionError, table_lines, verify_run
+    """Fail (exit 1) when a candidate misses more pneumonia than the float baseline, or
+    loses too much specificity or AUC (a model calling every film pneumonia must not pass)."""
+    from edgexray.pipeline.verify import (
+        REPORT,
+        GateLimits,
+        RecallRegressionError,
+        table_lines,
+        verify_run,
+    )
     from edgexray.pipeline.verify import verify as run_verify
 
     if run_dir is not None and (baseline or candidate or data):
         raise fail("give either RUN_DIR or --baseline/--candidate/--data, not both")
     if run_dir is None and not (baseline and candidate and data):
         raise fail("give RUN_DIR, or --baseline M --candidate M [--candidate M ...] --data DIR")
+    limits = GateLimits(max_recall_drop, max_specificity_drop, max_auc_drop)
     try:
         if run_dir is not None:
-            report = verify_run(run_dir, max_recall_drop)
+            report = verify_run(run_dir, limits)
         else:
-            report = run_verify(baseline, candidate, data, split, max_recall_drop)
+            report = run_verify(baseline, candidate, data, split, limits)
     except RecallRegressionError as err:
         for line in table_lines(err.report):
             typer.echo(line)
@@ -216,7 +230,9 @@ def verify(
         typer.echo(line)
     if run_dir is not None:
         typer.echo(f"report: {run_dir / REPORT}")
-    typer.echo("passed: no candidate lost pneumonia recall beyond the allowed drop")
+    typer.echo(
+        "passed: no candidate lost pneumonia recall, specificity or AUC beyond the allowed drop"
+    )
 
 
 @app.command("prune")
@@ -427,6 +443,12 @@ def run_command(
     max_recall_drop: Annotated[
         float, typer.Option(help="Recall a candidate may lose against the float model.")
     ] = 0.0,
+    max_specificity_drop: Annotated[
+        float, typer.Option(help="Specificity a candidate may lose against the float model.")
+    ] = 0.05,
+    max_auc_drop: Annotated[
+        float, typer.Option(help="AUC a candidate may lose against the float model.")
+    ] = 0.01,
     seed: Annotated[int | None, typer.Option(help="Seed for split, init and augmentation.")] = None,
 ):
     """The whole job: train, prune, quantize, verify, benchmark and bundle; resumable."""
@@ -435,7 +457,7 @@ def run_command(
     from edgexray import artifacts
     from edgexray.pipeline.prune import PruneConfig
     from edgexray.pipeline.train import TrainConfig, summary_lines
-    from edgexray.pipeline.verify import RecallRegressionError
+    from edgexray.pipeline.verify import GateLimits, RecallRegressionError
     from edgexray.run import STAGES, RunConfig, find_data, run
 
     train_values = dict(epochs=epochs, target_recall=target_recall, seed=seed)
@@ -444,7 +466,8 @@ def run_command(
         **{k: v for k, v in train_values.items() if v is not None},
     )
     prune_config = PruneConfig() if sparsity is None else PruneConfig(sparsity=sparsity)
-    config = RunConfig(train=train_config, prune=prune_config, max_recall_drop=max_recall_drop)
+    limits = GateLimits(max_recall_drop, max_specificity_drop, max_auc_drop)
+    config = RunConfig(train=train_config, prune=prune_config, gate=limits)
     started = time.monotonic()
 
     def on_stage(index, stage, event):

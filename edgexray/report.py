@@ -60,7 +60,9 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
         "## Result",
         "",
         f"- Recall gate (no candidate may lose pneumonia recall against the float model by "
-        f"more than {config.max_recall_drop}): **{gate}**",
+        f"more than {config.gate.max_recall_drop}, specificity by more than "
+        f"{config.gate.max_specificity_drop} or AUC by more than {config.gate.max_auc_drop}): "
+        f"**{gate}**",
     ]
     if selected:
         lines.append(

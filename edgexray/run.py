@@ -25,6 +25,7 @@ from edgexray.export.bundle import TARGETS, BundleConfig
 from edgexray.export.quantize import DEVICE_METHODS, METHODS, QuantizeConfig
 from edgexray.pipeline.prune import PruneConfig
 from edgexray.pipeline.train import TrainConfig
+from edgexray.pipeline.verify import GateLimits
 
 log = logging.getLogger("edgexray")
 
@@ -54,7 +55,7 @@ class RunConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     methods: tuple[str, ...] = METHODS
-    max_recall_drop: float = 0.0
+    gate: GateLimits = field(default_factory=GateLimits)
     benchmark: BenchmarkConfig = field(
         default_factory=lambda: BenchmarkConfig(threads=(1, 2), warmup=10, runs=100)
     )
@@ -64,8 +65,6 @@ class RunConfig:
         unknown = set(self.methods) - set(METHODS)
         if unknown:
             raise EdgexrayError(f"unknown methods {sorted(unknown)}: choose from {METHODS}")
-        if not 0 <= self.max_recall_drop < 1:
-            raise EdgexrayError("max_recall_drop must be in [0, 1)")
 
     def stage_settings(self) -> dict[str, dict]:
         """What each stage's output depends on, beyond the stages before it."""
@@ -74,7 +73,7 @@ class RunConfig:
             "train": dataclasses.asdict(self.train),
             "prune": dataclasses.asdict(self.prune),
             "quantize": {**dataclasses.asdict(self.quantize), "methods": list(self.methods)},
-            "verify": {"max_recall_drop": self.max_recall_drop},
+            "verify": dataclasses.asdict(self.gate),
             "benchmark": {k: benchmark[k] for k in ("threads", "warmup", "runs")},
             "bundle": {"targets": list(self.targets)},
         }
@@ -173,7 +172,7 @@ def run(
             quantize(run_dir, config.methods, config.quantize, verbose=verbose)
         elif stage == "verify":
             try:
-                verify_report = verify_run(run_dir, config.max_recall_drop)
+                verify_report = verify_run(run_dir, config.gate)
             except RecallRegressionError as err:
                 verify_report, gate_error = err.report, err
         elif stage == "benchmark":
