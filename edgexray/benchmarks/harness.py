@@ -524,6 +524,7 @@ def benchmark(
     images = _images(config, run_dir, paths, labels)  # bad data fails before models load
     variants = sorted((_variant(f) for f in files), key=_order)
     out = Path(config.out) if config.out else (run_dir or variants[0].model.path.parent) / OUT_DIR
+    artifacts.require_writable(out)  # before minutes of measuring, not after
     machine = machine_info()
     timer = timer_info()
     step_ns = max(timer["measured_min_step_ns"], 1)

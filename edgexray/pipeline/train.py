@@ -38,6 +38,7 @@ class TrainConfig:
     max_train_images: int = 0  # 0 = all; a smaller number for quick experiments and tests
 
     def __post_init__(self):
+        self._check_types()
         checks = {
             "image_size must be 16..512": 16 <= self.image_size <= 512,
             "width must be 2..128": 2 <= self.width <= 128,
@@ -54,6 +55,21 @@ class TrainConfig:
             "max_train_images must be >= 0": self.max_train_images >= 0,
         }
         check_config("training config", checks)
+
+    def _check_types(self):
+        """Wrong types first: a JSON config can hold anything, and `"seed": "abc"` must
+        fail here, not after minutes of scanning the data."""
+        simple = {"str": str, "bool": bool, "int": int, "float": (int, float)}
+        wrong = []
+        for field in dataclasses.fields(self):
+            value, expected = getattr(self, field.name), simple.get(str(field.type))
+            if expected is None:
+                continue  # a field of another type checks itself below
+            if isinstance(value, bool) != (field.type == "bool") or not isinstance(
+                value, expected
+            ):
+                wrong.append(f"{field.name} must be {field.type}, got {value!r}")
+        check_config("training config", {message: False for message in wrong})
 
     @property
     def input_spec(self) -> dict:
@@ -177,8 +193,8 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
     from edgexray.compat import keras
     from edgexray.pipeline.model import build_model
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(run_dir)  # made when the manifest is written, after the data checks
+    artifacts.require_writable(run_dir)
     finetune.seed_everything(config.seed)
 
     started = time.monotonic()
