@@ -327,7 +327,8 @@ def benchmark_command(
     out: Annotated[Path | None, typer.Option(help="Output folder [RUN_DIR/benchmark].")] = None,
 ):
     """Size, latency, memory and clinical metrics of every variant, side by side, with plots."""
-    from edgexray.benchmarks.harness import BenchmarkConfig, benchmark, format_table, table
+    from edgexray.benchmarks.harness import BenchmarkConfig, benchmark
+    from edgexray.benchmarks.tables import format_table, table
     from edgexray.formatting import target_state
 
     config = BenchmarkConfig(
