@@ -72,6 +72,20 @@ def main(
     """edgexray command line."""
 
 
+# The gate's limits, shared by verify and run; defaults are verify.GateLimits' (justified
+# in edgexray/pipeline/verify.py), written out so --help works without importing it.
+MaxRecallDrop = Annotated[
+    float, typer.Option(help="Pneumonia recall a candidate may lose against the float model.")
+]
+MaxSpecificityDrop = Annotated[
+    float,
+    typer.Option(help="Specificity a candidate may lose (0.05 = 10 of 201 normal test films)."),
+]
+MaxAucDrop = Annotated[
+    float, typer.Option(help="AUC a candidate may lose against the float model.")
+]
+
+
 def _verbosity() -> int:
     """Keras progress bars on a terminal, one line per epoch in logs and CI."""
     return 1 if sys.stderr.isatty() else 2
@@ -189,15 +203,9 @@ def verify(
     split: Annotated[
         str, typer.Option(help="Split of a Kaggle root or run directory given as --data.")
     ] = "test",
-    max_recall_drop: Annotated[
-        float, typer.Option(help="Allowed drop of pneumonia recall versus the baseline.")
-    ] = 0.0,
-    max_specificity_drop: Annotated[
-        float, typer.Option(help="Allowed drop of specificity versus the baseline.")
-    ] = 0.05,
-    max_auc_drop: Annotated[
-        float, typer.Option(help="Allowed drop of AUC versus the baseline.")
-    ] = 0.01,
+    max_recall_drop: MaxRecallDrop = 0.0,
+    max_specificity_drop: MaxSpecificityDrop = 0.05,
+    max_auc_drop: MaxAucDrop = 0.01,
 ):
     """Fail (exit 1) when a candidate misses more pneumonia than the float baseline, or
     loses too much specificity or AUC (a model calling every film pneumonia must not pass)."""
@@ -441,15 +449,9 @@ def run_command(
     target_recall: Annotated[
         float | None, typer.Option(help="Pneumonia recall the thresholds must reach on val.")
     ] = None,
-    max_recall_drop: Annotated[
-        float, typer.Option(help="Recall a candidate may lose against the float model.")
-    ] = 0.0,
-    max_specificity_drop: Annotated[
-        float, typer.Option(help="Specificity a candidate may lose against the float model.")
-    ] = 0.05,
-    max_auc_drop: Annotated[
-        float, typer.Option(help="AUC a candidate may lose against the float model.")
-    ] = 0.01,
+    max_recall_drop: MaxRecallDrop = 0.0,
+    max_specificity_drop: MaxSpecificityDrop = 0.05,
+    max_auc_drop: MaxAucDrop = 0.01,
     seed: Annotated[int | None, typer.Option(help="Seed for split, init and augmentation.")] = None,
 ):
     """The whole job: train, prune, quantize, verify, benchmark and bundle; resumable."""

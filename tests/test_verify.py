@@ -1,5 +1,6 @@
 """`edgexray verify`: the recall gate passes identical models and fails ones that miss more."""
 
+import dataclasses
 import json
 import shutil
 
@@ -301,3 +302,14 @@ def test_recorded_variants_pass_the_default_limits():
     for candidate in recorded["candidates"]:
         assert -candidate["delta"]["specificity"] <= limits.max_specificity_drop
         assert -candidate["delta"]["auc"] <= limits.max_auc_drop
+
+
+def test_cli_gate_defaults_are_the_library_defaults():
+    import inspect
+
+    from edgexray import cli
+
+    limits = dataclasses.asdict(GateLimits())
+    for command in (cli.verify, cli.run_command):
+        parameters = inspect.signature(command).parameters
+        assert {name: parameters[name].default for name in limits} == limits
