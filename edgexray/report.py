@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from edgexray import __version__, artifacts
+from edgexray.errors import check_threshold
 from edgexray.formatting import interval, number
 
 
@@ -83,7 +84,8 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
         "## Float model",
         "",
         f"{metrics['parameters']:,} parameters; best epoch {metrics['best_epoch']} of "
-        f"{metrics['epochs_run']}; decision threshold {metrics['threshold']:.4f}, chosen on val "
+        f"{metrics['epochs_run']}; decision threshold "
+        f"{check_threshold(metrics.get('threshold'), artifacts.METRICS):.4f}, chosen on val "
         f"for pneumonia recall ≥ {metrics['target_recall']}.",
         "",
         *_metrics_table(metrics),
@@ -108,9 +110,11 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
             "|---|---|---|---|---|---|---|",
         ]
         for method, v in quantized["variants"].items():
+            threshold = check_threshold(v.get("threshold"), f"{artifacts.QUANTIZE_REPORT} {method}")
             lines.append(
                 f"| {method} | {v['size_bytes'] / 1024:.1f} | {v['gzip_bytes'] / 1024:.1f} | "
-                f"{v['sparsity']:.3f} | {v['threshold']:.4f} | {number(v['val']['recall'])} | "
+                f"{v['sparsity']:.3f} | "
+                f"{threshold:.4f} | {number(v['val']['recall'])} | "
                 f"{number(v['val']['specificity'])} |"
             )
     if verify:

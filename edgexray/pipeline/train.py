@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgexray import __version__, artifacts
-from edgexray.errors import EdgexrayError, check_config
+from edgexray.errors import EdgexrayError, check_config, check_threshold
 from edgexray.pipeline import data, finetune, metrics, scoring
 
 log = logging.getLogger("edgexray")
@@ -270,7 +270,8 @@ def summary_lines(summary: dict) -> list[str]:
         f"best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
         f"{summary['parameters']:,} parameters, {summary['train_seconds']:.0f} s"
         + (" (interrupted)" if summary["interrupted"] else ""),
-        f"threshold {summary['threshold']:.4f} (val recall >= {summary['target_recall']})",
+        f"threshold {check_threshold(summary['threshold'], artifacts.METRICS):.4f} "
+        f"(val recall >= {summary['target_recall']})",
         "test split (patient-grouped, held out): "
         f"recall {test['recall']:.4f} [{test['recall_ci95'][0]:.3f}-{test['recall_ci95'][1]:.3f}]"
         f", specificity {test['specificity']:.4f} "
