@@ -182,6 +182,7 @@ def test_interrupted_stage_resumes_where_it_stopped(tiny_config, tmp_path, monke
     from edgexray.export import quantize as quantize_module
     from edgexray.export.quantize import QuantizeConfig
     from edgexray.pipeline.prune import PruneConfig
+    from edgexray.pipeline.verify import GateLimits
 
     config = workflow.RunConfig(
         train=tiny_config,
@@ -190,6 +191,9 @@ def test_interrupted_stage_resumes_where_it_stopped(tiny_config, tmp_path, monke
         methods=("float32", "int8", "pruned-int8"),
         benchmark=BenchmarkConfig(threads=(1,), warmup=1, runs=3, memory_images=1),
         targets=("android",),
+        # A 1-epoch prune of a 3-epoch 32 px model loses much specificity and AUC; resuming,
+        # not the gate, is under test here.
+        gate=GateLimits(max_specificity_drop=1.0, max_auc_drop=1.0),
     )
     run_dir = tmp_path / "resumable run"
 
