@@ -13,8 +13,9 @@ into the convolutions, so a .tflite counts fewer parameters than Keras's count_p
 which also counts the BatchNormalization statistics.
 
 This module gathers the measurements; each kind lives in its own module: timing.py
-(clock, percentiles, latency), memory.py (peak RSS in a fresh process), machine.py, and
-tables.py (the summary table and benchmark.md).
+(clock, percentiles, latency), memory.py (peak RSS in a fresh process), machine.py,
+ratios.py (ratios to float32 and the compression targets) and tables.py (the summary
+table and benchmark.md).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from edgexray import __version__, artifacts
-from edgexray.benchmarks import memory, tables, timing
+from edgexray.benchmarks import memory, ratios, tables, timing
 from edgexray.benchmarks.machine import machine_info
 from edgexray.benchmarks.timing import KERAS_THREADS
 from edgexray.edge_runtime import infer
@@ -169,67 +170,6 @@ def keras_weights(model) -> dict:
     }
 
 
-def _ratio(value, reference):
-    if value is None or reference is None or not reference:
-        return None
-    return float(value) / float(reference)
-
-
-def _add_ratios(rows: list[dict], thread_keys: list[str]) -> str | None:
-    """Each variant's size, gzip size, p50 latency and memory over float32 TFLite's."""
-    reference = next((r for r in rows if r["kind"] == "tflite" and r["method"] == "float32"), None)
-    for row in rows:
-        ref = reference or {}
-        ref_latency = ref.get("latency", {})
-        row["ratio_to_float32"] = {
-            "size": _ratio(row["size_bytes"], ref.get("size_bytes")),
-            "gzip_size": _ratio(row["gzip_bytes"], ref.get("gzip_bytes")),
-            "p50_latency": {
-                key: _ratio(
-                    row["latency"][key]["inference_ms"]["p50"] if key in row["latency"] else None,
-                    ref_latency[key]["inference_ms"]["p50"] if key in ref_latency else None,
-                )
-                for key in thread_keys
-            },
-            "peak_rss": _ratio(row["peak_rss_mb"], ref.get("peak_rss_mb")),
-        }
-    return reference["name"] if reference else None
-
-
-def _targets(rows: list[dict], thread_keys: list[str]) -> list[dict]:
-    """The issue's compression targets, each marked met, missed or not measured (None)."""
-    by_method = {r["method"]: r for r in rows if r["kind"] == "tflite"}
-    int8, pruned = by_method.get("int8"), by_method.get("pruned-int8")
-    checks = [
-        (
-            f"int8 p50 latency <= 0.5x float32 TFLite ({key} thread{'s' * (key != '1')})",
-            int8 and int8["ratio_to_float32"]["p50_latency"][key],
-            0.5,
-        )
-        for key in thread_keys
-    ] + [
-        (
-            "int8 size <= 1/3.5 of float32 TFLite",
-            int8 and int8["ratio_to_float32"]["size"],
-            1 / 3.5,
-        ),
-        (
-            "pruned-int8 gzip size <= 1/8 of float32 TFLite gzip",
-            pruned and pruned["ratio_to_float32"]["gzip_size"],
-            1 / 8,
-        ),
-    ]
-    return [
-        {
-            "target": name,
-            "ratio": value,
-            "limit": limit,
-            "met": None if value is None else bool(value <= limit),
-        }
-        for name, value, limit in checks
-    ]
-
-
 def _images(config: BenchmarkConfig, run_dir: Path | None, paths, labels) -> evaluate.Images:
     if paths is not None:
         return evaluate.Images([str(p) for p in paths], np.asarray(labels), "given paths", "")
@@ -356,7 +296,7 @@ def benchmark(
             number(report["recall"], 4, "—"),
             rss,
         )
-    reference = _add_ratios(rows, thread_keys)
+    reference = ratios.add_ratios(rows, thread_keys)
     float_recall = next((r["metrics"]["recall"] for r in rows if r["kind"] == "keras"), None)
     for row in rows:
         row["recall_minus_float"] = (
@@ -386,7 +326,7 @@ def benchmark(
         "reference": reference,
         "thread_keys": thread_keys,
         "variants": rows,
-        "targets": _targets(rows, thread_keys) if reference else [],
+        "targets": ratios.targets(rows, thread_keys) if reference else [],
         "notes": [
             "latency: one image per call, inference only (quantize, invoke, dequantize) and "
             "end to end (decode + preprocess + inference); benchmark.json also holds invoke() "
