@@ -102,9 +102,33 @@ def read_json(path: Path) -> dict:
         raise EdgexrayError(f"file not found: {path}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise EdgexrayError(f"{path} is not valid JSON ({err})") from None
+    except RecursionError:  # json recurses once per level of nesting
+        raise EdgexrayError(f"{path} is nested too deeply to be an edgexray file") from None
     if not isinstance(data, dict):
         raise EdgexrayError(f"{path} does not hold a JSON object")
     return data
+
+
+def require_writable(folder: Path) -> None:
+    """Fail early, creating nothing, when files cannot be written into `folder`.
+
+    Checks the nearest folder that already exists, where `folder` would be created, with a
+    temporary file: permission bits do not tell (root ignores them, sysfs refuses root).
+
+    Raises:
+        EdgexrayError: folder (or a parent) is a file, or the place cannot be written.
+    """
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise EdgexrayError(f"cannot write into {folder}: {existing} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise EdgexrayError(f"cannot write into {folder}: {err.strerror or err}") from None
 
 
 def save_keras(model, path: Path) -> Path:

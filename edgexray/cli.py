@@ -72,6 +72,20 @@ def main(
     """edgexray command line."""
 
 
+# The gate's limits, shared by verify and run; defaults are verify.GateLimits' (justified
+# in edgexray/pipeline/verify.py), written out so --help works without importing it.
+MaxRecallDrop = Annotated[
+    float, typer.Option(help="Pneumonia recall a candidate may lose against the float model.")
+]
+MaxSpecificityDrop = Annotated[
+    float,
+    typer.Option(help="Specificity a candidate may lose (0.05 = 10 of 201 normal test films)."),
+]
+MaxAucDrop = Annotated[
+    float, typer.Option(help="AUC a candidate may lose against the float model.")
+]
+
+
 def _verbosity() -> int:
     """Keras progress bars on a terminal, one line per epoch in logs and CI."""
     return 1 if sys.stderr.isatty() else 2
@@ -152,8 +166,9 @@ def evaluate(
     """Clinical metrics of a model: recall and specificity with 95% CIs, AUC, calibration."""
     import json
 
+    from edgexray.formatting import json_safe
     from edgexray.pipeline.evaluate import evaluate as run_evaluation
-    from edgexray.pipeline.evaluate import json_safe, report_lines
+    from edgexray.pipeline.evaluate import report_lines
 
     report = run_evaluation(model, data, split, threshold, predictions)
     if json_output:
@@ -188,23 +203,31 @@ def verify(
     split: Annotated[
         str, typer.Option(help="Split of a Kaggle root or run directory given as --data.")
     ] = "test",
-    max_recall_drop: Annotated[
-        float, typer.Option(help="Allowed drop of pneumonia recall versus the baseline.")
-    ] = 0.0,
+    max_recall_drop: MaxRecallDrop = 0.0,
+    max_specificity_drop: MaxSpecificityDrop = 0.05,
+    max_auc_drop: MaxAucDrop = 0.01,
 ):
-    """Fail (exit 1) when a candidate misses more pneumonia than the float baseline."""
-    from edgexray.pipeline.verify import REPORT, RecallRegressionError, table_lines, verify_run
+    """Fail (exit 1) when a candidate misses more pneumonia than the float baseline, or
+    loses too much specificity or AUC (a model calling every film pneumonia must not pass)."""
+    from edgexray.pipeline.verify import (
+        REPORT,
+        GateLimits,
+        RecallRegressionError,
+        table_lines,
+        verify_run,
+    )
     from edgexray.pipeline.verify import verify as run_verify
 
     if run_dir is not None and (baseline or candidate or data):
         raise fail("give either RUN_DIR or --baseline/--candidate/--data, not both")
     if run_dir is None and not (baseline and candidate and data):
         raise fail("give RUN_DIR, or --baseline M --candidate M [--candidate M ...] --data DIR")
+    limits = GateLimits(max_recall_drop, max_specificity_drop, max_auc_drop)
     try:
         if run_dir is not None:
-            report = verify_run(run_dir, max_recall_drop)
+            report = verify_run(run_dir, limits)
         else:
-            report = run_verify(baseline, candidate, data, split, max_recall_drop)
+            report = run_verify(baseline, candidate, data, split, limits)
     except RecallRegressionError as err:
         for line in table_lines(err.report):
             typer.echo(line)
@@ -215,7 +238,9 @@ def verify(
         typer.echo(line)
     if run_dir is not None:
         typer.echo(f"report: {run_dir / REPORT}")
-    typer.echo("passed: no candidate lost pneumonia recall beyond the allowed drop")
+    typer.echo(
+        "passed: no candidate lost pneumonia recall, specificity or AUC beyond the allowed drop"
+    )
 
 
 @app.command("prune")
@@ -310,7 +335,9 @@ def benchmark_command(
     out: Annotated[Path | None, typer.Option(help="Output folder [RUN_DIR/benchmark].")] = None,
 ):
     """Size, latency, memory and clinical metrics of every variant, side by side, with plots."""
-    from edgexray.benchmarks.harness import BenchmarkConfig, benchmark, format_table, table
+    from edgexray.benchmarks.harness import BenchmarkConfig, benchmark
+    from edgexray.benchmarks.tables import format_table, table
+    from edgexray.formatting import target_state
 
     config = BenchmarkConfig(
         threads=BenchmarkConfig.parse_threads(threads), warmup=warmup, runs=runs,
@@ -319,8 +346,7 @@ def benchmark_command(
     result = benchmark(models, config)
     typer.echo(format_table(*table(result)))
     for target in result["targets"]:
-        state = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
-        typer.echo(f"target {state}: {target['target']}")
+        typer.echo(f"target {target_state(target['met'])}: {target['target']}")
     typer.echo(f"benchmark.json, benchmark.md and {len(result['plots'])} plot(s): {result['out']}")
 
 
@@ -471,9 +497,9 @@ def run_command(
     target_recall: Annotated[
         float | None, typer.Option(help="Pneumonia recall the thresholds must reach on val.")
     ] = None,
-    max_recall_drop: Annotated[
-        float, typer.Option(help="Recall a candidate may lose against the float model.")
-    ] = 0.0,
+    max_recall_drop: MaxRecallDrop = 0.0,
+    max_specificity_drop: MaxSpecificityDrop = 0.05,
+    max_auc_drop: MaxAucDrop = 0.01,
     seed: Annotated[int | None, typer.Option(help="Seed for split, init and augmentation.")] = None,
     calibrate_on: Annotated[
         Path | None,
@@ -489,7 +515,7 @@ def run_command(
     from edgexray import artifacts
     from edgexray.pipeline.prune import PruneConfig
     from edgexray.pipeline.train import TrainConfig, summary_lines
-    from edgexray.pipeline.verify import RecallRegressionError
+    from edgexray.pipeline.verify import GateLimits, RecallRegressionError
     from edgexray.run import STAGES, RunConfig, find_data, run
 
     train_values = dict(epochs=epochs, target_recall=target_recall, seed=seed)
@@ -498,8 +524,9 @@ def run_command(
         **{k: v for k, v in train_values.items() if v is not None},
     )
     prune_config = PruneConfig() if sparsity is None else PruneConfig(sparsity=sparsity)
+    limits = GateLimits(max_recall_drop, max_specificity_drop, max_auc_drop)
     config = RunConfig(
-        train=train_config, prune=prune_config, max_recall_drop=max_recall_drop,
+        train=train_config, prune=prune_config, gate=limits,
         calibrate_on=str(calibrate_on.resolve()) if calibrate_on else None,
     )  # fmt: skip
     started = time.monotonic()

@@ -10,16 +10,12 @@ import json
 from pathlib import Path
 
 from edgexray import __version__, artifacts
-
-
-def _cell(value, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+from edgexray.errors import check_threshold
+from edgexray.formatting import interval, number
 
 
 def _interval(bounds) -> str:
-    if not bounds or None in bounds:
-        return "n/a"
-    return f"{bounds[0]:.3f}–{bounds[1]:.3f}"
+    return interval(bounds, "{:.3f}–{:.3f}", "n/a")
 
 
 def _metrics_table(metrics: dict) -> list[str]:
@@ -31,11 +27,11 @@ def _metrics_table(metrics: dict) -> list[str]:
     for split in ("test", "val"):
         for at in ("at_threshold", "at_0.5"):
             m = metrics[split][at]
-            recall = f"{_cell(m['recall'])} ({_interval(m['recall_ci95'])})"
-            specificity = f"{_cell(m['specificity'])} ({_interval(m['specificity_ci95'])})"
+            recall = f"{number(m['recall'])} ({_interval(m['recall_ci95'])})"
+            specificity = f"{number(m['specificity'])} ({_interval(m['specificity_ci95'])})"
             lines.append(
                 f"| {split} | {m['threshold']:.4f} | {recall} | {specificity} | "
-                f"{_cell(m['auc'])} | {_cell(m['accuracy'])} | {_cell(m['ece'], 3)} | {m['n']} |"
+                f"{number(m['auc'])} | {number(m['accuracy'])} | {number(m['ece'], 3)} | {m['n']} |"
             )
     return lines
 
@@ -95,8 +91,8 @@ def _calibration_lines(report: dict) -> list[str]:
     def row(name: str, threshold, rates: dict) -> str:
         shown = f"{threshold:.4f}" if isinstance(threshold, float) else threshold
         return (
-            f"| {name} | {shown} | {_cell(rates['recall'])} "
-            f"({_interval(rates['recall_ci'])}) | {_cell(rates['specificity'])} "
+            f"| {name} | {shown} | {number(rates['recall'])} "
+            f"({_interval(rates['recall_ci'])}) | {number(rates['specificity'])} "
             f"({_interval(rates['specificity_ci'])}) |"
         )
 
@@ -148,7 +144,9 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
         "## Result",
         "",
         f"- Recall gate (no candidate may lose pneumonia recall against the float model by "
-        f"more than {config.max_recall_drop}): **{gate}**",
+        f"more than {config.gate.max_recall_drop}, specificity by more than "
+        f"{config.gate.max_specificity_drop} or AUC by more than {config.gate.max_auc_drop}): "
+        f"**{gate}**",
     ]
     if selected:
         lines.append(
@@ -174,7 +172,8 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
         "## Float model",
         "",
         f"{metrics['parameters']:,} parameters; best epoch {metrics['best_epoch']} of "
-        f"{metrics['epochs_run']}; decision threshold {metrics['threshold']:.4f}, chosen on val "
+        f"{metrics['epochs_run']}; decision threshold "
+        f"{check_threshold(metrics.get('threshold'), artifacts.METRICS):.4f}, chosen on val "
         f"for pneumonia recall ≥ {metrics['target_recall']}.",
         "",
         *_metrics_table(metrics),
@@ -186,7 +185,7 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
         "| change | AUC | recall | specificity |",
         "|---|---|---|---|",
         *(
-            f"| {name} | {_cell(m['auc'])} | {_cell(m['recall'])} | {_cell(m['specificity'])} |"
+            f"| {name} | {number(m['auc'])} | {number(m['recall'])} | {number(m['specificity'])} |"
             for name, m in metrics["shift_stress_test_val"].items()
         ),
         *_shift_report_lines(metrics.get("shift_report")),
@@ -200,10 +199,12 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
             "|---|---|---|---|---|---|---|",
         ]
         for method, v in quantized["variants"].items():
+            threshold = check_threshold(v.get("threshold"), f"{artifacts.QUANTIZE_REPORT} {method}")
             lines.append(
                 f"| {method} | {v['size_bytes'] / 1024:.1f} | {v['gzip_bytes'] / 1024:.1f} | "
-                f"{v['sparsity']:.3f} | {v['threshold']:.4f} | {_cell(v['val']['recall'])} | "
-                f"{_cell(v['val']['specificity'])} |"
+                f"{v['sparsity']:.3f} | "
+                f"{threshold:.4f} | {number(v['val']['recall'])} | "
+                f"{number(v['val']['specificity'])} |"
             )
     if verify:
         lines += ["", "## Recall gate on the test split", "", "```", *table_lines(verify), "```"]

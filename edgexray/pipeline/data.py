@@ -207,7 +207,7 @@ def save_manifest(samples: list[Sample], path: Path) -> None:
     """Write the split manifest as CSV (path, label, patient_id, split), atomically."""
 
     def write(temporary: Path) -> None:
-        with open(temporary, "w", newline="") as handle:
+        with open(temporary, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(MANIFEST_FIELDS)
             for s in samples:
@@ -225,17 +225,21 @@ def load_manifest(path: Path) -> list[Sample]:
     path = Path(path)
     if not path.is_file():
         raise EdgexrayError(f"split manifest not found: {path}")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != MANIFEST_FIELDS:
-            raise EdgexrayError(f"{path} is not an edgexray split manifest")
-        try:
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if tuple(reader.fieldnames or ()) != MANIFEST_FIELDS:
+                raise EdgexrayError(f"{path} is not an edgexray split manifest")
             return [
                 Sample(row["path"], LABELS.index(row["label"]), row["patient_id"], row["split"])
                 for row in reader
             ]
-        except ValueError:
-            raise EdgexrayError(f"{path} has a label other than {LABELS}") from None
+    except UnicodeDecodeError:
+        raise EdgexrayError(f"{path} is not UTF-8 text: not an edgexray split manifest") from None
+    except csv.Error as err:
+        raise EdgexrayError(f"{path} is not a readable CSV manifest ({err})") from None
+    except (ValueError, TypeError):  # an unknown label, or a row with missing cells (None)
+        raise EdgexrayError(f"{path} has a label other than {LABELS} or a short row") from None
 
 
 def split_counts(samples: list[Sample]) -> dict[str, dict[str, int]]:

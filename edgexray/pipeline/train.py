@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from edgexray import __version__, artifacts
-from edgexray.errors import EdgexrayError, check_config
-from edgexray.pipeline import data, metrics
+from edgexray.errors import EdgexrayError, check_config, check_threshold
+from edgexray.pipeline import data, finetune, metrics, scoring
 
 log = logging.getLogger("edgexray")
 
@@ -40,6 +40,7 @@ class TrainConfig:
     max_train_images: int = 0  # 0 = all; a smaller number for quick experiments and tests
 
     def __post_init__(self):
+        self._check_types()
         checks = {
             "image_size must be 16..512": 16 <= self.image_size <= 512,
             "width must be 2..128": 2 <= self.width <= 128,
@@ -59,6 +60,21 @@ class TrainConfig:
             "max_train_images must be >= 0": self.max_train_images >= 0,
         }
         check_config("training config", checks)
+
+    def _check_types(self):
+        """Wrong types first: a JSON config can hold anything, and `"seed": "abc"` must
+        fail here, not after minutes of scanning the data."""
+        simple = {"str": str, "bool": bool, "int": int, "float": (int, float)}
+        wrong = []
+        for field in dataclasses.fields(self):
+            value, expected = getattr(self, field.name), simple.get(str(field.type))
+            if expected is None:
+                continue  # a field of another type checks itself below
+            if isinstance(value, bool) != (field.type == "bool") or not isinstance(
+                value, expected
+            ):
+                wrong.append(f"{field.name} must be {field.type}, got {value!r}")
+        check_config("training config", {message: False for message in wrong})
 
     @property
     def input_spec(self) -> dict:
@@ -127,20 +143,12 @@ def prepare_split(config: TrainConfig, run_dir: Path, on_progress=None) -> list[
     return samples
 
 
-def predict(model, paths: list[str], input_spec: dict, batch_size: int = 64, change=None):
-    """Pneumonia probabilities of a Keras model for image files, in order."""
-    dataset = data.make_dataset(
-        paths, np.zeros(len(paths)), input_spec, batch_size, change=change
-    ).map(lambda image, label: image)
-    return model.predict(dataset, verbose=0).reshape(-1).astype(np.float64)
-
-
 def evaluate_splits(model, samples, config: TrainConfig, threshold: float) -> dict:
     """Metrics on val and test, at the chosen threshold and at 0.5."""
     results = {}
     for split in ("val", "test"):
         paths, labels = data.select(samples, split, Path(config.data))
-        probabilities = predict(model, paths, config.input_spec)
+        probabilities = scoring.keras_probabilities(model, paths, config.input_spec)
         results[split] = {
             "at_threshold": metrics.classification_report(labels, probabilities, threshold),
             "at_0.5": metrics.classification_report(labels, probabilities, 0.5),
@@ -153,7 +161,7 @@ def shift_stress_test(model, samples, config: TrainConfig, threshold: float) -> 
     paths, labels = data.select(samples, "val", Path(config.data))
     results = {}
     for name, change in data.SHIFTS.items():
-        probabilities = predict(model, paths, config.input_spec, change=change)
+        probabilities = scoring.keras_probabilities(model, paths, config.input_spec, change)
         report = metrics.classification_report(labels, probabilities, threshold)
         results[name] = {k: report[k] for k in ("auc", "recall", "specificity")}
     return results
@@ -204,12 +212,6 @@ def best_checkpoint(path: Path):
     return BestCheckpoint()
 
 
-def class_weights(labels: np.ndarray) -> dict[int, float]:
-    """Weights that make both classes count equally in the loss (3:1 imbalance here)."""
-    counts = np.bincount(labels, minlength=2)
-    return {label: len(labels) / (2.0 * counts[label]) for label in (0, 1)}
-
-
 def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
     """Split, train with early stopping on val AUC, pick the threshold, write the run dir.
 
@@ -220,13 +222,12 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
     Returns:
         The summary also written to metrics.json.
     """
-    from edgexray.compat import keras, tf
+    from edgexray.compat import keras
     from edgexray.pipeline.model import build_model
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(config.seed)
-    tf.config.experimental.enable_op_determinism()
+    run_dir = Path(run_dir)  # made when the manifest is written, after the data checks
+    artifacts.require_writable(run_dir)
+    finetune.seed_everything(config.seed)
 
     started = time.monotonic()
     log.info("scanning %s", config.data)
@@ -242,33 +243,21 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
     train_paths, train_labels = data.select(samples, "train", data_root)
     val_paths, val_labels = data.select(samples, "val", data_root)
     spec = config.input_spec
-    train_set = data.make_dataset(
-        train_paths, train_labels, spec, config.batch_size,
-        training=config.augment, seed=config.seed, augmentation=config.augmentation,
-    )  # fmt: skip
     val_set = data.make_dataset(val_paths, val_labels, spec, 64)
 
     model = build_model(config.image_size, config.width, config.dropout, config.seed)
     steps = config.epochs * int(np.ceil(len(train_paths) / config.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.05)
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss=keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=[keras.metrics.AUC(name="auc", num_thresholds=1000)],
-    )
     model_path = run_dir / artifacts.MODEL
     checkpoint = best_checkpoint(model_path)
     stopper = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience)
     interrupted = False
     try:
-        history = model.fit(
-            train_set,
-            validation_data=val_set,
-            epochs=config.epochs,
-            class_weight=class_weights(train_labels),
-            callbacks=[checkpoint, stopper],
-            verbose=verbose,
-        ).history
+        history = finetune.fit(
+            model, train_paths, train_labels, config,
+            learning_rate=schedule, epochs=config.epochs, batch_size=config.batch_size,
+            callbacks=[checkpoint, stopper], validation_data=val_set, verbose=verbose,
+        ).history  # fmt: skip
     except KeyboardInterrupt:
         interrupted = True
         history = model.history.history if model.history else {}
@@ -278,7 +267,7 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
     train_seconds = time.monotonic() - started
 
     model = artifacts.load_keras(model_path)
-    val_probabilities = predict(model, val_paths, spec)
+    val_probabilities = scoring.keras_probabilities(model, val_paths, spec)
     threshold = metrics.threshold_for_recall(val_labels, val_probabilities, config.target_recall)
     summary = {
         "edgexray_version": __version__,
@@ -321,7 +310,8 @@ def summary_lines(summary: dict) -> list[str]:
         f"best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
         f"{summary['parameters']:,} parameters, {summary['train_seconds']:.0f} s"
         + (" (interrupted)" if summary["interrupted"] else ""),
-        f"threshold {summary['threshold']:.4f} (val recall >= {summary['target_recall']})",
+        f"threshold {check_threshold(summary['threshold'], artifacts.METRICS):.4f} "
+        f"(val recall >= {summary['target_recall']})",
         f"test ({summary.get('test_source', SPLIT_TEST).split(':')[0]}): "
         f"recall {test['recall']:.4f} [{test['recall_ci95'][0]:.3f}-{test['recall_ci95'][1]:.3f}]"
         f", specificity {test['specificity']:.4f} "
