@@ -61,9 +61,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from edgexray.export.quantize import QuantizeConfig, quantize
-    from edgexray.pipeline import data, metrics
-    from edgexray.pipeline.evaluate import load_model, score
-    from edgexray.pipeline.train import TrainConfig, predict, train
+    from edgexray.pipeline import data, metrics, scoring
+    from edgexray.pipeline.evaluate import load_model
+    from edgexray.pipeline.train import TrainConfig, train
 
     overrides = json.loads(args.overrides)
     config = TrainConfig(data=str(Path(args.data).resolve()), **overrides)
@@ -76,16 +76,17 @@ def main() -> None:
     test_paths, test_labels = data.select(samples, "test", Path(config.data))
     from edgexray import artifacts
 
-    float_probabilities = predict(artifacts.load_keras(run_dir / "model.keras"), test_paths,
-                                  config.input_spec)  # fmt: skip
+    float_probabilities = scoring.keras_probabilities(
+        artifacts.load_keras(run_dir / "model.keras"), test_paths, config.input_spec
+    )
     quantize(run_dir, ["int8"], QuantizeConfig(), verbose=0)
     int8 = load_model(run_dir / "tflite" / "int8.tflite")
-    int8_probabilities = score([int8], test_paths)[0]
+    int8_probabilities = scoring.score([int8.scorer], test_paths)[0]
     target = config.target_recall
     float_test = metrics.classification_report(test_labels, float_probabilities,
                                                summary["threshold"])  # fmt: skip
     int8_test = metrics.classification_report(test_labels, int8_probabilities, int8.threshold)
-    image = data.model_input(test_paths[0], config.input_spec)
+    image = scoring.decode(test_paths[0], config.input_spec)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()  # fmt: skip
     row = {
