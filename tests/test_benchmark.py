@@ -57,8 +57,6 @@ def test_benchmark_measures_every_variant_of_a_run(result):
                 assert timing["runs"] == 5
                 assert 0 < timing["min"] <= timing["p50"] <= timing["p95"] <= timing["p99"]
                 assert timing["p99"] <= timing["max"] and timing["max_over_min"] >= 1
-            # Minimums, not medians: on a loaded 2-core machine a median can land on a spike.
-            assert stats["end_to_end_ms"]["min"] > stats["inference_ms"]["min"]
         report = variant["metrics"]
         for name in ("accuracy", "recall", "specificity", "auc", "ece"):
             assert 0.0 <= report[name] <= 1.0
