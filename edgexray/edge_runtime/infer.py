@@ -256,6 +256,12 @@ def load_interpreter(model_path: str | Path, threads: int | None = None):
         raise InferenceError(f"{model_path}: not a loadable .tflite model ({err})") from None
 
 
+def sigmoid(logit):
+    """The probability of a logit, without overflow for large negative logits."""
+    logit = np.asarray(logit, dtype=np.float64)
+    return np.exp(-np.logaddexp(0.0, -logit))
+
+
 def run_interpreter(interpreter, image: np.ndarray) -> float:
     """Run one float image (H, W, 1) in [0, 1] and return the pneumonia probability.
 

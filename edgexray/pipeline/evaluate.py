@@ -125,7 +125,9 @@ def _tflite_model(path: Path, threshold: float | None) -> Model:
         raise EdgexrayError(f"{path.with_suffix('.json')}: JSON nested too deeply") from None
     if threshold is None:
         threshold = check_threshold(classifier.sidecar["threshold"], str(path.with_suffix(".json")))
-    scorer = scoring.tflite_scorer(classifier.interpreter, classifier.sidecar["input"], str(path))
+    scorer = scoring.tflite_scorer(
+        classifier.interpreter, classifier.sidecar["input"], str(path), classifier.output_kind
+    )
     return Model(path, "tflite", threshold, scorer)
 
 

@@ -48,11 +48,15 @@ def fit(
         learning_rate: a number or a Keras learning-rate schedule.
     """
     from edgexray.compat import keras
+    from edgexray.pipeline.model import emits_logit
 
+    logit = emits_logit(model)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.BinaryCrossentropy(label_smoothing=recipe.label_smoothing),
-        metrics=[keras.metrics.AUC(name="auc", num_thresholds=1000)],
+        loss=keras.losses.BinaryCrossentropy(
+            from_logits=logit, label_smoothing=recipe.label_smoothing
+        ),
+        metrics=[keras.metrics.AUC(name="auc", num_thresholds=1000, from_logits=logit)],
     )
     train_set = data.make_dataset(
         train_paths, train_labels, recipe.input_spec, batch_size, training=recipe.augment,

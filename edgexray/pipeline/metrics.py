@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from edgexray.edge_runtime.infer import sigmoid  # noqa: F401 (the one sigmoid)
+
 
 def confusion(labels: np.ndarray, predicted: np.ndarray) -> dict[str, int]:
     """Counts of true/false positives/negatives (positive = pneumonia)."""
@@ -63,6 +65,27 @@ def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bi
             gap = abs(probabilities[in_bin].mean() - labels[in_bin].mean())
             ece += in_bin.mean() * gap
     return float(ece)
+
+
+def logit(probabilities) -> np.ndarray:
+    """Inverse sigmoid, clipped so that saturated probabilities stay finite."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p)
+
+
+def fit_temperature(labels, logits) -> float:
+    """The temperature T minimising the log-loss of sigmoid(logit / T) (Guo et al. 2017).
+
+    Searched on a fine log-spaced grid from 0.05 to 20: one parameter, so a grid is exact
+    enough and deterministic. T only rescales the logit, so the ranking (AUC) and the
+    films on either side of any threshold re-chosen after it are unchanged.
+    """
+    labels = np.asarray(labels).astype(np.float64)
+    logits = np.asarray(logits, dtype=np.float64)
+    signs = 2.0 * labels - 1.0
+    temperatures = np.exp(np.linspace(np.log(0.05), np.log(20.0), 2001))
+    losses = [np.mean(np.logaddexp(0.0, -signs * logits / t)) for t in temperatures]
+    return float(temperatures[int(np.argmin(losses))])
 
 
 def wilson_interval(successes: int, total: int, z: float = 1.959963984540054):

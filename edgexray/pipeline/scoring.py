@@ -38,6 +38,9 @@ class Scorer:
 
 def keras_scorer(model, input_spec: dict, name: str = "Keras model") -> Scorer:
     """Score with a tf_keras model, CHUNK images per call, in inference mode."""
+    from edgexray.pipeline.model import emits_logit
+
+    logit = emits_logit(model)
 
     def probabilities(images: list[np.ndarray]) -> np.ndarray:
         result = [
@@ -47,16 +50,20 @@ def keras_scorer(model, input_spec: dict, name: str = "Keras model") -> Scorer:
             ).reshape(-1)
             for start in range(0, len(images), CHUNK)
         ]
-        return np.concatenate(result) if result else np.zeros(0)
+        outputs = np.concatenate(result) if result else np.zeros(0)
+        return infer.sigmoid(outputs) if logit else outputs
 
     return Scorer(name, input_spec, probabilities)
 
 
-def tflite_scorer(model: bytes | Path | object, input_spec: dict, name: str = "") -> Scorer:
+def tflite_scorer(
+    model: bytes | Path | object, input_spec: dict, name: str = "", output_kind: str = "probability"
+) -> Scorer:
     """Score with a .tflite model (its bytes, its file, or a loaded interpreter).
 
     Exactly `infer.Classifier.probability` after decoding: one image per invoke, input
-    quantized and output dequantized as the interpreter's details say.
+    quantized and output dequantized as the interpreter's details say, then the sigmoid
+    taken when the model emits the logit (output_kind, the sidecar's output "kind").
     """
     if isinstance(model, bytes):
         interpreter = infer.interpreter_class()(model_content=model)
@@ -67,7 +74,9 @@ def tflite_scorer(model: bytes | Path | object, input_spec: dict, name: str = ""
     interpreter.allocate_tensors()
 
     def probabilities(images: list[np.ndarray]) -> np.ndarray:
-        return np.array([infer.run_interpreter(interpreter, image) for image in images])
+        return np.array(
+            [infer.run_interpreter(interpreter, image, output_kind) for image in images]
+        )
 
     return Scorer(name or "TFLite model", input_spec, probabilities)
 

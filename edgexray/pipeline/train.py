@@ -28,6 +28,7 @@ class TrainConfig:
     augment: bool = True
     augmentation: str = "acquisition"  # a policy of data.AUGMENTATIONS, used when augment
     label_smoothing: float = 0.0
+    temperature_scaling: bool = True  # fit on val, folded into the last layer
     dropout: float = 0.2
     epochs: int = 20
     patience: int = 5
@@ -143,15 +144,20 @@ def prepare_split(config: TrainConfig, run_dir: Path, on_progress=None) -> list[
     return samples
 
 
-def evaluate_splits(model, samples, config: TrainConfig, threshold: float) -> dict:
-    """Metrics on val and test, at the chosen threshold and at 0.5."""
+def evaluate_splits(
+    model, samples, config: TrainConfig, threshold: float, temperature: float = 1.0
+) -> dict:
+    """Metrics on val and test, at the chosen threshold and at 0.5, and the calibration
+    error each split had before the temperature was folded in."""
     results = {}
     for split in ("val", "test"):
         paths, labels = data.select(samples, split, Path(config.data))
         probabilities = scoring.keras_probabilities(model, paths, config.input_spec)
+        unscaled = metrics.sigmoid(metrics.logit(probabilities) * temperature)
         results[split] = {
             "at_threshold": metrics.classification_report(labels, probabilities, threshold),
             "at_0.5": metrics.classification_report(labels, probabilities, 0.5),
+            "ece_before_temperature": metrics.expected_calibration_error(labels, unscaled),
         }
     return results
 
@@ -223,7 +229,7 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
         The summary also written to metrics.json.
     """
     from edgexray.compat import keras
-    from edgexray.pipeline.model import build_model
+    from edgexray.pipeline.model import build_model, emits_logit, fold_temperature
 
     run_dir = Path(run_dir)  # made when the manifest is written, after the data checks
     artifacts.require_writable(run_dir)
@@ -268,6 +274,13 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
 
     model = artifacts.load_keras(model_path)
     val_probabilities = scoring.keras_probabilities(model, val_paths, spec)
+    temperature = 1.0
+    if config.temperature_scaling and emits_logit(model):
+        temperature = metrics.fit_temperature(val_labels, metrics.logit(val_probabilities))
+        fold_temperature(model, temperature)
+        artifacts.save_keras(model, model_path)
+        val_probabilities = scoring.keras_probabilities(model, val_paths, spec)
+        log.info("temperature %.3f fitted on val, folded into the model", temperature)
     threshold = metrics.threshold_for_recall(val_labels, val_probabilities, config.target_recall)
     summary = {
         "edgexray_version": __version__,
@@ -280,7 +293,8 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
         "threshold": threshold,
         "split": counts,
         "test_source": test_source(config),
-        **evaluate_splits(model, samples, config, threshold),
+        "temperature": temperature,
+        **evaluate_splits(model, samples, config, threshold, temperature),
         "shift_stress_test_val": shift_stress_test(model, samples, config, threshold),
         "history": {k: [round(float(v), 5) for v in vs] for k, vs in history.items()},
     }
@@ -319,6 +333,13 @@ def summary_lines(summary: dict) -> list[str]:
         f", AUC {test['auc']:.4f}, accuracy {test['accuracy']:.4f}, ECE {test['ece']:.3f}"
         f", n={test['n']}",
     ]
+    if summary.get("temperature", 1.0) != 1.0:
+        lines.append(
+            f"temperature {summary['temperature']:.3f} (fitted on val): ECE val "
+            f"{summary['val']['ece_before_temperature']:.3f} -> "
+            f"{summary['val']['at_threshold']['ece']:.3f}, test "
+            f"{summary['test']['ece_before_temperature']:.3f} -> {test['ece']:.3f}"
+        )
     worst = min(summary["shift_stress_test_val"].items(), key=lambda kv: kv[1]["auc"])
     lines.append(f"shift stress test: worst val AUC {worst[1]['auc']:.4f} under {worst[0]}")
     report = summary.get("shift_report")
