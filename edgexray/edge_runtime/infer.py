@@ -184,13 +184,18 @@ def run_interpreter(interpreter, image: np.ndarray) -> float:
     """
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
-    interpreter.set_tensor(input_detail["index"], input_batch(image, input_detail))
+    return invoke(interpreter, input_batch(image, input_detail), input_detail, output_detail)
+
+
+def invoke(interpreter, batch: np.ndarray, input_detail: dict, output_detail: dict) -> float:
+    """Run one ready input tensor (1, H, W, 1) and return the dequantized probability."""
+    interpreter.set_tensor(input_detail["index"], batch)
     interpreter.invoke()
-    output = interpreter.get_tensor(output_detail["index"]).astype(np.float64).reshape(-1)
-    scale, zero_point = output_detail["quantization"]
+    output = float(interpreter.get_tensor(output_detail["index"]).reshape(-1)[0])
     if np.issubdtype(output_detail["dtype"], np.integer):
+        scale, zero_point = output_detail["quantization"]
         output = (output - zero_point) * scale
-    return float(output[0])
+    return output
 
 
 def input_batch(image: np.ndarray, input_detail: dict) -> np.ndarray:
@@ -201,6 +206,17 @@ def input_batch(image: np.ndarray, input_detail: dict) -> np.ndarray:
         info = np.iinfo(input_detail["dtype"])
         batch = np.clip(np.round(batch / scale + zero_point), info.min, info.max)
     return batch.astype(input_detail["dtype"])
+
+
+def levels_are_input(input_detail: dict) -> bool:
+    """True when the input is uint8 and quantizing v / 255 gives back v for every grey level
+    v (scale 1/255, zero point 0): then the 8-bit image is the input tensor as it is."""
+    if np.dtype(input_detail["dtype"]) != np.uint8:
+        return False
+    levels = np.arange(256, dtype=np.uint8).reshape(256, 1, 1)
+    return np.array_equal(
+        input_batch(normalize(levels, "scale"), input_detail).reshape(-1), levels.reshape(-1)
+    )
 
 
 def sha256_of(path: str | Path) -> str:
@@ -302,10 +318,33 @@ class Classifier:
             raise InferenceError(f"{Path(model_path).name}: expected one output value")
         self.threshold = float(self.sidecar["threshold"])
         self.labels = [str(label) for label in self.sidecar["labels"]]
+        # Read once: the interpreter builds these dicts afresh on every call.
+        self.input_detail = self.interpreter.get_input_details()[0]
+        self.output_detail = outputs[0]
+        self.levels_are_input = levels_are_input(self.input_detail)
+
+    def model_input(self, path: str | Path) -> np.ndarray:
+        """The input tensor (1, H, W, 1) for one image file (raises ImageError if unreadable).
+
+        For a full-int8 model fed grey levels as they are (levels_are_input), the 8-bit
+        image skips the float round trip of normalize and input_batch: the bytes are the
+        same, checked for all 256 levels when the model was loaded.
+        """
+        spec = self.sidecar["input"]
+        if not self.levels_are_input:
+            return input_batch(preprocess(path, spec), self.input_detail)
+        gray = resize(load_grayscale(path), int(spec["height"]), int(spec["width"]))
+        if spec["normalization"] == "equalize":
+            gray = equalize(gray)
+        return gray[np.newaxis, :, :, np.newaxis]
+
+    def run(self, batch: np.ndarray) -> float:
+        """Pneumonia probability of one input tensor from model_input."""
+        return invoke(self.interpreter, batch, self.input_detail, self.output_detail)
 
     def probability(self, path: str | Path) -> float:
         """Pneumonia probability of one image file (raises ImageError if unreadable)."""
-        return run_interpreter(self.interpreter, preprocess(path, self.sidecar["input"]))
+        return self.run(self.model_input(path))
 
     def classify(self, path: str | Path) -> dict:
         """One record: path, probability, label, threshold, latency_ms; or path and error.

@@ -1,9 +1,11 @@
 """`edgexray bundle`: a folder (and optionally a zip) to copy to a Raspberry Pi or an Android app.
 
 rpi      the model and its sidecar, the standalone infer.py, requirements.txt, a README with
-         the Raspberry Pi OS steps, and a watch-folder script with its systemd unit.
+         the Raspberry Pi OS steps, a watch-folder script with its systemd unit, and check/
+         (check.py tests the installed runtime against the expected bytes and output).
 android  the full-int8 model (uint8 input and output) and its sidecar, labels.txt, a README
-         on the LiteRT Interpreter, and check/ files to test an app's preprocessing.
+         on the LiteRT Interpreter, EdgexrayPreprocess.java (the preprocessing, tested
+         byte-identical to infer.py), and check/ files to test an app's port.
 
 Every bundle holds bundle.json (what was bundled, by which edgexray) and SHA256SUMS (for
 `sha256sum -c SHA256SUMS`). The folder is built next to the target and renamed into place,
@@ -35,7 +37,10 @@ TARGETS = ("rpi", "android")
 BUNDLE_SCHEMA = "edgexray.bundle/1"
 MANIFEST = "bundle.json"
 CHECKSUMS = "SHA256SUMS"
-CHECK_SIZE = (300, 260)  # height, width of the android check image: both axes shrink, unequally
+CHECK_SIZE = (300, 260)  # height, width of the check image: both axes shrink, unequally
+# The android preprocessing as Java, byte-identical to infer.py (tests/test_android_preprocess.py).
+ANDROID_PREPROCESS = Path(__file__).parent / "android" / "EdgexrayPreprocess.java"
+CHECK_SCRIPT = Path(infer.__file__).with_name("check.py")  # the rpi bundle's check/check.py
 
 # Every line resolves to manylinux aarch64 wheels for Python 3.9 to 3.13 (checked with
 # `pip download --only-binary=:all: --platform manylinux_2_27_aarch64 --python-version 3.X`):
@@ -152,6 +157,8 @@ def _model_facts(classifier: infer.Classifier, model: Path) -> dict:
 def _write_rpi(staging: Path, classifier: infer.Classifier, model: Path) -> None:
     facts = _model_facts(classifier, model)
     shutil.copyfile(infer.__file__, staging / "infer.py")
+    _write_check(staging, classifier)
+    shutil.copyfile(CHECK_SCRIPT, staging / "check" / "check.py")
     (staging / "requirements.txt").write_text(REQUIREMENTS)
     (staging / "README.md").write_text(_fill(RPI_README, **facts))
     (staging / "watch-folder.sh").write_text(_fill(WATCH_SCRIPT, **facts))
@@ -188,18 +195,17 @@ def _write_check(staging: Path, classifier: infer.Classifier) -> dict:
         "image": "image.png",
         "input": "input.u8",
         "input_shape": [int(d) for d in input_detail["shape"]],
-        "output_uint8": int(raw_output.reshape(-1)[0]),
         "probability": probability,
         "label": classifier.labels[int(probability >= classifier.threshold)],
     }
+    if raw_output.dtype == np.uint8:  # an rpi bundle may hold a float model
+        expected["output_uint8"] = int(raw_output.reshape(-1)[0])
     (folder / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")
     return expected
 
 
 def _quantization_note(classifier: infer.Classifier) -> str:
-    detail = classifier.interpreter.get_input_details()[0]
-    levels = np.arange(256, dtype=np.float32)[:, None, None] / np.float32(255.0)
-    if np.array_equal(infer.input_batch(levels, detail).reshape(-1), np.arange(256)):
+    if classifier.levels_are_input:
         return (
             "For this model `q` equals the grey level `v` for every `v` (scale 1/255, "
             "zero point 0), so the equalised bytes can be copied straight into the buffer."
@@ -214,6 +220,7 @@ def _write_android(staging: Path, classifier: infer.Classifier, model: Path) -> 
     out_scale, out_zero = interpreter.get_output_details()[0]["quantization"]
     expected = _write_check(staging, classifier)
     (staging / "labels.txt").write_text("\n".join(classifier.labels) + "\n")
+    shutil.copyfile(ANDROID_PREPROCESS, staging / ANDROID_PREPROCESS.name)
     readme = _fill(
         ANDROID_README,
         **facts,
@@ -422,6 +429,15 @@ python3 -m venv .venv
 ```
 
 `--only-binary=:all:` installs prebuilt aarch64 wheels and never compiles on the Pi.
+Then check that this Pi computes exactly what edgexray computed when it made the bundle:
+
+```sh
+.venv/bin/python check/check.py
+```
+
+It turns `check/image.png` into the model input, which must be byte for byte
+`check/input.u8`, and runs the model, which must give the probability and label in
+`check/expected.json`. It prints `check passed` (exit 0) or what differs (exit 1).
 
 ## 4. Run on a folder of images
 
@@ -517,57 +533,49 @@ val outZeroPoint = output.quantizationParams().zeroPoint // {{out_zero}}
 Read them from the tensors as above rather than copying the numbers: a re-exported
 model can have other values, and the sidecar records what the interpreter reported.
 
-## 3. Preprocess exactly as training did
+## 3. Preprocess exactly as training did, with EdgexrayPreprocess.java
 
-The model only works on images prepared like its training images. From the file to
-`H x W` = `{{height}} x {{width}}` bytes `v`:
+The model only works on images prepared like its training images. Copy
+`EdgexrayPreprocess.java` to `app/src/main/java/edgexray/`: from the decoded ARGB pixels it
+composites transparency on black, takes Pillow's grey level, applies the EXIF orientation,
+resizes to `{{height}} x {{width}}` with Pillow's antialiased bilinear filter (width first),
+equalises the histogram (normalization `{{normalization}}`) and quantizes with the input
+tensor's scale and zero point. edgexray's tests compile this very file and require the
+same input bytes as `infer.py` on `check/image.png` and on 60 real films of many sizes and
+formats (grey and colour JPEG, transparent PNG, every EXIF orientation).
+{{quantization_note}}
 
-1. **Decode upright, to grey levels 0..255.** `BitmapFactory` ignores the EXIF
-   orientation: read it with `androidx.exifinterface.media.ExifInterface` and rotate or
-   flip the bitmap as it says. Colour pixels become `L = (19595*R + 38470*G + 7471*B +
-   32768) >> 16` (equal to the value itself for grey films, where R = G = B).
-   Transparent pixels are composited on black. 16-bit PNGs are stretched from their
-   minimum..maximum to 0..255 (`BitmapFactory` keeps only 8 bits: prefer 8-bit files).
-2. **Resize to `{{width}}` wide, then to `{{height}}` high**, ignoring the aspect ratio, with this
-   antialiased bilinear filter (Pillow's). Run it on every row (in width -> out width),
-   keep the result as bytes, then on every column of that (in height -> out height);
-   skip a pass whose size does not change:
+```kotlin
+import android.graphics.Bitmap
+import android.graphics.BitmapFactory
+import androidx.exifinterface.media.ExifInterface
+import edgexray.EdgexrayPreprocess
+import java.io.File
 
-   ```text
-   resample(src: in bytes, inSize, outSize) -> out bytes:
-       scale = inSize / outSize                         // double
-       spread = max(scale, 1.0)                         // the filter widens when shrinking
-       for o in 0 until outSize:
-           center = (o + 0.5) * scale
-           first = max(truncate(center - spread + 0.5), 0)
-           last = min(truncate(center + spread + 0.5), inSize)     // exclusive
-           w[i] = max(0.0, 1.0 - abs((i - center + 0.5) / spread))  for i in first until last
-           total = sum of w;  if total != 0: w[i] = w[i] / total
-           k[i] = truncate(w[i] * 4194304 + 0.5)        // 22-bit fixed point (1 shl 22)
-           acc = 2097152 + sum of src[i] * k[i]         // Int; 2097152 = 1 shl 21 rounds
-           out[o] = clamp(acc shr 22, 0, 255)
-   ```
+// The glue from a file to ARGB pixels is the one part edgexray's tests cannot run.
+fun modelInput(file: File): ByteArray {
+    val options = BitmapFactory.Options().apply {
+        inPreferredConfig = Bitmap.Config.ARGB_8888
+        inPremultiplied = false  // getPixels then returns the stored colours
+    }
+    val bitmap = BitmapFactory.decodeFile(file.path, options)
+        ?: error("${file.name}: not a readable image")
+    val argb = IntArray(bitmap.width * bitmap.height)
+    bitmap.getPixels(argb, 0, bitmap.width, 0, 0, bitmap.width, bitmap.height)
+    // BitmapFactory ignores the EXIF orientation: the class applies it.
+    val orientation = ExifInterface(file.path)
+        .getAttributeInt(ExifInterface.TAG_ORIENTATION, ExifInterface.ORIENTATION_NORMAL)
+    return EdgexrayPreprocess.modelInput(
+        argb, bitmap.width, bitmap.height, orientation,
+        {{height}}, {{width}}, "{{normalization}}", inScale, inZeroPoint,
+    )
+}
+```
 
-   (`Bitmap.createScaledBitmap` does not antialias large reductions and gives a
-   different picture.)
-3. **Histogram equalisation** (the sidecar's normalization is `{{normalization}}`; for
-   `scale` skip this step):
-
-   ```text
-   hist[v] = number of pixels with grey level v              (v = 0..255)
-   cdf[v] = hist[0] + ... + hist[v];  n = {{height}} * {{width}}
-   cdfMin = cdf[d], d = the darkest level present (hist[d] > 0)
-   if n == cdfMin: every pixel becomes 0                     // a flat image
-   else: lut[v] = clamp(rint((cdf[v] - cdfMin) * (255.0 / (n - cdfMin))), 0, 255)
-         pixel = lut[pixel]
-   ```
-
-   `rint` rounds halves to even (`Math.rint`), the factor `255.0 / (n - cdfMin)` is
-   computed first, in double.
-4. **Quantize** each byte into the input buffer, row by row:
-   `q = clamp(rint((v / 255f) / inScale + inZeroPoint), 0, 255)` in float.
-
-   {{quantization_note}}
+Untested on a phone: `BitmapFactory` itself. Its JPEG decoder may differ from Pillow's by a
+grey level; it keeps only 8 bits of 16-bit PNGs (`infer.py` stretches their range: prefer
+8-bit files); and a grey PNG with a transparent colour key may become black there, which
+`infer.py` leaves grey. Test your app with `check/` (step 5).
 
 ## 4. Run and dequantize
 
@@ -587,8 +595,9 @@ val label = if (probability >= {{threshold}}f) "{{positive}}" else "{{negative}}
 
 ## 5. Test your port with check/
 
-`check/image.png` ({{check_height}}x{{check_width}}, 8-bit grey) must become exactly the
-{{height}}x{{width}} bytes of `check/input.u8`; feeding those bytes must give the output
-byte {{check_output}}, probability {{check_probability}} (`{{check_label}}`), as in
-`check/expected.json`. JPEG decoders may differ by a grey level, so compare on the PNG.
+`modelInput(File("check/image.png"))` ({{check_height}}x{{check_width}}, 8-bit grey) must
+return exactly the {{height}}x{{width}} bytes of `check/input.u8`; feeding those bytes must
+give the output byte {{check_output}}, probability {{check_probability}}
+(`{{check_label}}`), as in `check/expected.json`. JPEG decoders may differ by a grey
+level, so compare on the PNG.
 """
