@@ -41,7 +41,7 @@ def java_preprocess(tmp_path_factory):
     folder = tmp_path_factory.mktemp("java")
     source = Path(bundle_module.__file__).parent / "android" / "EdgexrayPreprocess.java"
     subprocess.run(
-        ["javac", "-d", str(folder / "classes"), str(source), str(DRIVER)],
+        ["javac", "-J-Xmx512m", "-d", str(folder / "classes"), str(source), str(DRIVER)],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
 
@@ -58,10 +58,13 @@ def java_preprocess(tmp_path_factory):
             ]  # fmt: skip
             lines.append("\t".join(map(str, fields)))
         (folder / "manifest.tsv").write_text("\n".join(lines) + "\n")
+        # A small serial-GC heap: the default one reserves a quarter of the RAM and a GC
+        # thread per core, which fails on a busy 2-core machine.
+        jvm = ["-Xmx512m", "-XX:+UseSerialGC", f"-XX:ErrorFile={folder}/hs_err_%p.log"]
+        command = ["java", *jvm, "-cp", str(folder / "classes"), "PreprocessBatch"]
         subprocess.run(
-            ["java", "-cp", str(folder / "classes"), "PreprocessBatch", str(folder / "manifest.tsv")],  # noqa: E501
-            check=True, capture_output=True, timeout=300,
-        )  # fmt: skip
+            [*command, str(folder / "manifest.tsv")], check=True, capture_output=True, timeout=300
+        )
         return [(folder / f"{i}.input").read_bytes() for i in range(len(cases))]
 
     return run

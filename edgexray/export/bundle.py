@@ -207,10 +207,10 @@ def _write_check(staging: Path, classifier: infer.Classifier) -> dict:
 def _quantization_note(classifier: infer.Classifier) -> str:
     if classifier.levels_are_input:
         return (
-            "For this model `q` equals the grey level `v` for every `v` (scale 1/255, "
-            "zero point 0), so the equalised bytes can be copied straight into the buffer."
+            "For this model (scale 1/255, zero point 0) quantizing leaves every grey level "
+            "as it is: the input bytes are the equalised image."
         )
-    return "For this model `q` differs from `v`: apply the formula to every pixel."
+    return "For this model quantizing changes the grey levels: pass the tensor's own values."
 
 
 def _write_android(staging: Path, classifier: infer.Classifier, model: Path) -> None:
