@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from conftest import SHARED_TRAIN, synthetic_xray
 from edge_support import blocked_env, make_venv, one_error_line, run_blocked
-from PIL import Image
 from typer.testing import CliRunner
 
 from edgexray.cli import app
@@ -72,6 +71,15 @@ def test_rpi_bundle_runs_as_its_readme_says(tiny_tflite, tmp_path):
     requirements = (device / "requirements.txt").read_text()
     assert all(name in requirements for name in ("ai-edge-litert==", "numpy", "pillow"))
     make_venv(device)  # step 3
+    check = run_blocked(
+        ["bash", "-c", readme_line(readme, ".venv/bin/python check/")], tmp_path, cwd=device
+    )
+    assert (check.returncode, check.stdout.split(":")[0]) == (0, "check passed"), check.stderr
+    wrong = bytearray((device / "check" / "input.u8").read_bytes())
+    wrong[7] ^= 1
+    (device / "check" / "input.u8").write_bytes(bytes(wrong))
+    check = run_blocked([".venv/bin/python", "check/check.py"], tmp_path, cwd=device)
+    assert check.returncode == 1 and "1 of" in check.stdout, check.stdout + check.stderr
     images = films(home / "xrays", np.random.default_rng(0))
 
     command = readme_line(readme, ".venv/bin/python infer.py")  # step 4, verbatim
@@ -103,47 +111,6 @@ def test_rpi_bundle_runs_as_its_readme_says(tiny_tflite, tmp_path):
     assert len(results) == len(list(batch.iterdir())) == len(images)
 
 
-def readme_resample(pixels: np.ndarray, out_size: int) -> np.ndarray:
-    """Android README step 2, transcribed line by line, along the last axis."""
-    in_size = pixels.shape[-1]
-    scale = in_size / out_size
-    spread = max(scale, 1.0)
-    out = np.empty(pixels.shape[:-1] + (out_size,), np.uint8)
-    for o in range(out_size):
-        center = (o + 0.5) * scale
-        first = max(int(center - spread + 0.5), 0)
-        last = min(int(center + spread + 0.5), in_size)
-        w = [max(0.0, 1.0 - abs((i - center + 0.5) / spread)) for i in range(first, last)]
-        total = sum(w)
-        if total != 0:
-            w = [x / total for x in w]
-        k = np.array([int(x * 4194304 + 0.5) for x in w], dtype=np.int64)
-        acc = 2097152 + pixels[..., first:last].astype(np.int64) @ k
-        out[..., o] = np.clip(acc >> 22, 0, 255)
-    return out
-
-
-def readme_input_bytes(gray: np.ndarray, height: int, width: int, scale: float, zero: int):
-    """Android README steps 2 to 4 on decoded grey levels: the bytes of the input buffer."""
-    if gray.shape[1] != width:
-        gray = readme_resample(gray, width)
-    if gray.shape[0] != height:
-        gray = readme_resample(gray.T, height).T
-    hist = [0] * 256
-    for v in gray.ravel():
-        hist[v] += 1
-    cdf = list(np.cumsum(hist))
-    cdf_min = cdf[next(v for v in range(256) if hist[v] > 0)]
-    n = height * width
-    if n == cdf_min:
-        lut = [0] * 256
-    else:
-        lut = [min(max(round((c - cdf_min) * (255.0 / (n - cdf_min))), 0), 255) for c in cdf]
-    levels = np.array(lut, dtype=np.float32)[gray]
-    q = np.rint((levels / np.float32(255)) / np.float32(scale) + np.float32(zero))
-    return np.clip(q, 0, 255).astype(np.uint8).tobytes()
-
-
 def test_android_bundle_follows_its_readme(tiny_tflite, tmp_path):
     config = BundleConfig(str(tiny_tflite["int8"]), "android", str(tmp_path / "android b"), True)
     device = unzip(make_bundle(config)["zip"], tmp_path / "phone project" / "assets dir")
@@ -161,12 +128,14 @@ def test_android_bundle_follows_its_readme(tiny_tflite, tmp_path):
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
     height, width = sidecar["input"]["height"], sidecar["input"]["width"]
-    scale, zero = input_detail["quantization"]  # read from the tensor, as the README says
 
     expected = json.loads((device / "check" / "expected.json").read_text())
-    check_gray = np.asarray(Image.open(device / "check" / "image.png"))
-    port = readme_input_bytes(check_gray, height, width, scale, zero)
-    assert port == (device / "check" / "input.u8").read_bytes()
+    # Step 3 calls the shipped Java class (compiled and compared in test_android_preprocess).
+    assert "EdgexrayPreprocess.modelInput(" in readme
+    assert (device / "EdgexrayPreprocess.java").is_file()
+    port = (device / "check" / "input.u8").read_bytes()
+    image = infer.preprocess(device / "check" / "image.png", sidecar["input"])
+    assert port == infer.input_batch(image, input_detail).tobytes()
 
     interpreter.set_tensor(
         input_detail["index"], np.frombuffer(port, np.uint8).reshape(1, height, width, 1)
@@ -179,21 +148,6 @@ def test_android_bundle_follows_its_readme(tiny_tflite, tmp_path):
     assert labels[int(probability >= sidecar["threshold"])] == expected["label"]
     classifier = infer.Classifier(tiny_tflite["int8"])
     assert expected["probability"] == classifier.probability(device / "check" / "image.png")
-
-
-def test_android_readme_steps_are_exact_on_films_of_any_shape(tiny_tflite, tmp_path):
-    classifier = infer.Classifier(tiny_tflite["int8"])
-    spec, detail = classifier.sidecar["input"], classifier.interpreter.get_input_details()[0]
-    rng = np.random.default_rng(5)
-    paths = [p for p in films(tmp_path / "films", rng) if p.name != "scan notes.jpeg"]
-    for size in ((1, 1), (33, 31), (500, 17), (17, 500), (40, 32)):
-        path = tmp_path / "films" / f"random {size}.png"
-        Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8)).save(path)
-        paths.append(path)
-    for path in paths:
-        gray = np.asarray(Image.open(path).convert("L"))
-        port = readme_input_bytes(gray, spec["height"], spec["width"], *detail["quantization"])
-        assert port == infer.input_batch(infer.preprocess(path, spec), detail).tobytes(), path
 
 
 @pytest.fixture(scope="module")

@@ -328,7 +328,7 @@ def benchmark(
         "variants": rows,
         "targets": ratios.targets(rows, thread_keys) if reference else [],
         "notes": [
-            "latency: one image per call, inference only (quantize, invoke, dequantize) and "
+            "latency: one image per call, inference only (set input, invoke, dequantize) and "
             "end to end (decode + preprocess + inference); benchmark.json also holds invoke() "
             "alone (invoke_ms); Keras runs model(x, training=False) in TensorFlow's default "
             f"thread pool (column '{KERAS_THREADS}')",

@@ -45,6 +45,10 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 IMAGE_FORMATS = ("JPEG", "PNG")
 # Labels end up in labels.txt, CSV headers and the Android README's Kotlin strings: plain
 # names only, so no newline or quote can break any of them.
+# What the model's one output value is: "logit" (edgexray 0.2 on: the host takes the
+# sigmoid, so a uint8 output keeps its resolution) or "probability" (sigmoid in the model;
+# also what a sidecar without "kind" means).
+OUTPUT_KINDS = ("logit", "probability")
 LABEL_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9 _-]{0,31}")
 # A film spreads over many grey levels: 300 random films of the Kaggle set, resized to
 # 128 x 128, all had a standard deviation of at least 28 and at least 143 levels. Below
@@ -262,21 +266,33 @@ def sigmoid(logit):
     return np.exp(-np.logaddexp(0.0, -logit))
 
 
-def run_interpreter(interpreter, image: np.ndarray) -> float:
+def run_interpreter(interpreter, image: np.ndarray, output_kind: str = "probability") -> float:
     """Run one float image (H, W, 1) in [0, 1] and return the pneumonia probability.
 
     Quantized models get their input quantized and their output dequantized with the
-    scale and zero-point the interpreter reports for those tensors.
+    scale and zero-point the interpreter reports for those tensors; a model whose sidecar
+    output "kind" is "logit" gets the sigmoid taken here.
     """
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
-    interpreter.set_tensor(input_detail["index"], input_batch(image, input_detail))
+    output = invoke(interpreter, input_batch(image, input_detail), input_detail, output_detail)
+    return to_probability(output, output_kind)
+
+
+def to_probability(output: float, output_kind: str) -> float:
+    """The pneumonia probability from the model's dequantized output (OUTPUT_KINDS)."""
+    return float(sigmoid(output)) if output_kind == "logit" else output
+
+
+def invoke(interpreter, batch: np.ndarray, input_detail: dict, output_detail: dict) -> float:
+    """Run one ready input tensor (1, H, W, 1) and return its dequantized output."""
+    interpreter.set_tensor(input_detail["index"], batch)
     interpreter.invoke()
-    output = interpreter.get_tensor(output_detail["index"]).astype(np.float64).reshape(-1)
-    scale, zero_point = output_detail["quantization"]
+    output = float(interpreter.get_tensor(output_detail["index"]).reshape(-1)[0])
     if np.issubdtype(output_detail["dtype"], np.integer):
+        scale, zero_point = output_detail["quantization"]
         output = (output - zero_point) * scale
-    return float(output[0])
+    return output
 
 
 def input_batch(image: np.ndarray, input_detail: dict) -> np.ndarray:
@@ -287,6 +303,17 @@ def input_batch(image: np.ndarray, input_detail: dict) -> np.ndarray:
         info = np.iinfo(input_detail["dtype"])
         batch = np.clip(np.round(batch / scale + zero_point), info.min, info.max)
     return batch.astype(input_detail["dtype"])
+
+
+def levels_are_input(input_detail: dict) -> bool:
+    """True when the input is uint8 and quantizing v / 255 gives back v for every grey level
+    v (scale 1/255, zero point 0): then the 8-bit image is the input tensor as it is."""
+    if np.dtype(input_detail["dtype"]) != np.uint8:
+        return False
+    levels = np.arange(256, dtype=np.uint8).reshape(256, 1, 1)
+    return np.array_equal(
+        input_batch(normalize(levels, "scale"), input_detail).reshape(-1), levels.reshape(-1)
+    )
 
 
 def sha256_of(path: str | Path) -> str:
@@ -364,6 +391,9 @@ def _sidecar_problem(sidecar: dict) -> str | None:
             return f"input.{field} must be a positive whole number"
     if spec["normalization"] not in ("equalize", "scale"):
         return f"unknown input.normalization {spec['normalization']!r}"
+    output = sidecar["output"]
+    if not isinstance(output, dict) or output.get("kind", "probability") not in OUTPUT_KINDS:
+        return f"output.kind must be one of {', '.join(OUTPUT_KINDS)}"
     return None
 
 
@@ -391,10 +421,38 @@ class Classifier:
             raise InferenceError(f"{model_path}: expected one output value")
         self.threshold = float(self.sidecar["threshold"])
         self.labels = [str(label) for label in self.sidecar["labels"]]
+        self.output_kind = self.sidecar["output"].get("kind", "probability")
+        # Read once: the interpreter builds these dicts afresh on every call.
+        self.input_detail = self.interpreter.get_input_details()[0]
+        self.output_detail = outputs[0]
+        self.levels_are_input = levels_are_input(self.input_detail)
+
+    def model_input(self, path: str | Path) -> np.ndarray:
+        """The input tensor (1, H, W, 1) for one image file (raises ImageError if unreadable)."""
+        return self.tensor_of(resized_grayscale(path, self.sidecar["input"]))
+
+    def tensor_of(self, gray: np.ndarray) -> np.ndarray:
+        """The input tensor (1, H, W, 1) for a resized 8-bit grey image.
+
+        For a full-int8 model fed grey levels as they are (levels_are_input), the 8-bit
+        image skips the float round trip of normalize and input_batch: the bytes are the
+        same, checked for all 256 levels when the model was loaded.
+        """
+        normalization = self.sidecar["input"]["normalization"]
+        if not self.levels_are_input:
+            return input_batch(normalize(gray, normalization), self.input_detail)
+        if normalization == "equalize":
+            gray = equalize(gray)
+        return gray[np.newaxis, :, :, np.newaxis]
+
+    def run(self, batch: np.ndarray) -> float:
+        """Pneumonia probability of one input tensor from model_input."""
+        output = invoke(self.interpreter, batch, self.input_detail, self.output_detail)
+        return to_probability(output, self.output_kind)
 
     def probability(self, path: str | Path) -> float:
         """Pneumonia probability of one image file (raises ImageError if unreadable)."""
-        return run_interpreter(self.interpreter, preprocess(path, self.sidecar["input"]))
+        return self.run(self.model_input(path))
 
     def classify(self, path: str | Path) -> dict:
         """One record: path, probability, label, threshold, latency_ms; or path and error.
@@ -408,7 +466,7 @@ class Classifier:
             gray = resized_grayscale(path, spec)
         except ImageError as err:
             return {"path": str(path), "error": str(err).replace(f"{path}: ", "", 1)}
-        probability = run_interpreter(self.interpreter, normalize(gray, spec["normalization"]))
+        probability = self.run(self.tensor_of(gray))
         record = {
             "path": str(path),
             "probability": probability,

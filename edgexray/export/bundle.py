@@ -1,9 +1,11 @@
 """`edgexray bundle`: a folder (and optionally a zip) to copy to a Raspberry Pi or an Android app.
 
 rpi      the model and its sidecar, the standalone infer.py, requirements.txt, a README with
-         the Raspberry Pi OS steps, and a watch-folder script with its systemd unit.
+         the Raspberry Pi OS steps, a watch-folder script with its systemd unit, and check/
+         (check.py tests the installed runtime against the expected bytes and output).
 android  the full-int8 model (uint8 input and output) and its sidecar, labels.txt, a README
-         on the LiteRT Interpreter, and check/ files to test an app's preprocessing.
+         on the LiteRT Interpreter, EdgexrayPreprocess.java (the preprocessing, tested
+         byte-identical to infer.py), and check/ files to test an app's port.
 
 Every bundle holds bundle.json (what was bundled, by which edgexray) and SHA256SUMS (for
 `sha256sum -c SHA256SUMS`). The folder is built next to the target and renamed into place,
@@ -38,7 +40,10 @@ TARGETS = ("rpi", "android")
 BUNDLE_SCHEMA = "edgexray.bundle/1"
 MANIFEST = "bundle.json"
 CHECKSUMS = "SHA256SUMS"
-CHECK_SIZE = (300, 260)  # height, width of the android check image: both axes shrink, unequally
+CHECK_SIZE = (300, 260)  # height, width of the check image: both axes shrink, unequally
+# The android preprocessing as Java, byte-identical to infer.py (tests/test_android_preprocess.py).
+ANDROID_PREPROCESS = Path(__file__).parent / "android" / "EdgexrayPreprocess.java"
+CHECK_SCRIPT = Path(infer.__file__).with_name("check.py")  # the rpi bundle's check/check.py
 
 # The files written into bundles (READMEs, the watch-folder script, its systemd unit,
 # requirements.txt) are package data in templates/, so linters and reviewers see them.
@@ -144,10 +149,26 @@ def _model_facts(classifier: infer.Classifier, model: Path) -> dict:
         "normalization": spec["normalization"],
         "threshold": classifier.threshold,
         **calibration_facts(sidecar),
+        **OUTPUT_FACTS[classifier.output_kind],
         "negative": classifier.labels[0],
         "positive": classifier.labels[1],
         "version": __version__,
     }
+
+
+# How the android README reads the one output value, by the sidecar's output "kind".
+OUTPUT_FACTS = {
+    "logit": {
+        "output_meaning": "the logit, whose sigmoid (taken on the phone, step 4) is the "
+        "probability; a logit keeps the uint8 output's resolution where it matters",
+        "output_to_probability": "val logit = (q - outZeroPoint) * outScale\n"
+        "    return 1f / (1f + kotlin.math.exp(-logit))  // the sigmoid",
+    },
+    "probability": {
+        "output_meaning": "the probability",
+        "output_to_probability": "return (q - outZeroPoint) * outScale",
+    },
+}
 
 
 def calibration_facts(sidecar: dict) -> dict:
@@ -201,6 +222,8 @@ def calibration_facts(sidecar: dict) -> dict:
 def _write_rpi(staging: Path, classifier: infer.Classifier, model: Path) -> None:
     facts = _model_facts(classifier, model)
     shutil.copyfile(infer.__file__, staging / "infer.py")
+    _write_check(staging, classifier)
+    shutil.copyfile(CHECK_SCRIPT, staging / "check" / "check.py")
     (staging / "requirements.txt").write_text(template("requirements.txt"))
     (staging / "README.md").write_text(_fill(template("rpi-README.md"), **facts))
     (staging / "watch-folder.sh").write_text(_fill(template("watch-folder.sh"), **facts))
@@ -237,23 +260,22 @@ def _write_check(staging: Path, classifier: infer.Classifier) -> dict:
         "image": "image.png",
         "input": "input.u8",
         "input_shape": [int(d) for d in input_detail["shape"]],
-        "output_uint8": int(raw_output.reshape(-1)[0]),
         "probability": probability,
         "label": classifier.labels[int(probability >= classifier.threshold)],
     }
+    if raw_output.dtype == np.uint8:  # an rpi bundle may hold a float model
+        expected["output_uint8"] = int(raw_output.reshape(-1)[0])
     (folder / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")
     return expected
 
 
 def _quantization_note(classifier: infer.Classifier) -> str:
-    detail = classifier.interpreter.get_input_details()[0]
-    levels = np.arange(256, dtype=np.float32)[:, None, None] / np.float32(255.0)
-    if np.array_equal(infer.input_batch(levels, detail).reshape(-1), np.arange(256)):
+    if classifier.levels_are_input:
         return (
-            "For this model `q` equals the grey level `v` for every `v` (scale 1/255, "
-            "zero point 0), so the equalised bytes can be copied straight into the buffer."
+            "For this model (scale 1/255, zero point 0) quantizing leaves every grey level "
+            "as it is: the input bytes are the equalised image."
         )
-    return "For this model `q` differs from `v`: apply the formula to every pixel."
+    return "For this model quantizing changes the grey levels: pass the tensor's own values."
 
 
 def _write_android(staging: Path, classifier: infer.Classifier, model: Path) -> None:
@@ -263,6 +285,7 @@ def _write_android(staging: Path, classifier: infer.Classifier, model: Path) -> 
     out_scale, out_zero = interpreter.get_output_details()[0]["quantization"]
     expected = _write_check(staging, classifier)
     (staging / "labels.txt").write_text("\n".join(classifier.labels) + "\n")
+    shutil.copyfile(ANDROID_PREPROCESS, staging / ANDROID_PREPROCESS.name)
     readme = _fill(
         template("android-README.md"),
         **facts,
