@@ -84,7 +84,8 @@ def tiny_tflite(tiny_run, tiny_config, tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("tflite") / "models dir"
     common = dict(
         method_config={}, input_spec=tiny_config.input_spec, threshold=0.5,
-        target_recall=0.97, sparsity=0.0, check_image=images[0],
+        target_recall=0.97, sparsity=0.0, output_kind=convert.output_kind(model),
+        check_image=images[0],
     )  # fmt: skip
     convert.write_tflite(
         convert.to_float32(model), out / "float32.tflite", method="float32", **common

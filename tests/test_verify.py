@@ -270,7 +270,7 @@ def test_a_candidate_calling_every_film_pneumonia_fails_on_specificity(
     (candidate,) = caught.value.report["candidates"]
     assert candidate["recall"] == 1.0 and candidate["specificity"] == 0.0
     assert candidate["failures"] and candidate["failures"][0].startswith("specificity")
-    assert caught.value.report["max_specificity_drop"] == 0.05
+    assert caught.value.report["max_specificity_drop"] == 0.10
     # A looser limit is the user's explicit choice.
     report = verify(
         tiny_tflite["float32"],

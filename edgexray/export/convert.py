@@ -100,6 +100,14 @@ def _tensor_info(detail: dict) -> dict:
     }
 
 
+def output_kind(keras_model) -> str:
+    """"logit" for models whose last layer is linear (the host takes the sigmoid), else
+    "probability"; the sidecar's output "kind"."""
+    from edgexray.pipeline.model import emits_logit
+
+    return "logit" if emits_logit(keras_model) else "probability"
+
+
 OUTPUT_MEANINGS = {
     "logit": "logit of {positive}: probability = 1 / (1 + exp(-logit)), taken on the host",
     "probability": "probability of {positive} (sigmoid in the model)",
@@ -116,14 +124,14 @@ def write_tflite(
     threshold: float,
     target_recall: float,
     sparsity: float,
-    output_kind: str = "probability",
+    output_kind: str,
     check_image: np.ndarray | None = None,
 ) -> dict:
     """Write X.tflite and its sidecar X.json atomically, after checking the model runs.
 
     Args:
-        output_kind: "logit" when the model emits the logit and the host takes the
-            sigmoid (infer.OUTPUT_KINDS), "probability" when it emits the probability.
+        output_kind: what the one output value is (infer.OUTPUT_KINDS), from
+            `output_kind(keras_model)` of the model it was converted from.
 
     Returns:
         The sidecar.

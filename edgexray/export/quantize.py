@@ -32,7 +32,6 @@ from edgexray import __version__, artifacts
 from edgexray.errors import EdgexrayError, check_config
 from edgexray.export import convert
 from edgexray.pipeline import data, finetune, metrics, scoring
-from edgexray.pipeline.model import emits_logit
 from edgexray.pipeline.prune import PRUNE_REPORT, clone_fresh, require_pruned
 from edgexray.pipeline.train import TrainConfig, load_config
 
@@ -276,8 +275,8 @@ def quantize(
         started = time.monotonic()
         log.info("%s: converting", method)
         tflite_bytes, method_config = build(stage, BY_NAME[method])
-        output_kind = "logit" if emits_logit(stage.model(BY_NAME[method].source)) else "probability"
-        scorer = scoring.tflite_scorer(tflite_bytes, spec, method, output_kind)
+        kind = convert.output_kind(stage.model(BY_NAME[method].source))
+        scorer = scoring.tflite_scorer(tflite_bytes, spec, method, kind)
         probabilities = scorer.probabilities(val_images)
         threshold = metrics.threshold_for_recall(
             val_labels, probabilities, train_config.target_recall
@@ -287,7 +286,7 @@ def quantize(
         sidecar = convert.write_tflite(
             tflite_bytes, path, method=method, method_config=method_config, input_spec=spec,
             threshold=threshold, target_recall=train_config.target_recall,
-            sparsity=sparsity, output_kind=output_kind, check_image=val_images[0],
+            sparsity=sparsity, output_kind=kind, check_image=val_images[0],
         )  # fmt: skip
         result = {
             "method": method,

@@ -48,7 +48,8 @@ import numpy as np
 from edgexray import __version__, artifacts
 from edgexray.edge_runtime import infer
 from edgexray.errors import EdgexrayError, check_config
-from edgexray.pipeline import data, evaluate, metrics
+from edgexray.formatting import json_safe, number
+from edgexray.pipeline import data, evaluate, metrics, scoring
 
 log = logging.getLogger("edgexray")
 
@@ -259,10 +260,11 @@ def check_site(site_dir: Path, config: CalibrateConfig) -> None:
 def score_films(model_path: Path, paths: list[str]) -> np.ndarray:
     """Pneumonia probability of every film (NaN if unreadable), by the device's code path.
 
-    edge_runtime.infer's Classifier, preprocess and run_interpreter on the .tflite and its
-    sidecar, via evaluate. The one place calibration scores films.
+    The one scoring path (pipeline.scoring) with the model's sidecar, as evaluate and
+    verify use it: infer.py's preprocessing and interpreter call. The one place
+    calibration scores films.
     """
-    return evaluate.score([evaluate.load_model(Path(model_path))], paths)[0]
+    return scoring.score([evaluate.load_model(Path(model_path)).scorer], paths)[0]
 
 
 def file_list_sha256(root: Path, paths) -> str:
@@ -401,7 +403,7 @@ def _write_calibrated(model_path: Path, sidecar: dict, out_dir: Path, calibratio
         "calibration": calibration,
     }
     sidecar_out = model_out.with_suffix(".json")
-    artifacts.write_json(sidecar_out, evaluate.json_safe(new_sidecar))
+    artifacts.write_json(sidecar_out, json_safe(new_sidecar))
     return model_out, sidecar_out
 
 
@@ -445,7 +447,7 @@ def calibrate_run_model(
         ):
             rates = _rates(labels, probabilities >= threshold, config.confidence)
             report["test"][name] = {"threshold": threshold, **rates}
-    artifacts.write_json(run_dir / artifacts.CALIBRATION_REPORT, evaluate.json_safe(report))
+    artifacts.write_json(run_dir / artifacts.CALIBRATION_REPORT, json_safe(report))
     return report
 
 
@@ -517,9 +519,9 @@ def summary_lines(result: dict) -> list[str]:
     if c["prevalence"]:
         p = c["prevalence"]
         lines.append(
-            f"prevalence   {p['prevalence']:g}: PPV {evaluate.number(p['ppv'])}, NPV "
-            f"{evaluate.number(p['npv'])} (cautious: PPV {evaluate.number(p['cautious']['ppv'])}, "
-            f"NPV {evaluate.number(p['cautious']['npv'])})"
+            f"prevalence   {p['prevalence']:g}: PPV {number(p['ppv'])}, NPV "
+            f"{number(p['npv'])} (cautious: PPV {number(p['cautious']['ppv'])}, "
+            f"NPV {number(p['cautious']['npv'])})"
         )
     lines += [
         f"model        {result['model']} (same bytes as the source)",
