@@ -23,12 +23,16 @@ from edgexray.benchmarks.harness import BenchmarkConfig
 from edgexray.errors import EdgexrayError
 from edgexray.export.bundle import TARGETS, BundleConfig
 from edgexray.export.quantize import METHODS, QuantizeConfig
+from edgexray.pipeline import distribute
 from edgexray.pipeline.prune import PruneConfig
 from edgexray.pipeline.train import TrainConfig
 
 log = logging.getLogger("edgexray")
 
 STAGES = ("train", "prune", "quantize", "verify", "benchmark", "bundle")
+# The stages that train, in which every multiworker process takes part; the chief alone
+# runs the rest.
+DISTRIBUTED_STAGES = ("train", "prune", "quantize")
 # Full-integer variants with uint8 input/output: the ones a phone or a Pi should run.
 DEVICE_METHODS = ("int8", "qat", "pqat", "pruned-int8")
 KAGGLE_URL = "https://www.kaggle.com/datasets/paultimothymooney/chest-xray-pneumonia"
@@ -68,6 +72,8 @@ class RunConfig:
             raise EdgexrayError(f"unknown methods {sorted(unknown)}: choose from {METHODS}")
         if not 0 <= self.max_recall_drop < 1:
             raise EdgexrayError("max_recall_drop must be in [0, 1)")
+        if len({self.train.distribute, self.prune.distribute, self.quantize.distribute}) > 1:
+            raise EdgexrayError("train, prune and quantize must use the same distribute")
 
     def stage_settings(self) -> dict[str, dict]:
         """What each stage's output depends on, beyond the stages before it."""
@@ -152,8 +158,13 @@ def run(
     from edgexray.pipeline.train import train
     from edgexray.pipeline.verify import RecallRegressionError, verify_run
 
-    run_dir = Path(run_dir)
+    name = config.train.distribute
+    run_dir = distribute.output_dir(run_dir, name)  # a worker's is private
     run_dir.mkdir(parents=True, exist_ok=True)
+    if name == "multiworker":
+        # Every process must run the same distributed stages in step, and a worker keeps
+        # nothing between jobs, so a multiworker job redoes everything from training.
+        force = STAGES
     unknown = set(force) - set(STAGES)
     if unknown:
         raise EdgexrayError(f"unknown stage {sorted(unknown)[0]!r}: choose from {STAGES}")
@@ -206,6 +217,8 @@ def run(
     redo = False
     statuses = {}
     for index, stage in enumerate(STAGES, 1):
+        if not distribute.is_chief(name) and stage not in DISTRIBUTED_STAGES:
+            return {"run_dir": str(run_dir), "stages": statuses, "worker": True}
         done = record.get(stage, {}).get("hash") == hashes[stage] and all(
             p.exists() for p in _outputs(stage, run_dir, config)
         )

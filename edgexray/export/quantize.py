@@ -32,7 +32,7 @@ from edgexray import __version__, artifacts
 from edgexray.edge_runtime.infer import interpreter_class, run_interpreter
 from edgexray.errors import EdgexrayError, check_config
 from edgexray.export import convert
-from edgexray.pipeline import data, metrics
+from edgexray.pipeline import data, distribute, metrics
 from edgexray.pipeline.prune import PRUNE_REPORT, clone_fresh, require_pruned
 from edgexray.pipeline.train import class_weights, load_config
 
@@ -51,6 +51,7 @@ class QuantizeConfig:
     qat_epochs: int = 1  # fine-tuning epochs of qat and pqat
     qat_learning_rate: float = 1e-4
     batch_size: int = 32
+    distribute: str = "none"  # of the qat/pqat fine-tunes (see pipeline/distribute.py)
 
     def __post_init__(self):
         checks = {
@@ -58,6 +59,7 @@ class QuantizeConfig:
             "qat_epochs must be >= 1": self.qat_epochs >= 1,
             "qat_learning_rate must be > 0": self.qat_learning_rate > 0,
             "batch_size must be >= 1": self.batch_size >= 1,
+            f"distribute must be one of {distribute.NAMES}": distribute.check_name(self.distribute),
         }
         check_config("quantize config", checks)
 
@@ -221,18 +223,22 @@ def quantization_aware_training(stage: _Stage, model, scheme):
         return registry.supports(layer) or isinstance(layer, keras.layers.BatchNormalization)
 
     keras.utils.set_random_seed(stage.seed)
-    annotated = clone_fresh(model, quantize.quantize_annotate_layer, supported)
-    with quantize.quantize_scope():
-        qat_model = quantize.quantize_apply(annotated, scheme)
-    qat_model.compile(
-        optimizer=keras.optimizers.Adam(stage.config.qat_learning_rate),
-        loss="binary_crossentropy",
-        metrics=[keras.metrics.AUC(name="auc", num_thresholds=1000)],
-    )
-    train_set = data.make_dataset(
-        stage.train_paths, stage.train_labels, stage.input_spec, stage.config.batch_size,
-        training=True, seed=stage.seed,
-    )  # fmt: skip
+    name = stage.config.distribute
+    with distribute.scope(name):
+        annotated = clone_fresh(model, quantize.quantize_annotate_layer, supported)
+        with quantize.quantize_scope():
+            qat_model = quantize.quantize_apply(annotated, scheme)
+        qat_model.compile(
+            optimizer=keras.optimizers.Adam(
+                distribute.learning_rate(stage.config.qat_learning_rate, name)
+            ),
+            loss="binary_crossentropy",
+            metrics=[keras.metrics.AUC(name="auc", num_thresholds=1000)],
+        )
+    train_set = distribute.shard(data.make_dataset(
+        stage.train_paths, stage.train_labels, stage.input_spec,
+        distribute.global_batch(stage.config.batch_size, name), training=True, seed=stage.seed,
+    ), name)  # fmt: skip
     qat_model.fit(
         train_set,
         epochs=stage.config.qat_epochs,
@@ -271,6 +277,7 @@ def quantize(
     """
     run_dir = artifacts.require_run(run_dir)
     methods = parse_methods(methods)
+    distribute.strategy(config.distribute)  # first: multiworker must start before any TF op
     if any(m in NEEDS_PRUNED for m in methods):
         require_pruned(run_dir)
     train_config = load_config(run_dir)
@@ -293,6 +300,7 @@ def quantize(
     )  # fmt: skip
     val_images = [data.model_input(p, spec) for p in val_paths]
 
+    out_dir = distribute.output_dir(run_dir, config.distribute)  # a worker's is private
     results = []
     for method in methods:
         started = time.monotonic()
@@ -303,7 +311,7 @@ def quantize(
             val_labels, probabilities, train_config.target_recall
         )
         sparsity = convert.weight_stats(tflite_bytes)["sparsity"] or 0.0  # None: no kernels
-        path = run_dir / artifacts.TFLITE_DIR / f"{method}.tflite"
+        path = out_dir / artifacts.TFLITE_DIR / f"{method}.tflite"
         sidecar = convert.write_tflite(
             tflite_bytes, path, method=method, method_config=method_config, input_spec=spec,
             threshold=threshold, target_recall=train_config.target_recall,
@@ -326,7 +334,7 @@ def quantize(
             threshold, result["val"]["recall"], result["val"]["specificity"], result["seconds"],
         )  # fmt: skip
         results.append(result)
-    _merge_report(run_dir, results)
+    _merge_report(out_dir, results)
     return results
 
 

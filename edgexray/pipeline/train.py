@@ -12,7 +12,7 @@ import numpy as np
 
 from edgexray import __version__, artifacts
 from edgexray.errors import EdgexrayError, check_config
-from edgexray.pipeline import data, metrics
+from edgexray.pipeline import data, distribute, metrics
 
 log = logging.getLogger("edgexray")
 
@@ -36,6 +36,7 @@ class TrainConfig:
     target_recall: float = 0.97
     seed: int = 42
     max_train_images: int = 0  # 0 = all; a smaller number for quick experiments and tests
+    distribute: str = "none"  # none, mirrored or multiworker (see pipeline/distribute.py)
 
     def __post_init__(self):
         checks = {
@@ -52,6 +53,7 @@ class TrainConfig:
             and 0 < self.test_fraction < 0.5,
             "target_recall must be in (0, 1]": 0 < self.target_recall <= 1,
             "max_train_images must be >= 0": self.max_train_images >= 0,
+            f"distribute must be one of {distribute.NAMES}": distribute.check_name(self.distribute),
         }
         check_config("training config", checks)
 
@@ -186,12 +188,14 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
     made from an earlier model in the same run directory are removed at the end.
 
     Returns:
-        The summary also written to metrics.json.
+        The summary also written to metrics.json (by the chief only under multiworker;
+        see pipeline/distribute.py).
     """
     from edgexray.compat import keras, tf
     from edgexray.pipeline.model import build_model
 
-    run_dir = Path(run_dir)
+    distribute.strategy(config.distribute)  # first: multiworker must start before any TF op
+    run_dir = distribute.output_dir(run_dir, config.distribute)  # a worker's is private
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
@@ -210,20 +214,24 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
     train_paths, train_labels = data.select(samples, "train", data_root)
     val_paths, val_labels = data.select(samples, "val", data_root)
     spec = config.input_spec
-    train_set = data.make_dataset(
-        train_paths, train_labels, spec, config.batch_size,
+    batch_size = distribute.global_batch(config.batch_size, config.distribute)
+    train_set = distribute.shard(data.make_dataset(
+        train_paths, train_labels, spec, batch_size,
         training=config.augment, seed=config.seed,
-    )  # fmt: skip
+    ), config.distribute)  # fmt: skip
     val_set = data.make_dataset(val_paths, val_labels, spec, 64)
+    val_set = distribute.shard(val_set, config.distribute)
 
-    model = build_model(config.image_size, config.width, config.dropout, config.seed)
-    steps = config.epochs * int(np.ceil(len(train_paths) / config.batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.05)
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss="binary_crossentropy",
-        metrics=[keras.metrics.AUC(name="auc", num_thresholds=1000)],
-    )
+    with distribute.scope(config.distribute):
+        model = build_model(config.image_size, config.width, config.dropout, config.seed)
+        steps = config.epochs * int(np.ceil(len(train_paths) / batch_size))
+        learning_rate = distribute.learning_rate(config.learning_rate, config.distribute)
+        schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.05)
+        model.compile(
+            optimizer=keras.optimizers.Adam(schedule),
+            loss="binary_crossentropy",
+            metrics=[keras.metrics.AUC(name="auc", num_thresholds=1000)],
+        )
     model_path = run_dir / artifacts.MODEL
     checkpoint = best_checkpoint(model_path)
     stopper = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience)
