@@ -111,6 +111,16 @@ def test_multiworker_port_in_use_exits_2_with_one_line(tiny_config, tmp_path):
     assert not (tmp_path / "run" / artifacts.MODEL).exists()
 
 
+def test_missing_worker_is_an_error_not_a_hang(monkeypatch):
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})
+    )
+    monkeypatch.setattr(distribute, "CLUSTER_TIMEOUT_SECONDS", 1)
+    with pytest.raises(EdgexrayError, match=f"no answer from {cluster['worker'][1]} within 1 s"):
+        distribute.strategy("multiworker")
+
+
 def test_chief_is_worker_zero_without_a_chief_job(monkeypatch):
     cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
     for index, chief in ((0, True), (1, False)):

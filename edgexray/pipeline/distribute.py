@@ -33,12 +33,14 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from pathlib import Path
 
 from edgexray.errors import EdgexrayError
 
 NAMES = ("none", "mirrored", "multiworker")
-# A worker that cannot reach the others gives up after this long instead of waiting forever.
+# A task whose peers do not all answer within this long stops with an error instead of
+# waiting forever.
 CLUSTER_TIMEOUT_SECONDS = 120
 
 _strategies: dict = {}  # one per process: TensorFlow cannot set up collectives twice
@@ -61,10 +63,8 @@ def cluster_from_env(environ=os.environ) -> dict:
             without our task, or our task's port already in use.
     """
     tf_config = _parse_tf_config(environ)
-    job, index = tf_config["task"]["type"], tf_config["task"]["index"]
-    port = _port(tf_config["cluster"][job][index])
-    if not _port_free(port):
-        raise EdgexrayError(f"port {port} of TF_CONFIG task {job}:{index} is already in use")
+    task = tf_config["task"]
+    _listen(_port(tf_config["cluster"][task["type"]][task["index"]]), task).close()
     return tf_config
 
 
@@ -103,16 +103,6 @@ def _port(address) -> int | None:
     return int(port) if host and port.isdigit() and 0 < int(port) < 65536 else None
 
 
-def _port_free(port: int) -> bool:
-    """Whether this host can listen on `port` (TensorFlow's server would fail, or worse)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("", port))
-        except OSError:
-            return False
-    return True
-
-
 def strategy(name: str):
     """The tf.distribute strategy for a --distribute value; None for "none".
 
@@ -130,24 +120,60 @@ def strategy(name: str):
 
 
 def _make(name: str):
+    if name == "multiworker":
+        _wait_for_peers(cluster_from_env(), CLUSTER_TIMEOUT_SECONDS)
     from edgexray.compat import tf
 
     if name == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([d.name for d in devices])
-    cluster_from_env()
-    from tensorflow.python.distribute import collective_all_reduce_strategy as collective
-
-    # The first collective step waits for every worker; by default forever (a mistyped
-    # host would hang the job). Private attribute: TensorFlow offers no public setting.
-    collective.CollectiveAllReduceExtended._check_health_initial_timeout = (
-        CLUSTER_TIMEOUT_SECONDS
-    )
     try:
         return tf.distribute.MultiWorkerMirroredStrategy()
     except (RuntimeError, ValueError, tf.errors.OpError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = str(err).strip()
+        first_line = text.splitlines()[0] if text else type(err).__name__
         raise EdgexrayError(f"cannot start the multiworker cluster: {first_line}") from None
+
+
+def _wait_for_peers(tf_config: dict, seconds: float) -> None:
+    """Listen on our port until every other task accepts a connection on its own.
+
+    MultiWorkerMirroredStrategy() blocks in C++, holding the interpreter, until every task
+    has connected: forever when one was never started or its address is wrong, beyond
+    the reach of exceptions, threads and Ctrl-C. Meeting first in Python turns that into
+    an error after `seconds`.
+    """
+    cluster, task = tf_config["cluster"], tf_config["task"]
+    own = cluster[task["type"]][task["index"]]
+    peers = {address for addresses in cluster.values() for address in addresses} - {own}
+    deadline = time.monotonic() + seconds
+    with _listen(_port(own), task):
+        while peers:
+            for address in sorted(peers):
+                host, _, port = address.rpartition(":")
+                with contextlib.suppress(OSError):
+                    socket.create_connection((host, int(port)), timeout=2).close()
+                    peers.discard(address)
+            if peers and time.monotonic() > deadline:
+                raise EdgexrayError(
+                    f"no answer from {', '.join(sorted(peers))} within {seconds:.0f} s: start "
+                    "every task listed in TF_CONFIG and check the addresses"
+                )
+            time.sleep(0.5 if peers else 0)
+
+
+def _listen(port: int, task: dict) -> socket.socket:
+    """A socket listening on `port` on every interface, where TensorFlow's server will."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.bind(("", port))
+        listener.listen()
+    except OSError:
+        listener.close()
+        raise EdgexrayError(
+            f"port {port} of TF_CONFIG task {task['type']}:{task['index']} is already in use"
+        ) from None
+    return listener
 
 
 def scope(name: str):
