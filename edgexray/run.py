@@ -79,13 +79,22 @@ class RunConfig:
         """What each stage's output depends on, beyond the stages before it."""
         benchmark = dataclasses.asdict(self.benchmark)
         return {
-            "train": dataclasses.asdict(self.train),
-            "prune": dataclasses.asdict(self.prune),
-            "quantize": {**dataclasses.asdict(self.quantize), "methods": list(self.methods)},
+            "train": _hashed(self.train),
+            "prune": _hashed(self.prune),
+            "quantize": {**_hashed(self.quantize), "methods": list(self.methods)},
             "verify": {"max_recall_drop": self.max_recall_drop},
             "benchmark": {k: benchmark[k] for k in ("threads", "warmup", "runs")},
             "bundle": {"targets": list(self.targets)},
         }
+
+
+def _hashed(stage_config) -> dict:
+    """A stage's settings as hashed. distribute "none" is left out, so run directories made
+    before --distribute existed are still resumed, not redone."""
+    values = dataclasses.asdict(stage_config)
+    if values.get("distribute") == "none":
+        del values["distribute"]
+    return values
 
 
 def stage_hashes(config: RunConfig) -> dict[str, str]:

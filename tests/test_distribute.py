@@ -193,3 +193,21 @@ def test_two_workers_train_and_only_the_chief_writes(tiny_config, tiny_run, tmp_
 
     converted = tflite_probabilities(convert.to_float32(model), list(images))
     np.testing.assert_allclose(converted, model.predict(images, verbose=0).reshape(-1), atol=1e-4)
+
+
+def test_run_hashes_ignore_distribute_none_but_not_a_strategy():
+    from edgexray.export.quantize import QuantizeConfig
+    from edgexray.pipeline.prune import PruneConfig
+    from edgexray.pipeline.train import TrainConfig
+    from edgexray.run import RunConfig, stage_hashes
+
+    plain = RunConfig(train=TrainConfig(data="x"))
+    assert all("distribute" not in plain.stage_settings()[s] for s in ("train", "prune"))
+    train = TrainConfig(data="x", distribute="mirrored")
+    with pytest.raises(EdgexrayError, match="same distribute"):
+        RunConfig(train=train)
+    mirrored = RunConfig(
+        train=train, prune=PruneConfig(distribute="mirrored"),
+        quantize=QuantizeConfig(distribute="mirrored"),
+    )  # fmt: skip
+    assert stage_hashes(mirrored)["train"] != stage_hashes(plain)["train"]
