@@ -12,7 +12,7 @@
 #   metrics.json quantize.json verify.json stages.json   the run's own records
 #   coldstart.json            cold start and peak RSS: edge script vs TensorFlow
 #   machine.txt               CPU, cores, OS, Python, packages, commit, wall time, peak RSS
-# and copies the model the run selected for devices to models/edgexray-int8.tflite (+ .json).
+# and copies the model the run selected for devices to edgexray/models/edgexray-int8.tflite (+ .json).
 #
 # Settings (environment variables): DATA (default ../shared/data/chest_xray),
 # RUN (runs/default), RESULTS (benchmarks/results), VENV (.venv).
@@ -69,7 +69,7 @@ python -m edgexray.benchmarks.coldstart "$model" "$image" --keras "$RUN/model.ke
     --out "$RESULTS/coldstart.json" || true
 # The shipped reference model is the one this run selected for devices.
 python -c 'import sys; from edgexray.run import copy_reference_model as c; print(c(*sys.argv[1:]))' \
-    "$RUN" models
+    "$RUN" edgexray/models
 
 cp "$RUN"/{metrics,quantize,verify,stages}.json "$RESULTS/"
 sed 's|](benchmark/|](|g' "$RUN/report.md" >"$RESULTS/report.md"  # plots sit beside it here

@@ -12,6 +12,8 @@ A run directory holds:
   verify.json        the recall gate's report
   benchmark/         benchmark.json, benchmark.md and plots
   selected.json      the variant edgexray run chose for devices
+  calibrated/        the selected model calibrated on a site sample (edgexray run --calibrate-on)
+  calibration.json   that calibration, and the model before/after on the held-out test films
   bundles/           the rpi and android bundles
   report.md          everything above, for people
   stages.json        the settings hash of each finished edgexray run stage
@@ -40,23 +42,28 @@ QUANTIZE_REPORT = "quantize.json"
 VERIFY_REPORT = "verify.json"
 BENCHMARK_DIR = "benchmark"
 SELECTED = "selected.json"
+CALIBRATED_DIR = "calibrated"
+CALIBRATION_REPORT = "calibration.json"
 BUNDLES_DIR = "bundles"
 RUN_REPORT = "report.md"
 STAGE_RECORD = "stages.json"
 # Everything made from model.keras by later stages: stale once the model is retrained.
 DERIVED = (
     PRUNED, PRUNE_REPORT, TFLITE_DIR, QUANTIZE_REPORT, VERIFY_REPORT, BENCHMARK_DIR,
-    BUNDLES_DIR, SELECTED, RUN_REPORT,
+    BUNDLES_DIR, SELECTED, RUN_REPORT, CALIBRATED_DIR, CALIBRATION_REPORT,
 )  # fmt: skip
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Call write(temporary_path), then rename it over path, so path is whole or untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent
-    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(
+            prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent
+        )
+    except OSError as err:
+        raise naming(err, path) from None
     os.close(handle)
     try:
         write(Path(temporary))
@@ -65,10 +72,19 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as err:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise naming(err, path) from None
         raise
     return path
+
+
+def naming(err: OSError, path: Path) -> OSError:
+    """The same error about path: users gave path, not our hidden temporary file."""
+    if err.errno is None:
+        return err
+    return OSError(err.errno, err.strerror, str(path))  # OSError picks the subclass
 
 
 def write_json(path: Path, data) -> Path:
@@ -86,9 +102,33 @@ def read_json(path: Path) -> dict:
         raise EdgexrayError(f"file not found: {path}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise EdgexrayError(f"{path} is not valid JSON ({err})") from None
+    except RecursionError:  # json recurses once per level of nesting
+        raise EdgexrayError(f"{path} is nested too deeply to be an edgexray file") from None
     if not isinstance(data, dict):
         raise EdgexrayError(f"{path} does not hold a JSON object")
     return data
+
+
+def require_writable(folder: Path) -> None:
+    """Fail early, creating nothing, when files cannot be written into `folder`.
+
+    Checks the nearest folder that already exists, where `folder` would be created, with a
+    temporary file: permission bits do not tell (root ignores them, sysfs refuses root).
+
+    Raises:
+        EdgexrayError: folder (or a parent) is a file, or the place cannot be written.
+    """
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise EdgexrayError(f"cannot write into {folder}: {existing} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise EdgexrayError(f"cannot write into {folder}: {err.strerror or err}") from None
 
 
 def save_keras(model, path: Path) -> Path:

@@ -88,6 +88,20 @@ def _writes_artifacts(distribute: str | None) -> bool:
     return False
 
 
+# The gate's limits, shared by verify and run; defaults are verify.GateLimits' (justified
+# in edgexray/pipeline/verify.py), written out so --help works without importing it.
+MaxRecallDrop = Annotated[
+    float, typer.Option(help="Pneumonia recall a candidate may lose against the float model.")
+]
+MaxSpecificityDrop = Annotated[
+    float,
+    typer.Option(help="Specificity a candidate may lose (0.05 = 10 of 201 normal test films)."),
+]
+MaxAucDrop = Annotated[
+    float, typer.Option(help="AUC a candidate may lose against the float model.")
+]
+
+
 def _verbosity() -> int:
     """Keras progress bars on a terminal, one line per epoch in logs and CI."""
     return 1 if sys.stderr.isatty() else 2
@@ -172,8 +186,9 @@ def evaluate(
     """Clinical metrics of a model: recall and specificity with 95% CIs, AUC, calibration."""
     import json
 
+    from edgexray.formatting import json_safe
     from edgexray.pipeline.evaluate import evaluate as run_evaluation
-    from edgexray.pipeline.evaluate import json_safe, report_lines
+    from edgexray.pipeline.evaluate import report_lines
 
     report = run_evaluation(model, data, split, threshold, predictions)
     if json_output:
@@ -208,23 +223,31 @@ def verify(
     split: Annotated[
         str, typer.Option(help="Split of a Kaggle root or run directory given as --data.")
     ] = "test",
-    max_recall_drop: Annotated[
-        float, typer.Option(help="Allowed drop of pneumonia recall versus the baseline.")
-    ] = 0.0,
+    max_recall_drop: MaxRecallDrop = 0.0,
+    max_specificity_drop: MaxSpecificityDrop = 0.05,
+    max_auc_drop: MaxAucDrop = 0.01,
 ):
-    """Fail (exit 1) when a candidate misses more pneumonia than the float baseline."""
-    from edgexray.pipeline.verify import REPORT, RecallRegressionError, table_lines, verify_run
+    """Fail (exit 1) when a candidate misses more pneumonia than the float baseline, or
+    loses too much specificity or AUC (a model calling every film pneumonia must not pass)."""
+    from edgexray.pipeline.verify import (
+        REPORT,
+        GateLimits,
+        RecallRegressionError,
+        table_lines,
+        verify_run,
+    )
     from edgexray.pipeline.verify import verify as run_verify
 
     if run_dir is not None and (baseline or candidate or data):
         raise fail("give either RUN_DIR or --baseline/--candidate/--data, not both")
     if run_dir is None and not (baseline and candidate and data):
         raise fail("give RUN_DIR, or --baseline M --candidate M [--candidate M ...] --data DIR")
+    limits = GateLimits(max_recall_drop, max_specificity_drop, max_auc_drop)
     try:
         if run_dir is not None:
-            report = verify_run(run_dir, max_recall_drop)
+            report = verify_run(run_dir, limits)
         else:
-            report = run_verify(baseline, candidate, data, split, max_recall_drop)
+            report = run_verify(baseline, candidate, data, split, limits)
     except RecallRegressionError as err:
         for line in table_lines(err.report):
             typer.echo(line)
@@ -235,7 +258,9 @@ def verify(
         typer.echo(line)
     if run_dir is not None:
         typer.echo(f"report: {run_dir / REPORT}")
-    typer.echo("passed: no candidate lost pneumonia recall beyond the allowed drop")
+    typer.echo(
+        "passed: no candidate lost pneumonia recall, specificity or AUC beyond the allowed drop"
+    )
 
 
 @app.command("prune")
@@ -340,7 +365,9 @@ def benchmark_command(
     out: Annotated[Path | None, typer.Option(help="Output folder [RUN_DIR/benchmark].")] = None,
 ):
     """Size, latency, memory and clinical metrics of every variant, side by side, with plots."""
-    from edgexray.benchmarks.harness import BenchmarkConfig, benchmark, format_table, table
+    from edgexray.benchmarks.harness import BenchmarkConfig, benchmark
+    from edgexray.benchmarks.tables import format_table, table
+    from edgexray.formatting import target_state
 
     config = BenchmarkConfig(
         threads=BenchmarkConfig.parse_threads(threads), warmup=warmup, runs=runs,
@@ -349,13 +376,12 @@ def benchmark_command(
     result = benchmark(models, config)
     typer.echo(format_table(*table(result)))
     for target in result["targets"]:
-        state = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
-        typer.echo(f"target {state}: {target['target']}")
+        typer.echo(f"target {target_state(target['met'])}: {target['target']}")
     typer.echo(f"benchmark.json, benchmark.md and {len(result['plots'])} plot(s): {result['out']}")
 
 
 def _model_or_reference(model: Path | None) -> Path:
-    """The given model, else the shipped reference model in models/."""
+    """The given model, else the shipped reference model (edgexray/models/)."""
     from edgexray.edge_runtime import REFERENCE_MODEL
 
     if model is not None:
@@ -374,30 +400,33 @@ def predict_command(
     model: Annotated[
         Path | None,
         typer.Option(
-            help="A .tflite with its .json sidecar; default: the reference model in models/."
+            help="A .tflite with its .json sidecar; default: the shipped reference model."
         ),
     ] = None,
     record_format: Annotated[
         str, typer.Option("--format", help="Records as jsonl or csv.")
     ] = "jsonl",
     threads: Annotated[
-        int | None, typer.Option(help="Interpreter threads; default: the runtime's choice.")
+        int | None,
+        typer.Option(help="Interpreter threads, 1 to 64; default: the runtime's choice."),
     ] = None,
 ):
     """Classify images with the standalone edge runtime: one record per image on stdout.
 
     Exit code 0 when every image was read, 3 when some were not (their records say why).
     """
-    import os
-
     from edgexray.edge_runtime import infer
 
     try:
+        infer.check_threads(threads)
         code = infer.run(_model_or_reference(model), images, record_format, threads, sys.stdout)
+    except infer.OutputError as err:  # a full disk: the records were not all written
+        infer.silence_stdout()
+        raise EdgexrayError(str(err)) from None
     except infer.InferenceError as err:
         raise EdgexrayError(str(err)) from None
     except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        infer.silence_stdout()
         code = 1
     raise typer.Exit(code)
 
@@ -407,13 +436,17 @@ def predict_command(
 def bundle_command(
     target: Annotated[str, typer.Option(help="Device: rpi or android.")],
     out: Annotated[
-        Path, typer.Option(help="Bundle folder to write (an earlier bundle there is replaced).")
+        Path,
+        typer.Option(
+            help="Bundle folder to write: new, empty, or an earlier bundle, whose own files "
+            "(those in its SHA256SUMS) are replaced and yours (results.jsonl, .venv) kept."
+        ),
     ],
     model: Annotated[
         Path | None,
         typer.Argument(
             help="A .tflite with its .json sidecar (android: a full-int8 model); "
-            "default: the reference model in models/."
+            "default: the shipped reference model."
         ),
     ] = None,
     zip_bundle: Annotated[
@@ -429,9 +462,50 @@ def bundle_command(
     typer.echo(f"{result['target']} bundle: {result['path']}")
     for name in result["files"]:
         typer.echo(f"  {name}")
+    if result["kept"]:
+        typer.echo(f"kept your files: {', '.join(result['kept'])}")
     if result["zip"]:
         typer.echo(f"zip: {result['zip']}")
     typer.echo(f"next: follow {Path(result['path']) / 'README.md'}")
+
+
+@app.command("calibrate")
+@user_errors
+def calibrate_command(
+    model: Annotated[Path, typer.Argument(help="The deployed .tflite (with its .json sidecar).")],
+    data: Annotated[
+        Path, typer.Option(help="The site's labelled sample: a folder with NORMAL/ and PNEUMONIA/.")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Folder for the model copy and its calibrated sidecar.")
+    ],
+    target_recall: Annotated[
+        float, typer.Option(help="Pneumonia recall the threshold must guarantee.")
+    ] = 0.97,
+    confidence: Annotated[
+        float, typer.Option(help="Confidence of that guarantee, over the draw of the sample.")
+    ] = 0.95,
+    prevalence: Annotated[
+        float | None, typer.Option(help="Pneumonia prevalence at the site, for PPV and NPV.")
+    ] = None,
+    folds: Annotated[int, typer.Option(help="Patient-grouped cross-validation folds.")] = 5,
+    allow_point_estimate: Annotated[
+        bool,
+        typer.Option(
+            help="With too few pneumonia films, use the plain empirical threshold (labelled a "
+            "point estimate, no guarantee) instead of failing."
+        ),
+    ] = False,
+):
+    """Re-choose the threshold on a new site's films so recall holds with stated confidence."""
+    from edgexray.pipeline.calibrate import CalibrateConfig, calibrate, summary_lines
+
+    config = CalibrateConfig(
+        target_recall=target_recall, confidence=confidence, prevalence=prevalence, folds=folds,
+        allow_point_estimate=allow_point_estimate,
+    )  # fmt: skip
+    for line in summary_lines(calibrate(model, data, out, config)):
+        typer.echo(line)
 
 
 @app.command("run")
@@ -453,10 +527,17 @@ def run_command(
     target_recall: Annotated[
         float | None, typer.Option(help="Pneumonia recall the thresholds must reach on val.")
     ] = None,
-    max_recall_drop: Annotated[
-        float, typer.Option(help="Recall a candidate may lose against the float model.")
-    ] = 0.0,
+    max_recall_drop: MaxRecallDrop = 0.0,
+    max_specificity_drop: MaxSpecificityDrop = 0.05,
+    max_auc_drop: MaxAucDrop = 0.01,
     seed: Annotated[int | None, typer.Option(help="Seed for split, init and augmentation.")] = None,
+    calibrate_on: Annotated[
+        Path | None,
+        typer.Option(
+            help="A site's labelled NORMAL/ PNEUMONIA/ sample: calibrate the device model on it "
+            "(recall >= the target at 95% confidence) and bundle the calibrated copy."
+        ),
+    ] = None,
     distribute: Annotated[str, typer.Option(help=DISTRIBUTE_HELP)] = "none",
 ):
     """The whole job: train, prune, quantize, verify, benchmark and bundle; resumable."""
@@ -466,7 +547,7 @@ def run_command(
     from edgexray.export.quantize import QuantizeConfig
     from edgexray.pipeline.prune import PruneConfig
     from edgexray.pipeline.train import TrainConfig, summary_lines
-    from edgexray.pipeline.verify import RecallRegressionError
+    from edgexray.pipeline.verify import GateLimits, RecallRegressionError
     from edgexray.run import STAGES, RunConfig, find_data, run
 
     train_values = dict(epochs=epochs, target_recall=target_recall, seed=seed)
@@ -476,9 +557,10 @@ def run_command(
     )  # fmt: skip
     prune_values = dict(sparsity=sparsity, distribute=distribute)
     prune_config = PruneConfig(**{k: v for k, v in prune_values.items() if v is not None})
+    limits = GateLimits(max_recall_drop, max_specificity_drop, max_auc_drop)
     config = RunConfig(
         train=train_config, prune=prune_config, quantize=QuantizeConfig(distribute=distribute),
-        max_recall_drop=max_recall_drop,
+        gate=limits, calibrate_on=str(calibrate_on.resolve()) if calibrate_on else None,
     )  # fmt: skip
     started = time.monotonic()
 
@@ -499,6 +581,10 @@ def run_command(
     typer.echo(f"{'stage':<10} {'status':<20} {'seconds':>8}")
     for stage, status in summary["stages"].items():
         typer.echo(f"{stage:<10} {status['status']:<20} {status['seconds']:>8}")
-    typer.echo(f"recall gate: passed; deploy {summary['selected']['model']}")
+    selected = summary["selected"]
+    calibrated = (
+        f" calibrated as {selected['calibrated_model']}" if "calibrated_model" in selected else ""
+    )
+    typer.echo(f"recall gate: passed; deploy {selected['model']}{calibrated}")
     typer.echo(f"report: {out / artifacts.RUN_REPORT}")
     typer.echo(f"total: {time.monotonic() - started:.0f} s")

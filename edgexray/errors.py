@@ -17,3 +17,17 @@ def check_config(kind: str, checks: dict[str, bool]) -> None:
     failed = [message for message, ok in checks.items() if not ok]
     if failed:
         raise EdgexrayError(f"bad {kind}: " + "; ".join(failed))
+
+
+def check_threshold(value, source: str) -> float:
+    """The decision threshold read from `source`, or EdgexrayError naming it.
+
+    Every threshold from any file or option comes through here: JSON readers accept NaN
+    and Infinity, and a NaN threshold compares false with every probability, which calls
+    every film normal and would switch the recall gate off.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise EdgexrayError(f"{source}: threshold must be a number, got {value!r}")
+    if not 0.0 <= value <= 1.0:  # False for NaN as well
+        raise EdgexrayError(f"{source}: threshold {value} is not a probability in [0, 1]")
+    return float(value)

@@ -10,37 +10,114 @@ import json
 from pathlib import Path
 
 from edgexray import __version__, artifacts
-
-
-def _cell(value, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+from edgexray.errors import check_threshold
+from edgexray.formatting import interval, number
 
 
 def _interval(bounds) -> str:
-    if not bounds or None in bounds:
-        return "n/a"
-    return f"{bounds[0]:.3f}–{bounds[1]:.3f}"
+    return interval(bounds, "{:.3f}–{:.3f}", "n/a")
 
 
 def _metrics_table(metrics: dict) -> list[str]:
+    # test first: it is what a user gets; val chose the epoch and the threshold.
     lines = [
         "| split | threshold | recall (95% CI) | specificity (95% CI) | AUC | accuracy | ECE | n |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for split in ("val", "test"):
+    for split in ("test", "val"):
         for at in ("at_threshold", "at_0.5"):
             m = metrics[split][at]
-            recall = f"{_cell(m['recall'])} ({_interval(m['recall_ci95'])})"
-            specificity = f"{_cell(m['specificity'])} ({_interval(m['specificity_ci95'])})"
+            recall = f"{number(m['recall'])} ({_interval(m['recall_ci95'])})"
+            specificity = f"{number(m['specificity'])} ({_interval(m['specificity_ci95'])})"
             lines.append(
                 f"| {split} | {m['threshold']:.4f} | {recall} | {specificity} | "
-                f"{_cell(m['auc'])} | {_cell(m['accuracy'])} | {_cell(m['ece'], 3)} | {m['n']} |"
+                f"{number(m['auc'])} | {number(m['accuracy'])} | {number(m['ece'], 3)} | {m['n']} |"
             )
     return lines
 
 
+def _shift_report_lines(report: dict | None) -> list[str]:
+    if not report:
+        return []
+    keys = ("auc", "recall", "specificity")
+
+    def deltas(delta: dict) -> str:
+        return " | ".join("n/a" if k not in delta else f"{delta[k]:+.4f}" for k in keys)
+
+    return [
+        "",
+        "### Real shift against the synthetic ones",
+        "",
+        "Change of each metric from val: the real shift is val → test at the val threshold. "
+        "A synthetic shift *moves alike* when it moves every metric the real shift moves "
+        "(by ≥ 0.01) the same way.",
+        "",
+        "| shift | ΔAUC | Δrecall | Δspecificity | moves alike |",
+        "|---|---|---|---|---|",
+        f"| **real: val → test** | {deltas(report['real_val_to_test'])} | |",
+        *(
+            f"| {name} | {deltas(r['delta'])} | {'yes' if r['moves_like_real'] else 'no'} |"
+            for name, r in report["synthetic"].items()
+        ),
+    ]
+
+
 def _read(path: Path) -> dict | None:
     return artifacts.read_json(path) if path.is_file() else None
+
+
+def _calibration_lines(report: dict) -> list[str]:
+    """The section on `edgexray run --calibrate-on` (calibration.json)."""
+    c, test = report["calibration"], report["test"]
+    sample, confidence = c["sample"], f"{100 * c['confidence']:g}%"
+    guarantee = (
+        f"recall ≥ {c['target_recall']} with {confidence} confidence"
+        if c["guarantee"]
+        else f"**point estimate, no guarantee** (recall ≥ {c['target_recall']} on the sample)"
+    )
+    lines = [
+        "## Calibration at the site",
+        "",
+        f"`{_in_run(report['calibrated_model'])}` is `{_in_run(report['model'])}` with its "
+        "threshold re-chosen "
+        f"on `{sample['folder']}` ({sample['pneumonia']} pneumonia, {sample['normal']} normal "
+        f"films): {c['source_threshold']:.4f} → {c['threshold']:.4f}, for {guarantee}. The "
+        "bundles ship the calibrated model.",
+        "",
+        "| films | threshold | recall (CI) | specificity (CI) |",
+        "|---|---|---|---|",
+    ]
+
+    def row(name: str, threshold, rates: dict) -> str:
+        shown = f"{threshold:.4f}" if isinstance(threshold, float) else threshold
+        return (
+            f"| {name} | {shown} | {number(rates['recall'])} "
+            f"({_interval(rates['recall_ci'])}) | {number(rates['specificity'])} "
+            f"({_interval(rates['specificity_ci'])}) |"
+        )
+
+    lines.append(row("site sample, uncalibrated", c["source_threshold"], c["uncalibrated"]))
+    lines.append(row("site sample, calibrated (in-sample)", c["threshold"], c["in_sample"]))
+    cv = c["cross_validation"]
+    if cv["available"]:
+        lines.append(row("site sample, calibrated (patient-grouped CV)", "per fold", cv))
+    left_out = test["left_out_as_calibration_films"]
+    note = f"; {left_out} test films left out: they were calibration films" if left_out else ""
+    if "after" in test:
+        films = test["films"] - left_out
+        for when in ("before", "after"):
+            name = f"test split, {when} ({films} films{note})"
+            lines.append(row(name, test[when]["threshold"], test[when]))
+    else:
+        lines += ["", f"No before/after on the test split: {test['reason']}{note}."]
+    if not cv["available"]:
+        lines += ["", f"No cross-validation on the site sample: {cv['reason']}."]
+    return lines
+
+
+def _in_run(path: str) -> str:
+    """A run file as the run directory names it, e.g. calibrated/int8.tflite."""
+    return Path(path).parent.name + "/" + Path(path).name
 
 
 def write_report(run_dir: Path, config, summary: dict) -> Path:
@@ -55,23 +132,32 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
     split = metrics["split"]
 
     gate = "PASSED" if summary["gate_passed"] else "FAILED"
+    test_source = metrics.get("test_source", "a patient-grouped split of the given data")
     lines = [
         "# edgexray run report",
         "",
         f"edgexray {__version__}, data `{config.train.data}`. Every number below comes from "
-        "this run directory. **val and test are patient-grouped splits of the given data** "
-        "(no patient in two splits), not the official Kaggle test set.",
+        f"this run directory. **test is {test_source}**; val is a patient-grouped split of "
+        "the training films (no patient in two splits) that chose the epoch and the "
+        "threshold, so its numbers are optimistic.",
         "",
         "## Result",
         "",
         f"- Recall gate (no candidate may lose pneumonia recall against the float model by "
-        f"more than {config.max_recall_drop}): **{gate}**",
+        f"more than {config.gate.max_recall_drop}, specificity by more than "
+        f"{config.gate.max_specificity_drop} or AUC by more than {config.gate.max_auc_drop}): "
+        f"**{gate}**",
     ]
     if selected:
         lines.append(
             f"- Model to deploy: `{selected['model']}` ({selected['why']}); bundles in "
             "`bundles/rpi` and `bundles/android` (and their .zip)."
         )
+        if selected.get("calibrated_model"):
+            lines.append(
+                f"- Calibrated at the site: the bundles ship `{selected['calibrated_model']}` "
+                "(see *Calibration at the site*)."
+            )
     lines += [
         "",
         "## Split",
@@ -86,7 +172,8 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
         "## Float model",
         "",
         f"{metrics['parameters']:,} parameters; best epoch {metrics['best_epoch']} of "
-        f"{metrics['epochs_run']}; decision threshold {metrics['threshold']:.4f}, chosen on val "
+        f"{metrics['epochs_run']}; decision threshold "
+        f"{check_threshold(metrics.get('threshold'), artifacts.METRICS):.4f}, chosen on val "
         f"for pneumonia recall ≥ {metrics['target_recall']}.",
         "",
         *_metrics_table(metrics),
@@ -98,9 +185,10 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
         "| change | AUC | recall | specificity |",
         "|---|---|---|---|",
         *(
-            f"| {name} | {_cell(m['auc'])} | {_cell(m['recall'])} | {_cell(m['specificity'])} |"
+            f"| {name} | {number(m['auc'])} | {number(m['recall'])} | {number(m['specificity'])} |"
             for name, m in metrics["shift_stress_test_val"].items()
         ),
+        *_shift_report_lines(metrics.get("shift_report")),
     ]
     if quantized:
         lines += [
@@ -111,10 +199,12 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
             "|---|---|---|---|---|---|---|",
         ]
         for method, v in quantized["variants"].items():
+            threshold = check_threshold(v.get("threshold"), f"{artifacts.QUANTIZE_REPORT} {method}")
             lines.append(
                 f"| {method} | {v['size_bytes'] / 1024:.1f} | {v['gzip_bytes'] / 1024:.1f} | "
-                f"{v['sparsity']:.3f} | {v['threshold']:.4f} | {_cell(v['val']['recall'])} | "
-                f"{_cell(v['val']['specificity'])} |"
+                f"{v['sparsity']:.3f} | "
+                f"{threshold:.4f} | {number(v['val']['recall'])} | "
+                f"{number(v['val']['specificity'])} |"
             )
     if verify:
         lines += ["", "## Recall gate on the test split", "", "```", *table_lines(verify), "```"]
@@ -126,6 +216,9 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
         body = [line for line in body if not line.startswith("# ")]
         lines += [line.replace("](", "](benchmark/") if "](" in line and ".png" in line else line
                   for line in body]  # fmt: skip
+    calibration = _read(run_dir / artifacts.CALIBRATION_REPORT)
+    if calibration:
+        lines += ["", *_calibration_lines(calibration)]
     lines += [
         "",
         "## Stages",

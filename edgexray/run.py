@@ -1,8 +1,10 @@
 """`edgexray run`: train → prune → quantize → verify → benchmark → bundle, resumable.
 
-Each stage records a hash of its settings (chained with the stages before it) in
-stages.json. Rerunning skips a stage whose hash is unchanged and whose outputs exist; a
-stage that runs makes every later stage run too, since its outputs changed.
+Each stage records in stages.json a hash of its settings (chained with the stages before
+it) and the sha256 of every file it wrote. Rerunning skips a stage only when its settings
+are unchanged and every output it recorded is still there with the same content: a
+deleted sidecar, a truncated model.keras or a corrupted .tflite makes its stage run
+again. A stage that runs makes every later stage run too, since its outputs changed.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from edgexray import __version__, artifacts
 from edgexray.benchmarks.harness import BenchmarkConfig
 from edgexray.errors import EdgexrayError
 from edgexray.export.bundle import TARGETS, BundleConfig
-from edgexray.export.quantize import METHODS, QuantizeConfig
+from edgexray.export.quantize import DEVICE_METHODS, METHODS, QuantizeConfig
 from edgexray.pipeline import distribute
 from edgexray.pipeline.prune import PruneConfig
 from edgexray.pipeline.train import TrainConfig
+from edgexray.pipeline.verify import GateLimits
 
 log = logging.getLogger("edgexray")
 
@@ -33,8 +36,6 @@ STAGES = ("train", "prune", "quantize", "verify", "benchmark", "bundle")
 # The stages that train, in which every multiworker process takes part; the chief alone
 # runs the rest.
 DISTRIBUTED_STAGES = ("train", "prune", "quantize")
-# Full-integer variants with uint8 input/output: the ones a phone or a Pi should run.
-DEVICE_METHODS = ("int8", "qat", "pqat", "pruned-int8")
 KAGGLE_URL = "https://www.kaggle.com/datasets/paultimothymooney/chest-xray-pneumonia"
 
 
@@ -60,18 +61,17 @@ class RunConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     methods: tuple[str, ...] = METHODS
-    max_recall_drop: float = 0.0
+    gate: GateLimits = field(default_factory=GateLimits)
     benchmark: BenchmarkConfig = field(
         default_factory=lambda: BenchmarkConfig(threads=(1, 2), warmup=10, runs=100)
     )
     targets: tuple[str, ...] = TARGETS
+    calibrate_on: str | None = None  # a site's NORMAL/ PNEUMONIA/ sample for the device model
 
     def __post_init__(self):
         unknown = set(self.methods) - set(METHODS)
         if unknown:
             raise EdgexrayError(f"unknown methods {sorted(unknown)}: choose from {METHODS}")
-        if not 0 <= self.max_recall_drop < 1:
-            raise EdgexrayError("max_recall_drop must be in [0, 1)")
         if len({self.train.distribute, self.prune.distribute, self.quantize.distribute}) > 1:
             raise EdgexrayError("train, prune and quantize must use the same distribute")
 
@@ -82,9 +82,13 @@ class RunConfig:
             "train": _hashed(self.train),
             "prune": _hashed(self.prune),
             "quantize": {**_hashed(self.quantize), "methods": list(self.methods)},
-            "verify": {"max_recall_drop": self.max_recall_drop},
+            "verify": dataclasses.asdict(self.gate),
             "benchmark": {k: benchmark[k] for k in ("threads", "warmup", "runs")},
-            "bundle": {"targets": list(self.targets)},
+            "bundle": {
+                "targets": list(self.targets),
+                # Only when given, so runs without it keep their recorded hashes.
+                **({"calibrate_on": self.calibrate_on} if self.calibrate_on else {}),
+            },
         }
 
 
@@ -107,15 +111,61 @@ def stage_hashes(config: RunConfig) -> dict[str, str]:
 
 
 def _outputs(stage: str, run_dir: Path, config: RunConfig) -> list[Path]:
-    tflite = run_dir / artifacts.TFLITE_DIR
-    return {
-        "train": [run_dir / n for n in (artifacts.MODEL, artifacts.METRICS, artifacts.MANIFEST)],
-        "prune": [run_dir / artifacts.PRUNED],
-        "quantize": [tflite / f"{m}.tflite" for m in config.methods],
-        "verify": [run_dir / artifacts.VERIFY_REPORT],
-        "benchmark": [run_dir / artifacts.BENCHMARK_DIR / "benchmark.json"],
-        "bundle": [run_dir / artifacts.BUNDLES_DIR / t / "SHA256SUMS" for t in config.targets],
-    }[stage]
+    """What a stage writes; a folder stands for every file below it."""
+    return [run_dir / name for name in {
+        "train": [artifacts.CONFIG, artifacts.MANIFEST, artifacts.MODEL, artifacts.METRICS],
+        "prune": [artifacts.PRUNED, artifacts.PRUNE_REPORT],
+        "quantize": [artifacts.QUANTIZE_REPORT]
+        + [f"{artifacts.TFLITE_DIR}/{m}{suffix}" for m in config.methods
+           for suffix in (".tflite", ".json")],
+        "verify": [artifacts.VERIFY_REPORT],
+        "benchmark": [artifacts.BENCHMARK_DIR],
+        # Without a passing full-int8 variant nothing is bundled: both are then absent.
+        "bundle": [artifacts.SELECTED, artifacts.BUNDLES_DIR]
+        + ([artifacts.CALIBRATION_REPORT, artifacts.CALIBRATED_DIR] if config.calibrate_on else []),
+    }[stage]]  # fmt: skip
+
+
+def output_hashes(stage: str, run_dir: Path, config: RunConfig) -> dict[str, str]:
+    """sha256 of every file a stage wrote, by path relative to the run directory."""
+    files = []
+    for path in _outputs(stage, run_dir, config):
+        if path.is_dir():
+            files += [p for p in sorted(path.rglob("*")) if p.is_file()]
+        elif path.is_file():
+            files.append(path)
+    return {str(p.relative_to(run_dir)): artifacts.sha256(p) for p in files}
+
+
+def outputs_intact(stage: str, run_dir: Path, config: RunConfig, recorded: dict | None) -> bool:
+    """True when every file the stage recorded is there with the same content (files a
+    user added later to a folder do not count)."""
+    if not isinstance(recorded, dict) or (not recorded and stage != "bundle"):
+        return False  # an older record that did not hash its outputs proves nothing
+    for relative, digest in recorded.items():
+        path = run_dir / relative
+        if not path.is_file() or artifacts.sha256(path) != digest:
+            log.warning("%s: %s is missing or changed since it was written", stage, relative)
+            return False
+    return True
+
+
+def calibrate_selected(run_dir: Path, selected: dict, config: RunConfig) -> Path:
+    """The model to bundle: the selected one, calibrated on config.calibrate_on if given.
+
+    Without calibrate_on, an earlier run's calibration is removed, so nothing stale ships
+    or reaches the report.
+    """
+    from edgexray.pipeline.calibrate import CalibrateConfig, calibrate_run_model
+
+    model = run_dir / selected["model"]
+    if not config.calibrate_on:
+        shutil.rmtree(run_dir / artifacts.CALIBRATED_DIR, ignore_errors=True)
+        (run_dir / artifacts.CALIBRATION_REPORT).unlink(missing_ok=True)
+        return model
+    settings = CalibrateConfig(target_recall=config.train.target_recall)
+    report = calibrate_run_model(run_dir, model, Path(config.calibrate_on), settings)
+    return Path(report["calibrated_model"])
 
 
 def select_device_model(run_dir: Path, verify_report: dict) -> dict:
@@ -169,7 +219,6 @@ def run(
 
     name = config.train.distribute
     run_dir = distribute.output_dir(run_dir, name)  # a worker's is private
-    run_dir.mkdir(parents=True, exist_ok=True)
     if name == "multiworker":
         # Every process must run the same distributed stages in step, and a worker keeps
         # nothing between jobs, so a multiworker job redoes everything from training.
@@ -177,6 +226,13 @@ def run(
     unknown = set(force) - set(STAGES)
     if unknown:
         raise EdgexrayError(f"unknown stage {sorted(unknown)[0]!r}: choose from {STAGES}")
+    if not Path(config.train.data).is_dir():
+        # Before anything is written: a bad --data must not leave a run directory behind.
+        raise EdgexrayError(f"data folder not found: {config.train.data}")
+    if config.calibrate_on:  # a bad site folder fails now, not after training
+        from edgexray.pipeline.calibrate import CalibrateConfig, check_site
+
+        check_site(Path(config.calibrate_on), CalibrateConfig(config.train.target_recall))
     record_path = run_dir / artifacts.STAGE_RECORD
     record = artifacts.read_json(record_path) if record_path.is_file() else {}
     hashes = stage_hashes(config)
@@ -195,7 +251,7 @@ def run(
             quantize(run_dir, config.methods, config.quantize, verbose=verbose)
         elif stage == "verify":
             try:
-                verify_report = verify_run(run_dir, config.max_recall_drop)
+                verify_report = verify_run(run_dir, config.gate)
             except RecallRegressionError as err:
                 verify_report, gate_error = err.report, err
         elif stage == "benchmark":
@@ -212,11 +268,14 @@ def run(
                 (run_dir / artifacts.SELECTED).unlink(missing_ok=True)
                 shutil.rmtree(run_dir / artifacts.BUNDLES_DIR, ignore_errors=True)
                 return
+            model = calibrate_selected(run_dir, selected, config)
+            if model != run_dir / selected["model"]:
+                selected["calibrated_model"] = model.relative_to(run_dir).as_posix()
             artifacts.write_json(run_dir / artifacts.SELECTED, selected)
             for target in config.targets:
                 make_bundle(
                     BundleConfig(
-                        model=str(run_dir / selected["model"]),
+                        model=str(model),
                         target=target,
                         out=str(run_dir / artifacts.BUNDLES_DIR / target),
                         zip=True,
@@ -228,30 +287,35 @@ def run(
     for index, stage in enumerate(STAGES, 1):
         if not distribute.is_chief(name) and stage not in DISTRIBUTED_STAGES:
             return {"run_dir": str(run_dir), "stages": statuses, "worker": True}
-        done = record.get(stage, {}).get("hash") == hashes[stage] and all(
-            p.exists() for p in _outputs(stage, run_dir, config)
+        entry = record.get(stage) if isinstance(record.get(stage), dict) else {}
+        done = (
+            not redo
+            and stage not in force
+            and entry.get("hash") == hashes[stage]
+            and outputs_intact(stage, run_dir, config, entry.get("outputs"))
         )
-        if done and not redo and stage not in force:
+        if done:
             if stage == "verify":
                 verify_report = artifacts.read_json(run_dir / artifacts.VERIFY_REPORT)
                 if not verify_report.get("passed", True):
                     done = False  # a failed gate is never "done": check it again
             if done:
-                statuses[stage] = {"status": "skipped (unchanged)", **record[stage]}
+                statuses[stage] = {"status": "skipped (unchanged)", "seconds": entry.get("seconds")}
                 if on_stage:
                     on_stage(index, stage, "skip")
                 continue
         redo = True
         if on_stage:
             on_stage(index, stage, "start")
-        record.pop(stage, None)
-        artifacts.write_json(record_path, record)
+        if record.pop(stage, None) is not None:
+            artifacts.write_json(record_path, record)
         started = time.monotonic()
         run_stage(stage)
         seconds = round(time.monotonic() - started, 1)
-        record[stage] = {"hash": hashes[stage], "seconds": seconds}
+        outputs = output_hashes(stage, run_dir, config)
+        record[stage] = {"hash": hashes[stage], "seconds": seconds, "outputs": outputs}
         artifacts.write_json(record_path, record)
-        statuses[stage] = {"status": "ran", **record[stage]}
+        statuses[stage] = {"status": "ran", "seconds": seconds}
         if on_stage:
             on_stage(index, stage, "done")
 

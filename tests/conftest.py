@@ -93,3 +93,16 @@ def tiny_tflite(tiny_run, tiny_config, tmp_path_factory) -> dict[str, Path]:
         convert.to_full_int8(model, images), out / "int8.tflite", method="int8", **common
     )
     return {"float32": out / "float32.tflite", "int8": out / "int8.tflite"}
+
+
+@pytest.fixture(scope="session")
+def device(tmp_path_factory) -> Path:
+    """The edge runtime's infer.py copied alone into a folder with spaces, as in a bundle."""
+    import shutil
+
+    from edgexray.edge_runtime import infer
+
+    folder = tmp_path_factory.mktemp("edge") / "edge device"
+    folder.mkdir()
+    shutil.copyfile(infer.__file__, folder / "infer.py")
+    return folder

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 BLOCKED = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "edgexray")
@@ -60,3 +62,16 @@ def one_error_line(stderr: str) -> str:
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, stderr
     return errors[0]
+
+
+def make_venv(folder: Path) -> None:
+    """Stand-in for the rpi README's step 3 (no network here): a real venv at folder/.venv
+    seeing this test's packages."""
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(folder / ".venv")], check=True
+    )
+    purelib = subprocess.run(
+        [str(folder / ".venv/bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],  # noqa: E501
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    Path(purelib, "test-packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 import zipfile
 from pathlib import Path
@@ -15,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SHARED_TRAIN, synthetic_xray
-from edge_support import blocked_env, one_error_line, run_blocked
-from PIL import Image
+from edge_support import blocked_env, make_venv, one_error_line, run_blocked
 from typer.testing import CliRunner
 
 from edgexray.cli import app
@@ -40,18 +38,6 @@ def assert_checksums_pass(folder: Path) -> None:
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
     assert listed == present - {"SHA256SUMS"}
     subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=folder, check=True)
-
-
-def make_venv(folder: Path) -> None:
-    """Stand-in for README step 3 (no network here): a real venv seeing this test's packages."""
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--without-pip", str(folder / ".venv")], check=True
-    )
-    purelib = subprocess.run(
-        [str(folder / ".venv/bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],  # noqa: E501
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    Path(purelib, "test-packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
 
 def readme_line(readme: str, start: str) -> str:
@@ -85,6 +71,15 @@ def test_rpi_bundle_runs_as_its_readme_says(tiny_tflite, tmp_path):
     requirements = (device / "requirements.txt").read_text()
     assert all(name in requirements for name in ("ai-edge-litert==", "numpy", "pillow"))
     make_venv(device)  # step 3
+    check = run_blocked(
+        ["bash", "-c", readme_line(readme, ".venv/bin/python check/")], tmp_path, cwd=device
+    )
+    assert (check.returncode, check.stdout.split(":")[0]) == (0, "check passed"), check.stderr
+    wrong = bytearray((device / "check" / "input.u8").read_bytes())
+    wrong[7] ^= 1
+    (device / "check" / "input.u8").write_bytes(bytes(wrong))
+    check = run_blocked([".venv/bin/python", "check/check.py"], tmp_path, cwd=device)
+    assert check.returncode == 1 and "1 of" in check.stdout, check.stdout + check.stderr
     images = films(home / "xrays", np.random.default_rng(0))
 
     command = readme_line(readme, ".venv/bin/python infer.py")  # step 4, verbatim
@@ -109,51 +104,11 @@ def test_rpi_bundle_runs_as_its_readme_says(tiny_tflite, tmp_path):
     args = [arg.replace("/home/%i", str(home)) for arg in exec_start.split()]
     watch = run_blocked(args, tmp_path, env={"ONCE": "1", "HOME": str(home)})
     assert watch.returncode == 0, watch.stderr
-    assert sorted(p.name for p in inbox.iterdir()) == ["readme.txt"]
+    assert sorted(p.name for p in inbox.iterdir()) == [".processing", "readme.txt"]
+    assert list((inbox / ".processing").iterdir()) == []  # every batch went on to done/
     (batch,) = (home / "xray-done").iterdir()
     results = (home / "xray-results.jsonl").read_text().splitlines()
     assert len(results) == len(list(batch.iterdir())) == len(images)
-
-
-def readme_resample(pixels: np.ndarray, out_size: int) -> np.ndarray:
-    """Android README step 2, transcribed line by line, along the last axis."""
-    in_size = pixels.shape[-1]
-    scale = in_size / out_size
-    spread = max(scale, 1.0)
-    out = np.empty(pixels.shape[:-1] + (out_size,), np.uint8)
-    for o in range(out_size):
-        center = (o + 0.5) * scale
-        first = max(int(center - spread + 0.5), 0)
-        last = min(int(center + spread + 0.5), in_size)
-        w = [max(0.0, 1.0 - abs((i - center + 0.5) / spread)) for i in range(first, last)]
-        total = sum(w)
-        if total != 0:
-            w = [x / total for x in w]
-        k = np.array([int(x * 4194304 + 0.5) for x in w], dtype=np.int64)
-        acc = 2097152 + pixels[..., first:last].astype(np.int64) @ k
-        out[..., o] = np.clip(acc >> 22, 0, 255)
-    return out
-
-
-def readme_input_bytes(gray: np.ndarray, height: int, width: int, scale: float, zero: int):
-    """Android README steps 2 to 4 on decoded grey levels: the bytes of the input buffer."""
-    if gray.shape[1] != width:
-        gray = readme_resample(gray, width)
-    if gray.shape[0] != height:
-        gray = readme_resample(gray.T, height).T
-    hist = [0] * 256
-    for v in gray.ravel():
-        hist[v] += 1
-    cdf = list(np.cumsum(hist))
-    cdf_min = cdf[next(v for v in range(256) if hist[v] > 0)]
-    n = height * width
-    if n == cdf_min:
-        lut = [0] * 256
-    else:
-        lut = [min(max(round((c - cdf_min) * (255.0 / (n - cdf_min))), 0), 255) for c in cdf]
-    levels = np.array(lut, dtype=np.float32)[gray]
-    q = np.rint((levels / np.float32(255)) / np.float32(scale) + np.float32(zero))
-    return np.clip(q, 0, 255).astype(np.uint8).tobytes()
 
 
 def test_android_bundle_follows_its_readme(tiny_tflite, tmp_path):
@@ -173,12 +128,14 @@ def test_android_bundle_follows_its_readme(tiny_tflite, tmp_path):
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
     height, width = sidecar["input"]["height"], sidecar["input"]["width"]
-    scale, zero = input_detail["quantization"]  # read from the tensor, as the README says
 
     expected = json.loads((device / "check" / "expected.json").read_text())
-    check_gray = np.asarray(Image.open(device / "check" / "image.png"))
-    port = readme_input_bytes(check_gray, height, width, scale, zero)
-    assert port == (device / "check" / "input.u8").read_bytes()
+    # Step 3 calls the shipped Java class (compiled and compared in test_android_preprocess).
+    assert "EdgexrayPreprocess.modelInput(" in readme
+    assert (device / "EdgexrayPreprocess.java").is_file()
+    port = (device / "check" / "input.u8").read_bytes()
+    image = infer.preprocess(device / "check" / "image.png", sidecar["input"])
+    assert port == infer.input_batch(image, input_detail).tobytes()
 
     interpreter.set_tensor(
         input_detail["index"], np.frombuffer(port, np.uint8).reshape(1, height, width, 1)
@@ -191,21 +148,6 @@ def test_android_bundle_follows_its_readme(tiny_tflite, tmp_path):
     assert labels[int(probability >= sidecar["threshold"])] == expected["label"]
     classifier = infer.Classifier(tiny_tflite["int8"])
     assert expected["probability"] == classifier.probability(device / "check" / "image.png")
-
-
-def test_android_readme_steps_are_exact_on_films_of_any_shape(tiny_tflite, tmp_path):
-    classifier = infer.Classifier(tiny_tflite["int8"])
-    spec, detail = classifier.sidecar["input"], classifier.interpreter.get_input_details()[0]
-    rng = np.random.default_rng(5)
-    paths = [p for p in films(tmp_path / "films", rng) if p.name != "scan notes.jpeg"]
-    for size in ((1, 1), (33, 31), (500, 17), (17, 500), (40, 32)):
-        path = tmp_path / "films" / f"random {size}.png"
-        Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8)).save(path)
-        paths.append(path)
-    for path in paths:
-        gray = np.asarray(Image.open(path).convert("L"))
-        port = readme_input_bytes(gray, spec["height"], spec["width"], *detail["quantization"])
-        assert port == infer.input_batch(infer.preprocess(path, spec), detail).tobytes(), path
 
 
 @pytest.fixture(scope="module")
@@ -263,9 +205,10 @@ def test_android_bundle_refuses_a_float_model(tiny_tflite, tmp_path):
 def test_bundle_replaces_an_earlier_bundle_but_never_another_folder(tiny_tflite, tmp_path):
     out = tmp_path / "rpi bundle"
     make_bundle(BundleConfig(str(tiny_tflite["int8"]), "rpi", str(out)))
-    (out / "stale.txt").write_text("left from an earlier bundle")
-    make_bundle(BundleConfig(str(tiny_tflite["int8"]), "rpi", str(out)))
-    assert not (out / "stale.txt").exists()
+    (out / "infer.py").write_text("an edited copy of a bundle file")
+    result = make_bundle(BundleConfig(str(tiny_tflite["int8"]), "rpi", str(out)))
+    assert (out / "infer.py").read_bytes() == Path(infer.__file__).read_bytes()
+    assert result["kept"] == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rpi bundle"]  # no temporaries left
     documents = tmp_path / "documents"
     documents.mkdir()
@@ -284,8 +227,10 @@ def test_failed_bundle_leaves_the_earlier_one_whole(tiny_tflite, tmp_path, monke
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(bundle_module, "_write_checksums", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(EdgexrayError) as failure:
         make_bundle(BundleConfig(str(tiny_tflite["int8"]), "android", str(out)))
+    # The message names the folder the user asked for, not the hidden staging folder.
+    assert str(failure.value) == f"cannot write the bundle {out}: No space left on device"
     assert (out / "SHA256SUMS").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["android"]
 

@@ -61,6 +61,20 @@ def test_kaggle_test_folder_becomes_the_test_split(tmp_path):
     assert skipped == []
 
 
+def test_test_split_is_exactly_the_test_folder_even_with_shared_patient_ids(tmp_path):
+    # Kaggle reuses personNNN ids in train/ and test/ for different children: the test
+    # split must stay exactly test/, and the train/ films of a shared id keep training.
+    make_xray_folder(tmp_path / "kaggle" / "train", per_class=12)
+    make_xray_folder(tmp_path / "kaggle" / "test", per_class=4, seed=1, first_patient=0)
+    samples, _ = data.scan(tmp_path / "kaggle")
+    split = data.split_by_patient(samples, 0.25, 0.25, seed=0)
+    test_files = sorted(p.relative_to(tmp_path / "kaggle").as_posix()
+                        for p in (tmp_path / "kaggle" / "test").rglob("*.jpeg"))
+    assert sorted(s.path for s in split if s.split == "test") == test_files
+    shared = {s.patient_id for s in split if s.split == "test"}
+    assert any(s.patient_id in shared and s.split == "train" for s in split)
+
+
 def test_folder_names_match_case_insensitively(tmp_path):
     make_xray_folder(tmp_path / "d", per_class=2)
     (tmp_path / "d" / "NORMAL").rename(tmp_path / "d" / "normal")
@@ -115,13 +129,3 @@ def test_manifest_round_trips(tmp_path):
     ]
     data.save_manifest(samples, tmp_path / "manifest.csv")
     assert data.load_manifest(tmp_path / "manifest.csv") == samples
-
-
-def test_a_patient_in_the_kaggle_test_folder_never_trains(tmp_path):
-    make_xray_folder(tmp_path / "kaggle" / "train", per_class=12)
-    make_xray_folder(tmp_path / "kaggle" / "test", per_class=4, seed=1)  # same names: IM-0000..
-    samples, _ = data.scan(tmp_path / "kaggle")
-    split = data.split_by_patient(samples, 0.25, 0.25, seed=0)
-    test_patients = {s.patient_id for s in split if s.split == "test"}
-    assert not any(s.patient_id in test_patients for s in split if s.split != "test")
-    assert any(s.path.startswith("train/") and s.split == "test" for s in split)

@@ -161,7 +161,8 @@ def test_mirrored_on_two_cpus_matches_one_process(tiny_config, tiny_run, tmp_pat
 
 def test_two_workers_train_and_only_the_chief_writes(tiny_config, tiny_run, tmp_path):
     from edgexray.export import convert
-    from edgexray.pipeline import data
+    from edgexray.pipeline import data, scoring
+    from edgexray.pipeline.model import emits_logit
 
     config = tiny_config_file(tmp_path / "config.json", tiny_config, distribute="multiworker")
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
@@ -188,11 +189,14 @@ def test_two_workers_train_and_only_the_chief_writes(tiny_config, tiny_run, tmp_
     model = artifacts.load_keras(chief / artifacts.MODEL)
     samples = data.load_manifest(chief / artifacts.MANIFEST)
     paths, _ = data.select(samples, "val", Path(tiny_config.data))
-    images = np.stack([data.model_input(p, tiny_config.input_spec) for p in paths[:4]])
-    from edgexray.export.quantize import tflite_probabilities
-
-    converted = tflite_probabilities(convert.to_float32(model), list(images))
-    np.testing.assert_allclose(converted, model.predict(images, verbose=0).reshape(-1), atol=1e-4)
+    spec = tiny_config.input_spec
+    images = [scoring.decode(p, spec) for p in paths[:4]]
+    kind = "logit" if emits_logit(model) else "probability"
+    converted = scoring.tflite_scorer(convert.to_float32(model), spec, output_kind=kind)
+    np.testing.assert_allclose(
+        converted.probabilities(images), scoring.keras_scorer(model, spec).probabilities(images),
+        atol=1e-4,
+    )
 
 
 def test_run_hashes_ignore_distribute_none_but_not_a_strategy():
@@ -211,3 +215,15 @@ def test_run_hashes_ignore_distribute_none_but_not_a_strategy():
         quantize=QuantizeConfig(distribute="mirrored"),
     )  # fmt: skip
     assert stage_hashes(mirrored)["train"] != stage_hashes(plain)["train"]
+
+
+def test_learning_rate_scales_numbers_and_decay_schedules_with_the_replicas(monkeypatch):
+    from edgexray.compat import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(2e-3, decay_steps=30, alpha=0.05)
+    assert distribute.learning_rate(schedule, "none") is schedule
+    monkeypatch.setattr(distribute, "replicas", lambda name: 2)
+    assert distribute.learning_rate(1e-4, "mirrored") == 2e-4
+    scaled = distribute.learning_rate(schedule, "mirrored")
+    assert scaled.get_config() == {**schedule.get_config(), "initial_learning_rate": 4e-3}
+    assert float(scaled(30)) == pytest.approx(2 * float(schedule(30)))

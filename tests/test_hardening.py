@@ -76,12 +76,13 @@ def test_nonexistent_paths_exit_2(command, tmp_path, xray_folder, image):
     assert_clean_failure(args[command])
 
 
-def test_train_and_run_on_missing_data_exit_2(tmp_path):
+def test_train_and_run_on_missing_data_exit_2_and_leave_no_run_dir(tmp_path):
     for command in ("train", "run"):
         message = assert_clean_failure(
             [command, "--data", tmp_path / "nowhere", "--out", tmp_path / "r"]
         )
         assert "not found" in message
+        assert not (tmp_path / "r").exists()
 
 
 def test_run_without_any_data_says_where_to_get_it(tmp_path, monkeypatch):
@@ -181,6 +182,7 @@ def test_interrupted_stage_resumes_where_it_stopped(tiny_config, tmp_path, monke
     from edgexray.export import quantize as quantize_module
     from edgexray.export.quantize import QuantizeConfig
     from edgexray.pipeline.prune import PruneConfig
+    from edgexray.pipeline.verify import GateLimits
 
     config = workflow.RunConfig(
         train=tiny_config,
@@ -189,6 +191,9 @@ def test_interrupted_stage_resumes_where_it_stopped(tiny_config, tmp_path, monke
         methods=("float32", "int8", "pruned-int8"),
         benchmark=BenchmarkConfig(threads=(1,), warmup=1, runs=3, memory_images=1),
         targets=("android",),
+        # A 1-epoch prune of a 3-epoch 32 px model loses much specificity and AUC; resuming,
+        # not the gate, is under test here.
+        gate=GateLimits(max_specificity_drop=1.0, max_auc_drop=1.0),
     )
     run_dir = tmp_path / "resumable run"
 
@@ -221,6 +226,32 @@ def test_interrupted_stage_resumes_where_it_stopped(tiny_config, tmp_path, monke
     events.clear()
     workflow.run(config, run_dir, ("quantize",), 0, lambda i, s, e: events.append((s, e)))
     assert [s for s, e in events if e == "done"] == ["quantize", "verify", "benchmark", "bundle"]
+
+    # Damaged outputs are not trusted because their files exist: their stage runs again.
+    def rerun_after(damage) -> list[str]:
+        damage()
+        events.clear()
+        summary = workflow.run(
+            config, run_dir, verbose=0, on_stage=lambda i, s, e: events.append((s, e))
+        )
+        assert summary["gate_passed"] is True
+        return [s for s, e in events if e == "done"]
+
+    later = ["verify", "benchmark", "bundle"]
+    sidecar = run_dir / "tflite" / "int8.json"
+    assert rerun_after(sidecar.unlink) == ["quantize", *later]
+    assert sidecar.is_file()
+    int8 = run_dir / "tflite" / "int8.tflite"
+    assert rerun_after(lambda: int8.write_bytes(int8.read_bytes()[:-64] + bytes(64))) == [
+        "quantize", *later,
+    ]  # fmt: skip
+    assert json.loads(sidecar.read_text())["sha256"] == fingerprint(run_dir)["tflite/int8.tflite"]
+    threshold = json.loads((run_dir / "metrics.json").read_text())["threshold"]
+    model = run_dir / "model.keras"
+    assert rerun_after(lambda: model.write_bytes(model.read_bytes()[:1000])) == [
+        "train", "prune", "quantize", *later,
+    ]  # fmt: skip
+    assert json.loads((run_dir / "metrics.json").read_text())["threshold"] == threshold
 
 
 def test_nothing_reads_pickles_or_evaluates_strings():
@@ -312,3 +343,62 @@ def test_failed_gate_with_nothing_to_ship_exits_1_with_a_report(run_copy, tiny_c
         workflow.run(config, run_copy, verbose=0)
     assert not (run_copy / "bundles").exists()
     assert "**FAILED**" in (run_copy / "report.md").read_text()
+
+
+def _deeply_nested(depth: int = 100_000) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_deeply_nested_json_sidecar_or_config_exits_2(run_copy, xray_folder, tmp_path):
+    """json recurses once per level: a hostile file must not end in a RecursionError."""
+    config = tmp_path / "nested.json"
+    config.write_text('{"data": ' + _deeply_nested() + "}")
+    assert_clean_failure(["train", "--config", config, "--out", tmp_path / "r"])
+    assert not (tmp_path / "r").exists()
+    (run_copy / "tflite" / "int8.json").write_text(_deeply_nested())
+    model = run_copy / "tflite" / "int8.tflite"
+    assert_clean_failure(["evaluate", model, "--data", xray_folder])
+    assert_clean_failure(["verify", run_copy])
+    (run_copy / "metrics.json").write_text(_deeply_nested())
+    assert_clean_failure(["evaluate", run_copy / "model.keras", "--data", run_copy])
+
+
+@pytest.mark.parametrize("values", [{"data": 5}, {"seed": "abc"}, {"epochs": "3"},
+                                    {"augment": "yes"}, {"dropout": None}])  # fmt: skip
+def test_config_values_of_the_wrong_type_exit_2_before_scanning(values, xray_folder, tmp_path,
+                                                                monkeypatch):  # fmt: skip
+    from edgexray.pipeline import data
+
+    def no_scan(*args, **kwargs):
+        raise AssertionError("the data was scanned before the config was checked")
+
+    monkeypatch.setattr(data, "scan", no_scan)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"data": str(xray_folder), **values}))
+    message = assert_clean_failure(["train", "--config", config, "--out", tmp_path / "r"])
+    assert next(iter(values)) in message
+    assert not (tmp_path / "r").exists()
+
+
+def test_manifest_that_is_not_utf8_exits_2(run_copy, xray_folder):
+    manifest = run_copy / "manifest.csv"
+    manifest.write_bytes(manifest.read_bytes().replace(b"NORMAL", "NÖRMAL".encode("latin-1"), 1))
+    assert_clean_failure(["evaluate", run_copy / "model.keras", "--data", run_copy])
+    assert_clean_failure(["verify", run_copy])
+    assert_clean_failure(["prune", run_copy])
+
+
+def test_benchmark_checks_its_output_folder_before_measuring(tiny_tflite, xray_folder, tmp_path,
+                                                             monkeypatch):  # fmt: skip
+    from edgexray.pipeline import scoring
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("measured before checking --out")
+
+    monkeypatch.setattr(scoring, "score", no_scoring)
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    for out in (blocker / "bench", _read_only_folder(tmp_path) / "bench"):
+        message = assert_clean_failure(["benchmark", tiny_tflite["int8"], "--data", xray_folder,
+                                        "--out", out, "--runs", "3"])  # fmt: skip
+        assert "cannot write" in message

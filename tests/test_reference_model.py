@@ -1,8 +1,9 @@
-"""The shipped model in models/ is whole, small and runs as its sidecar says."""
+"""The shipped model in edgexray/models/ is whole, small and runs as its sidecar says."""
 
 import numpy as np
 import pytest
 from conftest import SHARED_TRAIN
+from PIL import Image
 
 from edgexray.edge_runtime import REFERENCE_MODEL, infer
 
@@ -26,3 +27,33 @@ def test_reference_model_separates_real_films():
     normal_scores = np.array([classifier.probability(p) for p in normal])
     pneumonia_scores = np.array([classifier.probability(p) for p in pneumonia])
     assert normal_scores.mean() < pneumonia_scores.mean()
+
+
+def test_only_uint8_inputs_of_scale_one_over_255_and_zero_point_0_take_grey_levels_as_is():
+    def detail(dtype, scale, zero_point):
+        return {"dtype": dtype, "quantization": (scale, zero_point)}
+
+    assert infer.levels_are_input(detail(np.uint8, 0.003921568859368563, 0))  # float32(1/255)
+    assert not infer.levels_are_input(detail(np.uint8, 0.0078125, 128))
+    assert not infer.levels_are_input(detail(np.uint8, 0.004, 0))  # rounds some levels apart
+    assert not infer.levels_are_input(detail(np.int8, 0.003921568859368563, -128))
+    assert not infer.levels_are_input(detail(np.float32, 0.0, 0))
+
+
+@pytest.mark.skipif(not SHARED_TRAIN.is_dir(), reason="shared data not present")
+def test_uint8_fast_path_feeds_the_general_paths_bytes_and_gives_its_probabilities(tmp_path):
+    classifier = infer.Classifier(REFERENCE_MODEL)
+    assert classifier.levels_are_input  # the shipped full-int8 model takes the fast path
+    spec = classifier.sidecar["input"]
+    films = sorted((SHARED_TRAIN / "NORMAL").iterdir())[:10]
+    films += sorted((SHARED_TRAIN / "PNEUMONIA").iterdir())[:10]
+    for i, size in enumerate([(1000, 1400), (301, 517), (97, 60)]):  # other sizes than 224
+        films.append(tmp_path / f"{i}.png")
+        Image.open(films[i]).resize(size).save(films[-1])
+    for film in films:
+        general = infer.input_batch(infer.preprocess(film, spec), classifier.input_detail)
+        fast = classifier.model_input(film)
+        assert fast.dtype == general.dtype == np.uint8 and fast.shape == general.shape
+        assert fast.tobytes() == general.tobytes(), film
+        slow = infer.run_interpreter(classifier.interpreter, infer.preprocess(film, spec))
+        assert classifier.probability(film) == slow, film

@@ -8,8 +8,8 @@ from conftest import SHARED_TRAIN
 
 from edgexray import artifacts
 from edgexray.errors import EdgexrayError
-from edgexray.pipeline import data, metrics
-from edgexray.pipeline.train import TrainConfig, predict, train
+from edgexray.pipeline import data, metrics, scoring
+from edgexray.pipeline.train import TrainConfig, train
 
 
 def test_run_dir_holds_everything_later_stages_need(tiny_run):
@@ -30,7 +30,7 @@ def test_threshold_reaches_target_recall_on_val(tiny_run, tiny_config):
     # Recomputed from the saved model, the threshold gives the same recall.
     samples = data.load_manifest(tiny_run / artifacts.MANIFEST)
     paths, labels = data.select(samples, "val", tiny_config.data)
-    probabilities = predict(
+    probabilities = scoring.keras_probabilities(
         artifacts.load_keras(tiny_run / artifacts.MODEL), paths, tiny_config.input_spec
     )
     report = metrics.classification_report(labels, probabilities, summary["threshold"])
@@ -72,7 +72,9 @@ def test_trains_end_to_end_on_a_few_real_images(tmp_path):
     assert summary["split"]["test"]["images"] > 0
     model = artifacts.load_keras(tmp_path / "run" / artifacts.MODEL)
     assert model.input_shape == (None, 32, 32, 1)
-    probabilities = predict(model, [str(next((root / "NORMAL").iterdir()))], config.input_spec)
+    probabilities = scoring.keras_probabilities(
+        model, [str(next((root / "NORMAL").iterdir()))], config.input_spec
+    )
     assert probabilities.shape == (1,) and np.all((0 <= probabilities) & (probabilities <= 1))
     assert dataclasses.asdict(TrainConfig.from_json(tmp_path / "run" / artifacts.CONFIG))[
         "data"

@@ -1,5 +1,6 @@
 """`edgexray verify`: the recall gate passes identical models and fails ones that miss more."""
 
+import dataclasses
 import json
 import shutil
 
@@ -12,7 +13,7 @@ from edgexray.cli import app
 from edgexray.errors import EdgexrayError
 from edgexray.pipeline import metrics
 from edgexray.pipeline.evaluate import evaluate
-from edgexray.pipeline.verify import REPORT, RecallRegressionError, verify
+from edgexray.pipeline.verify import REPORT, GateLimits, RecallRegressionError, verify
 
 runner = CliRunner()
 
@@ -85,7 +86,9 @@ def test_raised_threshold_fails_with_new_false_negatives_listed(strict_pair, xra
 
 def test_allowed_recall_drop_lets_the_candidate_pass(strict_pair, xray_folder):
     baseline, candidate, missed = strict_pair
-    report = verify(baseline, [candidate], xray_folder, max_recall_drop=missed / 40)
+    report = verify(
+        baseline, [candidate], xray_folder, limits=GateLimits(max_recall_drop=missed / 40)
+    )
     assert report["passed"] and report["candidates"][0]["recall_drop"] > 0
 
 
@@ -205,3 +208,108 @@ def test_recall_cannot_pass_vacuously_without_pneumonia_images(tiny_tflite, tmp_
     shutil.copytree(xray_folder / "NORMAL", tmp_path / "normal only" / "NORMAL")
     with pytest.raises(EdgexrayError, match="no PNEUMONIA image"):
         verify(tiny_tflite["float32"], [tiny_tflite["int8"]], tmp_path / "normal only")
+
+
+@pytest.mark.parametrize(
+    "threshold", ["NaN", "Infinity", "-Infinity", "1.5", "-0.1", '"0.5"', "true", "null"]
+)
+def test_a_threshold_that_is_not_a_probability_in_metrics_json_exits_2(run_copy, threshold):
+    """JSON readers accept NaN; a NaN threshold called every film normal and passed the gate."""
+    path = run_copy / artifacts.METRICS
+    recorded = json.loads(path.read_text())["threshold"]
+    text = path.read_text().replace(f'"threshold": {recorded!r}', f'"threshold": {threshold}', 1)
+    path.write_text(text)
+    for args in (
+        ["verify", str(run_copy)],
+        ["evaluate", str(run_copy / "model.keras"), "--data", str(run_copy)],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert "threshold" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), float("inf"), 2.0])
+def test_a_sidecar_threshold_that_is_not_a_probability_exits_2(
+    tiny_tflite, xray_folder, tmp_path, threshold
+):
+    candidate = tmp_path / "bad.tflite"
+    copy_model(tiny_tflite["float32"], candidate)
+    sidecar = json.loads(candidate.with_suffix(".json").read_text())
+    candidate.with_suffix(".json").write_text(json.dumps({**sidecar, "threshold": threshold}))
+    args = ["verify", "--baseline", str(tiny_tflite["float32"]), "--candidate", str(candidate),
+            "--data", str(xray_folder)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "threshold" in result.stderr, result.output
+
+
+def test_threshold_option_nan_exits_2(tiny_tflite, xray_folder):
+    args = [
+        "evaluate",
+        str(tiny_tflite["float32"]),
+        "--data",
+        str(xray_folder),
+        "--threshold",
+        "nan",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "threshold" in result.stderr, result.output
+
+
+def test_a_candidate_calling_every_film_pneumonia_fails_on_specificity(
+    tiny_tflite, xray_folder, tmp_path
+):
+    """Threshold 0: recall 1, specificity 0. Recall alone would let it ship."""
+    everything = copy_model(tiny_tflite["float32"], tmp_path / "everything.tflite", threshold=0.0)
+    args = ["verify", "--baseline", str(tiny_tflite["float32"]), "--candidate", str(everything),
+            "--data", str(xray_folder)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "specificity dropped" in result.stderr
+    with pytest.raises(RecallRegressionError) as caught:
+        verify(tiny_tflite["float32"], [everything], xray_folder)
+    (candidate,) = caught.value.report["candidates"]
+    assert candidate["recall"] == 1.0 and candidate["specificity"] == 0.0
+    assert candidate["failures"] and candidate["failures"][0].startswith("specificity")
+    assert caught.value.report["max_specificity_drop"] == 0.05
+    # A looser limit is the user's explicit choice.
+    report = verify(
+        tiny_tflite["float32"],
+        [everything],
+        xray_folder,
+        limits=GateLimits(max_specificity_drop=1.0, max_auc_drop=1.0),
+    )
+    assert report["passed"]
+
+
+def test_gate_limits_refuse_nonsense():
+    for bad in (
+        dict(max_auc_drop=float("nan")),
+        dict(max_specificity_drop=-0.1),
+        dict(max_recall_drop=2),
+    ):
+        with pytest.raises(EdgexrayError):
+            GateLimits(**bad)
+
+
+def test_recorded_variants_pass_the_default_limits():
+    """The defaults must not fail the variants the recorded run shipped or compared."""
+    from pathlib import Path
+
+    recorded = json.loads(
+        (Path(__file__).parents[1] / "benchmarks/results/verify.json").read_text()
+    )
+    limits = GateLimits()
+    for candidate in recorded["candidates"]:
+        assert -candidate["delta"]["specificity"] <= limits.max_specificity_drop
+        assert -candidate["delta"]["auc"] <= limits.max_auc_drop
+
+
+def test_cli_gate_defaults_are_the_library_defaults():
+    import inspect
+
+    from edgexray import cli
+
+    limits = dataclasses.asdict(GateLimits())
+    for command in (cli.verify, cli.run_command):
+        parameters = inspect.signature(command).parameters
+        assert {name: parameters[name].default for name in limits} == limits

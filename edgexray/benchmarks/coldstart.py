@@ -57,7 +57,9 @@ if model.endswith(".keras"):
 else:
     interpreter = tf.lite.Interpreter(model_path=model)
     interpreter.allocate_tensors()
-    probability = infer.run_interpreter(interpreter, infer.preprocess(image, input_spec))
+    with open(model[: -len(".tflite")] + ".json") as handle:
+        kind = json.load(handle)["output"].get("kind", "probability")
+    probability = infer.run_interpreter(interpreter, infer.preprocess(image, input_spec), kind)
 print(json.dumps({"probability": probability}), flush=True)
 """
 

@@ -11,45 +11,40 @@ Parameter counts and sparsity of a .tflite are measured by
 edgexray.export.convert.weight_stats (see there). The converter folds BatchNormalization
 into the convolutions, so a .tflite counts fewer parameters than Keras's count_params(),
 which also counts the BatchNormalization statistics.
+
+This module gathers the measurements; each kind lives in its own module: timing.py
+(clock, percentiles, latency), memory.py (peak RSS in a fresh process), machine.py,
+ratios.py (ratios to float32 and the compression targets) and tables.py (the summary
+table and benchmark.md).
 """
 
 from __future__ import annotations
 
 import datetime
-import gc
-import json
 import logging
 import os
-import platform
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from edgexray import __version__, artifacts
+from edgexray.benchmarks import memory, ratios, tables, timing
+from edgexray.benchmarks.machine import machine_info
+from edgexray.benchmarks.timing import KERAS_THREADS
 from edgexray.edge_runtime import infer
 from edgexray.errors import EdgexrayError, check_config
 from edgexray.export import convert
+from edgexray.export.quantize import METHODS
+from edgexray.formatting import number
 from edgexray.pipeline import evaluate
 
 log = logging.getLogger("edgexray")
 
 SCHEMA = "edgexray.benchmark/1"
 OUT_DIR = artifacts.BENCHMARK_DIR
-KERAS_THREADS = "tf"  # Keras runs in TensorFlow's own thread pool, set once per process
-# A timed run is not trusted when its tail or its spread is this wide: on a quiet
-# machine p99 stays within 2x of p50 and max within a few times min.
-UNSTABLE_P99_OVER_P50 = 3.0
-UNSTABLE_MAX_OVER_MIN = 10.0
-# A median below this many timer ticks is too short for the timer to resolve.
-MIN_TICKS_PER_RUN = 100
-# Variants in the order a reader compares them; unknown methods follow by name.
-METHOD_ORDER = ("float32", "float16", "dynamic", "int8", "qat", "pruned-int8", "pqat")
 PLOTS = ("size_vs_recall.png", "latency.png", "confusion_matrices.png", "roc_curves.png")
 
 
@@ -126,7 +121,8 @@ def _variant(path: Path) -> Variant:
 def _order(variant: Variant) -> tuple:
     if variant.kind == "keras":
         return (0, 0, variant.name)
-    rank = METHOD_ORDER.index(variant.method) if variant.method in METHOD_ORDER else 99
+    # The method table's order; unknown methods follow by name.
+    rank = METHODS.index(variant.method) if variant.method in METHODS else 99
     return (1, rank, variant.name)
 
 
@@ -174,309 +170,6 @@ def keras_weights(model) -> dict:
     }
 
 
-# --- timing ----------------------------------------------------------------------------
-
-
-def timer_info(samples: int = 2000) -> dict:
-    """The clock behind every timing, its stated resolution and the smallest step seen."""
-    info = time.get_clock_info("perf_counter")
-    steps = []
-    for _ in range(samples):
-        start = time.perf_counter_ns()
-        end = time.perf_counter_ns()
-        while end == start:
-            end = time.perf_counter_ns()
-        steps.append(end - start)
-    return {
-        "clock": "time.perf_counter",
-        "implementation": info.implementation,
-        "resolution_s": info.resolution,
-        "measured_min_step_ns": int(min(steps)),
-        "measured_median_step_ns": float(np.median(steps)),
-    }
-
-
-def summarize(durations_ns: Sequence[int], timer_step_ns: int = 1) -> dict:
-    """Percentiles, mean and spread in milliseconds, and whether the run can be trusted."""
-    ms = np.asarray(durations_ns, dtype=np.float64) / 1e6
-    p50, p95, p99 = (float(v) for v in np.percentile(ms, [50, 95, 99]))
-    low, high = float(ms.min()), float(ms.max())
-    spread = high / low if low > 0 else float("inf")
-    tail = p99 / p50 if p50 > 0 else float("inf")
-    reasons = []
-    if tail > UNSTABLE_P99_OVER_P50:
-        reasons.append(f"p99/p50 {tail:.1f} > {UNSTABLE_P99_OVER_P50:g}")
-    if spread > UNSTABLE_MAX_OVER_MIN:
-        reasons.append(f"max/min {spread:.1f} > {UNSTABLE_MAX_OVER_MIN:g}")
-    if p50 * 1e6 < MIN_TICKS_PER_RUN * timer_step_ns:
-        reasons.append(f"p50 under {MIN_TICKS_PER_RUN} timer steps")
-    return {
-        "runs": int(ms.size),
-        "p50": p50,
-        "p95": p95,
-        "p99": p99,
-        "mean": float(ms.mean()),
-        "std": float(ms.std(ddof=1)) if ms.size > 1 else 0.0,
-        "min": low,
-        "max": high,
-        "max_over_min": spread,
-        "p99_over_p50": tail,
-        "unstable": bool(reasons),
-        "unstable_reasons": reasons,
-    }
-
-
-def time_calls(call: Callable[[int], object], warmup: int, runs: int) -> list[int]:
-    """Durations in ns of call(i) for i in range(runs), after warmup untimed calls.
-
-    The garbage collector is paused while timing, as timeit does, so a collection
-    triggered by earlier allocations does not land inside one variant's numbers.
-    """
-    for i in range(warmup):
-        call(i)
-    durations = []
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        for i in range(runs):
-            start = time.perf_counter_ns()
-            call(i)
-            durations.append(time.perf_counter_ns() - start)
-    finally:
-        if collecting:
-            gc.enable()
-    return durations
-
-
-def _tflite_latency(model: evaluate.Model, file: str, threads: int, config, step_ns: int):
-    """Load time, then inference-only and end-to-end timings of one .tflite."""
-    started = time.perf_counter()
-    interpreter = infer.load_interpreter(model.path, threads)
-    interpreter.allocate_tensors()
-    load_ms = (time.perf_counter() - started) * 1e3
-    image = infer.preprocess(file, model.input_spec)
-    inference = time_calls(
-        lambda i: infer.run_interpreter(interpreter, image), config.warmup, config.runs
-    )
-    # invoke() alone, on the input set by the last run: the interpreter without numpy's
-    # quantize/dequantize around it, to tell the two apart when a variant is slow.
-    invoke = time_calls(lambda i: interpreter.invoke(), 0, config.runs)
-    end_to_end = time_calls(
-        lambda i: infer.run_interpreter(interpreter, infer.preprocess(file, model.input_spec)),
-        min(config.warmup, 2),
-        config.runs,
-    )
-    return {
-        "load_ms": load_ms,
-        "inference_ms": summarize(inference, step_ns),
-        "invoke_ms": summarize(invoke, step_ns),
-        "end_to_end_ms": summarize(end_to_end, step_ns),
-    }
-
-
-def _keras_latency(path: Path, input_spec: dict, file: str, config, step_ns: int):
-    """The same timings for a Keras model called eagerly on one image."""
-    from edgexray.compat import keras  # noqa: F401  (TF import outside the load timing)
-
-    started = time.perf_counter()
-    model = artifacts.load_keras(path)
-    load_ms = (time.perf_counter() - started) * 1e3
-    batch = infer.preprocess(file, input_spec)[np.newaxis]
-    inference = time_calls(lambda i: model(batch, training=False), config.warmup, config.runs)
-    end_to_end = time_calls(
-        lambda i: model(infer.preprocess(file, input_spec)[np.newaxis], training=False),
-        min(config.warmup, 2),
-        config.runs,
-    )
-    return model, {
-        "load_ms": load_ms,
-        "inference_ms": summarize(inference, step_ns),
-        "end_to_end_ms": summarize(end_to_end, step_ns),
-    }
-
-
-# --- peak memory in a separate process ---------------------------------------------------
-
-# Linux's ru_maxrss survives fork and exec: a child of this process (which may hold
-# TensorFlow) would report our peak, not its own. VmHWM belongs to the address space
-# that exec created, so it is the child's own peak; ru_maxrss is the fallback elsewhere.
-_PEAK = r"""
-def _peak_rss_kb():
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return float(line.split()[1])
-    except OSError:
-        pass
-    import resource
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 if sys.platform == "darwin" else float(peak)
-"""
-
-# Runs the standalone edge runtime file itself (loaded by path, so not a single edgexray
-# module is imported) on a few images and reports the process's peak resident memory.
-# With no model it measures the runtime alone: interpreter import plus image decoding.
-_EDGE_PEAK_RSS = (
-    "import importlib.util, json, sys\n"
-    + _PEAK
-    + r"""
-job = json.loads(sys.argv[1])
-spec = importlib.util.spec_from_file_location("edge_infer", job["runtime"])
-infer = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(infer)
-if job["model"]:
-    classifier = infer.Classifier(job["model"], job["threads"])
-    for image in job["images"]:
-        classifier.probability(image)
-else:
-    infer.interpreter_class()
-    for image in job["images"]:
-        infer.preprocess(image, job["input"])
-print(json.dumps({"peak_rss_kb": _peak_rss_kb()}))
-"""
-)
-
-_KERAS_PEAK_RSS = (
-    "import json, sys\n"
-    + _PEAK
-    + r"""
-job = json.loads(sys.argv[1])
-from edgexray import artifacts
-from edgexray.edge_runtime.infer import preprocess
-model = artifacts.load_keras(job["model"])
-for image in job["images"]:
-    model(preprocess(image, job["input"])[None], training=False)
-print(json.dumps({"peak_rss_kb": _peak_rss_kb()}))
-"""
-)
-
-
-def peak_rss_mb(script: str, job: dict) -> float:
-    """Run a measuring script in a fresh Python process; its peak RSS in MiB.
-
-    Raises:
-        EdgexrayError: the process failed (its last error line is in the message).
-    """
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", script, json.dumps(job)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=env,
-        )
-    except subprocess.TimeoutExpired:
-        raise EdgexrayError(f"memory measurement of {job['model']} took over 600 s") from None
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    if done.returncode != 0 or not lines:
-        errors = [line for line in done.stderr.splitlines() if line.strip()] or ["no output"]
-        raise EdgexrayError(f"memory measurement of {job['model']} failed: {errors[-1]}")
-    return json.loads(lines[-1])["peak_rss_kb"] / 1024
-
-
-# --- the benchmark ----------------------------------------------------------------------
-
-
-def machine_info() -> dict:
-    """CPU, cores, OS, Python and library versions, and the load when the run started."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for package in (
-        "edgexray",
-        "tensorflow",
-        "tf-keras",
-        "tensorflow-model-optimization",
-        "ai-edge-litert",
-        "numpy",
-        "pillow",
-        "matplotlib",
-    ):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "versions": versions,
-        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-
-
-def _ratio(value, reference):
-    if value is None or reference is None or not reference:
-        return None
-    return float(value) / float(reference)
-
-
-def _add_ratios(rows: list[dict], thread_keys: list[str]) -> str | None:
-    """Each variant's size, gzip size, p50 latency and memory over float32 TFLite's."""
-    reference = next((r for r in rows if r["kind"] == "tflite" and r["method"] == "float32"), None)
-    for row in rows:
-        ref = reference or {}
-        ref_latency = ref.get("latency", {})
-        row["ratio_to_float32"] = {
-            "size": _ratio(row["size_bytes"], ref.get("size_bytes")),
-            "gzip_size": _ratio(row["gzip_bytes"], ref.get("gzip_bytes")),
-            "p50_latency": {
-                key: _ratio(
-                    row["latency"][key]["inference_ms"]["p50"] if key in row["latency"] else None,
-                    ref_latency[key]["inference_ms"]["p50"] if key in ref_latency else None,
-                )
-                for key in thread_keys
-            },
-            "peak_rss": _ratio(row["peak_rss_mb"], ref.get("peak_rss_mb")),
-        }
-    return reference["name"] if reference else None
-
-
-def _targets(rows: list[dict], thread_keys: list[str]) -> list[dict]:
-    """The issue's compression targets, each marked met, missed or not measured (None)."""
-    by_method = {r["method"]: r for r in rows if r["kind"] == "tflite"}
-    int8, pruned = by_method.get("int8"), by_method.get("pruned-int8")
-    checks = [
-        (
-            f"int8 p50 latency <= 0.5x float32 TFLite ({key} thread{'s' * (key != '1')})",
-            int8 and int8["ratio_to_float32"]["p50_latency"][key],
-            0.5,
-        )
-        for key in thread_keys
-    ] + [
-        (
-            "int8 size <= 1/3.5 of float32 TFLite",
-            int8 and int8["ratio_to_float32"]["size"],
-            1 / 3.5,
-        ),
-        (
-            "pruned-int8 gzip size <= 1/8 of float32 TFLite gzip",
-            pruned and pruned["ratio_to_float32"]["gzip_size"],
-            1 / 8,
-        ),
-    ]
-    return [
-        {
-            "target": name,
-            "ratio": value,
-            "limit": limit,
-            "met": None if value is None else bool(value <= limit),
-        }
-        for name, value, limit in checks
-    ]
-
-
 def _images(config: BenchmarkConfig, run_dir: Path | None, paths, labels) -> evaluate.Images:
     if paths is not None:
         return evaluate.Images([str(p) for p in paths], np.asarray(labels), "given paths", "")
@@ -491,9 +184,13 @@ def _measure(variant: Variant, file: str, config, step_ns: int) -> dict:
     """Latency per thread count, parameters and sparsity of one variant."""
     model = variant.model
     if variant.kind == "keras":
-        keras_model, latency = _keras_latency(model.path, model.input_spec, file, config, step_ns)
+        keras_model, latency = timing.keras_latency(
+            model.path, model.input_spec, file, config, step_ns
+        )
         return {"latency": {KERAS_THREADS: latency}, **keras_weights(keras_model)}
-    latency = {str(t): _tflite_latency(model, file, t, config, step_ns) for t in config.threads}
+    latency = {
+        str(t): timing.tflite_latency(model, file, t, config, step_ns) for t in config.threads
+    }
     return {"latency": latency, **convert.weight_stats(Path(model.path).read_bytes())}
 
 
@@ -523,8 +220,9 @@ def benchmark(
     images = _images(config, run_dir, paths, labels)  # bad data fails before models load
     variants = sorted((_variant(f) for f in files), key=_order)
     out = Path(config.out) if config.out else (run_dir or variants[0].model.path.parent) / OUT_DIR
+    artifacts.require_writable(out)  # before minutes of measuring, not after
     machine = machine_info()
-    timer = timer_info()
+    timer = timing.timer_info()
     step_ns = max(timer["measured_min_step_ns"], 1)
 
     # The evaluation code decodes each test image once for every variant.
@@ -541,8 +239,8 @@ def benchmark(
     # image vary only with the machine, which is what the stability check looks at.
     typical = sorted(paths, key=lambda path: (os.path.getsize(path), path))[len(paths) // 2]
     memory_images = paths[: config.memory_images]
-    runtime_rss = peak_rss_mb(
-        _EDGE_PEAK_RSS,
+    runtime_rss = memory.peak_rss_mb(
+        memory.EDGE_PEAK_RSS,
         {
             "runtime": infer.__file__,
             "model": None,
@@ -564,7 +262,9 @@ def benchmark(
             "threads": max(config.threads),
             "input": model.input_spec,
         }
-        rss = peak_rss_mb(_KERAS_PEAK_RSS if variant.kind == "keras" else _EDGE_PEAK_RSS, job)
+        rss = memory.peak_rss_mb(
+            memory.KERAS_PEAK_RSS if variant.kind == "keras" else memory.EDGE_PEAK_RSS, job
+        )
         report = evaluate.summarize(labels, probabilities, model.threshold)
         latency = measured["latency"]
         rows.append(
@@ -593,10 +293,10 @@ def benchmark(
             variant.name,
             rows[-1]["size_bytes"] / 1024,
             "/".join(f"{s['inference_ms']['p50']:.3f}" for s in latency.values()),
-            _number(report["recall"], 4),
+            number(report["recall"], 4, "—"),
             rss,
         )
-    reference = _add_ratios(rows, thread_keys)
+    reference = ratios.add_ratios(rows, thread_keys)
     float_recall = next((r["metrics"]["recall"] for r in rows if r["kind"] == "keras"), None)
     for row in rows:
         row["recall_minus_float"] = (
@@ -626,9 +326,9 @@ def benchmark(
         "reference": reference,
         "thread_keys": thread_keys,
         "variants": rows,
-        "targets": _targets(rows, thread_keys) if reference else [],
+        "targets": ratios.targets(rows, thread_keys) if reference else [],
         "notes": [
-            "latency: one image per call, inference only (quantize, invoke, dequantize) and "
+            "latency: one image per call, inference only (set input, invoke, dequantize) and "
             "end to end (decode + preprocess + inference); benchmark.json also holds invoke() "
             "alone (invoke_ms); Keras runs model(x, training=False) in TensorFlow's default "
             f"thread pool (column '{KERAS_THREADS}')",
@@ -648,7 +348,7 @@ def benchmark(
     )
     result["seconds"] = round(time.monotonic() - started, 1)
     artifacts.write_json(out / "benchmark.json", result)
-    markdown = markdown_report(result)
+    markdown = tables.markdown_report(result)
     artifacts.atomic_write(out / "benchmark.md", lambda temporary: temporary.write_text(markdown))
     log.info("wrote %s in %.0f s", out, result["seconds"])
     return result
@@ -661,134 +361,3 @@ def _draw_plots(result: dict, labels, probabilities: dict, out: Path) -> list[st
         log.info("matplotlib is not installed: skipping plots (pip install edgexray[plots])")
         return []
     return plots.draw_all(result, labels, probabilities, out)
-
-
-# --- the table ---------------------------------------------------------------------------
-
-
-def _number(value, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "—"
-    return f"{value:.{digits}f}"
-
-
-def table(result: dict) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows of the one summary table, every cell already a string."""
-    keys = list(result["thread_keys"])
-    if any(KERAS_THREADS in r["latency"] for r in result["variants"]):
-        keys.append(KERAS_THREADS)
-    headers = (
-        ["variant", "method", "size KB", "gzip KB", "params", "sparsity", "load ms"]
-        + [f"p50/p95/p99 ms @{k}" for k in keys]
-        + [
-            "e2e p50 ms",
-            "peak RSS MB",
-            "recall",
-            "Δrecall vs float",
-            "specificity",
-            "accuracy",
-            "AUC",
-            "ECE",
-            "size ×",
-            "gzip ×",
-        ]
-        + [f"p50 × @{k}" for k in result["thread_keys"]]
-        + ["RSS ×", "timing"]
-    )
-    rows = []
-    for row in result["variants"]:
-        latency, report, ratio = row["latency"], row["metrics"], row["ratio_to_float32"]
-        first = next(iter(latency.values()))
-        cells = [
-            row["name"],
-            row["method"],
-            _number(row["size_bytes"] / 1024, 1),
-            _number(row["gzip_bytes"] / 1024, 1),
-            f"{row['parameters']:,}",
-            _number(row["sparsity"], 3),
-            _number(first["load_ms"], 1),
-        ]
-        for key in keys:
-            stats = latency.get(key, {}).get("inference_ms")
-            cells.append(
-                "/".join(_number(stats[p], 3) for p in ("p50", "p95", "p99")) if stats else "—"
-            )
-        cells += [
-            _number(first["end_to_end_ms"]["p50"], 2),
-            _number(row["peak_rss_mb"], 1),
-            _number(report["recall"], 4),
-            _number(row["recall_minus_float"], 4),
-            _number(report["specificity"], 4),
-            _number(report["accuracy"], 4),
-            _number(report["auc"], 4),
-            _number(report["ece"], 4),
-            _number(ratio["size"], 3),
-            _number(ratio["gzip_size"], 3),
-        ]
-        cells += [_number(ratio["p50_latency"][k], 3) for k in result["thread_keys"]]
-        cells.append(_number(ratio["peak_rss"], 3))
-        unstable = [
-            f"@{key} {'e2e' if part == 'end_to_end_ms' else 'inference'}"
-            for key, stats in latency.items()
-            for part in ("inference_ms", "end_to_end_ms")
-            if stats[part]["unstable"]
-        ]
-        cells.append("UNSTABLE " + ", ".join(unstable) if unstable else "ok")
-        rows.append(cells)
-    return headers, rows
-
-
-def format_table(headers: list[str], rows: list[list[str]], markdown: bool = False) -> str:
-    """Plain aligned text, or a GitHub markdown table."""
-    if markdown:
-        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in [headers, *rows]
-    )
-
-
-def markdown_report(result: dict) -> str:
-    """benchmark.md: the table, the targets, the data, the machine and the timer."""
-    machine, timer, data_info = result["machine"], result["timer"], result["data"]
-    versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v)
-    lines = [
-        "# edgexray benchmark",
-        "",
-        f"Created {result['created']}; {data_info['images']} test images "
-        f"({data_info['pneumonia']} pneumonia, {data_info['normal']} normal, "
-        f"{data_info['skipped']} unreadable skipped) from {data_info['source']}. "
-        f"Ratios (×) are to `{result['reference']}` in this same run.",
-        "",
-        format_table(*table(result), markdown=True),
-        "",
-    ]
-    if result["targets"]:
-        lines += ["## Targets", ""]
-        for target in result["targets"]:
-            state = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
-            lines.append(f"- {target['target']}: {state} ({_number(target['ratio'], 3)})")
-        lines.append("")
-    lines += [
-        "## Machine",
-        "",
-        f"- CPU: {machine['cpu']}, {machine['cores']} cores ({machine['usable_cores']} usable)",
-        f"- OS: {machine['os']}; Python {machine['python']}",
-        f"- Libraries: {versions}",
-        f"- Load average at start / end: {machine['load_average_at_start']} / "
-        f"{machine['load_average_at_end']}",
-        f"- Timer: {timer['clock']} ({timer['implementation']}), stated resolution "
-        f"{timer['resolution_s']:g} s, smallest measured step {timer['measured_min_step_ns']} ns",
-        f"- Config: {json.dumps(result['config'])}",
-        "",
-        "## Notes",
-        "",
-        *[f"- {note}" for note in result["notes"]],
-        f"- A timing is UNSTABLE when p99/p50 > {UNSTABLE_P99_OVER_P50:g}, max/min > "
-        f"{UNSTABLE_MAX_OVER_MIN:g} or p50 is under {MIN_TICKS_PER_RUN} timer steps.",
-    ]
-    if result["plots"]:
-        lines += ["", "## Plots", "", *[f"![{p}]({p})" for p in result["plots"]]]
-    return "\n".join(lines) + "\n"

@@ -2,5 +2,6 @@
 
 from pathlib import Path
 
-# The shipped reference model: what `edgexray predict` runs when no --model is given.
-REFERENCE_MODEL = Path(__file__).resolve().parents[2] / "models" / "edgexray-int8.tflite"
+# The shipped reference model, package data (so a plain `pip install` has it too): what
+# `edgexray predict` and `edgexray bundle` run when no model is given.
+REFERENCE_MODEL = Path(__file__).resolve().parents[1] / "models" / "edgexray-int8.tflite"

@@ -1,13 +1,17 @@
 """`edgexray bundle`: a folder (and optionally a zip) to copy to a Raspberry Pi or an Android app.
 
 rpi      the model and its sidecar, the standalone infer.py, requirements.txt, a README with
-         the Raspberry Pi OS steps, and a watch-folder script with its systemd unit.
+         the Raspberry Pi OS steps, a watch-folder script with its systemd unit, and check/
+         (check.py tests the installed runtime against the expected bytes and output).
 android  the full-int8 model (uint8 input and output) and its sidecar, labels.txt, a README
-         on the LiteRT Interpreter, and check/ files to test an app's preprocessing.
+         on the LiteRT Interpreter, EdgexrayPreprocess.java (the preprocessing, tested
+         byte-identical to infer.py), and check/ files to test an app's port.
 
 Every bundle holds bundle.json (what was bundled, by which edgexray) and SHA256SUMS (for
 `sha256sum -c SHA256SUMS`). The folder is built next to the target and renamed into place,
-so a bundle is either whole or absent; the zip is written the same way.
+so a bundle is either whole or absent; the zip is written the same way. Re-bundling into
+an earlier bundle replaces only the files its SHA256SUMS lists: what the user made there
+(results.jsonl, .venv) is kept. The READMEs, scripts and unit are files in templates/.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import shutil
 import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -35,19 +40,19 @@ TARGETS = ("rpi", "android")
 BUNDLE_SCHEMA = "edgexray.bundle/1"
 MANIFEST = "bundle.json"
 CHECKSUMS = "SHA256SUMS"
-CHECK_SIZE = (300, 260)  # height, width of the android check image: both axes shrink, unequally
+CHECK_SIZE = (300, 260)  # height, width of the check image: both axes shrink, unequally
+# The android preprocessing as Java, byte-identical to infer.py (tests/test_android_preprocess.py).
+ANDROID_PREPROCESS = Path(__file__).parent / "android" / "EdgexrayPreprocess.java"
+CHECK_SCRIPT = Path(infer.__file__).with_name("check.py")  # the rpi bundle's check/check.py
 
-# Every line resolves to manylinux aarch64 wheels for Python 3.9 to 3.13 (checked with
-# `pip download --only-binary=:all: --platform manylinux_2_27_aarch64 --python-version 3.X`):
-# ai-edge-litert 2.3.0 from 3.10; 2.1.0 is the last release with a cp39 wheel (Bullseye).
-REQUIREMENTS = """\
-# The edge runtime only: no TensorFlow. Install with
-#   .venv/bin/pip install --only-binary=:all: -r requirements.txt
-ai-edge-litert==2.3.0; python_version >= "3.10"
-ai-edge-litert==2.1.0; python_version < "3.10"
-numpy>=1.23,<3
-pillow>=10,<13
-"""
+# The files written into bundles (READMEs, the watch-folder script, its systemd unit,
+# requirements.txt) are package data in templates/, so linters and reviewers see them.
+TEMPLATES = "templates"
+
+
+def template(name: str) -> str:
+    """The text of one file in edgexray/export/templates/."""
+    return resources.files(__package__).joinpath(TEMPLATES, name).read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,8 @@ class BundleConfig:
     Attributes:
         model: the .tflite file; its sidecar (same name, .json) must sit next to it.
         target: "rpi" or "android".
-        out: the bundle folder to write (replaced if it is an earlier bundle).
+        out: the bundle folder to write: absent, empty, or an earlier bundle (whose
+            own files are replaced and the user's kept, see `_user_files`).
         zip: also write out + ".zip" holding the folder.
     """
 
@@ -103,7 +109,7 @@ def _load_model(config: BundleConfig) -> infer.Classifier:
         others = non_builtin_ops(model)
         if others:
             raise EdgexrayError(
-                f"{model.name} uses operators that are not LiteRT builtins "
+                f"{model} uses operators that are not LiteRT builtins "
                 f"({', '.join(others)}); the device runtime cannot run it"
             )
         classifier = infer.Classifier(model)
@@ -115,7 +121,7 @@ def _load_model(config: BundleConfig) -> infer.Classifier:
         dtypes = [np.dtype(t["dtype"]).name for t in tensors]
         if dtypes != ["uint8", "uint8"]:
             raise EdgexrayError(
-                f"{model.name} has {dtypes[0]} input and {dtypes[1]} output; the android "
+                f"{model} has {dtypes[0]} input and {dtypes[1]} output; the android "
                 "bundle needs the full-int8 model (uint8 in and out): `edgexray quantize -m int8`"
             )
     return classifier
@@ -142,20 +148,86 @@ def _model_facts(classifier: infer.Classifier, model: Path) -> dict:
         "width": spec["width"],
         "normalization": spec["normalization"],
         "threshold": classifier.threshold,
-        "target_recall": sidecar.get("target_recall", "unknown"),
+        **calibration_facts(sidecar),
+        **OUTPUT_FACTS[classifier.output_kind],
         "negative": classifier.labels[0],
         "positive": classifier.labels[1],
         "version": __version__,
     }
 
 
+# How the android README reads the one output value, by the sidecar's output "kind".
+OUTPUT_FACTS = {
+    "logit": {
+        "output_meaning": "the logit, whose sigmoid (taken on the phone, step 4) is the "
+        "probability; a logit keeps the uint8 output's resolution where it matters",
+        "output_to_probability": "val logit = (q - outZeroPoint) * outScale\n"
+        "    return 1f / (1f + kotlin.math.exp(-logit))  // the sigmoid",
+    },
+    "probability": {
+        "output_meaning": "the probability",
+        "output_to_probability": "return (q - outZeroPoint) * outScale",
+    },
+}
+
+
+def calibration_facts(sidecar: dict) -> dict:
+    """Where the threshold came from, for the READMEs: {{threshold_origin}}, {{calibration}}.
+
+    A sidecar written by `edgexray calibrate` says on which site sample the threshold was
+    re-chosen and what it guarantees; any other threshold was chosen on validation.
+    """
+    block = sidecar.get("calibration")
+    if not isinstance(block, dict):
+        target = sidecar.get("target_recall", "unknown")
+        return {
+            "threshold_origin": f"chosen for a pneumonia recall of {target} on validation",
+            "calibration": "",
+        }
+    sample = block.get("sample", {})
+    low, high = block.get("expected_specificity_ci") or (None, None)
+    specificity = block.get("expected_specificity")
+    expected = (
+        f" Expected specificity there: {specificity:.3f} ({block.get('interval', 'CI')}: "
+        f"{low:.3f}-{high:.3f})."
+        if None not in (specificity, low, high)
+        else ""
+    )
+    confidence = f"{100 * block.get('confidence', 0):g}%"
+    if block.get("guarantee"):
+        promise = (
+            f"pneumonia recall >= {block.get('target_recall')} with {confidence} confidence "
+            f"({block.get('method')})"
+        )
+    else:
+        promise = (
+            f"an empirical pneumonia recall >= {block.get('target_recall')} on that sample: a "
+            "POINT ESTIMATE with no confidence guarantee (too few pneumonia films)"
+        )
+    paragraph = (
+        f"\n**Calibrated at a site.** `edgexray calibrate` ({block.get('calibrated_at', '')}) "
+        f"replaced the validation threshold {block.get('source_threshold')} with "
+        f"{block.get('threshold')}, chosen on a local sample of {sample.get('n')} films "
+        f"({sample.get('pneumonia')} pneumonia, {sample.get('normal')} normal; folder "
+        f"`{sample.get('folder')}`, file list sha256 `{sample.get('files_sha256')}`) for "
+        f"{promise}.{expected} The full record is the `calibration` block of the sidecar.\n"
+    )
+    return {
+        "threshold_origin": f"calibrated on a local sample: see below; validation chose "
+        f"{block.get('source_threshold')}",
+        "calibration": paragraph,
+    }
+
+
 def _write_rpi(staging: Path, classifier: infer.Classifier, model: Path) -> None:
     facts = _model_facts(classifier, model)
     shutil.copyfile(infer.__file__, staging / "infer.py")
-    (staging / "requirements.txt").write_text(REQUIREMENTS)
-    (staging / "README.md").write_text(_fill(RPI_README, **facts))
-    (staging / "watch-folder.sh").write_text(_fill(WATCH_SCRIPT, **facts))
-    (staging / "edgexray-watch@.service").write_text(WATCH_UNIT)
+    _write_check(staging, classifier)
+    shutil.copyfile(CHECK_SCRIPT, staging / "check" / "check.py")
+    (staging / "requirements.txt").write_text(template("requirements.txt"))
+    (staging / "README.md").write_text(_fill(template("rpi-README.md"), **facts))
+    (staging / "watch-folder.sh").write_text(_fill(template("watch-folder.sh"), **facts))
+    (staging / "edgexray-watch@.service").write_text(template("edgexray-watch@.service"))
     for script in ("infer.py", "watch-folder.sh"):
         (staging / script).chmod(0o755)
 
@@ -188,23 +260,22 @@ def _write_check(staging: Path, classifier: infer.Classifier) -> dict:
         "image": "image.png",
         "input": "input.u8",
         "input_shape": [int(d) for d in input_detail["shape"]],
-        "output_uint8": int(raw_output.reshape(-1)[0]),
         "probability": probability,
         "label": classifier.labels[int(probability >= classifier.threshold)],
     }
+    if raw_output.dtype == np.uint8:  # an rpi bundle may hold a float model
+        expected["output_uint8"] = int(raw_output.reshape(-1)[0])
     (folder / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")
     return expected
 
 
 def _quantization_note(classifier: infer.Classifier) -> str:
-    detail = classifier.interpreter.get_input_details()[0]
-    levels = np.arange(256, dtype=np.float32)[:, None, None] / np.float32(255.0)
-    if np.array_equal(infer.input_batch(levels, detail).reshape(-1), np.arange(256)):
+    if classifier.levels_are_input:
         return (
-            "For this model `q` equals the grey level `v` for every `v` (scale 1/255, "
-            "zero point 0), so the equalised bytes can be copied straight into the buffer."
+            "For this model (scale 1/255, zero point 0) quantizing leaves every grey level "
+            "as it is: the input bytes are the equalised image."
         )
-    return "For this model `q` differs from `v`: apply the formula to every pixel."
+    return "For this model quantizing changes the grey levels: pass the tensor's own values."
 
 
 def _write_android(staging: Path, classifier: infer.Classifier, model: Path) -> None:
@@ -214,8 +285,9 @@ def _write_android(staging: Path, classifier: infer.Classifier, model: Path) -> 
     out_scale, out_zero = interpreter.get_output_details()[0]["quantization"]
     expected = _write_check(staging, classifier)
     (staging / "labels.txt").write_text("\n".join(classifier.labels) + "\n")
+    shutil.copyfile(ANDROID_PREPROCESS, staging / ANDROID_PREPROCESS.name)
     readme = _fill(
-        ANDROID_README,
+        template("android-README.md"),
         **facts,
         in_scale=repr(float(in_scale)),
         in_zero=int(in_zero),
@@ -237,45 +309,103 @@ def _write_checksums(folder: Path) -> None:
     (folder / CHECKSUMS).write_text("".join(lines))
 
 
-def _move_into_place(staging: Path, out: Path) -> None:
-    """Rename staging to out; an earlier bundle there is swapped out, then removed."""
+def _user_files(out: Path) -> list[str]:
+    """The entries of an existing --out folder to keep: those the user made there.
+
+    The rule: out must be absent, an empty folder, or a folder edgexray made (it holds
+    bundle.json). In an earlier bundle, what SHA256SUMS lists (and SHA256SUMS itself) is
+    the bundle's and is replaced; every other top-level entry (results.jsonl, .venv, ...)
+    is the user's and is kept.
+
+    Raises:
+        EdgexrayError: out is, or holds, the current folder; is a file; or is a non-empty
+            folder edgexray did not make.
+    """
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise EdgexrayError(
+            f"--out {out} is the current folder or holds it: run edgexray bundle from "
+            "outside the bundle folder"
+        )
+    if not out.exists():
+        return []
+    if not out.is_dir():
+        raise EdgexrayError(f"{out} exists and is not a folder: choose another --out")
+    entries = {p.name for p in out.iterdir()}
+    if not entries:
+        return []
+    if MANIFEST not in entries:
+        raise EdgexrayError(
+            f"{out} is not empty and is not an edgexray bundle (no {MANIFEST}): "
+            "choose another --out"
+        )
+    try:
+        listed = (out / CHECKSUMS).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        raise EdgexrayError(
+            f"{out} has no readable {CHECKSUMS}, so its files cannot be told from yours: "
+            "choose another --out"
+        ) from None
+    bundled = {line.split("  ", 1)[-1].split("/", 1)[0] for line in listed}
+    return sorted(entries - bundled - {CHECKSUMS, MANIFEST})
+
+
+def _move_into_place(staging: Path, out: Path, keep: list[str]) -> None:
+    """Rename staging to out. An earlier bundle there is swapped out and removed, after
+    the user's entries in it (keep) have moved into the new one; on failure they go back."""
     if not out.exists():
         os.rename(staging, out)
         return
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    os.rename(out, old)
+    moved = []
     try:
-        os.rename(staging, out)
+        for name in keep:
+            os.rename(out / name, staging / name)
+            moved.append(name)
+        # An empty folder is replaced in one rename; a bundle is swapped aside first.
+        old = None if not any(out.iterdir()) else out.with_name(f".{out.name}.old-{os.getpid()}")
+        if old is not None:
+            os.rename(out, old)
+        try:
+            os.rename(staging, out)
+        except BaseException:
+            if old is not None:
+                os.rename(old, out)
+            raise
     except BaseException:
-        os.rename(old, out)
+        for name in moved:
+            os.rename(staging / name, out / name)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_zip(folder: Path, path: Path) -> None:
+def _write_zip(folder: Path, files: list[str], path: Path) -> None:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        for name in files:
             # ZipFile.write keeps the permission bits, so unzip restores executable scripts.
-            archive.write(file, f"{folder.name}/{file.relative_to(folder).as_posix()}")
+            archive.write(folder / name, f"{folder.name}/{name}")
 
 
 def make_bundle(config: BundleConfig) -> dict:
     """Write the bundle folder (and zip) for config.target.
 
     Returns:
-        path, zip (or None), target, model and the bundled files.
+        path, zip (or None), target, model, the bundled files, and kept: the user's
+        entries of an earlier bundle folder, kept in place (see `_user_files`).
 
     Raises:
         EdgexrayError: a missing, corrupt or mismatched model; operators that are not
-            LiteRT builtins; a non-uint8 model for android; or an out path that is not
-            an earlier bundle.
+            LiteRT builtins; a non-uint8 model for android; an out path that is not
+            absent, empty or an earlier bundle; or a failed write (naming out).
     """
     model, out = Path(config.model), Path(config.out)
     classifier = _load_model(config)
-    if out.exists() and not (out.is_dir() and (out / MANIFEST).is_file()):
-        raise EdgexrayError(f"{out} exists and is not an edgexray bundle: choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    keep = _user_files(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as err:
+        raise EdgexrayError(f"cannot write the bundle {out}: {err.strerror}") from None
     try:
         staging.chmod(0o755)
         shutil.copyfile(model, staging / model.name)
@@ -294,301 +424,28 @@ def make_bundle(config: BundleConfig) -> dict:
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _write_checksums(staging)
-        _move_into_place(staging, out)
+        files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+        clash = sorted(set(keep) & {name.split("/", 1)[0] for name in files})
+        if clash:
+            raise EdgexrayError(
+                f"{out} holds your {', '.join(clash)}, which the new bundle would replace: "
+                "move it away or choose another --out"
+            )
+        _move_into_place(staging, out, keep)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise EdgexrayError(f"cannot write the bundle {out}: {err.strerror or err}") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     zip_path = None
     if config.zip:
         zip_path = out.with_name(out.name + ".zip")
-        artifacts.atomic_write(zip_path, lambda temporary: _write_zip(out, temporary))
+        artifacts.atomic_write(zip_path, lambda temporary: _write_zip(out, files, temporary))
     log.info("%s bundle: %s (%d files)", config.target, out, len(files))
-    return {"path": out, "zip": zip_path, "target": config.target, "model": model, "files": files}
-
-
-# --- what goes into the bundles ---------------------------------------------------------
-
-WATCH_SCRIPT = """\
-#!/bin/sh
-# Classify chest X-rays dropped into a folder, forever (edgexray-watch@.service runs this).
-#
-#   sh watch-folder.sh INBOX DONE RESULTS.jsonl
-#
-# Every INTERVAL seconds (5), the .jpeg/.jpg/.png files in INBOX that have not changed for
-# SETTLE seconds (5; so files still being copied wait) move to DONE/<time>/, and infer.py
-# appends one JSON line per image to RESULTS. ONCE=1 makes a single pass.
-set -u
-if [ $# -ne 3 ]; then
-    echo "usage: sh watch-folder.sh INBOX DONE RESULTS.jsonl" >&2
-    exit 2
-fi
-here=$(cd "$(dirname "$0")" && pwd)
-inbox=$1
-done_dir=$2
-results=$3
-python=${PYTHON:-$here/.venv/bin/python}
-interval=${INTERVAL:-5}
-settle=${SETTLE:-5}
-mkdir -p "$inbox" "$done_dir" || exit 2
-pass=0
-while :; do
-    pass=$((pass + 1))
-    batch="$done_dir/$(date +%Y%m%d-%H%M%S)-$$-$pass"
-    mkdir -p "$batch" || exit 2
-    find "$inbox" -maxdepth 1 -type f ! -name '.*' \\
-        \\( -iname '*.jpeg' -o -iname '*.jpg' -o -iname '*.png' \\) \\
-        ! -newermt "@$(( $(date +%s) - settle ))" -exec mv -- {} "$batch"/ \\;
-    if [ -n "$(ls -A "$batch")" ]; then
-        "$python" "$here/infer.py" --model "$here"/{{model_arg}} "$batch" >> "$results"
-        status=$?
-        # 3 means some files were unreadable (their records say why); 2 means the model
-        # or the runtime is broken: stop, so systemd shows the failure.
-        if [ "$status" -eq 2 ]; then
-            exit 2
-        fi
-    else
-        rmdir "$batch"
-    fi
-    if [ "${ONCE:-0}" = 1 ]; then
-        exit 0
-    fi
-    sleep "$interval"
-done
-"""
-
-WATCH_UNIT = """\
-# Classify chest X-rays dropped into ~/xray-inbox (one instance per user, %i = user name):
-#   sudo cp edgexray-watch@.service /etc/systemd/system/
-#   sudo systemctl daemon-reload
-#   sudo systemctl enable --now "edgexray-watch@$USER"
-# Results: ~/xray-results.jsonl; classified images: ~/xray-done/.
-[Unit]
-Description=edgexray: classify chest X-rays dropped into /home/%i/xray-inbox
-After=local-fs.target
-
-[Service]
-Type=simple
-User=%i
-WorkingDirectory=/home/%i/edgexray
-ExecStart=/bin/sh /home/%i/edgexray/watch-folder.sh \\
-    /home/%i/xray-inbox /home/%i/xray-done /home/%i/xray-results.jsonl
-Restart=on-failure
-RestartSec=30
-Nice=10
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-RPI_README = """\
-# edgexray on a Raspberry Pi (Raspberry Pi OS 64-bit)
-
-Model `{{model}}` ({{method}}, {{size_kb}} KB, sha256 `{{sha256}}`), made by edgexray {{version}}.
-Input: {{height}}x{{width}} grayscale, normalization `{{normalization}}`. An image is
-`{{positive}}` when its probability is at least **{{threshold}}** (chosen for a pneumonia
-recall of {{target_recall}} on validation), otherwise `{{negative}}`.
-This is a screening aid: a person reads every film.
-
-The folder runs with Python 3.9 to 3.13 (64-bit Raspberry Pi OS Bullseye, Bookworm or
-Trixie) and needs no TensorFlow: only numpy, Pillow and the LiteRT interpreter.
-
-## 1. Copy this folder to the Pi
-
-Put it at `~/edgexray` on the Pi, for example from the computer that holds it
-(replace `pi@raspberrypi.local` with your user and the Pi's name):
-
-```sh
-scp -r <this folder> pi@raspberrypi.local:edgexray
-```
-
-or copy the `.zip`, then on the Pi: `unzip <name>.zip && mv <name> edgexray`.
-
-## 2. Check that nothing was damaged on the way
-
-```sh
-cd ~/edgexray
-sha256sum -c SHA256SUMS
-```
-
-Every line must end in `OK`.
-
-## 3. Create a virtual environment and install the runtime
-
-```sh
-sudo apt install -y python3-venv
-python3 -m venv .venv
-.venv/bin/pip install --only-binary=:all: -r requirements.txt
-```
-
-`--only-binary=:all:` installs prebuilt aarch64 wheels and never compiles on the Pi.
-
-## 4. Run on a folder of images
-
-```sh
-.venv/bin/python infer.py --model {{model_arg}} ~/xrays > results.jsonl
-```
-
-Folders are walked in sorted order (`.jpeg`, `.jpg`, `.png`, any case); files can be
-given too. Each image gets one JSON line with `path`, `probability` (of `{{positive}}`),
-`label`, `threshold` and `latency_ms` (reading, preprocessing and inference), e.g.
-
-    {"path": "/home/pi/xrays/a.jpeg", "probability": 0.91, "label": "{{positive}}", ...}
-
-An unreadable file gets `{"path": "...", "error": "..."}` and the run goes on. Add
-`--format csv` for CSV and `--threads N` to choose the interpreter threads. Exit codes:
-0 every image was read, 3 some were not, 2 bad arguments or a missing, corrupt or
-mismatched model (a one-line message on stderr).
-
-## 5. Optional: classify every image dropped into a folder
-
-`watch-folder.sh` moves the images in `~/xray-inbox` that have not changed for 5 seconds
-to `~/xray-done/<time>/` and appends their records to `~/xray-results.jsonl`;
-`edgexray-watch@.service` runs it at boot as your user:
-
-```sh
-mkdir -p ~/xray-inbox
-sudo cp edgexray-watch@.service /etc/systemd/system/
-sudo systemctl daemon-reload
-sudo systemctl enable --now "edgexray-watch@$USER"
-journalctl -u "edgexray-watch@$USER" -f
-```
-
-The unit expects this folder at `~/edgexray`. Copy films in with `rsync` (it writes a
-hidden temporary file and renames it) or any copy that finishes within 5 seconds of the
-last write. Stop with `sudo systemctl disable --now "edgexray-watch@$USER"`.
-"""
-
-ANDROID_README = """\
-# edgexray in an Android app (LiteRT Interpreter)
-
-Model `{{model}}` ({{method}}, {{size_kb}} KB, sha256 `{{sha256}}`), made by edgexray {{version}}.
-Everything below comes from its sidecar `{{sidecar}}`; `labels.txt` lists the two
-classes in output order. The model has one input, uint8 `[1, {{height}}, {{width}}, 1]`, and
-one output, uint8 `[1, 1]`: the probability of `{{positive}}`. An image is `{{positive}}`
-when that probability is at least **{{threshold}}** (chosen for a pneumonia recall of
-{{target_recall}} on validation). This is a screening aid: a person reads every film.
-
-Check the files first: `sha256sum -c SHA256SUMS`.
-
-## 1. Gradle
-
-Put `{{model}}` in `app/src/main/assets/` and add LiteRT, whose `Interpreter` API is
-`org.tensorflow.lite.Interpreter` (the 2.x releases keep it, CPU only, from minSdk 23):
-
-```kotlin
-// app/build.gradle.kts
-dependencies {
-    implementation("com.google.ai.edge.litert:litert:1.4.1")
-}
-// Android Gradle Plugin 4.1+ stores .tflite assets uncompressed, so they can be
-// memory-mapped; older plugins need: android { aaptOptions { noCompress("tflite") } }
-```
-
-## 2. Load the model and read the quantization from its tensors
-
-```kotlin
-import android.content.Context
-import java.io.FileInputStream
-import java.nio.ByteBuffer
-import java.nio.ByteOrder
-import java.nio.channels.FileChannel
-import org.tensorflow.lite.DataType
-import org.tensorflow.lite.Interpreter
-
-fun loadModel(context: Context, name: String): ByteBuffer =
-    context.assets.openFd(name).use { fd ->
-        FileInputStream(fd.fileDescriptor).channel.use { channel ->
-            channel.map(FileChannel.MapMode.READ_ONLY, fd.startOffset, fd.declaredLength)
-        }
-    }
-
-val options = Interpreter.Options().setNumThreads(2)
-val interpreter = Interpreter(loadModel(context, "{{model}}"), options)
-val input = interpreter.getInputTensor(0)    // shape [1, {{height}}, {{width}}, 1]
-val output = interpreter.getOutputTensor(0)  // shape [1, 1]
-check(input.dataType() == DataType.UINT8 && output.dataType() == DataType.UINT8)
-val inScale = input.quantizationParams().scale         // {{in_scale}} for this model
-val inZeroPoint = input.quantizationParams().zeroPoint // {{in_zero}}
-val outScale = output.quantizationParams().scale       // {{out_scale}}
-val outZeroPoint = output.quantizationParams().zeroPoint // {{out_zero}}
-```
-
-Read them from the tensors as above rather than copying the numbers: a re-exported
-model can have other values, and the sidecar records what the interpreter reported.
-
-## 3. Preprocess exactly as training did
-
-The model only works on images prepared like its training images. From the file to
-`H x W` = `{{height}} x {{width}}` bytes `v`:
-
-1. **Decode upright, to grey levels 0..255.** `BitmapFactory` ignores the EXIF
-   orientation: read it with `androidx.exifinterface.media.ExifInterface` and rotate or
-   flip the bitmap as it says. Colour pixels become `L = (19595*R + 38470*G + 7471*B +
-   32768) >> 16` (equal to the value itself for grey films, where R = G = B).
-   Transparent pixels are composited on black. 16-bit PNGs are stretched from their
-   minimum..maximum to 0..255 (`BitmapFactory` keeps only 8 bits: prefer 8-bit files).
-2. **Resize to `{{width}}` wide, then to `{{height}}` high**, ignoring the aspect ratio, with this
-   antialiased bilinear filter (Pillow's). Run it on every row (in width -> out width),
-   keep the result as bytes, then on every column of that (in height -> out height);
-   skip a pass whose size does not change:
-
-   ```text
-   resample(src: in bytes, inSize, outSize) -> out bytes:
-       scale = inSize / outSize                         // double
-       spread = max(scale, 1.0)                         // the filter widens when shrinking
-       for o in 0 until outSize:
-           center = (o + 0.5) * scale
-           first = max(truncate(center - spread + 0.5), 0)
-           last = min(truncate(center + spread + 0.5), inSize)     // exclusive
-           w[i] = max(0.0, 1.0 - abs((i - center + 0.5) / spread))  for i in first until last
-           total = sum of w;  if total != 0: w[i] = w[i] / total
-           k[i] = truncate(w[i] * 4194304 + 0.5)        // 22-bit fixed point (1 shl 22)
-           acc = 2097152 + sum of src[i] * k[i]         // Int; 2097152 = 1 shl 21 rounds
-           out[o] = clamp(acc shr 22, 0, 255)
-   ```
-
-   (`Bitmap.createScaledBitmap` does not antialias large reductions and gives a
-   different picture.)
-3. **Histogram equalisation** (the sidecar's normalization is `{{normalization}}`; for
-   `scale` skip this step):
-
-   ```text
-   hist[v] = number of pixels with grey level v              (v = 0..255)
-   cdf[v] = hist[0] + ... + hist[v];  n = {{height}} * {{width}}
-   cdfMin = cdf[d], d = the darkest level present (hist[d] > 0)
-   if n == cdfMin: every pixel becomes 0                     // a flat image
-   else: lut[v] = clamp(rint((cdf[v] - cdfMin) * (255.0 / (n - cdfMin))), 0, 255)
-         pixel = lut[pixel]
-   ```
-
-   `rint` rounds halves to even (`Math.rint`), the factor `255.0 / (n - cdfMin)` is
-   computed first, in double.
-4. **Quantize** each byte into the input buffer, row by row:
-   `q = clamp(rint((v / 255f) / inScale + inZeroPoint), 0, 255)` in float.
-
-   {{quantization_note}}
-
-## 4. Run and dequantize
-
-```kotlin
-fun pneumoniaProbability(pixels: ByteArray): Float {  // {{height}} * {{width}} bytes q, row by row
-    val inputBuffer = ByteBuffer.allocateDirect(pixels.size).order(ByteOrder.nativeOrder())
-    inputBuffer.put(pixels).rewind()
-    val outputBuffer = ByteBuffer.allocateDirect(1).order(ByteOrder.nativeOrder())
-    interpreter.run(inputBuffer, outputBuffer)
-    val q = outputBuffer.get(0).toInt() and 0xFF  // uint8: mask off Kotlin's sign
-    return (q - outZeroPoint) * outScale
-}
-
-val probability = pneumoniaProbability(pixels)
-val label = if (probability >= {{threshold}}f) "{{positive}}" else "{{negative}}"
-```
-
-## 5. Test your port with check/
-
-`check/image.png` ({{check_height}}x{{check_width}}, 8-bit grey) must become exactly the
-{{height}}x{{width}} bytes of `check/input.u8`; feeding those bytes must give the output
-byte {{check_output}}, probability {{check_probability}} (`{{check_label}}`), as in
-`check/expected.json`. JPEG decoders may differ by a grey level, so compare on the PNG.
-"""
+    if keep:
+        log.info("kept your files in %s: %s", out, ", ".join(keep))
+    return {
+        "path": out, "zip": zip_path, "target": config.target, "model": model,
+        "files": files, "kept": keep,
+    }  # fmt: skip

@@ -100,6 +100,12 @@ def _tensor_info(detail: dict) -> dict:
     }
 
 
+OUTPUT_MEANINGS = {
+    "logit": "logit of {positive}: probability = 1 / (1 + exp(-logit)), taken on the host",
+    "probability": "probability of {positive} (sigmoid in the model)",
+}
+
+
 def write_tflite(
     tflite_bytes: bytes,
     path: Path,
@@ -110,9 +116,14 @@ def write_tflite(
     threshold: float,
     target_recall: float,
     sparsity: float,
+    output_kind: str = "probability",
     check_image: np.ndarray | None = None,
 ) -> dict:
     """Write X.tflite and its sidecar X.json atomically, after checking the model runs.
+
+    Args:
+        output_kind: "logit" when the model emits the logit and the host takes the
+            sigmoid (infer.OUTPUT_KINDS), "probability" when it emits the probability.
 
     Returns:
         The sidecar.
@@ -148,7 +159,8 @@ def write_tflite(
         "input": {**input_spec, **_tensor_info(input_detail)},
         "output": {
             **_tensor_info(output_detail),
-            "meaning": f"probability of {LABELS[1]} (sigmoid)",
+            "kind": output_kind,
+            "meaning": OUTPUT_MEANINGS[output_kind].format(positive=LABELS[1]),
         },
         "threshold": float(threshold),
         "target_recall": float(target_recall),

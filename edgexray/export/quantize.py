@@ -29,17 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from edgexray import __version__, artifacts
-from edgexray.edge_runtime.infer import interpreter_class, run_interpreter
 from edgexray.errors import EdgexrayError, check_config
 from edgexray.export import convert
-from edgexray.pipeline import data, distribute, metrics
+from edgexray.pipeline import data, distribute, finetune, metrics, scoring
+from edgexray.pipeline.model import emits_logit
 from edgexray.pipeline.prune import PRUNE_REPORT, clone_fresh, require_pruned
-from edgexray.pipeline.train import class_weights, load_config
+from edgexray.pipeline.train import TrainConfig, load_config
 
 log = logging.getLogger("edgexray")
 
-METHODS = ("float32", "float16", "dynamic", "int8", "qat", "pqat", "pruned-int8")
-NEEDS_PRUNED = ("pqat", "pruned-int8")
 QUANTIZE_REPORT = artifacts.QUANTIZE_REPORT
 
 
@@ -90,8 +88,7 @@ class _Stage:
 
     run_dir: Path
     config: QuantizeConfig
-    input_spec: dict
-    seed: int
+    recipe: TrainConfig  # the run's training recipe, which QAT fine-tuning follows
     train_paths: list[str]
     train_labels: np.ndarray
     representative_images: list[np.ndarray]
@@ -118,89 +115,90 @@ def representative_paths(paths: list[str], labels: np.ndarray, size: int, seed: 
     return [paths[i] for i in sorted(chosen)]
 
 
-# --- one function per method: (stage) -> (tflite bytes, method_config) ---------------
+# --- the method table -----------------------------------------------------------------
 
 
-def _float32(stage: _Stage):
-    return convert.to_float32(stage.model(artifacts.MODEL)), {}
-
-
-def _float16(stage: _Stage):
-    return convert.to_float16(stage.model(artifacts.MODEL)), {}
-
-
-def _dynamic(stage: _Stage):
-    return convert.to_dynamic_range(stage.model(artifacts.MODEL)), {}
-
-
-def _representative_config(stage: _Stage) -> dict:
-    return {
-        "representative_size": len(stage.representative_images),
-        "representative_split": "train (stratified by label)",
-    }
-
-
-def _int8(stage: _Stage):
-    model = stage.model(artifacts.MODEL)
-    return convert.to_full_int8(model, stage.representative_images), _representative_config(stage)
-
-
-def _pruned_int8(stage: _Stage):
-    model = stage.model(artifacts.PRUNED)
-    return convert.to_full_int8(model, stage.representative_images), {
-        **_representative_config(stage),
-        "prune": _prune_config(stage.run_dir),
-    }
-
-
-def _qat(stage: _Stage):
+def _default_8bit_scheme():
     from edgexray.compat import import_tfmot
 
-    tfmot = import_tfmot()
-
-    scheme = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
-    model = quantization_aware_training(stage, stage.model(artifacts.MODEL), scheme)
-    return convert.to_full_int8(model, stage.representative_images), _qat_config(stage)
+    return import_tfmot().quantization.keras.default_8bit.Default8BitQuantizeScheme()
 
 
-def _pqat(stage: _Stage):
+def _prune_preserving_scheme():
     from edgexray.compat import import_tfmot
-
-    tfmot = import_tfmot()
 
     # The scheme freezes the zero weights of the pruned model during QAT, so the sparsity
     # survives into the int8 kernels (plain QAT would let them grow back).
-    scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
-    model = quantization_aware_training(stage, stage.model(artifacts.PRUNED), scheme)
-    return convert.to_full_int8(model, stage.representative_images), {
-        **_qat_config(stage),
-        "prune": _prune_config(stage.run_dir),
-    }
+    return import_tfmot().experimental.combine.Default8BitPrunePreserveQuantizeScheme()
 
 
-def _qat_config(stage: _Stage) -> dict:
-    return {
-        "epochs": stage.config.qat_epochs,
-        "learning_rate": stage.config.qat_learning_rate,
-        "batch_size": stage.config.batch_size,
-        **_representative_config(stage),
-    }
+@dataclass(frozen=True)
+class Method:
+    """Everything about one quantization variant, in one row of TABLE.
+
+    Attributes:
+        name: the CLI value, the file name tflite/<name>.tflite and the sidecar's method.
+        source: the Keras model it is made from, model.keras or pruned.keras (then
+            `edgexray prune` must have run first).
+        convert: the converter settings, an edgexray.export.convert function; the
+            full-integer one is calibrated on the stage's representative images.
+        qat_scheme: tfmot quantization scheme of the quantization-aware fine-tuning
+            before conversion, or None for post-training quantization.
+    """
+
+    name: str
+    source: str
+    convert: Callable
+    qat_scheme: Callable | None = None
+
+    @property
+    def needs_pruned(self) -> bool:
+        return self.source == artifacts.PRUNED
+
+    @property
+    def full_int8(self) -> bool:
+        """Integer kernels with uint8 input and output: what a phone's or a Pi's integer
+        path runs, so the only variants `edgexray run` may ship to devices."""
+        return self.convert is convert.to_full_int8
 
 
-def _prune_config(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / PRUNE_REPORT
-    return artifacts.read_json(path).get("config") if path.is_file() else None
+TABLE = (
+    Method("float32", artifacts.MODEL, convert.to_float32),
+    Method("float16", artifacts.MODEL, convert.to_float16),
+    Method("dynamic", artifacts.MODEL, convert.to_dynamic_range),
+    Method("int8", artifacts.MODEL, convert.to_full_int8),
+    Method("qat", artifacts.MODEL, convert.to_full_int8, _default_8bit_scheme),
+    Method("pqat", artifacts.PRUNED, convert.to_full_int8, _prune_preserving_scheme),
+    Method("pruned-int8", artifacts.PRUNED, convert.to_full_int8),
+)
+BY_NAME = {method.name: method for method in TABLE}
+METHODS = tuple(BY_NAME)
+DEVICE_METHODS = tuple(m.name for m in TABLE if m.full_int8)
 
 
-CONVERSIONS: dict[str, Callable[[_Stage], tuple[bytes, dict]]] = {
-    "float32": _float32,
-    "float16": _float16,
-    "dynamic": _dynamic,
-    "int8": _int8,
-    "qat": _qat,
-    "pqat": _pqat,
-    "pruned-int8": _pruned_int8,
-}
+def build(stage: _Stage, method: Method) -> tuple[bytes, dict]:
+    """The .tflite bytes of one method and its method_config for the sidecar."""
+    model = stage.model(method.source)
+    method_config = {}
+    if method.qat_scheme is not None:
+        model = quantization_aware_training(stage, model, method.qat_scheme())
+        method_config.update(
+            epochs=stage.config.qat_epochs,
+            learning_rate=stage.config.qat_learning_rate,
+            batch_size=stage.config.batch_size,
+        )
+    if not method.full_int8:
+        return method.convert(model), method_config
+    method_config.update(
+        representative_size=len(stage.representative_images),
+        representative_split="train (stratified by label)",
+    )
+    if method.needs_pruned:
+        prune_report = stage.run_dir / PRUNE_REPORT
+        method_config["prune"] = (
+            artifacts.read_json(prune_report).get("config") if prune_report.is_file() else None
+        )
+    return convert.to_full_int8(model, stage.representative_images), method_config
 
 
 def quantization_aware_training(stage: _Stage, model, scheme):
@@ -222,40 +220,18 @@ def quantization_aware_training(stage: _Stage, model, scheme):
     def supported(layer) -> bool:
         return registry.supports(layer) or isinstance(layer, keras.layers.BatchNormalization)
 
-    keras.utils.set_random_seed(stage.seed)
-    name = stage.config.distribute
-    with distribute.scope(name):
+    finetune.seed_everything(stage.recipe.seed)
+    with distribute.scope(stage.config.distribute):
         annotated = clone_fresh(model, quantize.quantize_annotate_layer, supported)
         with quantize.quantize_scope():
             qat_model = quantize.quantize_apply(annotated, scheme)
-        qat_model.compile(
-            optimizer=keras.optimizers.Adam(
-                distribute.learning_rate(stage.config.qat_learning_rate, name)
-            ),
-            loss="binary_crossentropy",
-            metrics=[keras.metrics.AUC(name="auc", num_thresholds=1000)],
-        )
-    train_set = distribute.shard(data.make_dataset(
-        stage.train_paths, stage.train_labels, stage.input_spec,
-        distribute.global_batch(stage.config.batch_size, name), training=True, seed=stage.seed,
-    ), name)  # fmt: skip
-    qat_model.fit(
-        train_set,
-        epochs=stage.config.qat_epochs,
-        class_weight=class_weights(stage.train_labels),
-        verbose=stage.verbose,
-    )
+    finetune.fit(
+        qat_model, stage.train_paths, stage.train_labels, stage.recipe,
+        learning_rate=stage.config.qat_learning_rate, epochs=stage.config.qat_epochs,
+        batch_size=stage.config.batch_size, verbose=stage.verbose,
+        distribute=stage.config.distribute,
+    )  # fmt: skip
     return qat_model
-
-
-# --- measuring a converted model ------------------------------------------------------
-
-
-def tflite_probabilities(tflite_bytes: bytes, images: list[np.ndarray]) -> np.ndarray:
-    """Pneumonia probabilities of a converted model, run as the edge runtime runs it."""
-    interpreter = interpreter_class()(model_content=tflite_bytes)
-    interpreter.allocate_tensors()
-    return np.array([run_interpreter(interpreter, image) for image in images])
 
 
 # --- the stage ------------------------------------------------------------------------
@@ -278,7 +254,7 @@ def quantize(
     run_dir = artifacts.require_run(run_dir)
     methods = parse_methods(methods)
     distribute.strategy(config.distribute)  # first: multiworker must start before any TF op
-    if any(m in NEEDS_PRUNED for m in methods):
+    if any(BY_NAME[m].needs_pruned for m in methods):
         require_pruned(run_dir)
     train_config = load_config(run_dir)
     spec = train_config.input_spec
@@ -294,19 +270,21 @@ def quantize(
         train_paths, train_labels, config.representative_size, train_config.seed
     )
     stage = _Stage(
-        run_dir=run_dir, config=config, input_spec=spec, seed=train_config.seed,
+        run_dir=run_dir, config=config, recipe=train_config,
         train_paths=train_paths, train_labels=train_labels,
-        representative_images=[data.model_input(p, spec) for p in chosen], verbose=verbose,
+        representative_images=[scoring.decode(p, spec) for p in chosen], verbose=verbose,
     )  # fmt: skip
-    val_images = [data.model_input(p, spec) for p in val_paths]
+    val_images = [scoring.decode(p, spec) for p in val_paths]
 
     out_dir = distribute.output_dir(run_dir, config.distribute)  # a worker's is private
     results = []
     for method in methods:
         started = time.monotonic()
         log.info("%s: converting", method)
-        tflite_bytes, method_config = CONVERSIONS[method](stage)
-        probabilities = tflite_probabilities(tflite_bytes, val_images)
+        tflite_bytes, method_config = build(stage, BY_NAME[method])
+        output_kind = "logit" if emits_logit(stage.model(BY_NAME[method].source)) else "probability"
+        scorer = scoring.tflite_scorer(tflite_bytes, spec, method, output_kind)
+        probabilities = scorer.probabilities(val_images)
         threshold = metrics.threshold_for_recall(
             val_labels, probabilities, train_config.target_recall
         )
@@ -315,7 +293,7 @@ def quantize(
         sidecar = convert.write_tflite(
             tflite_bytes, path, method=method, method_config=method_config, input_spec=spec,
             threshold=threshold, target_recall=train_config.target_recall,
-            sparsity=sparsity, check_image=val_images[0],
+            sparsity=sparsity, output_kind=output_kind, check_image=val_images[0],
         )  # fmt: skip
         result = {
             "method": method,

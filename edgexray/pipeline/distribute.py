@@ -193,10 +193,19 @@ def global_batch(batch_size: int, name: str) -> int:
     return batch_size * replicas(name)
 
 
-def learning_rate(base: float, name: str) -> float:
-    """Linear scaling: base x replicas (see the module docstring)."""
+def learning_rate(base, name: str):
+    """Linear scaling: base x replicas (see the module docstring).
+
+    `base` is a number or a Keras decay schedule, whose initial rate is scaled.
+    """
     count = replicas(name)
-    return base if count == 1 else base * count
+    if count == 1:
+        return base
+    if isinstance(base, (int, float)):
+        return base * count
+    settings = base.get_config()
+    settings["initial_learning_rate"] *= count
+    return type(base).from_config(settings)
 
 
 def shard(dataset, name: str):

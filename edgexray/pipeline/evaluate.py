@@ -10,31 +10,20 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgexray import artifacts
-from edgexray.edge_runtime.infer import (
-    IMAGE_SUFFIXES,
-    Classifier,
-    ImageError,
-    InferenceError,
-    preprocess,
-    run_interpreter,
-)
-from edgexray.errors import EdgexrayError
-from edgexray.pipeline import data, metrics
+from edgexray.edge_runtime.infer import Classifier, InferenceError, image_files
+from edgexray.errors import EdgexrayError, check_threshold
+from edgexray.formatting import interval, number
+from edgexray.pipeline import data, metrics, scoring
 
 log = logging.getLogger("edgexray")
 
 PREDICTION_FIELDS = ("path", "label", "probability", "predicted")
-CHUNK = 64  # images decoded and scored at a time: bounds memory on any data set size
-PROGRESS_SECONDS = 5.0  # at most one progress line this often
 
 
 @dataclass(frozen=True)
@@ -49,17 +38,20 @@ class Images:
 
 @dataclass(frozen=True)
 class Model:
-    """A model ready to score preprocessed images, with its decision threshold."""
+    """A model ready to score images, with its decision threshold."""
 
     path: Path
     kind: str  # "tflite" or "keras"
-    input_spec: dict  # what `preprocess` needs: height, width, normalization
     threshold: float
-    probabilities: Callable[[list[np.ndarray]], np.ndarray]
+    scorer: scoring.Scorer
 
     @property
     def name(self) -> str:
         return self.path.stem
+
+    @property
+    def input_spec(self) -> dict:
+        return self.scorer.input_spec
 
 
 # --- where the images come from ---------------------------------------------------------
@@ -76,14 +68,7 @@ def _class_files(class_root: Path) -> tuple[list[str], list[int]]:
         folders = [
             c for c in class_root.iterdir() if c.is_dir() and c.name.lower() == label.lower()
         ]
-        per_label.append(
-            sorted(
-                str(p)
-                for folder in folders
-                for p in folder.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
-        )
+        per_label.append(sorted(str(p) for folder in folders for p in image_files(folder)))
     if not any(per_label):
         raise EdgexrayError(
             f"{class_root} holds no .jpeg, .jpg or .png images in NORMAL/ or PNEUMONIA/"
@@ -136,18 +121,14 @@ def _tflite_model(path: Path, threshold: float | None) -> Model:
         classifier = Classifier(path)
     except InferenceError as err:
         raise EdgexrayError(str(err)) from None
-
-    def probabilities(images: list[np.ndarray]) -> np.ndarray:
-        # Exactly Classifier.probability after `preprocess`: one image per invoke, as on a device.
-        return np.array([run_interpreter(classifier.interpreter, image) for image in images])
-
-    return Model(
-        path=path,
-        kind="tflite",
-        input_spec=classifier.sidecar["input"],
-        threshold=classifier.threshold if threshold is None else threshold,
-        probabilities=probabilities,
+    except RecursionError:
+        raise EdgexrayError(f"{path.with_suffix('.json')}: JSON nested too deeply") from None
+    if threshold is None:
+        threshold = check_threshold(classifier.sidecar["threshold"], str(path.with_suffix(".json")))
+    scorer = scoring.tflite_scorer(
+        classifier.interpreter, classifier.sidecar["input"], str(path), classifier.output_kind
     )
+    return Model(path, "tflite", threshold, scorer)
 
 
 def _run_threshold(path: Path) -> float:
@@ -169,9 +150,7 @@ def _run_threshold(path: Path) -> float:
     value = artifacts.read_json(report)
     for key in keys:
         value = value.get(key) if isinstance(value, dict) else None
-    if not isinstance(value, (int, float)):
-        raise EdgexrayError(f"{report} has no numeric {'.'.join(keys)}")
-    return float(value)
+    return check_threshold(value, f"{report} ({'.'.join(keys)})")
 
 
 def _keras_model(path: Path, threshold: float | None) -> Model:
@@ -187,12 +166,7 @@ def _keras_model(path: Path, threshold: float | None) -> Model:
     if threshold is None:
         threshold = _run_threshold(path)
     model = artifacts.load_keras(path)
-
-    def probabilities(images: list[np.ndarray]) -> np.ndarray:
-        batch = np.stack(images).astype(np.float32)
-        return np.asarray(model(batch, training=False), dtype=np.float64).reshape(-1)
-
-    return Model(path, "keras", input_spec, float(threshold), probabilities)
+    return Model(path, "keras", threshold, scoring.keras_scorer(model, input_spec, str(path)))
 
 
 def load_model(path: Path, threshold: float | None = None) -> Model:
@@ -207,8 +181,8 @@ def load_model(path: Path, threshold: float | None = None) -> Model:
             Keras model outside its run directory.
     """
     path = Path(path)
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise EdgexrayError(f"threshold must be in [0, 1], got {threshold}")
+    if threshold is not None:
+        threshold = check_threshold(threshold, "--threshold")
     if not path.is_file():
         raise EdgexrayError(f"model not found: {path}")
     if path.suffix.lower() == ".tflite":
@@ -221,61 +195,9 @@ def load_model(path: Path, threshold: float | None = None) -> Model:
 # --- scoring ------------------------------------------------------------------------------
 
 
-def _spec_key(input_spec: dict) -> tuple:
-    """The fields `preprocess` reads: models that share them share decoded inputs."""
-    try:
-        return (int(input_spec["height"]), int(input_spec["width"]), input_spec["normalization"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise EdgexrayError(f"input spec lacks height, width or normalization ({err})") from None
-
-
 def score(models: list[Model], paths: list[str]) -> np.ndarray:
-    """Pneumonia probabilities of every model for every file, decoding each file once.
-
-    Returns:
-        An array (len(models), len(paths)); NaN where the file could not be read (a
-        warning names it). Images are fed through `edge_runtime.infer.preprocess`.
-
-    Raises:
-        EdgexrayError: a model cannot run on its input (e.g. unknown normalization).
-    """
-    specs = {_spec_key(m.input_spec): m.input_spec for m in models}
-    result = np.full((len(models), len(paths)), np.nan)
-    started = last_log = time.monotonic()
-    for start in range(0, len(paths), CHUNK):
-        chunk = paths[start : start + CHUNK]
-        inputs = {key: [] for key in specs}
-        readable = []
-        for offset, path in enumerate(chunk):
-            try:
-                images = {key: preprocess(path, spec) for key, spec in specs.items()}
-            except ImageError as err:
-                log.warning("skipping %s", err)
-                continue
-            except InferenceError as err:  # the model's sidecar, not the image, is wrong
-                raise EdgexrayError(str(err)) from None
-            except Exception as err:  # noqa: BLE001 - odd files must not stop a long run
-                log.warning("skipping %s: not a readable image (%s)", path, err)
-                continue
-            readable.append(start + offset)
-            for key, image in images.items():
-                inputs[key].append(image)
-        if readable:
-            for row, model in enumerate(models):
-                try:
-                    result[row, readable] = model.probabilities(inputs[_spec_key(model.input_spec)])
-                except (ValueError, RuntimeError) as err:  # shape or dtype the model refuses
-                    raise EdgexrayError(f"{model.path}: cannot run on its input ({err})") from None
-        done = start + len(chunk)
-        now = time.monotonic()
-        if now - last_log >= PROGRESS_SECONDS and done < len(paths):
-            log.info("scored %d/%d images (%.0f s)", done, len(paths), now - started)
-            last_log = now
-    log.info(
-        "scored %d images with %d model(s) in %.1f s",
-        len(paths), len(models), time.monotonic() - started,
-    )  # fmt: skip
-    return result
+    """Probabilities of every model for every file (NaN: unreadable); see scoring.score."""
+    return scoring.score([m.scorer for m in models], paths)
 
 
 def summarize(labels, probabilities, threshold: float) -> dict:
@@ -357,32 +279,7 @@ def evaluate(
     return report
 
 
-# --- presentation helpers (the CLI prints these) -------------------------------------------
-
-
-def json_safe(value):
-    """NaN (e.g. recall without pneumonia images) → None, so the output is strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def defined(value) -> bool:
-    """False for a metric that is undefined here (None or NaN), e.g. recall without pneumonia."""
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
-def number(value, digits: int = 4) -> str:
-    return f"{value:.{digits}f}" if defined(value) else "n/a"
-
-
-def _interval(bounds) -> str:
-    low, high = bounds
-    return f"[{low:.3f}-{high:.3f}]" if defined(low) and defined(high) else ""
+# --- presentation (the CLI prints these) ----------------------------------------------------
 
 
 def report_lines(report: dict) -> list[str]:
@@ -393,9 +290,9 @@ def report_lines(report: dict) -> list[str]:
     return [
         f"model        {report['model']} ({report['kind']}, threshold {report['threshold']:.4f})",
         f"data         {where}: {report['n']} images{skipped}",
-        f"recall       {number(report['recall'])}  {_interval(report['recall_ci95'])}"
+        f"recall       {number(report['recall'])}  {interval(report['recall_ci95'])}"
         f"  {tp}/{tp + fn} pneumonia found (95% Wilson CI)",
-        f"specificity  {number(report['specificity'])}  {_interval(report['specificity_ci95'])}"
+        f"specificity  {number(report['specificity'])}  {interval(report['specificity_ci95'])}"
         f"  {tn}/{tn + fp} normal called normal",
         f"precision    {number(report['precision'])}",
         f"f1           {number(report['f1'])}",

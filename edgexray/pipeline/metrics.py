@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from edgexray.edge_runtime.infer import sigmoid  # noqa: F401 (the one sigmoid)
+
 
 def confusion(labels: np.ndarray, predicted: np.ndarray) -> dict[str, int]:
     """Counts of true/false positives/negatives (positive = pneumonia)."""
@@ -63,6 +65,27 @@ def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bi
             gap = abs(probabilities[in_bin].mean() - labels[in_bin].mean())
             ece += in_bin.mean() * gap
     return float(ece)
+
+
+def logit(probabilities) -> np.ndarray:
+    """Inverse sigmoid, clipped so that saturated probabilities stay finite."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p)
+
+
+def fit_temperature(labels, logits) -> float:
+    """The temperature T minimising the log-loss of sigmoid(logit / T) (Guo et al. 2017).
+
+    Searched on a fine log-spaced grid from 0.05 to 20: one parameter, so a grid is exact
+    enough and deterministic. T only rescales the logit, so the ranking (AUC) and the
+    films on either side of any threshold re-chosen after it are unchanged.
+    """
+    labels = np.asarray(labels).astype(np.float64)
+    logits = np.asarray(logits, dtype=np.float64)
+    signs = 2.0 * labels - 1.0
+    temperatures = np.exp(np.linspace(np.log(0.05), np.log(20.0), 2001))
+    losses = [np.mean(np.logaddexp(0.0, -signs * logits / t)) for t in temperatures]
+    return float(temperatures[int(np.argmin(losses))])
 
 
 def wilson_interval(successes: int, total: int, z: float = 1.959963984540054):
@@ -133,3 +156,77 @@ def threshold_for_recall(labels, probabilities, target_recall: float) -> float:
     # The k-th highest positive score as threshold flags k positives.
     needed = max(1, math.ceil(target_recall * len(positives) - 1e-9))
     return float(positives[needed - 1])
+
+
+# --- sample sizes and guarantees: exact binomial, no SciPy --------------------------------
+
+
+def _binomial_pmf(k: int, n: int, p: float) -> float:
+    log_pmf = (
+        math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+        + k * math.log(p) + (n - k) * math.log1p(-p)
+    )  # fmt: skip
+    return math.exp(log_pmf)
+
+
+def binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(Binomial(n, p) <= k) for 0 < p < 1, summed in log space (no underflow for large n)."""
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    return min(1.0, math.fsum(_binomial_pmf(i, n, p) for i in range(k + 1)))
+
+
+def misses_allowed(n: int, target_recall: float, confidence: float) -> int | None:
+    """The largest k such that the (k+1)-th lowest of n pneumonia scores is a valid threshold.
+
+    Valid: recall >= target_recall with the confidence (the Neyman-Pearson order statistic,
+    see pipeline/calibrate.py). None when even k = 0 (the lowest score) cannot support the
+    target at the confidence.
+    """
+    if n == 0:
+        return None
+    miss_rate, risk = 1.0 - target_recall, 1.0 - confidence
+    cdf = 0.0
+    for k in range(n):
+        cdf += _binomial_pmf(k, n, miss_rate)
+        if cdf > risk:
+            return k - 1 if k > 0 else None
+    return n - 1
+
+
+def films_needed(target_recall: float, confidence: float, misses: int = 0) -> int:
+    """Pneumonia films needed to show recall >= target at the confidence with `misses` misses.
+
+    E.g. 99 for recall 0.97 at 95% with no miss (0.97**99 <= 0.05 < 0.97**98).
+    """
+    n = misses + 1
+    while binomial_cdf(misses, n, 1.0 - target_recall) > 1.0 - confidence:
+        n += 1
+    return n
+
+
+def recall_lower_bound(found: int, total: int, confidence: float) -> float:
+    """One-sided Clopper-Pearson lower confidence bound of recall: found of total pneumonia."""
+    if found <= 0:
+        return 0.0
+    low, high = 0.0, 1.0
+    # P(Binomial(total, p) >= found) = P(Binomial(total, 1 - p) <= total - found) grows with p;
+    # the bound is the p where it equals 1 - confidence.
+    for _ in range(60):
+        middle = (low + high) / 2.0
+        if binomial_cdf(total - found, total, 1.0 - middle) < 1.0 - confidence:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def predictive_values(recall: float, specificity: float, prevalence: float) -> dict:
+    """PPV and NPV at a prevalence (Bayes' rule on recall and specificity)."""
+    true_pos, false_neg = recall * prevalence, (1.0 - recall) * prevalence
+    true_neg, false_pos = specificity * (1.0 - prevalence), (1.0 - specificity) * (1.0 - prevalence)
+    ppv = true_pos / (true_pos + false_pos) if true_pos + false_pos > 0 else None
+    npv = true_neg / (true_neg + false_neg) if true_neg + false_neg > 0 else None
+    return {"ppv": ppv, "npv": npv}

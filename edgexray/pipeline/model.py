@@ -25,7 +25,7 @@ def build_model(image_size: int = 128, width: int = 12, dropout: float = 0.2, se
 
     Returns:
         An uncompiled tf_keras Model mapping (image_size, image_size, 1) floats in [0, 1]
-        to the probability of pneumonia.
+        to the logit of pneumonia (the probability is its sigmoid, taken on the host).
     """
     from edgexray.compat import keras
 
@@ -46,8 +46,31 @@ def build_model(image_size: int = 128, width: int = 12, dropout: float = 0.2, se
         x = layers.MaxPooling2D(2, name=f"pool{stage + 1}")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, seed=seed, name="dropout")(x)
+    # The logit, not the probability: a full-int8 model quantizes its output in 256 steps,
+    # and on a sigmoid those steps pile the films of a new site into the top one or two
+    # (0.996, 1.0), hiding the ranking a site threshold needs. Logit steps are even.
     outputs = layers.Dense(
-        1, activation="sigmoid", kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
-        name="pneumonia",
+        1, kernel_initializer=keras.initializers.GlorotUniform(seed=seed), name=LOGIT_LAYER,
     )(x)  # fmt: skip
     return keras.Model(inputs, outputs, name="edgexray_cnn")
+
+
+LOGIT_LAYER = "pneumonia_logit"
+
+
+def emits_logit(model) -> bool:
+    """True for models whose last layer is linear (edgexray 0.2 on); earlier models end
+    in a sigmoid and emit the probability itself."""
+    from edgexray.compat import keras
+
+    last = model.layers[-1]
+    last = getattr(last, "layer", last)  # tfmot's prune and quantize wrappers hold the layer
+    return getattr(last, "activation", None) is keras.activations.linear
+
+
+def fold_temperature(model, temperature: float) -> None:
+    """Divide the model's logit by `temperature` in place, by scaling the last Dense layer,
+    so every later stage and every exported variant inherits the calibration."""
+    layer = model.layers[-1]
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel / temperature, bias / temperature])

@@ -19,8 +19,8 @@ import numpy as np
 
 from edgexray import __version__, artifacts
 from edgexray.errors import EdgexrayError, check_config
-from edgexray.pipeline import data, distribute, metrics
-from edgexray.pipeline.train import class_weights, load_config, predict
+from edgexray.pipeline import data, distribute, finetune, metrics, scoring
+from edgexray.pipeline.train import load_config
 
 log = logging.getLogger("edgexray")
 
@@ -144,8 +144,6 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
 
     tfmot = import_tfmot()
 
-    from edgexray.compat import keras, tf
-
     baseline = artifacts.load_keras(run_dir / artifacts.MODEL)
     samples = data.load_manifest(run_dir / artifacts.MANIFEST)
     data_root = Path(train_config.data)
@@ -155,8 +153,7 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
     if not train_paths or not val_paths:
         raise EdgexrayError(f"{run_dir / artifacts.MANIFEST} has an empty train or val split")
 
-    keras.utils.set_random_seed(train_config.seed)
-    tf.config.experimental.enable_op_determinism()
+    finetune.seed_everything(train_config.seed)
     started = time.monotonic()
     batch_size = distribute.global_batch(config.batch_size, config.distribute)
     steps = config.epochs * int(np.ceil(len(train_paths) / batch_size))
@@ -164,32 +161,21 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
     prune_wrapper = tfmot.sparsity.keras.prune_low_magnitude
     with distribute.scope(config.distribute):
         model = clone_fresh(baseline, lambda layer: prune_wrapper(layer, pruning_schedule=schedule))
-        model.compile(
-            optimizer=keras.optimizers.Adam(
-                distribute.learning_rate(config.learning_rate, config.distribute)
-            ),
-            loss="binary_crossentropy",
-            metrics=[keras.metrics.AUC(name="auc", num_thresholds=1000)],
-        )
-    train_set = distribute.shard(data.make_dataset(
-        train_paths, train_labels, spec, batch_size, training=True, seed=train_config.seed
-    ), config.distribute)  # fmt: skip
     log.info(
         "pruning to %.0f%% sparsity: %d epochs, %d steps, mask ramp ends at step %d",
         100 * config.sparsity, config.epochs, steps, schedule.end_step,
     )  # fmt: skip
-    model.fit(
-        train_set,
-        epochs=config.epochs,
-        class_weight=class_weights(train_labels),
-        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
-        verbose=verbose,
-    )
+    finetune.fit(
+        model, train_paths, train_labels, train_config,
+        learning_rate=config.learning_rate, epochs=config.epochs, batch_size=config.batch_size,
+        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], verbose=verbose,
+        distribute=config.distribute,
+    )  # fmt: skip
     pruned = tfmot.sparsity.keras.strip_pruning(model)
     sparsity = measure_sparsity(pruned)
     finetune_seconds = time.monotonic() - started
 
-    val_probabilities = predict(pruned, val_paths, spec)
+    val_probabilities = scoring.keras_probabilities(pruned, val_paths, spec)
     threshold = metrics.threshold_for_recall(
         val_labels, val_probabilities, train_config.target_recall
     )
@@ -219,7 +205,7 @@ def _baseline_val_auc(run_dir: Path, baseline, val_paths, val_labels, spec) -> f
         auc = artifacts.read_json(metrics_path).get("val", {}).get("at_threshold", {}).get("auc")
         if auc is not None:
             return float(auc)
-    return metrics.roc_auc(val_labels, predict(baseline, val_paths, spec))
+    return metrics.roc_auc(val_labels, scoring.keras_probabilities(baseline, val_paths, spec))
 
 
 def require_pruned(run_dir: Path) -> Path:

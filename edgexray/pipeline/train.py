@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from edgexray import __version__, artifacts
-from edgexray.errors import EdgexrayError, check_config
-from edgexray.pipeline import data, distribute, metrics
+from edgexray.errors import EdgexrayError, check_config, check_threshold
+from edgexray.pipeline import data, distribute, finetune, metrics, scoring
 
 log = logging.getLogger("edgexray")
 
@@ -26,6 +26,9 @@ class TrainConfig:
     width: int = 12
     normalization: str = "equalize"  # or "scale" (plain /255)
     augment: bool = True
+    augmentation: str = "acquisition"  # a policy of data.AUGMENTATIONS, used when augment
+    label_smoothing: float = 0.0
+    temperature_scaling: bool = True  # fit on val, folded into the last layer
     dropout: float = 0.2
     epochs: int = 20
     patience: int = 5
@@ -39,12 +42,16 @@ class TrainConfig:
     distribute: str = "none"  # none, mirrored or multiworker (see pipeline/distribute.py)
 
     def __post_init__(self):
+        self._check_types()
         checks = {
             "image_size must be 16..512": 16 <= self.image_size <= 512,
             "width must be 2..128": 2 <= self.width <= 128,
             "normalization must be 'equalize' or 'scale'": self.normalization
             in ("equalize", "scale"),
             "dropout must be in [0, 1)": 0 <= self.dropout < 1,
+            f"augmentation must be one of {sorted(data.AUGMENTATIONS)}": self.augmentation
+            in data.AUGMENTATIONS,
+            "label_smoothing must be in [0, 0.5)": 0 <= self.label_smoothing < 0.5,
             "epochs must be >= 1": self.epochs >= 1,
             "patience must be >= 1": self.patience >= 1,
             "batch_size must be >= 1": self.batch_size >= 1,
@@ -56,6 +63,21 @@ class TrainConfig:
             f"distribute must be one of {distribute.NAMES}": distribute.check_name(self.distribute),
         }
         check_config("training config", checks)
+
+    def _check_types(self):
+        """Wrong types first: a JSON config can hold anything, and `"seed": "abc"` must
+        fail here, not after minutes of scanning the data."""
+        simple = {"str": str, "bool": bool, "int": int, "float": (int, float)}
+        wrong = []
+        for field in dataclasses.fields(self):
+            value, expected = getattr(self, field.name), simple.get(str(field.type))
+            if expected is None:
+                continue  # a field of another type checks itself below
+            if isinstance(value, bool) != (field.type == "bool") or not isinstance(
+                value, expected
+            ):
+                wrong.append(f"{field.name} must be {field.type}, got {value!r}")
+        check_config("training config", {message: False for message in wrong})
 
     @property
     def input_spec(self) -> dict:
@@ -124,23 +146,20 @@ def prepare_split(config: TrainConfig, run_dir: Path, on_progress=None) -> list[
     return samples
 
 
-def predict(model, paths: list[str], input_spec: dict, batch_size: int = 64, change=None):
-    """Pneumonia probabilities of a Keras model for image files, in order."""
-    dataset = data.make_dataset(
-        paths, np.zeros(len(paths)), input_spec, batch_size, change=change
-    ).map(lambda image, label: image)
-    return model.predict(dataset, verbose=0).reshape(-1).astype(np.float64)
-
-
-def evaluate_splits(model, samples, config: TrainConfig, threshold: float) -> dict:
-    """Metrics on val and test, at the chosen threshold and at 0.5."""
+def evaluate_splits(
+    model, samples, config: TrainConfig, threshold: float, temperature: float = 1.0
+) -> dict:
+    """Metrics on val and test, at the chosen threshold and at 0.5, and the calibration
+    error each split had before the temperature was folded in."""
     results = {}
     for split in ("val", "test"):
         paths, labels = data.select(samples, split, Path(config.data))
-        probabilities = predict(model, paths, config.input_spec)
+        probabilities = scoring.keras_probabilities(model, paths, config.input_spec)
+        unscaled = metrics.sigmoid(metrics.logit(probabilities) * temperature)
         results[split] = {
             "at_threshold": metrics.classification_report(labels, probabilities, threshold),
             "at_0.5": metrics.classification_report(labels, probabilities, 0.5),
+            "ece_before_temperature": metrics.expected_calibration_error(labels, unscaled),
         }
     return results
 
@@ -150,10 +169,37 @@ def shift_stress_test(model, samples, config: TrainConfig, threshold: float) -> 
     paths, labels = data.select(samples, "val", Path(config.data))
     results = {}
     for name, change in data.SHIFTS.items():
-        probabilities = predict(model, paths, config.input_spec, change=change)
+        probabilities = scoring.keras_probabilities(model, paths, config.input_spec, change)
         report = metrics.classification_report(labels, probabilities, threshold)
         results[name] = {k: report[k] for k in ("auc", "recall", "specificity")}
     return results
+
+
+def shift_report(summary: dict) -> dict:
+    """The real shift (val → test at the val threshold) beside each synthetic one.
+
+    When the test split is another site (a Kaggle test/ folder), val → test is the shift a
+    user meets. A synthetic shift "moves like the real one" when every metric the real
+    shift moves by at least 0.01 moves the same way under it; only such shifts can stand
+    in for the real one when no labelled films of a new site are at hand.
+    """
+    keys = ("auc", "recall", "specificity")
+    val, test = summary["val"]["at_threshold"], summary["test"]["at_threshold"]
+    real = {k: test[k] - val[k] for k in keys if test[k] is not None and val[k] is not None}
+    moved = {k: np.sign(d) for k, d in real.items() if abs(d) >= 0.01}
+    stress = summary["shift_stress_test_val"]
+    base = stress["none"]
+    synthetic = {}
+    for name, m in stress.items():
+        if name == "none":
+            continue
+        delta = {k: m[k] - base[k] for k in keys if m[k] is not None and base[k] is not None}
+        alike = bool(moved) and all(
+            k in delta and np.sign(delta[k]) == sign and abs(delta[k]) >= 0.005
+            for k, sign in moved.items()
+        )
+        synthetic[name] = {"delta": delta, "moves_like_real": alike}
+    return {"real_val_to_test": real, "synthetic": synthetic}
 
 
 def best_checkpoint(path: Path):
@@ -174,12 +220,6 @@ def best_checkpoint(path: Path):
     return BestCheckpoint()
 
 
-def class_weights(labels: np.ndarray) -> dict[int, float]:
-    """Weights that make both classes count equally in the loss (3:1 imbalance here)."""
-    counts = np.bincount(labels, minlength=2)
-    return {label: len(labels) / (2.0 * counts[label]) for label in (0, 1)}
-
-
 def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
     """Split, train with early stopping on val AUC, pick the threshold, write the run dir.
 
@@ -191,14 +231,14 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
         The summary also written to metrics.json (by the chief only under multiworker;
         see pipeline/distribute.py).
     """
-    from edgexray.compat import keras, tf
-    from edgexray.pipeline.model import build_model
+    from edgexray.compat import keras
+    from edgexray.pipeline.model import build_model, emits_logit, fold_temperature
 
     distribute.strategy(config.distribute)  # first: multiworker must start before any TF op
-    run_dir = distribute.output_dir(run_dir, config.distribute)  # a worker's is private
-    run_dir.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(config.seed)
-    tf.config.experimental.enable_op_determinism()
+    # Made when the manifest is written, after the data checks; a worker's is private.
+    run_dir = distribute.output_dir(run_dir, config.distribute)
+    artifacts.require_writable(run_dir)
+    finetune.seed_everything(config.seed)
 
     started = time.monotonic()
     log.info("scanning %s", config.data)
@@ -214,37 +254,24 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
     train_paths, train_labels = data.select(samples, "train", data_root)
     val_paths, val_labels = data.select(samples, "val", data_root)
     spec = config.input_spec
-    batch_size = distribute.global_batch(config.batch_size, config.distribute)
-    train_set = distribute.shard(data.make_dataset(
-        train_paths, train_labels, spec, batch_size,
-        training=config.augment, seed=config.seed,
-    ), config.distribute)  # fmt: skip
     val_set = data.make_dataset(val_paths, val_labels, spec, 64)
-    val_set = distribute.shard(val_set, config.distribute)
 
     with distribute.scope(config.distribute):
         model = build_model(config.image_size, config.width, config.dropout, config.seed)
-        steps = config.epochs * int(np.ceil(len(train_paths) / batch_size))
-        learning_rate = distribute.learning_rate(config.learning_rate, config.distribute)
-        schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.05)
-        model.compile(
-            optimizer=keras.optimizers.Adam(schedule),
-            loss="binary_crossentropy",
-            metrics=[keras.metrics.AUC(name="auc", num_thresholds=1000)],
-        )
+    batch_size = distribute.global_batch(config.batch_size, config.distribute)
+    steps = config.epochs * int(np.ceil(len(train_paths) / batch_size))
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.05)
     model_path = run_dir / artifacts.MODEL
     checkpoint = best_checkpoint(model_path)
     stopper = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience)
     interrupted = False
     try:
-        history = model.fit(
-            train_set,
-            validation_data=val_set,
-            epochs=config.epochs,
-            class_weight=class_weights(train_labels),
-            callbacks=[checkpoint, stopper],
-            verbose=verbose,
-        ).history
+        history = finetune.fit(
+            model, train_paths, train_labels, config,
+            learning_rate=schedule, epochs=config.epochs, batch_size=config.batch_size,
+            callbacks=[checkpoint, stopper], validation_data=val_set, verbose=verbose,
+            distribute=config.distribute,
+        ).history  # fmt: skip
     except KeyboardInterrupt:
         interrupted = True
         history = model.history.history if model.history else {}
@@ -254,7 +281,14 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
     train_seconds = time.monotonic() - started
 
     model = artifacts.load_keras(model_path)
-    val_probabilities = predict(model, val_paths, spec)
+    val_probabilities = scoring.keras_probabilities(model, val_paths, spec)
+    temperature = 1.0
+    if config.temperature_scaling and emits_logit(model):
+        temperature = metrics.fit_temperature(val_labels, metrics.logit(val_probabilities))
+        fold_temperature(model, temperature)
+        artifacts.save_keras(model, model_path)
+        val_probabilities = scoring.keras_probabilities(model, val_paths, spec)
+        log.info("temperature %.3f fitted on val, folded into the model", temperature)
     threshold = metrics.threshold_for_recall(val_labels, val_probabilities, config.target_recall)
     summary = {
         "edgexray_version": __version__,
@@ -266,12 +300,13 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
         "target_recall": config.target_recall,
         "threshold": threshold,
         "split": counts,
-        "note": "val and test are patient-grouped splits of the given data, not the "
-        "official Kaggle test set",
-        **evaluate_splits(model, samples, config, threshold),
+        "test_source": test_source(config),
+        "temperature": temperature,
+        **evaluate_splits(model, samples, config, threshold, temperature),
         "shift_stress_test_val": shift_stress_test(model, samples, config, threshold),
         "history": {k: [round(float(v), 5) for v in vs] for k, vs in history.items()},
     }
+    summary["shift_report"] = shift_report(summary)
     artifacts.write_json(run_dir / artifacts.METRICS, summary)
     # Pruned and exported models of an earlier training here no longer match model.keras
     # (nor, with another seed, its split): later stages must not verify or ship them.
@@ -281,6 +316,15 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
     return summary
 
 
+SITE_TEST = "the data's own test/ folder: another site, never used for any choice"
+SPLIT_TEST = "a patient-grouped split of the given data: the same site as training"
+
+
+def test_source(config: TrainConfig) -> str:
+    """What the test split is, in words: reports lead with it."""
+    return SITE_TEST if "test" in data.find_class_folders(Path(config.data)) else SPLIT_TEST
+
+
 def summary_lines(summary: dict) -> list[str]:
     """A short human-readable summary of a training run."""
     test = summary["test"]["at_threshold"]
@@ -288,13 +332,28 @@ def summary_lines(summary: dict) -> list[str]:
         f"best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
         f"{summary['parameters']:,} parameters, {summary['train_seconds']:.0f} s"
         + (" (interrupted)" if summary["interrupted"] else ""),
-        f"threshold {summary['threshold']:.4f} (val recall >= {summary['target_recall']})",
-        "test split (patient-grouped, held out): "
+        f"threshold {check_threshold(summary['threshold'], artifacts.METRICS):.4f} "
+        f"(val recall >= {summary['target_recall']})",
+        f"test ({summary.get('test_source', SPLIT_TEST).split(':')[0]}): "
         f"recall {test['recall']:.4f} [{test['recall_ci95'][0]:.3f}-{test['recall_ci95'][1]:.3f}]"
         f", specificity {test['specificity']:.4f} "
         f"[{test['specificity_ci95'][0]:.3f}-{test['specificity_ci95'][1]:.3f}]"
-        f", AUC {test['auc']:.4f}, n={test['n']}",
+        f", AUC {test['auc']:.4f}, accuracy {test['accuracy']:.4f}, ECE {test['ece']:.3f}"
+        f", n={test['n']}",
     ]
+    if summary.get("temperature", 1.0) != 1.0:
+        lines.append(
+            f"temperature {summary['temperature']:.3f} (fitted on val): ECE val "
+            f"{summary['val']['ece_before_temperature']:.3f} -> "
+            f"{summary['val']['at_threshold']['ece']:.3f}, test "
+            f"{summary['test']['ece_before_temperature']:.3f} -> {test['ece']:.3f}"
+        )
     worst = min(summary["shift_stress_test_val"].items(), key=lambda kv: kv[1]["auc"])
     lines.append(f"shift stress test: worst val AUC {worst[1]['auc']:.4f} under {worst[0]}")
+    report = summary.get("shift_report")
+    if report:
+        real = ", ".join(f"{k} {v:+.4f}" for k, v in report["real_val_to_test"].items())
+        alike = [n for n, r in report["synthetic"].items() if r["moves_like_real"]]
+        lines.append(f"real shift val -> test: {real}; synthetic shifts that move alike: "
+                     f"{', '.join(alike) or 'none'}")  # fmt: skip
     return lines

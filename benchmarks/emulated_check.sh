@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# The rpi bundle on an emulated Raspberry Pi: Debian bookworm arm64 under qemu-user.
+#
+#   sudo bash benchmarks/emulated_check.sh [--bundle DIR] [--data DIR] [--films N] [--allow-one-step]
+#
+# Builds (once, cached as a tarball under ${XDG_CACHE_HOME:-~/.cache}/edgexray/) an arm64 root
+# filesystem with mmdebstrap, copies the rpi bundle of edgexray/models/edgexray-int8.tflite into it
+# (or --bundle DIR), runs the bundle README's own steps 2 and 3 there (sha256sum, venv, pip
+# install of the aarch64 wheels, check/check.py), classifies check/image.png and N real films
+# (default 50, plus 10 of them resized to other sizes) with infer.py, and requires every
+# probability and label to equal the same script's on this machine, and every model input
+# (the preprocessed bytes) to be byte-identical.
+# --allow-one-step also passes probabilities one output quantization step apart (with the
+# same label): XNNPACK's int8 kernels round differently on x86 and arm64 (benchmarks/README.md).
+# Exit 0: all identical; 1: something differs; 2: it could not run (one `error:` line).
+#
+# Needs root (chroot and mounts) and Debian's packages:
+#   apt-get install -y mmdebstrap qemu-user-static binfmt-support
+# QEMU_CPU picks the emulated CPU (default cortex-a72, a Pi 4's). Emulated latency says
+# nothing about a real Pi: only the outputs are compared.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+APT_LINE="apt-get update && apt-get install -y mmdebstrap qemu-user-static binfmt-support"
+SUITE=bookworm
+PACKAGES=python3,python3-venv,ca-certificates  # python3-venv: what README step 3 installs
+started=$SECONDS
+
+die() {
+    echo "error: $*" >&2
+    exit 2
+}
+
+bundle=""
+data=""
+count=50
+one_step=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --allow-one-step) one_step=1; shift ;;
+        --bundle) bundle=$(realpath "${2:?--bundle needs a folder}"); shift 2 ;;
+        --data) data=$(realpath "${2:?--data needs a folder}"); shift 2 ;;
+        --films) count=${2:?--films needs a number}; shift 2 ;;
+        *) die "unknown argument $1 (see the comment at the top of $0)" ;;
+    esac
+done
+
+[ "$(id -u)" = 0 ] || die "needs root for chroot and mounts: run it with sudo"
+command -v mmdebstrap >/dev/null || die "mmdebstrap is missing: $APT_LINE"
+command -v qemu-aarch64-static >/dev/null || die "qemu-user-static is missing: $APT_LINE"
+command -v update-binfmts >/dev/null || die "binfmt-support is missing: $APT_LINE"
+command -v zstd >/dev/null || die "zstd is missing: apt-get install -y zstd"
+
+# binfmt_misc lets the kernel hand arm64 binaries to qemu; containers often lack the mount.
+if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null ||
+        die "cannot mount binfmt_misc (a container without it cannot run arm64 binaries)"
+fi
+update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null ||
+    die "binfmt for qemu-aarch64 is not enabled (update-binfmts --enable qemu-aarch64): $APT_LINE"
+
+# The host side: the project's Python (CI's activated venv, else ./.venv) and the data.
+if [ -n "${VIRTUAL_ENV:-}" ]; then
+    python="$VIRTUAL_ENV/bin/python"
+elif [ -x .venv/bin/python ]; then
+    python="$repo/.venv/bin/python"
+else
+    python=$(command -v python3)
+fi
+if [ -z "$data" ]; then
+    for candidate in "${EDGEXRAY_DATA:-}" data/chest_xray ../shared/data/chest_xray; do
+        if [ -n "$candidate" ] && [ -d "$candidate" ]; then data=$(realpath "$candidate"); break; fi
+    done
+fi
+[ -n "$data" ] || die "no chest X-ray data: give --data DIR (NORMAL/ and PNEUMONIA/ inside)"
+
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/edgexray"
+rootfs_tar="$cache/rootfs-$SUITE-arm64-${PACKAGES//,/-}.tar.zst"
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/edgexray-emulated.XXXXXX")
+root="$work/root"
+cleanup() {
+    for mount_point in "$root/dev" "$root/proc"; do
+        if mountpoint -q "$mount_point" 2>/dev/null; then umount -l "$mount_point"; fi
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+if [ ! -s "$rootfs_tar" ]; then
+    echo "building the $SUITE arm64 root filesystem (once; a few minutes) ..."
+    mkdir -p "$cache"
+    build_started=$SECONDS
+    if ! mmdebstrap --arch=arm64 --variant=minbase --include="$PACKAGES" "$SUITE" \
+        "$cache/.partial.tar.zst" </dev/null >"$work/mmdebstrap.log" 2>&1; then
+        tail -5 "$work/mmdebstrap.log" >&2
+        rm -f "$cache/.partial.tar.zst"
+        die "mmdebstrap failed (last lines above)"
+    fi
+    mv -f "$cache/.partial.tar.zst" "$rootfs_tar"  # a cached tarball is whole or absent
+    echo "root filesystem: $((SECONDS - build_started)) s, $(du -h "$rootfs_tar" | cut -f1)"
+fi
+mkdir "$root"
+tar --zstd -xpf "$rootfs_tar" -C "$root"
+
+# The bundle (built here from the shipped model unless given) and the films.
+if [ -z "$bundle" ]; then
+    "$(dirname "$python")/edgexray" bundle edgexray/models/edgexray-int8.tflite --target rpi \
+        --out "$work/bundle" >/dev/null
+    bundle="$work/bundle"
+fi
+[ -f "$bundle/infer.py" ] && [ -f "$bundle/README.md" ] || die "$bundle is not an rpi bundle"
+cp -r "$bundle" "$root/root/edgexray"
+model=$(basename "$(ls "$root"/root/edgexray/*.tflite)")
+"$python" - "$data" "$root/root/xrays" "$count" <<'EOF'
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+data, out, count = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+out.mkdir()
+films = []
+for label in ("NORMAL", "PNEUMONIA"):
+    found = sorted(p for p in data.rglob(f"{label}/*") if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
+    films += found[: (count + 1) // 2]
+if len(films) < count:
+    sys.exit(f"error: only {len(films)} films under {data}, {count} wanted")
+for i, film in enumerate(films[:count]):
+    (out / f"{i:03d} {film.name}").write_bytes(film.read_bytes())
+# Other sizes, so both resize passes shrink and grow as on real devices' films.
+sizes = [(1000, 1400), (301, 517), (2000, 1600), (97, 1203), (640, 480),
+         (129, 127), (1203, 97), (333, 128), (64, 48), (1400, 1000)]
+for i, size in enumerate(sizes):
+    Image.open(films[i]).convert("L").resize(size).save(out / f"resized {size[0]}x{size[1]}.png")
+EOF
+
+# Only /proc and /dev go in: with /sys bound in, LiteRT's cpuinfo crashes qemu 7.2.
+mount -t proc proc "$root/proc"
+mount --bind /dev "$root/dev"
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+qemu_cpu=${QEMU_CPU:-cortex-a72}
+in_chroot() {  # env -i: the host's PIP_* and proxy variables must not leak in
+    env -i HOME=/root LANG=C.UTF-8 QEMU_CPU="$qemu_cpu" \
+        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        chroot "$root" /bin/sh -ec "$1"
+}
+# A host that reaches PyPI through its own certificate authority needs it in there too.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+    in_chroot "update-ca-certificates >/dev/null 2>&1"
+fi
+
+# The README's own steps 2 and 3, as written, `sudo` dropped (the chroot runs as root).
+steps=$(awk '/^## 2\./ {on = 1} /^## 4\./ {on = 0} on && /^```/ {block = !block; next}
+    on && block' "$root/root/edgexray/README.md" | sed 's/^sudo //')
+[ -n "$steps" ] || die "no shell steps found in sections 2 and 3 of the bundle README"
+install_started=$SECONDS
+if ! in_chroot "$steps" >"$work/steps.log" 2>&1; then
+    tail -15 "$work/steps.log" >&2
+    die "the bundle README's steps 2-3 failed under emulation (last lines above)"
+fi
+grep -h "^check passed" "$work/steps.log" || die "check/check.py did not pass"
+install_seconds=$((SECONDS - install_started))
+
+run_args="--model $model --threads 1 check/image.png ../xrays"
+run_started=$SECONDS
+in_chroot "cd ~/edgexray && .venv/bin/python infer.py $run_args" >"$work/arm64.jsonl" ||
+    die "infer.py failed under emulation"
+run_seconds=$((SECONDS - run_started))
+(cd "$root/root/edgexray" && "$python" infer.py $run_args) >"$work/host.jsonl" ||
+    die "infer.py failed on the host"
+# The model-input bytes too, so a difference is placed in preprocessing or in the kernels.
+cat >"$root/root/input_digests.py" <<'EOF'
+import hashlib, json, sys
+import infer
+classifier = infer.Classifier(sys.argv[1], threads=1)
+for path in infer.find_images(sys.argv[2:]):
+    digest = hashlib.sha256(classifier.model_input(path).tobytes()).hexdigest()
+    print(json.dumps({"path": str(path), "input_sha256": digest}))
+EOF
+digest_args="$model check/image.png ../xrays"
+in_chroot "cd ~/edgexray && PYTHONPATH=. .venv/bin/python ../input_digests.py $digest_args" \
+    >"$work/arm64-inputs.jsonl" 2>/dev/null || die "the input digests failed under emulation"
+(cd "$root/root/edgexray" && PYTHONPATH=. "$python" ../input_digests.py $digest_args) \
+    >"$work/host-inputs.jsonl" 2>/dev/null || die "the input digests failed on the host"
+versions=$(in_chroot "cd ~/edgexray && .venv/bin/python -c 'import platform, numpy, PIL, \
+importlib.metadata as m; print(platform.machine(), \"Python\", platform.python_version(), \
+\"numpy\", numpy.__version__, \"Pillow\", PIL.__version__, \"ai-edge-litert\", \
+m.version(\"ai-edge-litert\"))'")
+
+"$python" - "$work"/{host,arm64}.jsonl "$work"/{host,arm64}-inputs.jsonl <<EOF
+import json
+import sys
+
+host, arm, host_inputs, arm_inputs = (
+    [json.loads(line) for line in open(path)] for path in sys.argv[1:]
+)
+fields = ("path", "probability", "label")
+same = [a for a, b in zip(host, arm) if all(a.get(f) == b.get(f) for f in fields)]
+sidecar = json.load(open("$root/root/edgexray/${model%.tflite}.json"))
+step = float(sidecar["output"].get("quantization", {}).get("scale", 0.0))  # 0: float output
+one_step = [
+    a for a, b in zip(host, arm)
+    if a.get("label") == b.get("label") and a.get("path") == b.get("path")
+    and 0 < abs(a.get("probability", 0) - b.get("probability", 0)) <= step * 1.001
+]
+same_inputs = [a for a, b in zip(host_inputs, arm_inputs) if a == b]
+errors = [r for r in host + arm if "error" in r]
+print(f"emulated aarch64 ({'$versions'}; QEMU_CPU=$qemu_cpu): {len(same)}/{len(host)} "
+      f"records identical to the host (probability and label), {len(same_inputs)}/"
+      f"{len(host_inputs)} model inputs byte-identical, {len(one_step)} one output step "
+      f"({step:g}) apart with the same label; install $install_seconds s, "
+      f"classify $run_seconds s, total $((SECONDS - started)) s")
+complete = len(host) == len(arm) == len(host_inputs) == len(arm_inputs) >= $count + 1
+for a, b, ia, ib in zip(host, arm, host_inputs, arm_inputs):
+    if any(a.get(f) != b.get(f) for f in fields) or ia != ib:
+        where = "same input bytes" if ia == ib else "different input bytes"
+        print(f"  differs ({where}): {a['path']}: host {a.get('probability')} "
+              f"{a.get('label')}, arm64 {b.get('probability')} {b.get('label')}")
+allowed = len(same) + ($one_step and len(one_step))
+if allowed != len(host) or len(same_inputs) != len(host_inputs) or errors or not complete:
+    print("error: the emulated Pi does not give the host's outputs", file=sys.stderr)
+    sys.exit(1)
+EOF

@@ -1,0 +1,67 @@
+"""Check an installed bundle on its device: same model input bytes, same output as edgexray.
+
+Copied into the rpi bundle as check/check.py, next to check/image.png, check/input.u8 and
+check/expected.json that `edgexray bundle` wrote with the same infer.py on its own machine.
+Run from the bundle folder (exit 0 passed, 1 something differs, 2 the model cannot run):
+
+    .venv/bin/python check/check.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the bundle's infer.py, never an installed edgexray
+
+import infer  # noqa: E402
+import numpy as np  # noqa: E402
+
+# A float model's output may differ in its last bits between CPUs (other kernels, other
+# summation order); a uint8 output must match exactly.
+FLOAT_TOLERANCE = 1e-6
+
+
+def differences(expected: dict, classifier: infer.Classifier) -> list[str]:
+    """What differs from expected.json on this machine (empty when the check passes)."""
+    image = HERE / expected["image"]
+    found = []
+    batch = classifier.model_input(image)
+    wanted = (HERE / expected["input"]).read_bytes()
+    if batch.tobytes() != wanted:
+        got = np.frombuffer(batch.tobytes(), np.uint8)
+        want = np.frombuffer(wanted, np.uint8)
+        count = int(np.sum(got != want)) if got.size == want.size else "all"
+        found.append(f"model input: {count} of {want.size} bytes differ from {expected['input']}")
+    probability = classifier.run(batch)
+    tolerance = 0.0 if "output_uint8" in expected else FLOAT_TOLERANCE
+    if abs(probability - expected["probability"]) > tolerance:
+        found.append(f"probability {probability!r}, expected {expected['probability']!r}")
+    label = classifier.labels[int(probability >= classifier.threshold)]
+    if label != expected["label"]:
+        found.append(f"label {label}, expected {expected['label']}")
+    return found
+
+
+def main() -> int:
+    try:
+        expected = json.loads((HERE / "expected.json").read_text())
+        model = infer.default_model()
+        if model is None:
+            raise infer.InferenceError("expected exactly one .tflite in the bundle folder")
+        classifier = infer.Classifier(model)
+    except (OSError, ValueError, infer.InferenceError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    found = differences(expected, classifier)
+    if found:
+        print("check FAILED: " + "; ".join(found))
+        return 1
+    print(f"check passed: {expected['image']} gave the expected input bytes and output")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,528 @@
+"""`edgexray calibrate`: re-choose a deployed model's threshold on a new site's own films.
+
+A threshold chosen on the training hospital's validation films does not carry to another
+hospital (on Kaggle's official test folder the shipped int8 model's specificity falls from
+0.975 to 0.64 at its validation threshold). Radiology guidance asks for local validation
+and threshold adjustment before use at a new site; this module does it on a labelled local
+sample, scored by the device's own code (`edge_runtime.infer`), and writes a copy of the
+model (same bytes) whose sidecar carries the new threshold and a `calibration` block.
+
+The rule: the Neyman-Pearson order statistic (Tong, Feng & Li 2018, "Neyman-Pearson
+classification algorithms and NP receiver operating characteristics", Sci. Adv.).
+With the n pneumonia scores sorted ascending s[0] <= ... <= s[n-1], and films called
+pneumonia when probability >= threshold (as infer.py does), the threshold is s[k] for the
+largest k with P(Binomial(n, 1 - target) <= k) <= 1 - confidence. Why it holds: for any
+score distribution F of pneumonia films (ties included), the true miss rate at s[k] exceeds
+1 - target only if at most k of the n films fall where F(x-) <= 1 - target, a set of
+probability >= 1 - target, which happens with probability <= P(Binomial(n, 1 - target) <= k).
+So recall >= target holds with at least the stated confidence over the draw of the sample,
+not just on it. Equivalently, s[k] is the highest threshold whose one-sided Clopper-Pearson
+lower bound of recall (on the sample's pneumonia films) reaches the target: a clinician can
+read it as "the worst recall still consistent with what we saw". Ties (int8 outputs are
+multiples of 1/256) only make it safer: films tied with s[k] are all called pneumonia, so
+fewer than k are missed. Among valid rules it gives the highest threshold, hence the best
+specificity the model's ranking allows. It uses only the pneumonia films, so the normal
+films give an unbiased specificity estimate at that threshold (Wilson interval).
+
+Too few pneumonia films cannot support the guarantee at all (99 for recall >= 0.97 at 95%,
+with no miss): that is an error, unless the caller allows the plain empirical threshold,
+which is then labelled a point estimate everywhere.
+
+The exact binomial statistics live in metrics.py. This module is over 400 lines because
+the rule, the cross-validation, the sidecar record, its use by `edgexray run` and its
+summary are one concern, best read in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgexray import __version__, artifacts
+from edgexray.edge_runtime import infer
+from edgexray.errors import EdgexrayError, check_config
+from edgexray.pipeline import data, evaluate, metrics
+
+log = logging.getLogger("edgexray")
+
+CALIBRATION_SCHEMA = "edgexray.calibration/1"
+# The order-statistic rule = the highest threshold whose Clopper-Pearson lower bound >= target.
+CONFIDENT = "neyman-pearson-order-statistic"
+POINT_ESTIMATE = "point-estimate"  # the plain empirical threshold: no confidence guarantee
+FOLD_SEED = 0  # patient-to-fold assignment: fixed, so a calibration can be repeated exactly
+
+
+class NotEnoughEvidence(EdgexrayError):
+    """The sample holds too few pneumonia films for the recall target at the confidence."""
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """What the site's threshold must guarantee, and how to estimate what it buys.
+
+    Attributes:
+        target_recall: pneumonia recall the threshold must reach.
+        confidence: probability, over the draw of the sample, that it does.
+        prevalence: pneumonia prevalence at the site, for PPV and NPV (None: not reported).
+        folds: k of the patient-grouped k-fold cross-validation.
+        allow_point_estimate: with too few pneumonia films, fall back to the empirical
+            threshold (labelled as such) instead of failing. With enough films the
+            confident rule is always used.
+    """
+
+    target_recall: float = 0.97
+    confidence: float = 0.95
+    prevalence: float | None = None
+    folds: int = 5
+    allow_point_estimate: bool = False
+
+    def __post_init__(self):
+        check_config(
+            "calibration settings",
+            {
+                f"target recall must be in (0, 1), got {self.target_recall}": (
+                    0.0 < self.target_recall < 1.0
+                ),
+                f"confidence must be in (0, 1), got {self.confidence}": 0.0 < self.confidence < 1.0,
+                f"prevalence must be in (0, 1), got {self.prevalence}": (
+                    self.prevalence is None or 0.0 < self.prevalence < 1.0
+                ),
+                f"folds must be at least 2, got {self.folds}": self.folds >= 2,
+            },
+        )
+
+
+# --- the rule (its statistics live in metrics.py) -------------------------------------------
+
+
+def choose_threshold(
+    labels, probabilities, target_recall: float, confidence: float, allow_point_estimate=False
+) -> tuple[float, str, int | None]:
+    """The decision threshold for the target (pneumonia when probability >= threshold).
+
+    Returns:
+        (threshold, method, misses allowed): method CONFIDENT with k, or POINT_ESTIMATE
+        with None when the films are too few and allow_point_estimate is set.
+
+    Raises:
+        NotEnoughEvidence: too few pneumonia films, and no point estimate allowed.
+    """
+    labels = np.asarray(labels).astype(bool)
+    pneumonia = np.sort(np.asarray(probabilities, dtype=np.float64)[labels])
+    k = metrics.misses_allowed(len(pneumonia), target_recall, confidence)
+    if k is not None:
+        return float(pneumonia[k]), CONFIDENT, k
+    if not allow_point_estimate or len(pneumonia) == 0:
+        needed = metrics.films_needed(target_recall, confidence)
+        raise NotEnoughEvidence(
+            f"{len(pneumonia)} pneumonia films cannot show recall >= {target_recall:g} with "
+            f"{_percent(confidence)} confidence: that needs at least {needed} (with no miss); "
+            "add pneumonia films or pass --allow-point-estimate"
+        )
+    return metrics.threshold_for_recall(labels, probabilities, target_recall), POINT_ESTIMATE, None
+
+
+def _percent(confidence: float) -> str:
+    return f"{100 * confidence:g}%"
+
+
+def _rates(labels: np.ndarray, predicted: np.ndarray, confidence: float) -> dict:
+    """Recall and specificity with two-sided Wilson intervals at the confidence."""
+    counts = metrics.confusion(labels, predicted)
+    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    found, pneumonia = counts["tp"], counts["tp"] + counts["fn"]
+    cleared, normal = counts["tn"], counts["tn"] + counts["fp"]
+    return {
+        "recall": found / pneumonia if pneumonia else None,
+        "recall_ci": list(metrics.wilson_interval(found, pneumonia, z)) if pneumonia else None,
+        "specificity": cleared / normal if normal else None,
+        "specificity_ci": list(metrics.wilson_interval(cleared, normal, z)) if normal else None,
+        "misses": counts["fn"],
+        "false_alarms": counts["fp"],
+    }
+
+
+# --- cross-validation: what calibration buys, on films it has not seen -------------------
+
+
+def patient_folds(paths, labels, folds: int, seed: int = FOLD_SEED) -> np.ndarray:
+    """The fold (0..folds-1) of every film; all films of a patient share one fold.
+
+    Patients with pneumonia are dealt out first, then the others, in a seeded order, so
+    every fold gets its share of pneumonia patients.
+
+    Raises:
+        EdgexrayError: fewer patients than folds.
+    """
+    patients = [data.patient_id(Path(p).name) for p in paths]
+    sick = sorted({p for p, label in zip(patients, labels, strict=True) if label == 1})
+    healthy = sorted(set(patients) - set(sick))
+    if len(sick) + len(healthy) < folds:
+        raise EdgexrayError(f"{len(sick) + len(healthy)} patients cannot fill {folds} folds")
+    rng = np.random.default_rng(seed)
+    order = [*rng.permutation(sick), *rng.permutation(healthy)]
+    fold_of = {patient: index % folds for index, patient in enumerate(order)}
+    return np.array([fold_of[p] for p in patients], dtype=np.int64)
+
+
+def cross_validate(
+    paths, labels, probabilities, config: CalibrateConfig, empirical: bool = False
+) -> dict:
+    """Calibrate on k-1 patient-grouped folds, measure on the left-out one, pooled over folds.
+
+    Args:
+        empirical: use the plain empirical threshold in every fold instead of the rule,
+            to show what the guarantee costs and what it protects against.
+
+    Returns:
+        folds, thresholds, methods and the pooled _rates(); or folds, available False and
+        the reason when there are fewer patients than folds or a training fold is too small
+        for the rule.
+    """
+    labels = np.asarray(labels).astype(bool)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    try:
+        fold = patient_folds(paths, labels, config.folds)
+    except EdgexrayError as err:  # a tiny sample: the calibration stands, its CV cannot
+        return {"folds": config.folds, "available": False, "reason": str(err)}
+    predicted = np.zeros(len(labels), dtype=bool)
+    thresholds, methods = [], []
+    for held_out in range(config.folds):
+        train = fold != held_out
+        try:
+            if empirical:
+                threshold = metrics.threshold_for_recall(
+                    labels[train], probabilities[train], config.target_recall
+                )
+                method = POINT_ESTIMATE
+            else:
+                threshold, method, _ = choose_threshold(
+                    labels[train], probabilities[train], config.target_recall,
+                    config.confidence, config.allow_point_estimate,
+                )  # fmt: skip
+        except (NotEnoughEvidence, ValueError) as err:  # ValueError: no pneumonia film at all
+            reason = f"a training fold has too few pneumonia films ({err})"
+            return {"folds": config.folds, "available": False, "reason": reason}
+        predicted[~train] = probabilities[~train] >= threshold
+        thresholds.append(threshold)
+        methods.append(method)
+    return {
+        "folds": config.folds,
+        "available": True,
+        "grouped_by": "patient",
+        "thresholds": thresholds,
+        "methods": sorted(set(methods)),
+        **_rates(labels, predicted, config.confidence),
+    }
+
+
+# --- the site's films, scored as the device scores them ----------------------------------
+
+
+def site_films(site_dir: Path) -> tuple[Path, list[str], np.ndarray]:
+    """(class root, image files, labels) of a folder holding NORMAL/ and PNEUMONIA/.
+
+    Raises:
+        EdgexrayError: a missing folder, another layout, or a class with no image file.
+    """
+    folders = data.find_class_folders(Path(site_dir))
+    if "" not in folders:
+        raise EdgexrayError(
+            f"{site_dir} must hold the site's labelled films in NORMAL/ and PNEUMONIA/ "
+            f"(it holds {', '.join(f'{name}/' for name in folders)}: give one of those)"
+        )
+    per_label = data.list_images(folders[""])  # refuses a missing or empty class
+    paths = [str(p) for label in sorted(per_label) for p in per_label[label]]
+    labels = np.array([label for label in sorted(per_label) for _ in per_label[label]])
+    return folders[""], paths, labels
+
+
+def check_site(site_dir: Path, config: CalibrateConfig) -> None:
+    """Fail early on a site folder that cannot support the target, before any scoring.
+
+    Raises:
+        EdgexrayError: bad layout or a class without images; NotEnoughEvidence: fewer
+            pneumonia files than the target needs (unless a point estimate is allowed).
+    """
+    _, paths, labels = site_films(site_dir)
+    if not config.allow_point_estimate:
+        choose_threshold(labels, np.zeros(len(paths)), config.target_recall, config.confidence)
+
+
+def score_films(model_path: Path, paths: list[str]) -> np.ndarray:
+    """Pneumonia probability of every film (NaN if unreadable), by the device's code path.
+
+    edge_runtime.infer's Classifier, preprocess and run_interpreter on the .tflite and its
+    sidecar, via evaluate. The one place calibration scores films.
+    """
+    return evaluate.score([evaluate.load_model(Path(model_path))], paths)[0]
+
+
+def file_list_sha256(root: Path, paths) -> str:
+    """sha256 of the sorted relative paths, one per line, each ending in a newline.
+
+    The same as `(cd ROOT && find NORMAL PNEUMONIA -type f | LC_ALL=C sort | sha256sum)` when
+    every file was used.
+    """
+    names = sorted(Path(p).relative_to(root).as_posix() for p in paths)
+    return hashlib.sha256("".join(f"{name}\n" for name in names).encode()).hexdigest()
+
+
+# --- the entry point ------------------------------------------------------------------------
+
+
+def calibrate(model_path: Path, site_dir: Path, out_dir: Path, config: CalibrateConfig) -> dict:
+    """Choose the site's threshold and write the model copy and its new sidecar to out_dir.
+
+    The source model and sidecar are only read. out_dir gets MODEL.tflite (the same bytes)
+    and MODEL.json (the source sidecar with the new threshold, target_recall and a
+    `calibration` block), each written atomically.
+
+    Returns:
+        model (the copy), sidecar (its path), calibration (the block written) and films
+        (the sample's readable files, as listed).
+
+    Raises:
+        NotEnoughEvidence: too few pneumonia films for the target (exit 2).
+        EdgexrayError: not a .tflite with a matching sidecar, a bad site folder, no
+            readable film of a class, or out_dir being the model's own folder.
+    """
+    model_path, out_dir = Path(model_path), Path(out_dir)
+    if model_path.suffix.lower() != ".tflite":
+        raise EdgexrayError(f"{model_path}: calibrate needs the deployed .tflite with its sidecar")
+    try:
+        sidecar = infer.load_sidecar(model_path)
+    except infer.InferenceError as err:
+        raise EdgexrayError(str(err)) from None
+    if out_dir.resolve() == model_path.parent.resolve():
+        raise EdgexrayError(
+            f"--out {out_dir} is the model's own folder: the source model and sidecar are "
+            "never replaced, choose another folder"
+        )
+    root, paths, labels = site_films(site_dir)
+    log.info("calibrating %s on %d films from %s", model_path.name, len(paths), site_dir)
+    probabilities = score_films(model_path, paths)
+    readable = ~np.isnan(probabilities)
+    for index, label in enumerate(data.LABELS):
+        if not np.any(readable & (labels == index)):
+            raise EdgexrayError(f"{root}/{label} holds no readable image")
+    skipped = int(np.sum(~readable))
+    paths = [p for p, ok in zip(paths, readable, strict=True) if ok]
+    labels, probabilities = labels[readable], probabilities[readable]
+
+    threshold, method, k = choose_threshold(
+        labels, probabilities, config.target_recall, config.confidence,
+        config.allow_point_estimate,
+    )  # fmt: skip
+    calibrated = _rates(labels.astype(bool), probabilities >= threshold, config.confidence)
+    source_threshold = float(sidecar["threshold"])
+    pneumonia = int(labels.sum())
+    calibration = {
+        "schema": CALIBRATION_SCHEMA,
+        "edgexray_version": __version__,
+        "calibrated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "method": method,
+        "guarantee": method == CONFIDENT,
+        "target_recall": config.target_recall,
+        "confidence": config.confidence,
+        "misses_allowed": k,
+        "threshold": threshold,
+        "source_threshold": source_threshold,
+        "source_target_recall": sidecar.get("target_recall"),
+        "source_sidecar_sha256": artifacts.sha256(model_path.with_suffix(".json")),
+        "sample": {
+            "folder": str(Path(site_dir).resolve()),
+            "n": int(len(labels)),
+            "pneumonia": pneumonia,
+            "normal": int(len(labels) - pneumonia),
+            "patients": len({data.patient_id(Path(p).name) for p in paths}),
+            "skipped_unreadable": skipped,
+            "files_sha256": file_list_sha256(root, paths),
+        },
+        "recall_lower_bound": metrics.recall_lower_bound(
+            pneumonia - calibrated["misses"], pneumonia, config.confidence
+        ),
+        "expected_specificity": calibrated["specificity"],
+        "expected_specificity_ci": calibrated["specificity_ci"],
+        "interval": f"Wilson, two-sided {_percent(config.confidence)}",
+        "in_sample": calibrated,
+        "uncalibrated": {
+            "threshold": source_threshold,
+            **_rates(labels.astype(bool), probabilities >= source_threshold, config.confidence),
+        },
+        "cross_validation": cross_validate(paths, labels, probabilities, config),
+        "empirical": None,
+        "prevalence": None,
+    }
+    if method == CONFIDENT:
+        # The threshold a naive calibration would pick, for comparison: better specificity,
+        # but its recall on unseen films is a coin toss around the target.
+        empirical = metrics.threshold_for_recall(labels, probabilities, config.target_recall)
+        calibration["empirical"] = {
+            "threshold": empirical,
+            "in_sample": _rates(labels.astype(bool), probabilities >= empirical, config.confidence),
+            "cross_validation": cross_validate(paths, labels, probabilities, config, True),
+        }
+    if config.prevalence is not None:
+        # Point values, and a cautious pair at the guaranteed recall and the lower end of
+        # the specificity interval (both values only grow with recall and specificity).
+        calibration["prevalence"] = {
+            "prevalence": config.prevalence,
+            **metrics.predictive_values(
+                calibrated["recall"], calibrated["specificity"], config.prevalence
+            ),
+            "cautious": metrics.predictive_values(
+                config.target_recall if method == CONFIDENT else calibrated["recall"],
+                calibrated["specificity_ci"][0],
+                config.prevalence,
+            ),
+        }
+    model_out, sidecar_out = _write_calibrated(model_path, sidecar, out_dir, calibration)
+    log.info("calibrated threshold %.6g (was %.6g) by %s", threshold, source_threshold, method)
+    return {"model": model_out, "sidecar": sidecar_out, "calibration": calibration, "films": paths}
+
+
+def _write_calibrated(model_path: Path, sidecar: dict, out_dir: Path, calibration: dict):
+    model_out = out_dir / model_path.name
+    artifacts.atomic_write(model_out, lambda temporary: shutil.copyfile(model_path, temporary))
+    if artifacts.sha256(model_out) != sidecar["sha256"]:
+        raise EdgexrayError(f"{model_path} changed while it was being copied; run again")
+    new_sidecar = {
+        **sidecar,
+        "threshold": calibration["threshold"],
+        "target_recall": calibration["target_recall"],
+        "calibration": calibration,
+    }
+    sidecar_out = model_out.with_suffix(".json")
+    artifacts.write_json(sidecar_out, evaluate.json_safe(new_sidecar))
+    return model_out, sidecar_out
+
+
+def calibrate_run_model(
+    run_dir: Path, model_path: Path, site_dir: Path, config: CalibrateConfig
+) -> dict:
+    """`edgexray run --calibrate-on`: calibrate the run's device model, then measure it on
+    the run's test split before and after, leaving out films that were calibration films.
+
+    Writes run_dir/calibrated/MODEL.tflite (+ sidecar) and run_dir/calibration.json.
+
+    Returns:
+        What calibration.json holds: the model, the calibrated copy, the calibration block
+        and `test`: before/after rates on the held-out test films, with how many test films
+        were left out for being calibration films (or why there is no such comparison).
+    """
+    run_dir = Path(run_dir)
+    result = calibrate(model_path, site_dir, run_dir / artifacts.CALIBRATED_DIR, config)
+    test = evaluate.find_images(run_dir, "test")
+    site = {Path(p).resolve() for p in result["films"]}
+    unseen = [Path(p).resolve() not in site for p in test.paths]
+    overlap = len(unseen) - sum(unseen)
+    report = {
+        "model": str(model_path),
+        "calibrated_model": str(result["model"]),
+        "calibration": result["calibration"],
+        "test": {"films": len(test.paths), "left_out_as_calibration_films": overlap},
+    }
+    paths = [p for p, keep in zip(test.paths, unseen, strict=True) if keep]
+    labels = test.labels[np.array(unseen, dtype=bool)]
+    if not paths or len(set(labels.tolist())) < 2:
+        # Calibrating and reporting on the same films would flatter the threshold.
+        report["test"]["reason"] = "no test films of both classes besides the calibration films"
+    else:
+        probabilities = score_films(Path(result["model"]), paths)
+        readable = ~np.isnan(probabilities)
+        labels, probabilities = labels[readable].astype(bool), probabilities[readable]
+        for name, threshold in (
+            ("before", result["calibration"]["source_threshold"]),
+            ("after", result["calibration"]["threshold"]),
+        ):
+            rates = _rates(labels, probabilities >= threshold, config.confidence)
+            report["test"][name] = {"threshold": threshold, **rates}
+    artifacts.write_json(run_dir / artifacts.CALIBRATION_REPORT, evaluate.json_safe(report))
+    return report
+
+
+# --- presentation (the CLI prints these) ----------------------------------------------------
+
+
+def _rate_row(name: str, threshold, rates: dict) -> str:
+    def show(value, interval):
+        if value is None:
+            return f"{'n/a':>22}"
+        return f"{value:.4f} [{interval[0]:.3f}-{interval[1]:.3f}]"
+
+    threshold_text = f"{threshold:.4f}" if isinstance(threshold, float) else threshold
+    return (
+        f"{name:<26} {threshold_text:>9}  {show(rates['recall'], rates['recall_ci']):>22}"
+        f"  {show(rates['specificity'], rates['specificity_ci']):>22}"
+        f"  {rates['misses']:>6} {rates['false_alarms']:>6}"
+    )
+
+
+def summary_lines(result: dict) -> list[str]:
+    """A readable summary of a calibrate() result."""
+    c = result["calibration"]
+    sample, cv = c["sample"], c["cross_validation"]
+    level = _percent(c["confidence"])
+    unreadable = sample["skipped_unreadable"]
+    skipped = f", {unreadable} unreadable skipped" if unreadable else ""
+    if c["guarantee"]:
+        rule = (
+            f"recall >= {c['target_recall']:g} with {level} confidence (Neyman-Pearson order "
+            f"statistic = Clopper-Pearson lower bound; misses allowed: {c['misses_allowed']})"
+        )
+    else:
+        needed = metrics.films_needed(c["target_recall"], c["confidence"])
+        rule = (
+            f"POINT ESTIMATE, no confidence guarantee: empirical recall >= {c['target_recall']:g} "
+            f"on this sample ({needed} pneumonia films needed for {level} confidence)"
+        )
+    lines = [
+        f"sample       {sample['folder']}: {sample['n']} films ({sample['pneumonia']} pneumonia, "
+        f"{sample['normal']} normal, {sample['patients']} patients{skipped})",
+        f"rule         {rule}",
+        f"threshold    {c['threshold']:.6g} (was {c['source_threshold']:.6g})",
+        f"{'':<26} {'threshold':>9}  {'recall [' + level + ' CI]':>22}"
+        f"  {'specificity [' + level + ' CI]':>22}  {'missed':>6} {'false+':>6}",
+        _rate_row("uncalibrated (this sample)", c["uncalibrated"]["threshold"], c["uncalibrated"]),
+        _rate_row("calibrated, in-sample", c["threshold"], c["in_sample"]),
+    ]
+    if cv["available"]:
+        lines.append(
+            _rate_row(f"calibrated, {cv['folds']}-fold CV", "per fold", cv)
+            + "  (patient-grouped, films unseen by their threshold)"
+        )
+    else:
+        lines.append(f"{cv['folds']}-fold CV: not available: {cv['reason']}")
+    if c["empirical"]:
+        naive = c["empirical"]
+        lines.append(_rate_row("empirical, in-sample", naive["threshold"], naive["in_sample"]))
+        lines.append(
+            _rate_row(f"empirical, {cv['folds']}-fold CV", "per fold", naive["cross_validation"])
+            + "  (no guarantee: for comparison only)"
+        )
+    lines.append(
+        f"guaranteed   recall lower bound {c['recall_lower_bound']:.4f} ({level}, one-sided "
+        "Clopper-Pearson)"
+        if c["guarantee"]
+        else "guaranteed   nothing (point estimate)"
+    )
+    if c["prevalence"]:
+        p = c["prevalence"]
+        lines.append(
+            f"prevalence   {p['prevalence']:g}: PPV {evaluate.number(p['ppv'])}, NPV "
+            f"{evaluate.number(p['npv'])} (cautious: PPV {evaluate.number(p['cautious']['ppv'])}, "
+            f"NPV {evaluate.number(p['cautious']['npv'])})"
+        )
+    lines += [
+        f"model        {result['model']} (same bytes as the source)",
+        f"sidecar      {result['sidecar']} (threshold and calibration block)",
+    ]
+    return lines

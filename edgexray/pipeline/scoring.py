@@ -1,0 +1,170 @@
+"""The one way edgexray turns image files into pneumonia probabilities.
+
+Train, prune and quantize choose thresholds, and evaluate, verify and benchmark apply
+them; all of them score through here, so a threshold is chosen on exactly the numbers it
+is later applied to. Files are decoded by the edge runtime's own code
+(`edge_runtime.infer.preprocess`), a Keras model is called on batches of decoded images,
+and a .tflite model runs one image per invoke through `infer.run_interpreter`, as on a
+device.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgexray.edge_runtime import infer
+from edgexray.errors import EdgexrayError
+
+log = logging.getLogger("edgexray")
+
+CHUNK = 64  # images decoded and scored at a time: bounds memory on any data set size
+PROGRESS_SECONDS = 5.0  # at most one progress line this often
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A model as a function from decoded images to probabilities, and how to decode."""
+
+    name: str  # for messages: the model file, or what the model is
+    input_spec: dict  # what `infer.preprocess` needs: height, width, normalization
+    probabilities: Callable[[list[np.ndarray]], np.ndarray]
+
+
+def keras_scorer(model, input_spec: dict, name: str = "Keras model") -> Scorer:
+    """Score with a tf_keras model, CHUNK images per call, in inference mode."""
+    from edgexray.pipeline.model import emits_logit
+
+    logit = emits_logit(model)
+
+    def probabilities(images: list[np.ndarray]) -> np.ndarray:
+        result = [
+            np.asarray(
+                model(np.stack(images[start : start + CHUNK]).astype(np.float32), training=False),
+                dtype=np.float64,
+            ).reshape(-1)
+            for start in range(0, len(images), CHUNK)
+        ]
+        outputs = np.concatenate(result) if result else np.zeros(0)
+        return infer.sigmoid(outputs) if logit else outputs
+
+    return Scorer(name, input_spec, probabilities)
+
+
+def tflite_scorer(
+    model: bytes | Path | object, input_spec: dict, name: str = "", output_kind: str = "probability"
+) -> Scorer:
+    """Score with a .tflite model (its bytes, its file, or a loaded interpreter).
+
+    Exactly `infer.Classifier.probability` after decoding: one image per invoke, input
+    quantized and output dequantized as the interpreter's details say, then the sigmoid
+    taken when the model emits the logit (output_kind, the sidecar's output "kind").
+    """
+    if isinstance(model, bytes):
+        interpreter = infer.interpreter_class()(model_content=model)
+    elif isinstance(model, (str, Path)):
+        interpreter = infer.load_interpreter(model)
+    else:
+        interpreter = model
+    interpreter.allocate_tensors()
+
+    def probabilities(images: list[np.ndarray]) -> np.ndarray:
+        return np.array(
+            [infer.run_interpreter(interpreter, image, output_kind) for image in images]
+        )
+
+    return Scorer(name or "TFLite model", input_spec, probabilities)
+
+
+def decode(path: str, input_spec: dict, change: Callable | None = None) -> np.ndarray:
+    """The model input for one file; `change` alters the resized grayscale image first
+    (the shift stress test's acquisition changes)."""
+    if change is None:
+        return infer.preprocess(path, input_spec)
+    gray = infer.load_grayscale(path)
+    gray = infer.resize(gray, int(input_spec["height"]), int(input_spec["width"]))
+    return infer.normalize(change(gray), input_spec["normalization"])
+
+
+def _spec_key(input_spec: dict) -> tuple:
+    """The fields `preprocess` reads: models that share them share decoded inputs."""
+    try:
+        return (int(input_spec["height"]), int(input_spec["width"]), input_spec["normalization"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise EdgexrayError(f"input spec lacks height, width or normalization ({err})") from None
+
+
+def score(scorers: list[Scorer], paths: list[str], change: Callable | None = None) -> np.ndarray:
+    """Pneumonia probabilities of every model for every file, decoding each file once.
+
+    Returns:
+        An array (len(scorers), len(paths)); NaN where the file could not be read (a
+        warning names it).
+
+    Raises:
+        EdgexrayError: a model cannot run on its input (e.g. unknown normalization).
+    """
+    specs = {_spec_key(s.input_spec): s.input_spec for s in scorers}
+    result = np.full((len(scorers), len(paths)), np.nan)
+    started = last_log = time.monotonic()
+    for start in range(0, len(paths), CHUNK):
+        chunk = paths[start : start + CHUNK]
+        inputs = {key: [] for key in specs}
+        readable = []
+        for offset, path in enumerate(chunk):
+            try:
+                images = {key: decode(path, spec, change) for key, spec in specs.items()}
+            except infer.ImageError as err:
+                log.warning("skipping %s", err)
+                continue
+            except infer.InferenceError as err:  # the model's sidecar, not the image, is wrong
+                raise EdgexrayError(str(err)) from None
+            except Exception as err:  # noqa: BLE001 - odd files must not stop a long run
+                log.warning("skipping %s: not a readable image (%s)", path, err)
+                continue
+            readable.append(start + offset)
+            for key, image in images.items():
+                inputs[key].append(image)
+        if readable:
+            for row, scorer in enumerate(scorers):
+                try:
+                    result[row, readable] = scorer.probabilities(
+                        inputs[_spec_key(scorer.input_spec)]
+                    )
+                except (ValueError, RuntimeError) as err:  # shape or dtype the model refuses
+                    raise EdgexrayError(f"{scorer.name}: cannot run on its input ({err})") from None
+        done = start + len(chunk)
+        now = time.monotonic()
+        if now - last_log >= PROGRESS_SECONDS and done < len(paths):
+            log.info("scored %d/%d images (%.0f s)", done, len(paths), now - started)
+            last_log = now
+    log.debug(
+        "scored %d images with %d model(s) in %.1f s",
+        len(paths), len(scorers), time.monotonic() - started,
+    )  # fmt: skip
+    return result
+
+
+def probabilities_of(scorer: Scorer, paths: list[str], change: Callable | None = None):
+    """One model's probabilities for files that must all be readable (a run's split).
+
+    Raises:
+        EdgexrayError: a file of the split can no longer be read.
+    """
+    result = score([scorer], paths, change)[0]
+    unreadable = int(np.isnan(result).sum())
+    if unreadable:
+        raise EdgexrayError(
+            f"{unreadable} image(s) of the split became unreadable since the data was scanned"
+        )
+    return result
+
+
+def keras_probabilities(model, paths: list[str], input_spec: dict, change=None) -> np.ndarray:
+    """Probabilities of an in-memory Keras model for a run's (readable) image files."""
+    return probabilities_of(keras_scorer(model, input_spec), paths, change)
