@@ -27,6 +27,12 @@ app = typer.Typer(
 )
 
 
+DISTRIBUTE_HELP = (
+    "Train with tf.distribute: none, mirrored (local GPUs, else CPUs) or multiworker "
+    "(TF_CONFIG; only the chief writes). See README 'Training on a cluster'."
+)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a one-line error and return the Exit to raise."""
     typer.echo(f"error: {message}", err=True)
@@ -72,6 +78,16 @@ def main(
     """edgexray command line."""
 
 
+def _writes_artifacts(distribute: str | None) -> bool:
+    """False for a multiworker worker, which says so instead of printing a summary."""
+    from edgexray.pipeline import distribute as distribution
+
+    if distribution.is_chief(distribute or "none"):
+        return True
+    typer.echo("worker finished: the chief wrote the artifacts")
+    return False
+
+
 # The gate's limits, shared by verify and run; defaults are verify.GateLimits' (justified
 # in edgexray/pipeline/verify.py), written out so --help works without importing it.
 MaxRecallDrop = Annotated[
@@ -111,6 +127,7 @@ def train(
     max_train_images: Annotated[
         int | None, typer.Option(help="Use at most this many training images (0 = all).")
     ] = None,
+    distribute: Annotated[str | None, typer.Option(help=DISTRIBUTE_HELP + " [none]")] = None,
 ):
     """Train the float model: patient-grouped split, early stopping, val-chosen threshold."""
     from edgexray.pipeline.train import TrainConfig, summary_lines
@@ -119,6 +136,7 @@ def train(
     overrides = dict(
         data=str(data.resolve()) if data else None, image_size=image_size, width=width,
         epochs=epochs, target_recall=target_recall, seed=seed, max_train_images=max_train_images,
+        distribute=distribute,
     )  # fmt: skip
     if config:
         train_config = TrainConfig.from_json(config, **overrides)
@@ -127,6 +145,8 @@ def train(
     else:
         train_config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     summary = run_training(train_config, out, verbose=_verbosity())
+    if not _writes_artifacts(train_config.distribute):
+        return
     for line in summary_lines(summary):
         typer.echo(line)
     typer.echo(f"run directory: {out}")
@@ -256,13 +276,18 @@ def prune_command(
     learning_rate: Annotated[
         float | None, typer.Option(help="Fine-tuning learning rate [3e-4].")
     ] = None,
+    distribute: Annotated[str, typer.Option(help=DISTRIBUTE_HELP)] = "none",
 ):
     """Prune the trained model, fine-tune it and save pruned.keras (model.keras is untouched)."""
     from edgexray.pipeline.prune import PruneConfig, prune
 
     overrides = dict(sparsity=sparsity, epochs=epochs, learning_rate=learning_rate)
-    config = PruneConfig(**{k: v for k, v in overrides.items() if v is not None})
+    config = PruneConfig(
+        distribute=distribute, **{k: v for k, v in overrides.items() if v is not None}
+    )
     report = prune(run_dir, config, verbose=_verbosity())
+    if not _writes_artifacts(distribute):
+        return
     measured, val = report["sparsity"], report["val"]
     typer.echo(
         f"sparsity {measured['overall']:.3f} measured on the stripped kernels "
@@ -296,14 +321,19 @@ def quantize_command(
     qat_epochs: Annotated[
         int | None, typer.Option(help="Fine-tuning epochs of qat and pqat [1].")
     ] = None,
+    distribute: Annotated[str, typer.Option(help=DISTRIBUTE_HELP)] = "none",
 ):
     """Export TFLite variants, each with a sidecar and its own val-chosen threshold."""
     from edgexray.export.quantize import QuantizeConfig, parse_methods, quantize
 
     methods = parse_methods(method or ["all"])
     overrides = dict(representative_size=representative_size, qat_epochs=qat_epochs)
-    config = QuantizeConfig(**{k: v for k, v in overrides.items() if v is not None})
+    config = QuantizeConfig(
+        distribute=distribute, **{k: v for k, v in overrides.items() if v is not None}
+    )
     results = quantize(run_dir, methods, config, verbose=_verbosity())
+    if not _writes_artifacts(distribute):
+        return
     typer.echo(
         f"{'method':<12} {'size KB':>8} {'gzip KB':>8} {'sparsity':>8} {'threshold':>9} "
         f"{'val recall':>10} {'val spec':>8}"
@@ -508,11 +538,13 @@ def run_command(
             "(recall >= the target at 95% confidence) and bundle the calibrated copy."
         ),
     ] = None,
+    distribute: Annotated[str, typer.Option(help=DISTRIBUTE_HELP)] = "none",
 ):
     """The whole job: train, prune, quantize, verify, benchmark and bundle; resumable."""
     import time
 
     from edgexray import artifacts
+    from edgexray.export.quantize import QuantizeConfig
     from edgexray.pipeline.prune import PruneConfig
     from edgexray.pipeline.train import TrainConfig, summary_lines
     from edgexray.pipeline.verify import GateLimits, RecallRegressionError
@@ -520,14 +552,15 @@ def run_command(
 
     train_values = dict(epochs=epochs, target_recall=target_recall, seed=seed)
     train_config = TrainConfig(
-        data=str(find_data(data).resolve()),
+        data=str(find_data(data).resolve()), distribute=distribute,
         **{k: v for k, v in train_values.items() if v is not None},
-    )
-    prune_config = PruneConfig() if sparsity is None else PruneConfig(sparsity=sparsity)
+    )  # fmt: skip
+    prune_values = dict(sparsity=sparsity, distribute=distribute)
+    prune_config = PruneConfig(**{k: v for k, v in prune_values.items() if v is not None})
     limits = GateLimits(max_recall_drop, max_specificity_drop, max_auc_drop)
     config = RunConfig(
-        train=train_config, prune=prune_config, gate=limits,
-        calibrate_on=str(calibrate_on.resolve()) if calibrate_on else None,
+        train=train_config, prune=prune_config, quantize=QuantizeConfig(distribute=distribute),
+        gate=limits, calibrate_on=str(calibrate_on.resolve()) if calibrate_on else None,
     )  # fmt: skip
     started = time.monotonic()
 
@@ -541,6 +574,8 @@ def run_command(
     except RecallRegressionError as err:
         typer.echo(f"report: {out / artifacts.RUN_REPORT}")
         raise fail(str(err), err.exit_code) from None
+    if not _writes_artifacts(distribute):
+        return
     for line in summary_lines(artifacts.read_json(out / artifacts.METRICS)):
         typer.echo(line)
     typer.echo(f"{'stage':<10} {'status':<20} {'seconds':>8}")

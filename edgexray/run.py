@@ -25,6 +25,7 @@ from edgexray.benchmarks.harness import BenchmarkConfig
 from edgexray.errors import EdgexrayError
 from edgexray.export.bundle import TARGETS, BundleConfig
 from edgexray.export.quantize import DEVICE_METHODS, METHODS, QuantizeConfig
+from edgexray.pipeline import distribute
 from edgexray.pipeline.prune import PruneConfig
 from edgexray.pipeline.train import TrainConfig
 from edgexray.pipeline.verify import GateLimits
@@ -32,6 +33,9 @@ from edgexray.pipeline.verify import GateLimits
 log = logging.getLogger("edgexray")
 
 STAGES = ("train", "prune", "quantize", "verify", "benchmark", "bundle")
+# The stages that train, in which every multiworker process takes part; the chief alone
+# runs the rest.
+DISTRIBUTED_STAGES = ("train", "prune", "quantize")
 KAGGLE_URL = "https://www.kaggle.com/datasets/paultimothymooney/chest-xray-pneumonia"
 
 
@@ -68,14 +72,16 @@ class RunConfig:
         unknown = set(self.methods) - set(METHODS)
         if unknown:
             raise EdgexrayError(f"unknown methods {sorted(unknown)}: choose from {METHODS}")
+        if len({self.train.distribute, self.prune.distribute, self.quantize.distribute}) > 1:
+            raise EdgexrayError("train, prune and quantize must use the same distribute")
 
     def stage_settings(self) -> dict[str, dict]:
         """What each stage's output depends on, beyond the stages before it."""
         benchmark = dataclasses.asdict(self.benchmark)
         return {
-            "train": dataclasses.asdict(self.train),
-            "prune": dataclasses.asdict(self.prune),
-            "quantize": {**dataclasses.asdict(self.quantize), "methods": list(self.methods)},
+            "train": _hashed(self.train),
+            "prune": _hashed(self.prune),
+            "quantize": {**_hashed(self.quantize), "methods": list(self.methods)},
             "verify": dataclasses.asdict(self.gate),
             "benchmark": {k: benchmark[k] for k in ("threads", "warmup", "runs")},
             "bundle": {
@@ -84,6 +90,15 @@ class RunConfig:
                 **({"calibrate_on": self.calibrate_on} if self.calibrate_on else {}),
             },
         }
+
+
+def _hashed(stage_config) -> dict:
+    """A stage's settings as hashed. distribute "none" is left out, so run directories made
+    before --distribute existed are still resumed, not redone."""
+    values = dataclasses.asdict(stage_config)
+    if values.get("distribute") == "none":
+        del values["distribute"]
+    return values
 
 
 def stage_hashes(config: RunConfig) -> dict[str, str]:
@@ -202,7 +217,12 @@ def run(
     from edgexray.pipeline.train import train
     from edgexray.pipeline.verify import RecallRegressionError, verify_run
 
-    run_dir = Path(run_dir)
+    name = config.train.distribute
+    run_dir = distribute.output_dir(run_dir, name)  # a worker's is private
+    if name == "multiworker":
+        # Every process must run the same distributed stages in step, and a worker keeps
+        # nothing between jobs, so a multiworker job redoes everything from training.
+        force = STAGES
     unknown = set(force) - set(STAGES)
     if unknown:
         raise EdgexrayError(f"unknown stage {sorted(unknown)[0]!r}: choose from {STAGES}")
@@ -265,6 +285,8 @@ def run(
     redo = False
     statuses = {}
     for index, stage in enumerate(STAGES, 1):
+        if not distribute.is_chief(name) and stage not in DISTRIBUTED_STAGES:
+            return {"run_dir": str(run_dir), "stages": statuses, "worker": True}
         entry = record.get(stage) if isinstance(record.get(stage), dict) else {}
         done = (
             not redo

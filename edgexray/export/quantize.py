@@ -31,7 +31,7 @@ import numpy as np
 from edgexray import __version__, artifacts
 from edgexray.errors import EdgexrayError, check_config
 from edgexray.export import convert
-from edgexray.pipeline import data, finetune, metrics, scoring
+from edgexray.pipeline import data, distribute, finetune, metrics, scoring
 from edgexray.pipeline.prune import PRUNE_REPORT, clone_fresh, require_pruned
 from edgexray.pipeline.train import TrainConfig, load_config
 
@@ -48,6 +48,7 @@ class QuantizeConfig:
     qat_epochs: int = 1  # fine-tuning epochs of qat and pqat
     qat_learning_rate: float = 1e-4
     batch_size: int = 32
+    distribute: str = "none"  # of the qat/pqat fine-tunes (see pipeline/distribute.py)
 
     def __post_init__(self):
         checks = {
@@ -55,6 +56,7 @@ class QuantizeConfig:
             "qat_epochs must be >= 1": self.qat_epochs >= 1,
             "qat_learning_rate must be > 0": self.qat_learning_rate > 0,
             "batch_size must be >= 1": self.batch_size >= 1,
+            f"distribute must be one of {distribute.NAMES}": distribute.check_name(self.distribute),
         }
         check_config("quantize config", checks)
 
@@ -218,13 +220,15 @@ def quantization_aware_training(stage: _Stage, model, scheme):
         return registry.supports(layer) or isinstance(layer, keras.layers.BatchNormalization)
 
     finetune.seed_everything(stage.recipe.seed)
-    annotated = clone_fresh(model, quantize.quantize_annotate_layer, supported)
-    with quantize.quantize_scope():
-        qat_model = quantize.quantize_apply(annotated, scheme)
+    with distribute.scope(stage.config.distribute):
+        annotated = clone_fresh(model, quantize.quantize_annotate_layer, supported)
+        with quantize.quantize_scope():
+            qat_model = quantize.quantize_apply(annotated, scheme)
     finetune.fit(
         qat_model, stage.train_paths, stage.train_labels, stage.recipe,
         learning_rate=stage.config.qat_learning_rate, epochs=stage.config.qat_epochs,
         batch_size=stage.config.batch_size, verbose=stage.verbose,
+        distribute=stage.config.distribute,
     )  # fmt: skip
     return qat_model
 
@@ -248,6 +252,7 @@ def quantize(
     """
     run_dir = artifacts.require_run(run_dir)
     methods = parse_methods(methods)
+    distribute.strategy(config.distribute)  # first: multiworker must start before any TF op
     if any(BY_NAME[m].needs_pruned for m in methods):
         require_pruned(run_dir)
     train_config = load_config(run_dir)
@@ -270,6 +275,7 @@ def quantize(
     )  # fmt: skip
     val_images = [scoring.decode(p, spec) for p in val_paths]
 
+    out_dir = distribute.output_dir(run_dir, config.distribute)  # a worker's is private
     results = []
     for method in methods:
         started = time.monotonic()
@@ -282,7 +288,7 @@ def quantize(
             val_labels, probabilities, train_config.target_recall
         )
         sparsity = convert.weight_stats(tflite_bytes)["sparsity"] or 0.0  # None: no kernels
-        path = run_dir / artifacts.TFLITE_DIR / f"{method}.tflite"
+        path = out_dir / artifacts.TFLITE_DIR / f"{method}.tflite"
         sidecar = convert.write_tflite(
             tflite_bytes, path, method=method, method_config=method_config, input_spec=spec,
             threshold=threshold, target_recall=train_config.target_recall,
@@ -305,7 +311,7 @@ def quantize(
             threshold, result["val"]["recall"], result["val"]["specificity"], result["seconds"],
         )  # fmt: skip
         results.append(result)
-    _merge_report(run_dir, results)
+    _merge_report(out_dir, results)
     return results
 
 

@@ -4,6 +4,11 @@ Seeds and op determinism first, so the same seed gives the same model; then Adam
 binary cross-entropy with val-AUC as the metric, class weights that make both classes
 count equally, and the seeded tf.data stream of the train split, shuffled and augmented
 only when the run's TrainConfig.augment says so.
+
+Under a --distribute strategy the rules of pipeline/distribute.py apply here too: compile
+in the strategy's scope, linear learning-rate scaling, the global batch and a data-sharded
+input. The caller builds the model (and any tfmot wrappers) inside distribute.scope(), and
+counts steps with distribute.global_batch(). With "none" each of these is the identity.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgexray.pipeline import data
+from edgexray.pipeline import distribute as distribution
 
 
 def seed_everything(seed: int) -> None:
@@ -39,31 +45,38 @@ def fit(
     callbacks=(),
     validation_data=None,
     verbose: int = 1,
+    distribute: str = "none",
 ):
     """Compile `model` and fit it on the train split; returns Keras' History.
 
     Args:
         recipe: the run's TrainConfig: its input_spec, augment, augmentation,
             label_smoothing and seed hold for every fine-tune of that run.
-        learning_rate: a number or a Keras learning-rate schedule.
+        learning_rate: a number or a Keras learning-rate schedule, for one replica.
+        batch_size: per replica.
+        distribute: a --distribute value (see pipeline/distribute.py).
     """
     from edgexray.compat import keras
     from edgexray.pipeline.model import emits_logit
 
     logit = emits_logit(model)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.BinaryCrossentropy(
-            from_logits=logit, label_smoothing=recipe.label_smoothing
-        ),
-        metrics=[keras.metrics.AUC(name="auc", num_thresholds=1000, from_logits=logit)],
-    )
+    with distribution.scope(distribute):
+        model.compile(
+            optimizer=keras.optimizers.Adam(distribution.learning_rate(learning_rate, distribute)),
+            loss=keras.losses.BinaryCrossentropy(
+                from_logits=logit, label_smoothing=recipe.label_smoothing
+            ),
+            metrics=[keras.metrics.AUC(name="auc", num_thresholds=1000, from_logits=logit)],
+        )
     train_set = data.make_dataset(
-        train_paths, train_labels, recipe.input_spec, batch_size, training=recipe.augment,
+        train_paths, train_labels, recipe.input_spec,
+        distribution.global_batch(batch_size, distribute), training=recipe.augment,
         seed=recipe.seed, augmentation=recipe.augmentation,
     )  # fmt: skip
+    if validation_data is not None:
+        validation_data = distribution.shard(validation_data, distribute)
     return model.fit(
-        train_set,
+        distribution.shard(train_set, distribute),
         validation_data=validation_data,
         epochs=epochs,
         class_weight=class_weights(train_labels),

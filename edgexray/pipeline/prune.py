@@ -19,7 +19,7 @@ import numpy as np
 
 from edgexray import __version__, artifacts
 from edgexray.errors import EdgexrayError, check_config
-from edgexray.pipeline import data, finetune, metrics, scoring
+from edgexray.pipeline import data, distribute, finetune, metrics, scoring
 from edgexray.pipeline.train import load_config
 
 log = logging.getLogger("edgexray")
@@ -43,6 +43,7 @@ class PruneConfig:
     epochs: int = 3
     learning_rate: float = 3e-4
     batch_size: int = 32
+    distribute: str = "none"  # none, mirrored or multiworker (see pipeline/distribute.py)
 
     def __post_init__(self):
         checks = {
@@ -50,6 +51,7 @@ class PruneConfig:
             "epochs must be >= 1": self.epochs >= 1,
             "learning_rate must be > 0": self.learning_rate > 0,
             "batch_size must be >= 1": self.batch_size >= 1,
+            f"distribute must be one of {distribute.NAMES}": distribute.check_name(self.distribute),
         }
         check_config("prune config", checks)
 
@@ -136,6 +138,7 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
     """
     run_dir = artifacts.require_run(run_dir)
     train_config = load_config(run_dir)
+    distribute.strategy(config.distribute)  # first: multiworker must start before any TF op
 
     from edgexray.compat import import_tfmot
 
@@ -152,12 +155,12 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
 
     finetune.seed_everything(train_config.seed)
     started = time.monotonic()
-    steps = config.epochs * int(np.ceil(len(train_paths) / config.batch_size))
+    batch_size = distribute.global_batch(config.batch_size, config.distribute)
+    steps = config.epochs * int(np.ceil(len(train_paths) / batch_size))
     schedule = pruning_schedule(config.sparsity, steps)
-    model = clone_fresh(
-        baseline,
-        lambda layer: tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule),
-    )
+    prune_wrapper = tfmot.sparsity.keras.prune_low_magnitude
+    with distribute.scope(config.distribute):
+        model = clone_fresh(baseline, lambda layer: prune_wrapper(layer, pruning_schedule=schedule))
     log.info(
         "pruning to %.0f%% sparsity: %d epochs, %d steps, mask ramp ends at step %d",
         100 * config.sparsity, config.epochs, steps, schedule.end_step,
@@ -166,6 +169,7 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
         model, train_paths, train_labels, train_config,
         learning_rate=config.learning_rate, epochs=config.epochs, batch_size=config.batch_size,
         callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], verbose=verbose,
+        distribute=config.distribute,
     )  # fmt: skip
     pruned = tfmot.sparsity.keras.strip_pruning(model)
     sparsity = measure_sparsity(pruned)
@@ -175,7 +179,6 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
     threshold = metrics.threshold_for_recall(
         val_labels, val_probabilities, train_config.target_recall
     )
-    artifacts.save_keras(pruned, run_dir / artifacts.PRUNED)
     report = {
         "edgexray_version": __version__,
         "config": dataclasses.asdict(config),
@@ -185,7 +188,9 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
         "baseline_val_auc": _baseline_val_auc(run_dir, baseline, val_paths, val_labels, spec),
         "val": metrics.classification_report(val_labels, val_probabilities, threshold),
     }
-    artifacts.write_json(run_dir / PRUNE_REPORT, report)
+    out_dir = distribute.output_dir(run_dir, config.distribute)  # a worker's is private
+    artifacts.save_keras(pruned, out_dir / artifacts.PRUNED)
+    artifacts.write_json(out_dir / PRUNE_REPORT, report)
     log.info(
         "pruned: %.1f%% of kernel weights are zero, val AUC %.4f (baseline %.4f)",
         100 * sparsity["overall"], report["val"]["auc"], report["baseline_val_auc"],

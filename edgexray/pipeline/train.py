@@ -12,7 +12,7 @@ import numpy as np
 
 from edgexray import __version__, artifacts
 from edgexray.errors import EdgexrayError, check_config, check_threshold
-from edgexray.pipeline import data, finetune, metrics, scoring
+from edgexray.pipeline import data, distribute, finetune, metrics, scoring
 
 log = logging.getLogger("edgexray")
 
@@ -41,6 +41,7 @@ class TrainConfig:
     target_recall: float = 0.97
     seed: int = 42
     max_train_images: int = 0  # 0 = all; a smaller number for quick experiments and tests
+    distribute: str = "none"  # none, mirrored or multiworker (see pipeline/distribute.py)
 
     def __post_init__(self):
         self._check_types()
@@ -61,6 +62,7 @@ class TrainConfig:
             and 0 < self.test_fraction < 0.5,
             "target_recall must be in (0, 1]": 0 < self.target_recall <= 1,
             "max_train_images must be >= 0": self.max_train_images >= 0,
+            f"distribute must be one of {distribute.NAMES}": distribute.check_name(self.distribute),
         }
         check_config("training config", checks)
 
@@ -228,12 +230,15 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
     made from an earlier model in the same run directory are removed at the end.
 
     Returns:
-        The summary also written to metrics.json.
+        The summary also written to metrics.json (by the chief only under multiworker;
+        see pipeline/distribute.py).
     """
     from edgexray.compat import keras
     from edgexray.pipeline.model import build_model, emits_logit, fold_temperature
 
-    run_dir = Path(run_dir)  # made when the manifest is written, after the data checks
+    distribute.strategy(config.distribute)  # first: multiworker must start before any TF op
+    # Made when the manifest is written, after the data checks; a worker's is private.
+    run_dir = distribute.output_dir(run_dir, config.distribute)
     artifacts.require_writable(run_dir)
     finetune.seed_everything(config.seed)
 
@@ -253,8 +258,10 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
     spec = config.input_spec
     val_set = data.make_dataset(val_paths, val_labels, spec, 64)
 
-    model = build_model(config.image_size, config.width, config.dropout, config.seed)
-    steps = config.epochs * int(np.ceil(len(train_paths) / config.batch_size))
+    with distribute.scope(config.distribute):
+        model = build_model(config.image_size, config.width, config.dropout, config.seed)
+    batch_size = distribute.global_batch(config.batch_size, config.distribute)
+    steps = config.epochs * int(np.ceil(len(train_paths) / batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.05)
     model_path = run_dir / artifacts.MODEL
     checkpoint = best_checkpoint(model_path)
@@ -265,6 +272,7 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
             model, train_paths, train_labels, config,
             learning_rate=schedule, epochs=config.epochs, batch_size=config.batch_size,
             callbacks=[checkpoint, stopper], validation_data=val_set, verbose=verbose,
+            distribute=config.distribute,
         ).history  # fmt: skip
     except KeyboardInterrupt:
         interrupted = True
