@@ -8,7 +8,7 @@ from conftest import SHARED_TRAIN, make_xray_folder
 
 from edgexray.edge_runtime.infer import equalize
 from edgexray.errors import EdgexrayError
-from edgexray.pipeline import data
+from edgexray.pipeline import augment, data
 
 
 def test_patient_id_parses_kaggle_names():
@@ -109,16 +109,16 @@ def test_bad_class_folder_is_a_clear_error(tmp_path, problem):
 def test_equalisation_undoes_exposure_changes():
     rng = np.random.default_rng(0)
     gray = np.clip(rng.normal(120, 40, (64, 64)), 0, 255).astype(np.uint8)
-    for change in (data.SHIFTS["gamma 0.6 (brighter)"], data.SHIFTS["gamma 1.6 (darker)"]):
+    for change in (augment.SHIFTS["gamma 0.6 (brighter)"], augment.SHIFTS["gamma 1.6 (darker)"]):
         difference = np.abs(equalize(change(gray)).astype(int) - equalize(gray).astype(int))
         assert np.mean(difference) < 4  # only the 8-bit rounding of the change remains
 
 
 def test_augmentation_is_seeded_and_keeps_shape():
     gray = np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1))
-    first = data.augment(gray, np.random.default_rng(3))
+    first = augment.augment(gray, np.random.default_rng(3))
     assert first.shape == gray.shape and first.dtype == np.uint8
-    assert np.array_equal(first, data.augment(gray, np.random.default_rng(3)))
+    assert np.array_equal(first, augment.augment(gray, np.random.default_rng(3)))
     assert not np.array_equal(first, gray)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgexray import __version__, artifacts
 from edgexray.errors import EdgexrayError, check_config, check_threshold
-from edgexray.pipeline import data, distribute, finetune, metrics, scoring
+from edgexray.pipeline import augment, data, distribute, finetune, metrics, scoring
 
 log = logging.getLogger("edgexray")
 
@@ -28,7 +28,7 @@ class TrainConfig:
     augment: bool = True
     # Chosen by the ablation in benchmarks/README.md: "site" (what another hospital's
     # export does to a film) and label smoothing had the best val AUC.
-    augmentation: str = "site"  # a policy of data.AUGMENTATIONS, used when augment
+    augmentation: str = "site"  # a policy of augment.AUGMENTATIONS, used when augment
     label_smoothing: float = 0.1
     temperature_scaling: bool = True  # fit on val, folded into the last layer
     dropout: float = 0.2
@@ -51,8 +51,8 @@ class TrainConfig:
             "normalization must be 'equalize' or 'scale'": self.normalization
             in ("equalize", "scale"),
             "dropout must be in [0, 1)": 0 <= self.dropout < 1,
-            f"augmentation must be one of {sorted(data.AUGMENTATIONS)}": self.augmentation
-            in data.AUGMENTATIONS,
+            f"augmentation must be one of {sorted(augment.AUGMENTATIONS)}": self.augmentation
+            in augment.AUGMENTATIONS,
             "label_smoothing must be in [0, 0.5)": 0 <= self.label_smoothing < 0.5,
             "epochs must be >= 1": self.epochs >= 1,
             "patience must be >= 1": self.patience >= 1,
@@ -170,7 +170,7 @@ def shift_stress_test(model, samples, config: TrainConfig, threshold: float) -> 
     """Validation metrics recomputed under plausible acquisition changes."""
     paths, labels = data.select(samples, "val", Path(config.data))
     results = {}
-    for name, change in data.SHIFTS.items():
+    for name, change in augment.SHIFTS.items():
         probabilities = scoring.keras_probabilities(model, paths, config.input_spec, change)
         report = metrics.classification_report(labels, probabilities, threshold)
         results[name] = {k: report[k] for k in ("auc", "recall", "specificity")}
