@@ -53,7 +53,9 @@ import tensorflow as tf
 if model.endswith(".keras"):
     import tf_keras
     net = tf_keras.models.load_model(model, compile=False, safe_mode=True)
-    probability = float(net(infer.preprocess(image, input_spec)[None], training=False)[0, 0])
+    output = float(net(infer.preprocess(image, input_spec)[None], training=False)[0, 0])
+    linear = net.layers[-1].activation is tf_keras.activations.linear  # emits the logit
+    probability = float(infer.sigmoid(output)) if linear else output
 else:
     interpreter = tf.lite.Interpreter(model_path=model)
     interpreter.allocate_tensors()
