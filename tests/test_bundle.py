@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -143,7 +144,10 @@ def test_android_bundle_follows_its_readme(tiny_tflite, tmp_path):
     interpreter.invoke()
     q = int(interpreter.get_tensor(output_detail["index"]).reshape(-1)[0])
     out_scale, out_zero = output_detail["quantization"]
-    probability = (q - out_zero) * out_scale
+    output = (q - out_zero) * out_scale
+    # The README's step 4: the sigmoid of the dequantized logit (output kind "logit").
+    assert sidecar["output"]["kind"] == "logit"
+    probability = 1.0 / (1.0 + math.exp(-output))
     assert q == expected["output_uint8"] and probability == pytest.approx(expected["probability"])
     assert labels[int(probability >= sidecar["threshold"])] == expected["label"]
     classifier = infer.Classifier(tiny_tflite["int8"])

@@ -55,5 +55,7 @@ def test_uint8_fast_path_feeds_the_general_paths_bytes_and_gives_its_probabiliti
         fast = classifier.model_input(film)
         assert fast.dtype == general.dtype == np.uint8 and fast.shape == general.shape
         assert fast.tobytes() == general.tobytes(), film
-        slow = infer.run_interpreter(classifier.interpreter, infer.preprocess(film, spec))
+        slow = infer.run_interpreter(
+            classifier.interpreter, infer.preprocess(film, spec), classifier.output_kind
+        )
         assert classifier.probability(film) == slow, film

@@ -7,6 +7,7 @@ import pytest
 
 from edgexray import artifacts
 from edgexray.errors import EdgexrayError
+from edgexray.export import convert
 from edgexray.pipeline import data, evaluate, scoring
 
 
@@ -27,7 +28,11 @@ def test_quantize_and_gate_score_a_tflite_model_identically(tiny_run, tiny_confi
     paths = _val_paths(tiny_run, tiny_config)
     images = [scoring.decode(p, tiny_config.input_spec) for p in paths]
     tflite_bytes = tiny_tflite["int8"].read_bytes()
-    chosen_on = scoring.tflite_scorer(tflite_bytes, tiny_config.input_spec).probabilities(images)
+    # As quantize does: the output kind comes from the Keras model the .tflite was made from.
+    kind = convert.output_kind(artifacts.load_keras(tiny_run / artifacts.MODEL))
+    assert kind == "logit"
+    chosen_on = scoring.tflite_scorer(tflite_bytes, tiny_config.input_spec, "int8", kind)
+    chosen_on = chosen_on.probabilities(images)
     gated_on = evaluate.score([evaluate.load_model(tiny_tflite["int8"])], paths)[0]
     np.testing.assert_array_equal(chosen_on, gated_on)
 
