@@ -116,3 +116,18 @@ def test_threshold_for_recall_is_the_highest_reaching_the_target():
 def test_threshold_for_recall_needs_pneumonia_cases():
     with pytest.raises(ValueError):
         metrics.threshold_for_recall([0, 0], [0.1, 0.2], 0.9)
+
+
+def test_fit_temperature_recovers_the_temperature_that_made_the_probabilities():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0.0, 3.0, 4000)
+    labels = (rng.random(4000) < 1.0 / (1.0 + np.exp(-true_logits))).astype(int)
+    # A model that is overconfident by a factor 2 emits 2x the true logit.
+    assert metrics.fit_temperature(labels, 2.0 * true_logits) == pytest.approx(2.0, rel=0.1)
+
+
+def test_logit_and_sigmoid_are_inverse_and_finite_at_the_ends():
+    logits = np.array([-20.0, -2.0, 0.0, 3.0, 20.0])
+    assert np.allclose(metrics.logit(metrics.sigmoid(logits)), logits, atol=1e-4)
+    # Saturated probabilities are clipped, so a temperature fit never sees infinities.
+    assert np.isfinite(metrics.logit([0.0, 1.0])).all()

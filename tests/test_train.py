@@ -79,3 +79,38 @@ def test_trains_end_to_end_on_a_few_real_images(tmp_path):
     assert dataclasses.asdict(TrainConfig.from_json(tmp_path / "run" / artifacts.CONFIG))[
         "data"
     ] == str(root)
+
+
+def test_shift_report_marks_synthetic_shifts_that_move_like_the_real_one():
+    from edgexray.pipeline.train import shift_report
+
+    def rates(auc, recall, specificity):
+        return {"auc": auc, "recall": recall, "specificity": specificity}
+
+    summary = {
+        "val": {"at_threshold": rates(0.99, 0.97, 0.97)},
+        "test": {"at_threshold": rates(0.95, 0.99, 0.70)},  # a new site: more false alarms
+        "shift_stress_test_val": {
+            "none": rates(0.99, 0.97, 0.97),
+            "like the site": rates(0.98, 0.98, 0.90),
+            "only the threshold": rates(0.99, 0.98, 0.90),
+            "the other way": rates(0.99, 0.95, 0.99),
+        },
+    }
+    report = shift_report(summary)
+    assert report["real_val_to_test"]["specificity"] == pytest.approx(-0.27)
+    alike = {name: r["moves_like_real"] for name, r in report["synthetic"].items()}
+    assert alike == {"like the site": True, "only the threshold": False, "the other way": False}
+
+
+def test_fold_temperature_divides_the_logit():
+    import numpy as np
+
+    from edgexray.pipeline.model import build_model, emits_logit, fold_temperature
+
+    model = build_model(image_size=32, width=2, seed=0)
+    assert emits_logit(model)
+    images = np.random.default_rng(0).random((3, 32, 32, 1)).astype(np.float32)
+    before = model(images, training=False).numpy()
+    fold_temperature(model, 2.5)
+    assert np.allclose(model(images, training=False).numpy(), before / 2.5, atol=1e-6)
