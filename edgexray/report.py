@@ -49,8 +49,8 @@ def _shift_report_lines(report: dict | None) -> list[str]:
         "### Real shift against the synthetic ones",
         "",
         "Change of each metric from val: the real shift is val → test at the val threshold. "
-        "A synthetic shift *moves alike* when it moves every metric the real shift moves "
-        "(by ≥ 0.01) the same way.",
+        "A synthetic shift *moves alike* when every metric the real shift moves by ≥ 0.01 "
+        "moves the same way under it, by ≥ 0.005.",
         "",
         "| shift | ΔAUC | Δrecall | Δspecificity | moves alike |",
         "|---|---|---|---|---|",
