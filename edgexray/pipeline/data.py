@@ -275,12 +275,15 @@ def make_dataset(
     seed: int = 0,
     change: Callable[[np.ndarray], np.ndarray] | None = None,
     augmentation: str = "acquisition",
+    mixup: float = 0.0,
+    class_weights: dict[int, float] | None = None,
 ):
     """A streaming tf.data pipeline of (image, label) batches.
 
     Files are decoded as they are needed, so memory does not grow with the data set.
     With training=True the order is reshuffled every epoch and every image gets a random
-    augmentation drawn from a seeded stream, so a run is reproducible.
+    augmentation drawn from a seeded stream, so a run is reproducible. With mixup > 0
+    (training only) batches are (image, soft label, sample weight); see `mix_batch`.
     """
     from edgexray.compat import tf
 
@@ -309,7 +312,36 @@ def make_dataset(
     else:
         dataset = dataset.map(lambda p, label: (p, label, tf.constant(0, tf.int64)))
     dataset = dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size)
+    if training and mixup > 0:
+        weights = class_weights or {0: 1.0, 1: 1.0}
+        seeds = tf.data.Dataset.random(seed=seed + 1).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda batch, pair: mix_batch(*batch, pair, mixup, weights)
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def mix_batch(images, labels, seed_pair, alpha: float, class_weights: dict[int, float]):
+    """Mixup: each film blended with another film of the batch, label and class weight
+    blended alike. Soft labels between the classes keep the model from betting
+    everything on one cue that a new site may not share.
+    """
+    from edgexray.compat import tf
+
+    seed = tf.cast(seed_pair % (2**31 - 1), tf.int32)
+    size = tf.shape(labels)[0]
+    # Beta(alpha, alpha) from two gammas, one weight per film.
+    first = tf.random.stateless_gamma([size], seed, alpha)
+    second = tf.random.stateless_gamma([size], seed[::-1], alpha)
+    share = first / (first + second)
+    partner = tf.reverse(tf.range(size), [0])
+    weight_of = labels * class_weights[1] + (1.0 - labels) * class_weights[0]
+    mixed = share[:, None, None, None] * images + (1 - share[:, None, None, None]) * tf.gather(
+        images, partner
+    )
+    blend = lambda values: share * values + (1 - share) * tf.gather(values, partner)  # noqa: E731
+    return mixed, blend(labels), blend(weight_of)
 
 
 def select(samples: list[Sample], split: str, data_root: Path) -> tuple[list[str], np.ndarray]:

@@ -46,6 +46,7 @@ def fit(
     validation_data=None,
     verbose: int = 1,
     distribute: str = "none",
+    weight_average: float = 0.0,
 ):
     """Compile `model` and fit it on the train split; returns Keras' History.
 
@@ -55,23 +56,34 @@ def fit(
         learning_rate: a number or a Keras learning-rate schedule, for one replica.
         batch_size: per replica.
         distribute: a --distribute value (see pipeline/distribute.py).
+        weight_average: momentum of an exponential moving average of the weights, which
+            replace the model's own at every epoch end (so validation and checkpoints see
+            the average); 0 = off. Not for pruning: the average would refill pruned weights.
     """
     from edgexray.compat import keras
     from edgexray.pipeline.model import emits_logit
 
     logit = emits_logit(model)
+    steps_per_epoch = int(np.ceil(len(train_paths) / distribution.global_batch(batch_size, distribute)))
     with distribution.scope(distribute):
         model.compile(
-            optimizer=keras.optimizers.Adam(distribution.learning_rate(learning_rate, distribute)),
+            optimizer=keras.optimizers.Adam(
+                distribution.learning_rate(learning_rate, distribute),
+                use_ema=weight_average > 0,
+                ema_momentum=weight_average or 0.99,
+                ema_overwrite_frequency=steps_per_epoch if weight_average > 0 else None,
+            ),
             loss=keras.losses.BinaryCrossentropy(
                 from_logits=logit, label_smoothing=recipe.label_smoothing
             ),
             metrics=[keras.metrics.AUC(name="auc", num_thresholds=1000, from_logits=logit)],
         )
+    weights = class_weights(train_labels)
+    mixup = getattr(recipe, "mixup", 0.0) if recipe.augment else 0.0
     train_set = data.make_dataset(
         train_paths, train_labels, recipe.input_spec,
         distribution.global_batch(batch_size, distribute), training=recipe.augment,
-        seed=recipe.seed, augmentation=recipe.augmentation,
+        seed=recipe.seed, augmentation=recipe.augmentation, mixup=mixup, class_weights=weights,
     )  # fmt: skip
     if validation_data is not None:
         validation_data = distribution.shard(validation_data, distribute)
@@ -79,7 +91,8 @@ def fit(
         distribution.shard(train_set, distribute),
         validation_data=validation_data,
         epochs=epochs,
-        class_weight=class_weights(train_labels),
+        # Mixup batches carry their own blended weights.
+        class_weight=None if mixup else weights,
         callbacks=list(callbacks),
         verbose=verbose,
     )

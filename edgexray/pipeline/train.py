@@ -30,6 +30,8 @@ class TrainConfig:
     # export does to a film) and label smoothing had the best val AUC.
     augmentation: str = "site"  # a policy of augment.AUGMENTATIONS, used when augment
     label_smoothing: float = 0.1
+    mixup: float = 0.0  # Beta(mixup, mixup) blend of film pairs while training; 0 = off
+    weight_average: float = 0.0  # EMA momentum of the weights while training; 0 = off
     temperature_scaling: bool = True  # fit on val, folded into the last layer
     dropout: float = 0.2
     epochs: int = 20
@@ -54,6 +56,8 @@ class TrainConfig:
             f"augmentation must be one of {sorted(augment.AUGMENTATIONS)}": self.augmentation
             in augment.AUGMENTATIONS,
             "label_smoothing must be in [0, 0.5)": 0 <= self.label_smoothing < 0.5,
+            "mixup must be in [0, 10]": 0 <= self.mixup <= 10,
+            "weight_average must be in [0, 1)": 0 <= self.weight_average < 1,
             "epochs must be >= 1": self.epochs >= 1,
             "patience must be >= 1": self.patience >= 1,
             "batch_size must be >= 1": self.batch_size >= 1,
@@ -272,7 +276,7 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
             model, train_paths, train_labels, config,
             learning_rate=schedule, epochs=config.epochs, batch_size=config.batch_size,
             callbacks=[checkpoint, stopper], validation_data=val_set, verbose=verbose,
-            distribute=config.distribute,
+            distribute=config.distribute, weight_average=config.weight_average,
         ).history  # fmt: skip
     except KeyboardInterrupt:
         interrupted = True
