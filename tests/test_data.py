@@ -129,3 +129,18 @@ def test_manifest_round_trips(tmp_path):
     ]
     data.save_manifest(samples, tmp_path / "manifest.csv")
     assert data.load_manifest(tmp_path / "manifest.csv") == samples
+
+
+def test_mixup_blends_films_labels_and_class_weights_alike():
+    from edgexray.compat import tf
+
+    images = tf.constant(np.stack([np.zeros((4, 4, 1)), np.ones((4, 4, 1))]), tf.float32)
+    labels = tf.constant([0.0, 1.0])
+    mixed, soft, weights = data.mix_batch(images, labels, tf.constant([5, 9], tf.int64), 0.4,
+                                          {0: 2.0, 1: 0.5})  # fmt: skip
+    share = 1.0 - mixed.numpy()[0, 0, 0, 0]  # film 0 is all zeros, its partner all ones
+    assert 0 < share < 1 and np.allclose(mixed.numpy()[0], 1 - share)
+    assert np.isclose(soft.numpy()[0], 1 - share)
+    assert np.isclose(weights.numpy()[0], share * 2.0 + (1 - share) * 0.5)
+    again = data.mix_batch(images, labels, tf.constant([5, 9], tf.int64), 0.4, {0: 2.0, 1: 0.5})
+    assert np.array_equal(again[0].numpy(), mixed.numpy())  # seeded: a run is reproducible
