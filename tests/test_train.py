@@ -114,3 +114,31 @@ def test_fold_temperature_divides_the_logit():
     before = model(images, training=False).numpy()
     fold_temperature(model, 2.5)
     assert np.allclose(model(images, training=False).numpy(), before / 2.5, atol=1e-6)
+
+
+def test_weight_average_replaces_the_weights_at_epoch_end(tiny_config):
+    from edgexray.compat import keras
+    from edgexray.pipeline import finetune
+    from edgexray.pipeline.model import build_model
+
+    samples, _ = data.scan(tiny_config.data)
+    paths, labels = data.select(samples, "", tiny_config.data)
+    model = build_model(tiny_config.image_size, tiny_config.width, seed=1)
+    matches = []
+
+    def compare(epoch, logs):  # before fit's own end-of-training swap
+        averages = model.optimizer._model_variables_moving_average
+        matches.append(all(np.array_equal(v.numpy(), a.numpy())
+                           for v, a in zip(model.trainable_variables, averages)))  # fmt: skip
+
+    finetune.fit(model, paths, labels, tiny_config, learning_rate=1e-2, epochs=2, batch_size=16,
+                 callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=compare)], verbose=0,
+                 weight_average=0.5)  # fmt: skip
+    assert matches == [True, True]  # validation and checkpoints see the average
+
+
+def test_config_rejects_out_of_range_mixup_and_weight_average():
+    with pytest.raises(EdgexrayError, match="mixup"):
+        TrainConfig(data="x", mixup=-0.1)
+    with pytest.raises(EdgexrayError, match="weight_average"):
+        TrainConfig(data="x", weight_average=1.0)
