@@ -34,8 +34,10 @@ class TrainConfig:
     weight_average: float = 0.0  # EMA momentum of the weights while training; 0 = off
     temperature_scaling: bool = True  # fit on val, folded into the last layer
     dropout: float = 0.2
-    epochs: int = 20
-    patience: int = 5
+    # 30 epochs of cosine decay: val AUC 0.9982 against 0.9967-0.9975 for 20 epochs over
+    # three seeds (ablation D1), for about 5 more minutes on 2 cores.
+    epochs: int = 30
+    patience: int = 8
     batch_size: int = 32
     learning_rate: float = 2e-3
     val_fraction: float = 0.15
