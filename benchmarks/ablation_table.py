@@ -11,7 +11,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "ablation.jsonl"
 
 def main() -> None:
     print(
-        "| config | changes from the old defaults | val AUC | test/ AUC | test/ recall | "
+        "| config | changes (see above) | val AUC | test/ AUC | test/ recall | "
         "test/ specificity | test/ specificity at recall ≥ 0.97 (hindsight) | test/ ECE | "
         "int8 test/ AUC | int8 KB | int8 p50 ms | training s (epochs) |"
     )

@@ -30,8 +30,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from edgexray import artifacts
-    from edgexray.pipeline import data, metrics, scoring
     from edgexray.edge_runtime.infer import sigmoid
+    from edgexray.pipeline import data, metrics, scoring
     from edgexray.pipeline.train import load_config
 
     logits = {"val": [], "test": []}
@@ -67,9 +67,7 @@ def main() -> None:
         "test_spec_at_recall_hindsight": metrics.classification_report(
             labels["test"], test_probabilities, hindsight
         )["specificity"],
-        "members_test_auc": [
-            metrics.roc_auc(labels["test"], member) for member in logits["test"]
-        ],
+        "members_test_auc": [metrics.roc_auc(labels["test"], member) for member in logits["test"]],
     }
     with open(RESULTS, "a") as handle:
         handle.write(json.dumps(row) + "\n")

@@ -121,7 +121,7 @@ def train(
     config: Annotated[Path | None, typer.Option(help="JSON file with TrainConfig fields.")] = None,
     image_size: Annotated[int | None, typer.Option(help="Input height and width [128].")] = None,
     width: Annotated[int | None, typer.Option(help="Filters of the first stage [12].")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Maximum epochs [30].")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs [20].")] = None,
     target_recall: Annotated[
         float | None, typer.Option(help="Pneumonia recall the val threshold must reach [0.97].")
     ] = None,

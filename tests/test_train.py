@@ -127,9 +127,9 @@ def test_weight_average_replaces_the_weights_at_epoch_end(tiny_config):
     matches = []
 
     def compare(epoch, logs):  # before fit's own end-of-training swap
-        averages = model.optimizer._model_variables_moving_average
-        matches.append(all(np.array_equal(v.numpy(), a.numpy())
-                           for v, a in zip(model.trainable_variables, averages)))  # fmt: skip
+        pairs = zip(model.trainable_variables, model.optimizer._model_variables_moving_average,
+                    strict=True)  # fmt: skip
+        matches.append(all(np.array_equal(v.numpy(), a.numpy()) for v, a in pairs))
 
     finetune.fit(model, paths, labels, tiny_config, learning_rate=1e-2, epochs=2, batch_size=16,
                  callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=compare)], verbose=0,

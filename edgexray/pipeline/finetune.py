@@ -64,7 +64,8 @@ def fit(
     from edgexray.pipeline.model import emits_logit
 
     logit = emits_logit(model)
-    steps_per_epoch = int(np.ceil(len(train_paths) / distribution.global_batch(batch_size, distribute)))
+    global_batch = distribution.global_batch(batch_size, distribute)
+    steps_per_epoch = int(np.ceil(len(train_paths) / global_batch))
     with distribution.scope(distribute):
         model.compile(
             optimizer=keras.optimizers.Adam(
