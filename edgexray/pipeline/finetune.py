@@ -51,7 +51,7 @@ def fit(
     """Compile `model` and fit it on the train split; returns Keras' History.
 
     Args:
-        recipe: the run's TrainConfig: its input_spec, augment, augmentation,
+        recipe: the run's TrainConfig: its input_spec, augment, augmentation, mixup,
             label_smoothing and seed hold for every fine-tune of that run.
         learning_rate: a number or a Keras learning-rate schedule, for one replica.
         batch_size: per replica.
@@ -80,10 +80,9 @@ def fit(
             metrics=[keras.metrics.AUC(name="auc", num_thresholds=1000, from_logits=logit)],
         )
     weights = class_weights(train_labels)
-    mixup = getattr(recipe, "mixup", 0.0) if recipe.augment else 0.0
+    mixup = recipe.mixup if recipe.augment else 0.0
     train_set = data.make_dataset(
-        train_paths, train_labels, recipe.input_spec,
-        distribution.global_batch(batch_size, distribute), training=recipe.augment,
+        train_paths, train_labels, recipe.input_spec, global_batch, training=recipe.augment,
         seed=recipe.seed, augmentation=recipe.augmentation, mixup=mixup, class_weights=weights,
     )  # fmt: skip
     if validation_data is not None:

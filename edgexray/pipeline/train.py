@@ -30,6 +30,7 @@ class TrainConfig:
     # export does to a film) and label smoothing had the best val AUC.
     augmentation: str = "site"  # a policy of augment.AUGMENTATIONS, used when augment
     label_smoothing: float = 0.1
+    # Both off: worse or no better on val in the ablation (B1, B2), kept to rerun it.
     mixup: float = 0.0  # Beta(mixup, mixup) blend of film pairs while training; 0 = off
     weight_average: float = 0.0  # EMA momentum of the weights while training; 0 = off
     temperature_scaling: bool = True  # fit on val, folded into the last layer
