@@ -337,11 +337,12 @@ def mix_batch(images, labels, seed_pair, alpha: float, class_weights: dict[int, 
     share = first / (first + second)
     partner = tf.reverse(tf.range(size), [0])
     weight_of = labels * class_weights[1] + (1.0 - labels) * class_weights[0]
-    mixed = share[:, None, None, None] * images + (1 - share[:, None, None, None]) * tf.gather(
-        images, partner
-    )
-    blend = lambda values: share * values + (1 - share) * tf.gather(values, partner)  # noqa: E731
-    return mixed, blend(labels), blend(weight_of)
+
+    def blend(values):
+        weight = tf.reshape(share, [-1] + [1] * (len(values.shape) - 1))
+        return weight * values + (1 - weight) * tf.gather(values, partner)
+
+    return blend(images), blend(labels), blend(weight_of)
 
 
 def select(samples: list[Sample], split: str, data_root: Path) -> tuple[list[str], np.ndarray]:
