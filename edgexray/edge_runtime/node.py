@@ -79,6 +79,12 @@ SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC000
 # A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 9.3.4: permanent, by the service user.
 REJECT_AE_TITLE = (0x01, 0x01, 0x03)  # calling AE title not recognised
 REJECT_ADDRESS = (0x01, 0x01, 0x01)  # no reason given (the address is not listed)
+REJECT_BUSY = (0x02, 0x03, 0x02)  # transient: local limit exceeded (try again later)
+# Connections that never send a valid A-ASSOCIATE-RQ (port scans, garbage) hold a thread
+# until the ACSE timeout; they are not counted against max_associations (only requests
+# are), and at most this many more connections are open at once.
+CONNECTION_HEADROOM = 32
+ACSE_TIMEOUT = 10.0  # a modality sends its request at once after connecting
 # A UID is digits and dots (PS3.5 9.1), at most 64: safe as a file name as it is.
 UID_PATTERN = re.compile(r"[0-9]+(\.[0-9]+)*")
 AE_TITLE_PATTERN = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # no backslash or control
@@ -298,7 +304,9 @@ class ResultLog:
             raise
 
     def close(self) -> None:
-        os.close(self._descriptor)
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
 
 
 class NodeState:
@@ -405,6 +413,8 @@ class Node:
         self._worker = threading.Thread(target=self._work, name="classify", daemon=True)
         self._pdata: dict[int, int] = {}  # association id -> P-DATA bytes of the message
         self._timers: dict[int, threading.Timer] = {}
+        self._sessions: set[int] = set()  # associations past their request, not closed
+        self._sessions_lock = threading.Lock()
         self._server = None
         self.address: tuple[str, int] | None = None
 
@@ -464,9 +474,9 @@ class Node:
         from pynetdicom import AE
 
         ae = AE(ae_title=self.config.ae_title)
-        ae.maximum_associations = self.config.max_associations
+        ae.maximum_associations = self.config.max_associations + CONNECTION_HEADROOM
         ae.network_timeout = self.config.idle_timeout
-        ae.acse_timeout = min(30.0, self.config.idle_timeout)
+        ae.acse_timeout = min(ACSE_TIMEOUT, self.config.idle_timeout)
         ae.dimse_timeout = self.config.idle_timeout
         ae.maximum_pdu_size = 64 * 1024
         ae.add_supported_context(VERIFICATION_CLASS)
@@ -523,8 +533,21 @@ class Node:
 
     def _on_requested(self, event) -> None:
         reason = self._rejection(event.assoc)
+        with self._sessions_lock:
+            if reason is None and len(self._sessions) >= self.config.max_associations:
+                log.warning(
+                    "rejected %s: %d associations at once already",
+                    event.assoc.requestor.address,
+                    len(self._sessions),
+                )
+                reason = REJECT_BUSY
+            if reason is None:
+                self._sessions.add(id(event.assoc))
         if reason is not None:
+            # As pynetdicom's own rejection does: kill() waits until the A-ASSOCIATE-RJ
+            # is sent and the peer has closed, before the server drops the socket.
             event.assoc.acse.send_reject(*reason)
+            event.assoc.kill()
 
     def _on_open(self, event) -> None:
         # The whole association, not only its silences, has a time limit: a peer trickling
@@ -547,6 +570,8 @@ class Node:
         if timer is not None:
             timer.cancel()
         self._pdata.pop(id(event.assoc), None)
+        with self._sessions_lock:
+            self._sessions.discard(id(event.assoc))
 
     def _on_data(self, event) -> None:
         data = event.data
