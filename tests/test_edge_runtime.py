@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from edgexray.cli import app
 from edgexray.edge_runtime import infer
 
-RECORD_KEYS = {"path", "probability", "label", "threshold", "latency_ms"}
+RECORD_KEYS = {"path", "probability", "label", "threshold", "latency_ms", "rendering"}
 READABLE = ["16 bit.png", "UPPER CASE.PNG", "big 4000x3000.jpg", "exif rotated.jpg",
             "one pixel.png", "palette.png", "rgba.png"]  # fmt: skip
 UNREADABLE = ["bomb over our limit.png", "bomb over pillow error.png",
