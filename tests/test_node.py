@@ -278,24 +278,25 @@ def test_a_storage_class_that_is_not_a_radiograph_is_not_accepted(tmp_path, conf
     assert records(config.state) == []
 
 
-def test_a_store_that_cannot_be_written_answers_a_failure_status(config, start_node, films):
+def test_a_store_that_cannot_be_written_answers_a_failure_status(
+    config, start_node, films, monkeypatch
+):
     from pydicom import dcmread
     from pynetdicom import AE
 
     running = start_node(config)
-    incoming = config.state / node.INCOMING
-    incoming.chmod(0o500)  # read-only: as a full disk would, the write fails
-    try:
-        if os.access(incoming, os.W_OK):
-            pytest.skip("running as a user that ignores permissions (root)")
-        client = AE(ae_title=MODALITY_AE)
-        client.add_requested_context(CR_IMAGE)
-        assoc = client.associate("127.0.0.1", running.address[1], ae_title="EDGEXRAY")
-        status = assoc.send_c_store(dcmread(next(iter(films.values()))))
-        assoc.release()
-        assert status.Status == node.OUT_OF_RESOURCES
-    finally:
-        incoming.chmod(0o700)
+
+    def full_disk(name, chunks):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(running.state, "store", full_disk)
+    client = AE(ae_title=MODALITY_AE)
+    client.add_requested_context(CR_IMAGE)
+    assoc = client.associate("127.0.0.1", running.address[1], ae_title="EDGEXRAY")
+    status = assoc.send_c_store(dcmread(next(iter(films.values()))))
+    assoc.release()
+    assert status.Status == node.OUT_OF_RESOURCES  # the modality keeps the film, retries
+    assert records(config.state) == []
 
 
 # --- the durable queue: restarts and kills -------------------------------------------------
@@ -522,24 +523,23 @@ def test_reports_wait_while_the_pacs_is_down_and_are_delivered_after_a_restart(
 
 
 def _certificates(folder: Path) -> dict[str, Path]:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl
-    as the README shows."""
+    """A CA, a certificate for the node (127.0.0.1) and one for a modality, made with the
+    openssl commands the README shows."""
     folder.mkdir()
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True,
-                       timeout=60)  # fmt: skip
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-            "/CN=edgexray test CA", "-keyout", "ca.key", "-out", "ca.crt")  # fmt: skip
-    for name, extension in (("node", "subjectAltName=IP:127.0.0.1"), ("modality", None)):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-                "-keyout", f"{name}.key", "-out", f"{name}.csr")  # fmt: skip
-        ext = ["-extfile", f"{name}.ext"] if extension else []
-        if extension:
-            (folder / f"{name}.ext").write_text(extension + "\n")
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-days", "2", "-out", f"{name}.crt", *ext)  # fmt: skip
+    (folder / "node.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    (folder / "modality.ext").write_text("extendedKeyUsage=clientAuth\n")
+    key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+    commands = [f"req -x509 {key} -days 2 -subj /CN=edgexray-CA -keyout ca.key -out ca.crt"]
+    for name in ("node", "modality"):
+        commands += [
+            f"req {key} -subj /CN={name} -keyout {name}.key -out {name}.csr",
+            f"x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 "
+            f"-extfile {name}.ext -out {name}.crt",
+        ]
+    for command in commands:
+        subprocess.run(
+            ["openssl", *command.split()], cwd=folder, check=True, timeout=60, capture_output=True
+        )
     return {p.name: p for p in folder.iterdir()}
 
 
