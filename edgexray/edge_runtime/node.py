@@ -313,7 +313,7 @@ class NodeState:
     """The state folder: incoming/ (stored, not yet classified), classified/, results."""
 
     def __init__(self, folder: Path):
-        self.folder = Path(folder)
+        self.folder = Path(folder).resolve()  # records name films by absolute paths
         self.incoming = self.folder / INCOMING
         self.classified = self.folder / CLASSIFIED
         for path in (self.folder, self.incoming, self.classified):
@@ -666,9 +666,9 @@ class Node:
         record["received_at"] = datetime.datetime.fromtimestamp(
             received, datetime.timezone.utc
         ).isoformat(timespec="microseconds")
-        record["classified_at"] = utc_now()
         if self.outbox is not None:
             self.outbox.add(source, record)
+        record["classified_at"] = utc_now()
         self.state.results.append(record)
         self.state.finish(name)
         log.info("%s: %s", name, record.get("label") or f"error: {record.get('error')}")
@@ -691,79 +691,53 @@ def film_identity(path: Path) -> dict:
 # --- the command line: `infer.py serve` ----------------------------------------------
 
 
+# The plain options of `infer.py serve`: each sets the NodeConfig field of its name (dashes
+# for underscores) and takes that field's default.
+OPTIONS = (
+    ("--ae-title", str, "this node's AE title"),
+    ("--host", str, "address to listen on"),
+    ("--port", int, "port to listen on"),
+    ("--max-associations", int, "associations at once; more are rejected (try later)"),
+    ("--max-object-mb", float, "largest object accepted; larger ones get a failure status"),
+    ("--association-timeout", float, "seconds one association may last"),
+    ("--idle-timeout", float, "seconds without data before an association is aborted"),
+    ("--tls-cert", Path, "serve DICOM over TLS with this certificate (PEM)"),
+    ("--tls-key", Path, "the certificate's private key (PEM)"),
+    ("--tls-ca", Path, "require client certificates signed by this CA (PEM)"),
+    ("--retry-initial", float, "seconds before the first retry to reach the PACS (doubling)"),
+    ("--retry-max", float, "longest wait between retries to reach the PACS"),
+    ("--threads", int, "interpreter threads (default: the runtime's choice)"),
+)
+
+
+def _field(flag: str) -> str:
+    return flag[2:].replace("-", "_")
+
+
 def parser(prog: str = "infer.py serve", default_model: Path | None = None):
+    from dataclasses import fields
+
     from .infer import _Parser
 
+    defaults = {f.name: f.default for f in fields(NodeConfig)}
     p = _Parser(
         prog=prog,
         description="Run a DICOM Storage SCP that classifies each film it receives and "
         "appends its record to STATE/results.jsonl (and sends a Structured Report to --pacs).",
     )
-    p.add_argument(
-        "--model",
-        type=Path,
-        default=default_model,
-        help="model file, its sidecar MODEL.json next to it",
-    )
-    p.add_argument(
-        "--state",
-        type=Path,
-        required=True,
-        help="the node's folder: incoming/, classified/, outbox/, results.jsonl",
-    )
-    p.add_argument(
-        "--allow-ae",
-        action="append",
-        default=[],
-        metavar="AE_TITLE",
-        required=True,
-        help="a calling AE title to accept (repeat for each modality)",
-    )
-    p.add_argument(
-        "--allow-address",
-        action="append",
-        default=[],
-        metavar="IP_OR_CIDR",
-        help="a source address or network to accept (default: any)",
-    )
-    p.add_argument("--ae-title", default="EDGEXRAY", help="this node's AE title")
-    p.add_argument("--host", default="0.0.0.0", help="address to listen on")
-    p.add_argument("--port", type=int, default=11112, help="port to listen on")
-    p.add_argument("--max-associations", type=int, default=4)
-    p.add_argument(
-        "--max-object-mb",
-        type=float,
-        default=64.0,
-        help="largest object accepted; larger ones get a failure status",
-    )
-    p.add_argument(
-        "--association-timeout", type=float, default=900.0, help="seconds one association may last"
-    )
-    p.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=60.0,
-        help="seconds without data before an association is aborted",
-    )
-    p.add_argument("--tls-cert", type=Path, help="serve DICOM over TLS with this certificate")
-    p.add_argument("--tls-key", type=Path, help="the certificate's private key")
-    p.add_argument("--tls-ca", type=Path, help="require client certificates from this CA")
-    p.add_argument(
-        "--pacs", metavar="AE@HOST:PORT", help="send a DICOM Structured Report per film there"
-    )
-    p.add_argument(
-        "--retry-initial",
-        type=float,
-        default=5.0,
-        help="seconds before the first retry to reach the PACS (doubling)",
-    )
-    p.add_argument(
-        "--retry-max",
-        type=float,
-        default=300.0,
-        help="longest wait between retries to reach the PACS",
-    )
-    p.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    p.add_argument("--model", type=Path, default=default_model,
+                   help="model file, its sidecar MODEL.json next to it")  # fmt: skip
+    p.add_argument("--state", type=Path, required=True,
+                   help="folder for incoming/ classified/ outbox/ results.jsonl")  # fmt: skip
+    p.add_argument("--allow-ae", action="append", required=True, metavar="AE_TITLE",
+                   help="a calling AE title to accept (repeat for each modality)")  # fmt: skip
+    p.add_argument("--allow-address", action="append", default=[], metavar="IP_OR_CIDR",
+                   help="a source address or network to accept (default: any)")  # fmt: skip
+    p.add_argument("--pacs", metavar="AE@HOST:PORT", help="send a Structured Report per film there")
+    for flag, kind, text in OPTIONS:
+        default = defaults[_field(flag)]
+        shown = "" if default is None else f" (default: {default})"
+        p.add_argument(flag, type=kind, default=default, help=text + shown)
     return p
 
 
@@ -774,21 +748,9 @@ def config_from(args) -> NodeConfig:
         model=args.model,
         state=args.state,
         allowed_aes=tuple(args.allow_ae),
-        ae_title=args.ae_title,
-        host=args.host,
-        port=args.port,
         allowed_networks=tuple(args.allow_address),
-        max_associations=args.max_associations,
-        max_object_mb=args.max_object_mb,
-        association_timeout=args.association_timeout,
-        idle_timeout=args.idle_timeout,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_ca=args.tls_ca,
         pacs=Destination.parse(args.pacs) if args.pacs else None,
-        retry_initial=args.retry_initial,
-        retry_max=args.retry_max,
-        threads=args.threads,
+        **{_field(flag): getattr(args, _field(flag)) for flag, _, _ in OPTIONS},
     )
 
 
@@ -823,7 +785,8 @@ def main(argv=None, prog: str = "infer.py serve", default_model: Path | None = N
     except SystemExit as stop:
         return stop.code if isinstance(stop.code, int) else EXIT_OK
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("pynetdicom").setLevel(logging.ERROR)
+    for chatty in ("pynetdicom", "highdicom"):  # one line per association or report
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return serve(config_from(args))
     except InferenceError as err:

@@ -37,7 +37,7 @@ NOTICE = "Screening aid from an automated classifier: a person reads every film.
 
 def require_highdicom() -> None:
     try:
-        import highdicom  # noqa: F401
+        import highdicom.sr  # noqa: F401  (now, not while the first film waits)
     except ImportError:
         raise InferenceError(
             'sending Structured Reports (--pacs) needs highdicom: pip install "edgexray[node]"'
