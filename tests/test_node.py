@@ -560,3 +560,76 @@ def test_dicom_over_tls_accepts_a_client_certificate_from_the_ca_and_nothing_els
     anonymous = echoscu(port, MODALITY_AE, "+tla", "+cf", str(files["ca.crt"]))
     assert anonymous.returncode != 0  # TLS without a client certificate
     assert echoscu(port, MODALITY_AE, *client).returncode == 0
+
+
+# --- the rpi bundle: the node's unit, requirements and README --------------------------------
+
+
+@pytest.fixture(scope="module")
+def rpi_bundle(tmp_path_factory) -> Path:
+    from edgexray.export.bundle import BundleConfig, make_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "edgexray rpi"
+    make_bundle(BundleConfig(model=str(REFERENCE_MODEL), target="rpi", out=str(out)))
+    return out
+
+
+HARDENING = (
+    "DynamicUser=yes", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
+    "PrivateTmp=yes", "StateDirectory=edgexray-node", "UMask=0077", "CapabilityBoundingSet=\n",
+    "MemoryMax=",
+)  # fmt: skip
+
+
+def test_rpi_bundle_holds_a_hardened_node_unit_its_requirements_and_readme(rpi_bundle):
+    listed = (rpi_bundle / "SHA256SUMS").read_text()
+    for name in ("edgexray-node.service", "requirements-node.txt"):
+        assert f"  {name}\n" in listed
+    unit = (rpi_bundle / "edgexray-node.service").read_text()
+    assert all(line in unit for line in HARDENING)
+    assert "--port 11112" in unit and "infer.py serve" in unit
+    requirements = (rpi_bundle / "requirements-node.txt").read_text()
+    assert {"pynetdicom", "pydicom", "highdicom"} <= set(
+        re.findall(r"^([a-z]+)", requirements, re.M)
+    )
+    readme = (rpi_bundle / "README.md").read_text()
+    section = readme[readme.index("## 6. Optional: the Pi as a DICOM node") :]
+    for text in ("-r requirements-node.txt", "infer.py serve --state", "AE title `EDGEXRAY`",
+                 "port\n`11112`", "storescu -aet XRAY1 -aec EDGEXRAY <pi> 11112",
+                 "enable --now edgexray-node"):  # fmt: skip
+        assert text in section, text
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_the_node_unit_is_valid_for_systemd(rpi_bundle, tmp_path):
+    unit = (rpi_bundle / "edgexray-node.service").read_text()
+    checked = tmp_path / "edgexray-node.service"
+    checked.write_text(unit.replace("/opt/edgexray/.venv/bin/python", sys.executable))
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", str(checked)],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0 and result.stdout + result.stderr == "", result.stderr
+
+
+@needs_dcmtk
+def test_the_rpi_bundle_serves_dicom_without_tensorflow(rpi_bundle, tmp_path, films):
+    if not (rpi_bundle / "edge_runtime" / "node.py").is_file():
+        pytest.xfail("the bundle ships infer.py alone until it ships the edge_runtime package")
+    device = tmp_path / "pi"
+    shutil.copytree(rpi_bundle, device)
+    state = tmp_path / "node state"
+    state.mkdir()
+    env = blocked_env(tmp_path)
+    port = free_port()
+    args = [sys.executable, "infer.py", "serve", "--state", str(state), "--allow-ae",
+            MODALITY_AE, "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    server = subprocess.Popen(args, cwd=device, env=env, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: _listening(port), 60, 0.1)
+        sent = dict(list(films.items())[:3])
+        assert storescu(port, sent.values()).returncode == 0
+        assert wait_for(lambda: len(records(state)) == len(sent), 60)
+    finally:
+        _stop(server)
+    assert attempted_imports(env) == []
+    assert {r["sop_instance_uid"] for r in records(state)} == set(sent)
+    assert all(r["label"] in LABELS for r in records(state))

@@ -1,8 +1,9 @@
 """`edgexray bundle`: a folder (and optionally a zip) to copy to a Raspberry Pi or an Android app.
 
 rpi      the model and its sidecar, the standalone infer.py, requirements.txt, a README with
-         the Raspberry Pi OS steps, a watch-folder script with its systemd unit, and check/
-         (check.py tests the installed runtime against the expected bytes and output).
+         the Raspberry Pi OS steps, a watch-folder script with its systemd unit, the DICOM
+         node's requirements-node.txt and systemd unit, and check/ (check.py tests the
+         installed runtime against the expected bytes and output).
 android  the full-int8 model (uint8 input and output) and its sidecar, labels.txt, a README
          on the LiteRT Interpreter, EdgexrayPreprocess.java (the preprocessing, tested
          byte-identical to infer.py), and check/ files to test an app's port.
@@ -48,6 +49,12 @@ CHECK_SCRIPT = Path(infer.__file__).with_name("check.py")  # the rpi bundle's ch
 # The files written into bundles (READMEs, the watch-folder script, its systemd unit,
 # requirements.txt) are package data in templates/, so linters and reviewers see them.
 TEMPLATES = "templates"
+# Written into the rpi bundle as they are (its README and watch-folder.sh are filled in):
+# the runtime's requirements, the DICOM node's optional ones, and the two systemd units.
+RPI_TEMPLATES = (
+    "requirements.txt", "requirements-node.txt", "edgexray-watch@.service",
+    "edgexray-node.service",
+)  # fmt: skip
 
 
 def template(name: str) -> str:
@@ -224,10 +231,10 @@ def _write_rpi(staging: Path, classifier: infer.Classifier, model: Path) -> None
     shutil.copyfile(infer.__file__, staging / "infer.py")
     _write_check(staging, classifier)
     shutil.copyfile(CHECK_SCRIPT, staging / "check" / "check.py")
-    (staging / "requirements.txt").write_text(template("requirements.txt"))
+    for name in RPI_TEMPLATES:
+        (staging / name).write_text(template(name))
     (staging / "README.md").write_text(_fill(template("rpi-README.md"), **facts))
     (staging / "watch-folder.sh").write_text(_fill(template("watch-folder.sh"), **facts))
-    (staging / "edgexray-watch@.service").write_text(template("edgexray-watch@.service"))
     for script in ("infer.py", "watch-folder.sh"):
         (staging / script).chmod(0o755)
 
