@@ -20,13 +20,14 @@ from dicom_support import (
     write_jpeg_baseline,
     write_jpeg_lossless,
 )
+from edge_support import run_blocked
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.uid import JPEG2000, JPEG2000Lossless, JPEGLSLossless, RLELossless
 from typer.testing import CliRunner
 
 from edgexray.cli import app
-from edgexray.edge_runtime import dicom, infer
+from edgexray.edge_runtime import REFERENCE_MODEL, dicom, infer
 from edgexray.pipeline import data
 
 SHARED_TEST = SHARED_TRAIN.parent / "test"
@@ -135,6 +136,34 @@ def test_public_chest_radiographs_are_rendered_and_predicted(public):
     # Issue 18: rendered right, this adult film is NORMAL; not inverted, it was PNEUMONIA 0.99.
     assert found["RG1_UNCR.dcm"]["label"] == "NORMAL"
     assert found["RG1_J2KI.dcm"]["label"] == "NORMAL"
+
+
+def test_the_device_runtime_reads_dicom_without_tensorflow_or_edgexray(
+    device, public, films, tmp_path
+):
+    written = write_jpeg_lossless(tmp_path / "IM 0001", films["NORMAL"], bits=12, window=True)
+    args = ["--model", REFERENCE_MODEL, public / "RG1_UNCR.dcm", written]
+    on_device = run_blocked([sys.executable, str(device / "infer.py"), *map(str, args)], tmp_path)
+    assert on_device.returncode == 0, on_device.stderr
+    code, on_host = predict(*args)
+    device_records = [json.loads(line) for line in on_device.stdout.splitlines()]
+    drop = ("latency_ms",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in device_records] == [
+        {k: v for k, v in r.items() if k not in drop} for r in on_host
+    ]
+
+
+def test_a_device_without_pydicom_names_the_bundles_dicom_requirements(device, films, tmp_path):
+    path = write_film(tmp_path / "film.dcm", films["NORMAL"])
+    args = [sys.executable, str(device / "infer.py"), "--model", str(REFERENCE_MODEL), str(path)]
+    result = run_blocked(args, tmp_path, also_block=("pydicom",))
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert json.loads(result.stdout)["error"] == (
+        "reading DICOM needs pydicom: "
+        ".venv/bin/pip install --only-binary=:all: -r requirements-dicom.txt"
+    )
+    listed = run_blocked([*args[:2], "--list-images", str(tmp_path)], tmp_path, ("pydicom",))
+    assert listed.stdout == f"{path}\0"  # found by its suffix all the same
 
 
 REFUSED = {
