@@ -189,6 +189,24 @@ def test_non_films_are_refused_with_a_reason_and_exit_3(tmp_path):
         assert reason in errors[name] and "\n" not in errors[name], errors[name]
 
 
+def test_every_small_pydicom_test_file_is_a_film_or_one_line_of_reason():
+    # pydicom's own test files and pydicom-data's, listed locally (get_testdata_files would
+    # try to download what is missing).
+    folders = {Path(get_testdata_file(name)).parent for name in ("rtplan.dcm", "RG1_UNCR.dcm")}
+    files = [f for d in folders for f in sorted(d.iterdir()) if f.stat().st_size < 2**18]
+    outcomes = {"read": 0, "refused": 0}
+    for path in files:
+        try:
+            film, info = infer.load_film(path)
+        except infer.ImageError as err:  # nothing else may escape: no traceback on a device
+            assert str(err).startswith(f"{path}: ") and "\n" not in str(err)
+            outcomes["refused"] += 1
+            continue
+        assert film.dtype == np.uint8 and film.ndim == 2 and info["rendering"]
+        outcomes["read"] += 1
+    assert outcomes["read"] >= 20 and outcomes["refused"] >= 50, outcomes
+
+
 def test_a_presentation_state_or_object_without_pixels_is_refused(films, tmp_path):
     state = film_dataset(films["NORMAL"])
     state.SOPClassUID = "1.2.840.10008.5.1.4.1.1.11.1"  # grayscale softcopy presentation state
@@ -293,6 +311,15 @@ def test_training_and_evaluation_read_dicom_as_the_png(films, tmp_path):
     for paths in listed.values():
         dicom_input, png_input = (data.model_input(str(p), spec) for p in paths)
         assert np.array_equal(dicom_input, png_input)  # what tf.data batches for training
+    csv_path = tmp_path / "predictions.csv"
+    args = ["evaluate", str(REFERENCE_MODEL), "--data", str(root), "--json"]
+    result = runner.invoke(app, [*args, "--predictions", str(csv_path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["skipped"] == 0
+    rows = csv_path.read_text().splitlines()[1:]
+    assert len(rows) == 4 and sum(".dcm," in row for row in rows) == 2
+    for label in films:  # each film's DICOM and PNG: one probability
+        assert len({row.split(",")[2] for row in rows if f"/{label} film." in row}) == 1
 
 
 # --- 16-bit PNG: robust window -------------------------------------------------------
