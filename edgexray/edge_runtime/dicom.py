@@ -100,6 +100,9 @@ def _pydicom(where: str):
 def read_film(path_or_dataset, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, dict]:
     """The 8-bit grey film of a DICOM file (or a pydicom Dataset) and what was done to it.
 
+    A Dataset (e.g. received over the network) needs its file_meta.TransferSyntaxUID, as
+    a file has, for its pixel data to be decoded.
+
     Returns:
         (film, info): film is uint8 (rows, columns); info has "rendering", a short
         description of the rule applied, and "tags" (TAGS present in the file).
@@ -108,8 +111,8 @@ def read_film(path_or_dataset, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray
         ImageError: pydicom or a decoder plugin is missing, the file is not DICOM, is not
             a single-frame greyscale image, is too large, or its pixel data is corrupt.
     """
-    pydicom = _pydicom(_name(path_or_dataset))
     where = _name(path_or_dataset)
+    pydicom = _pydicom(where)
     # pydicom warns about files it can read all the same (odd VRs, padding); the record
     # is the one place a problem is reported, so they do not reach stderr.
     with warnings.catch_warnings():
