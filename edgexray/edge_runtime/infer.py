@@ -19,6 +19,7 @@ arguments, a missing, corrupt or mismatched model, or results that could not be 
 
     python infer.py --model model.tflite IMAGE_OR_DIR [...] [--format jsonl|csv] [--threads N]
     python infer.py --list-images IMAGE_OR_DIR [...]
+    python infer.py serve --state DIR --allow-ae AE_TITLE [...]   (the DICOM node: node.py)
 
 It stays one module, over the usual size, on purpose: it is the device's whole runtime
 for JPEG and PNG films.
@@ -678,6 +679,9 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv=None) -> int:
     """Run the command line; return the exit code instead of exiting."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["serve"]:  # the DICOM node; a film named serve is ./serve
+        return _serve(arguments[1:])
     parser = _Parser(
         prog=Path(sys.argv[0]).name if argv is None else "infer.py",
         description="Pneumonia probability of chest X-ray images with a .tflite model and "
@@ -731,6 +735,15 @@ def main(argv=None) -> int:
         # The reader went away (e.g. `| head`): stop quietly, as other Unix tools do.
         silence_stdout()
         return 1
+
+
+def _serve(argv) -> int:
+    """`infer.py serve ...`: run the DICOM node of node.py, next to this file."""
+    try:
+        from .node import main as serve_main
+    except ImportError:  # this file was copied alone, without its package
+        return _fail("serve needs node.py: run the edge_runtime package, as a bundle does")
+    return serve_main(argv, default_model=default_model())
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
