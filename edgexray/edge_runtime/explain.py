@@ -1,0 +1,283 @@
+"""Where the deployed model looked: occlusion sensitivity on the .tflite itself.
+
+A square patch of the model input is greyed out (set to the input's own mean), one
+position after another on a grid, and the model is run on each occluded copy through
+`infer.Classifier`; the map is how much the pneumonia evidence falls when that area is
+hidden, averaged over the patches covering each pixel. It needs only forward passes, so
+it runs on the device (numpy, Pillow and the interpreter; no TensorFlow, no gradients),
+and it explains the very int8 model that gave the answer, not a float cousin.
+
+The map is the drop of the pneumonia LOGIT, not of the probability: the sigmoid is flat
+near 0 and 1, so on a film at 0.995 hiding the whole lesion may move the probability by
+0.004 and the map would look empty, while the logit (what the reference model emits, as
+uint8 steps of 0.063) falls in proportion to the evidence removed. Positive values are
+areas that argue for pneumonia, negative ones areas that argue against it.
+
+The interpreter runs one image per call (the models have batch 1), so the cost is one
+invoke per grid position: the default grid, 16 px patches every 8 px of a 128 px input,
+is 15 x 15 = 225 passes (benchmarks/README.md "Heatmaps" has the time per film).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from . import infer
+
+OVERLAY_SUFFIX = ".heatmap.png"
+MAP_SUFFIX = ".heatmap.npy"
+# Overlays are for reading on a screen: the film is shown with this longest side, shrunk
+# from 4000 px originals and enlarged from the 224 px films of the Kaggle set.
+OVERLAY_SIDE = 640
+# Areas whose drop is below this share of the film's largest drop stay uncoloured, so
+# the colour marks where the evidence is, not the noise floor of the uint8 output.
+SHOWN_FROM = 0.25
+# The colour scale runs to the film's largest drop, but never less than one logit (the
+# odds of pneumonia falling 2.7-fold): otherwise a normal film whose largest drop is
+# 0.05 would glow as brightly as a lobar pneumonia.
+MIN_SCALE = 1.0
+OVERLAY_OPACITY = 0.6
+# Key colours of the upper part of matplotlib's "inferno" (purple, red, orange, pale
+# yellow), interpolated in numpy: ordered in lightness, and its darkest colour still
+# stands out on a grey film, where inferno's black would not.
+HEAT = np.array(
+    [[101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21], [250, 193, 39],
+     [252, 255, 164]], dtype=np.float64,
+)  # fmt: skip
+# A probability of exactly 0 or 1 (a sigmoid-output model in float32) has no finite logit.
+PROBABILITY_CLIP = 1e-7
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Occluding patch side and step, in pixels of the model input."""
+
+    patch: int = 16
+    stride: int = 8
+
+    def __post_init__(self):
+        if self.patch < 1 or self.stride < 1:
+            raise infer.InferenceError("patch and stride must be at least 1 pixel")
+        if self.stride > self.patch:
+            raise infer.InferenceError(
+                f"stride {self.stride} is larger than the patch {self.patch}: "
+                "some pixels would never be occluded"
+            )
+
+    def starts(self, length: int) -> list[int]:
+        """Patch origins along one side; the last patch ends at the border."""
+        if self.patch > length:
+            raise infer.InferenceError(f"patch {self.patch} is larger than the input ({length})")
+        starts = list(range(0, length - self.patch + 1, self.stride))
+        if starts[-1] != length - self.patch:
+            starts.append(length - self.patch)
+        return starts
+
+    def passes(self, height: int, width: int) -> int:
+        """Forward passes per film, the unoccluded one included."""
+        return len(self.starts(height)) * len(self.starts(width)) + 1
+
+
+DEFAULT_GRID = Grid()
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One film's map. saliency is (H, W) float32 at the model input's size: the drop of
+    the pneumonia logit when a patch covering that pixel is greyed, averaged over them."""
+
+    probability: float
+    saliency: np.ndarray
+    grid: Grid
+
+
+def logit(probability: float) -> float:
+    """The logit of a probability, finite even for 0 and 1."""
+    p = min(max(float(probability), PROBABILITY_CLIP), 1.0 - PROBABILITY_CLIP)
+    return float(np.log(p) - np.log1p(-p))
+
+
+def occlusion_map(
+    classifier: infer.Classifier, gray: np.ndarray, grid: Grid = DEFAULT_GRID
+) -> Explanation:
+    """Occlusion sensitivity of one resized 8-bit film (the model's height x width).
+
+    The patch is filled with the mean of the model input tensor, i.e. after the sidecar's
+    normalisation (equalised films have mean grey about 0.5): occluding before the
+    equalisation would change the histogram, and so every pixel, not only the patch.
+    """
+    tensor = np.array(classifier.tensor_of(gray))  # a writable copy (tensor_of may view gray)
+    probability = classifier.run(tensor)
+    reference = logit(probability)
+    fill = np.asarray(np.round(tensor.mean()) if tensor.dtype.kind in "iu" else tensor.mean())
+    fill = fill.astype(tensor.dtype)
+    height, width = tensor.shape[1:3]
+    total = np.zeros((height, width), dtype=np.float64)
+    covered = np.zeros((height, width), dtype=np.float64)
+    occluded = tensor.copy()
+    size = grid.patch
+    for top in grid.starts(height):
+        for left in grid.starts(width):
+            area = (0, slice(top, top + size), slice(left, left + size))
+            occluded[area] = fill
+            drop = reference - logit(classifier.run(occluded))
+            occluded[area] = tensor[area]
+            total[area[1:]] += drop
+            covered[area[1:]] += 1.0
+    return Explanation(probability, (total / covered).astype(np.float32), grid)
+
+
+def explain_film(
+    classifier: infer.Classifier, path: str | Path, grid: Grid = DEFAULT_GRID
+) -> tuple[Explanation, np.ndarray]:
+    """The map of one image file and the film itself (8-bit, as read), for the overlay.
+
+    Raises:
+        infer.ImageError: the file cannot be read.
+    """
+    film = infer.load_grayscale(path)
+    spec = classifier.sidecar["input"]
+    gray = infer.resize(film, int(spec["height"]), int(spec["width"]))
+    return occlusion_map(classifier, gray, grid), film
+
+
+# --- pictures ---------------------------------------------------------------------------
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """RGB uint8 colours (..., 3) of values in [0, 1] on the HEAT scale."""
+    positions = np.clip(values, 0.0, 1.0) * (len(HEAT) - 1)
+    anchors = np.arange(len(HEAT))
+    channels = [np.interp(positions, anchors, HEAT[:, c]) for c in range(3)]
+    return np.round(np.stack(channels, axis=-1)).astype(np.uint8)
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1 or no FreeType: bitmap font
+        return ImageFont.load_default()
+
+
+def display_size(height: int, width: int, side: int = OVERLAY_SIDE) -> tuple[int, int]:
+    """(height, width) of a film shown with its longest side equal to side."""
+    scale = side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def overlay(
+    film: np.ndarray,
+    explanation: Explanation,
+    threshold: float | None = None,
+    side: int = OVERLAY_SIDE,
+) -> Image.Image:
+    """The film with the positive part of the map in colour, and a legend strip below.
+
+    The map is upsampled (bilinear) from the model input to the film's own aspect ratio:
+    the model saw the film squashed to a square, so its grid stretches back with it.
+    """
+    height, width = display_size(*film.shape, side)
+    shown = Image.fromarray(film).resize((width, height), Image.Resampling.BILINEAR)
+    saliency = Image.fromarray(explanation.saliency.astype(np.float32), mode="F")
+    upsampled = np.asarray(saliency.resize((width, height), Image.Resampling.BILINEAR))
+    scale = max(float(explanation.saliency.max()), MIN_SCALE)
+    level = upsampled / scale
+    alpha = np.where(level >= SHOWN_FROM, OVERLAY_OPACITY, 0.0)[..., np.newaxis]
+    base = np.repeat(np.asarray(shown, dtype=np.float64)[..., np.newaxis], 3, axis=-1)
+    blended = base * (1.0 - alpha) + colormap(level).astype(np.float64) * alpha
+    picture = Image.fromarray(np.round(blended).astype(np.uint8), mode="RGB")
+    return _with_legend(picture, explanation, scale, threshold)
+
+
+def _with_legend(
+    picture: Image.Image, explanation: Explanation, scale: float, threshold: float | None
+) -> Image.Image:
+    width = max(picture.width, 480)
+    font = _font(13)
+    line = 17
+    strip = Image.new("RGB", (width, 12 + 14 + 5 * line), "white")
+    bar = colormap(np.linspace(0.0, 1.0, width - 20))[np.newaxis].repeat(14, axis=0)
+    strip.paste(Image.fromarray(bar, mode="RGB"), (10, 8))
+    draw = ImageDraw.Draw(strip)
+    cut = 10 + round(SHOWN_FROM * (width - 20))
+    draw.line([(cut, 4), (cut, 26)], fill="black", width=2)
+    grid = explanation.grid
+    answer = f"pneumonia probability {explanation.probability:.3f}"
+    if threshold is not None:
+        answer += f" (threshold {threshold:.3f})"
+    notes = [
+        f"colour: 0 to {scale:.2f}, fall of the pneumonia logit when the area is greyed",
+        f"({grid.patch} px patches every {grid.stride} px of the {_input_size(explanation)} "
+        "model input)",
+        f"uncoloured: below the mark ({SHOWN_FROM:.0%} of the largest fall), or evidence "
+        "against pneumonia",
+        answer,
+        "Screening aid, not a diagnosis: a clinician reads the film.",
+    ]
+    for number, note in enumerate(notes):
+        draw.text((10, 28 + number * line), note, fill="black", font=font)
+    framed = Image.new("RGB", (width, picture.height + strip.height), "white")
+    framed.paste(picture, ((width - picture.width) // 2, 0))
+    framed.paste(strip, (0, picture.height))
+    return framed
+
+
+def _input_size(explanation: Explanation) -> str:
+    height, width = explanation.saliency.shape
+    return f"{width}x{height}"
+
+
+def png_bytes(picture: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+# --- files ------------------------------------------------------------------------------
+
+
+def free_stem(folder: Path, stem: str) -> str:
+    """stem, or stem-2, stem-3...: the first for which neither the overlay nor the map
+    exists in folder, so an earlier run's files (or a user's) are never overwritten."""
+    candidate, number = stem, 1
+    while any((folder / f"{candidate}{end}").exists() for end in (OVERLAY_SUFFIX, MAP_SUFFIX)):
+        number += 1
+        candidate = f"{stem}-{number}"
+    return candidate
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write data to a temporary file beside path, then rename it into place."""
+    temporary = path.with_name(f".{path.name}.partial")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    except OSError as err:
+        temporary.unlink(missing_ok=True)
+        raise infer.OutputError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def save(folder: str | Path, path: str | Path, picture: Image.Image, explanation: Explanation):
+    """Write the overlay PNG and the map .npy of the film at path into folder.
+
+    Returns:
+        (overlay path, map path).
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise infer.OutputError(f"cannot create {folder}: {err.strerror or err}") from None
+    stem = free_stem(folder, Path(path).name)
+    buffer = io.BytesIO()
+    np.save(buffer, explanation.saliency)
+    overlay_path, map_path = folder / f"{stem}{OVERLAY_SUFFIX}", folder / f"{stem}{MAP_SUFFIX}"
+    write_atomic(map_path, buffer.getvalue())
+    write_atomic(overlay_path, png_bytes(picture))
+    return overlay_path, map_path
