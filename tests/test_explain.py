@@ -6,57 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from explain_support import LESION, SIZE, lesion_film, write_lesion_model
 from PIL import Image
 
 from edgexray.edge_runtime import REFERENCE_MODEL, explain, infer
-
-SIZE = 32
-LESION = (slice(18, 26), slice(5, 13))  # rows, columns of the bright patch
-
-
-def lesion_film(seed: int = 0, lesion: bool = True) -> np.ndarray:
-    """A dark, noisy 32 px film with (or without) one bright lesion-like patch."""
-    rng = np.random.default_rng(seed)
-    film = np.clip(rng.normal(60, 12, (SIZE, SIZE)), 0, 255)
-    if lesion:
-        film[LESION] = 220
-    return film.astype(np.uint8)
-
-
-def write_lesion_model(folder: Path) -> Path:
-    """A full-int8 .tflite whose logit grows with the bright area of the film.
-
-    Fixed weights, no training: a 3x3 mean filter, a ReLU above mid-grey and a global
-    average, so the output is driven by bright pixels wherever they are, and by nothing else.
-    """
-    from edgexray.compat import keras
-    from edgexray.export import convert
-
-    image = keras.Input((SIZE, SIZE, 1), name="image")
-    bright = keras.layers.Conv2D(
-        1, 3, padding="same", kernel_initializer=keras.initializers.Constant(1 / 9),
-        bias_initializer=keras.initializers.Constant(-0.5),
-    )(image)  # fmt: skip
-    bright = keras.layers.ReLU()(bright)
-    pooled = keras.layers.GlobalAveragePooling2D()(bright)
-    output = keras.layers.Dense(
-        1, kernel_initializer=keras.initializers.Constant(40.0),
-        bias_initializer=keras.initializers.Constant(-1.0),
-    )(pooled)  # fmt: skip
-    model = keras.Model(image, output)
-    samples = [
-        lesion_film(seed, lesion=seed % 2 == 0).astype(np.float32)[..., None] / 255.0
-        for seed in range(16)
-    ]
-    spec = {"height": SIZE, "width": SIZE, "channels": 1, "color": "grayscale",
-            "resize": "bilinear, aspect ratio not kept", "normalization": "scale",
-            "value_range": [0.0, 1.0], "layout": "NHWC"}  # fmt: skip
-    path = folder / "lesion int8.tflite"
-    convert.write_tflite(
-        convert.to_full_int8(model, samples), path, method="int8", method_config={},
-        input_spec=spec, threshold=0.5, target_recall=0.97, sparsity=0.0, output_kind="logit",
-    )  # fmt: skip
-    return path
 
 
 @pytest.fixture(scope="module")
