@@ -4,9 +4,11 @@ point: `edgexray explain`, `edgexray predict --report`, and infer.py on a device
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -241,3 +243,44 @@ def test_chromium_renders_the_report(tmp_path, lesion_model, films):
     assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50
     reds = (pixels[..., 0] > 150) & (pixels[..., 1] < 80) & (pixels[..., 2] < 80)
     assert reds.sum() > 500  # the disclaimer's frame and the probability bars
+
+
+LAUNCHER = """\
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from edge_runtime.infer import main
+
+sys.exit(main())
+"""
+
+
+def test_watch_folder_writes_heatmaps_and_a_report_when_asked(tmp_path, lesion_model, films):
+    from edge_support import make_venv
+
+    from edgexray.export.bundle import BundleConfig, make_bundle
+
+    home = tmp_path / "pi home"
+    bundle = home / "edgexray"
+    make_bundle(BundleConfig(str(lesion_model), "rpi", str(bundle)))
+    if not (bundle / "edge_runtime").is_dir():  # bundles that ship infer.py alone
+        device_package(tmp_path / "package", lesion_model)
+        shutil.copytree(tmp_path / "package" / "edge_runtime", bundle / "edge_runtime")
+        (bundle / "infer.py").write_text(LAUNCHER)
+    make_venv(bundle)
+    inbox = home / "inbox"
+    shutil.copytree(films, inbox)
+    for film in inbox.iterdir():
+        os.utime(film, (time.time() - 60, time.time() - 60))
+    results = home / "results.jsonl"
+    folders = [str(inbox), str(home / "done"), str(results)]
+    watch = run_blocked(["sh", str(bundle / "watch-folder.sh"), *folders], tmp_path,
+                        env={"ONCE": "1", "EXPLAIN": "1"})  # fmt: skip
+    assert watch.returncode == 0, watch.stderr
+    records = records_of(results.read_text())
+    assert sorted(records) == ["blank.png", "clear film.png", "lesion film.png", "notes.png"]
+    heatmaps = Path(records["lesion film.png"]["overlay"]).parent
+    assert heatmaps.parent == home / "done" and heatmaps.name.endswith(".heatmaps")
+    assert all(Path(records[name]["heatmap"]).is_file() for name in ("blank.png", "clear film.png"))
+    assert "lesion film.png</h3>" in (heatmaps / "report.html").read_text()
