@@ -14,8 +14,9 @@ uint8 steps of 0.063) falls in proportion to the evidence removed. Positive valu
 areas that argue for pneumonia, negative ones areas that argue against it.
 
 The interpreter runs one image per call (the models have batch 1), so the cost is one
-invoke per grid position: the default grid, 16 px patches every 8 px of a 128 px input,
-is 15 x 15 = 225 passes (benchmarks/README.md "Heatmaps" has the time per film).
+invoke per grid position: the default grid, 20 px patches every 10 px of a 128 px input,
+is 12 x 12 = 144 passes, chosen for the budget of 150 ms per film at 1 thread
+(benchmarks/README.md "Heatmaps" has the measured time and the other grids).
 """
 
 from __future__ import annotations

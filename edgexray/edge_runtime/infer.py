@@ -674,7 +674,7 @@ def main(argv=None) -> int:
         default=None,
         metavar="DIR",
         help="also write each film's heatmap into DIR (FILM.heatmap.png overlay and "
-        "FILM.heatmap.npy map; records get their paths); about 225 model runs per film",
+        "FILM.heatmap.npy map; records get their paths); about 145 model runs per film",
     )
     parser.add_argument(
         "--report",
