@@ -159,9 +159,24 @@ def random_model(folder: Path, data_root: Path, sidecar: dict, representative: i
     return path
 
 
-def randomisation_check(classifier, films, data_root: Path, count: int, grid) -> dict:
-    from scipy.stats import spearmanr
+def ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties sharing their average rank (as scipy.stats.rankdata)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    average = (starts + ends + 1) / 2.0  # mean of the 1-based positions start+1..end
+    result = np.empty(len(values), dtype=np.float64)
+    result[order] = np.repeat(average, ends - starts)
+    return result
 
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation: Pearson's on the ranks."""
+    return float(np.corrcoef(ranks(a.ravel()), ranks(b.ravel()))[0, 1])
+
+
+def randomisation_check(classifier, films, data_root: Path, count: int, grid) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         randomised = infer.Classifier(
             random_model(Path(folder), data_root, classifier.sidecar, 64), threads=1
@@ -177,7 +192,7 @@ def randomisation_check(classifier, films, data_root: Path, count: int, grid) ->
                 constant += 1
                 rhos.append(0.0)
                 continue
-            rhos.append(float(spearmanr(trained.ravel(), random.ravel()).statistic))
+            rhos.append(spearman(trained, random))
     return {
         "films": len(chosen),
         "random_maps_constant": constant,
