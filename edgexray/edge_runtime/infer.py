@@ -1,23 +1,29 @@
 """Standalone pneumonia inference for a chest X-ray .tflite model and its JSON sidecar.
 
-This one file is copied to the device. It needs only the standard library, numpy,
-Pillow and a TFLite interpreter (ai-edge-litert, else tflite-runtime, else
-tensorflow.lite); it must never import edgexray or TensorFlow when a lighter runtime
-is present. edgexray itself imports the preprocessing from here, so what is trained,
-verified and shipped is preprocessed by the same code.
+This module and its siblings (dicom.py, ...) go to the device as the package folder
+edge_runtime/, run by a small infer.py launcher beside it (bundle templates); they import
+each other only relatively. They need only the standard library, numpy, Pillow and a
+TFLite interpreter (ai-edge-litert, else tflite-runtime, else tensorflow.lite), plus
+pydicom for DICOM films, imported only when one is read; they must never import edgexray
+or TensorFlow when a lighter runtime is present. edgexray itself imports the
+preprocessing from here, so what is trained, verified and shipped is preprocessed by the
+same code.
 
-It is also the one home of the image-discovery rule (`is_image_file`, `image_files`):
-edgexray's data loading, evaluation and `predict` call it, and the bundle's watch-folder
-script asks it with `--list-images`, so every reader agrees on what is a film.
+It is also the one home of the image-discovery rule (`is_image_file`, `image_files`) and
+of the decoder (`load_film`): edgexray's data loading, evaluation and `predict` call them,
+and the bundle's watch-folder script asks it with `--list-images`, so every reader agrees
+on what is a film and how it is read.
 
 Command line (exit 0 when every image was read, 3 when some were not, 2 for bad
 arguments, a missing, corrupt or mismatched model, or results that could not be written):
 
     python infer.py --model model.tflite IMAGE_OR_DIR [...] [--format jsonl|csv] [--threads N]
+        [--explain DIR] [--report FILE]
     python infer.py --list-images IMAGE_OR_DIR [...]
     python infer.py serve --state DIR --allow-ae AE_TITLE [...]   (the DICOM node: node.py)
 
-It stays one file, over the usual module size, on purpose: it is copied alone to devices.
+It stays one module, over the usual size, on purpose: it is the device's whole runtime
+for JPEG and PNG films.
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ SIDECAR_FIELDS = ("model_file", "sha256", "labels", "input", "output", "threshol
 INPUT_FIELDS = ("height", "width", "normalization")
 RECORD_FIELDS = (
     "path", "probability", "label", "threshold", "latency_ms", "error", "quality_warning",
-    "rendering",
+    "rendering", "overlay", "heatmap",
 )  # fmt: skip
 FORMATS = ("jsonl", "csv")
 EXIT_OK, EXIT_BAD_INPUT, EXIT_UNREADABLE = 0, 2, 3
@@ -573,6 +579,22 @@ class OutputError(InferenceError):
     """The results could not be written (a full disk, a closed stream): exit code 2."""
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write data to a temporary file beside path, then rename it into place, so a reader
+    never sees half a file (heatmaps, reports).
+
+    Raises:
+        OutputError: it could not be written (a full disk, a read-only folder).
+    """
+    temporary = path.with_name(f".{path.name}.partial")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    except OSError as err:
+        temporary.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+
+
 def write_records(records, stream, fmt: str = "jsonl") -> int:
     """Write each record as soon as it is ready (jsonl or csv); return how many had errors.
 
@@ -613,9 +635,14 @@ def check_threads(threads: int | None) -> None:
 
 
 def run(
-    model_path: str | Path, inputs, fmt: str = "jsonl", threads: int | None = None, stream=None
-) -> int:
+    model_path: str | Path, inputs, fmt: str = "jsonl", threads: int | None = None, stream=None,
+    explain_dir: str | Path | None = None, report_path: str | Path | None = None,
+) -> int:  # fmt: skip
     """Classify every image in inputs (files or folders), one record per image on stream.
+
+    With explain_dir, each readable film's heatmap (overlay PNG and map .npy, explain.py)
+    is written there and its record carries their paths; with report_path, one HTML
+    report of the batch is written there at the end (report.py).
 
     Returns:
         EXIT_OK when every image was read, EXIT_UNREADABLE when some were not.
@@ -628,12 +655,37 @@ def run(
     if fmt not in FORMATS:
         raise InferenceError(f"unknown format {fmt!r}: choose {' or '.join(FORMATS)}")
     check_threads(threads)
+    explaining = explain_dir is not None or report_path is not None
+    if explaining:
+        explain, report = _heatmap_modules()
+    if report_path is not None:
+        report.check_writable(report_path)
     classifier = Classifier(model_path, threads)
     paths = find_images(inputs)
     if not paths:
         raise InferenceError(f"no images found in {', '.join(map(str, inputs))}")
-    errors = write_records(map(classifier.classify, paths), stream or sys.stdout, fmt)
+    records = map(classifier.classify, paths)
+    entries = [] if report_path is not None else None
+    if explaining:
+        records = explain.explain_records(classifier, records, explain_dir, entries)
+    errors = write_records(records, stream or sys.stdout, fmt)
+    if report_path is not None:
+        legend = explain.legend_html(explain.DEFAULT_GRID)
+        report.write(report_path, entries, classifier.sidecar, model_path, legend)
     return EXIT_UNREADABLE if errors else EXIT_OK
+
+
+def _heatmap_modules():
+    """explain.py and report.py, the sibling modules of this package (imported only when
+    asked for, so plain classification starts as fast as before)."""
+    try:
+        from . import explain, report
+    except ImportError:  # infer.py copied alone, run as a script
+        raise InferenceError(
+            "--explain and --report need the whole edge_runtime package (explain.py and "
+            "report.py next to infer.py)"
+        ) from None
+    return explain, report
 
 
 def list_images(inputs, stream=None) -> None:
@@ -657,9 +709,14 @@ def silence_stdout() -> None:
 
 
 def default_model() -> Path | None:
-    """The .tflite next to this script when there is exactly one (as in a bundle)."""
-    models = sorted(Path(__file__).resolve().parent.glob("*.tflite"))
-    return models[0] if len(models) == 1 else None
+    """The bundle's .tflite when there is exactly one: next to this file, or next to its
+    package folder (a bundle's edge_runtime/ sits beside the model and the launcher)."""
+    here = Path(__file__).resolve().parent
+    for folder in (here, here.parent):
+        models = sorted(folder.glob("*.tflite"))
+        if models:
+            return models[0] if len(models) == 1 else None
+    return None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -698,6 +755,22 @@ def main(argv=None) -> int:
         help=f"interpreter threads, 1 to {MAX_THREADS} (default: the runtime's choice)",
     )
     parser.add_argument(
+        "--explain",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write each film's heatmap into DIR (FILM.heatmap.png overlay and "
+        "FILM.heatmap.npy map; records get their paths); about 145 model runs per film",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write one self-contained HTML report of the batch to FILE (a new file), "
+        "most suspicious films first, with heatmaps",
+    )
+    parser.add_argument(
         "--list-images",
         action="store_true",
         help="only print the image files found, each ended by a NUL byte (for xargs -0)",
@@ -713,7 +786,10 @@ def main(argv=None) -> int:
         model = args.model or default_model()
         if model is None:
             return _fail("give --model MODEL.tflite (with its sidecar MODEL.json next to it)")
-        return run(model, args.images, args.format, args.threads)
+        return run(
+            model, args.images, args.format, args.threads,
+            explain_dir=args.explain, report_path=args.report,
+        )  # fmt: skip
     except OutputError as err:
         silence_stdout()
         return _fail(str(err))
