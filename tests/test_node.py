@@ -423,9 +423,21 @@ def _succeeded(log: str, films: dict[str, Path]) -> set[str]:
     return succeeded
 
 
-def test_serve_from_infer_py_copied_alone_says_it_needs_node_py(device):
+def test_serve_from_the_device_launcher_checks_its_arguments_in_one_line(device):
     result = subprocess.run(
         [sys.executable, str(device / "infer.py"), "serve", "--state", "x"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: the following arguments are required: --allow-ae (see --help)"
+    )
+
+
+def test_serve_from_infer_py_run_without_its_package_says_it_needs_node_py(tmp_path):
+    shutil.copyfile(infer.__file__, tmp_path / "infer.py")
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "infer.py"), "serve", "--state", "x"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2
@@ -612,8 +624,6 @@ def test_the_node_unit_is_valid_for_systemd(rpi_bundle, tmp_path):
 
 @needs_dcmtk
 def test_the_rpi_bundle_serves_dicom_without_tensorflow(rpi_bundle, tmp_path, films):
-    if not (rpi_bundle / "edge_runtime" / "node.py").is_file():
-        pytest.xfail("the bundle ships infer.py alone until it ships the edge_runtime package")
     device = tmp_path / "pi"
     shutil.copytree(rpi_bundle, device)
     state = tmp_path / "node state"

@@ -88,7 +88,8 @@ ACSE_TIMEOUT = 10.0  # a modality sends its request at once after connecting
 # A UID is digits and dots (PS3.5 9.1), at most 64: safe as a file name as it is.
 UID_PATTERN = re.compile(r"[0-9]+(\.[0-9]+)*")
 AE_TITLE_PATTERN = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # no backslash or control
-INCOMING, CLASSIFIED, OUTBOX, RESULTS = "incoming", "classified", "outbox", "results.jsonl"
+INCOMING, CLASSIFIED, OUTBOX, REPORTS = "incoming", "classified", "outbox", "reports"
+RESULTS = "results.jsonl"
 TEMPORARY_PREFIX = ".part-"
 # P-DATA beyond the object limit by more than the command set and PDU headers can explain:
 # the association is aborted there, so a huge object is never held whole in memory.
@@ -140,6 +141,8 @@ class NodeConfig:
         pacs: send a Structured Report per film there (AE@host:port); None: do not.
         retry_initial, retry_max: the back-off between attempts to reach the PACS.
         threads: interpreter threads (None: the runtime's choice).
+        reports: also write each film's HTML report with its heatmap (report.py,
+            explain.py) to reports/; the record names it ("report").
     """
 
     model: Path
@@ -160,6 +163,7 @@ class NodeConfig:
     retry_initial: float = 5.0
     retry_max: float = 300.0
     threads: int | None = None
+    reports: bool = False
     networks: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -666,12 +670,36 @@ class Node:
         record["received_at"] = datetime.datetime.fromtimestamp(
             received, datetime.timezone.utc
         ).isoformat(timespec="microseconds")
+        if self.config.reports:
+            record["report"] = str(self._write_report(source, record))
         if self.outbox is not None:
             self.outbox.add(source, record)
         record["classified_at"] = utc_now()
         self.state.results.append(record)
         self.state.finish(name)
         log.info("%s: %s", name, record.get("label") or f"error: {record.get('error')}")
+
+    def _write_report(self, film: Path, record: dict) -> Path:
+        """The film's HTML report (heatmap included), as `infer.py --report` writes one for a
+        batch; named by the film's UID, so a film classified again after a crash rewrites
+        its own report."""
+        from dataclasses import replace
+
+        from . import explain, report
+        from .infer import write_atomic
+
+        entries: list = []
+        for _ in explain.explain_records(self.classifier, [{**record, "path": str(film)}],
+                                         entries=entries):  # fmt: skip
+            pass
+        entry = replace(entries[0], record=record)  # the path the film will have
+        folder = self.state.folder / REPORTS
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{record['sop_instance_uid']}.html"
+        page = report.render([entry], self.classifier.sidecar, self.config.model,
+                             explain.legend_html(explain.DEFAULT_GRID))  # fmt: skip
+        write_atomic(path, page.encode("utf-8"))
+        return path
 
 
 def film_identity(path: Path) -> dict:
@@ -734,6 +762,8 @@ def parser(prog: str = "infer.py serve", default_model: Path | None = None):
     p.add_argument("--allow-address", action="append", default=[], metavar="IP_OR_CIDR",
                    help="a source address or network to accept (default: any)")  # fmt: skip
     p.add_argument("--pacs", metavar="AE@HOST:PORT", help="send a Structured Report per film there")
+    p.add_argument("--reports", action="store_true",
+                   help="also write each film's HTML report in STATE/reports")  # fmt: skip
     for flag, kind, text in OPTIONS:
         default = defaults[_field(flag)]
         shown = "" if default is None else f" (default: {default})"
@@ -750,6 +780,7 @@ def config_from(args) -> NodeConfig:
         allowed_aes=tuple(args.allow_ae),
         allowed_networks=tuple(args.allow_address),
         pacs=Destination.parse(args.pacs) if args.pacs else None,
+        reports=args.reports,
         **{_field(flag): getattr(args, _field(flag)) for flag, _, _ in OPTIONS},
     )
 
