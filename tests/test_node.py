@@ -643,3 +643,34 @@ def test_the_rpi_bundle_serves_dicom_without_tensorflow(rpi_bundle, tmp_path, fi
     assert attempted_imports(env) == []
     assert {r["sop_instance_uid"] for r in records(state)} == set(sent)
     assert all(r["label"] in LABELS for r in records(state))
+
+
+@needs_dcmtk
+def test_a_compressed_film_is_stored_as_sent_and_classified(tmp_path, config, start_node):
+    from pydicom import dcmread
+    from pydicom.uid import JPEG2000Lossless
+
+    path = tmp_path / "j2k film.dcm"
+    write_film(path, small_films(96)[2])
+    film = dcmread(path)
+    film.compress(JPEG2000Lossless)  # with a new SOP Instance UID
+    uid = film.SOPInstanceUID
+    film.save_as(path)
+    running = start_node(config)
+    assert storescu(running.address[1], [path], MODALITY_AE, "-xv").returncode == 0  # J2K
+    assert running.wait_idle(30)
+    (record,) = records(config.state)
+    assert record["label"] in LABELS
+    stored = dcmread(record["path"], stop_before_pixels=True)
+    assert (stored.SOPInstanceUID, stored.file_meta.TransferSyntaxUID) == (uid, JPEG2000Lossless)
+
+
+def test_compressed_syntaxes_are_offered_only_when_a_decoder_is_installed(monkeypatch):
+    from pydicom.pixels.decoders import base
+
+    class Missing:
+        is_available = False
+
+    assert set(node.COMPRESSED) & set(node.transfer_syntaxes())  # this venv has decoders
+    monkeypatch.setattr(base, "get_decoder", lambda uid: Missing())
+    assert node.transfer_syntaxes() == list(node.UNCOMPRESSED)

@@ -58,18 +58,23 @@ STORAGE_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
 }
 VERIFICATION_CLASS = "1.2.840.10008.1.1"
-# Uncompressed, deflated, and the compressed syntaxes the dicom extra's pylibjpeg plugins
-# decode (JPEG baseline, extended and lossless, JPEG 2000, RLE). A modality offering only
-# another one (JPEG-LS) is refused that context and converts, as DICOM expects.
-TRANSFER_SYNTAXES = (
+# Uncompressed films are always accepted; a compressed syntax only when the installed
+# pydicom plugins decode it (the dicom extra: JPEG, JPEG 2000, RLE; highdicom brings
+# JPEG-LS), so a modality is never told "stored" for a film no decoder here can read: it
+# sends that film in another syntax it offered, as DICOM negotiation expects.
+UNCOMPRESSED = (
     "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
     "1.2.840.10008.1.2",  # Implicit VR Little Endian
     "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
     "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old units)
+)
+COMPRESSED = (
     "1.2.840.10008.1.2.4.50",  # JPEG Baseline
     "1.2.840.10008.1.2.4.51",  # JPEG Extended
     "1.2.840.10008.1.2.4.57",  # JPEG Lossless
     "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
     "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
     "1.2.840.10008.1.2.4.91",  # JPEG 2000
     "1.2.840.10008.1.2.5",  # RLE Lossless
@@ -204,6 +209,21 @@ def _check_ae_title(title: str, what: str) -> None:
         raise InferenceError(
             f"{what} {title!r} must be 1 to 16 printable characters without a backslash"
         )
+
+
+def transfer_syntaxes() -> list[str]:
+    """The transfer syntaxes offered for storage: UNCOMPRESSED, and each of COMPRESSED that
+    an installed pydicom plugin decodes."""
+    from pydicom.pixels.decoders.base import get_decoder
+
+    decodable = []
+    for uid in COMPRESSED:
+        try:
+            if get_decoder(uid).is_available:
+                decodable.append(uid)
+        except (NotImplementedError, ValueError):  # no decoder exists for it at all
+            pass
+    return [*UNCOMPRESSED, *decodable]
 
 
 def require_node_libraries() -> None:
@@ -484,8 +504,9 @@ class Node:
         ae.dimse_timeout = self.config.idle_timeout
         ae.maximum_pdu_size = 64 * 1024
         ae.add_supported_context(VERIFICATION_CLASS)
+        syntaxes = transfer_syntaxes()
         for sop_class in STORAGE_CLASSES:
-            ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
+            ae.add_supported_context(sop_class, syntaxes)
         return ae
 
     def _ssl_context(self):
