@@ -183,7 +183,7 @@ class NodeConfig:
             "max object size": self.max_object_mb > 0,
             "association timeout": self.association_timeout > 0,
             "idle timeout": self.idle_timeout > 0,
-            "retry times": 0 < self.retry_initial <= self.retry_max,
+            "retry times (the first at most the longest)": 0 < self.retry_initial <= self.retry_max,
         }
         bad = [name for name, ok in limits.items() if not ok]
         if bad:
