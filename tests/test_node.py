@@ -676,3 +676,33 @@ def test_compressed_syntaxes_are_offered_only_when_a_decoder_is_installed(monkey
     assert set(node.COMPRESSED) & set(node.transfer_syntaxes())  # this venv has decoders
     monkeypatch.setattr(base, "get_decoder", lambda uid: Missing())
     assert node.transfer_syntaxes() == list(node.UNCOMPRESSED)
+
+
+def test_a_damaged_stored_film_gets_its_error_record_and_no_report(config, start_node):
+    incoming = config.state / node.INCOMING
+    incoming.mkdir(parents=True)
+    (incoming / "1.2.3.4.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 300)
+    pacs = Pacs(free_port())
+    running = start_node(replace(config, pacs=node.Destination("PACS", "127.0.0.1", pacs.port)))
+    assert running.wait_idle(30)
+    (record,) = records(config.state)
+    assert record["sop_instance_uid"] == "1.2.3.4" and "error" in record
+    assert list((config.state / node.OUTBOX).iterdir()) == []
+
+
+def test_a_film_that_crashes_the_reader_gets_an_error_record_once(
+    films, config, start_node, monkeypatch
+):
+    uid, path = next(iter(films.items()))
+    incoming = config.state / node.INCOMING
+    incoming.mkdir(parents=True)
+    shutil.copyfile(path, incoming / f"{uid}.dcm")
+
+    def crash(self, film):
+        raise ValueError("a decoder bug")
+
+    monkeypatch.setattr(infer.Classifier, "classify", crash)
+    running = start_node(config)
+    assert running.wait_idle(30)
+    (record,) = records(config.state)
+    assert record["error"] == "could not be classified (a decoder bug)"

@@ -685,7 +685,13 @@ class Node:
     def _classify(self, name: str) -> None:
         source = self.state.incoming / name
         received = os.stat(source).st_mtime
-        record = self.classifier.classify(source)
+        try:
+            record = self.classifier.classify(source)
+        except OSError:
+            raise  # the disk, not the film: tried again
+        except Exception as err:  # a film no reader expected: its record says so, once
+            log.exception("classifying %s failed", name)
+            record = {"path": str(source), "error": f"could not be classified ({err})"}
         record["path"] = str(self.state.classified / name)
         record.update(film_identity(source))
         record["received_at"] = datetime.datetime.fromtimestamp(

@@ -135,13 +135,23 @@ class Outbox:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="send-sr", daemon=True)
 
-    def add(self, film: Path, record: dict) -> Path:
-        """Build the film's report and queue it durably; returns its outbox path."""
+    def add(self, film: Path, record: dict) -> Path | None:
+        """Build the film's report and queue it durably; returns its outbox path, or None
+        when no report can be made of the file (not a DICOM dataset pydicom can parse): its
+        record still says why it was not classified.
+
+        Raises:
+            OSError: the report could not be written (the worker tries again later).
+        """
         from io import BytesIO
 
         from .node import durable_write
 
-        report = structured_report(film, record, self.model_sha256)
+        try:
+            report = structured_report(film, record, self.model_sha256)
+        except Exception as err:  # a damaged file fails pydicom and highdicom in many ways
+            log.error("no report for %s: %s", Path(film).name, err)
+            return None
         buffer = BytesIO()
         report.save_as(buffer, enforce_file_format=True)
         path = self.folder / f"{Path(film).stem}.sr.dcm"
