@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import node_support  # noqa: E402
 
-from edgexray.edge_runtime import REFERENCE_MODEL, node  # noqa: E402
+from edgexray.edge_runtime import REFERENCE_MODEL, node, spool  # noqa: E402
 
 
 def large_films(folder: Path, count: int, size: int) -> list[Path]:
@@ -94,7 +94,7 @@ def measure(running: node.Node, batches: list[list[Path]], state: Path, one_by_o
 
 
 def _records(state: Path) -> list[dict]:
-    path = state / node.RESULTS
+    path = state / spool.RESULTS
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 

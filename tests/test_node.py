@@ -38,7 +38,7 @@ from node_support import (
     write_films,
 )
 
-from edgexray.edge_runtime import REFERENCE_MODEL, infer, node
+from edgexray.edge_runtime import REFERENCE_MODEL, infer, node, spool
 
 pytest.importorskip("pynetdicom")
 needs_dcmtk = pytest.mark.skipif(not have_dcmtk(), reason=DCMTK_MISSING)
@@ -80,7 +80,7 @@ def start_node():
 
 def records(state: Path) -> list[dict]:
     """Every line of results.jsonl, each parsed (a half line fails the test)."""
-    path = state / node.RESULTS
+    path = state / spool.RESULTS
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines()]
@@ -91,8 +91,8 @@ def assert_one_result_per_film(state: Path, sent: set[str]) -> list[dict]:
     uids = [record["sop_instance_uid"] for record in found]
     assert len(uids) == len(set(uids)), "a film has more than one result"
     assert set(uids) == sent
-    assert not list((state / node.INCOMING).iterdir())
-    assert {p.stem for p in (state / node.CLASSIFIED).iterdir()} == sent
+    assert not list((state / spool.INCOMING).iterdir())
+    assert {p.stem for p in (state / spool.CLASSIFIED).iterdir()} == sent
     return found
 
 
@@ -225,7 +225,7 @@ def test_the_record_is_the_one_predict_gives_for_the_stored_film(films, config, 
     assert storescu(running.address[1], [path]).returncode == 0
     assert running.wait_idle(30)
     (record,) = records(config.state)
-    stored = config.state / node.CLASSIFIED / f"{uid}.dcm"
+    stored = config.state / spool.CLASSIFIED / f"{uid}.dcm"
     expected = infer.Classifier(REFERENCE_MODEL).classify(stored)
     assert record["path"] == str(stored)
     for key in ("probability", "label", "threshold"):
@@ -265,7 +265,7 @@ def test_an_object_over_the_size_limit_gets_a_failure_status_and_is_not_stored(
     assert storescu(port, [small]).returncode == 0
     assert running.wait_idle(30)
     assert len(records(config.state)) == 1
-    assert len(list((config.state / node.CLASSIFIED).iterdir())) == 1
+    assert len(list((config.state / spool.CLASSIFIED).iterdir())) == 1
 
 
 @needs_dcmtk
@@ -303,15 +303,15 @@ def test_a_store_that_cannot_be_written_answers_a_failure_status(
 
 
 def test_a_half_written_last_line_is_cut_and_a_recorded_film_is_not_classified_again(tmp_path):
-    state = node.NodeState(tmp_path / "state")
+    state = spool.NodeState(tmp_path / "state")
     state.results.append({"sop_instance_uid": "1.2.3", "label": "NORMAL"})
     state.results.close()
     (state.incoming / "1.2.3.dcm").write_bytes(b"film")  # recorded, not yet moved
     (state.incoming / "1.2.4.dcm").write_bytes(b"film")  # stored, not yet classified
-    (state.incoming / f"{node.TEMPORARY_PREFIX}1.2.5.dcm.7").write_bytes(b"half")
-    with open(state.folder / node.RESULTS, "ab") as handle:
+    (state.incoming / f"{spool.TEMPORARY_PREFIX}1.2.5.dcm.7").write_bytes(b"half")
+    with open(state.folder / spool.RESULTS, "ab") as handle:
         handle.write(b'{"sop_instance_uid": "1.2.4", "lab')  # a power cut mid-line
-    again = node.NodeState(tmp_path / "state")
+    again = spool.NodeState(tmp_path / "state")
     assert again.recover() == ["1.2.4.dcm"]
     assert records(again.folder) == [{"sop_instance_uid": "1.2.3", "label": "NORMAL"}]
     assert sorted(p.name for p in again.classified.iterdir()) == ["1.2.3.dcm"]
@@ -322,7 +322,7 @@ def test_films_stored_but_not_classified_are_classified_at_the_next_start(
     films, config, start_node
 ):
     waiting = list(films.items())[:3]
-    incoming = config.state / node.INCOMING
+    incoming = config.state / spool.INCOMING
     incoming.mkdir(parents=True)
     for uid, path in waiting:
         shutil.copyfile(path, incoming / f"{uid}.dcm")
@@ -399,7 +399,7 @@ def test_a_node_killed_mid_transfer_leaves_every_film_stored_and_classified_or_f
     second = _serve(device, state, port, env)
     try:
         assert wait_for(lambda: _listening(port), 60, 0.1)
-        assert wait_for(lambda: not any((state / node.INCOMING).iterdir()), 60)
+        assert wait_for(lambda: not any((state / spool.INCOMING).iterdir()), 60)
     finally:
         _stop(second)
     assert second.returncode == 0
@@ -408,7 +408,7 @@ def test_a_node_killed_mid_transfer_leaves_every_film_stored_and_classified_or_f
     uids = [r["sop_instance_uid"] for r in found]
     assert len(uids) == len(set(uids))
     assert succeeded <= set(uids) <= set(films)
-    assert {p.stem for p in (state / node.CLASSIFIED).iterdir()} == set(uids)
+    assert {p.stem for p in (state / spool.CLASSIFIED).iterdir()} == set(uids)
     assert all(r["label"] in LABELS for r in found)
 
 
@@ -519,7 +519,7 @@ def test_reports_wait_while_the_pacs_is_down_and_are_delivered_after_a_restart(
     running = start_node(config)
     assert storescu(running.address[1], sent.values()).returncode == 0
     assert running.wait_idle(60)
-    outbox = config.state / node.OUTBOX
+    outbox = config.state / spool.OUTBOX
     assert wait_for(lambda: len(list(outbox.glob("*.sr.dcm"))) == len(sent), 10)
     running.stop()
     pacs.start()
@@ -679,7 +679,7 @@ def test_compressed_syntaxes_are_offered_only_when_a_decoder_is_installed(monkey
 
 
 def test_a_damaged_stored_film_gets_its_error_record_and_no_report(config, start_node):
-    incoming = config.state / node.INCOMING
+    incoming = config.state / spool.INCOMING
     incoming.mkdir(parents=True)
     (incoming / "1.2.3.4.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 300)
     pacs = Pacs(free_port())
@@ -687,14 +687,14 @@ def test_a_damaged_stored_film_gets_its_error_record_and_no_report(config, start
     assert running.wait_idle(30)
     (record,) = records(config.state)
     assert record["sop_instance_uid"] == "1.2.3.4" and "error" in record
-    assert list((config.state / node.OUTBOX).iterdir()) == []
+    assert list((config.state / spool.OUTBOX).iterdir()) == []
 
 
 def test_a_film_that_crashes_the_reader_gets_an_error_record_once(
     films, config, start_node, monkeypatch
 ):
     uid, path = next(iter(films.items()))
-    incoming = config.state / node.INCOMING
+    incoming = config.state / spool.INCOMING
     incoming.mkdir(parents=True)
     shutil.copyfile(path, incoming / f"{uid}.dcm")
 

@@ -145,7 +145,7 @@ class Outbox:
         """
         from io import BytesIO
 
-        from .node import durable_write
+        from .spool import durable_write
 
         try:
             report = structured_report(film, record, self.model_sha256)
