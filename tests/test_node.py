@@ -479,7 +479,7 @@ def test_edgexray_serve_is_the_node_with_the_reference_model(tmp_path):
 def test_the_pacs_receives_one_structured_report_per_film(films, config, start_node):
     pacs = Pacs(free_port()).start()
     try:
-        sent = dict(list(films.items())[:8])
+        sent = dict(list(films.items())[:4])
         destination = node.Destination(Pacs.AE_TITLE, "127.0.0.1", pacs.port)
         running = start_node(replace(config, pacs=destination))
         assert storescu(running.address[1], sent.values()).returncode == 0
@@ -526,7 +526,7 @@ def test_reports_wait_while_the_pacs_is_down_and_are_delivered_after_a_restart(
     try:
         start_node(config)  # the queue on disk outlives the node
         assert wait_for(lambda: len(pacs.received) >= len(sent), 30)
-        assert wait_for(lambda: not list(outbox.glob("*.sr.dcm")), 10)
+        assert wait_for(lambda: not list(outbox.iterdir()), 10)
     finally:
         pacs.stop()
     assert set(pacs.by_source()) == set(sent)
@@ -687,7 +687,7 @@ def test_a_damaged_stored_film_gets_its_error_record_and_no_report(config, start
     assert running.wait_idle(30)
     (record,) = records(config.state)
     assert record["sop_instance_uid"] == "1.2.3.4" and "error" in record
-    assert list((config.state / spool.OUTBOX).iterdir()) == []
+    assert wait_for(lambda: not list((config.state / spool.OUTBOX).iterdir()), 10)
 
 
 def test_a_film_that_crashes_the_reader_gets_an_error_record_once(

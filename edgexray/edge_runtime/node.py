@@ -252,6 +252,7 @@ class Node:
 
             self.outbox = Outbox(
                 self.state.folder / OUTBOX,
+                (self.state.classified, self.state.incoming),
                 config.pacs,
                 config.ae_title,
                 self.classifier,
@@ -526,7 +527,7 @@ class Node:
         if self.config.reports:
             record["report"] = str(self._write_report(source, record))
         if self.outbox is not None:
-            self.outbox.add(source, record)
+            self.outbox.add(name, record)
         record["classified_at"] = utc_now()
         self.state.results.append(record)
         self.state.finish(name)

@@ -1,16 +1,17 @@
 """Results back to the reader: a DICOM Structured Report per film, sent to a PACS.
 
 The node (node.py) calls `Outbox.add` for each classified film before it writes the
-film's record: the report is built with highdicom (a Comprehensive SR that references the
-film's SOP instance and holds the label, probability, threshold, the scope flag when the
-record has one, the model's sha256, and an error or quality warning when there is one)
-and written to outbox/ durably. A sender thread delivers outbox/ by C-STORE, deleting
-each report once the PACS answered success, and backs off (doubling, up to retry_max)
-while the PACS is down; outbox/ survives restarts, so nothing is lost while it is away.
+film's record: the record is queued in outbox/ durably (NAME.record.json). A sender thread
+builds each report with highdicom (a Comprehensive SR that references the film's SOP
+instance and holds the label, probability, threshold, the scope flag when the record has
+one, the model's sha256, and an error or quality warning when there is one), writes it to
+outbox/ (NAME.sr.dcm), delivers it by C-STORE and deletes it once the PACS answered
+success; it backs off (doubling, up to retry_max) while the PACS is down. outbox/ survives
+restarts, so nothing is lost while the PACS or the node is away.
 
 The report's UIDs are derived from the film's SOP Instance UID and the model's sha256: a
-report built twice (a crash between the report and the record) is the same instance, which
-a PACS stores once.
+report built or queued twice (a crash between the queue and the record) is the same
+instance, which a PACS stores once.
 
 highdicom is imported lazily (`pip install "edgexray[node]"`); without it the node runs,
 but refuses --pacs with a one-line error.
@@ -18,6 +19,7 @@ but refuses --pacs with a one-line error.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -32,6 +34,7 @@ EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
 SCHEME = "99EDGEXRAY"  # a private coding scheme (PS3.16 8.2: 99 prefix, local codes)
 # C-STORE answers a PACS can give that mean "kept": success and the warnings (PS3.4 B.2.3).
 STORED_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}
+PENDING, READY = ".record.json", ".sr.dcm"  # outbox/: a record to report on, a report to send
 NOTICE = "Screening aid from an automated classifier: a person reads every film."
 
 
@@ -118,6 +121,7 @@ class Outbox:
     def __init__(
         self,
         folder: Path,
+        films: tuple[Path, ...],
         destination,
         calling_ae: str,
         classifier,
@@ -127,6 +131,7 @@ class Outbox:
         require_highdicom()
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.films = films  # where a film may be: classified/, or incoming/ before its move
         self.destination = destination
         self.calling_ae = calling_ae
         self.model_sha256 = str(classifier.sidecar["sha256"])
@@ -135,32 +140,51 @@ class Outbox:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="send-sr", daemon=True)
 
-    def add(self, film: Path, record: dict) -> Path | None:
-        """Build the film's report and queue it durably; returns its outbox path, or None
-        when no report can be made of the file (not a DICOM dataset pydicom can parse): its
-        record still says why it was not classified.
+    def add(self, name: str, record: dict) -> Path:
+        """Queue the report of film `name` (a file in one of self.films) durably: its
+        record now, the report itself built by the sender thread, so highdicom's time
+        (about 0.3 s a report here) never holds up the next film.
 
         Raises:
-            OSError: the report could not be written (the worker tries again later).
+            OSError: it could not be written (the worker tries again later).
         """
+        from .spool import durable_write
+
+        path = self.folder / f"{Path(name).stem}{PENDING}"
+        durable_write(path, [json.dumps({"film": name, "record": record}).encode()])
+        self._wake.set()
+        return path
+
+    def _build_pending(self) -> None:
+        """Turn each queued record into its report file; a film no report can be made of
+        (not a DICOM dataset pydicom parses, or gone) is logged and dropped: its record
+        already says why."""
         from io import BytesIO
 
         from .spool import durable_write
 
-        try:
-            report = structured_report(film, record, self.model_sha256)
-        except Exception as err:  # a damaged file fails pydicom and highdicom in many ways
-            log.error("no report for %s: %s", Path(film).name, err)
-            return None
-        buffer = BytesIO()
-        report.save_as(buffer, enforce_file_format=True)
-        path = self.folder / f"{Path(film).stem}.sr.dcm"
-        durable_write(path, [buffer.getvalue()])
-        self._wake.set()
-        return path
+        for pending in sorted(self.folder.glob(f"*{PENDING}")):
+            if self._stopping.is_set():
+                return
+            try:
+                item = json.loads(pending.read_text())
+                film = next((f / item["film"] for f in self.films if (f / item["film"]).exists()),
+                            None)  # fmt: skip
+                if film is None:
+                    raise FileNotFoundError(f"{item['film']} is gone")
+                report = structured_report(film, item["record"], self.model_sha256)
+                buffer = BytesIO()
+                report.save_as(buffer, enforce_file_format=True)
+            except Exception as err:  # a damaged file fails pydicom and highdicom many ways
+                log.error("no report for %s: %s", pending.name, err)
+                pending.unlink(missing_ok=True)
+                continue
+            durable_write(pending.with_name(pending.name.replace(PENDING, READY)),
+                          [buffer.getvalue()])  # fmt: skip
+            pending.unlink()
 
     def waiting(self) -> list[Path]:
-        files = [p for p in self.folder.glob("*.sr.dcm") if p.is_file()]
+        files = [p for p in self.folder.glob(f"*{READY}") if p.is_file()]
         return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
 
     def start(self) -> None:
@@ -175,6 +199,7 @@ class Outbox:
     def _run(self) -> None:
         delay = self.retry_initial
         while not self._stopping.is_set():
+            self._build_pending()
             items = self.waiting()
             if not items:
                 self._wake.wait(1.0)
