@@ -399,7 +399,8 @@ def _model_or_reference(model: Path | None) -> Path:
 @user_errors
 def predict_command(
     images: Annotated[
-        list[Path], typer.Argument(help="Image files, or folders walked for .jpeg/.jpg/.png.")
+        list[Path],
+        typer.Argument(help="Image files, or folders walked for JPEG, PNG and DICOM films."),
     ],
     model: Annotated[
         Path | None,
@@ -637,3 +638,19 @@ def run_command(
     typer.echo(f"recall gate: passed; deploy {selected['model']}{calibrated}")
     typer.echo(f"report: {out / artifacts.RUN_REPORT}")
     typer.echo(f"total: {time.monotonic() - started:.0f} s")
+
+
+@app.command(
+    "serve",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def serve_command(ctx: typer.Context):
+    """Run the DICOM node: a Storage SCP that classifies each film it receives.
+
+    The options are those of the device's `infer.py serve` (see `edgexray serve --help`);
+    --model defaults to the shipped reference model.
+    """
+    from edgexray.edge_runtime import REFERENCE_MODEL, node
+
+    raise typer.Exit(node.main(list(ctx.args), "edgexray serve", REFERENCE_MODEL))
