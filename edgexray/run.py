@@ -131,7 +131,7 @@ def output_hashes(stage: str, run_dir: Path, config: RunConfig) -> dict[str, str
     files = []
     for path in _outputs(stage, run_dir, config):
         if path.is_dir():
-            files += [p for p in sorted(path.rglob("*")) if p.is_file()]
+            files += artifacts.written_files(path)  # a bundle's own files, not the user's
         elif path.is_file():
             files.append(path)
     return {str(p.relative_to(run_dir)): artifacts.sha256(p) for p in files}
@@ -160,8 +160,9 @@ def calibrate_selected(run_dir: Path, selected: dict, config: RunConfig) -> Path
 
     model = run_dir / selected["model"]
     if not config.calibrate_on:
-        shutil.rmtree(run_dir / artifacts.CALIBRATED_DIR, ignore_errors=True)
-        (run_dir / artifacts.CALIBRATION_REPORT).unlink(missing_ok=True)
+        artifacts.remove_outputs(
+            run_dir, names=(artifacts.CALIBRATED_DIR, artifacts.CALIBRATION_REPORT)
+        )
         return model
     settings = CalibrateConfig(target_recall=config.train.target_recall)
     report = calibrate_run_model(run_dir, model, Path(config.calibrate_on), settings)
@@ -265,8 +266,7 @@ def run(
                 # Nothing passed the gate: nothing to ship (not even an earlier run's
                 # bundles), but the report must still say why.
                 log.warning("no full-int8 variant passed the recall gate: no bundle written")
-                (run_dir / artifacts.SELECTED).unlink(missing_ok=True)
-                shutil.rmtree(run_dir / artifacts.BUNDLES_DIR, ignore_errors=True)
+                artifacts.remove_outputs(run_dir, names=(artifacts.SELECTED, artifacts.BUNDLES_DIR))
                 return
             model = calibrate_selected(run_dir, selected, config)
             if model != run_dir / selected["model"]:
