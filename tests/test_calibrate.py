@@ -478,3 +478,38 @@ def test_calibrate_help_does_not_import_tensorflow():
         "assert not [m for m in ('tensorflow', 'tf_keras') if m in sys.modules]\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_calibrate_out_holding_another_model_of_that_name_is_refused(
+    calibrated, tiny_tflite, xray_folder, tmp_path
+):
+    args = ["calibrate", str(tiny_tflite["int8"]), "--data", str(xray_folder), *SMALL_TARGET]
+    out = tmp_path / "site out"
+    out.mkdir()
+    (out / "int8.tflite").write_bytes(b"the site's own model")
+    (out / "int8.json").write_text('{"mine": true}\n')
+    refused = runner.invoke(app, [*args, "--out", str(out)])
+    assert refused.exit_code == 2 and len(_error_lines(refused)) == 1
+    assert "is another model" in _error_lines(refused)[0]
+    assert (out / "int8.tflite").read_bytes() == b"the site's own model"
+    (out / "int8.tflite").unlink()
+    refused = runner.invoke(app, [*args, "--out", str(out)])
+    assert refused.exit_code == 2 and "not a sidecar of this model" in _error_lines(refused)[0]
+    assert (out / "int8.json").read_text() == '{"mine": true}\n'
+    # The same model with an earlier calibration's sidecar: calibrating again is fine.
+    again = runner.invoke(app, [*args, "--out", str(calibrated.parent)])
+    assert again.exit_code == 0, again.output
+
+
+def test_calibrate_out_naming_a_file_is_one_clear_line(tiny_tflite, xray_folder, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    result = runner.invoke(
+        app,
+        ["calibrate", str(tiny_tflite["int8"]), "--data", str(xray_folder), "--out", str(afile),
+         *SMALL_TARGET],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    message = f"error: --out {afile} is a file, not a folder: choose a folder"
+    assert _error_lines(result) == [message]
+    assert afile.read_text() == "mine\n"

@@ -308,6 +308,7 @@ def calibrate(model_path: Path, site_dir: Path, out_dir: Path, config: Calibrate
             f"--out {out_dir} is the model's own folder: the source model and sidecar are "
             "never replaced, choose another folder"
         )
+    _check_out(out_dir, model_path, sidecar)
     root, paths, labels = site_films(site_dir)
     log.info("calibrating %s on %d films from %s", model_path.name, len(paths), site_dir)
     scores = score_films(model_path, paths, labels)
@@ -389,6 +390,40 @@ def calibrate(model_path: Path, site_dir: Path, out_dir: Path, config: Calibrate
     return {"model": model_out, "sidecar": sidecar_out, "calibration": calibration, "films": paths}
 
 
+def _check_out(out_dir: Path, model_path: Path, sidecar: dict) -> None:
+    """Refuse an --out whose MODEL.tflite or MODEL.json would replace something else.
+
+    Writing there again is fine when it holds this very model (same bytes) and a sidecar
+    of it (an earlier calibration, which the new one replaces).
+
+    Raises:
+        EdgexrayError: out_dir is a file, or holds another model or sidecar of that name.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EdgexrayError(f"--out {out_dir} is a file, not a folder: choose a folder")
+    model_out = out_dir / model_path.name
+    sidecar_out = model_out.with_suffix(".json")
+    if model_out.exists() and (
+        not model_out.is_file() or artifacts.sha256(model_out) != sidecar["sha256"]
+    ):
+        raise EdgexrayError(
+            f"{model_out} exists and is another model: calibrate never replaces it, "
+            "choose another --out"
+        )
+    if sidecar_out.exists():
+        try:
+            earlier = artifacts.read_json(sidecar_out)
+        except EdgexrayError:
+            earlier = {}
+        if (earlier.get("schema"), earlier.get("sha256")) != (
+            infer.SIDECAR_SCHEMA, sidecar["sha256"],
+        ):  # fmt: skip
+            raise EdgexrayError(
+                f"{sidecar_out} exists and is not a sidecar of this model: calibrate never "
+                "replaces it, choose another --out"
+            )
+
+
 def _write_calibrated(model_path: Path, sidecar: dict, out_dir: Path, calibration: dict):
     model_out = out_dir / model_path.name
     artifacts.atomic_write(model_out, lambda temporary: shutil.copyfile(model_path, temporary))
@@ -419,6 +454,10 @@ def calibrate_run_model(
         were left out for being calibration films (or why there is no such comparison).
     """
     run_dir = Path(run_dir)
+    # The run's own earlier calibration (perhaps of another model by the same name) goes.
+    artifacts.remove_outputs(
+        run_dir, names=(artifacts.CALIBRATED_DIR, artifacts.CALIBRATION_REPORT)
+    )
     result = calibrate(model_path, site_dir, run_dir / artifacts.CALIBRATED_DIR, config)
     test = evaluate.find_images(run_dir, "test")
     site = {Path(p).resolve() for p in result["films"]}
