@@ -17,6 +17,8 @@ A run directory holds:
   bundles/           the rpi and android bundles
   report.md          everything above, for people
   stages.json        the settings hash of each finished edgexray run stage
+
+Which stage writes which of them is edgexray.run.STAGES.
 """
 
 from __future__ import annotations
@@ -47,11 +49,6 @@ BUNDLES_DIR = "bundles"
 RUN_REPORT = "report.md"
 STAGE_RECORD = "stages.json"
 LOCK = ".edgexray.lock"  # held while a command writes the run (see `locked`)
-# Everything made from model.keras by later stages: stale once the model is retrained.
-DERIVED = (
-    PRUNED, PRUNE_REPORT, TFLITE_DIR, QUANTIZE_REPORT, VERIFY_REPORT, BENCHMARK_DIR,
-    BUNDLES_DIR, SELECTED, RUN_REPORT, CALIBRATED_DIR, CALIBRATION_REPORT,
-)  # fmt: skip
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
@@ -255,10 +252,10 @@ def _own_benchmark(folder: Path) -> list[Path]:
     return [Path(folder) / Path(name).name for name in names]
 
 
-def owned_files(run_dir: Path, names=DERIVED) -> list[Path]:
-    """The files under the given DERIVED names that edgexray can tell it wrote, without a
-    stage record: its fixed file names, models with its sidecars, benchmark outputs,
-    bundle files listed in SHA256SUMS and the bundles' zips."""
+def owned_files(run_dir: Path, names) -> list[Path]:
+    """The files under the given names (of edgexray.run.DERIVED) that edgexray can tell it
+    wrote, without a stage record: its fixed file names, models with its sidecars,
+    benchmark outputs, bundle files listed in SHA256SUMS and the bundles' zips."""
     run_dir = Path(run_dir)
     found = []
     for name in names:
@@ -291,8 +288,9 @@ def recorded_outputs(run_dir: Path) -> list[str]:
     ]
 
 
-def remove_outputs(run_dir: Path, recorded=(), names=DERIVED) -> list[str]:
-    """Delete what edgexray wrote under the given DERIVED names, and nothing else.
+def remove_outputs(run_dir: Path, recorded=(), names=None) -> list[str]:
+    """Delete what edgexray wrote under the given names (default: the stage table's
+    DERIVED, what later stages make from model.keras), and nothing else.
 
     Removed: the files `recorded` (paths relative to run_dir, as stages.json holds them)
     that lie under those names, and the files `owned_files` recognizes. Inside a bundle
@@ -303,6 +301,8 @@ def remove_outputs(run_dir: Path, recorded=(), names=DERIVED) -> list[str]:
     Returns:
         The removed paths, relative to run_dir.
     """
+    if names is None:
+        from edgexray.run import DERIVED as names
     run_dir = Path(run_dir)
     targets = {p.resolve() for p in owned_files(run_dir, names)}
     for relative in recorded:

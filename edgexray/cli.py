@@ -399,7 +399,8 @@ def _model_or_reference(model: Path | None) -> Path:
 @user_errors
 def predict_command(
     images: Annotated[
-        list[Path], typer.Argument(help="Image files, or folders walked for .jpeg/.jpg/.png.")
+        list[Path],
+        typer.Argument(help="Image files, or folders walked for JPEG, PNG and DICOM films."),
     ],
     model: Annotated[
         Path | None,
@@ -414,16 +415,31 @@ def predict_command(
         int | None,
         typer.Option(help="Interpreter threads, 1 to 64; default: the runtime's choice."),
     ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write one self-contained HTML report of the batch to this new file: "
+            "heatmaps, most suspicious films first."
+        ),
+    ] = None,
 ):
     """Classify images with the standalone edge runtime: one record per image on stdout.
 
     Exit code 0 when every image was read, 3 when some were not (their records say why).
     """
+    code = _run_edge(model, images, record_format, threads, report_path=report)
+    raise typer.Exit(code)
+
+
+def _run_edge(model: Path | None, images, record_format: str, threads, **options) -> int:
+    """infer.run with the CLI's error handling: one line on stderr, never a traceback."""
     from edgexray.edge_runtime import infer
 
     try:
         infer.check_threads(threads)
-        code = infer.run(_model_or_reference(model), images, record_format, threads, sys.stdout)
+        return infer.run(
+            _model_or_reference(model), images, record_format, threads, sys.stdout, **options
+        )
     except infer.OutputError as err:  # a full disk: the records were not all written
         infer.silence_stdout()
         raise EdgexrayError(str(err)) from None
@@ -431,8 +447,38 @@ def predict_command(
         raise EdgexrayError(str(err)) from None
     except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly
         infer.silence_stdout()
-        code = 1
-    raise typer.Exit(code)
+        return 1
+
+
+@app.command("explain")
+@user_errors
+def explain_command(
+    films: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="[MODEL.tflite] FILM...",
+            help="A .tflite (with its .json sidecar) first, then image files or folders; "
+            "without a model first, the shipped reference model.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for FILM.heatmap.png and FILM.heatmap.npy.")],
+    threads: Annotated[
+        int | None,
+        typer.Option(help="Interpreter threads, 1 to 64; default: the runtime's choice."),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Also write the HTML report of the batch to this new file.")
+    ] = None,
+):
+    """Where the deployed model looked: an occlusion heatmap per film, from the .tflite itself.
+
+    Prints each film's record (as `predict`) with the paths of its overlay and map.
+    """
+    model = films[0] if films[0].suffix.lower() == ".tflite" else None
+    films = films[1:] if model is not None else films
+    if not films:
+        raise fail("give image files or folders after the model")
+    raise typer.Exit(_run_edge(model, films, "jsonl", threads, explain_dir=out, report_path=report))
 
 
 @app.command("bundle")
@@ -592,3 +638,19 @@ def run_command(
     typer.echo(f"recall gate: passed; deploy {selected['model']}{calibrated}")
     typer.echo(f"report: {out / artifacts.RUN_REPORT}")
     typer.echo(f"total: {time.monotonic() - started:.0f} s")
+
+
+@app.command(
+    "serve",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def serve_command(ctx: typer.Context):
+    """Run the DICOM node: a Storage SCP that classifies each film it receives.
+
+    The options are those of the device's `infer.py serve` (see `edgexray serve --help`);
+    --model defaults to the shipped reference model.
+    """
+    from edgexray.edge_runtime import REFERENCE_MODEL, node
+
+    raise typer.Exit(node.main(list(ctx.args), "edgexray serve", REFERENCE_MODEL))

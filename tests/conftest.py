@@ -98,12 +98,11 @@ def tiny_tflite(tiny_run, tiny_config, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def device(tmp_path_factory) -> Path:
-    """The edge runtime's infer.py copied alone into a folder with spaces, as in a bundle."""
-    import shutil
-
-    from edgexray.edge_runtime import infer
+    """The edge runtime as in a bundle (edge_runtime/ and the infer.py launcher), alone in a
+    folder with spaces."""
+    from edgexray.export.bundle import write_runtime
 
     folder = tmp_path_factory.mktemp("edge") / "edge device"
     folder.mkdir()
-    shutil.copyfile(infer.__file__, folder / "infer.py")
+    write_runtime(folder)
     return folder

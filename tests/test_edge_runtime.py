@@ -21,8 +21,9 @@ from typer.testing import CliRunner
 
 from edgexray.cli import app
 from edgexray.edge_runtime import infer
+from edgexray.export.bundle import write_runtime
 
-RECORD_KEYS = {"path", "probability", "label", "threshold", "latency_ms"}
+RECORD_KEYS = {"path", "probability", "label", "threshold", "latency_ms", "rendering"}
 READABLE = ["16 bit.png", "UPPER CASE.PNG", "big 4000x3000.jpg", "exif rotated.jpg",
             "one pixel.png", "palette.png", "rgba.png"]  # fmt: skip
 UNREADABLE = ["bomb over our limit.png", "bomb over pillow error.png",
@@ -202,8 +203,7 @@ def test_bad_models_and_arguments_exit_2_with_one_line(device, tiny_tflite, odd_
 
 def test_default_model_is_the_only_tflite_next_to_the_script(tiny_tflite, odd_images, tmp_path):
     bundle = tmp_path / "bundle like"
-    bundle.mkdir()
-    shutil.copyfile(infer.__file__, bundle / "infer.py")
+    write_runtime(bundle)
     for suffix in (".tflite", ".json"):
         shutil.copyfile(tiny_tflite["int8"].with_suffix(suffix), bundle / f"int8{suffix}")
     image = odd_images / "UPPER CASE.PNG"

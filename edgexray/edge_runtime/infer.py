@@ -1,22 +1,29 @@
 """Standalone pneumonia inference for a chest X-ray .tflite model and its JSON sidecar.
 
-This one file is copied to the device. It needs only the standard library, numpy,
-Pillow and a TFLite interpreter (ai-edge-litert, else tflite-runtime, else
-tensorflow.lite); it must never import edgexray or TensorFlow when a lighter runtime
-is present. edgexray itself imports the preprocessing from here, so what is trained,
-verified and shipped is preprocessed by the same code.
+This module and its siblings (dicom.py, ...) go to the device as the package folder
+edge_runtime/, run by a small infer.py launcher beside it (bundle templates); they import
+each other only relatively. They need only the standard library, numpy, Pillow and a
+TFLite interpreter (ai-edge-litert, else tflite-runtime, else tensorflow.lite), plus
+pydicom for DICOM films, imported only when one is read; they must never import edgexray
+or TensorFlow when a lighter runtime is present. edgexray itself imports the
+preprocessing from here, so what is trained, verified and shipped is preprocessed by the
+same code.
 
-It is also the one home of the image-discovery rule (`is_image_file`, `image_files`):
-edgexray's data loading, evaluation and `predict` call it, and the bundle's watch-folder
-script asks it with `--list-images`, so every reader agrees on what is a film.
+It is also the one home of the image-discovery rule (`is_image_file`, `image_files`) and
+of the decoder (`load_film`): edgexray's data loading, evaluation and `predict` call them,
+and the bundle's watch-folder script asks it with `--list-images`, so every reader agrees
+on what is a film and how it is read.
 
 Command line (exit 0 when every image was read, 3 when some were not, 2 for bad
 arguments, a missing, corrupt or mismatched model, or results that could not be written):
 
     python infer.py --model model.tflite IMAGE_OR_DIR [...] [--format jsonl|csv] [--threads N]
+        [--explain DIR] [--report FILE]
     python infer.py --list-images IMAGE_OR_DIR [...]
+    python infer.py serve --state DIR --allow-ae AE_TITLE [...]   (the DICOM node: node.py)
 
-It stays one file, over the usual module size, on purpose: it is copied alone to devices.
+It stays one module, over the usual size, on purpose: it is the device's whole runtime
+for JPEG and PNG films.
 """
 
 from __future__ import annotations
@@ -39,7 +46,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # Larger images are refused as decompression bombs. Real chest films are at most about
 # 4500 x 4500 pixels; 50 megapixels leaves room and still bounds memory.
 MAX_PIXELS = 50_000_000
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".dcm")
+# A 16-bit PNG is windowed on these percentiles of its values, not its minimum and maximum:
+# one hot pixel or a burned-in marker at full scale would leave a few grey levels.
+PNG16_PERCENTILES = (0.5, 99.5)
 # Only the formats the project documents are decoded: Pillow would otherwise hand a
 # PostScript file named .jpg to Ghostscript, or read a TIFF nobody validated.
 IMAGE_FORMATS = ("JPEG", "PNG")
@@ -68,6 +78,7 @@ SIDECAR_FIELDS = ("model_file", "sha256", "labels", "input", "output", "threshol
 INPUT_FIELDS = ("height", "width", "normalization")
 RECORD_FIELDS = (
     "path", "probability", "label", "threshold", "latency_ms", "error", "quality_warning",
+    "rendering", "overlay", "heatmap",
 )  # fmt: skip
 FORMATS = ("jsonl", "csv")
 EXIT_OK, EXIT_BAD_INPUT, EXIT_UNREADABLE = 0, 2, 3
@@ -86,11 +97,18 @@ class ImageError(Exception):
 
 def is_image_file(path: str | Path) -> bool:
     """The one rule for what is a film: a regular file (not a FIFO, device or folder) with
-    a .jpeg/.jpg/.png suffix in any case, and not hidden (macOS "._x.jpeg" resource forks
-    and rsync's half-copied temporaries start with a dot)."""
+    a .jpeg/.jpg/.png/.dcm suffix in any case, or any other name with the DICOM preamble
+    (X-ray units and PACS exports often write DICOM without a suffix, or with a UID as the
+    name); not hidden (macOS "._x.jpeg" resource forks and rsync's half-copied temporaries
+    start with a dot), and not a DICOMDIR (an index of the films, not a film)."""
     path = Path(path)
     name = path.name
-    return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES) and path.is_file()
+    if name.startswith(".") or not path.is_file():
+        return False
+    if name.lower().endswith(IMAGE_SUFFIXES):
+        return True
+    dicom = _dicom_module()
+    return dicom is not None and name.upper() != "DICOMDIR" and dicom.has_preamble(path)
 
 
 def image_files(folder: str | Path) -> list[Path]:
@@ -119,12 +137,46 @@ def _open_regular(path: str | Path):
 
 
 def load_grayscale(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read a JPEG or PNG file as an 8-bit grayscale array, upright as the EXIF tag says.
+    """Read a film (JPEG, PNG or DICOM) as an 8-bit grayscale array (see `load_film`)."""
+    return load_film(path, max_pixels)[0]
+
+
+def load_film(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, dict]:
+    """Read a film as an 8-bit grayscale array, and how it was rendered.
+
+    DICOM (by `dicom.is_dicom`) goes through `dicom.read_film`'s one rendering rule; JPEG
+    and PNG are made upright as the EXIF tag says, a 16-bit PNG windowed on robust
+    percentiles.
+
+    Returns:
+        (gray, info): info has "rendering", a short description of how the grey levels
+        were made, and for DICOM "tags" (Modality, BodyPartExamined, ViewPosition...).
 
     Raises:
-        ImageError: the file is missing, not a regular file, not a JPEG or PNG,
-            truncated or too large.
+        ImageError: the file is missing, not a regular file, not a JPEG, PNG or DICOM film,
+            truncated or too large; or DICOM support is not installed.
     """
+    dicom = _dicom_module()
+    if dicom is not None and dicom.is_dicom(path):
+        return dicom.read_film(path, max_pixels)
+    if dicom is None and str(path).lower().endswith(".dcm"):
+        raise ImageError(f"{path}: DICOM needs infer.py's package folder, edge_runtime/")
+    gray, rendering = _load_picture(path, max_pixels)
+    return gray, {"rendering": rendering}
+
+
+def _dicom_module():
+    """The sibling dicom module (pydicom itself is imported only to read a DICOM file), or
+    None when this file runs alone, copied without its package folder."""
+    try:
+        from . import dicom
+    except ImportError:
+        return None
+    return dicom
+
+
+def _load_picture(path: str | Path, max_pixels: int) -> tuple[np.ndarray, str]:
+    """A JPEG or PNG file as 8-bit grey levels, and how they were made."""
     try:
         # Pillow's own bomb guard only warns below twice its limit; make it an error too.
         with warnings.catch_warnings(), _open_regular(path) as handle:
@@ -135,14 +187,15 @@ def load_grayscale(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray
                     raise ImageError(_bomb_message(path, width, height, max_pixels))
                 image.load()  # decode now, so a truncated file fails here
                 # In place: a film is megabytes, and every copy counts on a small device.
+                kind = image.format
                 ImageOps.exif_transpose(image, in_place=True)
-                return _to_uint8_gray(image)
+                return _to_uint8_gray(image, kind)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageError(f"{path}: refused as a possible decompression bomb ({err})") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not a JPEG or PNG image") from None
+        raise ImageError(f"{path}: not a JPEG, PNG or DICOM image") from None
     except Exception as err:  # Pillow raises many types for malformed files
         raise ImageError(f"{path}: not a readable image ({err})") from None
 
@@ -154,14 +207,12 @@ def _bomb_message(path, width: int, height: int, max_pixels: int) -> str:
     )
 
 
-def _to_uint8_gray(image: Image.Image) -> np.ndarray:
+def _to_uint8_gray(image: Image.Image, kind: str = "image") -> tuple[np.ndarray, str]:
+    """8-bit grey levels of a decoded image, and how they were made ("8-bit JPEG", ...)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit films use 12 to 16 bits of range: stretch what is there to 0..255.
-        values = np.asarray(image, dtype=np.float32)
-        low, high = float(values.min()), float(values.max())
-        if high <= low:
-            return np.zeros(values.shape, dtype=np.uint8)
-        return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
+        gray, how = window_percentiles(np.asarray(image, dtype=np.float32))
+        return gray, f"16-bit {kind}, {how}"
+    how = f"8-bit {kind}" + ("" if image.mode == "L" else f" ({image.mode} to grey)")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Transparent pixels become black, as on a film, instead of an arbitrary colour.
         rgba = image.convert("RGBA")
@@ -169,7 +220,28 @@ def _to_uint8_gray(image: Image.Image) -> np.ndarray:
         image = Image.alpha_composite(background, rgba)
     if image.mode != "L":
         image = image.convert("L")
-    return np.asarray(image, dtype=np.uint8)
+    return np.asarray(image, dtype=np.uint8), how
+
+
+def window_percentiles(values: np.ndarray) -> tuple[np.ndarray, str]:
+    """A 16-bit film (12 to 16 bits of range used) to 0..255, windowed on PNG16_PERCENTILES.
+
+    Values below the low percentile become 0 and above the high one 255, so a hot pixel
+    or a burned-in marker at full scale cannot squeeze the film into a few grey levels.
+    A film flat between the percentiles (nearly all one value) falls back to its range.
+    """
+    low, high = (float(v) for v in np.percentile(values, PNG16_PERCENTILES))
+    first, last = PNG16_PERCENTILES
+    how = f"window p{first:g}-p{last:g} ({low:g}..{high:g})"
+    if high <= low:
+        low, high = float(values.min()), float(values.max())
+        how = f"full range ({low:g}..{high:g})"
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8), "flat"
+    values = np.clip(values, low, high)
+    values -= low
+    values *= 255.0 / (high - low)
+    return np.round(values).astype(np.uint8), how
 
 
 def resize(gray: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -214,7 +286,13 @@ def normalize(gray: np.ndarray, normalization: str) -> np.ndarray:
 
 def resized_grayscale(path: str | Path, input_spec: dict) -> np.ndarray:
     """Read an image file and resize it to the model's height x width, still 8-bit."""
-    return resize(load_grayscale(path), int(input_spec["height"]), int(input_spec["width"]))
+    return resized_film(path, input_spec)[0]
+
+
+def resized_film(path: str | Path, input_spec: dict) -> tuple[np.ndarray, dict]:
+    """`load_film`, resized to the model's height x width: (8-bit film, info)."""
+    gray, info = load_film(path)
+    return resize(gray, int(input_spec["height"]), int(input_spec["width"])), info
 
 
 def preprocess(path: str | Path, input_spec: dict) -> np.ndarray:
@@ -503,7 +581,8 @@ class Classifier:
         return self.run(self.model_input(path))
 
     def classify(self, path: str | Path) -> dict:
-        """One record: path, probability, label, threshold, latency_ms; or path and error.
+        """One record: path, probability, label, threshold, latency_ms, rendering; or path
+        and error.
 
         latency_ms covers reading, preprocessing and the interpreter call.
         A flat or blank image also gets quality_warning (see `quality_warning`).
@@ -511,7 +590,7 @@ class Classifier:
         started = time.perf_counter()
         spec = self.sidecar["input"]
         try:
-            gray = resized_grayscale(path, spec)
+            gray, info = resized_film(path, spec)
         except ImageError as err:
             return {"path": str(path), "error": str(err).replace(f"{path}: ", "", 1)}
         probability = self.run(self.tensor_of(gray))
@@ -521,6 +600,7 @@ class Classifier:
             "label": self.labels[1] if probability >= self.threshold else self.labels[0],
             "threshold": self.threshold,
             "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
+            "rendering": info["rendering"],
         }
         warning = quality_warning(gray)
         if warning:
@@ -545,6 +625,22 @@ def find_images(inputs) -> list[Path]:
 
 class OutputError(InferenceError):
     """The results could not be written (a full disk, a closed stream): exit code 2."""
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write data to a temporary file beside path, then rename it into place, so a reader
+    never sees half a file (heatmaps, reports).
+
+    Raises:
+        OutputError: it could not be written (a full disk, a read-only folder).
+    """
+    temporary = path.with_name(f".{path.name}.partial")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    except OSError as err:
+        temporary.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
 
 
 def write_records(records, stream, fmt: str = "jsonl") -> int:
@@ -587,9 +683,14 @@ def check_threads(threads: int | None) -> None:
 
 
 def run(
-    model_path: str | Path, inputs, fmt: str = "jsonl", threads: int | None = None, stream=None
-) -> int:
+    model_path: str | Path, inputs, fmt: str = "jsonl", threads: int | None = None, stream=None,
+    explain_dir: str | Path | None = None, report_path: str | Path | None = None,
+) -> int:  # fmt: skip
     """Classify every image in inputs (files or folders), one record per image on stream.
+
+    With explain_dir, each readable film's heatmap (overlay PNG and map .npy, explain.py)
+    is written there and its record carries their paths; with report_path, one HTML
+    report of the batch is written there at the end (report.py).
 
     Returns:
         EXIT_OK when every image was read, EXIT_UNREADABLE when some were not.
@@ -602,12 +703,37 @@ def run(
     if fmt not in FORMATS:
         raise InferenceError(f"unknown format {fmt!r}: choose {' or '.join(FORMATS)}")
     check_threads(threads)
+    explaining = explain_dir is not None or report_path is not None
+    if explaining:
+        explain, report = _heatmap_modules()
+    if report_path is not None:
+        report.check_writable(report_path)
     classifier = Classifier(model_path, threads)
     paths = find_images(inputs)
     if not paths:
         raise InferenceError(f"no images found in {', '.join(map(str, inputs))}")
-    errors = write_records(map(classifier.classify, paths), stream or sys.stdout, fmt)
+    records = map(classifier.classify, paths)
+    entries = [] if report_path is not None else None
+    if explaining:
+        records = explain.explain_records(classifier, records, explain_dir, entries)
+    errors = write_records(records, stream or sys.stdout, fmt)
+    if report_path is not None:
+        legend = explain.legend_html(explain.DEFAULT_GRID)
+        report.write(report_path, entries, classifier.sidecar, model_path, legend)
     return EXIT_UNREADABLE if errors else EXIT_OK
+
+
+def _heatmap_modules():
+    """explain.py and report.py, the sibling modules of this package (imported only when
+    asked for, so plain classification starts as fast as before)."""
+    try:
+        from . import explain, report
+    except ImportError:  # infer.py copied alone, run as a script
+        raise InferenceError(
+            "--explain and --report need the whole edge_runtime package (explain.py and "
+            "report.py next to infer.py)"
+        ) from None
+    return explain, report
 
 
 def list_images(inputs, stream=None) -> None:
@@ -631,9 +757,14 @@ def silence_stdout() -> None:
 
 
 def default_model() -> Path | None:
-    """The .tflite next to this script when there is exactly one (as in a bundle)."""
-    models = sorted(Path(__file__).resolve().parent.glob("*.tflite"))
-    return models[0] if len(models) == 1 else None
+    """The bundle's .tflite when there is exactly one: next to this file, or next to its
+    package folder (a bundle's edge_runtime/ sits beside the model and the launcher)."""
+    here = Path(__file__).resolve().parent
+    for folder in (here, here.parent):
+        models = sorted(folder.glob("*.tflite"))
+        if models:
+            return models[0] if len(models) == 1 else None
+    return None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -643,6 +774,9 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv=None) -> int:
     """Run the command line; return the exit code instead of exiting."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["serve"]:  # the DICOM node; a film named serve is ./serve
+        return _serve(arguments[1:])
     parser = _Parser(
         prog=Path(sys.argv[0]).name if argv is None else "infer.py",
         description="Pneumonia probability of chest X-ray images with a .tflite model and "
@@ -652,7 +786,7 @@ def main(argv=None) -> int:
         "images",
         nargs="+",
         metavar="IMAGE_OR_DIR",
-        help="image files, or folders walked for .jpeg/.jpg/.png",
+        help="image files, or folders walked for .jpeg/.jpg/.png/.dcm and DICOM files",
     )
     parser.add_argument(
         "--model",
@@ -667,6 +801,22 @@ def main(argv=None) -> int:
         type=int,
         default=None,
         help=f"interpreter threads, 1 to {MAX_THREADS} (default: the runtime's choice)",
+    )
+    parser.add_argument(
+        "--explain",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write each film's heatmap into DIR (FILM.heatmap.png overlay and "
+        "FILM.heatmap.npy map; records get their paths); about 145 model runs per film",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write one self-contained HTML report of the batch to FILE (a new file), "
+        "most suspicious films first, with heatmaps",
     )
     parser.add_argument(
         "--list-images",
@@ -684,7 +834,10 @@ def main(argv=None) -> int:
         model = args.model or default_model()
         if model is None:
             return _fail("give --model MODEL.tflite (with its sidecar MODEL.json next to it)")
-        return run(model, args.images, args.format, args.threads)
+        return run(
+            model, args.images, args.format, args.threads,
+            explain_dir=args.explain, report_path=args.report,
+        )  # fmt: skip
     except OutputError as err:
         silence_stdout()
         return _fail(str(err))
@@ -696,6 +849,15 @@ def main(argv=None) -> int:
         # The reader went away (e.g. `| head`): stop quietly, as other Unix tools do.
         silence_stdout()
         return 1
+
+
+def _serve(argv) -> int:
+    """`infer.py serve ...`: run the DICOM node of node.py, next to this file."""
+    try:
+        from .node import main as serve_main
+    except ImportError:  # this file was copied alone, without its package
+        return _fail("serve needs node.py: run the edge_runtime package, as a bundle does")
+    return serve_main(argv, default_model=default_model())
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:

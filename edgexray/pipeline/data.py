@@ -103,7 +103,7 @@ def list_images(class_root: Path) -> dict[int, list[Path]]:
             raise EdgexrayError(f"{class_root} has no {label}/ folder")
         files = image_files(folder)
         if not files:
-            raise EdgexrayError(f"{folder} holds no .jpeg, .jpg or .png images")
+            raise EdgexrayError(f"{folder} holds no .jpeg, .jpg, .png or DICOM images")
         images[index] = files
     return images
 

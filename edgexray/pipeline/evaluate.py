@@ -77,7 +77,7 @@ def _class_files(class_root: Path) -> tuple[list[str], list[int]]:
         per_label.append(sorted(str(p) for folder in folders for p in image_files(folder)))
     if not any(per_label):
         raise EdgexrayError(
-            f"{class_root} holds no .jpeg, .jpg or .png images in NORMAL/ or PNEUMONIA/"
+            f"{class_root} holds no .jpeg, .jpg, .png or DICOM images in NORMAL/ or PNEUMONIA/"
         )
     for label, files in zip(data.LABELS, per_label, strict=True):
         if not files:
