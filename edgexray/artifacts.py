@@ -23,6 +23,7 @@ Which stage writes which of them is edgexray.run.STAGES.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -338,6 +339,56 @@ def remove_derived(run_dir: Path) -> list[str]:
     """Delete what later stages made from an earlier model.keras (`remove_outputs` of what
     stages.json recorded and what edgexray can tell it wrote); return the paths removed."""
     return remove_outputs(run_dir, recorded_outputs(run_dir))
+
+
+_HELD: dict[str, list] = {}  # lock file -> [descriptor, depth]: re-entrant in one process
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path):
+    """Hold the run folder's lock file while a command writes the run.
+
+    A second process asking for it is refused at once (two runs writing one folder would
+    verify each other's models); the same process may ask again (run calls train). The
+    lock is flock(2) on run_dir/.edgexray.lock, released by the kernel if the process dies.
+
+    Raises:
+        EdgexrayError: another process holds the lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = str((run_dir / LOCK).resolve())
+        if path in _HELD:
+            _HELD[path][1] += 1
+            descriptor = None
+        else:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise naming(err, run_dir) from None
+    if descriptor is not None:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(descriptor)
+            raise EdgexrayError(
+                f"{run_dir} is in use by another edgexray command (it holds the lock "
+                f"{LOCK}): wait for it to finish"
+            ) from None
+        _HELD[path] = [descriptor, 1]
+    try:
+        yield
+    finally:
+        _HELD[path][1] -= 1
+        if not _HELD[path][1]:
+            descriptor = _HELD.pop(path)[0]
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+            os.close(descriptor)
 
 
 def require_run(run_dir: Path) -> Path:

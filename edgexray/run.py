@@ -40,7 +40,10 @@ def find_data(data: Path | None) -> Path:
     """--data, else $EDGEXRAY_DATA, else ./data/chest_xray, else ../shared/data/chest_xray."""
     if data is not None:
         return Path(data)
-    candidates = [os.environ.get("EDGEXRAY_DATA"), "data/chest_xray", "../shared/data/chest_xray"]
+    chosen = os.environ.get("EDGEXRAY_DATA")
+    if chosen and not Path(chosen).is_dir():  # never fall back silently to other data
+        raise EdgexrayError(f"EDGEXRAY_DATA={chosen} is not a folder: fix it or pass --data DIR")
+    candidates = [chosen, "data/chest_xray", "../shared/data/chest_xray"]
     for candidate in filter(None, candidates):
         if Path(candidate).is_dir():
             return Path(candidate).resolve()
@@ -390,6 +393,14 @@ def run(
         from edgexray.pipeline.calibrate import CalibrateConfig, check_site
 
         check_site(Path(config.calibrate_on), CalibrateConfig(config.train.target_recall))
+    artifacts.require_run_folder(run_dir)  # never run into (and clean) someone's folder
+    with artifacts.locked(run_dir):  # a second run into the same folder is refused
+        return _run_stages(config, run_dir, force, verbose, on_stage)
+
+
+def _run_stages(config: RunConfig, run_dir: Path, force, verbose: int, on_stage) -> dict:
+    """run()'s stages in order, with the run folder locked."""
+    name = config.train.distribute
     hashes = stage_hashes(config)
     record_path = run_dir / artifacts.STAGE_RECORD
     record = read_record(run_dir, hashes)
