@@ -18,11 +18,40 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from edgexray import __version__
 from edgexray.errors import EdgexrayError
 
+
+class OneLineUsageErrors(TyperGroup):
+    """The command group: a usage error (unknown option, bad value) is one `error:` line
+    and exit 2, like every other error, instead of a boxed usage message."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        except Exception as err:
+            if type(err).__name__ == "NoArgsIsHelpError":  # no command: the help is the answer
+                err.show()
+                sys.exit(err.exit_code)
+            if not hasattr(err, "format_message") or not isinstance(
+                getattr(err, "exit_code", None), int
+            ):
+                raise
+            message = " ".join(err.format_message().split())
+            typer.echo(f"error: {message} (see --help)", err=True)
+            sys.exit(err.exit_code)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineUsageErrors,
     help="Train, prune, quantize, verify, benchmark and ship a chest X-ray pneumonia "
     "classifier for cheap devices.",
     no_args_is_help=True,
@@ -546,6 +575,13 @@ def calibrate_command(
             "point estimate, no guarantee) instead of failing."
         ),
     ] = False,
+    patients: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV file,patient naming each film's patient, for the patient-grouped "
+            "cross-validation; default: DICOM PatientID, else Kaggle-style file names."
+        ),
+    ] = None,
 ):
     """Re-choose the threshold on a new site's films so recall holds with stated confidence."""
     from edgexray.pipeline.calibrate import CalibrateConfig, calibrate, summary_lines
@@ -554,7 +590,7 @@ def calibrate_command(
         target_recall=target_recall, confidence=confidence, prevalence=prevalence, folds=folds,
         allow_point_estimate=allow_point_estimate,
     )  # fmt: skip
-    for line in summary_lines(calibrate(model, data, out, config)):
+    for line in summary_lines(calibrate(model, data, out, config, patients)):
         typer.echo(line)
 
 
