@@ -484,7 +484,7 @@ def test_the_pacs_receives_one_structured_report_per_film(films, config, start_n
         running = start_node(replace(config, pacs=destination))
         assert storescu(running.address[1], sent.values()).returncode == 0
         assert running.wait_idle(60)
-        assert wait_for(lambda: len(pacs.received) >= len(sent), 30)
+        assert wait_for(lambda: len(pacs.received) >= len(sent), 60)
     finally:
         pacs.stop()
     reports = pacs.by_source()
@@ -520,12 +520,12 @@ def test_reports_wait_while_the_pacs_is_down_and_are_delivered_after_a_restart(
     assert storescu(running.address[1], sent.values()).returncode == 0
     assert running.wait_idle(60)
     outbox = config.state / spool.OUTBOX
-    assert wait_for(lambda: len(list(outbox.glob("*.sr.dcm"))) == len(sent), 10)
+    assert wait_for(lambda: len(list(outbox.glob("*.sr.dcm"))) == len(sent), 60)
     running.stop()
     pacs.start()
     try:
         start_node(config)  # the queue on disk outlives the node
-        assert wait_for(lambda: len(pacs.received) >= len(sent), 30)
+        assert wait_for(lambda: len(pacs.received) >= len(sent), 60)
         assert wait_for(lambda: not list(outbox.iterdir()), 10)
     finally:
         pacs.stop()

@@ -252,7 +252,7 @@ class Node:
 
             self.outbox = Outbox(
                 self.state.folder / OUTBOX,
-                (self.state.classified, self.state.incoming),
+                (self.state.incoming, self.state.classified),
                 config.pacs,
                 config.ae_title,
                 self.classifier,

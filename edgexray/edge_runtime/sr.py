@@ -53,8 +53,9 @@ def _code(value: str, meaning: str):
     return CodedConcept(value=value, scheme_designator=SCHEME, meaning=meaning)
 
 
-def structured_report(film: Path, record: dict, model_sha256: str):
-    """A Comprehensive SR dataset with the record of one film, referencing the film."""
+def structured_report(film, record: dict, model_sha256: str):
+    """A Comprehensive SR dataset with the record of one film (a path or an open binary
+    file), referencing the film."""
     import highdicom as hd
     from pydicom import dcmread
     from pydicom.uid import generate_uid
@@ -121,7 +122,7 @@ class Outbox:
     def __init__(
         self,
         folder: Path,
-        films: tuple[Path, ...],
+        films: tuple[Path, Path],
         destination,
         calling_ae: str,
         classifier,
@@ -131,7 +132,7 @@ class Outbox:
         require_highdicom()
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.films = films  # where a film may be: classified/, or incoming/ before its move
+        self.films = films  # where a film may be: incoming/, then classified/ once recorded
         self.destination = destination
         self.calling_ae = calling_ae
         self.model_sha256 = str(classifier.sidecar["sha256"])
@@ -155,6 +156,17 @@ class Outbox:
         self._wake.set()
         return path
 
+    def _open_film(self, name: str):
+        """The film, open, from the first of self.films that holds it. The worker moves a
+        film from incoming/ to classified/ and never back, so looking in that order cannot
+        miss it; once open, the file stays readable whatever rename follows."""
+        for folder in self.films:
+            try:
+                return open(folder / name, "rb")
+            except FileNotFoundError:
+                continue
+        raise FileNotFoundError(f"{name} is gone")
+
     def _build_pending(self) -> None:
         """Turn each queued record into its report file; a film no report can be made of
         (not a DICOM dataset pydicom parses, or gone) is logged and dropped: its record
@@ -168,11 +180,8 @@ class Outbox:
                 return
             try:
                 item = json.loads(pending.read_text())
-                film = next((f / item["film"] for f in self.films if (f / item["film"]).exists()),
-                            None)  # fmt: skip
-                if film is None:
-                    raise FileNotFoundError(f"{item['film']} is gone")
-                report = structured_report(film, item["record"], self.model_sha256)
+                with self._open_film(item["film"]) as film:
+                    report = structured_report(film, item["record"], self.model_sha256)
                 buffer = BytesIO()
                 report.save_as(buffer, enforce_file_format=True)
             except Exception as err:  # a damaged file fails pydicom and highdicom many ways
