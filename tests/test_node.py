@@ -706,3 +706,26 @@ def test_a_film_that_crashes_the_reader_gets_an_error_record_once(
     assert running.wait_idle(30)
     (record,) = records(config.state)
     assert record["error"] == "could not be classified (a decoder bug)"
+
+
+@pytest.mark.parametrize(
+    "scope, shown",
+    [
+        ({"in_scope": False, "scope_reason": "a negative film"}, "no: a negative film"),
+        ({"in_scope": None, "scope_reason": "not checked"}, "not checked: not checked"),
+        ({"in_scope": True, "scope_reason": ""}, "yes"),
+    ],
+)
+def test_the_report_says_whether_the_film_was_in_scope(tmp_path, scope, shown):
+    from edgexray.edge_runtime import sr
+
+    film = tmp_path / "film.dcm"
+    uid = write_film(film, small_films(64)[0])
+    label = "OUT_OF_SCOPE" if scope["in_scope"] is False else "NORMAL"
+    record = {"probability": 0.12, "label": label, "threshold": 0.22, **scope}
+    report = sr.structured_report(film, record, "ab" * 32)
+    values = _report_values(report)
+    assert (values["LABEL"], values["IN_SCOPE"]) == (label, shown)
+    assert values["PROBABILITY"] == pytest.approx(0.12)
+    evidence = report.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == uid

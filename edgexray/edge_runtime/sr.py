@@ -35,6 +35,13 @@ SCHEME = "99EDGEXRAY"  # a private coding scheme (PS3.16 8.2: 99 prefix, local c
 # C-STORE answers a PACS can give that mean "kept": success and the warnings (PS3.4 B.2.3).
 STORED_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}
 PENDING, READY = ".record.json", ".sr.dcm"  # outbox/: a record to report on, a report to send
+# The record's numbers a report carries: (code, meaning, record field).
+NUMBERS = (
+    ("PROBABILITY", "Pneumonia probability", "probability"),
+    ("THRESHOLD", "Decision threshold", "threshold"),
+)
+# The record's in_scope (scope.py): True, False, or None when the check was not made.
+SCOPE_WORDS = {True: "yes", False: "no", None: "not checked"}
 NOTICE = "Screening aid from an automated classifier: a person reads every film."
 
 
@@ -77,24 +84,19 @@ def structured_report(film, record: dict, model_sha256: str):
             )
         )
     else:
+        items.append(hd.sr.TextContentItem(_code("LABEL", "Label"), str(record["label"]), contains))
         items += [
-            hd.sr.TextContentItem(_code("LABEL", "Label"), str(record["label"]), contains),
             hd.sr.NumContentItem(
-                _code("PROBABILITY", "Pneumonia probability"),
-                float(record["probability"]),
-                unitless,
-                relationship_type=contains,
-            ),
-            hd.sr.NumContentItem(
-                _code("THRESHOLD", "Decision threshold"),
-                float(record["threshold"]),
-                unitless,
-                relationship_type=contains,
-            ),
+                _code(code, meaning), float(record[key]), unitless, relationship_type=contains
+            )  # fmt: skip
+            for code, meaning, key in NUMBERS
+            if isinstance(record.get(key), (int, float))
         ]
     if "in_scope" in record:
-        scope = "yes" if record["in_scope"] else f"no: {record.get('scope_reason', '')}".strip()
-        items.append(hd.sr.TextContentItem(_code("IN_SCOPE", "In scope"), scope[:1000], contains))
+        scope = f"{SCOPE_WORDS[record['in_scope']]}: {record.get('scope_reason') or ''}"
+        items.append(
+            hd.sr.TextContentItem(_code("IN_SCOPE", "In scope"), scope.strip(": ")[:1000], contains)
+        )
     if record.get("quality_warning"):
         items.append(
             hd.sr.TextContentItem(
