@@ -436,16 +436,6 @@ def test_serve_from_the_device_launcher_checks_its_arguments_in_one_line(device)
     )
 
 
-def test_serve_from_infer_py_run_without_its_package_says_it_needs_node_py(tmp_path):
-    shutil.copyfile(infer.__file__, tmp_path / "infer.py")
-    result = subprocess.run(
-        [sys.executable, str(tmp_path / "infer.py"), "serve", "--state", "x"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert result.stderr.strip().startswith("error: serve needs node.py")
-
-
 @pytest.mark.parametrize(
     "arguments, message",
     [
