@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import threading
+import warnings
 from pathlib import Path
 
 from .infer import InferenceError
@@ -67,7 +68,9 @@ def structured_report(film, record: dict, model_sha256: str):
     from pydicom import dcmread
     from pydicom.uid import generate_uid
 
-    source = dcmread(film, stop_before_pixels=True)
+    with warnings.catch_warnings():  # a damaged file fails below, with its one log line
+        warnings.simplefilter("ignore")
+        source = dcmread(film, stop_before_pixels=True)
     uid = str(source.SOPInstanceUID)
     contains = hd.sr.RelationshipTypeValues.CONTAINS
     unitless = hd.sr.CodedConcept(value="1", scheme_designator="UCUM", meaning="no units")
