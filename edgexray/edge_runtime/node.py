@@ -525,7 +525,10 @@ class Node:
             received, datetime.timezone.utc
         ).isoformat(timespec="microseconds")
         if self.config.reports:
-            record["report"] = str(self._write_report(source, record))
+            try:
+                record["report"] = str(self._write_report(source, record))
+            except Exception as err:  # the record matters more than its page
+                log.error("no HTML report for %s: %s", name, err)
         if self.outbox is not None:
             self.outbox.add(name, record)
         record["classified_at"] = utc_now()
