@@ -719,3 +719,29 @@ def test_the_report_says_whether_the_film_was_in_scope(tmp_path, scope, shown):
     assert values["PROBABILITY"] == pytest.approx(0.12)
     evidence = report.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
     assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == uid
+
+
+@needs_dcmtk
+def test_the_report_sender_outlives_a_full_disk(films, config, start_node, monkeypatch):
+    from edgexray.edge_runtime import sr
+
+    build = sr.Outbox._build_pending
+    failures = []
+
+    def full_once(self):
+        if not failures:
+            failures.append(1)
+            raise OSError(28, "No space left on device")
+        build(self)
+
+    monkeypatch.setattr(sr.Outbox, "_build_pending", full_once)
+    pacs = Pacs(free_port()).start()
+    try:
+        destination = node.Destination(Pacs.AE_TITLE, "127.0.0.1", pacs.port)
+        running = start_node(replace(config, pacs=destination))
+        uid, path = next(iter(films.items()))
+        assert storescu(running.address[1], [path]).returncode == 0
+        assert wait_for(lambda: len(pacs.received) == 1, 60)
+    finally:
+        pacs.stop()
+    assert failures and set(pacs.by_source()) == {uid}

@@ -213,21 +213,24 @@ class Outbox:
     def _run(self) -> None:
         delay = self.retry_initial
         while not self._stopping.is_set():
-            self._build_pending()
-            items = self.waiting()
-            if not items:
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
-            if self._send(items):
-                delay = self.retry_initial
-                continue
-            log.warning(
-                "%d report(s) wait for %s; next try in %.1f s",
-                len(self.waiting()),
-                self.destination,
-                delay,
-            )
+            try:
+                self._build_pending()
+                items = self.waiting()
+                if not items:
+                    self._wake.wait(1.0)
+                    self._wake.clear()
+                    continue
+                if self._send(items):
+                    delay = self.retry_initial
+                    continue
+                log.warning(
+                    "%d report(s) wait for %s; next try in %.1f s",
+                    len(self.waiting()),
+                    self.destination,
+                    delay,
+                )
+            except Exception as err:  # a full disk: the thread must outlive it, and retry
+                log.error("reports for %s: %s; next try in %.1f s", self.destination, err, delay)
             self._stopping.wait(delay)
             delay = min(2 * delay, self.retry_max)
 
