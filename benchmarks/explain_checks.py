@@ -159,6 +159,22 @@ def time_device_path(classifier, paths, grid) -> dict:
     }
 
 
+def invoke_time(classifier, path, runs: int = 300) -> dict:
+    """The model run alone on one ready input (ms): what the map repeats once per patch,
+    measured beside the films so a loaded machine can be told apart from slow code."""
+    tensor = classifier.model_input(path)
+    for _ in range(30):
+        classifier.run(tensor)
+    wall, cpu = [], []
+    for _ in range(runs):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        classifier.run(tensor)
+        wall.append(1000 * (time.perf_counter() - started))
+        cpu.append(1000 * (time.process_time() - cpu_started))
+    return {"median": statistics.median(wall), "p10": percentile(wall, 10),
+            "cpu_mean": float(np.mean(cpu))}  # fmt: skip
+
+
 def random_model(folder: Path, data_root: Path, sidecar: dict, representative: int) -> Path:
     """The shipped architecture with re-initialised weights, as full int8 with a sidecar."""
     from edgexray.export import convert
@@ -239,7 +255,14 @@ def main() -> None:
         "--part", choices=("all", "timing", "checks"), default="all",
         help="timing: only re-time (kept with the earlier checks); checks: keep the timing",
     )  # fmt: skip
+    parser.add_argument(
+        "--grids", default=",".join(f"{p}/{s}" for p, s in TIMED_GRIDS),
+        help="grids to time, PATCH/STRIDE comma-separated",
+    )  # fmt: skip
+    parser.add_argument("--timing-every", type=int, default=TIMED_EVERY,
+                        help="time every Nth film of test/")  # fmt: skip
     args = parser.parse_args()
+    timed_grids = [tuple(map(int, g.split("/"))) for g in args.grids.split(",")]
     earlier = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     grid = explain.Grid(args.patch, args.stride)
     classifier = infer.Classifier(args.model, threads=1)
@@ -252,13 +275,14 @@ def main() -> None:
         timing = earlier.get("timing")
     else:
         timing = {"load_average_before": os.getloadavg()[0], "grids": []}
-        for patch, stride in TIMED_GRIDS:
+        for patch, stride in timed_grids:
             timed = explain.Grid(patch, stride)
             timing["grids"].append({
                 "patch": patch, "stride": stride, "passes": timed.passes(*input_size),
-                **time_device_path(classifier, every_film[::TIMED_EVERY], timed),
+                **time_device_path(classifier, every_film[:: args.timing_every], timed),
             })  # fmt: skip
         timing["load_average_after"] = os.getloadavg()[0]
+        timing["invoke_ms"] = invoke_time(classifier, every_film[0])
     if args.part == "timing":
         _write({**earlier, "timing": timing})
         return
