@@ -271,9 +271,9 @@ def main() -> None:
     }
     every_film = films["NORMAL"] + films["PNEUMONIA"]
     input_size = (classifier.sidecar["input"]["height"], classifier.sidecar["input"]["width"])
-    if args.part == "checks":
-        timing = earlier.get("timing")
-    else:
+    # Every timing run is kept (with its load average): on a shared machine they differ.
+    timings = earlier.get("timings", [])
+    if args.part != "checks":
         timing = {"load_average_before": os.getloadavg()[0], "grids": []}
         for patch, stride in timed_grids:
             timed = explain.Grid(patch, stride)
@@ -283,8 +283,10 @@ def main() -> None:
             })  # fmt: skip
         timing["load_average_after"] = os.getloadavg()[0]
         timing["invoke_ms"] = invoke_time(classifier, every_film[0])
+        timing["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        timings = [*timings, timing] if args.part == "timing" else [timing]
     if args.part == "timing":
-        _write({**earlier, "timing": timing})
+        _write({**earlier, "timings": timings})
         return
 
     rng = np.random.default_rng(SEED)
@@ -317,7 +319,7 @@ def main() -> None:
         "grid": {"patch": grid.patch, "stride": grid.stride, "passes": grid.passes(*input_size)},
         "machine": {"cpu": platform.processor() or platform.machine(),
                     "cores": os.cpu_count(), "python": platform.python_version()},  # fmt: skip
-        "timing": timing,
+        "timings": timings,
         "border": {
             "definition": f"outer {BORDER:.0%} of each side of the model input",
             "area_share": border_area,
