@@ -53,12 +53,18 @@ PNG16_PERCENTILES = (0.5, 99.5)
 # Only the formats the project documents are decoded: Pillow would otherwise hand a
 # PostScript file named .jpg to Ghostscript, or read a TIFF nobody validated.
 IMAGE_FORMATS = ("JPEG", "PNG")
+# The classes in the order edgexray trains them: index = model target, so the one output
+# value speaks of LABELS[1]. Training, the host's gate and every sidecar use this table;
+# a sidecar naming other classes, or these in another order, would print pneumonia as
+# NORMAL, so it is refused (the host imports it from here: the device cannot import edgexray).
+LABELS = ("NORMAL", "PNEUMONIA")
+POSITIVE_LABEL = LABELS[1]
+# What the model's one output value is: "logit" (edgexray 0.2 on: the host takes the
+# sigmoid, so a uint8 output keeps its resolution) or "probability" (sigmoid in the model).
+# A sidecar must say which: read the wrong way, a logit of 4.3 would be "probability" 4.3.
+OUTPUT_KINDS = ("logit", "probability")
 # Labels end up in labels.txt, CSV headers and the Android README's Kotlin strings: plain
 # names only, so no newline or quote can break any of them.
-# What the model's one output value is: "logit" (edgexray 0.2 on: the host takes the
-# sigmoid, so a uint8 output keeps its resolution) or "probability" (sigmoid in the model;
-# also what a sidecar without "kind" means).
-OUTPUT_KINDS = ("logit", "probability")
 LABEL_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9 _-]{0,31}")
 # A film spreads over many grey levels: 300 random films of the Kaggle set, resized to
 # 128 x 128, all had a standard deviation of at least 28 and at least 143 levels. Below
@@ -344,7 +350,7 @@ def sigmoid(logit):
     return np.exp(-np.logaddexp(0.0, -logit))
 
 
-def run_interpreter(interpreter, image: np.ndarray, output_kind: str = "probability") -> float:
+def run_interpreter(interpreter, image: np.ndarray, output_kind: str) -> float:
     """Run one float image (H, W, 1) in [0, 1] and return the pneumonia probability.
 
     Quantized models get their input quantized and their output dequantized with the
@@ -358,8 +364,19 @@ def run_interpreter(interpreter, image: np.ndarray, output_kind: str = "probabil
 
 
 def to_probability(output: float, output_kind: str) -> float:
-    """The pneumonia probability from the model's dequantized output (OUTPUT_KINDS)."""
-    return float(sigmoid(output)) if output_kind == "logit" else output
+    """The pneumonia probability from the model's dequantized output (OUTPUT_KINDS).
+
+    Raises:
+        InferenceError: the value is not a probability in [0, 1] (a logit model whose
+            sidecar says "probability"): it is never printed or compared as one.
+    """
+    probability = float(sigmoid(output)) if output_kind == "logit" else output
+    if not 0.0 <= probability <= 1.0:  # also refuses NaN
+        raise InferenceError(
+            f"the model gave {probability:g}, not a probability in [0, 1]: its sidecar's "
+            f"output.kind {output_kind!r} does not describe this model"
+        )
+    return probability
 
 
 def invoke(interpreter, batch: np.ndarray, input_detail: dict, output_detail: dict) -> float:
@@ -444,8 +461,9 @@ def load_sidecar(model_path: str | Path) -> dict:
 
 
 def _sidecar_problem(sidecar: dict) -> str | None:
-    """What makes a sidecar unusable, or None. A wrong threshold or label order would not
-    crash: it would silently call pneumonia normal, so both are checked."""
+    """What makes a sidecar unusable, or None, checking it as a whole. A wrong threshold,
+    label order, positive label or output kind would not crash: it would silently call
+    pneumonia normal, so each is checked."""
     labels, threshold, spec = sidecar["labels"], sidecar["threshold"], sidecar["input"]
     if not (
         isinstance(labels, list)
@@ -458,8 +476,13 @@ def _sidecar_problem(sidecar: dict) -> str | None:
         return (
             "labels must be plain names (a letter, then up to 31 letters, digits, spaces, _ or -)"
         )
-    if sidecar.get("positive_label", labels[1]) != labels[1]:
-        return f"positive_label {sidecar['positive_label']!r} is not the second label"
+    if labels != list(LABELS):
+        return (
+            f"labels {labels} are not the order the model was trained in, {list(LABELS)} "
+            f"(its output is the probability of {POSITIVE_LABEL})"
+        )
+    if sidecar.get("positive_label") != POSITIVE_LABEL:
+        return f"positive_label must be {POSITIVE_LABEL!r}, got {sidecar.get('positive_label')!r}"
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
         return "threshold must be a number"
     if not 0.0 <= threshold <= 1.0:  # also refuses NaN
@@ -470,8 +493,30 @@ def _sidecar_problem(sidecar: dict) -> str | None:
     if spec["normalization"] not in ("equalize", "scale"):
         return f"unknown input.normalization {spec['normalization']!r}"
     output = sidecar["output"]
-    if not isinstance(output, dict) or output.get("kind", "probability") not in OUTPUT_KINDS:
-        return f"output.kind must be one of {', '.join(OUTPUT_KINDS)}"
+    if not isinstance(output, dict) or output.get("kind") not in OUTPUT_KINDS:
+        return f"output.kind must be one of {', '.join(OUTPUT_KINDS)} (what the output value is)"
+    return None
+
+
+def output_range_problem(output_detail: dict, output_kind: str) -> str | None:
+    """Why an integer output cannot be what output.kind says, or None.
+
+    A quantized output's scale and zero point bound every value it can take; a sigmoid's
+    output lies in [0, 1], so a wider range means the model emits the logit. (A float
+    output has no such bound: `to_probability` checks each value instead.)
+    """
+    if output_kind != "probability" or not np.issubdtype(output_detail["dtype"], np.integer):
+        return None
+    scale, zero_point = output_detail["quantization"]
+    if not scale:
+        return None
+    info = np.iinfo(output_detail["dtype"])
+    low, high = (info.min - zero_point) * scale, (info.max - zero_point) * scale
+    if low < -1e-6 or high > 1.0 + 1e-6:
+        return (
+            f"the sidecar says output.kind 'probability', but the output ranges over "
+            f"[{low:.3g}, {high:.3g}]: the model emits the logit"
+        )
     return None
 
 
@@ -499,7 +544,10 @@ class Classifier:
             raise InferenceError(f"{model_path}: expected one output value")
         self.threshold = float(self.sidecar["threshold"])
         self.labels = [str(label) for label in self.sidecar["labels"]]
-        self.output_kind = self.sidecar["output"].get("kind", "probability")
+        self.output_kind = self.sidecar["output"]["kind"]
+        problem = output_range_problem(outputs[0], self.output_kind)
+        if problem:
+            raise InferenceError(f"{model_path}: {problem}")
         # Read once: the interpreter builds these dicts afresh on every call.
         self.input_detail = self.interpreter.get_input_details()[0]
         self.output_detail = outputs[0]

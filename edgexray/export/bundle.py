@@ -41,8 +41,8 @@ log = logging.getLogger("edgexray")
 
 TARGETS = ("rpi", "android")
 BUNDLE_SCHEMA = "edgexray.bundle/1"
-MANIFEST = "bundle.json"
-CHECKSUMS = "SHA256SUMS"
+MANIFEST = artifacts.BUNDLE_MANIFEST  # bundle.json
+CHECKSUMS = artifacts.BUNDLE_CHECKSUMS  # SHA256SUMS
 CHECK_SIZE = (300, 260)  # height, width of the check image: both axes shrink, unequally
 # The android preprocessing as Java, byte-identical to infer.py (tests/test_android_preprocess.py).
 ANDROID_PREPROCESS = Path(__file__).parent / "android" / "EdgexrayPreprocess.java"
