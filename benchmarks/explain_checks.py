@@ -86,9 +86,8 @@ def border_group(facts: list[dict]) -> dict:
 
 def occluded_probability(classifier, tensor: np.ndarray, area: np.ndarray) -> float:
     """The probability with the pixels of `area` set to the input's mean, as the map does."""
-    fill = np.round(tensor.mean()) if tensor.dtype.kind in "iu" else tensor.mean()
     occluded = tensor.copy()
-    occluded[0, area, 0] = np.asarray(fill).astype(tensor.dtype)
+    occluded[0, area, 0] = explain.fill_value(tensor)
     return classifier.run(occluded)
 
 
