@@ -866,4 +866,11 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m edgexray.edge_runtime.infer`, this file is __main__ while its
+    # siblings import it again as the package's infer: run that one, so that both raise
+    # and catch the same ImageError.
+    try:
+        from . import infer as _package_infer
+    except ImportError:  # a lone copy run as a script: it has no siblings
+        _package_infer = sys.modules[__name__]
+    sys.exit(_package_infer.main())
