@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import fcntl
+import io
+import json
 import os
+import struct
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+from conftest import SHARED_TRAIN, synthetic_xray
+from PIL import Image
 from typer.testing import CliRunner
 
 from edgexray import artifacts
 from edgexray.benchmarks.harness import BenchmarkConfig
 from edgexray.cli import app
+from edgexray.edge_runtime import REFERENCE_MODEL, infer
 from edgexray.errors import EdgexrayError
 from edgexray.run import find_data
 
@@ -71,3 +79,48 @@ def test_usage_errors_are_one_line(args, message):
     assert result.returncode == 2
     assert result.stderr.startswith(message) and len(result.stderr.splitlines()) == 1
     assert result.stdout == ""
+
+
+def corrupt_exif_jpeg(path: Path) -> Path:
+    """A JPEG whose EXIF block names tag data far past its end."""
+    entries = [(0x010F, 2, 100, 0x1000), (0x0112, 3, 1, 6 << 16)]
+    ifd = struct.pack(">H", len(entries)) + b"".join(struct.pack(">HHII", *e) for e in entries)
+    film = np.asarray(synthetic_xray(np.random.default_rng(3), pneumonia=True, size=(96, 80)))
+    Image.fromarray(film).save(path, exif=b"Exif\0\0MM\0\x2a\0\0\0\x08" + ifd + b"\0\0\0\0")
+    return path
+
+
+def test_a_jpeg_with_a_corrupt_exif_block_leaks_no_warning(tmp_path):
+    film = corrupt_exif_jpeg(tmp_path / "bad exif.jpeg")
+    result = subprocess.run(
+        [sys.executable, "-m", "edgexray.edge_runtime.infer", "--model", str(REFERENCE_MODEL),
+         str(film)], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr and "warn(" not in result.stderr
+    assert "probability" in json.loads(result.stdout)
+
+
+def test_a_two_tone_image_gets_a_quality_warning(tmp_path):
+    blocks = (np.random.default_rng(0).random((25, 20)) > 0.5).astype(np.uint8) * 255
+    Image.fromarray(np.kron(blocks, np.ones((40, 40), np.uint8))).save(tmp_path / "two.png")
+    record = infer.Classifier(REFERENCE_MODEL).classify(tmp_path / "two.png")
+    assert "two-tone" in record["quality_warning"]
+    films = sorted(SHARED_TRAIN.glob("*/*.jpeg"))[:20] if SHARED_TRAIN.is_dir() else []
+    for film in films:  # real films stay unflagged
+        assert infer.two_tone_share(infer.load_grayscale(film)) < infer.TWO_TONE_SHARE
+
+
+def test_records_of_non_utf8_file_names_are_valid_text(tmp_path):
+    folder = tmp_path / "films"
+    folder.mkdir()
+    name = os.fsdecode(b"film \xe9.png")
+    synthetic_xray(np.random.default_rng(1), pneumonia=False).save(folder / name)
+    (folder / os.fsdecode(b"broken \xff.png")).write_bytes(b"not a film")
+    stream = io.StringIO()
+    infer.run(REFERENCE_MODEL, [folder], stream=stream)
+    for line in stream.getvalue().splitlines():
+        line.encode("utf-8")  # no lone surrogate
+        assert "\\udc" not in line
+    paths = sorted(json.loads(line)["path"] for line in stream.getvalue().splitlines())
+    assert [Path(p).name for p in paths] == ["broken \\xff.png", "film \\xe9.png"]
