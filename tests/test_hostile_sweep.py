@@ -6,9 +6,13 @@ import fcntl
 import io
 import json
 import os
+import shutil
+import signal
+import socket
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +128,68 @@ def test_records_of_non_utf8_file_names_are_valid_text(tmp_path):
         assert "\\udc" not in line
     paths = sorted(json.loads(line)["path"] for line in stream.getvalue().splitlines())
     assert [Path(p).name for p in paths] == ["broken \\xff.png", "film \\xe9.png"]
+
+
+@pytest.mark.slow
+def test_sigterm_during_quantize_leaves_no_temporary_savedmodel(tiny_run, tmp_path):
+    run_dir = tmp_path / "run copy"
+    shutil.copytree(tiny_run, run_dir)
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    command = [sys.executable, "-c", "from edgexray.cli import app; app()", "quantize",
+               str(run_dir), "--method", "int8"]  # fmt: skip
+    process = subprocess.Popen(
+        command, env=dict(os.environ, TMPDIR=str(private_tmp)), stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 600
+    while not any(private_tmp.iterdir()) and process.poll() is None:
+        assert time.monotonic() < deadline, "no temporary folder appeared"
+        time.sleep(0.02)
+    assert process.poll() is None, "quantize ended before the converter made its SavedModel"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "error: terminated"
+    assert list(private_tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "task, message",
+    [
+        ({"type": ["worker"], "index": 0}, 'task type \\["worker"\\] is not a job'),
+        ({"type": {"worker": 0}, "index": 0}, "task type .* is not a job"),
+        ({"type": "worker", "index": "0"}, 'index must be a whole number .*, got "0"'),
+        ({"type": "worker", "index": True}, "index must be a whole number .*, got true"),
+        ({"type": "worker", "index": 2}, "worker:2 is not in the cluster \\(2 worker"),
+    ],
+)
+def test_odd_tf_config_tasks_are_one_clear_line(task, message):
+    from edgexray.pipeline import distribute
+
+    tf_config = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": task}
+    with pytest.raises(EdgexrayError, match=message):
+        distribute.cluster_from_env({"TF_CONFIG": json.dumps(tf_config)})
+
+
+@pytest.mark.slow
+def test_a_peer_that_is_not_tensorflow_ends_in_one_line_not_a_hang(tmp_path):
+    with socket.socket() as impostor, socket.socket() as free:
+        impostor.bind(("127.0.0.1", 0))
+        impostor.listen()  # accepts connections, never speaks gRPC
+        free.bind(("127.0.0.1", 0))
+        ports = free.getsockname()[1], impostor.getsockname()[1]
+        free.close()
+        tf_config = {"cluster": {"chief": [f"127.0.0.1:{ports[0]}"],
+                                 "worker": [f"127.0.0.1:{ports[1]}"]},
+                     "task": {"type": "chief", "index": 0}}  # fmt: skip
+        code = ("from edgexray.pipeline import distribute\n"
+                "distribute.CLUSTER_TIMEOUT_SECONDS = 15\n"
+                "distribute.strategy('multiworker')\n")  # fmt: skip
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=dict(os.environ, TF_CONFIG=json.dumps(tf_config)),
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "did not start within 15 s" in result.stderr.strip().splitlines()[-1]
+    assert time.monotonic() - started < 300
