@@ -6,8 +6,6 @@ import fcntl
 import io
 import json
 import os
-import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -130,27 +128,33 @@ def test_records_of_non_utf8_file_names_are_valid_text(tmp_path):
     assert [Path(p).name for p in paths] == ["broken \\xff.png", "film \\xe9.png"]
 
 
-@pytest.mark.slow
-def test_sigterm_during_quantize_leaves_no_temporary_savedmodel(tiny_run, tmp_path):
-    run_dir = tmp_path / "run copy"
-    shutil.copytree(tiny_run, run_dir)
-    private_tmp = tmp_path / "tmp"
-    private_tmp.mkdir()
-    command = [sys.executable, "-c", "from edgexray.cli import app; app()", "quantize",
-               str(run_dir), "--method", "int8"]  # fmt: skip
-    process = subprocess.Popen(
-        command, env=dict(os.environ, TMPDIR=str(private_tmp)), stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 600
-    while not any(private_tmp.iterdir()) and process.poll() is None:
-        assert time.monotonic() < deadline, "no temporary folder appeared"
-        time.sleep(0.02)
-    assert process.poll() is None, "quantize ended before the converter made its SavedModel"
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 143, stderr
-    assert stderr.strip().splitlines()[-1] == "error: terminated"
-    assert list(private_tmp.iterdir()) == []
+SIGTERM_PROGRAM = """
+import os, signal, sys, tempfile, time
+import typer
+from edgexray.cli import user_errors
+
+@user_errors
+def command():
+    with tempfile.TemporaryDirectory(dir=sys.argv[1]) as saved_model:  # as the converter's
+        open(os.path.join(saved_model, "saved_model.pb"), "wb").write(bytes(5_500_000))
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)
+
+try:
+    command()
+except typer.Exit as stop:
+    sys.exit(stop.exit_code)
+"""
+
+
+def test_sigterm_stops_a_command_cleanly_removing_its_temporary_folders(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", SIGTERM_PROGRAM, str(tmp_path)], capture_output=True, text=True,
+        timeout=120, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert result.returncode == 143, result.stderr
+    assert result.stderr.strip() == "error: terminated"
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -193,3 +197,14 @@ def test_a_peer_that_is_not_tensorflow_ends_in_one_line_not_a_hang(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert "did not start within 15 s" in result.stderr.strip().splitlines()[-1]
     assert time.monotonic() - started < 300
+
+
+def test_memory_is_bounded_by_decoded_bytes_not_pixels(tmp_path, monkeypatch):
+    monkeypatch.setattr(infer, "MAX_DECODED_BYTES", 3_000_000)
+    grey = np.full((1000, 1000), 128, np.uint8)
+    Image.fromarray(grey).save(tmp_path / "grey.png")  # 1 MB decoded
+    rgba = np.dstack([grey, grey, grey, np.full_like(grey, 255)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")  # the same pixels, 4 MB
+    assert infer.load_grayscale(tmp_path / "grey.png").shape == (1000, 1000)
+    with pytest.raises(infer.ImageError, match="1000x1000 RGBA decodes to 3 MiB, over the 2 MiB"):
+        infer.load_grayscale(tmp_path / "rgba.png")

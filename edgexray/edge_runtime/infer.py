@@ -51,6 +51,13 @@ warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImageP
 # Larger images are refused as decompression bombs. Real chest films are at most about
 # 4500 x 4500 pixels; 50 megapixels leaves room and still bounds memory.
 MAX_PIXELS = 50_000_000
+# The pixel limit alone lets a colour image with alpha under it need gigabytes: memory
+# goes by decoded bytes, and grey conversion makes up to four more copies of an RGBA image.
+# 64 MiB keeps the largest films (4500 x 4500 RGB, 61 MB; 16-bit grey, 40 MB) and bounds
+# the decoding peak to a few hundred MB on a 512 MB device.
+MAX_DECODED_BYTES = 64 << 20
+MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "I;16": 2, "I;16B": 2,
+              "I;16L": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3}  # fmt: skip
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".dcm")
 # A 16-bit PNG is windowed on these percentiles of its values, not its minimum and maximum:
 # one hot pixel or a burned-in marker at full scale would leave a few grey levels.
@@ -194,6 +201,12 @@ def _load_picture(path: str | Path, max_pixels: int) -> tuple[np.ndarray, str]:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise ImageError(_bomb_message(path, width, height, max_pixels))
+                decoded = width * height * MODE_BYTES.get(image.mode, 4)
+                if decoded > MAX_DECODED_BYTES:
+                    raise ImageError(
+                        f"{path}: {width}x{height} {image.mode} decodes to {decoded >> 20} MiB, "
+                        f"over the {MAX_DECODED_BYTES >> 20} MiB limit (a device has little memory)"
+                    )
                 image.load()  # decode now, so a truncated file fails here
                 # In place: a film is megabytes, and every copy counts on a small device.
                 kind = image.format
