@@ -52,11 +52,36 @@ def border_mask(height: int, width: int, share: float = BORDER) -> np.ndarray:
     return mask
 
 
-def border_share(saliency: np.ndarray) -> float | None:
-    """Share of the positive map in the border; None when nothing argues for pneumonia."""
-    positive = np.maximum(saliency, 0.0)
-    total = float(positive.sum())
-    return float(positive[border_mask(*saliency.shape)].sum() / total) if total > 0 else None
+def share_in(part: np.ndarray, mass: np.ndarray) -> float | None:
+    """Share of a non-negative map's mass inside `part`; None when there is no mass."""
+    total = float(mass.sum())
+    return float(mass[part].sum() / total) if total > 0 else None
+
+
+def border_facts(saliency: np.ndarray) -> dict:
+    """Where one film's evidence lies: the border's share of the evidence for pneumonia
+    (positive map) and against it (negative map), the mean evidence for pneumonia per
+    pixel in the border and in the centre (logit), and whether the peak is in the border."""
+    border = border_mask(*saliency.shape)
+    positive, negative = np.maximum(saliency, 0.0), np.maximum(-saliency, 0.0)
+    peak = np.unravel_index(np.argmax(saliency), saliency.shape)
+    return {
+        "positive_share": share_in(border, positive),
+        "negative_share": share_in(border, negative),
+        "positive_per_pixel_border": float(positive[border].mean()),
+        "positive_per_pixel_centre": float(positive[~border].mean()),
+        "peak_in_border": bool(border[peak]),
+    }
+
+
+def border_group(facts: list[dict]) -> dict:
+    return {
+        "films": len(facts),
+        **{key: summary([f[key] for f in facts]) for key in (
+            "positive_share", "negative_share", "positive_per_pixel_border",
+            "positive_per_pixel_centre")},
+        "peak_in_border": sum(f["peak_in_border"] for f in facts),
+    }  # fmt: skip
 
 
 def occluded_probability(classifier, tensor: np.ndarray, area: np.ndarray) -> float:
@@ -93,6 +118,8 @@ def percentile(values, q) -> float:
 
 def summary(values) -> dict:
     values = [v for v in values if v is not None]
+    if not values:
+        return {"n": 0}
     return {
         "n": len(values),
         "mean": float(np.mean(values)),
@@ -238,16 +265,14 @@ def main() -> None:
 
     rng = np.random.default_rng(SEED)
     border = {"NORMAL": [], "PNEUMONIA": []}
-    argmax_in_border = {"NORMAL": 0, "PNEUMONIA": 0}
     deletion = []
     for label, paths in films.items():
         for path in paths:
             gray = infer.resized_grayscale(path, classifier.sidecar["input"])
             explanation = explain.occlusion_map(classifier, gray, grid)
             saliency = explanation.saliency
-            border[label].append(border_share(saliency))
-            peak = np.unravel_index(np.argmax(saliency), saliency.shape)
-            argmax_in_border[label] += bool(border_mask(*saliency.shape)[peak])
+            called = explanation.probability >= classifier.threshold
+            border[label].append({**border_facts(saliency), "called_pneumonia": called})
             if label != "PNEUMONIA":
                 continue
             tensor = np.array(classifier.tensor_of(gray))
@@ -272,14 +297,15 @@ def main() -> None:
         "border": {
             "definition": f"outer {BORDER:.0%} of each side of the model input",
             "area_share": border_area,
-            **{label.lower(): summary(values) for label, values in border.items()},
-            "argmax_in_border": {
-                label.lower(): f"{count}/{len(films[label])}"
-                for label, count in argmax_in_border.items()
-            },
-            "films_with_no_positive_evidence": {
-                label.lower(): sum(v is None for v in values) for label, values in border.items()
-            },
+            "normal": border_group(border["NORMAL"]),
+            "pneumonia": border_group(border["PNEUMONIA"]),
+            # The false alarms: normal films called pneumonia, against those called normal.
+            "normal_called_pneumonia": border_group(
+                [f for f in border["NORMAL"] if f["called_pneumonia"]]
+            ),
+            "normal_called_normal": border_group(
+                [f for f in border["NORMAL"] if not f["called_pneumonia"]]
+            ),
         },
         "deletion": {
             "films": len(deletion),

@@ -452,3 +452,18 @@ def copy_reference_model(run_dir: Path, destination: Path) -> Path:
     sidecar = artifacts.read_json(source.with_suffix(".json"))
     artifacts.write_json(target.with_suffix(".json"), {**sidecar, "model_file": target.name})
     return target
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """A readable table of a run() summary: each stage's status and seconds, and what to
+    deploy."""
+    lines = [f"{'stage':<10} {'status':<20} {'seconds':>8}"]
+    for stage, status in summary["stages"].items():
+        seconds = "" if status["seconds"] is None else status["seconds"]  # not recorded
+        lines.append(f"{stage:<10} {status['status']:<20} {seconds:>8}")
+    selected = summary["selected"]
+    calibrated = (
+        f" calibrated as {selected['calibrated_model']}" if "calibrated_model" in selected else ""
+    )
+    lines.append(f"recall gate: passed; deploy {selected['model']}{calibrated}")
+    return lines

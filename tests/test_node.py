@@ -423,9 +423,21 @@ def _succeeded(log: str, films: dict[str, Path]) -> set[str]:
     return succeeded
 
 
-def test_serve_from_infer_py_copied_alone_says_it_needs_node_py(device):
+def test_serve_from_the_device_launcher_checks_its_arguments_in_one_line(device):
     result = subprocess.run(
         [sys.executable, str(device / "infer.py"), "serve", "--state", "x"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: the following arguments are required: --allow-ae (see --help)"
+    )
+
+
+def test_serve_from_infer_py_run_without_its_package_says_it_needs_node_py(tmp_path):
+    shutil.copyfile(infer.__file__, tmp_path / "infer.py")
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "infer.py"), "serve", "--state", "x"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2
@@ -612,8 +624,6 @@ def test_the_node_unit_is_valid_for_systemd(rpi_bundle, tmp_path):
 
 @needs_dcmtk
 def test_the_rpi_bundle_serves_dicom_without_tensorflow(rpi_bundle, tmp_path, films):
-    if not (rpi_bundle / "edge_runtime" / "node.py").is_file():
-        pytest.xfail("the bundle ships infer.py alone until it ships the edge_runtime package")
     device = tmp_path / "pi"
     shutil.copytree(rpi_bundle, device)
     state = tmp_path / "node state"
@@ -633,3 +643,34 @@ def test_the_rpi_bundle_serves_dicom_without_tensorflow(rpi_bundle, tmp_path, fi
     assert attempted_imports(env) == []
     assert {r["sop_instance_uid"] for r in records(state)} == set(sent)
     assert all(r["label"] in LABELS for r in records(state))
+
+
+@needs_dcmtk
+def test_a_compressed_film_is_stored_as_sent_and_classified(tmp_path, config, start_node):
+    from pydicom import dcmread
+    from pydicom.uid import JPEG2000Lossless
+
+    path = tmp_path / "j2k film.dcm"
+    write_film(path, small_films(96)[2])
+    film = dcmread(path)
+    film.compress(JPEG2000Lossless)  # with a new SOP Instance UID
+    uid = film.SOPInstanceUID
+    film.save_as(path)
+    running = start_node(config)
+    assert storescu(running.address[1], [path], MODALITY_AE, "-xv").returncode == 0  # J2K
+    assert running.wait_idle(30)
+    (record,) = records(config.state)
+    assert record["label"] in LABELS
+    stored = dcmread(record["path"], stop_before_pixels=True)
+    assert (stored.SOPInstanceUID, stored.file_meta.TransferSyntaxUID) == (uid, JPEG2000Lossless)
+
+
+def test_compressed_syntaxes_are_offered_only_when_a_decoder_is_installed(monkeypatch):
+    from pydicom.pixels.decoders import base
+
+    class Missing:
+        is_available = False
+
+    assert set(node.COMPRESSED) & set(node.transfer_syntaxes())  # this venv has decoders
+    monkeypatch.setattr(base, "get_decoder", lambda uid: Missing())
+    assert node.transfer_syntaxes() == list(node.UNCOMPRESSED)

@@ -191,18 +191,14 @@ def test_predict_report_never_overwrites_a_file(tmp_path, lesion_model, films):
     assert page_path.read_text() == "a user's page"
 
 
-def device_package(folder: Path, model: Path) -> Path:
-    """edge_runtime/ copied as a package next to the model, as a bundle ships it."""
-    shutil.copytree(Path(infer.__file__).parent, folder / "edge_runtime",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-    for suffix in (".tflite", ".json"):
-        shutil.copyfile(model.with_suffix(suffix), folder / f"model{suffix}")
-    return folder
-
-
 def test_device_explains_and_reports_without_tensorflow(tmp_path, lesion_model, films):
-    device = device_package(tmp_path / "edge device", lesion_model)
-    args = [sys.executable, "-m", "edge_runtime.infer", "--model", "model.tflite", str(films),
+    from edgexray.export.bundle import write_runtime
+
+    device = tmp_path / "edge device"
+    launcher = write_runtime(device)  # edge_runtime/ and infer.py, as a bundle holds them
+    for suffix in (".tflite", ".json"):
+        shutil.copyfile(lesion_model.with_suffix(suffix), device / f"model{suffix}")
+    args = [sys.executable, str(launcher), "--model", "model.tflite", str(films),
             "--explain", "heat maps", "--report", "batch report.html"]  # fmt: skip
     result = run_blocked(args, tmp_path, cwd=device)
     assert result.returncode == 3, result.stderr
@@ -214,9 +210,12 @@ def test_device_explains_and_reports_without_tensorflow(tmp_path, lesion_model, 
     assert "notes.png</h3>" in page and report.DISCLAIMER in page
 
 
-def test_infer_copied_alone_says_explain_needs_the_package(tmp_path, device, films):
+def test_infer_copied_alone_says_explain_needs_the_package(tmp_path, films):
+    alone = tmp_path / "infer alone"
+    alone.mkdir()
+    shutil.copyfile(infer.__file__, alone / "infer.py")
     result = run_blocked(
-        [sys.executable, str(device / "infer.py"), "--model", str(REFERENCE_MODEL), str(films),
+        [sys.executable, str(alone / "infer.py"), "--model", str(REFERENCE_MODEL), str(films),
          "--explain", str(tmp_path / "maps")], tmp_path,
     )  # fmt: skip
     assert result.returncode == 2 and "edge_runtime package" in result.stderr
@@ -245,17 +244,6 @@ def test_chromium_renders_the_report(tmp_path, lesion_model, films):
     assert reds.sum() > 500  # the disclaimer's frame and the probability bars
 
 
-LAUNCHER = """\
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from edge_runtime.infer import main
-
-sys.exit(main())
-"""
-
-
 def test_watch_folder_writes_heatmaps_and_a_report_when_asked(tmp_path, lesion_model, films):
     from edge_support import make_venv
 
@@ -264,10 +252,6 @@ def test_watch_folder_writes_heatmaps_and_a_report_when_asked(tmp_path, lesion_m
     home = tmp_path / "pi home"
     bundle = home / "edgexray"
     make_bundle(BundleConfig(str(lesion_model), "rpi", str(bundle)))
-    if not (bundle / "edge_runtime").is_dir():  # bundles that ship infer.py alone
-        device_package(tmp_path / "package", lesion_model)
-        shutil.copytree(tmp_path / "package" / "edge_runtime", bundle / "edge_runtime")
-        (bundle / "infer.py").write_text(LAUNCHER)
     make_venv(bundle)
     inbox = home / "inbox"
     shutil.copytree(films, inbox)

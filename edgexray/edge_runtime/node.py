@@ -58,18 +58,23 @@ STORAGE_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
 }
 VERIFICATION_CLASS = "1.2.840.10008.1.1"
-# Uncompressed, deflated, and the compressed syntaxes the dicom extra's pylibjpeg plugins
-# decode (JPEG baseline, extended and lossless, JPEG 2000, RLE). A modality offering only
-# another one (JPEG-LS) is refused that context and converts, as DICOM expects.
-TRANSFER_SYNTAXES = (
+# Uncompressed films are always accepted; a compressed syntax only when the installed
+# pydicom plugins decode it (the dicom extra: JPEG, JPEG 2000, RLE; highdicom brings
+# JPEG-LS), so a modality is never told "stored" for a film no decoder here can read: it
+# sends that film in another syntax it offered, as DICOM negotiation expects.
+UNCOMPRESSED = (
     "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
     "1.2.840.10008.1.2",  # Implicit VR Little Endian
     "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
     "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old units)
+)
+COMPRESSED = (
     "1.2.840.10008.1.2.4.50",  # JPEG Baseline
     "1.2.840.10008.1.2.4.51",  # JPEG Extended
     "1.2.840.10008.1.2.4.57",  # JPEG Lossless
     "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
     "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
     "1.2.840.10008.1.2.4.91",  # JPEG 2000
     "1.2.840.10008.1.2.5",  # RLE Lossless
@@ -88,7 +93,8 @@ ACSE_TIMEOUT = 10.0  # a modality sends its request at once after connecting
 # A UID is digits and dots (PS3.5 9.1), at most 64: safe as a file name as it is.
 UID_PATTERN = re.compile(r"[0-9]+(\.[0-9]+)*")
 AE_TITLE_PATTERN = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # no backslash or control
-INCOMING, CLASSIFIED, OUTBOX, RESULTS = "incoming", "classified", "outbox", "results.jsonl"
+INCOMING, CLASSIFIED, OUTBOX, REPORTS = "incoming", "classified", "outbox", "reports"
+RESULTS = "results.jsonl"
 TEMPORARY_PREFIX = ".part-"
 # P-DATA beyond the object limit by more than the command set and PDU headers can explain:
 # the association is aborted there, so a huge object is never held whole in memory.
@@ -140,6 +146,8 @@ class NodeConfig:
         pacs: send a Structured Report per film there (AE@host:port); None: do not.
         retry_initial, retry_max: the back-off between attempts to reach the PACS.
         threads: interpreter threads (None: the runtime's choice).
+        reports: also write each film's HTML report with its heatmap (report.py,
+            explain.py) to reports/; the record names it ("report").
     """
 
     model: Path
@@ -160,6 +168,7 @@ class NodeConfig:
     retry_initial: float = 5.0
     retry_max: float = 300.0
     threads: int | None = None
+    reports: bool = False
     networks: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -200,6 +209,21 @@ def _check_ae_title(title: str, what: str) -> None:
         raise InferenceError(
             f"{what} {title!r} must be 1 to 16 printable characters without a backslash"
         )
+
+
+def transfer_syntaxes() -> list[str]:
+    """The transfer syntaxes offered for storage: UNCOMPRESSED, and each of COMPRESSED that
+    an installed pydicom plugin decodes."""
+    from pydicom.pixels.decoders.base import get_decoder
+
+    decodable = []
+    for uid in COMPRESSED:
+        try:
+            if get_decoder(uid).is_available:
+                decodable.append(uid)
+        except (NotImplementedError, ValueError):  # no decoder exists for it at all
+            pass
+    return [*UNCOMPRESSED, *decodable]
 
 
 def require_node_libraries() -> None:
@@ -480,8 +504,9 @@ class Node:
         ae.dimse_timeout = self.config.idle_timeout
         ae.maximum_pdu_size = 64 * 1024
         ae.add_supported_context(VERIFICATION_CLASS)
+        syntaxes = transfer_syntaxes()
         for sop_class in STORAGE_CLASSES:
-            ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
+            ae.add_supported_context(sop_class, syntaxes)
         return ae
 
     def _ssl_context(self):
@@ -666,12 +691,36 @@ class Node:
         record["received_at"] = datetime.datetime.fromtimestamp(
             received, datetime.timezone.utc
         ).isoformat(timespec="microseconds")
+        if self.config.reports:
+            record["report"] = str(self._write_report(source, record))
         if self.outbox is not None:
             self.outbox.add(source, record)
         record["classified_at"] = utc_now()
         self.state.results.append(record)
         self.state.finish(name)
         log.info("%s: %s", name, record.get("label") or f"error: {record.get('error')}")
+
+    def _write_report(self, film: Path, record: dict) -> Path:
+        """The film's HTML report (heatmap included), as `infer.py --report` writes one for a
+        batch; named by the film's UID, so a film classified again after a crash rewrites
+        its own report."""
+        from dataclasses import replace
+
+        from . import explain, report
+        from .infer import write_atomic
+
+        entries: list = []
+        for _ in explain.explain_records(self.classifier, [{**record, "path": str(film)}],
+                                         entries=entries):  # fmt: skip
+            pass
+        entry = replace(entries[0], record=record)  # the path the film will have
+        folder = self.state.folder / REPORTS
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{record['sop_instance_uid']}.html"
+        page = report.render([entry], self.classifier.sidecar, self.config.model,
+                             explain.legend_html(explain.DEFAULT_GRID))  # fmt: skip
+        write_atomic(path, page.encode("utf-8"))
+        return path
 
 
 def film_identity(path: Path) -> dict:
@@ -734,6 +783,8 @@ def parser(prog: str = "infer.py serve", default_model: Path | None = None):
     p.add_argument("--allow-address", action="append", default=[], metavar="IP_OR_CIDR",
                    help="a source address or network to accept (default: any)")  # fmt: skip
     p.add_argument("--pacs", metavar="AE@HOST:PORT", help="send a Structured Report per film there")
+    p.add_argument("--reports", action="store_true",
+                   help="also write each film's HTML report in STATE/reports")  # fmt: skip
     for flag, kind, text in OPTIONS:
         default = defaults[_field(flag)]
         shown = "" if default is None else f" (default: {default})"
@@ -750,6 +801,7 @@ def config_from(args) -> NodeConfig:
         allowed_aes=tuple(args.allow_ae),
         allowed_networks=tuple(args.allow_address),
         pacs=Destination.parse(args.pacs) if args.pacs else None,
+        reports=args.reports,
         **{_field(flag): getattr(args, _field(flag)) for flag, _, _ in OPTIONS},
     )
 
