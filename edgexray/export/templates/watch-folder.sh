@@ -73,7 +73,7 @@ crashed() {  # infer.py died ($1: its exit status) on $batch
             part=$((part + 1))
             mkdir "$batch-$part" && mv -- "$film" "$batch-$part/" || exit 2
         done
-        rmdir "$batch" && rm -f "$batch.taken"
+        rmdir "$batch"
         stop "infer.py exited with $code; the batch is split into one film per batch" "$code"
     fi
     if [ ! -e "$batch.crashed" ]; then
@@ -86,7 +86,7 @@ crashed() {  # infer.py died ($1: its exit status) on $batch
         "quarantine/$stamp/${1##*/}" "quarantined: infer.py exited with $code on it twice" \
         > "$partial" || exit 2
     append "$partial"
-    rmdir "$batch" && rm -f "$batch.crashed" "$batch.taken"
+    rmdir "$batch" && rm -f "$batch.crashed"
     echo "watch-folder: quarantined $quarantine/${1##*/}" >&2
 }
 
@@ -100,7 +100,8 @@ while :; do
         ! -newermt "@$(( $(date +%s) - settle ))" \
         -exec "$python" "$here/infer.py" --list-images {} + > "$listing" || exit 2
     if [ -s "$listing" ]; then
-        : > "$batch.taken" || exit 2  # a film written to after this was not whole
+        # The batch folder's time is when its films were taken: one written to later was
+        # not whole.
         xargs -0 mv -t "$batch" -- < "$listing" || exit 2
     fi
     # This pass's batch and any left by a run that stopped, oldest first.
@@ -109,7 +110,7 @@ while :; do
         batch=${batch%/}
         stamp=${batch##*/}
         if [ -z "$(ls -A "$batch")" ]; then
-            rmdir "$batch" && rm -f "$batch.taken"
+            rmdir "$batch"
             continue
         fi
         set --
@@ -139,12 +140,10 @@ while :; do
             stop "$records records written for $films films" 2
         fi
         append "$partial"
-        if [ -e "$batch.taken" ]; then
-            find "$batch" -mindepth 1 -maxdepth 1 -newer "$batch.taken" \
-                -exec mv -t "$inbox" -- {} + || exit 2
-        fi
+        find "$batch" -mindepth 1 -maxdepth 1 -newer "$batch" -exec mv -t "$inbox" -- {} + \
+            || exit 2
         mv "$batch" "$done_dir/$stamp" || exit 2
-        rm -f "$batch.taken" "$batch.crashed"
+        rm -f "$batch.crashed"
     done
     rm -f "$listing" "$partial"
     if [ "${ONCE:-0}" = 1 ]; then
