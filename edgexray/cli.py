@@ -108,16 +108,40 @@ def user_errors(command):
             force=True,
         )  # fmt: skip
         logging.getLogger("edgexray").setLevel(logging.INFO)
+        previous = _on_sigterm(_terminate)
         try:
             return command(*args, **kwargs)
         except EdgexrayError as err:
             raise fail(str(err), err.exit_code) from None
+        except Terminated:
+            raise fail("terminated", 143) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
         except OSError as err:  # a read-only or full disk, a vanished file
             raise fail(f"{err.strerror or err}: {err.filename or ''}".rstrip(": ")) from None
+        finally:
+            _on_sigterm(previous)
 
     return wrapper
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: what runs stops cleanly (training keeps its best
+    checkpoint, temporary folders such as the converter's SavedModel are removed)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+def _on_sigterm(handler):
+    """Install handler for SIGTERM (main thread only); return the previous one."""
+    import signal
+    import threading
+
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _version(value: bool):
