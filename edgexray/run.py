@@ -36,7 +36,6 @@ STAGES = ("train", "prune", "quantize", "verify", "benchmark", "bundle")
 # The stages that train, in which every multiworker process takes part; the chief alone
 # runs the rest.
 DISTRIBUTED_STAGES = ("train", "prune", "quantize")
-KAGGLE_URL = "https://www.kaggle.com/datasets/paultimothymooney/chest-xray-pneumonia"
 
 
 def find_data(data: Path | None) -> Path:
@@ -48,8 +47,8 @@ def find_data(data: Path | None) -> Path:
         if Path(candidate).is_dir():
             return Path(candidate).resolve()
     raise EdgexrayError(
-        "no data: pass --data DIR or set EDGEXRAY_DATA to a folder with NORMAL/ and PNEUMONIA/ "
-        f"(for example the Kaggle 'Chest X-Ray Images (Pneumonia)' set, {KAGGLE_URL})"
+        "no data: run `edgexray data download` (the public set, into ./data/chest_xray), or "
+        "pass --data DIR or set EDGEXRAY_DATA to a folder with NORMAL/ and PNEUMONIA/"
     )
 
 
