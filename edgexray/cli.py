@@ -543,6 +543,9 @@ def run_command(
         ),
     ] = None,
     distribute: Annotated[str, typer.Option(help=DISTRIBUTE_HELP)] = "none",
+    download: Annotated[
+        bool, typer.Option(help="No data found: download the public set first (data download).")
+    ] = False,
 ):
     """The whole job: train, prune, quantize, verify, benchmark and bundle; resumable."""
     import time
@@ -556,7 +559,7 @@ def run_command(
 
     train_values = dict(epochs=epochs, target_recall=target_recall, seed=seed)
     train_config = TrainConfig(
-        data=str(find_data(data).resolve()), distribute=distribute,
+        data=str(find_data(data, download).resolve()), distribute=distribute,
         **{k: v for k, v in train_values.items() if v is not None},
     )  # fmt: skip
     prune_values = dict(sparsity=sparsity, distribute=distribute)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import socket
@@ -277,3 +278,28 @@ def test_run_without_any_data_says_how_to_download_it(tmp_path, monkeypatch):
     monkeypatch.delenv("EDGEXRAY_DATA", raising=False)
     with pytest.raises(Exception, match="edgexray data download"):
         find_data(None)
+
+
+def test_run_with_download_fetches_the_data_when_there_is_none(server, tmp_path, monkeypatch):
+    server.payload, _ = mendeley_zip()
+    mirror = dataclasses.replace(download.SOURCES["mendeley"], url=server.url)
+    monkeypatch.setitem(download.SOURCES, "mendeley", mirror)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EDGEXRAY_DATA", raising=False)
+    assert find_data(None, download=True) == (tmp_path / "data" / "chest_xray").resolve()
+    assert find_data(None, download=True) == (tmp_path / "data" / "chest_xray").resolve()
+    assert len(server.requests) == 1  # found the second time, not fetched again
+
+
+def test_run_with_download_offline_is_a_one_line_error(tmp_path, monkeypatch):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mirror = dataclasses.replace(download.SOURCES["mendeley"], url=f"http://127.0.0.1:{port}/")
+    monkeypatch.setitem(download.SOURCES, "mendeley", mirror)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EDGEXRAY_DATA", raising=False)
+    result = CliRunner().invoke(app, ["run", "--download", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1].startswith("error: cannot reach 127.0.0.1:")
+    assert not (tmp_path / "run").exists()
