@@ -20,7 +20,6 @@ The standard library only (urllib, zipfile): no TensorFlow, nothing to install.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import logging
@@ -37,16 +36,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from edgexray import artifacts
+from edgexray.edge_runtime.infer import IMAGE_SUFFIXES
 from edgexray.errors import EdgexrayError
+from edgexray.pipeline.data import LABELS, SPLITS
 
 log = logging.getLogger("edgexray")
 
 FOLDER = "chest_xray"  # the extracted data: DIR/chest_xray/{train,test}/{NORMAL,PNEUMONIA}
 DEFAULT_OUT = Path("data")  # so the data lands in ./data/chest_xray, where `run` looks
 DOWNLOADS = ".download"  # archives and .part files, inside DIR
-SPLIT_NAMES = ("train", "val", "test")
-LABEL_NAMES = ("NORMAL", "PNEUMONIA")
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 SKIPPED_PARTS = ("__MACOSX",)  # macOS resource forks in both public archives
 
 # Zip-bomb limits. The Mendeley archive is about 1.2 GB of JPEGs that barely compress:
@@ -258,14 +257,6 @@ def fetch(
     return destination
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify(archive: Path, expected: str | None, record: Path) -> str:
     """The archive's sha256, checked against `expected`, else against the digest recorded
     by the first download into this folder (trust on first use), which it then records.
@@ -273,7 +264,7 @@ def verify(archive: Path, expected: str | None, record: Path) -> str:
     Raises:
         DownloadError: a mismatch; the archive is removed so that a rerun fetches it anew.
     """
-    actual = sha256_file(archive)
+    actual = artifacts.sha256(archive)
     source = "the expected sha256"
     if expected is None and record.is_file():
         expected = record.read_text().split()[0] if record.read_text().split() else None
@@ -304,9 +295,10 @@ def target_of(name: str) -> PurePosixPath | None:
     if len(parts) < 3 or any(p in SKIPPED_PARTS for p in parts):
         return None
     split, label, filename = parts[-3], parts[-2], parts[-1]
+    # The name half of infer.is_image_file: archive members cannot be stat()ed.
     if filename.startswith(".") or not filename.lower().endswith(IMAGE_SUFFIXES):
         return None
-    if split.lower() not in SPLIT_NAMES or label.upper() not in LABEL_NAMES:
+    if split.lower() not in SPLITS or label.upper() not in LABELS:
         return None
     if filename in ("..", ".") or "/" in filename or "\0" in filename:
         return None
@@ -354,8 +346,8 @@ def _copy_limited(source, target: Path, limit: int) -> None:
 
 def _counts(folder: Path) -> dict[str, dict[str, int]]:
     counts = {}
-    for split in SPLIT_NAMES:
-        for label in LABEL_NAMES:
+    for split in SPLITS:
+        for label in LABELS:
             if (folder / split / label).is_dir():
                 counts.setdefault(split, {})[label] = sum(
                     1 for p in (folder / split / label).iterdir() if p.is_file()
@@ -365,7 +357,7 @@ def _counts(folder: Path) -> dict[str, dict[str, int]]:
 
 def _check_layout(counts: dict, origin: str) -> None:
     missing = [
-        f"{split}/{label}" for split in ("train", "test") for label in LABEL_NAMES
+        f"{split}/{label}" for split in ("train", "test") for label in LABELS
         if not counts.get(split, {}).get(label)
     ]  # fmt: skip
     if missing:
@@ -496,7 +488,7 @@ def download(
         archive = Path(archive)
         if not archive.is_file():
             raise DownloadError(f"archive not found: {archive}")
-        digest = sha256_file(archive)
+        digest = artifacts.sha256(archive)
         if expected and digest != expected.lower():
             raise DownloadError(f"{archive}: sha256 {digest} does not match {expected}")
         folder, counts = extract(archive, out)
