@@ -252,6 +252,8 @@ def fetch(
                 ) from None
             log.warning("connection cut at %.1f MB (%s): resuming", have / 1e6, err)
             time.sleep(backoff * (attempt + 1))
+    else:  # every attempt ended in a restart from zero (HTTP 416)
+        raise DownloadError(f"{_host(url)} kept refusing the download's byte ranges")
     os.replace(part, destination)
     _state_path(part).unlink(missing_ok=True)
     return destination
