@@ -8,6 +8,8 @@ one real full-resolution chest film (RG1_UNCR.dcm, a 1841 x 1955 CR).
     python benchmarks/decode_cache.py standins --work /work/tmp-data/decode-bench
     python benchmarks/decode_cache.py films --work /work/tmp-data/decode-bench
     python benchmarks/decode_cache.py train --data DIR --cache off|DIR --epochs 3
+    python benchmarks/decode_cache.py pipeline --work /work/tmp-data/decode-bench
+    python benchmarks/decode_cache.py table --work /work/tmp-data/decode-bench
 
 `train` runs edgexray's own training (pipeline.train.train) once and prints one JSON line:
 the scan (which decodes every film, and fills the cache), each epoch, and the whole call.
@@ -109,6 +111,33 @@ def films(work: Path, size: int = 128) -> list[dict]:
     return rows
 
 
+def pipeline(work: Path, epochs: int = 3, size: int = 128) -> list[dict]:
+    """The training input pipeline alone (decode, site augmentation, batches; no model):
+    seconds per epoch for each kind of film with the cache off and on (emptied first)."""
+    from edgexray.pipeline import data
+
+    rows = []
+    for kind in ("small", "full"):
+        paths = sorted(str(p) for p in (work / kind / "train").rglob("*.jpeg"))
+        labels = [int("/PNEUMONIA/" in p) for p in paths]
+        spec = {"height": size, "width": size, "normalization": "equalize"}
+        for cache in ("off", str(work / f"pipeline-cache-{kind}")):
+            shutil.rmtree(cache, ignore_errors=True)
+            os.environ["EDGEXRAY_CACHE"] = cache
+            dataset = data.make_dataset(paths, labels, spec, 32, training=True, seed=0,
+                                        augmentation="site")  # fmt: skip
+            seconds = []
+            for _ in range(epochs):
+                started = time.monotonic()
+                for _batch in dataset:
+                    pass
+                seconds.append(round(time.monotonic() - started, 2))
+            rows.append({"films": kind, "n": len(paths), "cache": "off" if cache == "off"
+                         else "on", "epochs_s": seconds,
+                         "load": os.getloadavg()[0]})  # fmt: skip
+    return rows
+
+
 def train_once(data: Path, cache: str, epochs: int, run_dir: Path) -> dict:
     """One bounded training with the decode cache set to `cache`; phase timings."""
     os.environ["EDGEXRAY_CACHE"] = cache
@@ -151,10 +180,42 @@ def train_once(data: Path, cache: str, epochs: int, run_dir: Path) -> dict:
     }  # fmt: skip
 
 
+def table(work: Path) -> list[str]:
+    """benchmarks/README.md's table from work/train.jsonl: each run against the 224 px run
+    with the cache off (today's code on today's data) of the same repetition."""
+    runs, context = [], {}
+    for line in (work / "train.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if "rep" in row:
+            context = row
+        else:
+            runs.append({**row, **context})
+    base = {r["rep"]: r for r in runs if r["data"] == "small" and r["cond"] == "off"}
+    lines = [
+        "| rep | films | cache | load at start | scan s | epoch 1 s | epochs 2-3 s (mean) "
+        "| whole train() s | vs 224 px, cache off: epoch 1 / epochs 2-3 / whole |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(runs, key=lambda r: (r["rep"], r["data"] != "small")):
+        if r["rep"] not in base:  # that repetition has not reached its baseline yet
+            continue
+        b = base[r["rep"]]
+        later, base_later = statistics.mean(r["epochs_s"][1:]), statistics.mean(b["epochs_s"][1:])
+        ratios = (r["epochs_s"][0] / b["epochs_s"][0], later / base_later,
+                  r["total_s"] / b["total_s"])  # fmt: skip
+        films = "224 px copies" if r["data"] == "small" else "1500 px stand-ins"
+        lines.append(
+            f"| {r['rep']} | {films} | {r['cond']} | {r['load'].split()[0]} | {r['scan_s']} "
+            f"| {r['epochs_s'][0]} | {later:.1f} | {r['total_s']} "
+            f"| {' / '.join(f'{x:.2f}x' for x in ratios)} |"
+        )
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in ("standins", "films"):
+    for name in ("standins", "films", "table", "pipeline"):
         command = commands.add_parser(name)
         command.add_argument("--work", type=Path, required=True)
         command.add_argument("--shared", type=Path, default=SHARED, help="read-only films")
@@ -166,6 +227,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "standins":
         standins(args.work, args.shared)
+    elif args.command == "pipeline":
+        for row in pipeline(args.work):
+            print(json.dumps(row))
+    elif args.command == "table":
+        print("\n".join(table(args.work)))
     elif args.command == "films":
         for row in films(args.work):
             print(json.dumps(row))
