@@ -84,6 +84,7 @@ def films(work: Path, size: int = 128) -> list[dict]:
     from edgexray.pipeline import decode_cache
 
     rows = []
+    spec = {"height": size, "width": size, "normalization": "equalize"}
     for kind in ("small", "full", "real"):
         paths = sorted((work / kind).rglob("*.jpeg"))[:200]
         cache = work / f"films-cache-{kind}"
@@ -94,9 +95,9 @@ def films(work: Path, size: int = 128) -> list[dict]:
             shape = f"{image.width}x{image.height} {image.mode}"
         decode = _mean_ms(lambda p: infer.resize(infer.load_grayscale(p), size, size), paths,
                           repeat)  # fmt: skip
-        cold = _mean_ms(lambda p: decode_cache.resized_grayscale(p, size, size), paths[:1]
+        cold = _mean_ms(lambda p: decode_cache.resized_grayscale(p, spec), paths[:1]
                         if kind == "real" else paths)  # fmt: skip
-        warm = _mean_ms(lambda p: decode_cache.resized_grayscale(p, size, size), paths, repeat)
+        warm = _mean_ms(lambda p: decode_cache.resized_grayscale(p, spec), paths, repeat)
         digest = _mean_ms(decode_cache._file_digest, paths, repeat)
         entries = list(cache.rglob("*.gray"))
         disk = sum(os.stat(p).st_blocks * 512 for p in entries)

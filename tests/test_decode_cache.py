@@ -29,6 +29,10 @@ def film(tmp_path):
     return path
 
 
+def spec(height, width):
+    return {"height": height, "width": width, "normalization": "scale"}
+
+
 def decoded(path, height=64, width=48):
     return infer.resize(infer.load_grayscale(path), height, width)
 
@@ -48,10 +52,10 @@ def test_cached_film_is_exactly_the_decoded_film_and_is_not_decoded_again(
     cache, film, monkeypatch
 ):
     expected = decoded(film)
-    first = decode_cache.resized_grayscale(film, 64, 48)
+    first = decode_cache.resized_grayscale(film, spec(64, 48))
     assert len(entries(cache)) == 1
     no_decoding(monkeypatch)
-    second = decode_cache.resized_grayscale(film, 64, 48)
+    second = decode_cache.resized_grayscale(film, spec(64, 48))
     assert first.dtype == second.dtype == np.uint8
     np.testing.assert_array_equal(first, expected)
     np.testing.assert_array_equal(second, expected)
@@ -61,27 +65,27 @@ def test_cached_film_is_exactly_the_decoded_film_and_is_not_decoded_again(
 def test_entry_is_found_by_content_not_by_name_and_an_edited_film_is_decoded(
     cache, film, monkeypatch
 ):
-    decode_cache.resized_grayscale(film, 64, 48)
+    decode_cache.resized_grayscale(film, spec(64, 48))
     copy = film.with_name("renamed copy.jpeg")
     shutil.copyfile(film, copy)
     synthetic_xray(np.random.default_rng(4), False, size=(300, 260)).save(film, quality=90)
     edited = decoded(film)
-    assert not np.array_equal(decode_cache.resized_grayscale(film, 64, 48), decoded(copy))
-    np.testing.assert_array_equal(decode_cache.resized_grayscale(film, 64, 48), edited)
+    assert not np.array_equal(decode_cache.resized_grayscale(film, spec(64, 48)), decoded(copy))
+    np.testing.assert_array_equal(decode_cache.resized_grayscale(film, spec(64, 48)), edited)
     no_decoding(monkeypatch)
-    decode_cache.resized_grayscale(copy, 64, 48)  # the first version's entry
+    decode_cache.resized_grayscale(copy, spec(64, 48))  # the first version's entry
 
 
 def test_each_model_size_has_its_own_entry(cache, film):
-    small = decode_cache.resized_grayscale(film, 32, 32)
-    large = decode_cache.resized_grayscale(film, 128, 128)
+    small = decode_cache.resized_grayscale(film, spec(32, 32))
+    large = decode_cache.resized_grayscale(film, spec(128, 128))
     assert small.shape == (32, 32) and large.shape == (128, 128)
     assert len(entries(cache)) == 2
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip a pixel", "empty", "other size"])
 def test_damaged_entry_is_ignored_and_rewritten(cache, film, damage):
-    expected = decode_cache.resized_grayscale(film, 64, 48)
+    expected = decode_cache.resized_grayscale(film, spec(64, 48))
     (entry,) = entries(cache)
     content = bytearray(entry.read_bytes())
     if damage == "truncate":
@@ -94,14 +98,14 @@ def test_damaged_entry_is_ignored_and_rewritten(cache, film, damage):
         decode_cache.write_entry(entry, np.zeros((48, 64), np.uint8))
         content = bytearray(entry.read_bytes())
     entry.write_bytes(bytes(content))
-    np.testing.assert_array_equal(decode_cache.resized_grayscale(film, 64, 48), expected)
+    np.testing.assert_array_equal(decode_cache.resized_grayscale(film, spec(64, 48)), expected)
     assert decode_cache.read_entry(entry, 64, 48) is not None  # written again, whole
 
 
 def test_cache_off_writes_nothing(tmp_path, film, monkeypatch):
     monkeypatch.setenv("EDGEXRAY_CACHE", "off")
     assert decode_cache.cache_root() is None
-    np.testing.assert_array_equal(decode_cache.resized_grayscale(film, 64, 48), decoded(film))
+    np.testing.assert_array_equal(decode_cache.resized_grayscale(film, spec(64, 48)), decoded(film))
 
 
 def test_default_location_follows_xdg_cache_home(tmp_path, monkeypatch):
@@ -120,7 +124,7 @@ def test_unwritable_cache_warns_once_and_still_decodes(tmp_path, film, monkeypat
     with caplog.at_level(logging.WARNING, logger="edgexray"):
         for size in (40, 41):
             np.testing.assert_array_equal(
-                decode_cache.resized_grayscale(film, size, size), decoded(film, size, size)
+                decode_cache.resized_grayscale(film, spec(size, size)), decoded(film, size, size)
             )
     assert sum("not writable" in r.message for r in caplog.records) == 1
 
@@ -129,9 +133,9 @@ def test_unreadable_film_is_an_image_error_and_is_not_cached(cache, tmp_path):
     broken = tmp_path / "broken.jpeg"
     broken.write_bytes(b"\xff\xd8 not really a jpeg")
     with pytest.raises(infer.ImageError):
-        decode_cache.resized_grayscale(broken, 32, 32)
+        decode_cache.resized_grayscale(broken, spec(32, 32))
     with pytest.raises(infer.ImageError):
-        decode_cache.resized_grayscale(tmp_path / "missing.jpeg", 32, 32)
+        decode_cache.resized_grayscale(tmp_path / "missing.jpeg", spec(32, 32))
     assert entries(cache) == []
 
 

@@ -124,7 +124,7 @@ def readable(
             if input_spec is None:
                 load_grayscale(path)
             else:
-                resized_gray(path, input_spec)
+                decode_cache.resized_grayscale(path, input_spec)
             good.append(path)
         except ImageError as err:
             log.warning("skipping %s", err)
@@ -274,14 +274,9 @@ def split_counts(samples: list[Sample]) -> dict[str, dict[str, int]]:
 # --- tf.data pipelines ---------------------------------------------------------------
 
 
-def resized_gray(path, input_spec: dict) -> np.ndarray:
-    """The resized 8-bit film, decoded once and then read from the decode cache."""
-    return decode_cache.resized_grayscale(path, input_spec["height"], input_spec["width"])
-
-
 def model_input(path: str, input_spec: dict, change=None) -> np.ndarray:
     """The float model input for one file, optionally after an acquisition change."""
-    gray = resized_gray(path, input_spec)
+    gray = decode_cache.resized_grayscale(path, input_spec)  # decoded once, then cached
     if change is not None:
         gray = change(gray)
     return normalize(gray, input_spec["normalization"])

@@ -120,22 +120,22 @@ def _warn_once(root: Path, err: OSError) -> None:
         log.warning("decode cache %s not writable (%s): decoding without it", root, err)
 
 
-def resized_grayscale(path, height: int, width: int) -> np.ndarray:
-    """`infer.resize(infer.load_grayscale(path), height, width)`, from the cache if there.
+def resized_grayscale(path, input_spec: dict) -> np.ndarray:
+    """`infer.resized_grayscale(path, input_spec)`, from the cache when it is there.
 
     Raises:
         infer.ImageError: the file cannot be read as an image (never cached).
     """
-    height, width = int(height), int(width)
+    height, width = int(input_spec["height"]), int(input_spec["width"])
     root = cache_root()
     digest = _file_digest(path) if root is not None else None
     if digest is None:
-        return infer.resize(infer.load_grayscale(path), height, width)
+        return infer.resized_grayscale(path, input_spec)
     entry = entry_path(root, digest, height, width)
     cached = read_entry(entry, height, width)
     if cached is not None:
         return cached
-    gray = infer.resize(infer.load_grayscale(path), height, width)
+    gray = infer.resized_grayscale(path, input_spec)
     if _file_digest(path) != digest:  # replaced while it was decoded: do not mislabel it
         return gray
     try:

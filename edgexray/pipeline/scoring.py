@@ -86,7 +86,7 @@ def decode(path: str, input_spec: dict, change: Callable | None = None) -> np.nd
     """The model input for one file, as `infer.preprocess` makes it; `change` alters the
     resized grayscale image first (the shift stress test's acquisition changes). The
     resized image comes from the decode cache (see pipeline/decode_cache.py)."""
-    gray = decode_cache.resized_grayscale(path, input_spec["height"], input_spec["width"])
+    gray = decode_cache.resized_grayscale(path, input_spec)
     if change is not None:
         gray = change(gray)
     return infer.normalize(gray, input_spec["normalization"])
