@@ -683,6 +683,9 @@ def run_command(
     distribute: Annotated[
         str, typer.Option(help=DISTRIBUTE_HELP)
     ] = default(TrainConfig, "distribute"),
+    download: Annotated[
+        bool, typer.Option(help="No data found: download the public set first (data download).")
+    ] = False,
 ):
     """The whole job: train, prune, quantize, verify, benchmark and bundle; resumable."""
     import time
@@ -693,7 +696,7 @@ def run_command(
     from edgexray.run import STAGES, RunConfig, find_data, run, summary_lines
 
     train_config = TrainConfig(
-        data=str(find_data(data).resolve()), epochs=epochs, target_recall=target_recall,
+        data=str(find_data(data, download).resolve()), epochs=epochs, target_recall=target_recall,
         seed=seed, distribute=distribute,
     )  # fmt: skip
     config = RunConfig(
@@ -738,3 +741,53 @@ def serve_command(ctx: typer.Context):
     from edgexray.edge_runtime import REFERENCE_MODEL, node
 
     raise typer.Exit(node.main(list(ctx.args), "edgexray serve", REFERENCE_MODEL))
+
+
+# --- edgexray data ... (issue 20): getting the public data set ------------------------
+
+data_app = typer.Typer(
+    help="Get the public chest X-ray data set.", no_args_is_help=True, add_completion=False
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("download")
+@user_errors
+def data_download_command(
+    out: Annotated[
+        Path, typer.Option(help="Folder to put chest_xray/ in (./data is where run looks).")
+    ] = Path("data"),
+    source: Annotated[
+        str, typer.Option(help="mendeley (no account) or kaggle (kagglehub, a Kaggle token).")
+    ] = "mendeley",
+    url: Annotated[str | None, typer.Option(help="A mirror of the source's archive.")] = None,
+    sha256: Annotated[
+        str | None, typer.Option(help="The archive's expected sha256 (64 hex digits).")
+    ] = None,
+    archive: Annotated[
+        Path | None,
+        typer.Option(help="Extract this archive, already downloaded by hand; no network."),
+    ] = None,
+    keep_archive: Annotated[
+        bool, typer.Option(help="Keep the downloaded archive in OUT/.download.")
+    ] = False,
+):
+    """Download, verify and extract the data into OUT/chest_xray/{train,test}/{NORMAL,PNEUMONIA}.
+
+    A cut download resumes when the same command runs again.
+    """
+    from edgexray.pipeline import download
+
+    label = Path(download.SOURCES[source].filename).name if source in download.SOURCES else ""
+    result = download.download(
+        out, source, url=url, sha256=sha256, archive=archive, keep_archive=keep_archive,
+        on_progress=download.progress_printer(f"downloading {label or source}"),
+    )  # fmt: skip
+    if not result.downloaded:
+        typer.echo(f"already there: {result.folder} (remove it to download again)")
+        return
+    for split, labels in result.counts.items():
+        typer.echo(f"{split}: " + ", ".join(f"{n} {label}" for label, n in labels.items()))
+    if result.sha256:
+        typer.echo(f"archive sha256: {result.sha256}")
+    typer.echo(f"data: {result.folder}")

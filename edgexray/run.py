@@ -33,11 +33,10 @@ from edgexray.pipeline.verify import GateLimits
 
 log = logging.getLogger("edgexray")
 
-KAGGLE_URL = "https://www.kaggle.com/datasets/paultimothymooney/chest-xray-pneumonia"
 
-
-def find_data(data: Path | None) -> Path:
-    """--data, else $EDGEXRAY_DATA, else ./data/chest_xray, else ../shared/data/chest_xray."""
+def find_data(data: Path | None, download: bool = False) -> Path:
+    """--data, else $EDGEXRAY_DATA, else ./data/chest_xray, else ../shared/data/chest_xray;
+    else, with download, the public set fetched into ./data/chest_xray."""
     if data is not None:
         return Path(data)
     chosen = os.environ.get("EDGEXRAY_DATA")
@@ -47,9 +46,16 @@ def find_data(data: Path | None) -> Path:
     for candidate in filter(None, candidates):
         if Path(candidate).is_dir():
             return Path(candidate).resolve()
+    if download:
+        from edgexray.pipeline import download as fetch
+
+        log.info("no data found: downloading the public set into %s", fetch.DEFAULT_OUT)
+        result = fetch.download(on_progress=fetch.progress_printer("downloading"))
+        return result.folder.resolve()
     raise EdgexrayError(
-        "no data: pass --data DIR or set EDGEXRAY_DATA to a folder with NORMAL/ and PNEUMONIA/ "
-        f"(for example the Kaggle 'Chest X-Ray Images (Pneumonia)' set, {KAGGLE_URL})"
+        "no data: run `edgexray data download` (or `edgexray run --download`) to fetch the "
+        "public set into ./data/chest_xray, or pass --data DIR or set EDGEXRAY_DATA to a "
+        "folder with NORMAL/ and PNEUMONIA/"
     )
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from edgexray.edge_runtime import infer
 from edgexray.errors import EdgexrayError
+from edgexray.pipeline import decode_cache
 
 log = logging.getLogger("edgexray")
 
@@ -82,13 +83,13 @@ def tflite_scorer(
 
 
 def decode(path: str, input_spec: dict, change: Callable | None = None) -> np.ndarray:
-    """The model input for one file; `change` alters the resized grayscale image first
-    (the shift stress test's acquisition changes)."""
-    if change is None:
-        return infer.preprocess(path, input_spec)
-    gray = infer.load_grayscale(path)
-    gray = infer.resize(gray, int(input_spec["height"]), int(input_spec["width"]))
-    return infer.normalize(change(gray), input_spec["normalization"])
+    """The model input for one file, as `infer.preprocess` makes it; `change` alters the
+    resized grayscale image first (the shift stress test's acquisition changes). The
+    resized image comes from the decode cache (see pipeline/decode_cache.py)."""
+    gray = decode_cache.resized_grayscale(path, input_spec)
+    if change is not None:
+        gray = change(gray)
+    return infer.normalize(gray, input_spec["normalization"])
 
 
 def _spec_key(input_spec: dict) -> tuple:
