@@ -341,17 +341,19 @@ def quality_warning(gray: np.ndarray, two_tones: float | None = None) -> str | N
     with confidence; this is the one place that notices the image had nothing in it.
     two_tones: `two_tone_share` of the image before resizing, if known.
     """
-    if two_tones is not None and two_tones > TWO_TONE_SHARE:
-        return (
-            f"two-tone (bilevel) image ({100 * two_tones:.0f}% of pixels in two grey levels): "
-            "the probability is not meaningful"
-        )
+    # Flat first: a blank image also has all its pixels in two grey levels (or one), and
+    # "blank" is what the reader needs to hear.
     levels = int(np.count_nonzero(np.bincount(gray.ravel(), minlength=256)))
     spread = float(gray.std())
     if spread < FLAT_STD or levels < FLAT_LEVELS:
         return (
             f"flat or blank image (grey-level standard deviation {spread:.1f}, "
             f"{levels} grey levels): the probability is not meaningful"
+        )
+    if two_tones is not None and two_tones > TWO_TONE_SHARE:
+        return (
+            f"two-tone (bilevel) image ({100 * two_tones:.0f}% of pixels in two grey levels): "
+            "the probability is not meaningful"
         )
     return None
 
