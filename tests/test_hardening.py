@@ -328,6 +328,8 @@ def test_failed_gate_with_nothing_to_ship_exits_1_with_a_report(run_copy, tiny_c
                                "recall": 0.5, "changes": {"new false negative": 3}}]}  # fmt: skip
 
     def gate(*args, **kwargs):
+        # As the real verify_run does: the failed report is written, then raised.
+        (run_copy / "verify.json").write_text(json.dumps(failing))
         raise verify.RecallRegressionError(failing)
 
     def stage_done(*args, **kwargs):
