@@ -48,7 +48,7 @@ import numpy as np
 from edgexray import __version__, artifacts
 from edgexray.edge_runtime import infer
 from edgexray.errors import EdgexrayError, check_config
-from edgexray.formatting import json_safe, number
+from edgexray.formatting import estimate, json_safe, number
 from edgexray.pipeline import data, evaluate, metrics, scoring
 
 log = logging.getLogger("edgexray")
@@ -455,15 +455,11 @@ def calibrate_run_model(
 
 
 def _rate_row(name: str, threshold, rates: dict) -> str:
-    def show(value, interval):
-        if value is None:
-            return f"{'n/a':>22}"
-        return f"{value:.4f} [{interval[0]:.3f}-{interval[1]:.3f}]"
-
+    recall = estimate(rates["recall"], rates["recall_ci"])
+    specificity = estimate(rates["specificity"], rates["specificity_ci"])
     threshold_text = f"{threshold:.4f}" if isinstance(threshold, float) else threshold
     return (
-        f"{name:<26} {threshold_text:>9}  {show(rates['recall'], rates['recall_ci']):>22}"
-        f"  {show(rates['specificity'], rates['specificity_ci']):>22}"
+        f"{name:<26} {threshold_text:>9}  {recall:>22}  {specificity:>22}"
         f"  {rates['misses']:>6} {rates['false_alarms']:>6}"
     )
 

@@ -7,6 +7,7 @@ normal. Nothing here imports TensorFlow.
 from __future__ import annotations
 
 import math
+from typing import TypedDict
 
 import numpy as np
 
@@ -118,7 +119,25 @@ def _defined(value: float) -> float | None:
     return None if value is None or math.isnan(value) else value
 
 
-def classification_report(labels, probabilities, threshold: float) -> dict:
+class ClassificationReport(TypedDict):
+    """classification_report(): every metric at one threshold. None where undefined (no
+    film of a class); the 95% intervals are Wilson's, as [low, high]."""
+
+    n: int
+    threshold: float
+    accuracy: float | None
+    recall: float | None
+    recall_ci95: list[float | None]
+    specificity: float | None
+    specificity_ci95: list[float | None]
+    precision: float | None
+    f1: float | None
+    auc: float | None
+    ece: float | None
+    confusion_matrix: list[list[int]]  # [[tn, fp], [fn, tp]]
+
+
+def classification_report(labels, probabilities, threshold: float) -> ClassificationReport:
     """Every metric at one decision threshold (pneumonia when probability >= threshold)."""
     labels = np.asarray(labels).astype(int)
     probabilities = np.asarray(probabilities, dtype=np.float64)
