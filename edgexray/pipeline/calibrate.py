@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,14 +136,15 @@ def _percent(confidence: float) -> str:
 def _rates(labels: np.ndarray, predicted: np.ndarray, confidence: float) -> dict:
     """Recall and specificity with two-sided Wilson intervals at the confidence."""
     counts = metrics.confusion(labels, predicted)
-    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2.0)
     found, pneumonia = counts["tp"], counts["tp"] + counts["fn"]
     cleared, normal = counts["tn"], counts["tn"] + counts["fp"]
+    recall_ci = metrics.wilson_interval(found, pneumonia, confidence)
+    specificity_ci = metrics.wilson_interval(cleared, normal, confidence)
     return {
         "recall": found / pneumonia if pneumonia else None,
-        "recall_ci": list(metrics.wilson_interval(found, pneumonia, z)) if pneumonia else None,
+        "recall_ci": list(recall_ci) if pneumonia else None,
         "specificity": cleared / normal if normal else None,
-        "specificity_ci": list(metrics.wilson_interval(cleared, normal, z)) if normal else None,
+        "specificity_ci": list(specificity_ci) if normal else None,
         "misses": counts["fn"],
         "false_alarms": counts["fp"],
     }
