@@ -90,6 +90,8 @@ class BenchmarkResult(TypedDict):
     notes: list[str]
     plots: list[str]
     seconds: float | None
+
+
 OUT_DIR = artifacts.BENCHMARK_DIR
 PLOTS = ("size_vs_recall.png", "latency.png", "confusion_matrices.png", "roc_curves.png")
 
