@@ -28,18 +28,19 @@ class TrainConfig:
     width: int = 12
     normalization: str = "equalize"  # or "scale" (plain /255)
     augment: bool = True
-    # Chosen by the ablation in benchmarks/README.md: "site" (what another hospital's
-    # export does to a film) and label smoothing had the best val AUC.
+    # "site" (what another hospital's export does to a film) and label smoothing: the
+    # recipe that held up best at a new site (benchmarks/README.md, "Ablation").
     augmentation: str = "site"  # a policy of augment.AUGMENTATIONS, used when augment
     label_smoothing: float = 0.1
-    # Both off: worse or no better on val in the ablation (B1, B2), kept to rerun it.
+    # Both off: neither improved val AUC over the recipe's seed range (benchmarks/README.md,
+    # "Ablation"); kept so that comparison can be rerun.
     mixup: float = 0.0  # Beta(mixup, mixup) blend of film pairs while training; 0 = off
     weight_average: float = 0.0  # EMA momentum of the weights while training; 0 = off
     temperature_scaling: bool = True  # fit on val, folded into the last layer
     dropout: float = 0.2
-    # 30 epochs (patience 8) had the better val AUC (ablation D1), but as the default its
-    # recorded run failed the recall gate for two pruned variants and took 20 minutes;
-    # see benchmarks/README.md. A user can still ask for them.
+    # 20, not 30: the longer schedule gains a little val AUC, but as the default it made
+    # pruned variants fail the recall gate and the whole job overran its time budget
+    # (benchmarks/README.md, "Ablation"). A user can still ask for it in a --config file.
     epochs: int = 20
     patience: int = 5
     batch_size: int = 32

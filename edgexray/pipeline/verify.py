@@ -12,8 +12,8 @@ Kaggle test/ folder here: 312 films, 117 of them normal, so one normal film is 0
   recall       0: the promise of the project; a compressed model misses no more pneumonia.
   specificity  0.10: 12 of 117 normal films. Each variant's threshold is re-chosen on val
                for the same recall, and at a new site those thresholds land on different
-               normal films: pqat lost 0.077 this way with an unchanged AUC (run
-               `runs/check-A2` of the ablation, a choice made by looking at test/). 0.10
+               normal films, so specificity moves while AUC does not (the trial that set
+               this limit, after looking at test/: benchmarks/README.md, "Ablation"). 0.10
                is about the half-width of the baseline's 95% interval at 117 films; a
                threshold-0 model loses all of its specificity (0.7 and more) and fails.
   AUC          0.01: ranking quality, independent of the threshold. Variants lost at most
