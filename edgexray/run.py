@@ -219,6 +219,7 @@ STAGES = (
           (artifacts.SELECTED, artifacts.BUNDLES_DIR), _bundle, optional_outputs=True),
 )  # fmt: skip
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
+_STAGE = {stage.name: stage for stage in STAGES}
 # Everything made from model.keras by the stages after training, and the report on it:
 # stale once the model is retrained.
 DERIVED = (
@@ -236,9 +237,6 @@ def stage_hashes(config: RunConfig) -> dict[str, str]:
         if _STAGE[stage].chained:
             chain = hashes[stage]
     return hashes
-
-
-_STAGE = {stage.name: stage for stage in STAGES}
 
 
 def output_hashes(stage: Stage, run_dir: Path, config: RunConfig) -> dict[str, str]:
