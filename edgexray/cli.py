@@ -447,8 +447,8 @@ def benchmark_command(
 ):
     """Size, latency, memory and clinical metrics of every variant, side by side, with plots."""
     from edgexray.benchmarks.harness import benchmark
-    from edgexray.benchmarks.tables import format_table, table
-    from edgexray.formatting import target_state
+    from edgexray.benchmarks.tables import table
+    from edgexray.formatting import format_table, target_state
 
     config = BenchmarkConfig(
         threads=BenchmarkConfig.parse_threads(threads), warmup=warmup, runs=runs,
@@ -719,7 +719,7 @@ def run_command(
         raise fail(str(err), err.exit_code) from None
     if not _writes_artifacts(distribute):
         return
-    for line in train.summary_lines(artifacts.read_json(out / artifacts.METRICS)):
+    for line in train.summary_lines(train.read_metrics(out)):
         typer.echo(line)
     for line in summary_lines(summary):
         typer.echo(line)

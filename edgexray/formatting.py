@@ -27,11 +27,36 @@ def signed(value, digits: int = 4, missing: str = "n/a") -> str:
     return f"{round(value, digits) or 0.0:+.{digits}f}" if defined(value) else missing
 
 
-def interval(bounds, template: str = "[{:.3f}-{:.3f}]", missing: str = "") -> str:
+# How a 95% confidence interval is written: in terminal tables, and in markdown prose.
+TEXT_INTERVAL = "[{:.3f}-{:.3f}]"
+PROSE_INTERVAL = "({:.3f}–{:.3f})"
+
+
+def interval(bounds, template: str = TEXT_INTERVAL, missing: str = "") -> str:
     """A confidence interval (low, high), or `missing` when a bound is undefined."""
     if not bounds or not all(defined(bound) for bound in bounds):
         return missing
     return template.format(*bounds)
+
+
+def estimate(value, bounds, prose: bool = False) -> str:
+    """A rate and its 95% interval: "0.9750 [0.912-0.993]", in prose "0.9750 (0.912–0.993)";
+    n/a for what is undefined."""
+    if prose:
+        return f"{number(value)} {interval(bounds, PROSE_INTERVAL, '(n/a)')}"
+    return f"{number(value)} {interval(bounds)}".rstrip()
+
+
+def format_table(headers: list[str], rows: list[list[str]], markdown: bool = False) -> str:
+    """Plain aligned text, or a GitHub markdown table."""
+    if markdown:
+        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in [headers, *rows]
+    )
 
 
 def target_state(met: bool | None) -> str:

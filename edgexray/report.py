@@ -11,11 +11,7 @@ from pathlib import Path
 
 from edgexray import __version__, artifacts
 from edgexray.errors import check_threshold
-from edgexray.formatting import interval, number
-
-
-def _interval(bounds) -> str:
-    return interval(bounds, "{:.3f}–{:.3f}", "n/a")
+from edgexray.formatting import estimate, format_table, number
 
 
 def _metrics_table(metrics: dict) -> list[str]:
@@ -27,8 +23,8 @@ def _metrics_table(metrics: dict) -> list[str]:
     for split in ("test", "val"):
         for at in ("at_threshold", "at_0.5"):
             m = metrics[split][at]
-            recall = f"{number(m['recall'])} ({_interval(m['recall_ci95'])})"
-            specificity = f"{number(m['specificity'])} ({_interval(m['specificity_ci95'])})"
+            recall = estimate(m["recall"], m["recall_ci95"], prose=True)
+            specificity = estimate(m["specificity"], m["specificity_ci95"], prose=True)
             lines.append(
                 f"| {split} | {m['threshold']:.4f} | {recall} | {specificity} | "
                 f"{number(m['auc'])} | {number(m['accuracy'])} | {number(m['ece'], 3)} | {m['n']} |"
@@ -91,9 +87,8 @@ def _calibration_lines(report: dict) -> list[str]:
     def row(name: str, threshold, rates: dict) -> str:
         shown = f"{threshold:.4f}" if isinstance(threshold, float) else threshold
         return (
-            f"| {name} | {shown} | {number(rates['recall'])} "
-            f"({_interval(rates['recall_ci'])}) | {number(rates['specificity'])} "
-            f"({_interval(rates['specificity_ci'])}) |"
+            f"| {name} | {shown} | {estimate(rates['recall'], rates['recall_ci'], prose=True)} "
+            f"| {estimate(rates['specificity'], rates['specificity_ci'], prose=True)} |"
         )
 
     lines.append(row("site sample, uncalibrated", c["source_threshold"], c["uncalibrated"]))
@@ -122,10 +117,12 @@ def _in_run(path: str) -> str:
 
 def write_report(run_dir: Path, config, summary: dict) -> Path:
     """Write run_dir/report.md from the files the stages left there."""
+    from edgexray.export.quantize import variant_table
+    from edgexray.pipeline.train import read_metrics
     from edgexray.pipeline.verify import table_lines
 
     run_dir = Path(run_dir)
-    metrics = artifacts.read_json(run_dir / artifacts.METRICS)
+    metrics = read_metrics(run_dir)
     quantized = _read(run_dir / artifacts.QUANTIZE_REPORT)
     verify = _read(run_dir / artifacts.VERIFY_REPORT)
     selected = summary.get("selected")
@@ -191,21 +188,9 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
         *_shift_report_lines(metrics.get("shift_report")),
     ]
     if quantized:
-        lines += [
-            "",
-            "## Variants (thresholds re-chosen on val for each)",
-            "",
-            "| method | size KB | gzip KB | sparsity | threshold | val recall | val specificity |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for method, v in quantized["variants"].items():
-            threshold = check_threshold(v.get("threshold"), f"{artifacts.QUANTIZE_REPORT} {method}")
-            lines.append(
-                f"| {method} | {v['size_bytes'] / 1024:.1f} | {v['gzip_bytes'] / 1024:.1f} | "
-                f"{v['sparsity']:.3f} | "
-                f"{threshold:.4f} | {number(v['val']['recall'])} | "
-                f"{number(v['val']['specificity'])} |"
-            )
+        lines += ["", "## Variants (thresholds re-chosen on val for each)", ""]
+        table = variant_table(quantized["variants"].values())
+        lines += format_table(*table, markdown=True).splitlines()
     if verify:
         lines += ["", "## Recall gate on the test split", "", "```", *table_lines(verify), "```"]
     benchmark_md = run_dir / artifacts.BENCHMARK_DIR / "benchmark.md"

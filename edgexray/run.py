@@ -25,11 +25,11 @@ from edgexray import __version__, artifacts
 from edgexray.benchmarks.harness import BenchmarkConfig
 from edgexray.errors import EdgexrayError
 from edgexray.export.bundle import TARGETS, BundleConfig
-from edgexray.export.quantize import DEVICE_METHODS, METHODS, QuantizeConfig
+from edgexray.export.quantize import DEVICE_METHODS, METHODS, QuantizeConfig, read_report
 from edgexray.pipeline import distribute
 from edgexray.pipeline.prune import PruneConfig
 from edgexray.pipeline.train import TrainConfig
-from edgexray.pipeline.verify import GateLimits
+from edgexray.pipeline.verify import GateLimits, VerifyReport
 
 log = logging.getLogger("edgexray")
 
@@ -199,7 +199,8 @@ def _calibration(config: RunConfig) -> dict:
 
 
 def _gate_passed(run_dir: Path) -> bool:
-    return artifacts.read_json(run_dir / artifacts.VERIFY_REPORT).get("passed", True)
+    report: VerifyReport = artifacts.read_json(run_dir / artifacts.VERIFY_REPORT)
+    return report["passed"]
 
 
 STAGES = (
@@ -226,6 +227,7 @@ STAGES = (
           (artifacts.SELECTED, artifacts.BUNDLES_DIR), _bundle, optional_outputs=True),
 )  # fmt: skip
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
+_STAGE = {stage.name: stage for stage in STAGES}
 # Everything made from model.keras by the stages after training, and the report on it:
 # stale once the model is retrained.
 DERIVED = (
@@ -243,9 +245,6 @@ def stage_hashes(config: RunConfig) -> dict[str, str]:
         if _STAGE[stage].chained:
             chain = hashes[stage]
     return hashes
-
-
-_STAGE = {stage.name: stage for stage in STAGES}
 
 
 def output_hashes(stage: Stage, run_dir: Path, config: RunConfig) -> dict[str, str]:
@@ -325,13 +324,13 @@ def calibrate_selected(run_dir: Path, selected: dict, config: RunConfig) -> Path
     return Path(report["calibrated_model"])
 
 
-def select_device_model(run_dir: Path, verify_report: dict) -> dict:
+def select_device_model(run_dir: Path, verify_report: VerifyReport) -> dict:
     """The full-int8 variant to deploy: passing the gate, best val specificity, then smallest.
 
     Choosing on val, not test, keeps the test split an honest estimate.
     """
-    quantized = artifacts.read_json(run_dir / artifacts.QUANTIZE_REPORT)["variants"]
-    passed = {Path(c["model"]).stem for c in verify_report["candidates"] if c.get("passed")}
+    quantized = read_report(run_dir)["variants"]
+    passed = {Path(c["model"]).stem for c in verify_report["candidates"] if c["passed"]}
     choices = [m for m in DEVICE_METHODS if m in passed and m in quantized]
     if not choices:
         raise EdgexrayError("no full-int8 variant passed the recall gate: nothing to deploy")
@@ -354,11 +353,11 @@ def device_model(run_dir: Path) -> dict | None:
     Raises:
         EdgexrayError: the gate passed, but no full-int8 variant was among the candidates.
     """
-    verify_report = artifacts.read_json(run_dir / artifacts.VERIFY_REPORT)
+    verify_report: VerifyReport = artifacts.read_json(run_dir / artifacts.VERIFY_REPORT)
     try:
         return select_device_model(run_dir, verify_report)
     except EdgexrayError:
-        if verify_report.get("passed", True):
+        if verify_report["passed"]:
             raise
         return None
 

@@ -100,3 +100,15 @@ def test_help_shows_the_config_dataclasses_defaults():
                 break
     assert {c for c, _ in checked} == set(configs)
     assert len(checked) >= 30, sorted(checked)
+
+
+def test_only_options_given_override_a_train_config_file(tmp_path):
+    config = tmp_path / "my config.json"
+    config.write_text('{"data": "%s", "epochs": 0}' % (tmp_path / "missing"))
+    # The file's epochs stands when --epochs is not given, though --help shows a default.
+    result = runner.invoke(app, ["train", "--config", str(config)])
+    _assert_one_line_error(result)
+    assert "epochs must be >= 1" in result.output
+    result = runner.invoke(app, ["train", "--config", str(config), "--epochs", "3"])
+    _assert_one_line_error(result)
+    assert "data folder not found" in result.output

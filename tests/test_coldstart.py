@@ -37,3 +37,15 @@ def test_coldstart_compares_the_edge_script_with_tensorflow(tiny_tflite, xray_fo
     assert edge["probability"] == pytest.approx(tensorflow["probability"], abs=1e-6)
     assert edge["median_peak_rss_mb"] < tensorflow["median_peak_rss_mb"]
     assert len(result["targets"]) == 4
+
+
+def test_memory_program_runs_by_path_and_measures_the_edge_runtime_alone(xray_folder):
+    from edgexray.benchmarks import memory
+    from edgexray.edge_runtime import infer
+
+    image = sorted((xray_folder / "NORMAL").iterdir())[0]
+    spec = {"height": 32, "width": 32, "channels": 1, "normalization": "equalize"}
+    job = {"runtime": infer.__file__, "model": None, "threads": 1, "images": [str(image)],
+           "input": spec}  # fmt: skip
+    assert memory.PROGRAM.is_file()
+    assert 5 < memory.peak_rss_mb(memory.EDGE_PEAK_RSS, job) < 200

@@ -1,7 +1,8 @@
 """Clinical metrics against hand-computed and independently known values.
 
 Reference values were checked with scipy.stats (binomtest, its Wilson proportion_ci,
-mannwhitneyu) when the tests were written; scipy is not needed to run them.
+mannwhitneyu) when the tests were written, against edgexray's own formulas; metrics.py
+now calls scipy.stats for the binomial ones, and the same values must still come out.
 """
 
 import math

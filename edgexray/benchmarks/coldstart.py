@@ -40,30 +40,9 @@ TARGET_SECONDS = 0.3
 TARGET_RSS_MB = 80.0
 TARGET_RATIO = 10.0
 
-# The TensorFlow side: infer.py loaded by path (not one edgexray module is imported),
-# then TensorFlow's own interpreter, or tf_keras for a .keras model.
-_TENSORFLOW_PREDICTION = r"""
-import importlib.util, json, sys
-runtime, model, image = sys.argv[1:4]
-input_spec = json.loads(sys.argv[4])
-spec = importlib.util.spec_from_file_location("edge_infer", runtime)
-infer = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(infer)
-import tensorflow as tf
-if model.endswith(".keras"):
-    import tf_keras
-    net = tf_keras.models.load_model(model, compile=False, safe_mode=True)
-    output = float(net(infer.preprocess(image, input_spec)[None], training=False)[0, 0])
-    linear = net.layers[-1].activation is tf_keras.activations.linear  # emits the logit
-    probability = float(infer.sigmoid(output)) if linear else output
-else:
-    interpreter = tf.lite.Interpreter(model_path=model)
-    interpreter.allocate_tensors()
-    with open(model[: -len(".tflite")] + ".json") as handle:
-        kind = json.load(handle)["output"]["kind"]
-    probability = infer.run_interpreter(interpreter, infer.preprocess(image, input_spec), kind)
-print(json.dumps({"probability": probability}), flush=True)
-"""
+# The TensorFlow side, run by path: infer.py loaded by path (not one edgexray module is
+# imported for a .tflite), then TensorFlow's own interpreter, or tf_keras for a .keras model.
+TENSORFLOW_PREDICTION = Path(__file__).with_name("tensorflow_predict.py")
 
 
 @dataclass(frozen=True)
@@ -164,7 +143,7 @@ def coldstart(config: ColdStartConfig, on_run=None) -> dict:
         raise EdgexrayError(str(err)) from None
     runtime = str(Path(infer.__file__).resolve())
     quiet_tf = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    tensorflow = [sys.executable, "-c", _TENSORFLOW_PREDICTION, runtime]
+    tensorflow = [sys.executable, str(TENSORFLOW_PREDICTION), runtime]
     commands = {
         "edge_script": ([sys.executable, runtime, "--model", config.model, config.image], None),
         "tensorflow_lite": ([*tensorflow, config.model, config.image, json.dumps(input_spec)],

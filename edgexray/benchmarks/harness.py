@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -44,6 +45,53 @@ from edgexray.pipeline import evaluate
 log = logging.getLogger("edgexray")
 
 SCHEMA = "edgexray.benchmark/1"
+
+
+class VariantRow(TypedDict, total=False):
+    """One model in benchmark.json. Keras rows time one thread key (KERAS_THREADS) and have
+    no peak_rss_above_runtime_mb; ratio_to_float32 is added when a float32 .tflite was
+    measured too."""
+
+    name: str
+    path: str
+    kind: str  # "keras" or "tflite"
+    method: str | None
+    threshold: float
+    size_bytes: int
+    gzip_bytes: int
+    latency: dict[str, dict]  # thread key -> inference_ms / end_to_end_ms / invoke_ms stats
+    parameters: int
+    sparsity: float | None
+    peak_rss_mb: float
+    peak_rss_above_runtime_mb: float | None
+    metrics: evaluate.ClinicalSummary  # at the variant's own threshold
+    unstable: bool
+    recall_minus_float: float | None
+    ratio_to_float32: dict[str, dict | float | None]
+
+
+class BenchmarkResult(TypedDict):
+    """benchmark.json (schema SCHEMA)."""
+
+    schema: str
+    edgexray_version: str
+    created: str
+    config: dict
+    run_dir: str | None
+    out: str
+    data: dict  # source, split, images, pneumonia, normal, skipped
+    machine: dict
+    timer: dict
+    runtime_peak_rss_mb: float
+    reference: str | None
+    thread_keys: list[str]
+    variants: list[VariantRow]
+    targets: list[dict]  # target, ratio, limit, met (None: not measured)
+    notes: list[str]
+    plots: list[str]
+    seconds: float | None
+
+
 OUT_DIR = artifacts.BENCHMARK_DIR
 PLOTS = ("size_vs_recall.png", "latency.png", "confusion_matrices.png", "roc_curves.png")
 
@@ -201,7 +249,7 @@ def benchmark(
     config: BenchmarkConfig,
     paths: Sequence[str] | None = None,
     labels: Sequence[int] | None = None,
-) -> dict:
+) -> BenchmarkResult:
     """Measure every model and write benchmark.json, benchmark.md and the plots.
 
     Args:
@@ -306,7 +354,7 @@ def benchmark(
             else None
         )
     machine["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    result = {
+    result: BenchmarkResult = {
         "schema": SCHEMA,
         "edgexray_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -11,7 +11,7 @@ from edgexray.benchmarks.timing import (
     UNSTABLE_MAX_OVER_MIN,
     UNSTABLE_P99_OVER_P50,
 )
-from edgexray.formatting import number, target_state
+from edgexray.formatting import format_table, number, target_state
 
 
 def _number(value, digits: int = 3) -> str:
@@ -82,18 +82,6 @@ def table(result: dict) -> tuple[list[str], list[list[str]]]:
         cells.append("UNSTABLE " + ", ".join(unstable) if unstable else "ok")
         rows.append(cells)
     return headers, rows
-
-
-def format_table(headers: list[str], rows: list[list[str]], markdown: bool = False) -> str:
-    """Plain aligned text, or a GitHub markdown table."""
-    if markdown:
-        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in [headers, *rows]
-    )
 
 
 def markdown_report(result: dict) -> str:

@@ -161,26 +161,25 @@ def _model_facts(classifier: infer.Classifier, model: Path) -> dict:
         "normalization": spec["normalization"],
         "threshold": classifier.threshold,
         **calibration_facts(sidecar),
-        **OUTPUT_FACTS[classifier.output_kind],
+        **output_facts(classifier.output_kind),
         "negative": classifier.labels[0],
         "positive": classifier.labels[1],
         "version": __version__,
     }
 
 
-# How the android README reads the one output value, by the sidecar's output "kind".
-OUTPUT_FACTS = {
-    "logit": {
-        "output_meaning": "the logit, whose sigmoid (taken on the phone, step 4) is the "
-        "probability; a logit keeps the uint8 output's resolution where it matters",
-        "output_to_probability": "val logit = (q - outZeroPoint) * outScale\n"
-        "    return 1f / (1f + kotlin.math.exp(-logit))  // the sigmoid",
-    },
-    "probability": {
-        "output_meaning": "the probability",
-        "output_to_probability": "return (q - outZeroPoint) * outScale",
-    },
-}
+def snippet(name: str) -> str:
+    """A template that is filled into another one, without its final newline."""
+    return template(name).rstrip("\n")
+
+
+def output_facts(kind: str) -> dict:
+    """How the android README reads the one output value, by the sidecar's output "kind"
+    (logit or probability): what it means, and the Kotlin that turns it into a probability."""
+    return {
+        "output_meaning": snippet(f"android-output-{kind}.md"),
+        "output_to_probability": snippet(f"android-output-{kind}.kt"),
+    }
 
 
 def calibration_facts(sidecar: dict) -> dict:
@@ -216,13 +215,14 @@ def calibration_facts(sidecar: dict) -> dict:
             f"an empirical pneumonia recall >= {block.get('target_recall')} on that sample: a "
             "POINT ESTIMATE with no confidence guarantee (too few pneumonia films)"
         )
-    paragraph = (
-        f"\n**Calibrated at a site.** `edgexray calibrate` ({block.get('calibrated_at', '')}) "
-        f"replaced the validation threshold {block.get('source_threshold')} with "
-        f"{block.get('threshold')}, chosen on a local sample of {sample.get('n')} films "
-        f"({sample.get('pneumonia')} pneumonia, {sample.get('normal')} normal; folder "
-        f"`{sample.get('folder')}`, file list sha256 `{sample.get('files_sha256')}`) for "
-        f"{promise}.{expected} The full record is the `calibration` block of the sidecar.\n"
+    paragraph = _fill(
+        template("calibration.md"),
+        calibrated_at=block.get("calibrated_at", ""),
+        source_threshold=block.get("source_threshold"),
+        threshold=block.get("threshold"),
+        **{key: sample.get(key) for key in ("n", "pneumonia", "normal", "folder", "files_sha256")},
+        promise=promise,
+        expected=expected,
     )
     return {
         "threshold_origin": f"calibrated on a local sample: see below; validation chose "
@@ -296,12 +296,8 @@ def _write_check(staging: Path, classifier: infer.Classifier) -> dict:
 
 
 def _quantization_note(classifier: infer.Classifier) -> str:
-    if classifier.levels_are_input:
-        return (
-            "For this model (scale 1/255, zero point 0) quantizing leaves every grey level "
-            "as it is: the input bytes are the equalised image."
-        )
-    return "For this model quantizing changes the grey levels: pass the tensor's own values."
+    unchanged = classifier.levels_are_input  # scale 1/255, zero point 0
+    return snippet("android-input-unchanged.md" if unchanged else "android-input-requantized.md")
 
 
 def _write_android(staging: Path, classifier: infer.Classifier, model: Path) -> None:

@@ -25,12 +25,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
 from edgexray import __version__, artifacts
-from edgexray.errors import EdgexrayError, check_config
+from edgexray.errors import EdgexrayError, check_config, check_threshold
 from edgexray.export import convert
+from edgexray.formatting import format_table, number
 from edgexray.pipeline import data, distribute, finetune, metrics, scoring
 from edgexray.pipeline.prune import PRUNE_REPORT, clone_fresh, require_pruned
 from edgexray.pipeline.train import TrainConfig, load_config
@@ -38,6 +40,47 @@ from edgexray.pipeline.train import TrainConfig, load_config
 log = logging.getLogger("edgexray")
 
 QUANTIZE_REPORT = artifacts.QUANTIZE_REPORT
+
+
+class QuantizedVariant(TypedDict):
+    """One variant in quantize.json."""
+
+    method: str
+    size_bytes: int
+    gzip_bytes: int
+    sparsity: float
+    threshold: float  # its own, chosen on val for the target recall
+    val: metrics.ClassificationReport  # at that threshold
+    seconds: float
+    model_file: str  # relative to the run directory
+    method_config: dict
+
+
+class VariantResult(TypedDict):
+    """What quantize() returns per method: quantize.json's fields but the file name, plus
+    where it was written and its sidecar."""
+
+    method: str
+    path: str
+    size_bytes: int
+    gzip_bytes: int
+    sparsity: float
+    threshold: float
+    val: metrics.ClassificationReport
+    seconds: float
+    sidecar: dict
+
+
+class QuantizeReport(TypedDict):
+    """quantize.json: every variant made in this run directory, by method."""
+
+    edgexray_version: str
+    variants: dict[str, QuantizedVariant]
+
+
+def read_report(run_dir: Path) -> QuantizeReport:
+    """The run's quantize.json."""
+    return artifacts.read_json(Path(run_dir) / QUANTIZE_REPORT)
 
 
 @dataclass(frozen=True)
@@ -238,7 +281,7 @@ def quantization_aware_training(stage: _Stage, model, scheme):
 
 def quantize(
     run_dir: Path, methods: Iterable[str], config: QuantizeConfig, verbose: int = 1
-) -> list[dict]:
+) -> list[VariantResult]:
     """Build the requested variants as tflite/<method>.tflite with their sidecars.
 
     Returns:
@@ -290,7 +333,7 @@ def quantize(
             threshold=threshold, target_recall=train_config.target_recall,
             sparsity=sparsity, output_kind=kind, check_image=val_images[0],
         )  # fmt: skip
-        result = {
+        result: VariantResult = {
             "method": method,
             "path": str(path),
             **convert.file_sizes(tflite_bytes),
@@ -311,10 +354,10 @@ def quantize(
     return results
 
 
-def _merge_report(run_dir: Path, results: list[dict]) -> None:
+def _merge_report(run_dir: Path, results: list[VariantResult]) -> None:
     """Update quantize.json so quantizing one method later keeps the others' entries."""
     path = run_dir / QUANTIZE_REPORT
-    variants = artifacts.read_json(path).get("variants", {}) if path.is_file() else {}
+    variants = read_report(run_dir)["variants"] if path.is_file() else {}
     for result in results:
         variants[result["method"]] = {
             **{k: v for k, v in result.items() if k not in ("sidecar", "path")},
@@ -325,16 +368,24 @@ def _merge_report(run_dir: Path, results: list[dict]) -> None:
     artifacts.write_json(path, {"edgexray_version": __version__, "variants": ordered})
 
 
-def table_lines(results: list[dict]) -> list[str]:
-    """A readable table of quantize() results: sizes, sparsity, threshold, val metrics."""
-    lines = [
-        f"{'method':<12} {'size KB':>8} {'gzip KB':>8} {'sparsity':>8} {'threshold':>9} "
-        f"{'val recall':>10} {'val spec':>8}"
-    ]
-    for r in results:
-        lines.append(
-            f"{r['method']:<12} {r['size_bytes'] / 1024:>8.1f} {r['gzip_bytes'] / 1024:>8.1f} "
-            f"{r['sparsity']:>8.3f} {r['threshold']:>9.4f} {r['val']['recall']:>10.4f} "
-            f"{r['val']['specificity']:>8.4f}"
-        )
-    return lines
+def variant_table(
+    variants: Iterable[QuantizedVariant | VariantResult],
+) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the one variants table (the CLI's and report.md's): sizes,
+    sparsity, each variant's own threshold and its val metrics there."""
+    headers = ["method", "size KB", "gzip KB", "sparsity", "threshold", "val recall",
+               "val specificity"]  # fmt: skip
+    rows = []
+    for v in variants:
+        threshold = check_threshold(v["threshold"], f"{QUANTIZE_REPORT} {v['method']}")
+        rows.append([
+            v["method"], f"{v['size_bytes'] / 1024:.1f}", f"{v['gzip_bytes'] / 1024:.1f}",
+            f"{v['sparsity']:.3f}", f"{threshold:.4f}",
+            number(v["val"]["recall"]), number(v["val"]["specificity"]),
+        ])  # fmt: skip
+    return headers, rows
+
+
+def table_lines(results: list[VariantResult]) -> list[str]:
+    """quantize() results as a plain text table."""
+    return format_table(*variant_table(results)).splitlines()

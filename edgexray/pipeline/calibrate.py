@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +47,7 @@ import numpy as np
 from edgexray import __version__, artifacts
 from edgexray.edge_runtime import infer
 from edgexray.errors import EdgexrayError, check_config
-from edgexray.formatting import json_safe, number
+from edgexray.formatting import estimate, json_safe, number
 from edgexray.pipeline import data, evaluate, metrics, scoring
 
 log = logging.getLogger("edgexray")
@@ -137,14 +136,15 @@ def _percent(confidence: float) -> str:
 def _rates(labels: np.ndarray, predicted: np.ndarray, confidence: float) -> dict:
     """Recall and specificity with two-sided Wilson intervals at the confidence."""
     counts = metrics.confusion(labels, predicted)
-    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2.0)
     found, pneumonia = counts["tp"], counts["tp"] + counts["fn"]
     cleared, normal = counts["tn"], counts["tn"] + counts["fp"]
+    recall_ci = metrics.wilson_interval(found, pneumonia, confidence)
+    specificity_ci = metrics.wilson_interval(cleared, normal, confidence)
     return {
         "recall": found / pneumonia if pneumonia else None,
-        "recall_ci": list(metrics.wilson_interval(found, pneumonia, z)) if pneumonia else None,
+        "recall_ci": list(recall_ci) if pneumonia else None,
         "specificity": cleared / normal if normal else None,
-        "specificity_ci": list(metrics.wilson_interval(cleared, normal, z)) if normal else None,
+        "specificity_ci": list(specificity_ci) if normal else None,
         "misses": counts["fn"],
         "false_alarms": counts["fp"],
     }
@@ -604,15 +604,11 @@ def calibrate_run_model(
 
 
 def _rate_row(name: str, threshold, rates: dict) -> str:
-    def show(value, interval):
-        if value is None:
-            return f"{'n/a':>22}"
-        return f"{value:.4f} [{interval[0]:.3f}-{interval[1]:.3f}]"
-
+    recall = estimate(rates["recall"], rates["recall_ci"])
+    specificity = estimate(rates["specificity"], rates["specificity_ci"])
     threshold_text = f"{threshold:.4f}" if isinstance(threshold, float) else threshold
     return (
-        f"{name:<26} {threshold_text:>9}  {show(rates['recall'], rates['recall_ci']):>22}"
-        f"  {show(rates['specificity'], rates['specificity_ci']):>22}"
+        f"{name:<26} {threshold_text:>9}  {recall:>22}  {specificity:>22}"
         f"  {rates['misses']:>6} {rates['false_alarms']:>6}"
     )
 

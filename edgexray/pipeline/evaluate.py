@@ -202,7 +202,14 @@ def score(models: list[Model], images: Images) -> scoring.Scores:
     return scoring.score([m.scorer for m in models], images.paths, images.labels)
 
 
-def summarize(labels, probabilities, threshold: float) -> dict:
+class ClinicalSummary(metrics.ClassificationReport):
+    """summarize(): the classification report and the class counts behind it."""
+
+    pneumonia: int
+    normal: int
+
+
+def summarize(labels, probabilities, threshold: float) -> ClinicalSummary:
     """Every clinical metric from labels, probabilities and a threshold (pure, no I/O).
 
     metrics.classification_report plus the class counts, so a reader sees how many

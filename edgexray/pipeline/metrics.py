@@ -7,6 +7,7 @@ normal. Nothing here imports TensorFlow.
 from __future__ import annotations
 
 import math
+from typing import TypedDict
 
 import numpy as np
 
@@ -88,25 +89,27 @@ def fit_temperature(labels, logits) -> float:
     return float(temperatures[int(np.argmin(losses))])
 
 
-def wilson_interval(successes: int, total: int, z: float = 1.959963984540054):
-    """95% Wilson score interval of a proportion; (nan, nan) when total is 0."""
+# SciPy is imported inside the functions: `edgexray --help` imports this module.
+
+
+def wilson_interval(successes: int, total: int, confidence: float = 0.95):
+    """Wilson score interval of a proportion; (nan, nan) when total is 0."""
+    from scipy import stats
+
     if total == 0:
         return (float("nan"), float("nan"))
-    p = successes / total
-    denominator = 1 + z * z / total
-    centre = (p + z * z / (2 * total)) / denominator
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    ci = stats.binomtest(successes, total).proportion_ci(confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
 
 
 def mcnemar_exact(only_first_correct: int, only_second_correct: int) -> float:
     """Two-sided exact McNemar p-value from the discordant pair counts (binomial, p=0.5)."""
+    from scipy import stats
+
     n = only_first_correct + only_second_correct
     if n == 0:
         return 1.0
-    k = min(only_first_correct, only_second_correct)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
-    return float(min(1.0, 2.0 * tail))
+    return float(stats.binomtest(min(only_first_correct, only_second_correct), n).pvalue)
 
 
 def _ratio(numerator: int, denominator: int) -> float | None:
@@ -118,7 +121,25 @@ def _defined(value: float) -> float | None:
     return None if value is None or math.isnan(value) else value
 
 
-def classification_report(labels, probabilities, threshold: float) -> dict:
+class ClassificationReport(TypedDict):
+    """classification_report(): every metric at one threshold. None where undefined (no
+    film of a class); the 95% intervals are Wilson's, as [low, high]."""
+
+    n: int
+    threshold: float
+    accuracy: float | None
+    recall: float | None
+    recall_ci95: list[float | None]
+    specificity: float | None
+    specificity_ci95: list[float | None]
+    precision: float | None
+    f1: float | None
+    auc: float | None
+    ece: float | None
+    confusion_matrix: list[list[int]]  # [[tn, fp], [fn, tp]]
+
+
+def classification_report(labels, probabilities, threshold: float) -> ClassificationReport:
     """Every metric at one decision threshold (pneumonia when probability >= threshold)."""
     labels = np.asarray(labels).astype(int)
     probabilities = np.asarray(probabilities, dtype=np.float64)
@@ -158,24 +179,14 @@ def threshold_for_recall(labels, probabilities, target_recall: float) -> float:
     return float(positives[needed - 1])
 
 
-# --- sample sizes and guarantees: exact binomial, no SciPy --------------------------------
-
-
-def _binomial_pmf(k: int, n: int, p: float) -> float:
-    log_pmf = (
-        math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-        + k * math.log(p) + (n - k) * math.log1p(-p)
-    )  # fmt: skip
-    return math.exp(log_pmf)
+# --- sample sizes and guarantees: exact binomial --------------------------------------------
 
 
 def binomial_cdf(k: int, n: int, p: float) -> float:
-    """P(Binomial(n, p) <= k) for 0 < p < 1, summed in log space (no underflow for large n)."""
-    if k < 0:
-        return 0.0
-    if k >= n:
-        return 1.0
-    return min(1.0, math.fsum(_binomial_pmf(i, n, p) for i in range(k + 1)))
+    """P(Binomial(n, p) <= k)."""
+    from scipy import stats
+
+    return float(stats.binom.cdf(k, n, p))
 
 
 def misses_allowed(n: int, target_recall: float, confidence: float) -> int | None:
@@ -188,10 +199,8 @@ def misses_allowed(n: int, target_recall: float, confidence: float) -> int | Non
     if n == 0:
         return None
     miss_rate, risk = 1.0 - target_recall, 1.0 - confidence
-    cdf = 0.0
     for k in range(n):
-        cdf += _binomial_pmf(k, n, miss_rate)
-        if cdf > risk:
+        if binomial_cdf(k, n, miss_rate) > risk:
             return k - 1 if k > 0 else None
     return n - 1
 
@@ -209,18 +218,12 @@ def films_needed(target_recall: float, confidence: float, misses: int = 0) -> in
 
 def recall_lower_bound(found: int, total: int, confidence: float) -> float:
     """One-sided Clopper-Pearson lower confidence bound of recall: found of total pneumonia."""
+    from scipy import stats
+
     if found <= 0:
         return 0.0
-    low, high = 0.0, 1.0
-    # P(Binomial(total, p) >= found) = P(Binomial(total, 1 - p) <= total - found) grows with p;
-    # the bound is the p where it equals 1 - confidence.
-    for _ in range(60):
-        middle = (low + high) / 2.0
-        if binomial_cdf(total - found, total, 1.0 - middle) < 1.0 - confidence:
-            low = middle
-        else:
-            high = middle
-    return low
+    test = stats.binomtest(found, total, alternative="greater")
+    return float(test.proportion_ci(confidence, method="exact").low)
 
 
 def predictive_values(recall: float, specificity: float, prevalence: float) -> dict:

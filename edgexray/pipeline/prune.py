@@ -20,7 +20,7 @@ import numpy as np
 from edgexray import __version__, artifacts
 from edgexray.errors import EdgexrayError, check_config
 from edgexray.pipeline import data, distribute, finetune, metrics, scoring
-from edgexray.pipeline.train import load_config
+from edgexray.pipeline.train import load_config, read_metrics
 
 log = logging.getLogger("edgexray")
 
@@ -196,9 +196,8 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
 
 def _baseline_val_auc(run_dir: Path, baseline, val_paths, val_labels, spec) -> float:
     """The baseline's val AUC from metrics.json, or recomputed when training left none."""
-    metrics_path = run_dir / artifacts.METRICS
-    if metrics_path.is_file():
-        auc = artifacts.read_json(metrics_path).get("val", {}).get("at_threshold", {}).get("auc")
+    if (run_dir / artifacts.METRICS).is_file():
+        auc = read_metrics(run_dir)["val"]["at_threshold"]["auc"]
         if auc is not None:
             return float(auc)
     return metrics.roc_auc(val_labels, scoring.keras_probabilities(baseline, val_paths, spec))

@@ -12,8 +12,8 @@ Kaggle test/ folder here: 312 films, 117 of them normal, so one normal film is 0
   recall       0: the promise of the project; a compressed model misses no more pneumonia.
   specificity  0.10: 12 of 117 normal films. Each variant's threshold is re-chosen on val
                for the same recall, and at a new site those thresholds land on different
-               normal films: pqat lost 0.077 this way with an unchanged AUC (run
-               `runs/check-A2` of the ablation, a choice made by looking at test/). 0.10
+               normal films, so specificity moves while AUC does not (the trial that set
+               this limit, after looking at test/: benchmarks/README.md, "Ablation"). 0.10
                is about the half-width of the baseline's 95% interval at 117 films; a
                threshold-0 model loses all of its specificity (0.7 and more) and fails.
   AUC          0.01: ranking quality, independent of the threshold. Variants lost at most
@@ -27,14 +27,15 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
 from edgexray import artifacts
 from edgexray.errors import EdgexrayError
-from edgexray.formatting import defined, json_safe, number, signed
+from edgexray.formatting import defined, interval, json_safe, number, signed
 from edgexray.pipeline import data, metrics
-from edgexray.pipeline.evaluate import find_images, load_model, score, summarize
+from edgexray.pipeline.evaluate import ClinicalSummary, find_images, load_model, score, summarize
 
 log = logging.getLogger("edgexray")
 
@@ -66,13 +67,51 @@ class GateLimits:
                 raise EdgexrayError(f"{name} must be in [0, 1], got {value}")
 
 
+class ModelMetrics(ClinicalSummary):
+    """A model's metrics on the shared images, at its own threshold."""
+
+    model: str
+    name: str
+    kind: str  # "keras" or "tflite"
+
+
+class Candidate(ModelMetrics):
+    """A compressed model against the baseline (compare())."""
+
+    passed: bool
+    failures: list[str]
+    recall_drop: float
+    delta: dict[str, float | None]  # recall, specificity, auc, accuracy: candidate - baseline
+    mcnemar: dict[str, float | int | None]
+    changes: dict[str, int]  # per CHANGES entry: how many films
+    flipped: list[dict]  # path, label, change, baseline/candidate probability
+
+
+class VerifyReport(TypedDict):
+    """verify.json: what verify() returns (or RecallRegressionError carries)."""
+
+    data: str
+    split: str | None
+    n: int
+    skipped: int
+    skipped_files: list[str]
+    max_recall_drop: float
+    max_specificity_drop: float
+    max_auc_drop: float
+    passed: bool
+    failed: list[str]
+    seconds: float
+    baseline: ModelMetrics
+    candidates: list[Candidate]
+
+
 class RecallRegressionError(EdgexrayError):
     """A candidate lost more recall, specificity or AUC than allowed; `report` has every
     metric."""
 
     exit_code = 1
 
-    def __init__(self, report: dict):
+    def __init__(self, report: VerifyReport):
         self.report = report
         failing = [c for c in report["candidates"] if not c["passed"]]
         details = "; ".join(
@@ -195,7 +234,7 @@ def verify(
     data_path: Path,
     split: str = "test",
     limits: GateLimits = GateLimits(),
-) -> dict:
+) -> VerifyReport:
     """Check that no candidate misses more pneumonia than the baseline on the same images,
     nor collapses in specificity or AUC.
 
@@ -246,7 +285,7 @@ def verify(
         for row, model in enumerate(models)
     ]
 
-    def public(entry: dict) -> dict:
+    def public(entry: dict) -> ModelMetrics:
         return {k: entry[k] for k in ("model", "name", "kind")} | entry["report"]
 
     results = [
@@ -254,7 +293,7 @@ def verify(
         for entry in scored[1:]
     ]
     failed = [c["name"] for c in results if not c["passed"]]
-    report = {
+    report: VerifyReport = {
         "data": str(data_path),
         "split": images.split,
         "n": int(len(labels)),
@@ -273,7 +312,7 @@ def verify(
     return report
 
 
-def verify_run(run_dir: Path, limits: GateLimits = GateLimits()) -> dict:
+def verify_run(run_dir: Path, limits: GateLimits = GateLimits()) -> VerifyReport:
     """Verify every tflite/*.tflite of a run against its model.keras on the test split.
 
     The baseline uses the run's val-chosen threshold (metrics.json), each candidate its
@@ -304,7 +343,7 @@ def verify_run(run_dir: Path, limits: GateLimits = GateLimits()) -> dict:
     return report
 
 
-def table_lines(report: dict) -> list[str]:
+def table_lines(report: VerifyReport) -> list[str]:
     """A readable table of baseline and candidates from a verify() report."""
     where = report["data"] + (f" ({report['split']} split)" if report["split"] else "")
     skipped = f", {report['skipped']} unreadable skipped" if report["skipped"] else ""
@@ -322,11 +361,11 @@ def table_lines(report: dict) -> list[str]:
     ]
     for entry in [report["baseline"], *report["candidates"]]:
         is_baseline = entry is report["baseline"]
-        interval = "[{:.3f}-{:.3f}]".format(*entry["recall_ci95"])
+        recall_ci = interval(entry["recall_ci95"])
         delta = entry.get("delta", {})
         row = (
             f"{entry['name'][:16]:<16} {entry['kind']:<6} {entry['threshold']:>6.3f} "
-            f"{entry['recall']:>7.4f} {interval:>13} "
+            f"{entry['recall']:>7.4f} {recall_ci:>13} "
             f"{'' if is_baseline else signed(delta['recall']):>8} "
             f"{number(entry['specificity']):>7} "
             f"{'' if is_baseline else signed(delta['specificity']):>8} {number(entry['auc']):>7} "

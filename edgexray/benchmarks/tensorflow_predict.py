@@ -1,0 +1,44 @@
+"""One prediction through TensorFlow, as a program of its own (coldstart's other side).
+
+coldstart runs it by path in a fresh process:
+`python tensorflow_predict.py RUNTIME MODEL IMAGE INPUT_SPEC`. It preprocesses with the
+edge runtime file RUNTIME loaded by path, then runs MODEL with TensorFlow's own
+tf.lite.Interpreter, or a .keras model with tf_keras through edgexray (of the tree this
+file is in), and prints {"probability": p} as the edge script does.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    runtime, model, image, input_spec = argv[0], argv[1], argv[2], json.loads(argv[3])
+    spec = importlib.util.spec_from_file_location("edge_infer", runtime)
+    infer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(infer)
+    if model.endswith(".keras"):
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+        from edgexray import artifacts
+        from edgexray.pipeline.model import emits_logit
+
+        net = artifacts.load_keras(model)
+        output = float(net(infer.preprocess(image, input_spec)[None], training=False)[0, 0])
+        probability = float(infer.sigmoid(output)) if emits_logit(net) else output
+    else:
+        import tensorflow as tf
+
+        interpreter = tf.lite.Interpreter(model_path=model)
+        interpreter.allocate_tensors()
+        with open(model[: -len(".tflite")] + ".json") as handle:
+            kind = json.load(handle)["output"]["kind"]  # required: infer.load_sidecar refuses a sidecar without it
+        probability = infer.run_interpreter(interpreter, infer.preprocess(image, input_spec), kind)
+    print(json.dumps({"probability": probability}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
