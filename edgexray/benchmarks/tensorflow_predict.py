@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
         interpreter = tf.lite.Interpreter(model_path=model)
         interpreter.allocate_tensors()
         with open(model[: -len(".tflite")] + ".json") as handle:
-            kind = json.load(handle)["output"]["kind"]  # required: infer.load_sidecar refuses a sidecar without it
+            kind = json.load(handle)["output"]["kind"]  # infer.load_sidecar requires it
         probability = infer.run_interpreter(interpreter, infer.preprocess(image, input_spec), kind)
     print(json.dumps({"probability": probability}), flush=True)
     return 0
