@@ -98,12 +98,11 @@ def tiny_tflite(tiny_run, tiny_config, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def device(tmp_path_factory) -> Path:
-    """The edge runtime's infer.py copied alone into a folder with spaces, as in a bundle."""
-    import shutil
-
-    from edgexray.edge_runtime import infer
+    """The edge runtime's files (infer.py and its modules) copied into a folder with
+    spaces, as in a bundle."""
+    from edgexray.edge_runtime import copy_runtime
 
     folder = tmp_path_factory.mktemp("edge") / "edge device"
     folder.mkdir()
-    shutil.copyfile(infer.__file__, folder / "infer.py")
+    copy_runtime(folder)
     return folder

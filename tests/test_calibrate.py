@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from edgexray import artifacts
 from edgexray.cli import app
-from edgexray.edge_runtime import infer
+from edgexray.edge_runtime import copy_runtime, infer
 from edgexray.export.bundle import BundleConfig, make_bundle
 from edgexray.pipeline import calibrate as cal
 from edgexray.pipeline import evaluate, metrics, verify
@@ -269,7 +269,7 @@ def test_every_consumer_honours_the_calibrated_threshold(calibrated, xray_folder
     # The device script alone (no edgexray, no TensorFlow) accepts the calibration block.
     device = tmp_path / "device"
     device.mkdir()
-    shutil.copyfile(infer.__file__, device / "infer.py")
+    copy_runtime(device)
     script = run_blocked(
         [sys.executable, str(device / "infer.py"), "--model", str(calibrated), str(film)], tmp_path
     )

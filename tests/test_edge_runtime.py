@@ -20,9 +20,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edgexray.cli import app
-from edgexray.edge_runtime import infer
+from edgexray.edge_runtime import copy_runtime, infer
 
-RECORD_KEYS = {"path", "probability", "label", "threshold", "latency_ms"}
+RECORD_KEYS = {
+    "path", "probability", "label", "threshold", "latency_ms", "in_scope", "scope_reason",
+}  # fmt: skip
 READABLE = ["16 bit.png", "UPPER CASE.PNG", "big 4000x3000.jpg", "exif rotated.jpg",
             "one pixel.png", "palette.png", "rgba.png"]  # fmt: skip
 UNREADABLE = ["bomb over our limit.png", "bomb over pillow error.png",
@@ -115,6 +117,7 @@ def test_script_reads_odd_images_without_tensorflow(
         assert set(record) == RECORD_KEYS | ({"quality_warning"} if flat else set()), record
         assert record["threshold"] == classifier.threshold
         expected_label = "PNEUMONIA" if record["probability"] >= record["threshold"] else "NORMAL"
+        expected_label = "OUT_OF_SCOPE" if flat else expected_label
         assert record["label"] == expected_label and record["latency_ms"] > 0
         assert record["probability"] == pytest.approx(
             classifier.probability(record["path"]), abs=1e-6
@@ -203,7 +206,7 @@ def test_bad_models_and_arguments_exit_2_with_one_line(device, tiny_tflite, odd_
 def test_default_model_is_the_only_tflite_next_to_the_script(tiny_tflite, odd_images, tmp_path):
     bundle = tmp_path / "bundle like"
     bundle.mkdir()
-    shutil.copyfile(infer.__file__, bundle / "infer.py")
+    copy_runtime(bundle)
     for suffix in (".tflite", ".json"):
         shutil.copyfile(tiny_tflite["int8"].with_suffix(suffix), bundle / f"int8{suffix}")
     image = odd_images / "UPPER CASE.PNG"

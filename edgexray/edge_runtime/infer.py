@@ -10,10 +10,12 @@ It is also the one home of the image-discovery rule (`is_image_file`, `image_fil
 edgexray's data loading, evaluation and `predict` call it, and the bundle's watch-folder
 script asks it with `--list-images`, so every reader agrees on what is a film.
 
-Command line (exit 0 when every image was read, 3 when some were not, 2 for bad
+Command line (exit 0 when every image was read and in scope, 3 when some could not be
+read, else 4 when some were out of scope (label OUT_OF_SCOPE, see scope.py), 2 for bad
 arguments, a missing, corrupt or mismatched model, or results that could not be written):
 
     python infer.py --model model.tflite IMAGE_OR_DIR [...] [--format jsonl|csv] [--threads N]
+                    [--no-scope-check]
     python infer.py --list-images IMAGE_OR_DIR [...]
 
 It stays one file, over the usual module size, on purpose: it is copied alone to devices.
@@ -36,6 +38,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+try:
+    from . import scope
+except ImportError:  # run as a script (the rpi bundle's infer.py, scope.py next to it)
+    import scope
+
 # Larger images are refused as decompression bombs. Real chest films are at most about
 # 4500 x 4500 pixels; 50 megapixels leaves room and still bounds memory.
 MAX_PIXELS = 50_000_000
@@ -50,21 +57,18 @@ IMAGE_FORMATS = ("JPEG", "PNG")
 # also what a sidecar without "kind" means).
 OUTPUT_KINDS = ("logit", "probability")
 LABEL_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9 _-]{0,31}")
-# A film spreads over many grey levels: 300 random films of the Kaggle set, resized to
-# 128 x 128, all had a standard deviation of at least 28 and at least 143 levels. Below
-# these bounds the image is blank, flat or a two-tone drawing and the model's probability
-# means nothing; the record says so instead of staying silent.
-FLAT_STD = 10.0
-FLAT_LEVELS = 32
 MAX_THREADS = 64  # far above any device's cores; huge values crash the interpreter
 SIDECAR_SCHEMA = "edgexray.sidecar/1"
 SIDECAR_FIELDS = ("model_file", "sha256", "labels", "input", "output", "threshold")
 INPUT_FIELDS = ("height", "width", "normalization")
 RECORD_FIELDS = (
     "path", "probability", "label", "threshold", "latency_ms", "error", "quality_warning",
+    "in_scope", "scope_reason", "scope_distance",
 )  # fmt: skip
 FORMATS = ("jsonl", "csv")
-EXIT_OK, EXIT_BAD_INPUT, EXIT_UNREADABLE = 0, 2, 3
+# 3 wins over 4: an unreadable film has no answer at all, an out-of-scope one is refused
+# with a reason in its record; either way the records must be read.
+EXIT_OK, EXIT_BAD_INPUT, EXIT_UNREADABLE, EXIT_OUT_OF_SCOPE = 0, 2, 3, 4
 
 
 class InferenceError(Exception):
@@ -116,6 +120,16 @@ def load_grayscale(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray
     """Read a JPEG or PNG file as an 8-bit grayscale array, upright as the EXIF tag says.
 
     Raises:
+        ImageError: as `load_film`.
+    """
+    return load_film(path, max_pixels)[0]
+
+
+def load_film(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, dict]:
+    """Read a JPEG or PNG file as an 8-bit grayscale array, and what the scope guard needs
+    from the decoded file: info["colour"], the `scope.colour_spread` of a colour image.
+
+    Raises:
         ImageError: the file is missing, not a regular file, not a JPEG or PNG,
             truncated or too large.
     """
@@ -130,7 +144,10 @@ def load_grayscale(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray
                 image.load()  # decode now, so a truncated file fails here
                 # In place: a film is megabytes, and every copy counts on a small device.
                 ImageOps.exif_transpose(image, in_place=True)
-                return _to_uint8_gray(image)
+                info = {}
+                if image.mode not in GREY_MODES:
+                    info["colour"] = _colour_spread(image)
+                return _to_uint8_gray(image), info
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
@@ -146,6 +163,17 @@ def _bomb_message(path, width: int, height: int, max_pixels: int) -> str:
         f"{path}: {width}x{height} pixels is over the {max_pixels} limit "
         "(refused as a possible decompression bomb)"
     )
+
+
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def _colour_spread(image: Image.Image) -> float:
+    """scope.colour_spread of the RGB channels (alpha ignored), on every step-th pixel of
+    every step-th row, so a large photograph costs no more than a 256-pixel one."""
+    step = max(1, -(-max(image.size) // scope.COLOUR_SAMPLE))
+    rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)[::step, ::step]
+    return scope.colour_spread(rgb)
 
 
 def _to_uint8_gray(image: Image.Image) -> np.ndarray:
@@ -219,17 +247,11 @@ def preprocess(path: str | Path, input_spec: dict) -> np.ndarray:
 def quality_warning(gray: np.ndarray) -> str | None:
     """Why a resized 8-bit image does not look like a film (blank, flat), or None.
 
-    Equalisation stretches even a blank image to full contrast, so the model answers
-    with confidence; this is the one place that notices the image had nothing in it.
+    Kept in every record of such an image, also under --no-scope-check; with the check,
+    the same finding makes the film out of scope (scope.flat_reason is the rule).
     """
-    levels = int(np.count_nonzero(np.bincount(gray.ravel(), minlength=256)))
-    spread = float(gray.std())
-    if spread < FLAT_STD or levels < FLAT_LEVELS:
-        return (
-            f"flat or blank image (grey-level standard deviation {spread:.1f}, "
-            f"{levels} grey levels): the probability is not meaningful"
-        )
-    return None
+    reason = scope.flat_reason(gray)
+    return f"{reason}: the probability is not meaningful" if reason else None
 
 
 # --- the model: interpreter, sidecar, quantization ------------------------------------
@@ -293,6 +315,15 @@ def invoke(interpreter, batch: np.ndarray, input_detail: dict, output_detail: di
         scale, zero_point = output_detail["quantization"]
         output = (output - zero_point) * scale
     return output
+
+
+def dequantized(values: np.ndarray, detail: dict) -> np.ndarray:
+    """An output tensor's values as float64, dequantized when the tensor is integer."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if np.issubdtype(detail["dtype"], np.integer):
+        scale, zero_point = detail["quantization"]
+        values = (values - zero_point) * scale
+    return values
 
 
 def input_batch(image: np.ndarray, input_detail: dict) -> np.ndarray:
@@ -394,13 +425,24 @@ def _sidecar_problem(sidecar: dict) -> str | None:
     output = sidecar["output"]
     if not isinstance(output, dict) or output.get("kind", "probability") not in OUTPUT_KINDS:
         return f"output.kind must be one of {', '.join(OUTPUT_KINDS)}"
+    if sidecar.get("scope") is not None:
+        return scope.problem(sidecar["scope"])
     return None
 
 
 class Classifier:
-    """A .tflite pneumonia model fed exactly as its sidecar says."""
+    """A .tflite pneumonia model fed exactly as its sidecar says.
 
-    def __init__(self, model_path: str | Path, threads: int | None = None):
+    Output 0 is the pneumonia logit (or probability); a model with scope statistics has
+    its pooled features as another output, named by the sidecar's scope block. With
+    check_scope (the default) every record says whether the film is in scope.
+    """
+
+    def __init__(
+        self, model_path: str | Path, threads: int | None = None, check_scope: bool = True
+    ):
+        self.model_path = Path(model_path)
+        self.check_scope = check_scope
         self.sidecar = load_sidecar(model_path)
         self.interpreter = load_interpreter(model_path, threads)
         try:
@@ -415,10 +457,16 @@ class Classifier:
                 f"{model_path}: input shape {shape} does not match its sidecar {expected}"
             )
         outputs = self.interpreter.get_output_details()
-        if len(outputs) != 1 or int(np.prod(outputs[0]["shape"])) != 1:
+        if int(np.prod(outputs[0]["shape"])) != 1:
             # One sigmoid unit is the pneumonia probability; a two-class softmax read the
             # same way would silently return the probability of NORMAL.
             raise InferenceError(f"{model_path}: expected one output value")
+        self.scope = self.sidecar.get("scope")
+        if self.scope is not None:
+            found = scope.problem(self.scope, [int(np.prod(o["shape"])) for o in outputs])
+            if found:
+                raise InferenceError(f"{model_path}: {found}")
+        self.outputs = outputs
         self.threshold = float(self.sidecar["threshold"])
         self.labels = [str(label) for label in self.sidecar["labels"]]
         self.output_kind = self.sidecar["output"].get("kind", "probability")
@@ -454,26 +502,64 @@ class Classifier:
         """Pneumonia probability of one image file (raises ImageError if unreadable)."""
         return self.run(self.model_input(path))
 
-    def classify(self, path: str | Path) -> dict:
-        """One record: path, probability, label, threshold, latency_ms; or path and error.
+    def feature_output(self) -> dict | None:
+        """index, name and size of the pooled-features output (the second output of a
+        model exported for the scope guard), or None."""
+        if len(self.outputs) < 2:
+            return None
+        detail = self.outputs[1]
+        return {
+            "index": 1, "name": detail["name"], "size": int(np.prod(detail["shape"])),
+        }  # fmt: skip
 
-        latency_ms covers reading, preprocessing and the interpreter call.
-        A flat or blank image also gets quality_warning (see `quality_warning`).
+    def features(self) -> np.ndarray | None:
+        """The dequantized pooled features of the last `run`, or None without them."""
+        if self.scope is not None:
+            detail = self.outputs[self.scope["feature_output"]["index"]]
+        elif len(self.outputs) > 1:
+            detail = self.outputs[1]
+        else:
+            return None
+        return dequantized(self.interpreter.get_tensor(detail["index"]), detail)
+
+    def scope_decision(self, gray: np.ndarray, info: dict) -> scope.Decision:
+        """The guard's answer for a film just `run` (its features are read from the model)."""
+        if not self.check_scope:
+            return scope.Decision(None, scope.NOT_CHECKED)
+        return scope.decide(
+            gray, self.features(), self.scope, colour=info.get("colour"), tags=info.get("tags")
+        )
+
+    def classify(self, path: str | Path) -> dict:
+        """One record: path, probability, label, threshold, latency_ms, in_scope,
+        scope_reason (and scope_distance when measured); or path and error.
+
+        A film out of scope gets the label OUT_OF_SCOPE: its probability is recorded but
+        not turned into NORMAL or PNEUMONIA. latency_ms covers reading, preprocessing,
+        the interpreter call and the scope check. A flat or blank image also gets
+        quality_warning (see `quality_warning`).
         """
         started = time.perf_counter()
         spec = self.sidecar["input"]
         try:
-            gray = resized_grayscale(path, spec)
+            film, info = load_film(path)
+            gray = resize(film, int(spec["height"]), int(spec["width"]))
         except ImageError as err:
             return {"path": str(path), "error": str(err).replace(f"{path}: ", "", 1)}
         probability = self.run(self.tensor_of(gray))
+        decision = self.scope_decision(gray, info)
+        label = self.labels[1] if probability >= self.threshold else self.labels[0]
         record = {
             "path": str(path),
             "probability": probability,
-            "label": self.labels[1] if probability >= self.threshold else self.labels[0],
+            "label": scope.OUT_OF_SCOPE if decision.in_scope is False else label,
             "threshold": self.threshold,
             "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
+            "in_scope": decision.in_scope,
+            "scope_reason": decision.reason,
         }
+        if decision.distance is not None:
+            record["scope_distance"] = round(decision.distance, 4)
         warning = quality_warning(gray)
         if warning:
             record["quality_warning"] = warning
@@ -500,7 +586,11 @@ class OutputError(InferenceError):
 
 
 def write_records(records, stream, fmt: str = "jsonl") -> int:
-    """Write each record as soon as it is ready (jsonl or csv); return how many had errors.
+    """Write each record as soon as it is ready (jsonl or csv).
+
+    Returns:
+        The exit code they call for: EXIT_UNREADABLE when some had errors, else
+        EXIT_OUT_OF_SCOPE when some were out of scope, else EXIT_OK.
 
     Raises:
         OutputError: a write or flush failed; what was not flushed is lost, so the caller
@@ -510,14 +600,15 @@ def write_records(records, stream, fmt: str = "jsonl") -> int:
     writer = csv.DictWriter(stream, RECORD_FIELDS, lineterminator="\n") if fmt == "csv" else None
     if writer:
         _emit(stream, writer.writerow, {field: field for field in RECORD_FIELDS})  # header
-    errors = 0
+    errors = out_of_scope = 0
     for record in records:
         errors += "error" in record
+        out_of_scope += record.get("in_scope") is False
         if writer:
             _emit(stream, writer.writerow, record)
         else:
             _emit(stream, stream.write, json.dumps(record) + "\n")
-    return errors
+    return EXIT_UNREADABLE if errors else EXIT_OUT_OF_SCOPE if out_of_scope else EXIT_OK
 
 
 def _emit(stream, write, item) -> None:
@@ -539,12 +630,22 @@ def check_threads(threads: int | None) -> None:
 
 
 def run(
-    model_path: str | Path, inputs, fmt: str = "jsonl", threads: int | None = None, stream=None
+    model_path: str | Path,
+    inputs,
+    fmt: str = "jsonl",
+    threads: int | None = None,
+    stream=None,
+    check_scope: bool = True,
 ) -> int:
     """Classify every image in inputs (files or folders), one record per image on stream.
 
+    A model without scope statistics gets one warning line on stderr: its records say
+    in_scope null, and nothing catches a film it cannot read.
+
     Returns:
-        EXIT_OK when every image was read, EXIT_UNREADABLE when some were not.
+        EXIT_OK when every image was read and in scope (or not checked),
+        EXIT_UNREADABLE when some could not be read, else EXIT_OUT_OF_SCOPE when some
+        were out of scope.
 
     Raises:
         InferenceError: a bad format or thread count, no images at all, or a missing,
@@ -554,12 +655,17 @@ def run(
     if fmt not in FORMATS:
         raise InferenceError(f"unknown format {fmt!r}: choose {' or '.join(FORMATS)}")
     check_threads(threads)
-    classifier = Classifier(model_path, threads)
+    classifier = Classifier(model_path, threads, check_scope)
     paths = find_images(inputs)
     if not paths:
         raise InferenceError(f"no images found in {', '.join(map(str, inputs))}")
-    errors = write_records(map(classifier.classify, paths), stream or sys.stdout, fmt)
-    return EXIT_UNREADABLE if errors else EXIT_OK
+    if check_scope and classifier.scope is None:
+        print(
+            f"warning: {Path(model_path).name} has {scope.NO_STATISTICS}: films it was not "
+            "trained on are not caught (records say in_scope null)",
+            file=sys.stderr,
+        )
+    return write_records(map(classifier.classify, paths), stream or sys.stdout, fmt)
 
 
 def list_images(inputs, stream=None) -> None:
@@ -621,6 +727,12 @@ def main(argv=None) -> int:
         help=f"interpreter threads, 1 to {MAX_THREADS} (default: the runtime's choice)",
     )
     parser.add_argument(
+        "--no-scope-check",
+        action="store_true",
+        help="label every film, even one the out-of-scope guard would refuse "
+        "(records then say in_scope null, scope_reason 'not checked')",
+    )
+    parser.add_argument(
         "--list-images",
         action="store_true",
         help="only print the image files found, each ended by a NUL byte (for xargs -0)",
@@ -636,7 +748,9 @@ def main(argv=None) -> int:
         model = args.model or default_model()
         if model is None:
             return _fail("give --model MODEL.tflite (with its sidecar MODEL.json next to it)")
-        return run(model, args.images, args.format, args.threads)
+        return run(
+            model, args.images, args.format, args.threads, check_scope=not args.no_scope_check
+        )
     except OutputError as err:
         silence_stdout()
         return _fail(str(err))

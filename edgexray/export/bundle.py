@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from edgexray import __version__, artifacts
-from edgexray.edge_runtime import infer
+from edgexray.edge_runtime import copy_runtime, infer
 from edgexray.errors import EdgexrayError
 
 log = logging.getLogger("edgexray")
@@ -221,7 +221,7 @@ def calibration_facts(sidecar: dict) -> dict:
 
 def _write_rpi(staging: Path, classifier: infer.Classifier, model: Path) -> None:
     facts = _model_facts(classifier, model)
-    shutil.copyfile(infer.__file__, staging / "infer.py")
+    copy_runtime(staging)
     _write_check(staging, classifier)
     shutil.copyfile(CHECK_SCRIPT, staging / "check" / "check.py")
     (staging / "requirements.txt").write_text(template("requirements.txt"))
