@@ -414,16 +414,28 @@ def predict_command(
         int | None,
         typer.Option(help="Interpreter threads, 1 to 64; default: the runtime's choice."),
     ] = None,
+    no_scope_check: Annotated[
+        bool,
+        typer.Option(
+            "--no-scope-check",
+            help="Label every film, even one the out-of-scope guard would refuse "
+            "(records then say in_scope null, scope_reason 'not checked').",
+        ),
+    ] = False,
 ):
     """Classify images with the standalone edge runtime: one record per image on stdout.
 
-    Exit code 0 when every image was read, 3 when some were not (their records say why).
+    Exit code 0 when every image was read and in scope, 3 when some could not be read
+    (their records say why), else 4 when some were out of scope (label OUT_OF_SCOPE).
     """
     from edgexray.edge_runtime import infer
 
     try:
         infer.check_threads(threads)
-        code = infer.run(_model_or_reference(model), images, record_format, threads, sys.stdout)
+        code = infer.run(
+            _model_or_reference(model), images, record_format, threads, sys.stdout,
+            check_scope=not no_scope_check,
+        )  # fmt: skip
     except infer.OutputError as err:  # a full disk: the records were not all written
         infer.silence_stdout()
         raise EdgexrayError(str(err)) from None

@@ -39,6 +39,7 @@ COVERAGE = 0.99  # share of val films that must pass the guard (issue 18)
 # The Kaggle set's films are of children aged 1 to 5 (Kermany et al. 2018): a DICOM film
 # whose tags give another age is out of scope. None when the training ages are unknown.
 TRAINED_AGES = {"min": 1, "max": 5, "source": "Kermany et al. 2018: children aged 1-5"}
+MIN_SHRINKAGE = 1e-6
 DIGITS = 9  # significant digits kept in the sidecar: float32 features need no more
 
 
@@ -57,6 +58,9 @@ def ledoit_wolf(centred: np.ndarray) -> tuple[np.ndarray, float]:
     if distance_to_target == 0:  # already a multiple of the identity
         return sample, 0.0
     shrinkage = min(max(spread, 0.0), distance_to_target) / distance_to_target
+    # Never exactly 0: a feature that never varies (a dead ReLU) would leave the
+    # covariance singular. The shipped model's fitted value, 0.0003, is far above this.
+    shrinkage = max(shrinkage, MIN_SHRINKAGE)
     return (1 - shrinkage) * sample + shrinkage * target * np.eye(size), shrinkage
 
 
