@@ -72,8 +72,7 @@ def main() -> None:
     summary = train(config, run_dir, verbose=2)
     train_seconds = time.monotonic() - started
 
-    samples = data.load_manifest(run_dir / "manifest.csv")
-    test_paths, test_labels = data.select(samples, "test", Path(config.data))
+    test_paths, test_labels = data.run_split(run_dir, "test")
     from edgexray import artifacts
 
     float_probabilities = scoring.keras_probabilities(
@@ -81,7 +80,7 @@ def main() -> None:
     )
     quantize(run_dir, ["int8"], QuantizeConfig(), verbose=0)
     int8 = load_model(run_dir / "tflite" / "int8.tflite")
-    int8_probabilities = scoring.score([int8.scorer], test_paths)[0]
+    int8_probabilities = scoring.probabilities_of(int8.scorer, test_paths)
     target = config.target_recall
     float_test = metrics.classification_report(test_labels, float_probabilities,
                                                summary["threshold"])  # fmt: skip

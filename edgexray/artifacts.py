@@ -17,6 +17,8 @@ A run directory holds:
   bundles/           the rpi and android bundles
   report.md          everything above, for people
   stages.json        the settings hash of each finished edgexray run stage
+
+Which stage writes which of them is edgexray.run.STAGES.
 """
 
 from __future__ import annotations
@@ -47,11 +49,6 @@ CALIBRATION_REPORT = "calibration.json"
 BUNDLES_DIR = "bundles"
 RUN_REPORT = "report.md"
 STAGE_RECORD = "stages.json"
-# Everything made from model.keras by later stages: stale once the model is retrained.
-DERIVED = (
-    PRUNED, PRUNE_REPORT, TFLITE_DIR, QUANTIZE_REPORT, VERIFY_REPORT, BENCHMARK_DIR,
-    BUNDLES_DIR, SELECTED, RUN_REPORT, CALIBRATED_DIR, CALIBRATION_REPORT,
-)  # fmt: skip
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
@@ -154,7 +151,12 @@ def load_keras(path: Path):
 
 
 def remove_derived(run_dir: Path) -> list[str]:
-    """Delete what later stages made from an earlier model.keras; return the names removed."""
+    """Delete what later stages made from an earlier model.keras; return the names removed.
+
+    What those are is read from the stage table (edgexray.run.DERIVED).
+    """
+    from edgexray.run import DERIVED
+
     removed = []
     for name in DERIVED:
         path = Path(run_dir) / name

@@ -399,7 +399,8 @@ def _model_or_reference(model: Path | None) -> Path:
 @user_errors
 def predict_command(
     images: Annotated[
-        list[Path], typer.Argument(help="Image files, or folders walked for .jpeg/.jpg/.png.")
+        list[Path],
+        typer.Argument(help="Image files, or folders walked for JPEG, PNG and DICOM films."),
     ],
     model: Annotated[
         Path | None,

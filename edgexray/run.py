@@ -1,4 +1,5 @@
-"""`edgexray run`: train → prune → quantize → verify → benchmark → bundle, resumable.
+"""`edgexray run`: train → prune → quantize → verify → benchmark → calibrate → bundle,
+resumable; every stage is one row of STAGES.
 
 Each stage records in stages.json a hash of its settings (chained with the stages before
 it) and the sha256 of every file it wrote. Rerunning skips a stage only when its settings
@@ -32,10 +33,6 @@ from edgexray.pipeline.verify import GateLimits
 
 log = logging.getLogger("edgexray")
 
-STAGES = ("train", "prune", "quantize", "verify", "benchmark", "bundle")
-# The stages that train, in which every multiworker process takes part; the chief alone
-# runs the rest.
-DISTRIBUTED_STAGES = ("train", "prune", "quantize")
 KAGGLE_URL = "https://www.kaggle.com/datasets/paultimothymooney/chest-xray-pneumonia"
 
 
@@ -77,19 +74,7 @@ class RunConfig:
 
     def stage_settings(self) -> dict[str, dict]:
         """What each stage's output depends on, beyond the stages before it."""
-        benchmark = dataclasses.asdict(self.benchmark)
-        return {
-            "train": _hashed(self.train),
-            "prune": _hashed(self.prune),
-            "quantize": {**_hashed(self.quantize), "methods": list(self.methods)},
-            "verify": dataclasses.asdict(self.gate),
-            "benchmark": {k: benchmark[k] for k in ("threads", "warmup", "runs")},
-            "bundle": {
-                "targets": list(self.targets),
-                # Only when given, so runs without it keep their recorded hashes.
-                **({"calibrate_on": self.calibrate_on} if self.calibrate_on else {}),
-            },
-        }
+        return {stage.name: stage.settings(self) for stage in STAGES}
 
 
 def _hashed(stage_config) -> dict:
@@ -101,35 +86,164 @@ def _hashed(stage_config) -> dict:
     return values
 
 
+# A runner does its stage's work in the run directory, reading what earlier stages left
+# there (a resumed run has nothing else). It returns an error that must still be raised
+# once the later stages have run (the gate's), or None.
+Runner = Callable[["RunConfig", Path, int], "EdgexrayError | None"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of `edgexray run`: everything the runner, the hashing, the resume check and
+    the cleanup after retraining need to know about it."""
+
+    name: str
+    settings: Callable[[RunConfig], dict]  # what its outputs depend on, beyond earlier stages
+    # What it writes, relative to the run directory; a folder stands for every file below
+    # it, and "{method}" for each quantization method of the run.
+    outputs: tuple[str, ...]
+    runner: Runner
+    distributed: bool = False  # every multiworker process takes part; else the chief alone
+    # False: later stages' hashes do not include this one's, because a later stage's
+    # settings already hold all of its own.
+    chained: bool = True
+    optional_outputs: bool = False  # writes nothing when no variant passed the gate
+    # Checked after the hash and the outputs: False makes the stage run again anyway.
+    still_done: Callable[[Path], bool] = lambda run_dir: True
+
+    def output_paths(self, run_dir: Path, config: RunConfig) -> list[Path]:
+        """Its outputs in run_dir for this config's methods."""
+        return [
+            run_dir / name.format(method=method)
+            for name in self.outputs
+            for method in (config.methods if "{method}" in name else [""])
+        ]
+
+
+def _train(config: RunConfig, run_dir: Path, verbose: int) -> None:
+    from edgexray.pipeline.train import train
+
+    if train(config.train, run_dir, verbose=verbose)["interrupted"]:
+        raise KeyboardInterrupt
+
+
+def _prune(config: RunConfig, run_dir: Path, verbose: int) -> None:
+    from edgexray.pipeline.prune import prune
+
+    prune(run_dir, config.prune, verbose=verbose)
+
+
+def _quantize(config: RunConfig, run_dir: Path, verbose: int) -> None:
+    from edgexray.export.quantize import quantize
+
+    quantize(run_dir, config.methods, config.quantize, verbose=verbose)
+
+
+def _verify(config: RunConfig, run_dir: Path, verbose: int) -> EdgexrayError | None:
+    from edgexray.pipeline.verify import RecallRegressionError, verify_run
+
+    try:
+        verify_run(run_dir, config.gate)
+    except RecallRegressionError as err:
+        # verify.json holds the failed report; benchmark and bundle still run, so the run's
+        # report shows what happened, and the error is raised at the end.
+        return err
+    return None
+
+
+def _benchmark(config: RunConfig, run_dir: Path, verbose: int) -> None:
+    from edgexray.benchmarks.harness import benchmark
+
+    benchmark([run_dir], dataclasses.replace(config.benchmark, out=None))
+
+
+def _calibrate(config: RunConfig, run_dir: Path, verbose: int) -> None:
+    selected = device_model(run_dir)
+    if selected is not None:
+        calibrate_selected(run_dir, selected, config)
+
+
+def _bundle(config: RunConfig, run_dir: Path, verbose: int) -> None:
+    from edgexray.export.bundle import make_bundle
+
+    selected = device_model(run_dir)
+    if selected is None:
+        # Nothing passed the gate: nothing to ship (not even an earlier run's bundles), but
+        # the report must still say why.
+        log.warning("no full-int8 variant passed the recall gate: no bundle written")
+        (run_dir / artifacts.SELECTED).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / artifacts.BUNDLES_DIR, ignore_errors=True)
+        return
+    model = run_dir / selected["model"]
+    if config.calibrate_on:
+        calibration = artifacts.read_json(run_dir / artifacts.CALIBRATION_REPORT)
+        model = run_dir / artifacts.CALIBRATED_DIR / Path(calibration["calibrated_model"]).name
+        selected["calibrated_model"] = model.relative_to(run_dir).as_posix()
+    artifacts.write_json(run_dir / artifacts.SELECTED, selected)
+    for target in config.targets:
+        out = str(run_dir / artifacts.BUNDLES_DIR / target)
+        make_bundle(BundleConfig(model=str(model), target=target, out=out, zip=True))
+
+
+def _calibration(config: RunConfig) -> dict:
+    # Only when given, so runs without it keep their recorded hashes.
+    return {"calibrate_on": config.calibrate_on} if config.calibrate_on else {}
+
+
+def _gate_passed(run_dir: Path) -> bool:
+    return artifacts.read_json(run_dir / artifacts.VERIFY_REPORT).get("passed", True)
+
+
+STAGES = (
+    Stage("train", lambda c: _hashed(c.train),
+          (artifacts.CONFIG, artifacts.MANIFEST, artifacts.MODEL, artifacts.METRICS),
+          _train, distributed=True),
+    Stage("prune", lambda c: _hashed(c.prune), (artifacts.PRUNED, artifacts.PRUNE_REPORT),
+          _prune, distributed=True),
+    Stage("quantize", lambda c: {**_hashed(c.quantize), "methods": list(c.methods)},
+          (artifacts.QUANTIZE_REPORT, f"{artifacts.TFLITE_DIR}/{{method}}.tflite",
+           f"{artifacts.TFLITE_DIR}/{{method}}.json"),
+          _quantize, distributed=True),
+    # A failed gate is never done: it is checked again.
+    Stage("verify", lambda c: dataclasses.asdict(c.gate), (artifacts.VERIFY_REPORT,), _verify,
+          still_done=_gate_passed),
+    Stage("benchmark",
+          lambda c: {k: dataclasses.asdict(c.benchmark)[k] for k in ("threads", "warmup", "runs")},
+          (artifacts.BENCHMARK_DIR,), _benchmark),
+    # Not chained: bundle's settings hold calibrate_on too, which keeps the hashes of runs
+    # recorded before calibration was a stage of its own.
+    Stage("calibrate", _calibration, (artifacts.CALIBRATION_REPORT, artifacts.CALIBRATED_DIR),
+          _calibrate, chained=False, optional_outputs=True),
+    Stage("bundle", lambda c: {"targets": list(c.targets), **_calibration(c)},
+          (artifacts.SELECTED, artifacts.BUNDLES_DIR), _bundle, optional_outputs=True),
+)  # fmt: skip
+STAGE_NAMES = tuple(stage.name for stage in STAGES)
+# Everything made from model.keras by the stages after training, and the report on it:
+# stale once the model is retrained.
+DERIVED = (
+    *dict.fromkeys(name.split("/")[0] for stage in STAGES[1:] for name in stage.outputs),
+    artifacts.RUN_REPORT,
+)
+
+
 def stage_hashes(config: RunConfig) -> dict[str, str]:
-    """Each stage's hash covers its own settings and every earlier stage's."""
+    """Each stage's hash covers its own settings and every earlier chained stage's."""
     hashes, chain = {}, __version__
     for stage, settings in config.stage_settings().items():
         text = chain + stage + json.dumps(settings, sort_keys=True, default=list)
-        chain = hashes[stage] = hashlib.sha256(text.encode()).hexdigest()[:16]
+        hashes[stage] = hashlib.sha256(text.encode()).hexdigest()[:16]
+        if _STAGE[stage].chained:
+            chain = hashes[stage]
     return hashes
 
 
-def _outputs(stage: str, run_dir: Path, config: RunConfig) -> list[Path]:
-    """What a stage writes; a folder stands for every file below it."""
-    return [run_dir / name for name in {
-        "train": [artifacts.CONFIG, artifacts.MANIFEST, artifacts.MODEL, artifacts.METRICS],
-        "prune": [artifacts.PRUNED, artifacts.PRUNE_REPORT],
-        "quantize": [artifacts.QUANTIZE_REPORT]
-        + [f"{artifacts.TFLITE_DIR}/{m}{suffix}" for m in config.methods
-           for suffix in (".tflite", ".json")],
-        "verify": [artifacts.VERIFY_REPORT],
-        "benchmark": [artifacts.BENCHMARK_DIR],
-        # Without a passing full-int8 variant nothing is bundled: both are then absent.
-        "bundle": [artifacts.SELECTED, artifacts.BUNDLES_DIR]
-        + ([artifacts.CALIBRATION_REPORT, artifacts.CALIBRATED_DIR] if config.calibrate_on else []),
-    }[stage]]  # fmt: skip
+_STAGE = {stage.name: stage for stage in STAGES}
 
 
-def output_hashes(stage: str, run_dir: Path, config: RunConfig) -> dict[str, str]:
+def output_hashes(stage: Stage, run_dir: Path, config: RunConfig) -> dict[str, str]:
     """sha256 of every file a stage wrote, by path relative to the run directory."""
     files = []
-    for path in _outputs(stage, run_dir, config):
+    for path in stage.output_paths(run_dir, config):
         if path.is_dir():
             files += [p for p in sorted(path.rglob("*")) if p.is_file()]
         elif path.is_file():
@@ -137,17 +251,51 @@ def output_hashes(stage: str, run_dir: Path, config: RunConfig) -> dict[str, str
     return {str(p.relative_to(run_dir)): artifacts.sha256(p) for p in files}
 
 
-def outputs_intact(stage: str, run_dir: Path, config: RunConfig, recorded: dict | None) -> bool:
+def outputs_intact(stage: Stage, run_dir: Path, recorded: dict | None) -> bool:
     """True when every file the stage recorded is there with the same content (files a
     user added later to a folder do not count)."""
-    if not isinstance(recorded, dict) or (not recorded and stage != "bundle"):
+    if not isinstance(recorded, dict) or (not recorded and not stage.optional_outputs):
         return False  # an older record that did not hash its outputs proves nothing
     for relative, digest in recorded.items():
         path = run_dir / relative
         if not path.is_file() or artifacts.sha256(path) != digest:
-            log.warning("%s: %s is missing or changed since it was written", stage, relative)
+            log.warning("%s: %s is missing or changed since it was written", stage.name, relative)
             return False
     return True
+
+
+def is_done(stage: Stage, entry: dict, stage_hash: str, run_dir: Path) -> bool:
+    """The stage ran with these settings and its outputs are still as it left them."""
+    return (
+        entry.get("hash") == stage_hash
+        and outputs_intact(stage, run_dir, entry.get("outputs"))
+        and stage.still_done(run_dir)
+    )
+
+
+def read_record(run_dir: Path, hashes: dict[str, str]) -> dict:
+    """stages.json, in today's layout.
+
+    Before calibration was a stage of its own, bundle's record held the calibration files
+    too. They become calibrate's, with its hash when bundle's still matches: bundle's
+    settings hold calibrate_on, so the same bundle hash means the same calibration.
+    """
+    path = run_dir / artifacts.STAGE_RECORD
+    record = artifacts.read_json(path) if path.is_file() else {}
+    bundle = record.get("bundle")
+    if (
+        "calibrate" in record
+        or not isinstance(bundle, dict)
+        or bundle.get("hash") != hashes["bundle"]
+        or not isinstance(bundle.get("outputs"), dict)
+    ):
+        return record
+    names = _STAGE["calibrate"].outputs
+    outputs = bundle["outputs"]
+    moved = {path: digest for path, digest in outputs.items() if path.split("/")[0] in names}
+    bundle["outputs"] = {path: digest for path, digest in outputs.items() if path not in moved}
+    record["calibrate"] = {"hash": hashes["calibrate"], "seconds": None, "outputs": moved}
+    return record
 
 
 def calibrate_selected(run_dir: Path, selected: dict, config: RunConfig) -> Path:
@@ -190,6 +338,22 @@ def select_device_model(run_dir: Path, verify_report: dict) -> dict:
     }
 
 
+def device_model(run_dir: Path) -> dict | None:
+    """select_device_model on the run's verify.json; None when the gate failed and no
+    full-int8 variant passed it (nothing ships then).
+
+    Raises:
+        EdgexrayError: the gate passed, but no full-int8 variant was among the candidates.
+    """
+    verify_report = artifacts.read_json(run_dir / artifacts.VERIFY_REPORT)
+    try:
+        return select_device_model(run_dir, verify_report)
+    except EdgexrayError:
+        if verify_report.get("passed", True):
+            raise
+        return None
+
+
 def run(
     config: RunConfig,
     run_dir: Path,
@@ -210,22 +374,15 @@ def run(
         RecallRegressionError: the gate failed (after benchmark and bundling of the
             variants that passed, so the report shows what happened).
     """
-    from edgexray.benchmarks.harness import benchmark
-    from edgexray.export.bundle import make_bundle
-    from edgexray.export.quantize import quantize
-    from edgexray.pipeline.prune import prune
-    from edgexray.pipeline.train import train
-    from edgexray.pipeline.verify import RecallRegressionError, verify_run
-
     name = config.train.distribute
     run_dir = distribute.output_dir(run_dir, name)  # a worker's is private
     if name == "multiworker":
         # Every process must run the same distributed stages in step, and a worker keeps
         # nothing between jobs, so a multiworker job redoes everything from training.
-        force = STAGES
-    unknown = set(force) - set(STAGES)
+        force = STAGE_NAMES
+    unknown = set(force) - set(STAGE_NAMES)
     if unknown:
-        raise EdgexrayError(f"unknown stage {sorted(unknown)[0]!r}: choose from {STAGES}")
+        raise EdgexrayError(f"unknown stage {sorted(unknown)[0]!r}: choose from {STAGE_NAMES}")
     if not Path(config.train.data).is_dir():
         # Before anything is written: a bad --data must not leave a run directory behind.
         raise EdgexrayError(f"data folder not found: {config.train.data}")
@@ -233,91 +390,32 @@ def run(
         from edgexray.pipeline.calibrate import CalibrateConfig, check_site
 
         check_site(Path(config.calibrate_on), CalibrateConfig(config.train.target_recall))
-    record_path = run_dir / artifacts.STAGE_RECORD
-    record = artifacts.read_json(record_path) if record_path.is_file() else {}
     hashes = stage_hashes(config)
-    gate_error = None
-    verify_report = None
-
-    def run_stage(stage):
-        nonlocal gate_error, verify_report
-        if stage == "train":
-            summary = train(config.train, run_dir, verbose=verbose)
-            if summary["interrupted"]:
-                raise KeyboardInterrupt
-        elif stage == "prune":
-            prune(run_dir, config.prune, verbose=verbose)
-        elif stage == "quantize":
-            quantize(run_dir, config.methods, config.quantize, verbose=verbose)
-        elif stage == "verify":
-            try:
-                verify_report = verify_run(run_dir, config.gate)
-            except RecallRegressionError as err:
-                verify_report, gate_error = err.report, err
-        elif stage == "benchmark":
-            benchmark([run_dir], dataclasses.replace(config.benchmark, out=None))
-        elif stage == "bundle":
-            try:
-                selected = select_device_model(run_dir, verify_report)
-            except EdgexrayError:
-                if gate_error is None:
-                    raise
-                # Nothing passed the gate: nothing to ship (not even an earlier run's
-                # bundles), but the report must still say why.
-                log.warning("no full-int8 variant passed the recall gate: no bundle written")
-                (run_dir / artifacts.SELECTED).unlink(missing_ok=True)
-                shutil.rmtree(run_dir / artifacts.BUNDLES_DIR, ignore_errors=True)
-                return
-            model = calibrate_selected(run_dir, selected, config)
-            if model != run_dir / selected["model"]:
-                selected["calibrated_model"] = model.relative_to(run_dir).as_posix()
-            artifacts.write_json(run_dir / artifacts.SELECTED, selected)
-            for target in config.targets:
-                make_bundle(
-                    BundleConfig(
-                        model=str(model),
-                        target=target,
-                        out=str(run_dir / artifacts.BUNDLES_DIR / target),
-                        zip=True,
-                    )
-                )
-
-    redo = False
-    statuses = {}
+    record_path = run_dir / artifacts.STAGE_RECORD
+    record = read_record(run_dir, hashes)
+    notify = on_stage or (lambda index, stage, event: None)
+    gate_error, redo, statuses = None, False, {}
     for index, stage in enumerate(STAGES, 1):
-        if not distribute.is_chief(name) and stage not in DISTRIBUTED_STAGES:
+        if not distribute.is_chief(name) and not stage.distributed:
             return {"run_dir": str(run_dir), "stages": statuses, "worker": True}
-        entry = record.get(stage) if isinstance(record.get(stage), dict) else {}
-        done = (
-            not redo
-            and stage not in force
-            and entry.get("hash") == hashes[stage]
-            and outputs_intact(stage, run_dir, config, entry.get("outputs"))
-        )
-        if done:
-            if stage == "verify":
-                verify_report = artifacts.read_json(run_dir / artifacts.VERIFY_REPORT)
-                if not verify_report.get("passed", True):
-                    done = False  # a failed gate is never "done": check it again
-            if done:
-                statuses[stage] = {"status": "skipped (unchanged)", "seconds": entry.get("seconds")}
-                if on_stage:
-                    on_stage(index, stage, "skip")
-                continue
-        redo = True
-        if on_stage:
-            on_stage(index, stage, "start")
-        if record.pop(stage, None) is not None:
+        key = stage.name
+        entry = record.get(key) if isinstance(record.get(key), dict) else {}
+        if not redo and key not in force and is_done(stage, entry, hashes[key], run_dir):
+            statuses[key] = {"status": "skipped (unchanged)", "seconds": entry.get("seconds")}
+            notify(index, key, "skip")
+            continue
+        redo = True  # its outputs change, so every later stage runs too
+        notify(index, key, "start")
+        if record.pop(key, None) is not None:
             artifacts.write_json(record_path, record)
         started = time.monotonic()
-        run_stage(stage)
+        gate_error = stage.runner(config, run_dir, verbose) or gate_error
         seconds = round(time.monotonic() - started, 1)
         outputs = output_hashes(stage, run_dir, config)
-        record[stage] = {"hash": hashes[stage], "seconds": seconds, "outputs": outputs}
+        record[key] = {"hash": hashes[key], "seconds": seconds, "outputs": outputs}
         artifacts.write_json(record_path, record)
-        statuses[stage] = {"status": "ran", "seconds": seconds}
-        if on_stage:
-            on_stage(index, stage, "done")
+        statuses[key] = {"status": "ran", "seconds": seconds}
+        notify(index, key, "done")
 
     selected_path = run_dir / artifacts.SELECTED
     summary = {

@@ -410,7 +410,7 @@ def test_run_never_reports_on_its_calibration_films(run_with_int8, xray_folder):
 
 
 def _stub_stages(monkeypatch, run_dir: Path) -> list[str]:
-    """Every stage but bundle is stubbed; the int8 candidate passes the gate."""
+    """Every stage but calibrate and bundle is stubbed; the int8 candidate passes the gate."""
     from edgexray.benchmarks import harness
     from edgexray.export import quantize
     from edgexray.pipeline import prune, train
@@ -429,7 +429,13 @@ def _stub_stages(monkeypatch, run_dir: Path) -> list[str]:
     for module, name in ((train, "train"), (prune, "prune"), (quantize, "quantize"),
                          (harness, "benchmark")):  # fmt: skip
         monkeypatch.setattr(module, name, stage_done)
-    monkeypatch.setattr(verify, "verify_run", lambda *a, **k: passing)
+
+    def verify_passing(run_dir, limits):
+        (run_dir / "verify.json").write_text(json.dumps(passing))
+        return passing
+
+    monkeypatch.setattr(verify, "verify_run", verify_passing)
+    monkeypatch.setattr(verify, "table_lines", lambda report: [])  # the stub holds no metrics
     return called
 
 
@@ -478,3 +484,29 @@ def test_calibrate_help_does_not_import_tensorflow():
         "assert not [m for m in ('tensorflow', 'tf_keras') if m in sys.modules]\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_run_recorded_before_calibrate_was_a_stage_resumes_without_rerunning(
+    run_with_int8, tiny_config, other_site, monkeypatch
+):
+    from edgexray import run as workflow
+
+    called = _stub_stages(monkeypatch, run_with_int8)
+    for name in ("pruned.keras", "prune.json", "benchmark/benchmark.json"):  # the stubs' outputs
+        (run_with_int8 / name).parent.mkdir(exist_ok=True)
+        (run_with_int8 / name).write_text("{}")
+    config = workflow.RunConfig(
+        train=tiny_config, methods=("int8",), targets=("rpi",), calibrate_on=str(other_site)
+    )
+    workflow.run(config, run_with_int8, verbose=0)
+    # The layout of stages.json before: bundle's record also held the calibration files.
+    record_path = run_with_int8 / "stages.json"
+    record = json.loads(record_path.read_text())
+    record["bundle"]["outputs"].update(record.pop("calibrate")["outputs"])
+    assert "calibration.json" in record["bundle"]["outputs"]
+    record_path.write_text(json.dumps(record))
+    called.clear()
+    events = []
+    workflow.run(config, run_with_int8, verbose=0, on_stage=lambda *e: events.append(e[1:]))
+    assert called == [] and all(event == "skip" for _, event in events)
+    assert [stage for stage, _ in events] == list(workflow.STAGE_NAMES)

@@ -75,7 +75,7 @@ def test_only_jpeg_and_png_are_decoded(tmp_path):
         b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nshowpage\n"
     )
     for name in ("bitmap.png", "tiff.jpg", "postscript.jpg"):
-        with pytest.raises(infer.ImageError, match="not a JPEG or PNG image"):
+        with pytest.raises(infer.ImageError, match="not a JPEG, PNG or DICOM image"):
             infer.load_grayscale(tmp_path / name)
 
 

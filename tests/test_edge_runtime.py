@@ -23,7 +23,8 @@ from edgexray.cli import app
 from edgexray.edge_runtime import copy_runtime, infer
 
 RECORD_KEYS = {
-    "path", "probability", "label", "threshold", "latency_ms", "in_scope", "scope_reason",
+    "path", "probability", "label", "threshold", "latency_ms", "rendering", "in_scope",
+    "scope_reason",
 }  # fmt: skip
 READABLE = ["16 bit.png", "UPPER CASE.PNG", "big 4000x3000.jpg", "exif rotated.jpg",
             "one pixel.png", "palette.png", "rgba.png"]  # fmt: skip

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -313,3 +314,52 @@ def test_cli_gate_defaults_are_the_library_defaults():
     for command in (cli.verify, cli.run_command):
         parameters = inspect.signature(command).parameters
         assert {name: parameters[name].default for name in limits} == limits
+
+
+@pytest.fixture()
+def run_with_own_data(run_copy, tiny_config, tmp_path):
+    """run_copy reading a private copy of its data, so films can be deleted."""
+    data_copy = tmp_path / "data copy"
+    shutil.copytree(tiny_config.data, data_copy)
+    config = json.loads((run_copy / artifacts.CONFIG).read_text())
+    (run_copy / artifacts.CONFIG).write_text(json.dumps({**config, "data": str(data_copy)}))
+    return run_copy, data_copy
+
+
+@pytest.mark.parametrize("mode", ["run", "data"])
+def test_gate_refuses_when_films_of_the_recorded_split_are_missing(run_with_own_data, mode):
+    run_dir, data_copy = run_with_own_data
+    test_films = [line.split(",")[0] for line in (run_dir / artifacts.MANIFEST).read_text()
+                  .splitlines() if line.endswith(",test")]  # fmt: skip
+    for relative in test_films[:3]:
+        (data_copy / relative).unlink()
+    if mode == "run":
+        args = ["verify", str(run_dir)]
+    else:
+        model = run_dir / "tflite" / "float32.tflite"
+        args = ["verify", "--baseline", str(run_dir / artifacts.MODEL), "--candidate", str(model),
+                "--data", str(run_dir)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("error: 3 of ") and "films of the test split" in line
+    assert "passed" not in result.stdout
+    assert not (run_dir / REPORT).exists()
+
+
+def test_gate_refuses_when_the_films_a_candidate_misses_are_unreadable(
+    strict_pair, xray_folder, tmp_path
+):
+    baseline, candidate, missed = strict_pair
+    with pytest.raises(RecallRegressionError) as caught:
+        verify(baseline, [candidate], xray_folder)
+    flips = caught.value.report["candidates"][0]["flipped"]
+    newly_missed = [f["path"] for f in flips if f["change"] == "new false negative"]
+    assert len(newly_missed) == missed
+    folder = tmp_path / "site copy"
+    shutil.copytree(xray_folder, folder)
+    for path in newly_missed:  # what a hostile user does to make the candidate pass
+        (folder / Path(path).relative_to(xray_folder)).write_bytes(b"not a film")
+    with pytest.raises(EdgexrayError, match=rf"^{missed} of 80 films in .* unreadable") as refused:
+        verify(baseline, [candidate], folder)
+    assert refused.value.exit_code == 2

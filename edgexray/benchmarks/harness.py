@@ -226,13 +226,11 @@ def benchmark(
     step_ns = max(timer["measured_min_step_ns"], 1)
 
     # The evaluation code decodes each test image once for every variant.
-    scores = evaluate.score([v.model for v in variants], images.paths)
-    readable = ~np.isnan(scores).any(axis=0)
-    if not readable.any():
+    scored = evaluate.score([v.model for v in variants], images)
+    if not len(scored):
         raise EdgexrayError(f"none of the {len(images.paths)} test images is readable")
-    paths = [p for p, ok in zip(images.paths, readable, strict=True) if ok]
-    labels, scores = np.asarray(images.labels)[readable], scores[:, readable]
-    skipped = int((~readable).sum())
+    paths, labels, scores = scored.paths, scored.labels, scored.probabilities
+    skipped = len(scored.skipped)
     log.info("%d test images (%d pneumonia), %d skipped", len(paths), int(labels.sum()), skipped)
 
     # Timings repeat one image of median file size: a typical film, and repeats of one

@@ -46,7 +46,10 @@ except ImportError:  # run as a script (the rpi bundle's infer.py, scope.py next
 # Larger images are refused as decompression bombs. Real chest films are at most about
 # 4500 x 4500 pixels; 50 megapixels leaves room and still bounds memory.
 MAX_PIXELS = 50_000_000
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".dcm")
+# A 16-bit PNG is windowed on these percentiles of its values, not its minimum and maximum:
+# one hot pixel or a burned-in marker at full scale would leave a few grey levels.
+PNG16_PERCENTILES = (0.5, 99.5)
 # Only the formats the project documents are decoded: Pillow would otherwise hand a
 # PostScript file named .jpg to Ghostscript, or read a TIFF nobody validated.
 IMAGE_FORMATS = ("JPEG", "PNG")
@@ -63,7 +66,7 @@ SIDECAR_FIELDS = ("model_file", "sha256", "labels", "input", "output", "threshol
 INPUT_FIELDS = ("height", "width", "normalization")
 RECORD_FIELDS = (
     "path", "probability", "label", "threshold", "latency_ms", "error", "quality_warning",
-    "in_scope", "scope_reason", "scope_distance",
+    "rendering", "in_scope", "scope_reason", "scope_distance",
 )  # fmt: skip
 FORMATS = ("jsonl", "csv")
 # 3 wins over 4: an unreadable film has no answer at all, an out-of-scope one is refused
@@ -84,11 +87,18 @@ class ImageError(Exception):
 
 def is_image_file(path: str | Path) -> bool:
     """The one rule for what is a film: a regular file (not a FIFO, device or folder) with
-    a .jpeg/.jpg/.png suffix in any case, and not hidden (macOS "._x.jpeg" resource forks
-    and rsync's half-copied temporaries start with a dot)."""
+    a .jpeg/.jpg/.png/.dcm suffix in any case, or any other name with the DICOM preamble
+    (X-ray units and PACS exports often write DICOM without a suffix, or with a UID as the
+    name); not hidden (macOS "._x.jpeg" resource forks and rsync's half-copied temporaries
+    start with a dot), and not a DICOMDIR (an index of the films, not a film)."""
     path = Path(path)
     name = path.name
-    return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES) and path.is_file()
+    if name.startswith(".") or not path.is_file():
+        return False
+    if name.lower().endswith(IMAGE_SUFFIXES):
+        return True
+    dicom = _dicom_module()
+    return dicom is not None and name.upper() != "DICOMDIR" and dicom.has_preamble(path)
 
 
 def image_files(folder: str | Path) -> list[Path]:
@@ -117,22 +127,48 @@ def _open_regular(path: str | Path):
 
 
 def load_grayscale(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read a JPEG or PNG file as an 8-bit grayscale array, upright as the EXIF tag says.
-
-    Raises:
-        ImageError: as `load_film`.
-    """
+    """Read a film (JPEG, PNG or DICOM) as an 8-bit grayscale array (see `load_film`)."""
     return load_film(path, max_pixels)[0]
 
 
 def load_film(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, dict]:
-    """Read a JPEG or PNG file as an 8-bit grayscale array, and what the scope guard needs
-    from the decoded file: info["colour"], the `scope.colour_spread` of a colour image.
+    """Read a film as an 8-bit grayscale array, and how it was rendered.
+
+    DICOM (by `dicom.is_dicom`) goes through `dicom.read_film`'s one rendering rule; JPEG
+    and PNG are made upright as the EXIF tag says, a 16-bit PNG windowed on robust
+    percentiles.
+
+    Returns:
+        (gray, info): info has "rendering", a short description of how the grey levels
+        were made, for DICOM "tags" (Modality, BodyPartExamined, ViewPosition...), and
+        for a colour JPEG or PNG "colour", its `scope.colour_spread` (the scope guard's
+        photograph check).
 
     Raises:
-        ImageError: the file is missing, not a regular file, not a JPEG or PNG,
-            truncated or too large.
+        ImageError: the file is missing, not a regular file, not a JPEG, PNG or DICOM film,
+            truncated or too large; or DICOM support is not installed.
     """
+    dicom = _dicom_module()
+    if dicom is not None and dicom.is_dicom(path):
+        return dicom.read_film(path, max_pixels)
+    if dicom is None and str(path).lower().endswith(".dcm"):
+        raise ImageError(f"{path}: DICOM needs infer.py's package folder, edge_runtime/")
+    return _load_picture(path, max_pixels)
+
+
+def _dicom_module():
+    """The sibling dicom module (pydicom itself is imported only to read a DICOM file), or
+    None when this file runs alone, copied without its package folder."""
+    try:
+        from . import dicom
+    except ImportError:
+        return None
+    return dicom
+
+
+def _load_picture(path: str | Path, max_pixels: int) -> tuple[np.ndarray, dict]:
+    """A JPEG or PNG file as 8-bit grey levels, and info: how they were made
+    ("rendering"), and "colour" for a colour image."""
     try:
         # Pillow's own bomb guard only warns below twice its limit; make it an error too.
         with warnings.catch_warnings(), _open_regular(path) as handle:
@@ -143,17 +179,17 @@ def load_film(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarra
                     raise ImageError(_bomb_message(path, width, height, max_pixels))
                 image.load()  # decode now, so a truncated file fails here
                 # In place: a film is megabytes, and every copy counts on a small device.
+                kind = image.format
                 ImageOps.exif_transpose(image, in_place=True)
-                info = {}
-                if image.mode not in GREY_MODES:
-                    info["colour"] = _colour_spread(image)
-                return _to_uint8_gray(image), info
+                info = {} if image.mode in GREY_MODES else {"colour": _colour_spread(image)}
+                gray, info["rendering"] = _to_uint8_gray(image, kind)
+                return gray, info
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageError(f"{path}: refused as a possible decompression bomb ({err})") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not a JPEG or PNG image") from None
+        raise ImageError(f"{path}: not a JPEG, PNG or DICOM image") from None
     except Exception as err:  # Pillow raises many types for malformed files
         raise ImageError(f"{path}: not a readable image ({err})") from None
 
@@ -176,14 +212,12 @@ def _colour_spread(image: Image.Image) -> float:
     return scope.colour_spread(rgb)
 
 
-def _to_uint8_gray(image: Image.Image) -> np.ndarray:
+def _to_uint8_gray(image: Image.Image, kind: str = "image") -> tuple[np.ndarray, str]:
+    """8-bit grey levels of a decoded image, and how they were made ("8-bit JPEG", ...)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit films use 12 to 16 bits of range: stretch what is there to 0..255.
-        values = np.asarray(image, dtype=np.float32)
-        low, high = float(values.min()), float(values.max())
-        if high <= low:
-            return np.zeros(values.shape, dtype=np.uint8)
-        return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
+        gray, how = window_percentiles(np.asarray(image, dtype=np.float32))
+        return gray, f"16-bit {kind}, {how}"
+    how = f"8-bit {kind}" + ("" if image.mode == "L" else f" ({image.mode} to grey)")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Transparent pixels become black, as on a film, instead of an arbitrary colour.
         rgba = image.convert("RGBA")
@@ -191,7 +225,28 @@ def _to_uint8_gray(image: Image.Image) -> np.ndarray:
         image = Image.alpha_composite(background, rgba)
     if image.mode != "L":
         image = image.convert("L")
-    return np.asarray(image, dtype=np.uint8)
+    return np.asarray(image, dtype=np.uint8), how
+
+
+def window_percentiles(values: np.ndarray) -> tuple[np.ndarray, str]:
+    """A 16-bit film (12 to 16 bits of range used) to 0..255, windowed on PNG16_PERCENTILES.
+
+    Values below the low percentile become 0 and above the high one 255, so a hot pixel
+    or a burned-in marker at full scale cannot squeeze the film into a few grey levels.
+    A film flat between the percentiles (nearly all one value) falls back to its range.
+    """
+    low, high = (float(v) for v in np.percentile(values, PNG16_PERCENTILES))
+    first, last = PNG16_PERCENTILES
+    how = f"window p{first:g}-p{last:g} ({low:g}..{high:g})"
+    if high <= low:
+        low, high = float(values.min()), float(values.max())
+        how = f"full range ({low:g}..{high:g})"
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8), "flat"
+    values = np.clip(values, low, high)
+    values -= low
+    values *= 255.0 / (high - low)
+    return np.round(values).astype(np.uint8), how
 
 
 def resize(gray: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -236,7 +291,13 @@ def normalize(gray: np.ndarray, normalization: str) -> np.ndarray:
 
 def resized_grayscale(path: str | Path, input_spec: dict) -> np.ndarray:
     """Read an image file and resize it to the model's height x width, still 8-bit."""
-    return resize(load_grayscale(path), int(input_spec["height"]), int(input_spec["width"]))
+    return resized_film(path, input_spec)[0]
+
+
+def resized_film(path: str | Path, input_spec: dict) -> tuple[np.ndarray, dict]:
+    """`load_film`, resized to the model's height x width: (8-bit film, info)."""
+    gray, info = load_film(path)
+    return resize(gray, int(input_spec["height"]), int(input_spec["width"])), info
 
 
 def preprocess(path: str | Path, input_spec: dict) -> np.ndarray:
@@ -531,8 +592,8 @@ class Classifier:
         )
 
     def classify(self, path: str | Path) -> dict:
-        """One record: path, probability, label, threshold, latency_ms, in_scope,
-        scope_reason (and scope_distance when measured); or path and error.
+        """One record: path, probability, label, threshold, latency_ms, rendering,
+        in_scope, scope_reason (and scope_distance when measured); or path and error.
 
         A film out of scope gets the label OUT_OF_SCOPE: its probability is recorded but
         not turned into NORMAL or PNEUMONIA. latency_ms covers reading, preprocessing,
@@ -542,8 +603,7 @@ class Classifier:
         started = time.perf_counter()
         spec = self.sidecar["input"]
         try:
-            film, info = load_film(path)
-            gray = resize(film, int(spec["height"]), int(spec["width"]))
+            gray, info = resized_film(path, spec)
         except ImageError as err:
             return {"path": str(path), "error": str(err).replace(f"{path}: ", "", 1)}
         probability = self.run(self.tensor_of(gray))
@@ -555,6 +615,7 @@ class Classifier:
             "label": scope.OUT_OF_SCOPE if decision.in_scope is False else label,
             "threshold": self.threshold,
             "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
+            "rendering": info["rendering"],
             "in_scope": decision.in_scope,
             "scope_reason": decision.reason,
         }
@@ -710,7 +771,7 @@ def main(argv=None) -> int:
         "images",
         nargs="+",
         metavar="IMAGE_OR_DIR",
-        help="image files, or folders walked for .jpeg/.jpg/.png",
+        help="image files, or folders walked for .jpeg/.jpg/.png/.dcm and DICOM files",
     )
     parser.add_argument(
         "--model",

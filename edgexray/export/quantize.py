@@ -258,12 +258,8 @@ def quantize(
         require_pruned(run_dir)
     train_config = load_config(run_dir)
     spec = train_config.input_spec
-    samples = data.load_manifest(run_dir / artifacts.MANIFEST)
-    data_root = Path(train_config.data)
-    train_paths, train_labels = data.select(samples, "train", data_root)
-    val_paths, val_labels = data.select(samples, "val", data_root)
-    if not train_paths or not val_paths:
-        raise EdgexrayError(f"{run_dir / artifacts.MANIFEST} has an empty train or val split")
+    train_paths, train_labels = data.run_split(run_dir, "train")
+    val_paths, val_labels = data.run_split(run_dir, "val")
 
     log.info("preprocessing %d val and representative images", len(val_paths))
     chosen = representative_paths(

@@ -257,14 +257,14 @@ def check_site(site_dir: Path, config: CalibrateConfig) -> None:
         choose_threshold(labels, np.zeros(len(paths)), config.target_recall, config.confidence)
 
 
-def score_films(model_path: Path, paths: list[str]) -> np.ndarray:
-    """Pneumonia probability of every film (NaN if unreadable), by the device's code path.
+def score_films(model_path: Path, paths: list[str], labels) -> scoring.Scores:
+    """Pneumonia probability of every readable film, by the device's code path.
 
     The one scoring path (pipeline.scoring) with the model's sidecar, as evaluate and
     verify use it: infer.py's preprocessing and interpreter call. The one place
     calibration scores films.
     """
-    return scoring.score([evaluate.load_model(Path(model_path)).scorer], paths)[0]
+    return scoring.score([evaluate.load_model(Path(model_path)).scorer], paths, labels)
 
 
 def file_list_sha256(root: Path, paths) -> str:
@@ -310,14 +310,12 @@ def calibrate(model_path: Path, site_dir: Path, out_dir: Path, config: Calibrate
         )
     root, paths, labels = site_films(site_dir)
     log.info("calibrating %s on %d films from %s", model_path.name, len(paths), site_dir)
-    probabilities = score_films(model_path, paths)
-    readable = ~np.isnan(probabilities)
+    scores = score_films(model_path, paths, labels)
     for index, label in enumerate(data.LABELS):
-        if not np.any(readable & (labels == index)):
+        if not np.any(scores.labels == index):
             raise EdgexrayError(f"{root}/{label} holds no readable image")
-    skipped = int(np.sum(~readable))
-    paths = [p for p, ok in zip(paths, readable, strict=True) if ok]
-    labels, probabilities = labels[readable], probabilities[readable]
+    skipped = len(scores.skipped)
+    paths, labels, probabilities = scores.paths, scores.labels, scores.probabilities[0]
 
     threshold, method, k = choose_threshold(
         labels, probabilities, config.target_recall, config.confidence,
@@ -438,9 +436,8 @@ def calibrate_run_model(
         # Calibrating and reporting on the same films would flatter the threshold.
         report["test"]["reason"] = "no test films of both classes besides the calibration films"
     else:
-        probabilities = score_films(Path(result["model"]), paths)
-        readable = ~np.isnan(probabilities)
-        labels, probabilities = labels[readable].astype(bool), probabilities[readable]
+        scores = score_films(Path(result["model"]), paths, labels)
+        labels, probabilities = scores.labels.astype(bool), scores.probabilities[0]
         for name, threshold in (
             ("before", result["calibration"]["source_threshold"]),
             ("after", result["calibration"]["threshold"]),

@@ -103,7 +103,7 @@ def list_images(class_root: Path) -> dict[int, list[Path]]:
             raise EdgexrayError(f"{class_root} has no {label}/ folder")
         files = image_files(folder)
         if not files:
-            raise EdgexrayError(f"{folder} holds no .jpeg, .jpg or .png images")
+            raise EdgexrayError(f"{folder} holds no .jpeg, .jpg, .png or DICOM images")
         images[index] = files
     return images
 
@@ -350,3 +350,21 @@ def select(samples: list[Sample], split: str, data_root: Path) -> tuple[list[str
     members = [s for s in samples if s.split == split]
     paths = [str(Path(data_root) / s.path) for s in members]
     return paths, np.array([s.label for s in members], dtype=np.int64)
+
+
+def run_split(run_dir: Path, split: str) -> tuple[list[str], np.ndarray]:
+    """Absolute paths and labels of one split of a trained run, as its manifest recorded
+    them (under the data root of its config.json): the one loader of a run's films.
+
+    Raises:
+        EdgexrayError: no manifest or config, or the manifest has no film in that split.
+    """
+    from edgexray import artifacts
+
+    run_dir = Path(run_dir)
+    samples = load_manifest(run_dir / artifacts.MANIFEST)
+    data_root = Path(artifacts.read_json(run_dir / artifacts.CONFIG).get("data", ""))
+    paths, labels = select(samples, split, data_root)
+    if not paths:
+        raise EdgexrayError(f"the manifest of {run_dir} has no {split} images")
+    return paths, labels

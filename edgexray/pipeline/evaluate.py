@@ -34,6 +34,7 @@ class Images:
     labels: np.ndarray  # 0 NORMAL, 1 PNEUMONIA
     source: str  # the data folder or run directory, as given
     split: str  # the split used, or "" for a plain NORMAL/ PNEUMONIA/ folder
+    recorded: bool = False  # a run's manifest lists these files: each of them must be there
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,11 @@ class Model:
     kind: str  # "tflite" or "keras"
     threshold: float
     scorer: scoring.Scorer
+    labels: tuple[str, ...] = data.LABELS  # what it prints: labels[probability >= threshold]
+
+    def printed(self, probabilities) -> np.ndarray:
+        """The label the device prints for each probability (the gate compares these)."""
+        return np.asarray(self.labels)[(np.asarray(probabilities) >= self.threshold).astype(int)]
 
     @property
     def name(self) -> str:
@@ -71,7 +77,7 @@ def _class_files(class_root: Path) -> tuple[list[str], list[int]]:
         per_label.append(sorted(str(p) for folder in folders for p in image_files(folder)))
     if not any(per_label):
         raise EdgexrayError(
-            f"{class_root} holds no .jpeg, .jpg or .png images in NORMAL/ or PNEUMONIA/"
+            f"{class_root} holds no .jpeg, .jpg, .png or DICOM images in NORMAL/ or PNEUMONIA/"
         )
     for label, files in zip(data.LABELS, per_label, strict=True):
         if not files:
@@ -97,12 +103,8 @@ def find_images(source: Path, split: str = "test") -> Images:
     if split not in data.SPLITS:
         raise EdgexrayError(f"unknown split {split!r}: use one of {', '.join(data.SPLITS)}")
     if source.is_dir() and _is_run_dir(source):
-        samples = data.load_manifest(source / artifacts.MANIFEST)
-        data_root = Path(artifacts.read_json(source / artifacts.CONFIG).get("data", ""))
-        paths, labels = data.select(samples, split, data_root)
-        if not paths:
-            raise EdgexrayError(f"the manifest of {source} has no {split} images")
-        return Images(paths, labels, str(source), split)
+        paths, labels = data.run_split(source, split)
+        return Images(paths, labels, str(source), split, recorded=True)
     folders = data.find_class_folders(source)
     if "" in folders:
         paths, labels = _class_files(folders[""])
@@ -128,7 +130,7 @@ def _tflite_model(path: Path, threshold: float | None) -> Model:
     scorer = scoring.tflite_scorer(
         classifier.interpreter, classifier.sidecar["input"], str(path), classifier.output_kind
     )
-    return Model(path, "tflite", threshold, scorer)
+    return Model(path, "tflite", threshold, scorer, tuple(classifier.labels))
 
 
 def _run_threshold(path: Path) -> float:
@@ -195,9 +197,9 @@ def load_model(path: Path, threshold: float | None = None) -> Model:
 # --- scoring ------------------------------------------------------------------------------
 
 
-def score(models: list[Model], paths: list[str]) -> np.ndarray:
-    """Probabilities of every model for every file (NaN: unreadable); see scoring.score."""
-    return scoring.score([m.scorer for m in models], paths)
+def score(models: list[Model], images: Images) -> scoring.Scores:
+    """Every model's probabilities for the readable images; see scoring.score."""
+    return scoring.score([m.scorer for m in models], images.paths, images.labels)
 
 
 def summarize(labels, probabilities, threshold: float) -> dict:
@@ -254,15 +256,13 @@ def evaluate(
     images = find_images(Path(data_path), split)
     model = load_model(Path(model_path), threshold)
     log.info("evaluating %s on %d images from %s", model.path.name, len(images.paths), data_path)
-    probabilities = score([model], images.paths)[0]
-    readable = ~np.isnan(probabilities)
-    if not readable.any():
+    scores = score([model], images)
+    if not len(scores):
         raise EdgexrayError(f"none of the {len(images.paths)} images in {data_path} is readable")
-    skipped = [p for p, ok in zip(images.paths, readable, strict=True) if not ok]
+    skipped = list(scores.skipped)
     if skipped:
         log.warning("skipped %d unreadable file(s)", len(skipped))
-    paths = [p for p, ok in zip(images.paths, readable, strict=True) if ok]
-    labels, probabilities = images.labels[readable], probabilities[readable]
+    paths, labels, probabilities = scores.paths, scores.labels, scores.probabilities[0]
     report = {
         "model": str(model_path),
         "kind": model.kind,

@@ -145,13 +145,9 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
     tfmot = import_tfmot()
 
     baseline = artifacts.load_keras(run_dir / artifacts.MODEL)
-    samples = data.load_manifest(run_dir / artifacts.MANIFEST)
-    data_root = Path(train_config.data)
+    train_paths, train_labels = data.run_split(run_dir, "train")
+    val_paths, val_labels = data.run_split(run_dir, "val")
     spec = train_config.input_spec
-    train_paths, train_labels = data.select(samples, "train", data_root)
-    val_paths, val_labels = data.select(samples, "val", data_root)
-    if not train_paths or not val_paths:
-        raise EdgexrayError(f"{run_dir / artifacts.MANIFEST} has an empty train or val split")
 
     finetune.seed_everything(train_config.seed)
     started = time.monotonic()

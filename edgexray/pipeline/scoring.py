@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -99,18 +99,48 @@ def _spec_key(input_spec: dict) -> tuple:
         raise EdgexrayError(f"input spec lacks height, width or normalization ({err})") from None
 
 
-def score(scorers: list[Scorer], paths: list[str], change: Callable | None = None) -> np.ndarray:
-    """Pneumonia probabilities of every model for every file, decoding each file once.
+@dataclass(frozen=True)
+class Scores:
+    """What scoring read: the readable files in the order given, their labels, every
+    model's probabilities for them, and the files it could not read with why.
+
+    Every array is parallel to `paths`, so callers use the readable set as it is and never
+    re-filter; a new per-film field (a scope flag...) is one more array here.
+    """
+
+    paths: list[str]  # the readable files
+    probabilities: np.ndarray  # (models, len(paths)): one row per scorer, in the order given
+    labels: np.ndarray | None = None  # of the readable files, when labels were given
+    skipped: dict[str, str] = field(default_factory=dict)  # unreadable file -> why
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def _skip(path: str, err: Exception) -> str:
+    """Why a file was skipped (the warning says it too), without repeating its path."""
+    reason = str(err)
+    return reason[len(f"{path}: ") :] if reason.startswith(f"{path}: ") else reason
+
+
+def score(
+    scorers: list[Scorer], paths: list[str], labels=None, change: Callable | None = None
+) -> Scores:
+    """Pneumonia probabilities of every model for every readable file, decoding each once.
+
+    Args:
+        labels: the files' labels (1 = pneumonia), carried over to the readable set.
+        change: alters each resized grayscale image before normalization (see `decode`).
 
     Returns:
-        An array (len(scorers), len(paths)); NaN where the file could not be read (a
-        warning names it).
+        The readable set; a file that cannot be read is in `skipped` (a warning names it).
 
     Raises:
         EdgexrayError: a model cannot run on its input (e.g. unknown normalization).
     """
     specs = {_spec_key(s.input_spec): s.input_spec for s in scorers}
     result = np.full((len(scorers), len(paths)), np.nan)
+    skipped: dict[str, str] = {}
     started = last_log = time.monotonic()
     for start in range(0, len(paths), CHUNK):
         chunk = paths[start : start + CHUNK]
@@ -121,11 +151,13 @@ def score(scorers: list[Scorer], paths: list[str], change: Callable | None = Non
                 images = {key: decode(path, spec, change) for key, spec in specs.items()}
             except infer.ImageError as err:
                 log.warning("skipping %s", err)
+                skipped[path] = _skip(path, err)
                 continue
             except infer.InferenceError as err:  # the model's sidecar, not the image, is wrong
                 raise EdgexrayError(str(err)) from None
             except Exception as err:  # noqa: BLE001 - odd files must not stop a long run
                 log.warning("skipping %s: not a readable image (%s)", path, err)
+                skipped[path] = f"not a readable image ({err})"
                 continue
             readable.append(start + offset)
             for key, image in images.items():
@@ -138,6 +170,8 @@ def score(scorers: list[Scorer], paths: list[str], change: Callable | None = Non
                     )
                 except (ValueError, RuntimeError) as err:  # shape or dtype the model refuses
                     raise EdgexrayError(f"{scorer.name}: cannot run on its input ({err})") from None
+                except infer.InferenceError as err:  # an output that is no probability
+                    raise EdgexrayError(f"{scorer.name}: {err}") from None
         done = start + len(chunk)
         now = time.monotonic()
         if now - last_log >= PROGRESS_SECONDS and done < len(paths):
@@ -147,7 +181,13 @@ def score(scorers: list[Scorer], paths: list[str], change: Callable | None = Non
         "scored %d images with %d model(s) in %.1f s",
         len(paths), len(scorers), time.monotonic() - started,
     )  # fmt: skip
-    return result
+    keep = np.array([p not in skipped for p in paths], dtype=bool)
+    return Scores(
+        paths=[p for p, ok in zip(paths, keep, strict=True) if ok],
+        probabilities=result[:, keep],
+        labels=None if labels is None else np.asarray(labels)[keep],
+        skipped=skipped,
+    )
 
 
 def probabilities_of(scorer: Scorer, paths: list[str], change: Callable | None = None):
@@ -156,13 +196,13 @@ def probabilities_of(scorer: Scorer, paths: list[str], change: Callable | None =
     Raises:
         EdgexrayError: a file of the split can no longer be read.
     """
-    result = score([scorer], paths, change)[0]
-    unreadable = int(np.isnan(result).sum())
-    if unreadable:
+    scores = score([scorer], paths, change=change)
+    if scores.skipped:
         raise EdgexrayError(
-            f"{unreadable} image(s) of the split became unreadable since the data was scanned"
+            f"{len(scores.skipped)} image(s) of the split became unreadable since the data "
+            "was scanned"
         )
-    return result
+    return scores.probabilities[0]
 
 
 def keras_probabilities(model, paths: list[str], input_spec: dict, change=None) -> np.ndarray:

@@ -89,6 +89,28 @@ class RecallRegressionError(EdgexrayError):
         )
 
 
+class GateRefused(EdgexrayError):
+    """Films the gate was asked to judge on are missing or unreadable (exit 2): a gate
+    that drops films can be made to pass by deleting the ones a candidate misses."""
+
+
+def unscored_message(images, skipped: dict[str, str]) -> str:
+    """One line: how many films of which split could not be scored, and the first one."""
+    where = (
+        f"of the {images.split} split recorded in {images.source}"
+        if images.recorded
+        else f"of the {images.split} split in {images.source}"
+        if images.split
+        else f"in {images.source}"
+    )
+    first, reason = next(iter(skipped.items()))
+    return (
+        f"{len(skipped)} of {len(images.paths)} films {where} are missing or unreadable "
+        f"(first: {first}: {reason}); the gate judges only on every film: restore them "
+        "or give a folder that holds only readable films"
+    )
+
+
 def _change(label: int, before: bool, after: bool) -> str:
     if label == 1:
         return "new false negative" if before else "fixed false negative"
@@ -120,7 +142,8 @@ def compare(labels, paths, baseline: dict, candidate: dict, limits: GateLimits) 
     Args:
         labels: true labels (1 = pneumonia) of the shared images.
         paths: their files, in the same order.
-        baseline, candidate: {"probabilities", "threshold", "report"} of each model.
+        baseline, candidate: {"probabilities", "printed", "report"} of each model
+            (printed: the label the model prints for each film).
         limits: the largest allowed drops of recall, specificity and AUC.
 
     Returns:
@@ -128,8 +151,10 @@ def compare(labels, paths, baseline: dict, candidate: dict, limits: GateLimits) 
         flipped...).
     """
     labels = np.asarray(labels).astype(int)
-    before = baseline["probabilities"] >= baseline["threshold"]
-    after = candidate["probabilities"] >= candidate["threshold"]
+    # What each device prints, by name: a model whose labels name the classes in another
+    # order must not pass on its probabilities alone.
+    before = baseline["printed"] == data.LABELS[1]
+    after = candidate["printed"] == data.LABELS[1]
     before_correct, after_correct = before == labels.astype(bool), after == labels.astype(bool)
     only_baseline = int(np.sum(before_correct & ~after_correct))
     only_candidate = int(np.sum(~before_correct & after_correct))
@@ -189,6 +214,8 @@ def verify(
     Raises:
         RecallRegressionError: a candidate's recall, specificity or AUC dropped too far
             (carries the report).
+        GateRefused: a film of the data is missing or unreadable: the gate judges on all
+            of them or not at all.
         EdgexrayError: bad models or data, or no pneumonia image to measure recall on.
     """
     if not candidates:
@@ -202,21 +229,19 @@ def verify(
         "verifying %d candidate(s) against %s on %d images",
         len(candidates), models[0].path.name, len(images.paths),
     )  # fmt: skip
-    probabilities = score(models, images.paths)
-    # The same loader reads every model's input, so a file is unreadable for all or none.
-    readable = ~np.isnan(probabilities).any(axis=0)
-    labels = images.labels[readable]
-    if not np.any(labels == 1):
-        raise EdgexrayError(f"no readable PNEUMONIA image in {data_path}: recall cannot be checked")
-    paths = [p for p, ok in zip(images.paths, readable, strict=True) if ok]
+    scores = score(models, images)
+    if scores.skipped:
+        raise GateRefused(unscored_message(images, scores.skipped))
+    labels, paths = scores.labels, scores.paths
     scored = [
         {
             "model": str(model.path),
             "name": model.name,
             "kind": model.kind,
-            "probabilities": probabilities[row, readable],
+            "probabilities": scores.probabilities[row],
             "threshold": model.threshold,
-            "report": summarize(labels, probabilities[row, readable], model.threshold),
+            "printed": model.printed(scores.probabilities[row]),
+            "report": summarize(labels, scores.probabilities[row], model.threshold),
         }
         for row, model in enumerate(models)
     ]
@@ -233,8 +258,9 @@ def verify(
         "data": str(data_path),
         "split": images.split,
         "n": int(len(labels)),
-        "skipped": int(np.sum(~readable)),
-        "skipped_files": [p for p, ok in zip(images.paths, readable, strict=True) if not ok],
+        # Always none: the gate refuses to judge on part of the films (GateRefused).
+        "skipped": 0,
+        "skipped_files": [],
         **asdict(limits),
         "passed": not failed,
         "failed": failed,
@@ -255,6 +281,8 @@ def verify_run(run_dir: Path, limits: GateLimits = GateLimits()) -> dict:
 
     Raises:
         RecallRegressionError: a candidate dropped too far (verify.json written).
+        GateRefused: films of the run's test split are missing or unreadable (an earlier
+            verify.json is removed).
         EdgexrayError: not a trained run, no .tflite files, or bad models.
     """
     run_dir = artifacts.require_run(Path(run_dir))
@@ -265,6 +293,10 @@ def verify_run(run_dir: Path, limits: GateLimits = GateLimits()) -> dict:
         )
     try:
         report = verify(run_dir / artifacts.MODEL, candidates, run_dir, "test", limits)
+    except GateRefused:
+        # An earlier report must not go on saying "passed" for films that are gone.
+        (run_dir / REPORT).unlink(missing_ok=True)
+        raise
     except RecallRegressionError as err:
         artifacts.write_json(run_dir / REPORT, json_safe(err.report))
         raise

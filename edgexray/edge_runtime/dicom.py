@@ -1,0 +1,344 @@
+"""DICOM films to the 8-bit grey film the model reads, by one rendering rule.
+
+The rule, written once and used by the host and the device alike:
+
+1. the modality LUT: Rescale Slope/Intercept, or a Modality LUT Sequence;
+2. the VOI LUT Sequence, else the FIRST window (Window Center/Width, honouring VOI LUT
+   Function: LINEAR, LINEAR_EXACT or SIGMOID), else the full stored range (BitsStored,
+   through the modality LUT) when the file has neither;
+3. MONOCHROME1 inverted (white is a low value there);
+4. rounded to 8 bits.
+
+The 8-bit film then goes through infer.py's pipeline (resize, equalise) unchanged. Only
+single-frame MONOCHROME1/MONOCHROME2 images are films: multi-frame, colour and non-image
+objects (structured reports, presentation states, RT objects, anything without pixel data)
+are refused with the reason.
+
+pydicom (and pylibjpeg with its plugins for compressed transfer syntaxes) is imported only
+when a DICOM file is read: without it, the film gets a one-line error naming what to
+install, and JPEG/PNG users never need it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+
+from .infer import MAX_PIXELS, ImageError
+
+# Host: the pip extra. Device (the bundle ships this folder as the top-level package
+# "edge_runtime"): the bundle's optional requirements file.
+INSTALL_HINT = (
+    'pip install "edgexray[dicom]"'
+    if __package__ and __package__.startswith("edgexray.")
+    else ".venv/bin/pip install --only-binary=:all: -r requirements-dicom.txt"
+)
+DICOM_SUFFIX = ".dcm"
+PREAMBLE = 128  # bytes before the b"DICM" magic of a DICOM Part 10 file
+MAGIC = b"DICM"
+# Decoded pixel bytes allowed before decoding: a 16-bit film at infer's pixel limit. The
+# rendering then holds one float32 copy (4 bytes a pixel) and the 8-bit film.
+MAX_PIXEL_BYTES = 2 * MAX_PIXELS
+# The file itself is read whole: its pixel data, plus headers far smaller than this slack.
+MAX_FILE_BYTES = MAX_PIXEL_BYTES + 16 * 2**20
+PHOTOMETRICS = ("MONOCHROME1", "MONOCHROME2")
+# SOP classes that are not films, by UID prefix: refused even when they carry pixel data.
+REFUSED_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.88.": "a structured report (SR)",
+    "1.2.840.10008.5.1.4.1.1.11.": "a presentation state",
+    "1.2.840.10008.5.1.4.1.1.481.": "a radiotherapy (RT) object",
+    "1.2.840.10008.5.1.4.1.1.104.": "an encapsulated document",
+    "1.2.840.10008.5.1.4.1.1.66": "a raw data, registration or segmentation object",
+    "1.2.840.10008.1.3.10": "a media directory (DICOMDIR)",
+}
+# Tags a caller may need (the scope guard reads the first three), when present.
+TAGS = (
+    "Modality", "BodyPartExamined", "ViewPosition", "PatientID", "SOPClassUID",
+    "PhotometricInterpretation", "BitsStored",
+)  # fmt: skip
+VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+
+
+def has_preamble(path: str | Path) -> bool:
+    """True when path is a regular file starting with the 128-byte preamble and b"DICM".
+
+    Opened without blocking and checked with fstat, so a FIFO or a device is never read.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return False
+        return os.pread(descriptor, PREAMBLE + len(MAGIC), 0)[PREAMBLE:] == MAGIC
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)
+
+
+def is_dicom(path: str | Path) -> bool:
+    """True for a name ending in .dcm (any case) or any file with the DICOM preamble."""
+    return Path(path).name.lower().endswith(DICOM_SUFFIX) or has_preamble(path)
+
+
+def _pydicom(where: str):
+    try:
+        import pydicom
+        import pydicom.pixels  # noqa: F401  (pydicom 3: the decoders and LUT functions)
+    except ImportError:
+        raise ImageError(f"{where}: reading DICOM needs pydicom: {INSTALL_HINT}") from None
+    return pydicom
+
+
+def read_film(path_or_dataset, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, dict]:
+    """The 8-bit grey film of a DICOM file (or a pydicom Dataset) and what was done to it.
+
+    Returns:
+        (film, info): film is uint8 (rows, columns); info has "rendering", a short
+        description of the rule applied, and "tags" (TAGS present in the file).
+
+    Raises:
+        ImageError: pydicom or a decoder plugin is missing, the file is not DICOM, is not
+            a single-frame greyscale image, is too large, or its pixel data is corrupt.
+    """
+    pydicom = _pydicom(_name(path_or_dataset))
+    if isinstance(path_or_dataset, pydicom.Dataset):
+        dataset = path_or_dataset
+    else:
+        dataset = _read(pydicom, path_or_dataset)
+    where = _name(path_or_dataset)
+    _check_is_film(dataset, where)
+    _check_size(dataset, where, max_pixels)
+    pixels = _decode(pydicom, dataset, where)
+    film, rendering = render(dataset, pixels, where)
+    tags = {key: _plain(dataset.get(key)) for key in TAGS if dataset.get(key) not in (None, "")}
+    return film, {"rendering": rendering, "tags": tags}
+
+
+def _name(path_or_dataset) -> str:
+    if isinstance(path_or_dataset, (str, Path)):
+        return str(path_or_dataset)
+    return str(getattr(path_or_dataset, "filename", None) or "DICOM dataset")
+
+
+def _plain(value):
+    return value if isinstance(value, int) else str(value)
+
+
+def _read(pydicom, path):
+    from .infer import _open_regular
+
+    with _open_regular(path) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > MAX_FILE_BYTES:
+            raise ImageError(f"{path}: {size} bytes is over the {MAX_FILE_BYTES} limit for DICOM")
+        try:
+            # A .dcm file without the preamble (written by some older software) is still
+            # read; any other name must have it, so stray files are not parsed as DICOM.
+            return pydicom.dcmread(handle, force=str(path).lower().endswith(DICOM_SUFFIX))
+        except Exception as err:  # pydicom raises many types for malformed files
+            raise ImageError(f"{path}: not a readable DICOM file ({_first_line(err)})") from None
+
+
+def _first_line(err: Exception) -> str:
+    """An exception's message on one line (pydicom lists each plugin's reason on its own)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return "; ".join(lines).replace(":;", ":") or type(err).__name__
+
+
+def _check_is_film(dataset, where: str) -> None:
+    """Refuse, with the reason, what is not a single-frame greyscale image."""
+    sop_class = str(dataset.get("SOPClassUID", ""))
+    for prefix, what in REFUSED_SOP_CLASSES.items():
+        if sop_class.startswith(prefix):
+            raise ImageError(f"{where}: not a film: {what}")
+    if "PixelData" not in dataset:
+        raise ImageError(f"{where}: not a film: a DICOM object without pixel data")
+    frames = _int(dataset, "NumberOfFrames", 1)
+    if frames != 1:
+        raise ImageError(f"{where}: refused: {frames} frames (only single-frame films are read)")
+    samples = _int(dataset, "SamplesPerPixel", 1)
+    photometric = str(dataset.get("PhotometricInterpretation", "")).strip()
+    if samples != 1 or photometric not in PHOTOMETRICS:
+        raise ImageError(
+            f"{where}: refused: a colour image ({photometric or 'no photometric'}, "
+            f"{samples} samples per pixel); only MONOCHROME1/MONOCHROME2 films are read"
+        )
+
+
+def _int(dataset, keyword: str, default: int) -> int:
+    value = dataset.get(keyword)
+    try:
+        return default if value in (None, "") else int(value)
+    except (TypeError, ValueError):
+        return -1  # unreadable: refused by the caller's range checks
+
+
+def _check_size(dataset, where: str, max_pixels: int) -> None:
+    """Bound memory before decoding, from the header alone."""
+    rows, columns = _int(dataset, "Rows", 0), _int(dataset, "Columns", 0)
+    allocated = _int(dataset, "BitsAllocated", 0)
+    stored = _int(dataset, "BitsStored", allocated)
+    if rows < 1 or columns < 1 or allocated not in (1, 8, 16, 32) or not 1 <= stored <= 32:
+        raise ImageError(
+            f"{where}: refused: unusable image header (Rows {rows}, Columns {columns}, "
+            f"BitsAllocated {allocated}, BitsStored {stored})"
+        )
+    if rows * columns > max_pixels:
+        raise ImageError(
+            f"{where}: {columns}x{rows} pixels is over the {max_pixels} limit "
+            "(refused as a possible decompression bomb)"
+        )
+    if rows * columns * max(allocated // 8, 1) > MAX_PIXEL_BYTES:
+        raise ImageError(f"{where}: decoded pixels over the {MAX_PIXEL_BYTES} byte limit")
+
+
+def _decode(pydicom, dataset, where: str) -> np.ndarray:
+    meta = getattr(dataset, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax is not None and syntax.is_compressed and not _can_decode(pydicom, syntax):
+        raise ImageError(
+            f"{where}: {syntax.name} pixel data needs a decoder plugin (pylibjpeg): "
+            f"{INSTALL_HINT}"
+        )
+    try:
+        pixels = dataset.pixel_array
+    except Exception as err:  # corrupt or truncated pixel data, in any of the plugins
+        raise ImageError(f"{where}: pixel data cannot be decoded ({_first_line(err)})") from None
+    if pixels.ndim != 2:
+        raise ImageError(f"{where}: refused: pixel data of shape {pixels.shape}, not one film")
+    return pixels
+
+
+def _can_decode(pydicom, syntax) -> bool:
+    try:
+        return pydicom.pixels.get_decoder(syntax).is_available
+    except NotImplementedError:  # no decoder for this transfer syntax at all
+        return False
+
+
+def render(dataset, pixels: np.ndarray, where: str = "DICOM") -> tuple[np.ndarray, str]:
+    """Apply the rendering rule (module docstring) to decoded stored values.
+
+    Returns:
+        (film, rendering): the uint8 film and a short description of the steps taken.
+
+    Raises:
+        ImageError: a LUT or window the rule cannot apply (the reason is given).
+    """
+    steps = [f"DICOM {_int(dataset, 'BitsStored', 0)}-bit"]
+    try:
+        values, low, high = _modality(dataset, pixels, steps)
+        scaled = _voi(dataset, values, low, high, steps)
+    except ImageError as err:
+        raise ImageError(f"{where}: refused: {err}") from None
+    except Exception as err:  # a malformed LUT: pydicom raises several types
+        reason = f"its LUT cannot be applied ({_first_line(err)})"
+        raise ImageError(f"{where}: refused: {reason}") from None
+    if str(dataset.PhotometricInterpretation).strip() == "MONOCHROME1":
+        np.subtract(1.0, scaled, out=scaled)
+        steps.append("MONOCHROME1 inverted")
+    np.multiply(scaled, 255.0, out=scaled)
+    np.round(scaled, out=scaled)
+    return scaled.astype(np.uint8), ", ".join(steps)
+
+
+def _modality(dataset, pixels: np.ndarray, steps: list) -> tuple[np.ndarray, float, float]:
+    """Step 1: the modality values, and the range the stored values can map to."""
+    low, high = _stored_range(dataset, pixels)
+    if dataset.get("ModalityLUTSequence"):
+        from pydicom.pixels import apply_modality_lut
+
+        bits = int(dataset.ModalityLUTSequence[0].LUTDescriptor[2])
+        steps.append("modality LUT sequence")
+        # PS3.3 C.11.1.1.1: the LUT's output is unsigned, of its own bit depth.
+        return apply_modality_lut(pixels, dataset), 0.0, float(2**bits - 1)
+    slope = float(dataset.get("RescaleSlope", 1) or 1)
+    intercept = float(dataset.get("RescaleIntercept", 0) or 0)
+    values = pixels.astype(np.float32)  # float32, not pydicom's float64: half the memory
+    if (slope, intercept) != (1.0, 0.0):
+        values *= np.float32(slope)
+        values += np.float32(intercept)
+        low, high = sorted((low * slope + intercept, high * slope + intercept))
+        steps.append(f"rescale slope {slope:g} intercept {intercept:g}")
+    return values, low, high
+
+
+def _voi(dataset, values: np.ndarray, low: float, high: float, steps: list) -> np.ndarray:
+    """Step 2: the VOI LUT, else the first window, else the full range; as [0, 1] float32."""
+    if dataset.get("VOILUTSequence"):
+        from pydicom.pixels import apply_voi
+
+        bits = int(dataset.VOILUTSequence[0].LUTDescriptor[2])
+        if values.dtype.kind == "f":  # a rescaled value indexes the LUT as a whole number
+            values = np.round(values).astype(np.int32)
+        values = apply_voi(values, dataset, index=0)
+        steps.append(f"VOI LUT 1 of {len(dataset.VOILUTSequence)}")
+        return _unit(values, 0.0, float(max(2**bits - 1, int(values.max()), 1)))
+    window = _window(dataset)
+    if window is None:
+        steps.append(f"full stored range {low:g}..{high:g}")
+        return _unit(values, low, high)
+    center, width, function, count = window
+    steps.append(f"window 1 of {count} (C={center:g} W={width:g}, {function})")
+    return _apply_window(values, center, width, function)
+
+
+def _stored_range(dataset, pixels: np.ndarray) -> tuple[float, float]:
+    """The stored values BitsStored allows, signed or not (PixelRepresentation)."""
+    bits = _int(dataset, "BitsStored", pixels.dtype.itemsize * 8)
+    if _int(dataset, "PixelRepresentation", 0) == 1:
+        return float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+    return 0.0, float(2**bits - 1)
+
+
+def _window(dataset):
+    """(center, width, VOI LUT function, how many windows) of the first window, or None."""
+    if "WindowCenter" not in dataset or "WindowWidth" not in dataset:
+        return None
+    centers, widths = _values(dataset["WindowCenter"]), _values(dataset["WindowWidth"])
+    if not centers or not widths:
+        return None
+    function = str(dataset.get("VOILUTFunction", "") or "LINEAR").strip().upper()
+    return float(centers[0]), float(widths[0]), function, min(len(centers), len(widths))
+
+
+def _values(element) -> list:
+    """The values of a DICOM element, as a list whatever its multiplicity."""
+    if element.VM == 0:
+        return []
+    return list(element.value) if element.VM > 1 else [element.value]
+
+
+def _apply_window(values: np.ndarray, center: float, width: float, function: str):
+    """PS3.3 C.11.2.1.2 and C.11.2.1.3, scaled to [0, 1] in float32, in place."""
+    if function not in VOI_FUNCTIONS:
+        raise ImageError(f"unknown VOI LUT Function {function!r}")
+    if not (width >= 1 if function == "LINEAR" else width > 0):
+        raise ImageError(f"window width {width:g} is too small for {function}")
+    values = values.astype(np.float32, copy=False)
+    if function == "SIGMOID":
+        values -= np.float32(center)
+        values *= np.float32(-4.0 / width)
+        with np.errstate(over="ignore"):  # far below the window: exp overflows to inf, y 0
+            np.exp(values, out=values)
+        values += 1.0
+        return np.reciprocal(values, out=values)
+    if function == "LINEAR":
+        center, width = center - 0.5, width - 1.0
+    return _unit(values, center - width / 2.0, center + width / 2.0)
+
+
+def _unit(values, low: float, high: float) -> np.ndarray:
+    """values mapped linearly from [low, high] to [0, 1] and clipped, as float32."""
+    values = values.astype(np.float32, copy=True) if values.dtype != np.float32 else values
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.float32)
+    values -= np.float32(low)
+    values *= np.float32(1.0 / (high - low))
+    return np.clip(values, 0.0, 1.0, out=values)

@@ -1,0 +1,298 @@
+"""DICOM films in, by the one rendering rule: written from real test/ films and public ones."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from conftest import SHARED_TRAIN, synthetic_xray
+from dicom_support import (
+    film_dataset,
+    secondary_capture,
+    write_film,
+    write_jpeg_baseline,
+    write_jpeg_lossless,
+)
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.uid import JPEG2000, JPEG2000Lossless, JPEGLSLossless, RLELossless
+from typer.testing import CliRunner
+
+from edgexray.cli import app
+from edgexray.edge_runtime import dicom, infer
+from edgexray.pipeline import data
+
+SHARED_TEST = SHARED_TRAIN.parent / "test"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def films() -> dict[str, np.ndarray]:
+    """A NORMAL and a PNEUMONIA film of test/ (shrunk, so encoders are quick), else synthetic."""
+    found = {}
+    for label in ("NORMAL", "PNEUMONIA"):
+        if SHARED_TEST.is_dir():
+            image = Image.open(sorted((SHARED_TEST / label).iterdir())[0]).convert("L")
+            image.thumbnail((200, 200))
+        else:
+            image = synthetic_xray(np.random.default_rng(1), label == "PNEUMONIA", (150, 180))
+        found[label] = np.asarray(image)
+    return found
+
+
+def predict(*args) -> tuple[int, list[dict]]:
+    result = runner.invoke(app, ["predict", *map(str, args)])
+    assert "Traceback" not in result.output
+    return result.exit_code, [json.loads(line) for line in result.stdout.splitlines()]
+
+
+VARIANTS = [
+    dict(bits=bits, monochrome1=mono1, window=window, rescale=rescale)
+    for bits in (12, 16)
+    for mono1 in (False, True)
+    for window in (False, True)
+    for rescale in (None, (2.0, -1024.0))
+]
+
+
+@pytest.mark.parametrize("options", VARIANTS, ids=lambda o: "-".join(map(str, o.values())))
+def test_written_dicom_renders_to_the_film_itself(films, tmp_path, options):
+    path = write_film(tmp_path / "a film.dcm", films["PNEUMONIA"], **options)
+    film, info = dicom.read_film(path)
+    assert np.array_equal(film, films["PNEUMONIA"])
+    assert ("MONOCHROME1 inverted" in info["rendering"]) == options["monochrome1"]
+    assert ("window 1 of 1" in info["rendering"]) == options["window"]
+    assert ("full stored range" in info["rendering"]) != options["window"]
+    assert ("rescale slope 2" in info["rendering"]) == bool(options["rescale"])
+    assert info["tags"]["Modality"] == "DX" and info["tags"]["BitsStored"] == options["bits"]
+
+
+def test_uncompressed_and_lossless_dicom_give_the_probability_of_the_png(films, tmp_path):
+    folder = tmp_path / "clinic export"
+    folder.mkdir()
+    lossless = {
+        "uncompressed": None, "RLE": RLELossless, "J2K lossless": JPEG2000Lossless,
+        "JPEG-LS lossless": JPEGLSLossless,
+    }  # fmt: skip
+    for label, film in films.items():
+        Image.fromarray(film).save(folder / f"{label}.png")
+        for name, syntax in lossless.items():
+            write_film(folder / f"{label} {name}.dcm", film, syntax, bits=12, monochrome1=True)
+        write_jpeg_lossless(folder / f"{label} JPEG lossless.dcm", film, bits=16, window=True)
+        write_film(folder / f"{label} no suffix", film, bits=16, window=True)
+    code, records = predict(folder)
+    assert code == 0 and len(records) == 2 * 7
+    for label in films:
+        mine = [r for r in records if Path(r["path"]).name.startswith(label)]
+        assert len({r["probability"] for r in mine}) == 1, mine  # identical, not close
+        assert {r["rendering"].split(",")[0] for r in mine} == {
+            "8-bit PNG", "DICOM 12-bit", "DICOM 16-bit",
+        }  # fmt: skip
+
+
+def test_lossy_dicom_is_read_close_to_the_film(films, tmp_path):
+    film = films["NORMAL"]
+    jpeg = write_jpeg_baseline(tmp_path / "baseline.dcm", film, quality=90)
+    j2k = write_film(tmp_path / "j2k lossy.dcm", film, None, bits=12)
+    ds = pydicom.dcmread(j2k)
+    ds.compress(JPEG2000, j2k_cr=[20])
+    ds.save_as(j2k)
+    for path in (jpeg, j2k):
+        rendered, _ = dicom.read_film(path)
+        difference = np.abs(rendered.astype(int) - film)
+        assert 0 < difference.max() and difference.mean() < 3, path.name
+
+
+@pytest.fixture(scope="module")
+def public(tmp_path_factory) -> Path:
+    """pydicom's real radiographs (CR chest films, MONOCHROME1) and non-films, in a folder."""
+    folder = tmp_path_factory.mktemp("public") / "pydicom data"
+    folder.mkdir()
+    names = ("RG1_UNCR.dcm", "RG1_J2KR.dcm", "RG1_J2KI.dcm", "RG3_UNCR.dcm", "RG3_J2KR.dcm")
+    for name in names:
+        shutil.copyfile(get_testdata_file(name), folder / name)
+    return folder
+
+
+def test_public_chest_radiographs_are_rendered_and_predicted(public):
+    code, records = predict(public)
+    assert code == 0
+    found = {Path(r["path"]).name: r for r in records}
+    assert set(found) == set(os.listdir(public))
+    # Uncompressed and lossless JPEG 2000: the same pixels, the same probability.
+    assert found["RG1_UNCR.dcm"]["probability"] == found["RG1_J2KR.dcm"]["probability"]
+    assert found["RG3_UNCR.dcm"]["probability"] == found["RG3_J2KR.dcm"]["probability"]
+    assert found["RG1_UNCR.dcm"]["rendering"] == (
+        "DICOM 15-bit, window 1 of 1 (C=15000 W=30000, LINEAR), MONOCHROME1 inverted"
+    )
+    # Issue 18: rendered right, this adult film is NORMAL; not inverted, it was PNEUMONIA 0.99.
+    assert found["RG1_UNCR.dcm"]["label"] == "NORMAL"
+    assert found["RG1_J2KI.dcm"]["label"] == "NORMAL"
+
+
+REFUSED = {
+    "emri_small.dcm": "10 frames",
+    "SC_rgb.dcm": "colour image (RGB",
+    "US1_J2KR.dcm": "colour image (YBR_RCT",
+    "test-SR.dcm": "structured report (SR)",
+    "rtplan.dcm": "radiotherapy (RT) object",
+    "rtdose_rle_1frame.dcm": "radiotherapy (RT) object",
+}
+
+
+def test_non_films_are_refused_with_a_reason_and_exit_3(tmp_path):
+    folder = tmp_path / "not films"
+    folder.mkdir()
+    for name in REFUSED:
+        shutil.copyfile(get_testdata_file(name), folder / name)
+    code, records = predict(folder)
+    assert code == infer.EXIT_UNREADABLE
+    errors = {Path(r["path"]).name: r["error"] for r in records}
+    assert all(set(r) == {"path", "error"} for r in records)
+    for name, reason in REFUSED.items():
+        assert reason in errors[name] and "\n" not in errors[name], errors[name]
+
+
+def test_a_presentation_state_or_object_without_pixels_is_refused(films, tmp_path):
+    state = film_dataset(films["NORMAL"])
+    state.SOPClassUID = "1.2.840.10008.5.1.4.1.1.11.1"  # grayscale softcopy presentation state
+    state.save_as(tmp_path / "gsps.dcm", enforce_file_format=True)
+    empty = film_dataset(films["NORMAL"])
+    del empty.PixelData
+    empty.save_as(tmp_path / "no pixels.dcm", enforce_file_format=True)
+    code, records = predict(tmp_path / "gsps.dcm", tmp_path / "no pixels.dcm")
+    assert code == 3
+    assert "presentation state" in records[0]["error"]
+    assert "without pixel data" in records[1]["error"]
+
+
+def test_without_pydicom_a_dicom_film_gets_one_line_naming_the_extra(films, tmp_path, monkeypatch):
+    path = write_film(tmp_path / "film.dcm", films["NORMAL"])
+    Image.fromarray(films["NORMAL"]).save(tmp_path / "film.png")
+    monkeypatch.setitem(sys.modules, "pydicom", None)  # import pydicom now raises ImportError
+    code, records = predict(path, tmp_path / "film.png")
+    assert code == 3
+    assert records[0]["error"] == 'reading DICOM needs pydicom: pip install "edgexray[dicom]"'
+    assert records[1]["label"] in ("NORMAL", "PNEUMONIA")  # JPEG/PNG never need it
+
+
+def test_a_missing_decoder_plugin_gets_one_line_naming_the_extra(films, tmp_path, monkeypatch):
+    path = write_film(tmp_path / "film.dcm", films["NORMAL"], JPEG2000Lossless)
+
+    class Unavailable:
+        is_available = False
+
+    monkeypatch.setattr(pydicom.pixels, "get_decoder", lambda syntax: Unavailable())
+    with pytest.raises(infer.ImageError) as refused:
+        dicom.read_film(path)
+    assert str(refused.value).endswith(
+        'JPEG 2000 Image Compression (Lossless Only) pixel data needs a decoder plugin '
+        '(pylibjpeg): pip install "edgexray[dicom]"'
+    )
+
+
+def test_dicom_is_found_by_suffix_or_preamble_but_not_hidden_or_dicomdir(films, tmp_path):
+    folder = tmp_path / "PACS export"
+    (folder / "SERIES 1").mkdir(parents=True)
+    ds = film_dataset(films["NORMAL"])
+    for name in ("IM000001", "1.2.840.113619.2.55.3.320", "UPPER.DCM", ".hidden.dcm", "DICOMDIR"):
+        ds.save_as(folder / "SERIES 1" / name, enforce_file_format=True)
+    (folder / "notes").write_text("a note without a suffix\n")
+    (folder / "short").write_bytes(b"DICM")
+    found = [p.name for p in infer.image_files(folder)]
+    assert found == ["1.2.840.113619.2.55.3.320", "IM000001", "UPPER.DCM"]
+    assert dicom.is_dicom(folder / "SERIES 1" / "IM000001")
+    assert not dicom.is_dicom(folder / "notes") and dicom.is_dicom(tmp_path / "missing.dcm")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_named_dcm_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.dcm"
+    os.mkfifo(fifo)
+    assert not infer.is_image_file(fifo) and not dicom.has_preamble(fifo)
+    with pytest.raises(infer.ImageError, match="not a regular file"):
+        infer.load_film(fifo)
+
+
+def test_a_huge_header_is_refused_before_decoding(films, tmp_path):
+    ds = film_dataset(films["NORMAL"])
+    ds.Rows, ds.Columns = 20000, 20000
+    ds.save_as(tmp_path / "bomb.dcm", enforce_file_format=True)
+    with pytest.raises(infer.ImageError, match="decompression bomb"):
+        infer.load_film(tmp_path / "bomb.dcm")
+
+
+def test_voi_lut_function_and_lut_sequences_are_honoured(films, tmp_path):
+    film = films["PNEUMONIA"]
+    ds = film_dataset(film, bits=12, window=True)
+    ds.VOILUTFunction = "SIGMOID"
+    ds.WindowCenter, ds.WindowWidth = 2048, 1024
+    sigmoid, info = dicom.render(ds, ds.pixel_array)
+    expected = 255 / (1 + np.exp(-4 * (ds.pixel_array.astype(float) - 2048) / 1024))
+    assert np.abs(sigmoid - expected).max() <= 0.5 + 1e-3
+    assert "SIGMOID" in info
+    ds.WindowCenter, ds.WindowWidth = [2048, 100], [1024, 50]
+    ds.VOILUTFunction = "LINEAR"
+    assert "window 1 of 2 (C=2048 W=1024, LINEAR)" in dicom.render(ds, ds.pixel_array)[1]
+    for name, step in (("mlut_18.dcm", "modality LUT sequence"), ("vlut_04.dcm", "VOI LUT 1")):
+        film_read, info = dicom.read_film(get_testdata_file(name))
+        assert step in info["rendering"] and film_read.std() > 10
+
+
+def test_a_dataset_is_read_as_a_file_is(films):
+    ds = secondary_capture(films["NORMAL"])
+    film, info = dicom.read_film(ds)
+    assert np.array_equal(film, films["NORMAL"]) and info["rendering"].startswith("DICOM 8-bit")
+
+
+def test_training_and_evaluation_read_dicom_as_the_png(films, tmp_path):
+    root = tmp_path / "dicom data"
+    for label, film in films.items():
+        (root / label).mkdir(parents=True)
+        write_film(root / label / f"{label} film.dcm", film, bits=12, monochrome1=True)
+        Image.fromarray(film).save(root / label / f"{label} film.png")
+    listed = data.list_images(root)
+    assert [len(paths) for paths in listed.values()] == [2, 2]
+    spec = {"height": 32, "width": 32, "normalization": "equalize"}
+    for paths in listed.values():
+        dicom_input, png_input = (data.model_input(str(p), spec) for p in paths)
+        assert np.array_equal(dicom_input, png_input)  # what tf.data batches for training
+
+
+# --- 16-bit PNG: robust window -------------------------------------------------------
+
+
+def grey_levels(gray: np.ndarray) -> int:
+    return int(np.count_nonzero(np.bincount(gray.ravel(), minlength=256)))
+
+
+@pytest.mark.parametrize("marker", ["hot pixel", "burned-in marker"])
+def test_a_hot_pixel_or_marker_does_not_crush_a_16_bit_png(films, tmp_path, marker):
+    film = films["PNEUMONIA"]
+    twelve_bit = film.astype(np.uint16) * 16 + 5  # a 12-bit film in a 16-bit PNG
+    spoiled = twelve_bit.copy()
+    if marker == "hot pixel":
+        spoiled[3, 4] = 65535
+    else:
+        # An "L" marker burned in at full scale: 0.2% of the film, as letters on a film are.
+        spoiled[10:15, 10:26] = 65535
+    for name, values in (("clean.png", twelve_bit), ("spoiled.png", spoiled)):
+        buffer = io.BytesIO()
+        Image.fromarray(values).save(buffer, format="PNG")
+        (tmp_path / name).write_bytes(buffer.getvalue())
+    clean, info = infer.load_film(tmp_path / "clean.png")
+    gray = infer.load_grayscale(tmp_path / "spoiled.png")
+    assert info["rendering"].startswith("16-bit PNG, window p0.5-p99.5")
+    # Min-max would leave 4095 / 65535 of the range: about 16 grey levels. The percentile
+    # window clips 1% of the pixels, merging some levels in the tails.
+    assert grey_levels(clean) >= 0.8 * grey_levels(film)
+    assert grey_levels(gray) >= 0.8 * grey_levels(film)
+    outside = gray == 255
+    assert np.abs(gray[~outside].astype(int) - clean[~outside]).max() <= 2
