@@ -173,7 +173,7 @@ run_seconds=$((SECONDS - run_started))
 # The model-input bytes too, so a difference is placed in preprocessing or in the kernels.
 cat >"$root/root/input_digests.py" <<'EOF'
 import hashlib, json, sys
-import infer
+from edge_runtime import infer  # the bundle's runtime package, as check/check.py uses it
 classifier = infer.Classifier(sys.argv[1], threads=1)
 for path in infer.find_images(sys.argv[2:]):
     digest = hashlib.sha256(classifier.model_input(path).tobytes()).hexdigest()

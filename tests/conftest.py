@@ -98,11 +98,11 @@ def tiny_tflite(tiny_run, tiny_config, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def device(tmp_path_factory) -> Path:
-    """The edge runtime's files (infer.py and its modules) copied into a folder with
-    spaces, as in a bundle."""
-    from edgexray.edge_runtime import copy_runtime
+    """The edge runtime as in a bundle (edge_runtime/ and the infer.py launcher), alone in a
+    folder with spaces."""
+    from edgexray.export.bundle import write_runtime
 
     folder = tmp_path_factory.mktemp("edge") / "edge device"
     folder.mkdir()
-    copy_runtime(folder)
+    write_runtime(folder)
     return folder

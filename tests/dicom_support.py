@@ -134,12 +134,14 @@ def jpeg_lossless(stored: np.ndarray, bits: int) -> bytes:
     diff = np.where(diff > 32768, diff - 65536, diff).ravel()
     size = np.ceil(np.log2(np.abs(diff) + 1)).astype(np.int64)
     extra = np.where(diff > 0, diff, diff - 1) & ((1 << size) - 1)
-    bits_out = "".join(
-        f"{s:05b}" + (f"{e:0{s}b}" if 0 < s < 16 else "")
-        for s, e in zip(size.tolist(), extra.tolist(), strict=True)
-    )
-    bits_out += "1" * (-len(bits_out) % 8)
-    scan = int(bits_out, 2).to_bytes(len(bits_out) // 8, "big").replace(b"\xff", b"\xff\x00")
+    # Each sample: its 5-bit category code, then `size` extra bits (none for category 16).
+    width = 5 + np.where(size < 16, size, 0)
+    code = (size << (width - 5)) | np.where(size < 16, extra, 0)
+    position = np.arange(21)
+    bits_out = (code[:, None] >> (width[:, None] - 1 - position)) & 1
+    bits_out = bits_out[position < width[:, None]]  # row by row: the samples in order
+    bits_out = np.concatenate([bits_out, np.ones(-len(bits_out) % 8, np.int64)])
+    scan = np.packbits(bits_out.astype(np.uint8)).tobytes().replace(b"\xff", b"\xff\x00")
     counts = bytes([0, 0, 0, 0, 17] + [0] * 11)
 
     def segment(marker: int, body: bytes) -> bytes:

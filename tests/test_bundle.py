@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SHARED_TRAIN, synthetic_xray
+from dicom_support import write_film
 from edge_support import blocked_env, make_venv, one_error_line, run_blocked
 from typer.testing import CliRunner
 
@@ -47,16 +48,19 @@ def readme_line(readme: str, start: str) -> str:
 
 
 def films(folder: Path, rng) -> list[Path]:
-    """Two real films when ../shared is there, a synthetic one, and a text file named .jpeg."""
+    """Two real films when ../shared is there, a synthetic one, the same as a DICOM file
+    without a suffix (MONOCHROME1, as X-ray units write it), and a text file named .jpeg."""
     folder.mkdir(parents=True)
     paths = []
     if SHARED_TRAIN.is_dir():
         for label in ("NORMAL", "PNEUMONIA"):
             source = sorted((SHARED_TRAIN / label).iterdir())[0]
             paths.append(Path(shutil.copyfile(source, folder / f"{label} {source.name}")))
-    synthetic_xray(rng, pneumonia=True).save(folder / "synthetic.png")
+    synthetic = synthetic_xray(rng, pneumonia=True)
+    synthetic.save(folder / "synthetic.png")
+    write_film(folder / "IM000001", np.asarray(synthetic), bits=12, monochrome1=True)
     (folder / "scan notes.jpeg").write_text("not a film\n")
-    return sorted(paths + [folder / "synthetic.png", folder / "scan notes.jpeg"])
+    return sorted(paths + [folder / p for p in ("synthetic.png", "IM000001", "scan notes.jpeg")])
 
 
 def test_rpi_bundle_runs_as_its_readme_says(tiny_tflite, tmp_path):
@@ -71,6 +75,8 @@ def test_rpi_bundle_runs_as_its_readme_says(tiny_tflite, tmp_path):
     assert ".venv/bin/pip install --only-binary=:all: -r requirements.txt" in readme
     requirements = (device / "requirements.txt").read_text()
     assert all(name in requirements for name in ("ai-edge-litert==", "numpy", "pillow"))
+    assert "pydicom>=" in (device / "requirements-dicom.txt").read_text()
+    assert ".venv/bin/pip install --only-binary=:all: -r requirements-dicom.txt" in readme
     make_venv(device)  # step 3
     check = run_blocked(
         ["bash", "-c", readme_line(readme, ".venv/bin/python check/")], tmp_path, cwd=device
@@ -94,6 +100,9 @@ def test_rpi_bundle_runs_as_its_readme_says(tiny_tflite, tmp_path):
             assert set(record) == {"path", "error"}
         else:
             assert record["probability"] == pytest.approx(classifier.probability(image), abs=1e-6)
+    by_name = {Path(r["path"]).name: r for r in records}
+    assert by_name["IM000001"]["probability"] == by_name["synthetic.png"]["probability"]
+    assert by_name["IM000001"]["rendering"].endswith("MONOCHROME1 inverted")
 
     # Step 5: one pass of the watch-folder service, with the unit's own arguments.
     inbox = home / "xray-inbox"
@@ -210,8 +219,11 @@ def test_bundle_replaces_an_earlier_bundle_but_never_another_folder(tiny_tflite,
     out = tmp_path / "rpi bundle"
     make_bundle(BundleConfig(str(tiny_tflite["int8"]), "rpi", str(out)))
     (out / "infer.py").write_text("an edited copy of a bundle file")
+    (out / "edge_runtime" / "dicom.py").write_text("an edited module")
     result = make_bundle(BundleConfig(str(tiny_tflite["int8"]), "rpi", str(out)))
-    assert (out / "infer.py").read_bytes() == Path(infer.__file__).read_bytes()
+    assert (out / "infer.py").read_text() == bundle_module.template("infer-launcher.py")
+    for module in Path(infer.__file__).parent.glob("*.py"):
+        assert (out / "edge_runtime" / module.name).read_bytes() == module.read_bytes()
     assert result["kept"] == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rpi bundle"]  # no temporaries left
     documents = tmp_path / "documents"

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from edgexray import artifacts
 from edgexray.cli import app
-from edgexray.edge_runtime import copy_runtime, infer
-from edgexray.export.bundle import BundleConfig, make_bundle
+from edgexray.edge_runtime import infer
+from edgexray.export.bundle import BundleConfig, make_bundle, write_runtime
 from edgexray.pipeline import calibrate as cal
 from edgexray.pipeline import evaluate, metrics, verify
 
@@ -268,8 +268,7 @@ def test_every_consumer_honours_the_calibrated_threshold(calibrated, xray_folder
     assert json.loads(result.stdout)["threshold"] == threshold
     # The device script alone (no edgexray, no TensorFlow) accepts the calibration block.
     device = tmp_path / "device"
-    device.mkdir()
-    copy_runtime(device)
+    write_runtime(device)
     script = run_blocked(
         [sys.executable, str(device / "infer.py"), "--model", str(calibrated), str(film)], tmp_path
     )

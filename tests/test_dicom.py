@@ -20,13 +20,14 @@ from dicom_support import (
     write_jpeg_baseline,
     write_jpeg_lossless,
 )
+from edge_support import run_blocked
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.uid import JPEG2000, JPEG2000Lossless, JPEGLSLossless, RLELossless
 from typer.testing import CliRunner
 
 from edgexray.cli import app
-from edgexray.edge_runtime import dicom, infer
+from edgexray.edge_runtime import REFERENCE_MODEL, dicom, infer
 from edgexray.pipeline import data
 
 SHARED_TEST = SHARED_TRAIN.parent / "test"
@@ -137,6 +138,34 @@ def test_public_chest_radiographs_are_rendered_and_predicted(public):
     assert found["RG1_J2KI.dcm"]["label"] == "NORMAL"
 
 
+def test_the_device_runtime_reads_dicom_without_tensorflow_or_edgexray(
+    device, public, films, tmp_path
+):
+    written = write_jpeg_lossless(tmp_path / "IM 0001", films["NORMAL"], bits=12, window=True)
+    args = ["--model", REFERENCE_MODEL, public / "RG1_UNCR.dcm", written]
+    on_device = run_blocked([sys.executable, str(device / "infer.py"), *map(str, args)], tmp_path)
+    assert on_device.returncode == 0, on_device.stderr
+    code, on_host = predict(*args)
+    device_records = [json.loads(line) for line in on_device.stdout.splitlines()]
+    drop = ("latency_ms",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in device_records] == [
+        {k: v for k, v in r.items() if k not in drop} for r in on_host
+    ]
+
+
+def test_a_device_without_pydicom_names_the_bundles_dicom_requirements(device, films, tmp_path):
+    path = write_film(tmp_path / "film.dcm", films["NORMAL"])
+    args = [sys.executable, str(device / "infer.py"), "--model", str(REFERENCE_MODEL), str(path)]
+    result = run_blocked(args, tmp_path, also_block=("pydicom",))
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert json.loads(result.stdout)["error"] == (
+        "reading DICOM needs pydicom: "
+        ".venv/bin/pip install --only-binary=:all: -r requirements-dicom.txt"
+    )
+    listed = run_blocked([*args[:2], "--list-images", str(tmp_path)], tmp_path, ("pydicom",))
+    assert listed.stdout == f"{path}\0"  # found by its suffix all the same
+
+
 REFUSED = {
     "emri_small.dcm": "10 frames",
     "SC_rgb.dcm": "colour image (RGB",
@@ -158,6 +187,24 @@ def test_non_films_are_refused_with_a_reason_and_exit_3(tmp_path):
     assert all(set(r) == {"path", "error"} for r in records)
     for name, reason in REFUSED.items():
         assert reason in errors[name] and "\n" not in errors[name], errors[name]
+
+
+def test_every_small_pydicom_test_file_is_a_film_or_one_line_of_reason():
+    # pydicom's own test files and pydicom-data's, listed locally (get_testdata_files would
+    # try to download what is missing).
+    folders = {Path(get_testdata_file(name)).parent for name in ("rtplan.dcm", "RG1_UNCR.dcm")}
+    files = [f for d in folders for f in sorted(d.iterdir()) if f.stat().st_size < 2**18]
+    outcomes = {"read": 0, "refused": 0}
+    for path in files:
+        try:
+            film, info = infer.load_film(path)
+        except infer.ImageError as err:  # nothing else may escape: no traceback on a device
+            assert str(err).startswith(f"{path}: ") and "\n" not in str(err)
+            outcomes["refused"] += 1
+            continue
+        assert film.dtype == np.uint8 and film.ndim == 2 and info["rendering"]
+        outcomes["read"] += 1
+    assert outcomes["read"] >= 20 and outcomes["refused"] >= 50, outcomes
 
 
 def test_a_presentation_state_or_object_without_pixels_is_refused(films, tmp_path):
@@ -264,6 +311,15 @@ def test_training_and_evaluation_read_dicom_as_the_png(films, tmp_path):
     for paths in listed.values():
         dicom_input, png_input = (data.model_input(str(p), spec) for p in paths)
         assert np.array_equal(dicom_input, png_input)  # what tf.data batches for training
+    csv_path = tmp_path / "predictions.csv"
+    args = ["evaluate", str(REFERENCE_MODEL), "--data", str(root), "--json"]
+    result = runner.invoke(app, [*args, "--predictions", str(csv_path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["skipped"] == 0
+    rows = csv_path.read_text().splitlines()[1:]
+    assert len(rows) == 4 and sum(".dcm," in row for row in rows) == 2
+    for label in films:  # each film's DICOM and PNG: one probability
+        assert len({row.split(",")[2] for row in rows if f"/{label} film." in row}) == 1
 
 
 # --- 16-bit PNG: robust window -------------------------------------------------------

@@ -20,7 +20,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edgexray.cli import app
-from edgexray.edge_runtime import copy_runtime, infer
+from edgexray.edge_runtime import infer
+from edgexray.export.bundle import write_runtime
 
 RECORD_KEYS = {
     "path", "probability", "label", "threshold", "latency_ms", "rendering", "in_scope",
@@ -206,8 +207,7 @@ def test_bad_models_and_arguments_exit_2_with_one_line(device, tiny_tflite, odd_
 
 def test_default_model_is_the_only_tflite_next_to_the_script(tiny_tflite, odd_images, tmp_path):
     bundle = tmp_path / "bundle like"
-    bundle.mkdir()
-    copy_runtime(bundle)
+    write_runtime(bundle)
     for suffix in (".tflite", ".json"):
         shutil.copyfile(tiny_tflite["int8"].with_suffix(suffix), bundle / f"int8{suffix}")
     image = odd_images / "UPPER CASE.PNG"

@@ -1,7 +1,8 @@
 """Check an installed bundle on its device: same model input bytes, same output as edgexray.
 
 Copied into the rpi bundle as check/check.py, next to check/image.png, check/input.u8 and
-check/expected.json that `edgexray bundle` wrote with the same infer.py on its own machine.
+check/expected.json that `edgexray bundle` wrote with the same edge runtime on its own
+machine; it runs the bundle's package folder edge_runtime/.
 Run from the bundle folder (exit 0 passed, 1 something differs, 2 the model cannot run):
 
     .venv/bin/python check/check.py
@@ -14,10 +15,11 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # the bundle's infer.py, never an installed edgexray
+sys.path.insert(0, str(HERE.parent))  # the bundle's edge_runtime/, never an installed edgexray
+sys.dont_write_bytecode = True  # the bundle folder stays what SHA256SUMS lists
 
-import infer  # noqa: E402
 import numpy as np  # noqa: E402
+from edge_runtime import infer  # noqa: E402
 
 # A float model's output may differ in its last bits between CPUs (other kernels, other
 # summation order); a uint8 output must match exactly, and the probability made from it

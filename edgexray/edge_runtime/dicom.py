@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ MAX_PIXEL_BYTES = 2 * MAX_PIXELS
 # The file itself is read whole: its pixel data, plus headers far smaller than this slack.
 MAX_FILE_BYTES = MAX_PIXEL_BYTES + 16 * 2**20
 PHOTOMETRICS = ("MONOCHROME1", "MONOCHROME2")
+COLOUR_PHOTOMETRICS = ("RGB", "YBR", "PALETTE", "HSV", "ARGB", "CMYK")
 # SOP classes that are not films, by UID prefix: refused even when they carry pixel data.
 REFUSED_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.88.": "a structured report (SR)",
@@ -98,6 +100,9 @@ def _pydicom(where: str):
 def read_film(path_or_dataset, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, dict]:
     """The 8-bit grey film of a DICOM file (or a pydicom Dataset) and what was done to it.
 
+    A Dataset (e.g. received over the network) needs its file_meta.TransferSyntaxUID, as
+    a file has, for its pixel data to be decoded.
+
     Returns:
         (film, info): film is uint8 (rows, columns); info has "rendering", a short
         description of the rule applied, and "tags" (TAGS present in the file).
@@ -106,16 +111,20 @@ def read_film(path_or_dataset, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray
         ImageError: pydicom or a decoder plugin is missing, the file is not DICOM, is not
             a single-frame greyscale image, is too large, or its pixel data is corrupt.
     """
-    pydicom = _pydicom(_name(path_or_dataset))
-    if isinstance(path_or_dataset, pydicom.Dataset):
-        dataset = path_or_dataset
-    else:
-        dataset = _read(pydicom, path_or_dataset)
     where = _name(path_or_dataset)
-    _check_is_film(dataset, where)
-    _check_size(dataset, where, max_pixels)
-    pixels = _decode(pydicom, dataset, where)
-    film, rendering = render(dataset, pixels, where)
+    pydicom = _pydicom(where)
+    # pydicom warns about files it can read all the same (odd VRs, padding); the record
+    # is the one place a problem is reported, so they do not reach stderr.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if isinstance(path_or_dataset, pydicom.Dataset):
+            dataset = path_or_dataset
+        else:
+            dataset = _read(pydicom, path_or_dataset)
+        _check_is_film(dataset, where)
+        _check_size(dataset, where, max_pixels)
+        pixels = _decode(pydicom, dataset, where)
+        film, rendering = render(dataset, pixels, where)
     tags = {key: _plain(dataset.get(key)) for key in TAGS if dataset.get(key) not in (None, "")}
     return film, {"rendering": rendering, "tags": tags}
 
@@ -165,9 +174,11 @@ def _check_is_film(dataset, where: str) -> None:
     samples = _int(dataset, "SamplesPerPixel", 1)
     photometric = str(dataset.get("PhotometricInterpretation", "")).strip()
     if samples != 1 or photometric not in PHOTOMETRICS:
+        colour = samples != 1 or photometric.startswith(COLOUR_PHOTOMETRICS)
         raise ImageError(
-            f"{where}: refused: a colour image ({photometric or 'no photometric'}, "
-            f"{samples} samples per pixel); only MONOCHROME1/MONOCHROME2 films are read"
+            f"{where}: refused: {'a colour image' if colour else 'not a greyscale film'} "
+            f"({photometric or 'no photometric interpretation'}, {samples} samples per "
+            "pixel); only MONOCHROME1/MONOCHROME2 films are read"
         )
 
 

@@ -1,14 +1,18 @@
 """Standalone pneumonia inference for a chest X-ray .tflite model and its JSON sidecar.
 
-This one file is copied to the device. It needs only the standard library, numpy,
-Pillow and a TFLite interpreter (ai-edge-litert, else tflite-runtime, else
-tensorflow.lite); it must never import edgexray or TensorFlow when a lighter runtime
-is present. edgexray itself imports the preprocessing from here, so what is trained,
-verified and shipped is preprocessed by the same code.
+This module and its siblings (dicom.py, ...) go to the device as the package folder
+edge_runtime/, run by a small infer.py launcher beside it (bundle templates); they import
+each other only relatively. They need only the standard library, numpy, Pillow and a
+TFLite interpreter (ai-edge-litert, else tflite-runtime, else tensorflow.lite), plus
+pydicom for DICOM films, imported only when one is read; they must never import edgexray
+or TensorFlow when a lighter runtime is present. edgexray itself imports the
+preprocessing from here, so what is trained, verified and shipped is preprocessed by the
+same code.
 
-It is also the one home of the image-discovery rule (`is_image_file`, `image_files`):
-edgexray's data loading, evaluation and `predict` call it, and the bundle's watch-folder
-script asks it with `--list-images`, so every reader agrees on what is a film.
+It is also the one home of the image-discovery rule (`is_image_file`, `image_files`) and
+of the decoder (`load_film`): edgexray's data loading, evaluation and `predict` call them,
+and the bundle's watch-folder script asks it with `--list-images`, so every reader agrees
+on what is a film and how it is read.
 
 Command line (exit 0 when every image was read and in scope, 3 when some could not be
 read, else 4 when some were out of scope (label OUT_OF_SCOPE, see scope.py), 2 for bad
@@ -18,7 +22,8 @@ arguments, a missing, corrupt or mismatched model, or results that could not be 
                     [--no-scope-check]
     python infer.py --list-images IMAGE_OR_DIR [...]
 
-It stays one file, over the usual module size, on purpose: it is copied alone to devices.
+It stays one module, over the usual size, on purpose: it is the device's whole runtime
+for JPEG and PNG films.
 """
 
 from __future__ import annotations
@@ -38,10 +43,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-try:
-    from . import scope
-except ImportError:  # run as a script (the rpi bundle's infer.py, scope.py next to it)
-    import scope
+from . import scope
 
 # Larger images are refused as decompression bombs. Real chest films are at most about
 # 4500 x 4500 pixels; 50 megapixels leaves room and still bounds memory.
@@ -750,9 +752,14 @@ def silence_stdout() -> None:
 
 
 def default_model() -> Path | None:
-    """The .tflite next to this script when there is exactly one (as in a bundle)."""
-    models = sorted(Path(__file__).resolve().parent.glob("*.tflite"))
-    return models[0] if len(models) == 1 else None
+    """The bundle's .tflite when there is exactly one: next to this file, or next to its
+    package folder (a bundle's edge_runtime/ sits beside the model and the launcher)."""
+    here = Path(__file__).resolve().parent
+    for folder in (here, here.parent):
+        models = sorted(folder.glob("*.tflite"))
+        if models:
+            return models[0] if len(models) == 1 else None
+    return None
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,8 +1,10 @@
 """`edgexray bundle`: a folder (and optionally a zip) to copy to a Raspberry Pi or an Android app.
 
-rpi      the model and its sidecar, the standalone infer.py, requirements.txt, a README with
-         the Raspberry Pi OS steps, a watch-folder script with its systemd unit, and check/
-         (check.py tests the installed runtime against the expected bytes and output).
+rpi      the model and its sidecar, the edge runtime as the package folder edge_runtime/
+         with an infer.py launcher beside it, requirements.txt (and the optional
+         requirements-dicom.txt), a README with the Raspberry Pi OS steps, a watch-folder
+         script with its systemd unit, and check/ (check.py tests the installed runtime
+         against the expected bytes and output).
 android  the full-int8 model (uint8 input and output) and its sidecar, labels.txt, a README
          on the LiteRT Interpreter, EdgexrayPreprocess.java (the preprocessing, tested
          byte-identical to infer.py), and check/ files to test an app's port.
@@ -31,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from edgexray import __version__, artifacts
-from edgexray.edge_runtime import copy_runtime, infer
+from edgexray.edge_runtime import infer
 from edgexray.errors import EdgexrayError
 
 log = logging.getLogger("edgexray")
@@ -44,6 +46,9 @@ CHECK_SIZE = (300, 260)  # height, width of the check image: both axes shrink, u
 # The android preprocessing as Java, byte-identical to infer.py (tests/test_android_preprocess.py).
 ANDROID_PREPROCESS = Path(__file__).parent / "android" / "EdgexrayPreprocess.java"
 CHECK_SCRIPT = Path(infer.__file__).with_name("check.py")  # the rpi bundle's check/check.py
+# The device runtime: every module of edgexray/edge_runtime/, shipped as a package folder of
+# this name, run by the launcher infer.py at the bundle's top.
+RUNTIME_PACKAGE = "edge_runtime"
 
 # The files written into bundles (READMEs, the watch-folder script, its systemd unit,
 # requirements.txt) are package data in templates/, so linters and reviewers see them.
@@ -219,17 +224,31 @@ def calibration_facts(sidecar: dict) -> dict:
     }
 
 
+def write_runtime(folder: Path) -> Path:
+    """The edge runtime as a device holds it: folder/edge_runtime/ with every module of
+    edgexray/edge_runtime/ (they import each other relatively), and folder/infer.py, the
+    launcher that runs edge_runtime.infer.main(). Returns the launcher's path."""
+    package = Path(folder) / RUNTIME_PACKAGE
+    package.mkdir(parents=True, exist_ok=True)
+    for module in sorted(Path(infer.__file__).parent.glob("*.py")):
+        shutil.copyfile(module, package / module.name)
+    launcher = Path(folder) / "infer.py"
+    launcher.write_text(template("infer-launcher.py"))
+    launcher.chmod(0o755)
+    return launcher
+
+
 def _write_rpi(staging: Path, classifier: infer.Classifier, model: Path) -> None:
     facts = _model_facts(classifier, model)
-    copy_runtime(staging)
+    write_runtime(staging)
     _write_check(staging, classifier)
     shutil.copyfile(CHECK_SCRIPT, staging / "check" / "check.py")
     (staging / "requirements.txt").write_text(template("requirements.txt"))
+    (staging / "requirements-dicom.txt").write_text(template("requirements-dicom.txt"))
     (staging / "README.md").write_text(_fill(template("rpi-README.md"), **facts))
     (staging / "watch-folder.sh").write_text(_fill(template("watch-folder.sh"), **facts))
     (staging / "edgexray-watch@.service").write_text(template("edgexray-watch@.service"))
-    for script in ("infer.py", "watch-folder.sh"):
-        (staging / script).chmod(0o755)
+    (staging / "watch-folder.sh").chmod(0o755)
 
 
 def check_image() -> Image.Image:

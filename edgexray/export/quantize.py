@@ -275,6 +275,7 @@ def quantize(
     if guarded:  # the device models get the out-of-scope guard's statistics
         log.info("resizing %d train and %d val films for the scope statistics",
                  len(train_paths), len(val_paths))  # fmt: skip
+        samples = data.load_manifest(run_dir / artifacts.MANIFEST)
         scope_films = {
             split: (scope.resized(paths, spec), _counts(samples, split))
             for split, paths in (("train", train_paths), ("val", val_paths))
