@@ -180,10 +180,12 @@ def _load_picture(path: str | Path, max_pixels: int) -> tuple[np.ndarray, dict]:
                 if width * height > max_pixels:
                     raise ImageError(_bomb_message(path, width, height, max_pixels))
                 image.load()  # decode now, so a truncated file fails here
+                # Before turning it upright: the pixels as stored are what an Android app
+                # gets too (EdgexrayScope.colourSpread samples the same ones).
+                info = {} if image.mode in GREY_MODES else {"colour": _colour_spread(image)}
                 # In place: a film is megabytes, and every copy counts on a small device.
                 kind = image.format
                 ImageOps.exif_transpose(image, in_place=True)
-                info = {} if image.mode in GREY_MODES else {"colour": _colour_spread(image)}
                 gray, info["rendering"] = _to_uint8_gray(image, kind)
                 return gray, info
     except ImageError:
@@ -208,7 +210,8 @@ GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
 def _colour_spread(image: Image.Image) -> float:
     """scope.colour_spread of the RGB channels (alpha ignored), on every step-th pixel of
-    every step-th row, so a large photograph costs no more than a 256-pixel one."""
+    every step-th row (step = ceil(longer side / COLOUR_SAMPLE)), so a large photograph
+    costs no more than a 256-pixel one."""
     step = max(1, -(-max(image.size) // scope.COLOUR_SAMPLE))
     rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)[::step, ::step]
     return scope.colour_spread(rgb)

@@ -316,6 +316,11 @@ def calibrate(model_path: Path, site_dir: Path, out_dir: Path, config: Calibrate
             raise EdgexrayError(f"{root}/{label} holds no readable image")
     skipped = len(scores.skipped)
     paths, labels, probabilities = scores.paths, scores.labels, scores.probabilities[0]
+    # Counted, not removed: the threshold is chosen on every film's probability (a site
+    # sample is what the site sends), and the count says how many the device would refuse.
+    out_of_scope = evaluate.summarize(labels, probabilities, 0.5, scores.in_scope[0])[
+        "out_of_scope"
+    ]
 
     threshold, method, k = choose_threshold(
         labels, probabilities, config.target_recall, config.confidence,
@@ -344,6 +349,7 @@ def calibrate(model_path: Path, site_dir: Path, out_dir: Path, config: Calibrate
             "normal": int(len(labels) - pneumonia),
             "patients": len({data.patient_id(Path(p).name) for p in paths}),
             "skipped_unreadable": skipped,
+            "out_of_scope": out_of_scope,
             "files_sha256": file_list_sha256(root, paths),
         },
         "recall_lower_bound": metrics.recall_lower_bound(
@@ -465,6 +471,17 @@ def _rate_row(name: str, threshold, rates: dict) -> str:
     )
 
 
+def _scope_text(sample: dict) -> str:
+    counts = sample.get("out_of_scope")
+    if counts is None:
+        return "not judged (the model has no scope statistics)"
+    return (
+        f"{counts['films']} of {sample['n']} films ({counts['pneumonia']} pneumonia, "
+        f"{counts['normal']} normal) would be labelled OUT_OF_SCOPE on the device; the "
+        "threshold is chosen on every film's probability"
+    )
+
+
 def summary_lines(result: dict) -> list[str]:
     """A readable summary of a calibrate() result."""
     c = result["calibration"]
@@ -487,6 +504,7 @@ def summary_lines(result: dict) -> list[str]:
         f"sample       {sample['folder']}: {sample['n']} films ({sample['pneumonia']} pneumonia, "
         f"{sample['normal']} normal, {sample['patients']} patients{skipped})",
         f"rule         {rule}",
+        f"out of scope {_scope_text(sample)}",
         f"threshold    {c['threshold']:.6g} (was {c['source_threshold']:.6g})",
         f"{'':<26} {'threshold':>9}  {'recall [' + level + ' CI]':>22}"
         f"  {'specificity [' + level + ' CI]':>22}  {'missed':>6} {'false+':>6}",
