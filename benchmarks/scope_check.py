@@ -98,41 +98,39 @@ def reference(data_root: Path) -> None:
 # --- measuring ---------------------------------------------------------------------------
 
 
-def render_dicom(path: Path, frame: int | None = None) -> np.ndarray:
-    """A DICOM image as an 8-bit grey film: modality LUT, window (VOI LUT) when there is
-    one, MONOCHROME1 inverted (the rendering rule of issue 18)."""
+def dicom_films(name: str, frames=(None,)) -> list:
+    """A packaged DICOM file read by the edge runtime's own DICOM reader (the rendering
+    rule of issue 18); a multi-frame file, which the reader refuses, frame by frame
+    through the same rule."""
     import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
-    dataset = pydicom.dcmread(path)
-    pixels = dataset.pixel_array if frame is None else dataset.pixel_array[frame]
-    values = apply_modality_lut(pixels, dataset).astype(np.float64)
-    if "WindowCenter" in dataset or "VOILUTSequence" in dataset:
-        values = apply_voi_lut(values, dataset).astype(np.float64)
-    low, high = values.min(), values.max()
-    values = (values - low) / max(high - low, 1e-9) * 255.0
-    if dataset.PhotometricInterpretation == "MONOCHROME1":
-        values = 255.0 - values
-    return np.round(values).astype(np.uint8)
-
-
-def _testdata(name: str) -> Path:
     from pydicom.data import get_testdata_file
 
-    return Path(get_testdata_file(name))
+    from edgexray.edge_runtime import dicom
+
+    path = Path(get_testdata_file(name))
+    if frames == (None,):
+        gray, info = dicom.read_film(path)
+        return [Film(name, gray, tags=info["tags"])]
+    dataset = pydicom.dcmread(path)
+    tags = {key: str(dataset.get(key)) for key in dicom.TAGS if dataset.get(key) not in (None, "")}
+    films = []
+    for frame in frames:
+        gray, _ = dicom.render(dataset, dataset.pixel_array[frame], name)
+        films.append(Film(f"{name} frame {frame}", gray, tags=tags))
+    return films
 
 
-# Which packaged images stand for which group; (file, frame or None).
-OTHER_RADIOGRAPHS = (("RG3_UNCR.dcm", None),)  # CR, EXTREMITY: a leg (checked by eye)
-ADULT_CHEST = (("RG1_UNCR.dcm", None),)  # CR, CHEST, PA, MONOCHROME1, adult
+# Which packaged images stand for which group: (file, frames). Checked by eye and by tag.
+OTHER_RADIOGRAPHS = (("RG3_UNCR.dcm", (None,)),)  # CR, BodyPartExamined EXTREMITY: a leg
+ADULT_CHEST = (("RG1_UNCR.dcm", (None,)),)  # CR, CHEST, PA, MONOCHROME1, born 1940
 CT_MR = (
-    ("CT_small.dcm", None), ("MR_small.dcm", None), ("693_UNCR.dcm", None),
-    ("MR2_UNCR.dcm", None), ("MR-SIEMENS-DICOM-WithOverlays.dcm", None),
-    ("liver_1frame.dcm", None), ("J2K_pixelrep_mismatch.dcm", None),
-    ("explicit_VR-UN.dcm", None), ("bad_sequence.dcm", None), ("examples_overlay.dcm", None),
-    ("eCT_Supplemental.dcm", 0), ("eCT_Supplemental.dcm", 1),
-    *((("emri_small.dcm", k)) for k in range(10)),
+    ("CT_small.dcm", (None,)), ("MR_small.dcm", (None,)), ("693_UNCR.dcm", (None,)),
+    ("MR2_UNCR.dcm", (None,)), ("MR-SIEMENS-DICOM-WithOverlays.dcm", (None,)),
+    ("J2K_pixelrep_mismatch.dcm", (None,)), ("explicit_VR-UN.dcm", (None,)),
+    ("examples_overlay.dcm", (None,)), ("eCT_Supplemental.dcm", (0, 1)),
+    ("emri_small.dcm", tuple(range(10))),
 )  # fmt: skip
+NUCLEAR = (("JPEG-LL.dcm", (None,)), ("JPEG2000_UNC.dcm", (None,)))  # NM whole-body bone
 
 
 class Film:
@@ -199,82 +197,94 @@ def cropped(paths: list[str], rng, keep: float) -> list[Film]:
     return films
 
 
-def decisions(classifier: infer.Classifier, films: list[Film]) -> list[guard.Decision]:
+def decisions(classifier: infer.Classifier, films: list[Film], tags: bool = True) -> list:
+    """The guard's decision for each film; tags=False judges the pixels alone (as the same
+    film exported to PNG would be)."""
     spec = classifier.sidecar["input"]
     found = []
     for film in films:
         gray = infer.resize(film.gray, int(spec["height"]), int(spec["width"]))
         classifier.run(classifier.tensor_of(gray))
-        found.append(classifier.scope_decision(gray, {"colour": film.colour, "tags": film.tags}))
+        info = {"colour": film.colour, "tags": film.tags if tags else None}
+        found.append(classifier.scope_decision(gray, info))
     return found
 
 
+KINDS = {"DICOM": "tags", "patient aged": "age", "colour": "colour", "flat": "flat",
+         "feature": "features"}  # fmt: skip
+
+
 def reasons(found: list[guard.Decision]) -> dict:
-    """How many films each kind of check caught (the first reason counts)."""
-    kinds = {"colour": "colour", "flat": "flat", "feature": "features", "DICOM": "tags",
-             "patient aged": "age"}  # fmt: skip
+    """How many films each check refused (the first reason counts)."""
     tally = {}
     for decision in found:
         if decision.in_scope is False:
-            kind = next((v for k, v in kinds.items() if k in decision.reason), "other")
+            kind = next((v for k, v in KINDS.items() if k in decision.reason), "other")
             tally[kind] = tally.get(kind, 0) + 1
     return tally
 
 
-def measure(data_root: Path, model: Path, out: Path | None) -> dict:
-    samples = recorded_split(data_root)
-    classifier = infer.Classifier(model)
-    rng = np.random.default_rng(18)
+def groups(samples, data_root: Path, rng) -> dict:
+    """name -> (films, expected in scope: True, False, or None for the adult question)."""
     test_paths, _ = data.select(samples, "test", data_root)
     val_paths, _ = data.select(samples, "val", data_root)
 
     def films_of(paths, change=lambda gray: gray):
         return [Film(Path(p).name, change(infer.load_grayscale(p))) for p in paths]
 
-    groups = {
-        "in scope: val": (films_of(val_paths), True),
-        "in scope: test/": (films_of(test_paths), True),
-        "test/ films inverted": (films_of(test_paths, lambda gray: 255 - gray), False),
-        "other body parts (RG3, a leg, CR)": (
-            [Film(n, render_dicom(_testdata(n), f)) for n, f in OTHER_RADIOGRAPHS], False,
-        ),
-        "CT and MR slices": (
-            [Film(f"{n}#{f}", render_dicom(_testdata(n), f)) for n, f in CT_MR]
-            + [matplotlib_mr()], False,
-        ),
+    def packaged(table):
+        return [film for name, frames in table for film in dicom_films(name, frames)]
+
+    return {
+        "val films (in scope)": (films_of(val_paths), True),
+        "test/ films (in scope)": (films_of(test_paths), True),
+        "test/ films inverted (negatives)": (films_of(test_paths, lambda g: 255 - g), False),
+        "other body parts: RG3, a leg (CR)": (packaged(OTHER_RADIOGRAPHS), False),
+        "CT and MR slices": (packaged(CT_MR) + [matplotlib_mr()], False),
+        "nuclear medicine (NM whole-body bone)": (packaged(NUCLEAR), False),
         "photographs (scikit-image, matplotlib)": (photographs(), False),
         "blank and noise": (synthetic(rng), False),
         "test/ films cropped to 1/4 of each side": (cropped(test_paths, rng, 0.25), False),
         "test/ films cropped to 1/2 of each side": (cropped(test_paths, rng, 0.5), False),
-        "adult chest (RG1, CR PA, pixels only)": (
-            [Film(n, render_dicom(_testdata(n), f)) for n, f in ADULT_CHEST], None,
-        ),
+        "adult chest: RG1 (CR, PA, aged 64)": (packaged(ADULT_CHEST), None),
     }  # fmt: skip
+
+
+def measure(data_root: Path, model: Path, out: Path | None) -> dict:
+    samples = recorded_split(data_root)
+    classifier = infer.Classifier(model)
+    rng = np.random.default_rng(18)
     results = {}
-    for name, (films, in_scope) in groups.items():
+    print(f"{'group':42s} {'films':>5} {'refused':>8} {'rate':>7} {'pixels only':>12}  by check")
+    for name, (films, in_scope) in groups(samples, data_root, rng).items():
         found = decisions(classifier, films)
-        flagged = sum(d.in_scope is False for d in found)
-        row = {"films": len(films), "out_of_scope": flagged, "by_check": reasons(found)}
-        if in_scope:
-            row["false_out_of_scope_rate"] = round(flagged / len(films), 4)
-        elif in_scope is False:
-            row["catch_rate"] = round(flagged / len(films), 4)
-            pairs = zip(films, found, strict=True)
-            row["missed"] = [f.name for f, d in pairs if d.in_scope is not False]
+        pixels_only = decisions(classifier, films, tags=False)
+        refused = sum(d.in_scope is False for d in found)
+        refused_pixels = sum(d.in_scope is False for d in pixels_only)
+        row = {
+            "films": len(films),
+            "expected": {True: "in scope", False: "out of scope", None: "decision"}[in_scope],
+            "refused": refused,
+            "refused_rate": round(refused / len(films), 4),
+            "refused_pixels_only": refused_pixels,
+            "by_check": reasons(found),
+            "by_check_pixels_only": reasons(pixels_only),
+        }
+        wrong = [
+            f.name for f, d in zip(films, found, strict=True)
+            if in_scope is not None and (d.in_scope is False) == in_scope
+        ]  # fmt: skip
+        row["wrong" if in_scope is False else "refused_films"] = wrong[:50]
         distances = [d.distance for d in found if d.distance is not None]
-        if distances:
-            row["distance_min_median_max"] = [
-                round(float(v), 2) for v in np.percentile(distances, [0, 50, 100])
-            ]
+        row["distance_min_median_max"] = [
+            round(float(v), 2) for v in np.percentile(distances, [0, 50, 100])
+        ]
         results[name] = row
-        rate = row.get("false_out_of_scope_rate", row.get("catch_rate"))
-        label = "false out-of-scope" if in_scope else "caught" if in_scope is False else "flagged"
-        print(f"{name:45s} {flagged:4d}/{len(films):<4d} {label} {'' if rate is None else rate}")
-    report = {
-        "model": str(model),
-        "cutoff": classifier.scope["cutoff"],
-        "groups": results,
-    }
+        print(
+            f"{name:42s} {len(films):5d} {refused:8d} {refused / len(films):7.1%} "
+            f"{refused_pixels:12d}  {row['by_check']}"
+        )
+    report = {"model": str(model), "cutoff": classifier.scope["cutoff"], "groups": results}
     if out:
         out.write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -146,6 +146,7 @@ def test_cheap_checks_still_refuse_without_statistics(tiny_tflite, tmp_path):
         ({"Modality": "DX", "PatientBirthDate": "19600101", "StudyDate": "20200101"}, "aged"),
         ({"Modality": "CR", "BodyPartExamined": "chest", "PatientAge": "003Y"}, None),
         ({"Modality": "", "BodyPartExamined": "", "ViewPosition": ""}, None),
+        ({"Modality": "OT", "BodyPartExamined": "CHEST"}, None),  # a secondary capture
     ],
 )
 def test_dicom_tags_decide_from_the_table(tags, expected):
@@ -221,3 +222,64 @@ def test_cutoff_lets_at_least_the_coverage_pass():
     assert np.mean(distances <= block["cutoff"]) >= 0.99
     assert np.sum(distances <= block["cutoff"]) == 100  # the smallest such cut-off
     assert guard.distance(train.mean(axis=0) + 10, block) > block["cutoff"]
+
+
+def test_refusing_films_never_improves_recall_or_specificity():
+    from edgexray.pipeline import metrics
+
+    labels = np.array([1, 1, 1, 0, 0, 0])
+    probabilities = np.array([0.9, 0.8, 0.1, 0.7, 0.2, 0.1])
+    plain = metrics.classification_report(labels, probabilities, 0.5)
+    refused = np.array([True, False, True, True, False, False])  # a found pneumonia, an FP
+    judged = metrics.classification_report(labels, probabilities, 0.5, refused)
+    assert judged["recall"] == 1 / 3 < plain["recall"] == 2 / 3  # refused = not found
+    assert judged["specificity"] == plain["specificity"]  # the refused FP still counts
+    assert judged["auc"] == plain["auc"]
+
+
+@pytest.fixture(scope="module")
+def site_folder(tmp_path_factory):
+    """A few real test/ films in NORMAL/ and PNEUMONIA/ (copies, under a path with spaces)."""
+    folder = tmp_path_factory.mktemp("scope gate") / "site films"
+    for label in ("NORMAL", "PNEUMONIA"):
+        names = sorted(p.name for p in (SHARED_TEST / label).iterdir())[1:4]
+        (folder / label).mkdir(parents=True)
+        for name in names:
+            shutil.copy(SHARED_TEST / label / name, folder / label / name)
+    return folder
+
+
+def test_gate_counts_a_refused_pneumonia_film_as_missed(site_folder, tmp_path):
+    from edgexray.pipeline import verify
+
+    folder = tmp_path / "refusing model"
+    folder.mkdir()
+    candidate = folder / "refuses.tflite"
+    shutil.copy(REFERENCE_MODEL, candidate)
+    sidecar = json.loads(REFERENCE_MODEL.with_suffix(".json").read_text())
+    sidecar["scope"]["cutoff"] = 0.5  # every film is "unlike the training films"
+    candidate.with_suffix(".json").write_text(json.dumps(sidecar))
+    report = verify.verify(REFERENCE_MODEL, [REFERENCE_MODEL], site_folder)
+    assert report["passed"] and report["baseline"]["out_of_scope"]["films"] == 0
+    with pytest.raises(verify.RecallRegressionError) as failed:
+        verify.verify(REFERENCE_MODEL, [candidate], site_folder)
+    refusing = failed.value.report["candidates"][0]
+    assert refusing["recall"] == 0.0 and refusing["out_of_scope"]["pneumonia"] == 3
+    assert refusing["specificity"] == report["baseline"]["specificity"]
+
+
+def test_evaluate_reports_out_of_scope_films_separately(site_folder, tmp_path):
+    from edgexray.pipeline import evaluate
+
+    inverted = tmp_path / "site with a negative"
+    shutil.copytree(site_folder, inverted)
+    negative = next((inverted / "PNEUMONIA").iterdir())
+    Image.fromarray(255 - infer.load_grayscale(negative)).save(negative.with_suffix(".png"))
+    negative.unlink()
+    csv_path = tmp_path / "predictions.csv"
+    report = evaluate.evaluate(REFERENCE_MODEL, inverted, predictions_csv=csv_path)
+    assert report["out_of_scope"] == {"films": 1, "pneumonia": 1, "normal": 0}
+    assert report["confusion_matrix"][1][0] >= 1  # the refused pneumonia film is not found
+    assert "OUT_OF_SCOPE" in csv_path.read_text()
+    assert any(line.startswith("out of scope 1 of 6 films") for line in
+               evaluate.report_lines(report))

@@ -59,23 +59,25 @@ COLOUR_SAMPLE = 256
 class TagRule:
     """One DICOM attribute and the values a film the model can read may have.
 
-    An empty or missing value says nothing (many exports leave optional tags out), so
-    it passes; the content check still runs.
+    An empty or missing value, or one of `silent`, says nothing about the film (many
+    exports leave optional tags out), so it passes; the content check still runs.
     """
 
     tag: str
     accepted: tuple[str, ...]
     why: str
+    silent: tuple[str, ...] = ()
 
 
 # Modality: CR (computed radiography), DX (digital radiography) and RG (radiographic
-# film, digitised) are projection radiographs; CT, MR, US, NM, OT (secondary capture,
-# e.g. a screenshot) and every other modality are not what the model was trained on.
+# film, digitised) are projection radiographs; CT, MR, US, NM, MG and every other modality
+# are not what the model was trained on. OT ("other") is what secondary captures carry (a
+# film digitiser, a PACS re-export): it says nothing either way, so the content decides.
 # BodyPartExamined: CHEST is the DICOM term; THORAX is what some units write instead.
 # ViewPosition: the training films are frontal (AP, some PA); a lateral view (LL, RL)
 # is a different picture of the same chest.
 TAG_RULES = (
-    TagRule("Modality", ("CR", "DX", "RG"), "is not a projection radiograph"),
+    TagRule("Modality", ("CR", "DX", "RG"), "is not a projection radiograph", ("OT",)),
     TagRule("BodyPartExamined", ("CHEST", "THORAX"), "is not a chest"),
     TagRule("ViewPosition", ("PA", "AP"), "is not a frontal view"),
 )
@@ -139,13 +141,13 @@ def flat_reason(gray: np.ndarray) -> str | None:
 
 
 def patient_age_years(tags: dict) -> float | None:
-    """The patient's age in years from PatientAge, else PatientBirthDate and the study
-    (or series, acquisition, content) date; None when the tags do not say."""
+    """The patient's age in years from PatientAge, else PatientBirthDate and the study (or
+    acquisition) date; None when the tags do not say (dicom.TAGS reads these)."""
     age = _AGE.match(str(tags.get("PatientAge") or "").strip().upper())
     if age:
         return int(age.group(1)) * AGE_UNITS[age.group(2)]
     birth = _date(tags.get("PatientBirthDate"))
-    for field in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"):
+    for field in ("StudyDate", "AcquisitionDate"):
         taken = _date(tags.get(field))
         if birth and taken and taken >= birth:
             return (taken - birth).days / 365.25
@@ -174,7 +176,7 @@ def tag_reason(tags: dict | None, ages: dict | None = None) -> str | None:
         return None
     for rule in TAG_RULES:
         value = str(tags.get(rule.tag) or "").strip().upper()
-        if value and value not in rule.accepted:
+        if value and value not in rule.accepted + rule.silent:
             return f"DICOM {rule.tag} {value} {rule.why} ({'/'.join(rule.accepted)} expected)"
     age = patient_age_years(tags)
     if ages and age is not None and not ages["min"] <= math.floor(age) <= ages["max"]:
