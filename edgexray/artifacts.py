@@ -23,9 +23,9 @@ Which stage writes which of them is edgexray.run.STAGES.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +49,7 @@ CALIBRATION_REPORT = "calibration.json"
 BUNDLES_DIR = "bundles"
 RUN_REPORT = "report.md"
 STAGE_RECORD = "stages.json"
+LOCK = ".edgexray.lock"  # held while a command writes the run (see `locked`)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
@@ -150,24 +151,244 @@ def load_keras(path: Path):
         raise EdgexrayError(f"cannot load Keras model {path}: {err}") from None
 
 
-def remove_derived(run_dir: Path) -> list[str]:
-    """Delete what later stages made from an earlier model.keras; return the names removed.
+# A bundle folder names its own files: bundle.json marks it, SHA256SUMS lists them.
+BUNDLE_MANIFEST = "bundle.json"
+BUNDLE_CHECKSUMS = "SHA256SUMS"
+# What an emptied bundle folder that still holds the user's files says in its bundle.json.
+WITHDRAWN = "withdrawn: its model was replaced; edgexray removed its own files and kept yours"
 
-    What those are is read from the stage table (edgexray.run.DERIVED).
+
+def is_run(folder: Path) -> bool:
+    """True when folder holds an edgexray run (what `train` writes first, or a stage record)."""
+    folder = Path(folder)
+    return (folder / MANIFEST).is_file() or (folder / STAGE_RECORD).is_file()
+
+
+def require_run_folder(folder: Path) -> None:
+    """Refuse to train into a folder that holds something and is not an edgexray run.
+
+    Training writes config.json, manifest.csv and model.keras there and then removes what
+    later stages made from an earlier model: in someone else's folder, that is their files.
+
+    Raises:
+        EdgexrayError: folder is a file, or a non-empty folder that is not a run.
     """
-    from edgexray.run import DERIVED
+    folder = Path(folder)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise EdgexrayError(f"{folder} exists and is not a folder: choose another --out")
+    if not is_run(folder) and any(p.name != LOCK for p in folder.iterdir()):
+        raise EdgexrayError(
+            f"{folder} is not empty and is not an edgexray run (no {MANIFEST}): "
+            "choose another --out"
+        )
 
-    removed = []
-    for name in DERIVED:
-        path = Path(run_dir) / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-        else:
+
+def bundle_files(bundle: Path) -> set[str] | None:
+    """The files (relative, posix) a bundle folder lists as its own, with its SHA256SUMS and
+    bundle.json; None when the folder is not a bundle or its list cannot be read."""
+    bundle = Path(bundle)
+    if not (bundle / BUNDLE_MANIFEST).is_file():
+        return None
+    try:
+        lines = (bundle / BUNDLE_CHECKSUMS).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return {line.split("  ", 1)[-1] for line in lines if line} | {
+        BUNDLE_CHECKSUMS, BUNDLE_MANIFEST,
+    }  # fmt: skip
+
+
+def _bundle_of(path: Path, run_dir: Path) -> Path | None:
+    """The bundle folder (below run_dir) that path lies in, if any."""
+    for parent in path.parents:
+        if parent == run_dir or run_dir not in parent.parents:
+            return None
+        if (parent / BUNDLE_MANIFEST).is_file():
+            return parent
+    return None
+
+
+def written_files(folder: Path) -> list[Path]:
+    """The files under folder that edgexray wrote: all of them, except in a bundle folder,
+    where only what its SHA256SUMS lists (the user's results.jsonl and .venv are theirs)."""
+    found = []
+    for root, folders, files in os.walk(folder):
+        root = Path(root)
+        listed = bundle_files(root) if BUNDLE_MANIFEST in files else None
+        if listed is not None:
+            folders[:] = []
+            found += [root / name for name in sorted(listed) if (root / name).is_file()]
             continue
-        removed.append(name)
+        folders.sort()
+        found += [root / name for name in sorted(files)]
+    return found
+
+
+def _own_models(folder: Path) -> list[Path]:
+    """Models in folder with the sidecar edgexray writes for them, and those sidecars."""
+    from edgexray.edge_runtime.infer import SIDECAR_SCHEMA
+
+    found = []
+    for model in sorted(Path(folder).glob("*.tflite")):
+        try:
+            sidecar = json.loads(model.with_suffix(".json").read_text())
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            continue
+        if isinstance(sidecar, dict) and sidecar.get("schema") == SIDECAR_SCHEMA and (
+            sidecar.get("model_file") == model.name
+        ):
+            found += [model, model.with_suffix(".json")]
+    return found
+
+
+def _own_benchmark(folder: Path) -> list[Path]:
+    """benchmark.json, benchmark.md and the plots benchmark.json lists."""
+    try:
+        plots = json.loads((Path(folder) / "benchmark.json").read_text()).get("plots", [])
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, RecursionError):
+        return []
+    names = ["benchmark.json", "benchmark.md"] + [p for p in plots if isinstance(p, str)]
+    return [Path(folder) / Path(name).name for name in names]
+
+
+def owned_files(run_dir: Path, names) -> list[Path]:
+    """The files under the given names (of edgexray.run.DERIVED) that edgexray can tell it
+    wrote, without a stage record: its fixed file names, models with its sidecars,
+    benchmark outputs, bundle files listed in SHA256SUMS and the bundles' zips."""
+    run_dir = Path(run_dir)
+    found = []
+    for name in names:
+        path = run_dir / name
+        if path.is_file():
+            found.append(path)
+        elif name in (TFLITE_DIR, CALIBRATED_DIR):
+            found += _own_models(path)
+        elif name == BENCHMARK_DIR:
+            found += _own_benchmark(path)
+        elif name == BUNDLES_DIR and path.is_dir():
+            for bundle in sorted(p for p in path.iterdir() if p.is_dir()):
+                if bundle_files(bundle) is not None:
+                    found += written_files(bundle)
+                    found.append(bundle.with_name(bundle.name + ".zip"))
+    return [p for p in found if p.is_file()]
+
+
+def recorded_outputs(run_dir: Path) -> list[str]:
+    """The files (relative paths) that stages.json says edgexray wrote."""
+    try:
+        record = read_json(Path(run_dir) / STAGE_RECORD)
+    except EdgexrayError:
+        return []
+    return [
+        relative
+        for entry in record.values()
+        if isinstance(entry, dict) and isinstance(entry.get("outputs"), dict)
+        for relative in entry["outputs"]
+    ]
+
+
+def remove_outputs(run_dir: Path, recorded=(), names=None) -> list[str]:
+    """Delete what edgexray wrote under the given names (default: the stage table's
+    DERIVED, what later stages make from model.keras), and nothing else.
+
+    Removed: the files `recorded` (paths relative to run_dir, as stages.json holds them)
+    that lie under those names, and the files `owned_files` recognizes. Inside a bundle
+    folder only what its SHA256SUMS lists counts, whatever a record says. Folders left
+    empty go too; a bundle folder still holding the user's files (results.jsonl, .venv)
+    keeps them, marked withdrawn, so the next `bundle` there recognizes it.
+
+    Returns:
+        The removed paths, relative to run_dir.
+    """
+    if names is None:
+        from edgexray.run import DERIVED as names
+    run_dir = Path(run_dir)
+    targets = {p.resolve() for p in owned_files(run_dir, names)}
+    for relative in recorded:
+        path = run_dir / relative
+        if Path(relative).parts[:1] and Path(relative).parts[0] in names and path.is_file():
+            bundle = _bundle_of(path, run_dir)
+            listed = bundle_files(bundle) if bundle else None
+            if bundle is None or (
+                listed is not None and path.relative_to(bundle).as_posix() in listed
+            ):
+                targets.add(path.resolve())
+    bundles = {_bundle_of(path, run_dir.resolve()) for path in targets} - {None}
+    removed = []
+    for path in sorted(targets):
+        path.unlink(missing_ok=True)
+        removed.append(path.relative_to(run_dir.resolve()).as_posix())
+    for bundle in bundles:
+        if bundle.is_dir() and any(bundle.iterdir()):
+            write_json(bundle / BUNDLE_MANIFEST, {"withdrawn": WITHDRAWN})
+            atomic_write(bundle / BUNDLE_CHECKSUMS, lambda temporary: temporary.write_text(""))
+    for name in names:  # folders emptied, deepest first; never one that holds anything
+        top = run_dir / name
+        if top.is_dir() and not top.is_symlink():
+            for folder in sorted((p for p in top.rglob("*") if p.is_dir()), reverse=True):
+                if not any(folder.iterdir()):
+                    folder.rmdir()
+            if not any(top.iterdir()):
+                top.rmdir()
     return removed
+
+
+def remove_derived(run_dir: Path) -> list[str]:
+    """Delete what later stages made from an earlier model.keras (`remove_outputs` of what
+    stages.json recorded and what edgexray can tell it wrote); return the paths removed."""
+    return remove_outputs(run_dir, recorded_outputs(run_dir))
+
+
+_HELD: dict[str, list] = {}  # lock file -> [descriptor, depth]: re-entrant in one process
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path):
+    """Hold the run folder's lock file while a command writes the run.
+
+    A second process asking for it is refused at once (two runs writing one folder would
+    verify each other's models); the same process may ask again (run calls train). The
+    lock is flock(2) on run_dir/.edgexray.lock, released by the kernel if the process dies.
+
+    Raises:
+        EdgexrayError: another process holds the lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = str((run_dir / LOCK).resolve())
+        if path in _HELD:
+            _HELD[path][1] += 1
+            descriptor = None
+        else:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise naming(err, run_dir) from None
+    if descriptor is not None:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(descriptor)
+            raise EdgexrayError(
+                f"{run_dir} is in use by another edgexray command (it holds the lock "
+                f"{LOCK}): wait for it to finish"
+            ) from None
+        _HELD[path] = [descriptor, 1]
+    try:
+        yield
+    finally:
+        _HELD[path][1] -= 1
+        if not _HELD[path][1]:
+            descriptor = _HELD.pop(path)[0]
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+            os.close(descriptor)
 
 
 def require_run(run_dir: Path) -> Path:

@@ -18,11 +18,40 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from edgexray import __version__
 from edgexray.errors import EdgexrayError
 
+
+class OneLineUsageErrors(TyperGroup):
+    """The command group: a usage error (unknown option, bad value) is one `error:` line
+    and exit 2, like every other error, instead of a boxed usage message."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        except Exception as err:
+            if type(err).__name__ == "NoArgsIsHelpError":  # no command: the help is the answer
+                err.show()
+                sys.exit(err.exit_code)
+            if not hasattr(err, "format_message") or not isinstance(
+                getattr(err, "exit_code", None), int
+            ):
+                raise
+            message = " ".join(err.format_message().split())
+            typer.echo(f"error: {message} (see --help)", err=True)
+            sys.exit(err.exit_code)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineUsageErrors,
     help="Train, prune, quantize, verify, benchmark and ship a chest X-ray pneumonia "
     "classifier for cheap devices.",
     no_args_is_help=True,
@@ -415,6 +444,13 @@ def predict_command(
         int | None,
         typer.Option(help="Interpreter threads, 1 to 64; default: the runtime's choice."),
     ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write one self-contained HTML report of the batch to this new file: "
+            "heatmaps, most suspicious films first."
+        ),
+    ] = None,
     no_scope_check: Annotated[
         bool,
         typer.Option(
@@ -429,14 +465,22 @@ def predict_command(
     Exit code 0 when every image was read and in scope, 3 when some could not be read
     (their records say why), else 4 when some were out of scope (label OUT_OF_SCOPE).
     """
+    code = _run_edge(
+        model, images, record_format, threads, report_path=report,
+        check_scope=not no_scope_check,
+    )  # fmt: skip
+    raise typer.Exit(code)
+
+
+def _run_edge(model: Path | None, images, record_format: str, threads, **options) -> int:
+    """infer.run with the CLI's error handling: one line on stderr, never a traceback."""
     from edgexray.edge_runtime import infer
 
     try:
         infer.check_threads(threads)
-        code = infer.run(
-            _model_or_reference(model), images, record_format, threads, sys.stdout,
-            check_scope=not no_scope_check,
-        )  # fmt: skip
+        return infer.run(
+            _model_or_reference(model), images, record_format, threads, sys.stdout, **options
+        )
     except infer.OutputError as err:  # a full disk: the records were not all written
         infer.silence_stdout()
         raise EdgexrayError(str(err)) from None
@@ -444,8 +488,38 @@ def predict_command(
         raise EdgexrayError(str(err)) from None
     except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly
         infer.silence_stdout()
-        code = 1
-    raise typer.Exit(code)
+        return 1
+
+
+@app.command("explain")
+@user_errors
+def explain_command(
+    films: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="[MODEL.tflite] FILM...",
+            help="A .tflite (with its .json sidecar) first, then image files or folders; "
+            "without a model first, the shipped reference model.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for FILM.heatmap.png and FILM.heatmap.npy.")],
+    threads: Annotated[
+        int | None,
+        typer.Option(help="Interpreter threads, 1 to 64; default: the runtime's choice."),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Also write the HTML report of the batch to this new file.")
+    ] = None,
+):
+    """Where the deployed model looked: an occlusion heatmap per film, from the .tflite itself.
+
+    Prints each film's record (as `predict`) with the paths of its overlay and map.
+    """
+    model = films[0] if films[0].suffix.lower() == ".tflite" else None
+    films = films[1:] if model is not None else films
+    if not films:
+        raise fail("give image files or folders after the model")
+    raise typer.Exit(_run_edge(model, films, "jsonl", threads, explain_dir=out, report_path=report))
 
 
 @app.command("bundle")
@@ -513,6 +587,13 @@ def calibrate_command(
             "point estimate, no guarantee) instead of failing."
         ),
     ] = False,
+    patients: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV file,patient naming each film's patient, for the patient-grouped "
+            "cross-validation; default: DICOM PatientID, else Kaggle-style file names."
+        ),
+    ] = None,
 ):
     """Re-choose the threshold on a new site's films so recall holds with stated confidence."""
     from edgexray.pipeline.calibrate import CalibrateConfig, calibrate, summary_lines
@@ -521,7 +602,7 @@ def calibrate_command(
         target_recall=target_recall, confidence=confidence, prevalence=prevalence, folds=folds,
         allow_point_estimate=allow_point_estimate,
     )  # fmt: skip
-    for line in summary_lines(calibrate(model, data, out, config)):
+    for line in summary_lines(calibrate(model, data, out, config, patients)):
         typer.echo(line)
 
 
@@ -605,3 +686,19 @@ def run_command(
     typer.echo(f"recall gate: passed; deploy {selected['model']}{calibrated}")
     typer.echo(f"report: {out / artifacts.RUN_REPORT}")
     typer.echo(f"total: {time.monotonic() - started:.0f} s")
+
+
+@app.command(
+    "serve",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def serve_command(ctx: typer.Context):
+    """Run the DICOM node: a Storage SCP that classifies each film it receives.
+
+    The options are those of the device's `infer.py serve` (see `edgexray serve --help`);
+    --model defaults to the shipped reference model.
+    """
+    from edgexray.edge_runtime import REFERENCE_MODEL, node
+
+    raise typer.Exit(node.main(list(ctx.args), "edgexray serve", REFERENCE_MODEL))

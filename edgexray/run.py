@@ -40,7 +40,10 @@ def find_data(data: Path | None) -> Path:
     """--data, else $EDGEXRAY_DATA, else ./data/chest_xray, else ../shared/data/chest_xray."""
     if data is not None:
         return Path(data)
-    candidates = [os.environ.get("EDGEXRAY_DATA"), "data/chest_xray", "../shared/data/chest_xray"]
+    chosen = os.environ.get("EDGEXRAY_DATA")
+    if chosen and not Path(chosen).is_dir():  # never fall back silently to other data
+        raise EdgexrayError(f"EDGEXRAY_DATA={chosen} is not a folder: fix it or pass --data DIR")
+    candidates = [chosen, "data/chest_xray", "../shared/data/chest_xray"]
     for candidate in filter(None, candidates):
         if Path(candidate).is_dir():
             return Path(candidate).resolve()
@@ -171,8 +174,7 @@ def _bundle(config: RunConfig, run_dir: Path, verbose: int) -> None:
         # Nothing passed the gate: nothing to ship (not even an earlier run's bundles), but
         # the report must still say why.
         log.warning("no full-int8 variant passed the recall gate: no bundle written")
-        (run_dir / artifacts.SELECTED).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / artifacts.BUNDLES_DIR, ignore_errors=True)
+        artifacts.remove_outputs(run_dir, names=(artifacts.SELECTED, artifacts.BUNDLES_DIR))
         return
     model = run_dir / selected["model"]
     if config.calibrate_on:
@@ -245,7 +247,7 @@ def output_hashes(stage: Stage, run_dir: Path, config: RunConfig) -> dict[str, s
     files = []
     for path in stage.output_paths(run_dir, config):
         if path.is_dir():
-            files += [p for p in sorted(path.rglob("*")) if p.is_file()]
+            files += artifacts.written_files(path)  # a bundle's own files, not the user's
         elif path.is_file():
             files.append(path)
     return {str(p.relative_to(run_dir)): artifacts.sha256(p) for p in files}
@@ -308,8 +310,9 @@ def calibrate_selected(run_dir: Path, selected: dict, config: RunConfig) -> Path
 
     model = run_dir / selected["model"]
     if not config.calibrate_on:
-        shutil.rmtree(run_dir / artifacts.CALIBRATED_DIR, ignore_errors=True)
-        (run_dir / artifacts.CALIBRATION_REPORT).unlink(missing_ok=True)
+        artifacts.remove_outputs(
+            run_dir, names=(artifacts.CALIBRATED_DIR, artifacts.CALIBRATION_REPORT)
+        )
         return model
     settings = CalibrateConfig(target_recall=config.train.target_recall)
     report = calibrate_run_model(run_dir, model, Path(config.calibrate_on), settings)
@@ -390,6 +393,14 @@ def run(
         from edgexray.pipeline.calibrate import CalibrateConfig, check_site
 
         check_site(Path(config.calibrate_on), CalibrateConfig(config.train.target_recall))
+    artifacts.require_run_folder(run_dir)  # never run into (and clean) someone's folder
+    with artifacts.locked(run_dir):  # a second run into the same folder is refused
+        return _run_stages(config, run_dir, force, verbose, on_stage)
+
+
+def _run_stages(config: RunConfig, run_dir: Path, force, verbose: int, on_stage) -> dict:
+    """run()'s stages in order, with the run folder locked."""
+    name = config.train.distribute
     hashes = stage_hashes(config)
     record_path = run_dir / artifacts.STAGE_RECORD
     record = read_record(run_dir, hashes)

@@ -485,6 +485,41 @@ def test_calibrate_help_does_not_import_tensorflow():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_calibrate_out_holding_another_model_of_that_name_is_refused(
+    calibrated, tiny_tflite, xray_folder, tmp_path
+):
+    args = ["calibrate", str(tiny_tflite["int8"]), "--data", str(xray_folder), *SMALL_TARGET]
+    out = tmp_path / "site out"
+    out.mkdir()
+    (out / "int8.tflite").write_bytes(b"the site's own model")
+    (out / "int8.json").write_text('{"mine": true}\n')
+    refused = runner.invoke(app, [*args, "--out", str(out)])
+    assert refused.exit_code == 2 and len(_error_lines(refused)) == 1
+    assert "is another model" in _error_lines(refused)[0]
+    assert (out / "int8.tflite").read_bytes() == b"the site's own model"
+    (out / "int8.tflite").unlink()
+    refused = runner.invoke(app, [*args, "--out", str(out)])
+    assert refused.exit_code == 2 and "not a sidecar of this model" in _error_lines(refused)[0]
+    assert (out / "int8.json").read_text() == '{"mine": true}\n'
+    # The same model with an earlier calibration's sidecar: calibrating again is fine.
+    again = runner.invoke(app, [*args, "--out", str(calibrated.parent)])
+    assert again.exit_code == 0, again.output
+
+
+def test_calibrate_out_naming_a_file_is_one_clear_line(tiny_tflite, xray_folder, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    result = runner.invoke(
+        app,
+        ["calibrate", str(tiny_tflite["int8"]), "--data", str(xray_folder), "--out", str(afile),
+         *SMALL_TARGET],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    message = f"error: --out {afile} is a file, not a folder: choose a folder"
+    assert _error_lines(result) == [message]
+    assert afile.read_text() == "mine\n"
+
+
 def test_run_recorded_before_calibrate_was_a_stage_resumes_without_rerunning(
     run_with_int8, tiny_config, other_site, monkeypatch
 ):
@@ -509,3 +544,53 @@ def test_run_recorded_before_calibrate_was_a_stage_resumes_without_rerunning(
     workflow.run(config, run_with_int8, verbose=0, on_stage=lambda *e: events.append(e[1:]))
     assert called == [] and all(event == "skip" for _, event in events)
     assert [stage for stage, _ in events] == list(workflow.STAGE_NAMES)
+
+
+@pytest.mark.parametrize("case", ["more folds than patients", "one patient"])
+def test_calibrate_without_enough_patients_for_its_folds_still_summarizes(
+    tiny_tflite, xray_folder, tmp_path, case
+):
+    site, extra = xray_folder, ["--folds", "1000"]
+    if case == "one patient":  # PACS-style names: IM-0001-NNNN, all one patient
+        site, extra = tmp_path / "pacs site", []
+        for label in ("NORMAL", "PNEUMONIA"):
+            (site / label).mkdir(parents=True)
+            for i, film in enumerate(sorted((xray_folder / label).iterdir())):
+                number = i + 1000 * (label == "NORMAL")
+                shutil.copyfile(film, site / label / f"IM-0001-{number:04d}.jpeg")
+    result = runner.invoke(
+        app,
+        ["calibrate", str(tiny_tflite["int8"]), "--data", str(site), "--out",
+         str(tmp_path / "out"), *SMALL_TARGET, *extra],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "fold CV: not available" in result.stdout
+
+
+def test_films_whose_names_name_no_patient_are_not_called_patient_grouped(
+    tiny_tflite, xray_folder, tmp_path
+):
+    site = tmp_path / "scan site"
+    rows = ["file,patient"]
+    for label in ("NORMAL", "PNEUMONIA"):
+        (site / label).mkdir(parents=True)
+        for i, film in enumerate(sorted((xray_folder / label).iterdir())):
+            name = f"scan_{label}_{i:03d}.jpeg"
+            shutil.copyfile(film, site / label / name)
+            rows.append(f"{label}/{name},{label}-{i // 2}")
+    args = ["calibrate", str(tiny_tflite["int8"]), "--data", str(site), *SMALL_TARGET]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "NOT patient-grouped" in result.stdout and "own patient" in result.stdout
+    sidecar = json.loads((tmp_path / "out" / "int8.json").read_text())
+    assert sidecar["calibration"]["sample"]["patients"] == 80
+    (tmp_path / "patients.csv").write_text("\n".join(rows) + "\n")
+    patient_map = ["--patients", str(tmp_path / "patients.csv")]
+    mapped = runner.invoke(app, [*args, "--out", str(tmp_path / "mapped"), *patient_map])
+    assert mapped.exit_code == 0, mapped.output
+    assert "(patient-grouped, films unseen" in mapped.stdout
+    sidecar = json.loads((tmp_path / "mapped" / "int8.json").read_text())
+    assert sidecar["calibration"]["sample"]["patients"] == 40
+    (tmp_path / "patients.csv").write_text("\n".join(rows[:-1]) + "\n")
+    short = runner.invoke(app, [*args, "--out", str(tmp_path / "short"), *patient_map])
+    assert short.exit_code == 2 and "names no patient for 1 film" in _error_lines(short)[0]

@@ -192,7 +192,7 @@ def test_two_workers_train_and_only_the_chief_writes(tiny_config, tiny_run, tmp_
     spec = tiny_config.input_spec
     images = [scoring.decode(p, spec) for p in paths[:4]]
     kind = "logit" if emits_logit(model) else "probability"
-    converted = scoring.tflite_scorer(convert.to_float32(model), spec, output_kind=kind)
+    converted = scoring.tflite_scorer(convert.to_float32(model), spec, "float32", kind)
     np.testing.assert_allclose(
         converted.probabilities(images), scoring.keras_scorer(model, spec).probabilities(images),
         atol=1e-4,

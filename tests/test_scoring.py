@@ -59,4 +59,4 @@ def test_scoring_returns_the_readable_set_and_why_the_rest_was_skipped(tiny_tfli
     assert scores.labels.tolist() == [1, 1, 1]
     assert scores.probabilities.shape == (2, 3) and not np.isnan(scores.probabilities).any()
     assert set(scores.skipped) == {str(broken), str(tmp_path / "gone.jpeg")}
-    assert "not a JPEG or PNG" in scores.skipped[str(broken)]
+    assert "not a JPEG, PNG or DICOM" in scores.skipped[str(broken)]

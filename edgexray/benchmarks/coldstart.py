@@ -60,7 +60,7 @@ else:
     interpreter = tf.lite.Interpreter(model_path=model)
     interpreter.allocate_tensors()
     with open(model[: -len(".tflite")] + ".json") as handle:
-        kind = json.load(handle)["output"].get("kind", "probability")
+        kind = json.load(handle)["output"]["kind"]
     probability = infer.run_interpreter(interpreter, infer.preprocess(image, input_spec), kind)
 print(json.dumps({"probability": probability}), flush=True)
 """

@@ -71,10 +71,12 @@ class BenchmarkConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "threads", tuple(self.threads))
+        # Capped as predict caps it: a huge count crashes the interpreter (a segfault).
+        counts_ok = all(isinstance(t, int) and 1 <= t <= infer.MAX_THREADS for t in self.threads)
         checks = {
-            "threads must be one or more distinct counts >= 1": len(self.threads) > 0
-            and all(isinstance(t, int) and t >= 1 for t in self.threads)
-            and len(set(self.threads)) == len(self.threads),
+            f"threads must be one or more distinct counts from 1 to {infer.MAX_THREADS}": (
+                counts_ok and len(self.threads) > 0 and len(set(self.threads)) == len(self.threads)
+            ),
             "warmup must be >= 0": self.warmup >= 0,
             "runs must be >= 2": self.runs >= 2,
             "memory_images must be >= 1": self.memory_images >= 1,

@@ -19,8 +19,9 @@ read, else 4 when some were out of scope (label OUT_OF_SCOPE, see scope.py), 2 f
 arguments, a missing, corrupt or mismatched model, or results that could not be written):
 
     python infer.py --model model.tflite IMAGE_OR_DIR [...] [--format jsonl|csv] [--threads N]
-                    [--no-scope-check]
+        [--explain DIR] [--report FILE] [--no-scope-check]
     python infer.py --list-images IMAGE_OR_DIR [...]
+    python infer.py serve --state DIR --allow-ae AE_TITLE [...]   (the DICOM node: node.py)
 
 It stays one module, over the usual size, on purpose: it is the device's whole runtime
 for JPEG and PNG films.
@@ -55,12 +56,18 @@ PNG16_PERCENTILES = (0.5, 99.5)
 # Only the formats the project documents are decoded: Pillow would otherwise hand a
 # PostScript file named .jpg to Ghostscript, or read a TIFF nobody validated.
 IMAGE_FORMATS = ("JPEG", "PNG")
+# The classes in the order edgexray trains them: index = model target, so the one output
+# value speaks of LABELS[1]. Training, the host's gate and every sidecar use this table;
+# a sidecar naming other classes, or these in another order, would print pneumonia as
+# NORMAL, so it is refused (the host imports it from here: the device cannot import edgexray).
+LABELS = ("NORMAL", "PNEUMONIA")
+POSITIVE_LABEL = LABELS[1]
+# What the model's one output value is: "logit" (edgexray 0.2 on: the host takes the
+# sigmoid, so a uint8 output keeps its resolution) or "probability" (sigmoid in the model).
+# A sidecar must say which: read the wrong way, a logit of 4.3 would be "probability" 4.3.
+OUTPUT_KINDS = ("logit", "probability")
 # Labels end up in labels.txt, CSV headers and the Android README's Kotlin strings: plain
 # names only, so no newline or quote can break any of them.
-# What the model's one output value is: "logit" (edgexray 0.2 on: the host takes the
-# sigmoid, so a uint8 output keeps its resolution) or "probability" (sigmoid in the model;
-# also what a sidecar without "kind" means).
-OUTPUT_KINDS = ("logit", "probability")
 LABEL_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9 _-]{0,31}")
 MAX_THREADS = 64  # far above any device's cores; huge values crash the interpreter
 SIDECAR_SCHEMA = "edgexray.sidecar/1"
@@ -68,7 +75,7 @@ SIDECAR_FIELDS = ("model_file", "sha256", "labels", "input", "output", "threshol
 INPUT_FIELDS = ("height", "width", "normalization")
 RECORD_FIELDS = (
     "path", "probability", "label", "threshold", "latency_ms", "error", "quality_warning",
-    "rendering", "in_scope", "scope_reason", "scope_distance",
+    "rendering", "overlay", "heatmap", "in_scope", "scope_reason", "scope_distance",
 )  # fmt: skip
 FORMATS = ("jsonl", "csv")
 # 3 wins over 4: an unreadable film has no answer at all, an out-of-scope one is refused
@@ -354,7 +361,7 @@ def sigmoid(logit):
     return np.exp(-np.logaddexp(0.0, -logit))
 
 
-def run_interpreter(interpreter, image: np.ndarray, output_kind: str = "probability") -> float:
+def run_interpreter(interpreter, image: np.ndarray, output_kind: str) -> float:
     """Run one float image (H, W, 1) in [0, 1] and return the pneumonia probability.
 
     Quantized models get their input quantized and their output dequantized with the
@@ -368,8 +375,19 @@ def run_interpreter(interpreter, image: np.ndarray, output_kind: str = "probabil
 
 
 def to_probability(output: float, output_kind: str) -> float:
-    """The pneumonia probability from the model's dequantized output (OUTPUT_KINDS)."""
-    return float(sigmoid(output)) if output_kind == "logit" else output
+    """The pneumonia probability from the model's dequantized output (OUTPUT_KINDS).
+
+    Raises:
+        InferenceError: the value is not a probability in [0, 1] (a logit model whose
+            sidecar says "probability"): it is never printed or compared as one.
+    """
+    probability = float(sigmoid(output)) if output_kind == "logit" else output
+    if not 0.0 <= probability <= 1.0:  # also refuses NaN
+        raise InferenceError(
+            f"the model gave {probability:g}, not a probability in [0, 1]: its sidecar's "
+            f"output.kind {output_kind!r} does not describe this model"
+        )
+    return probability
 
 
 def invoke(interpreter, batch: np.ndarray, input_detail: dict, output_detail: dict) -> float:
@@ -463,8 +481,9 @@ def load_sidecar(model_path: str | Path) -> dict:
 
 
 def _sidecar_problem(sidecar: dict) -> str | None:
-    """What makes a sidecar unusable, or None. A wrong threshold or label order would not
-    crash: it would silently call pneumonia normal, so both are checked."""
+    """What makes a sidecar unusable, or None, checking it as a whole. A wrong threshold,
+    label order, positive label or output kind would not crash: it would silently call
+    pneumonia normal, so each is checked."""
     labels, threshold, spec = sidecar["labels"], sidecar["threshold"], sidecar["input"]
     if not (
         isinstance(labels, list)
@@ -477,8 +496,13 @@ def _sidecar_problem(sidecar: dict) -> str | None:
         return (
             "labels must be plain names (a letter, then up to 31 letters, digits, spaces, _ or -)"
         )
-    if sidecar.get("positive_label", labels[1]) != labels[1]:
-        return f"positive_label {sidecar['positive_label']!r} is not the second label"
+    if labels != list(LABELS):
+        return (
+            f"labels {labels} are not the order the model was trained in, {list(LABELS)} "
+            f"(its output is the probability of {POSITIVE_LABEL})"
+        )
+    if sidecar.get("positive_label") != POSITIVE_LABEL:
+        return f"positive_label must be {POSITIVE_LABEL!r}, got {sidecar.get('positive_label')!r}"
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
         return "threshold must be a number"
     if not 0.0 <= threshold <= 1.0:  # also refuses NaN
@@ -489,10 +513,32 @@ def _sidecar_problem(sidecar: dict) -> str | None:
     if spec["normalization"] not in ("equalize", "scale"):
         return f"unknown input.normalization {spec['normalization']!r}"
     output = sidecar["output"]
-    if not isinstance(output, dict) or output.get("kind", "probability") not in OUTPUT_KINDS:
-        return f"output.kind must be one of {', '.join(OUTPUT_KINDS)}"
+    if not isinstance(output, dict) or output.get("kind") not in OUTPUT_KINDS:
+        return f"output.kind must be one of {', '.join(OUTPUT_KINDS)} (what the output value is)"
     if sidecar.get("scope") is not None:
         return scope.problem(sidecar["scope"])
+    return None
+
+
+def output_range_problem(output_detail: dict, output_kind: str) -> str | None:
+    """Why an integer output cannot be what output.kind says, or None.
+
+    A quantized output's scale and zero point bound every value it can take; a sigmoid's
+    output lies in [0, 1], so a wider range means the model emits the logit. (A float
+    output has no such bound: `to_probability` checks each value instead.)
+    """
+    if output_kind != "probability" or not np.issubdtype(output_detail["dtype"], np.integer):
+        return None
+    scale, zero_point = output_detail["quantization"]
+    if not scale:
+        return None
+    info = np.iinfo(output_detail["dtype"])
+    low, high = (info.min - zero_point) * scale, (info.max - zero_point) * scale
+    if low < -1e-6 or high > 1.0 + 1e-6:
+        return (
+            f"the sidecar says output.kind 'probability', but the output ranges over "
+            f"[{low:.3g}, {high:.3g}]: the model emits the logit"
+        )
     return None
 
 
@@ -535,7 +581,10 @@ class Classifier:
         self.outputs = outputs
         self.threshold = float(self.sidecar["threshold"])
         self.labels = [str(label) for label in self.sidecar["labels"]]
-        self.output_kind = self.sidecar["output"].get("kind", "probability")
+        self.output_kind = self.sidecar["output"]["kind"]
+        problem = output_range_problem(outputs[0], self.output_kind)
+        if problem:
+            raise InferenceError(f"{model_path}: {problem}")
         # Read once: the interpreter builds these dicts afresh on every call.
         self.input_detail = self.interpreter.get_input_details()[0]
         self.output_detail = outputs[0]
@@ -651,6 +700,22 @@ class OutputError(InferenceError):
     """The results could not be written (a full disk, a closed stream): exit code 2."""
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write data to a temporary file beside path, then rename it into place, so a reader
+    never sees half a file (heatmaps, reports).
+
+    Raises:
+        OutputError: it could not be written (a full disk, a read-only folder).
+    """
+    temporary = path.with_name(f".{path.name}.partial")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    except OSError as err:
+        temporary.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+
+
 def write_records(records, stream, fmt: str = "jsonl") -> int:
     """Write each record as soon as it is ready (jsonl or csv).
 
@@ -696,17 +761,17 @@ def check_threads(threads: int | None) -> None:
 
 
 def run(
-    model_path: str | Path,
-    inputs,
-    fmt: str = "jsonl",
-    threads: int | None = None,
-    stream=None,
+    model_path: str | Path, inputs, fmt: str = "jsonl", threads: int | None = None, stream=None,
+    explain_dir: str | Path | None = None, report_path: str | Path | None = None,
     check_scope: bool = True,
-) -> int:
+) -> int:  # fmt: skip
     """Classify every image in inputs (files or folders), one record per image on stream.
 
-    A model without scope statistics gets one warning line on stderr: its records say
-    in_scope null, and nothing catches a film it cannot read.
+    With explain_dir, each readable film's heatmap (overlay PNG and map .npy, explain.py)
+    is written there and its record carries their paths; with report_path, one HTML
+    report of the batch is written there at the end (report.py). A model without scope
+    statistics gets one warning line on stderr: its records say in_scope null, and
+    nothing catches a film it cannot read (check_scope=False: not checked at all).
 
     Returns:
         EXIT_OK when every image was read and in scope (or not checked),
@@ -721,6 +786,11 @@ def run(
     if fmt not in FORMATS:
         raise InferenceError(f"unknown format {fmt!r}: choose {' or '.join(FORMATS)}")
     check_threads(threads)
+    explaining = explain_dir is not None or report_path is not None
+    if explaining:
+        explain, report = _heatmap_modules()
+    if report_path is not None:
+        report.check_writable(report_path)
     classifier = Classifier(model_path, threads, check_scope)
     paths = find_images(inputs)
     if not paths:
@@ -731,7 +801,28 @@ def run(
             "trained on are not caught (records say in_scope null)",
             file=sys.stderr,
         )
-    return write_records(map(classifier.classify, paths), stream or sys.stdout, fmt)
+    records = map(classifier.classify, paths)
+    entries = [] if report_path is not None else None
+    if explaining:
+        records = explain.explain_records(classifier, records, explain_dir, entries)
+    code = write_records(records, stream or sys.stdout, fmt)
+    if report_path is not None:
+        legend = explain.legend_html(explain.DEFAULT_GRID)
+        report.write(report_path, entries, classifier.sidecar, model_path, legend)
+    return code
+
+
+def _heatmap_modules():
+    """explain.py and report.py, the sibling modules of this package (imported only when
+    asked for, so plain classification starts as fast as before)."""
+    try:
+        from . import explain, report
+    except ImportError:  # infer.py copied alone, run as a script
+        raise InferenceError(
+            "--explain and --report need the whole edge_runtime package (explain.py and "
+            "report.py next to infer.py)"
+        ) from None
+    return explain, report
 
 
 def list_images(inputs, stream=None) -> None:
@@ -772,6 +863,9 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv=None) -> int:
     """Run the command line; return the exit code instead of exiting."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["serve"]:  # the DICOM node; a film named serve is ./serve
+        return _serve(arguments[1:])
     parser = _Parser(
         prog=Path(sys.argv[0]).name if argv is None else "infer.py",
         description="Pneumonia probability of chest X-ray images with a .tflite model and "
@@ -798,6 +892,22 @@ def main(argv=None) -> int:
         help=f"interpreter threads, 1 to {MAX_THREADS} (default: the runtime's choice)",
     )
     parser.add_argument(
+        "--explain",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write each film's heatmap into DIR (FILM.heatmap.png overlay and "
+        "FILM.heatmap.npy map; records get their paths); about 145 model runs per film",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write one self-contained HTML report of the batch to FILE (a new file), "
+        "most suspicious films first, with heatmaps",
+    )
+    parser.add_argument(
         "--no-scope-check",
         action="store_true",
         help="label every film, even one the out-of-scope guard would refuse "
@@ -820,8 +930,10 @@ def main(argv=None) -> int:
         if model is None:
             return _fail("give --model MODEL.tflite (with its sidecar MODEL.json next to it)")
         return run(
-            model, args.images, args.format, args.threads, check_scope=not args.no_scope_check
-        )
+            model, args.images, args.format, args.threads,
+            explain_dir=args.explain, report_path=args.report,
+            check_scope=not args.no_scope_check,
+        )  # fmt: skip
     except OutputError as err:
         silence_stdout()
         return _fail(str(err))
@@ -833,6 +945,15 @@ def main(argv=None) -> int:
         # The reader went away (e.g. `| head`): stop quietly, as other Unix tools do.
         silence_stdout()
         return 1
+
+
+def _serve(argv) -> int:
+    """`infer.py serve ...`: run the DICOM node of node.py, next to this file."""
+    try:
+        from .node import main as serve_main
+    except ImportError:  # this file was copied alone, without its package
+        return _fail("serve needs node.py: run the edge_runtime package, as a bundle does")
+    return serve_main(argv, default_model=default_model())
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:

@@ -2,9 +2,10 @@
 
 rpi      the model and its sidecar, the edge runtime as the package folder edge_runtime/
          with an infer.py launcher beside it, requirements.txt (and the optional
-         requirements-dicom.txt), a README with the Raspberry Pi OS steps, a watch-folder
-         script with its systemd unit, and check/ (check.py tests the installed runtime
-         against the expected bytes and output).
+         requirements-dicom.txt and requirements-node.txt), a README with the Raspberry Pi
+         OS steps, a watch-folder script with its systemd unit, the DICOM node's systemd
+         unit, and check/ (check.py tests the installed runtime against the expected bytes
+         and output).
 android  the full-int8 model (uint8 input and output) and its sidecar, labels.txt, a README
          on the LiteRT Interpreter, EdgexrayPreprocess.java (the preprocessing, tested
          byte-identical to infer.py), EdgexrayScope.java (the out-of-scope guard, tested
@@ -41,8 +42,8 @@ log = logging.getLogger("edgexray")
 
 TARGETS = ("rpi", "android")
 BUNDLE_SCHEMA = "edgexray.bundle/1"
-MANIFEST = "bundle.json"
-CHECKSUMS = "SHA256SUMS"
+MANIFEST = artifacts.BUNDLE_MANIFEST  # bundle.json
+CHECKSUMS = artifacts.BUNDLE_CHECKSUMS  # SHA256SUMS
 CHECK_SIZE = (300, 260)  # height, width of the check image: both axes shrink, unequally
 # The android preprocessing as Java, byte-identical to infer.py (tests/test_android_preprocess.py).
 ANDROID_PREPROCESS = Path(__file__).parent / "android" / "EdgexrayPreprocess.java"
@@ -56,6 +57,12 @@ RUNTIME_PACKAGE = "edge_runtime"
 # The files written into bundles (READMEs, the watch-folder script, its systemd unit,
 # requirements.txt) are package data in templates/, so linters and reviewers see them.
 TEMPLATES = "templates"
+# Written into the rpi bundle as they are (its README and watch-folder.sh are filled in):
+# the runtime's requirements, the DICOM node's optional ones, and the two systemd units.
+RPI_TEMPLATES = (
+    "requirements.txt", "requirements-dicom.txt", "requirements-node.txt",
+    "edgexray-watch@.service", "edgexray-node.service",
+)  # fmt: skip
 
 
 def template(name: str) -> str:
@@ -246,12 +253,12 @@ def _write_rpi(staging: Path, classifier: infer.Classifier, model: Path) -> None
     write_runtime(staging)
     _write_check(staging, classifier)
     shutil.copyfile(CHECK_SCRIPT, staging / "check" / "check.py")
-    (staging / "requirements.txt").write_text(template("requirements.txt"))
-    (staging / "requirements-dicom.txt").write_text(template("requirements-dicom.txt"))
+    for name in RPI_TEMPLATES:
+        (staging / name).write_text(template(name))
     (staging / "README.md").write_text(_fill(template("rpi-README.md"), **facts))
     (staging / "watch-folder.sh").write_text(_fill(template("watch-folder.sh"), **facts))
-    (staging / "edgexray-watch@.service").write_text(template("edgexray-watch@.service"))
-    (staging / "watch-folder.sh").chmod(0o755)
+    for script in ("infer.py", "watch-folder.sh"):
+        (staging / script).chmod(0o755)
 
 
 def check_image() -> Image.Image:

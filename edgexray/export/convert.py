@@ -151,7 +151,7 @@ def write_tflite(
         if check_image is not None:
             from edgexray.edge_runtime.infer import run_interpreter
 
-            run_interpreter(interpreter, check_image)
+            run_interpreter(interpreter, check_image, output_kind)
     except Exception as err:
         path.unlink(missing_ok=True)
         raise EdgexrayError(f"{path.name} does not run in the interpreter: {err}") from None

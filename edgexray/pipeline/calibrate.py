@@ -153,16 +153,98 @@ def _rates(labels: np.ndarray, predicted: np.ndarray, confidence: float) -> dict
 # --- cross-validation: what calibration buys, on films it has not seen -------------------
 
 
-def patient_folds(paths, labels, folds: int, seed: int = FOLD_SEED) -> np.ndarray:
+# How cross-validation grouped the films, by where their patients came from.
+GROUPED_BY = {
+    "map": "patient (from the --patients file)",
+    "dicom": "patient (DICOM PatientID, else the file name)",
+    "names": "patient (from Kaggle-style file names)",
+    "films": "film: the file names name no patient, so every film counts as its own "
+    "patient and films of one patient can sit on both sides of a fold (pass --patients FILE)",
+}
+
+
+def read_patient_map(path: Path) -> dict[str, str]:
+    """file -> patient from a CSV with the columns file,patient (file: the path below the
+    site folder, or the bare file name).
+
+    Raises:
+        EdgexrayError: a missing or unreadable file, or other columns.
+    """
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise EdgexrayError(f"patient map not found: {path}") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise EdgexrayError(f"{path} is not a readable CSV patient map ({err})") from None
+    if not rows or not {"file", "patient"} <= set(rows[0]):
+        raise EdgexrayError(f"{path} must be a CSV with the columns file,patient")
+    return {row["file"]: row["patient"] for row in rows if row.get("file") and row.get("patient")}
+
+
+def _dicom_patient(path: str) -> str:
+    """A DICOM film's PatientID, or "" (not DICOM, no ID, or pydicom absent)."""
+    from edgexray.edge_runtime import dicom
+
+    try:
+        if not dicom.is_dicom(path):
+            return ""
+        import pydicom
+
+        dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
+        return str(dataset.get("PatientID", "") or "").strip()
+    except Exception:  # noqa: BLE001 - any unreadable header: fall back to the file name
+        return ""
+
+
+def site_patients(root: Path, paths, patient_map: dict[str, str] | None = None):
+    """The patient of every film and how they were found (a GROUPED_BY key).
+
+    A patient map wins; else a DICOM film's PatientID; else a Kaggle-style file name; a
+    film with none of these is its own patient.
+
+    Raises:
+        EdgexrayError: a patient map that lacks some of the films.
+    """
+    if patient_map is not None:
+        patients, missing = [], []
+        for path in paths:
+            relative = Path(path).relative_to(root).as_posix() if root else Path(path).name
+            patient = patient_map.get(relative, patient_map.get(Path(path).name))
+            patients.append(patient)
+            if patient is None:
+                missing.append(relative)
+        if missing:
+            raise EdgexrayError(
+                f"the patient map names no patient for {len(missing)} film(s), e.g. {missing[0]}"
+            )
+        return patients, "map"
+    from_dicom = [_dicom_patient(p) for p in paths]
+    patients = [d or data.patient_id(Path(p).name) for d, p in zip(from_dicom, paths, strict=True)]
+    if any(from_dicom):
+        return patients, "dicom"
+    named = any(data.patient_id(Path(p).name) != Path(p).stem for p in paths)
+    return patients, "names" if named else "films"
+
+
+def patient_folds(
+    paths, labels, folds: int, seed: int = FOLD_SEED, patients=None
+) -> np.ndarray:
     """The fold (0..folds-1) of every film; all films of a patient share one fold.
 
     Patients with pneumonia are dealt out first, then the others, in a seeded order, so
     every fold gets its share of pneumonia patients.
 
+    Args:
+        patients: the patient of every film (default: from the file names).
+
     Raises:
         EdgexrayError: fewer patients than folds.
     """
-    patients = [data.patient_id(Path(p).name) for p in paths]
+    if patients is None:
+        patients = [data.patient_id(Path(p).name) for p in paths]
     sick = sorted({p for p, label in zip(patients, labels, strict=True) if label == 1})
     healthy = sorted(set(patients) - set(sick))
     if len(sick) + len(healthy) < folds:
@@ -174,13 +256,16 @@ def patient_folds(paths, labels, folds: int, seed: int = FOLD_SEED) -> np.ndarra
 
 
 def cross_validate(
-    paths, labels, probabilities, config: CalibrateConfig, empirical: bool = False
-) -> dict:
+    paths, labels, probabilities, config: CalibrateConfig, empirical: bool = False,
+    patients=None, grouped_by: str = "names",
+) -> dict:  # fmt: skip
     """Calibrate on k-1 patient-grouped folds, measure on the left-out one, pooled over folds.
 
     Args:
         empirical: use the plain empirical threshold in every fold instead of the rule,
             to show what the guarantee costs and what it protects against.
+        patients, grouped_by: every film's patient and where they came from
+            (`site_patients`); default: the file names.
 
     Returns:
         folds, thresholds, methods and the pooled _rates(); or folds, available False and
@@ -190,7 +275,7 @@ def cross_validate(
     labels = np.asarray(labels).astype(bool)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     try:
-        fold = patient_folds(paths, labels, config.folds)
+        fold = patient_folds(paths, labels, config.folds, patients=patients)
     except EdgexrayError as err:  # a tiny sample: the calibration stands, its CV cannot
         return {"folds": config.folds, "available": False, "reason": str(err)}
     predicted = np.zeros(len(labels), dtype=bool)
@@ -217,7 +302,7 @@ def cross_validate(
     return {
         "folds": config.folds,
         "available": True,
-        "grouped_by": "patient",
+        "grouped_by": GROUPED_BY[grouped_by],
         "thresholds": thresholds,
         "methods": sorted(set(methods)),
         **_rates(labels, predicted, config.confidence),
@@ -280,7 +365,10 @@ def file_list_sha256(root: Path, paths) -> str:
 # --- the entry point ------------------------------------------------------------------------
 
 
-def calibrate(model_path: Path, site_dir: Path, out_dir: Path, config: CalibrateConfig) -> dict:
+def calibrate(
+    model_path: Path, site_dir: Path, out_dir: Path, config: CalibrateConfig,
+    patient_map: Path | None = None,
+) -> dict:  # fmt: skip
     """Choose the site's threshold and write the model copy and its new sidecar to out_dir.
 
     The source model and sidecar are only read. out_dir gets MODEL.tflite (the same bytes)
@@ -308,6 +396,8 @@ def calibrate(model_path: Path, site_dir: Path, out_dir: Path, config: Calibrate
             f"--out {out_dir} is the model's own folder: the source model and sidecar are "
             "never replaced, choose another folder"
         )
+    _check_out(out_dir, model_path, sidecar)
+    patient_of = read_patient_map(patient_map) if patient_map is not None else None
     root, paths, labels = site_films(site_dir)
     log.info("calibrating %s on %d films from %s", model_path.name, len(paths), site_dir)
     scores = score_films(model_path, paths, labels)
@@ -316,6 +406,10 @@ def calibrate(model_path: Path, site_dir: Path, out_dir: Path, config: Calibrate
             raise EdgexrayError(f"{root}/{label} holds no readable image")
     skipped = len(scores.skipped)
     paths, labels, probabilities = scores.paths, scores.labels, scores.probabilities[0]
+    patients, grouped_by = site_patients(root, paths, patient_of)
+    if grouped_by == "films":
+        log.warning("calibration sample: %s", GROUPED_BY["films"])
+    grouping = {"patients": patients, "grouped_by": grouped_by}
     # Counted, not removed: the threshold is chosen on every film's probability (a site
     # sample is what the site sends), and the count says how many the device would refuse.
     out_of_scope = evaluate.summarize(labels, probabilities, 0.5, scores.in_scope[0])[
@@ -347,7 +441,8 @@ def calibrate(model_path: Path, site_dir: Path, out_dir: Path, config: Calibrate
             "n": int(len(labels)),
             "pneumonia": pneumonia,
             "normal": int(len(labels) - pneumonia),
-            "patients": len({data.patient_id(Path(p).name) for p in paths}),
+            "patients": len(set(patients)),
+            "patients_from": GROUPED_BY[grouped_by],
             "skipped_unreadable": skipped,
             "out_of_scope": out_of_scope,
             "files_sha256": file_list_sha256(root, paths),
@@ -363,7 +458,7 @@ def calibrate(model_path: Path, site_dir: Path, out_dir: Path, config: Calibrate
             "threshold": source_threshold,
             **_rates(labels.astype(bool), probabilities >= source_threshold, config.confidence),
         },
-        "cross_validation": cross_validate(paths, labels, probabilities, config),
+        "cross_validation": cross_validate(paths, labels, probabilities, config, **grouping),
         "empirical": None,
         "prevalence": None,
     }
@@ -374,7 +469,9 @@ def calibrate(model_path: Path, site_dir: Path, out_dir: Path, config: Calibrate
         calibration["empirical"] = {
             "threshold": empirical,
             "in_sample": _rates(labels.astype(bool), probabilities >= empirical, config.confidence),
-            "cross_validation": cross_validate(paths, labels, probabilities, config, True),
+            "cross_validation": cross_validate(
+                paths, labels, probabilities, config, True, **grouping
+            ),
         }
     if config.prevalence is not None:
         # Point values, and a cautious pair at the guaranteed recall and the lower end of
@@ -393,6 +490,40 @@ def calibrate(model_path: Path, site_dir: Path, out_dir: Path, config: Calibrate
     model_out, sidecar_out = _write_calibrated(model_path, sidecar, out_dir, calibration)
     log.info("calibrated threshold %.6g (was %.6g) by %s", threshold, source_threshold, method)
     return {"model": model_out, "sidecar": sidecar_out, "calibration": calibration, "films": paths}
+
+
+def _check_out(out_dir: Path, model_path: Path, sidecar: dict) -> None:
+    """Refuse an --out whose MODEL.tflite or MODEL.json would replace something else.
+
+    Writing there again is fine when it holds this very model (same bytes) and a sidecar
+    of it (an earlier calibration, which the new one replaces).
+
+    Raises:
+        EdgexrayError: out_dir is a file, or holds another model or sidecar of that name.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EdgexrayError(f"--out {out_dir} is a file, not a folder: choose a folder")
+    model_out = out_dir / model_path.name
+    sidecar_out = model_out.with_suffix(".json")
+    if model_out.exists() and (
+        not model_out.is_file() or artifacts.sha256(model_out) != sidecar["sha256"]
+    ):
+        raise EdgexrayError(
+            f"{model_out} exists and is another model: calibrate never replaces it, "
+            "choose another --out"
+        )
+    if sidecar_out.exists():
+        try:
+            earlier = artifacts.read_json(sidecar_out)
+        except EdgexrayError:
+            earlier = {}
+        if (earlier.get("schema"), earlier.get("sha256")) != (
+            infer.SIDECAR_SCHEMA, sidecar["sha256"],
+        ):  # fmt: skip
+            raise EdgexrayError(
+                f"{sidecar_out} exists and is not a sidecar of this model: calibrate never "
+                "replaces it, choose another --out"
+            )
 
 
 def _write_calibrated(model_path: Path, sidecar: dict, out_dir: Path, calibration: dict):
@@ -425,6 +556,10 @@ def calibrate_run_model(
         were left out for being calibration films (or why there is no such comparison).
     """
     run_dir = Path(run_dir)
+    # The run's own earlier calibration (perhaps of another model by the same name) goes.
+    artifacts.remove_outputs(
+        run_dir, names=(artifacts.CALIBRATED_DIR, artifacts.CALIBRATION_REPORT)
+    )
     result = calibrate(model_path, site_dir, run_dir / artifacts.CALIBRATED_DIR, config)
     test = evaluate.find_images(run_dir, "test")
     site = {Path(p).resolve() for p in result["films"]}
@@ -512,19 +647,29 @@ def summary_lines(result: dict) -> list[str]:
         _rate_row("calibrated, in-sample", c["threshold"], c["in_sample"]),
     ]
     if cv["available"]:
+        grouped = cv.get("grouped_by", GROUPED_BY["names"])
         lines.append(
             _rate_row(f"calibrated, {cv['folds']}-fold CV", "per fold", cv)
-            + "  (patient-grouped, films unseen by their threshold)"
+            + (
+                "  (patient-grouped, films unseen by their threshold)"
+                if grouped.startswith("patient")
+                else "  (NOT patient-grouped: see below)"
+            )
         )
+        if not grouped.startswith("patient"):
+            lines.append(f"grouping     {grouped}")
     else:
         lines.append(f"{cv['folds']}-fold CV: not available: {cv['reason']}")
     if c["empirical"]:
         naive = c["empirical"]
         lines.append(_rate_row("empirical, in-sample", naive["threshold"], naive["in_sample"]))
-        lines.append(
-            _rate_row(f"empirical, {cv['folds']}-fold CV", "per fold", naive["cross_validation"])
-            + "  (no guarantee: for comparison only)"
-        )
+        if naive["cross_validation"]["available"]:
+            lines.append(
+                _rate_row(
+                    f"empirical, {cv['folds']}-fold CV", "per fold", naive["cross_validation"]
+                )
+                + "  (no guarantee: for comparison only)"
+            )
     lines.append(
         f"guaranteed   recall lower bound {c['recall_lower_bound']:.4f} ({level}, one-sided "
         "Clopper-Pearson)"

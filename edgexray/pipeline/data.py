@@ -24,6 +24,7 @@ import numpy as np
 
 from edgexray.artifacts import atomic_write
 from edgexray.edge_runtime.infer import (
+    LABELS,  # index = model target; PNEUMONIA is the positive class
     ImageError,
     image_files,
     load_grayscale,
@@ -35,7 +36,6 @@ from edgexray.pipeline.augment import AUGMENTATIONS
 
 log = logging.getLogger("edgexray")
 
-LABELS = ("NORMAL", "PNEUMONIA")  # index = model target; PNEUMONIA is the positive class
 SPLITS = ("train", "val", "test")
 MANIFEST_FIELDS = ("path", "label", "patient_id", "split")
 

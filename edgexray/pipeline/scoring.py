@@ -63,8 +63,8 @@ def keras_scorer(model, input_spec: dict, name: str = "Keras model") -> Scorer:
 def tflite_scorer(
     model: bytes | Path | object,
     input_spec: dict,
-    name: str = "",
-    output_kind: str = "probability",
+    name: str,
+    output_kind: str,
     scope_block: dict | None = None,
 ) -> Scorer:
     """Score with a .tflite model (its bytes, its file, or a loaded interpreter).

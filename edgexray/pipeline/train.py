@@ -247,6 +247,7 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> dict:
     distribute.strategy(config.distribute)  # first: multiworker must start before any TF op
     # Made when the manifest is written, after the data checks; a worker's is private.
     run_dir = distribute.output_dir(run_dir, config.distribute)
+    artifacts.require_run_folder(run_dir)  # never train into (and clean) someone's folder
     artifacts.require_writable(run_dir)
     finetune.seed_everything(config.seed)
 

@@ -15,6 +15,10 @@
 # the records cannot be appended (a full disk), the script stops with a non-zero code, so systemd shows the
 # failure, and the batch waits in INBOX/.processing/ to be classified at the next start
 # (a record may then appear twice, never not at all).
+#
+# EXPLAIN=1 also writes each batch's heatmaps (FILM.heatmap.png and .npy, infer.py
+# --explain) and its HTML report (report.html) into DONE/<time>.heatmaps/, a new folder
+# for every attempt; records then carry the overlay's and the map's absolute paths.
 set -u
 if [ $# -ne 3 ]; then
     echo "usage: sh watch-folder.sh INBOX DONE RESULTS.jsonl" >&2
@@ -58,7 +62,18 @@ while :; do
             rmdir "$batch"
             continue
         fi
-        (cd "$pending" && "$python" "$here/infer.py" --model "$here"/{{model_arg}} "$stamp") \
+        set --
+        if [ "${EXPLAIN:-0}" = 1 ]; then
+            heatmaps="$(cd "$done_dir" && pwd)/$stamp.heatmaps"
+            attempt=1
+            while [ -e "$heatmaps" ]; do  # left by an attempt that stopped: kept as it is
+                attempt=$((attempt + 1))
+                heatmaps="$(cd "$done_dir" && pwd)/$stamp.heatmaps-$attempt"
+            done
+            mkdir -p "$heatmaps" || exit 2
+            set -- --explain "$heatmaps" --report "$heatmaps/report.html"
+        fi
+        (cd "$pending" && "$python" "$here/infer.py" --model "$here"/{{model_arg}} "$@" "$stamp") \
             > "$partial"
         status=$?
         # 3: some films unreadable, 4: some out of scope; their records say so.

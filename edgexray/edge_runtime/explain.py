@@ -1,0 +1,355 @@
+"""Where the deployed model looked: occlusion sensitivity on the .tflite itself.
+
+A square patch of the model input is greyed out (set to the input's own mean), one
+position after another on a grid, and the model is run on each occluded copy through
+`infer.Classifier`; the map is how much the pneumonia evidence falls when that area is
+hidden, averaged over the patches covering each pixel. It needs only forward passes, so
+it runs on the device (numpy, Pillow and the interpreter; no TensorFlow, no gradients),
+and it explains the very int8 model that gave the answer, not a float cousin.
+
+The map is the drop of the pneumonia LOGIT, not of the probability: the sigmoid is flat
+near 0 and 1, so on a film at 0.995 hiding the whole lesion may move the probability by
+0.004 and the map would look empty, while the logit (what the reference model emits, as
+uint8 steps of 0.063) falls in proportion to the evidence removed. Positive values are
+areas that argue for pneumonia, negative ones areas that argue against it.
+
+The interpreter runs one image per call (the models have batch 1), so the cost is one
+invoke per grid position: the default grid, 20 px patches every 10 px of a 128 px input,
+is 12 x 12 = 144 passes, chosen for the budget of 150 ms per film at 1 thread
+(benchmarks/README.md "Heatmaps" has the measured time and the other grids).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from . import infer, report
+
+OVERLAY_SUFFIX = ".heatmap.png"
+MAP_SUFFIX = ".heatmap.npy"
+# Overlays are for reading on a screen: the film is shown with this longest side, shrunk
+# from 4000 px originals and enlarged from the 224 px films of the Kaggle set.
+OVERLAY_SIDE = 640
+# Areas whose drop is below this share of the film's largest drop stay uncoloured, so
+# the colour marks where the evidence is, not the noise floor of the uint8 output.
+SHOWN_FROM = 0.25
+# The colour scale runs to the film's largest drop, but never less than one logit (the
+# odds of pneumonia falling 2.7-fold): otherwise a normal film whose largest drop is
+# 0.05 would glow as brightly as a lobar pneumonia.
+MIN_SCALE = 1.0
+OVERLAY_OPACITY = 0.6
+# Key colours of the upper part of matplotlib's "inferno" (purple, red, orange, pale
+# yellow), interpolated in numpy: ordered in lightness, and its darkest colour still
+# stands out on a grey film, where inferno's black would not.
+HEAT = np.array(
+    [[101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21], [250, 193, 39],
+     [252, 255, 164]], dtype=np.float64,
+)  # fmt: skip
+# A probability of exactly 0 or 1 (a sigmoid-output model in float32) has no finite logit.
+PROBABILITY_CLIP = 1e-7
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Occluding patch side and step, in pixels of the model input."""
+
+    patch: int = 20
+    stride: int = 10
+
+    def __post_init__(self):
+        if self.patch < 1 or self.stride < 1:
+            raise infer.InferenceError("patch and stride must be at least 1 pixel")
+        if self.stride > self.patch:
+            raise infer.InferenceError(
+                f"stride {self.stride} is larger than the patch {self.patch}: "
+                "some pixels would never be occluded"
+            )
+
+    def starts(self, length: int) -> list[int]:
+        """Patch origins along one side; the last patch ends at the border."""
+        if self.patch > length:
+            raise infer.InferenceError(f"patch {self.patch} is larger than the input ({length})")
+        starts = list(range(0, length - self.patch + 1, self.stride))
+        if starts[-1] != length - self.patch:
+            starts.append(length - self.patch)
+        return starts
+
+    def passes(self, height: int, width: int) -> int:
+        """Forward passes per film, the unoccluded one included."""
+        return len(self.starts(height)) * len(self.starts(width)) + 1
+
+
+DEFAULT_GRID = Grid()
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One film's map. saliency is (H, W) float32 at the model input's size: the drop of
+    the pneumonia logit when a patch covering that pixel is greyed, averaged over them."""
+
+    probability: float
+    saliency: np.ndarray
+    grid: Grid
+
+
+def logit(probability: float) -> float:
+    """The logit of a probability, finite even for 0 and 1."""
+    p = min(max(float(probability), PROBABILITY_CLIP), 1.0 - PROBABILITY_CLIP)
+    return float(np.log(p) - np.log1p(-p))
+
+
+def occlusion_map(
+    classifier: infer.Classifier, gray: np.ndarray, grid: Grid = DEFAULT_GRID
+) -> Explanation:
+    """Occlusion sensitivity of one resized 8-bit film (the model's height x width).
+
+    The patch is filled with the mean of the model input tensor, i.e. after the sidecar's
+    normalisation (equalised films have mean grey about 0.5): occluding before the
+    equalisation would change the histogram, and so every pixel, not only the patch.
+    """
+    tensor = np.array(classifier.tensor_of(gray))  # a writable copy (tensor_of may view gray)
+    probability = classifier.run(tensor)
+    reference = logit(probability)
+    fill = np.asarray(np.round(tensor.mean()) if tensor.dtype.kind in "iu" else tensor.mean())
+    fill = fill.astype(tensor.dtype)
+    height, width = tensor.shape[1:3]
+    total = np.zeros((height, width), dtype=np.float64)
+    covered = np.zeros((height, width), dtype=np.float64)
+    occluded = tensor.copy()
+    size = grid.patch
+    for top in grid.starts(height):
+        for left in grid.starts(width):
+            area = (0, slice(top, top + size), slice(left, left + size))
+            occluded[area] = fill
+            drop = reference - logit(classifier.run(occluded))
+            occluded[area] = tensor[area]
+            total[area[1:]] += drop
+            covered[area[1:]] += 1.0
+    return Explanation(probability, (total / covered).astype(np.float32), grid)
+
+
+def explain_film(
+    classifier: infer.Classifier, path: str | Path, grid: Grid = DEFAULT_GRID
+) -> tuple[Explanation, np.ndarray]:
+    """The map of one image file and the film itself (8-bit, as read), for the overlay.
+
+    Raises:
+        infer.ImageError: the file cannot be read.
+    """
+    film = infer.load_grayscale(path)
+    spec = classifier.sidecar["input"]
+    gray = infer.resize(film, int(spec["height"]), int(spec["width"]))
+    return occlusion_map(classifier, gray, grid), film
+
+
+# --- pictures ---------------------------------------------------------------------------
+
+
+def _heat_table(steps: int = 256) -> np.ndarray:
+    positions = np.linspace(0.0, len(HEAT) - 1, steps)
+    anchors = np.arange(len(HEAT))
+    channels = [np.interp(positions, anchors, HEAT[:, c]) for c in range(3)]
+    return np.round(np.stack(channels, axis=-1)).astype(np.uint8)
+
+
+HEAT_TABLE = _heat_table()  # 256 steps: a lookup per pixel instead of an interpolation
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """RGB uint8 colours (..., 3) of values in [0, 1] on the HEAT scale."""
+    steps = len(HEAT_TABLE) - 1
+    return HEAT_TABLE[np.round(np.clip(values, 0.0, 1.0) * steps).astype(np.intp)]
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1 or no FreeType: bitmap font
+        return ImageFont.load_default()
+
+
+def display_size(height: int, width: int, side: int = OVERLAY_SIDE) -> tuple[int, int]:
+    """(height, width) of a film shown with its longest side equal to side."""
+    scale = side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def colour_scale(explanation: Explanation) -> float:
+    """The logit drop shown in the brightest colour: the film's largest, at least MIN_SCALE."""
+    return max(float(explanation.saliency.max()), MIN_SCALE)
+
+
+def overlay(
+    film: np.ndarray,
+    explanation: Explanation,
+    threshold: float | None = None,
+    side: int = OVERLAY_SIDE,
+    legend: bool = True,
+) -> Image.Image:
+    """The film with the positive part of the map in colour, and a legend strip below.
+
+    The map is upsampled (bilinear) from the model input to the film's own aspect ratio:
+    the model saw the film squashed to a square, so its grid stretches back with it.
+    """
+    height, width = display_size(*film.shape, side)
+    shown = Image.fromarray(film).resize((width, height), Image.Resampling.BILINEAR)
+    saliency = Image.fromarray(explanation.saliency.astype(np.float32), mode="F")
+    upsampled = np.asarray(saliency.resize((width, height), Image.Resampling.BILINEAR))
+    scale = colour_scale(explanation)
+    level = upsampled / scale
+    alpha = np.where(level >= SHOWN_FROM, OVERLAY_OPACITY, 0.0)[..., np.newaxis]
+    base = np.repeat(np.asarray(shown, dtype=np.float64)[..., np.newaxis], 3, axis=-1)
+    blended = base * (1.0 - alpha) + colormap(level).astype(np.float64) * alpha
+    picture = Image.fromarray(np.round(blended).astype(np.uint8), mode="RGB")
+    return _with_legend(picture, explanation, scale, threshold) if legend else picture
+
+
+def legend_html(grid: Grid = DEFAULT_GRID) -> str:
+    """How to read the overlays, for the HTML report: the same colours as a CSS gradient."""
+    stops = ", ".join(f"rgb({r:.0f},{g:.0f},{b:.0f})" for r, g, b in HEAT)
+    return (
+        f'<div class="scale" style="background:linear-gradient(to right, {stops})"></div>'
+        "<p>Colour: how far the pneumonia logit falls when that area of the film is greyed "
+        f"out ({grid.patch} px patches every {grid.stride} px of the model's input), from 0 "
+        f"(left) to the film's largest fall, at least {MIN_SCALE:g} (right; printed under "
+        f"each film). Areas below {SHOWN_FROM:.0%} of that, and areas that argue against "
+        "pneumonia, are not coloured. The map shows what this model used, right or wrong: "
+        "colour on the film's edge, markers or text means the model read them, not the "
+        "lungs.</p>"
+    )
+
+
+def _with_legend(
+    picture: Image.Image, explanation: Explanation, scale: float, threshold: float | None
+) -> Image.Image:
+    width = max(picture.width, 480)
+    font = _font(13)
+    line = 17
+    strip = Image.new("RGB", (width, 12 + 14 + 5 * line), "white")
+    bar = colormap(np.linspace(0.0, 1.0, width - 20))[np.newaxis].repeat(14, axis=0)
+    strip.paste(Image.fromarray(bar, mode="RGB"), (10, 8))
+    draw = ImageDraw.Draw(strip)
+    cut = 10 + round(SHOWN_FROM * (width - 20))
+    draw.line([(cut, 4), (cut, 26)], fill="black", width=2)
+    grid = explanation.grid
+    answer = f"pneumonia probability {explanation.probability:.3f}"
+    if threshold is not None:
+        answer += f" (threshold {threshold:.3f})"
+    notes = [
+        f"colour: 0 to {scale:.2f}, fall of the pneumonia logit when the area is greyed",
+        f"({grid.patch} px patches every {grid.stride} px of the {_input_size(explanation)} "
+        "model input)",
+        f"uncoloured: below the mark ({SHOWN_FROM:.0%} of the largest fall), or evidence "
+        "against pneumonia",
+        answer,
+        "Screening aid, not a diagnosis: a clinician reads the film.",
+    ]
+    for number, note in enumerate(notes):
+        draw.text((10, 28 + number * line), note, fill="black", font=font)
+    framed = Image.new("RGB", (width, picture.height + strip.height), "white")
+    framed.paste(picture, ((width - picture.width) // 2, 0))
+    framed.paste(strip, (0, picture.height))
+    return framed
+
+
+def _input_size(explanation: Explanation) -> str:
+    height, width = explanation.saliency.shape
+    return f"{width}x{height}"
+
+
+def png_bytes(picture: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")  # optimize=True costs 5x the time for 10% of size
+    return buffer.getvalue()
+
+
+def jpeg_bytes(picture: Image.Image, quality: int = 85) -> bytes:
+    buffer = io.BytesIO()
+    picture.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+# --- files ------------------------------------------------------------------------------
+
+
+def free_stem(folder: Path, stem: str) -> str:
+    """stem, or stem-2, stem-3...: the first for which neither the overlay nor the map
+    exists in folder, so an earlier run's files (or a user's) are never overwritten."""
+    candidate, number = stem, 1
+    while any((folder / f"{candidate}{end}").exists() for end in (OVERLAY_SUFFIX, MAP_SUFFIX)):
+        number += 1
+        candidate = f"{stem}-{number}"
+    return candidate
+
+
+def save(folder: str | Path, path: str | Path, picture: Image.Image, explanation: Explanation):
+    """Write the overlay PNG and the map .npy of the film at path into folder.
+
+    Returns:
+        (overlay path, map path).
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise infer.OutputError(f"cannot create {folder}: {err.strerror or err}") from None
+    stem = free_stem(folder, Path(path).name)
+    buffer = io.BytesIO()
+    np.save(buffer, explanation.saliency)
+    overlay_path, map_path = folder / f"{stem}{OVERLAY_SUFFIX}", folder / f"{stem}{MAP_SUFFIX}"
+    infer.write_atomic(map_path, buffer.getvalue())
+    infer.write_atomic(overlay_path, png_bytes(picture))
+    return overlay_path, map_path
+
+
+# --- a batch: records in, records out --------------------------------------------------
+
+# The report shows each film and its overlay at this longest side.
+REPORT_SIDE = 360
+
+
+def explain_records(
+    classifier: infer.Classifier,
+    records,
+    folder: str | Path | None = None,
+    entries: list | None = None,
+    grid: Grid = DEFAULT_GRID,
+):
+    """Yield each record as it comes, explained when its film was read.
+
+    With folder, the overlay PNG and the map .npy are written there and the record gets
+    their paths ("overlay", "heatmap"). With entries, a report.Entry is appended for every
+    record, unreadable ones included, holding small JPEGs of the film and its overlay.
+    """
+    for record in records:
+        explained = None
+        if "error" not in record:
+            try:
+                explained = explain_film(classifier, record["path"], grid)
+            except infer.ImageError:  # gone or changed since it was classified
+                explained = None
+        if explained is not None and folder is not None:
+            explanation, film = explained
+            picture = overlay(film, explanation, classifier.threshold)
+            overlay_path, map_path = save(folder, record["path"], picture, explanation)
+            record = {**record, "overlay": str(overlay_path), "heatmap": str(map_path)}
+        if entries is not None:
+            entries.append(_entry(record, explained, classifier.threshold))
+        yield record
+
+
+def _entry(record: dict, explained, threshold: float) -> report.Entry:
+    if explained is None:
+        return report.Entry(record)
+    explanation, film = explained
+    height, width = display_size(*film.shape, REPORT_SIDE)
+    shown = Image.fromarray(film).resize((width, height), Image.Resampling.BILINEAR)
+    picture = overlay(film, explanation, threshold, REPORT_SIDE, legend=False)
+    return report.Entry(
+        record, jpeg_bytes(shown), jpeg_bytes(picture), colour_scale(explanation)
+    )

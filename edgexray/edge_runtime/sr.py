@@ -1,0 +1,223 @@
+"""Results back to the reader: a DICOM Structured Report per film, sent to a PACS.
+
+The node (node.py) calls `Outbox.add` for each classified film before it writes the
+film's record: the report is built with highdicom (a Comprehensive SR that references the
+film's SOP instance and holds the label, probability, threshold, the scope flag when the
+record has one, the model's sha256, and an error or quality warning when there is one)
+and written to outbox/ durably. A sender thread delivers outbox/ by C-STORE, deleting
+each report once the PACS answered success, and backs off (doubling, up to retry_max)
+while the PACS is down; outbox/ survives restarts, so nothing is lost while it is away.
+
+The report's UIDs are derived from the film's SOP Instance UID and the model's sha256: a
+report built twice (a crash between the report and the record) is the same instance, which
+a PACS stores once.
+
+highdicom is imported lazily (`pip install "edgexray[node]"`); without it the node runs,
+but refuses --pacs with a one-line error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from .infer import InferenceError
+
+log = logging.getLogger("edgexray.node")
+
+COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
+EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
+SCHEME = "99EDGEXRAY"  # a private coding scheme (PS3.16 8.2: 99 prefix, local codes)
+# C-STORE answers a PACS can give that mean "kept": success and the warnings (PS3.4 B.2.3).
+STORED_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}
+NOTICE = "Screening aid from an automated classifier: a person reads every film."
+
+
+def require_highdicom() -> None:
+    try:
+        import highdicom.sr  # noqa: F401  (now, not while the first film waits)
+    except ImportError:
+        raise InferenceError(
+            'sending Structured Reports (--pacs) needs highdicom: pip install "edgexray[node]"'
+        ) from None
+
+
+def _code(value: str, meaning: str):
+    from highdicom.sr import CodedConcept
+
+    return CodedConcept(value=value, scheme_designator=SCHEME, meaning=meaning)
+
+
+def structured_report(film: Path, record: dict, model_sha256: str):
+    """A Comprehensive SR dataset with the record of one film, referencing the film."""
+    import highdicom as hd
+    from pydicom import dcmread
+    from pydicom.uid import generate_uid
+
+    source = dcmread(film, stop_before_pixels=True)
+    uid = str(source.SOPInstanceUID)
+    contains = hd.sr.RelationshipTypeValues.CONTAINS
+    unitless = hd.sr.CodedConcept(value="1", scheme_designator="UCUM", meaning="no units")
+    items = [
+        hd.sr.TextContentItem(_code("NOTICE", "Notice"), NOTICE, contains),
+        hd.sr.ImageContentItem(
+            _code("SOURCE", "Source image"), source.SOPClassUID, uid, relationship_type=contains
+        ),
+    ]
+    if "error" in record:
+        items.append(
+            hd.sr.TextContentItem(
+                _code("ERROR", "Not classified"), str(record["error"])[:1000], contains
+            )
+        )
+    else:
+        items += [
+            hd.sr.TextContentItem(_code("LABEL", "Label"), str(record["label"]), contains),
+            hd.sr.NumContentItem(
+                _code("PROBABILITY", "Pneumonia probability"),
+                float(record["probability"]),
+                unitless,
+                relationship_type=contains,
+            ),
+            hd.sr.NumContentItem(
+                _code("THRESHOLD", "Decision threshold"),
+                float(record["threshold"]),
+                unitless,
+                relationship_type=contains,
+            ),
+        ]
+    if "in_scope" in record:
+        scope = "yes" if record["in_scope"] else f"no: {record.get('scope_reason', '')}".strip()
+        items.append(hd.sr.TextContentItem(_code("IN_SCOPE", "In scope"), scope[:1000], contains))
+    if record.get("quality_warning"):
+        items.append(
+            hd.sr.TextContentItem(
+                _code("QUALITY", "Quality warning"), str(record["quality_warning"])[:1000], contains
+            )
+        )
+    items.append(hd.sr.TextContentItem(_code("MODEL", "Model sha256"), model_sha256, contains))
+    root = hd.sr.ContainerContentItem(_code("RESULT", "edgexray chest film screening"))
+    root.ContentSequence = items
+    return hd.sr.ComprehensiveSR(
+        evidence=[source],
+        content=root,
+        series_instance_uid=generate_uid(entropy_srcs=[uid, model_sha256, "series"]),
+        series_number=990,
+        sop_instance_uid=generate_uid(entropy_srcs=[uid, model_sha256, "report"]),
+        instance_number=1,
+        manufacturer="edgexray",
+        series_description="edgexray screening result",
+    )
+
+
+class Outbox:
+    """outbox/: reports waiting for the PACS, and the thread that sends them."""
+
+    def __init__(
+        self,
+        folder: Path,
+        destination,
+        calling_ae: str,
+        classifier,
+        retry_initial: float,
+        retry_max: float,
+    ):
+        require_highdicom()
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.destination = destination
+        self.calling_ae = calling_ae
+        self.model_sha256 = str(classifier.sidecar["sha256"])
+        self.retry_initial, self.retry_max = retry_initial, retry_max
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="send-sr", daemon=True)
+
+    def add(self, film: Path, record: dict) -> Path:
+        """Build the film's report and queue it durably; returns its outbox path."""
+        from io import BytesIO
+
+        from .node import durable_write
+
+        report = structured_report(film, record, self.model_sha256)
+        buffer = BytesIO()
+        report.save_as(buffer, enforce_file_format=True)
+        path = self.folder / f"{Path(film).stem}.sr.dcm"
+        durable_write(path, [buffer.getvalue()])
+        self._wake.set()
+        return path
+
+    def waiting(self) -> list[Path]:
+        files = [p for p in self.folder.glob("*.sr.dcm") if p.is_file()]
+        return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        delay = self.retry_initial
+        while not self._stopping.is_set():
+            items = self.waiting()
+            if not items:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            if self._send(items):
+                delay = self.retry_initial
+                continue
+            log.warning(
+                "%d report(s) wait for %s; next try in %.1f s",
+                len(self.waiting()),
+                self.destination,
+                delay,
+            )
+            self._stopping.wait(delay)
+            delay = min(2 * delay, self.retry_max)
+
+    def _send(self, items: list[Path]) -> bool:
+        """Send items on one association; True when every one was stored."""
+        from pydicom import dcmread
+        from pynetdicom import AE
+
+        ae = AE(ae_title=self.calling_ae)
+        ae.add_requested_context(COMPREHENSIVE_SR, EXPLICIT_LITTLE)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+        try:
+            assoc = ae.associate(
+                self.destination.host, self.destination.port, ae_title=self.destination.ae_title
+            )
+        except Exception as err:  # a name that does not resolve, a refused connection
+            log.warning("cannot reach %s: %s", self.destination, err)
+            return False
+        if not assoc.is_established:
+            return False
+        sent_all = True
+        try:
+            for path in items:
+                if self._stopping.is_set() or not assoc.is_established:
+                    return False
+                status = assoc.send_c_store(dcmread(path))
+                code = getattr(status, "Status", None)
+                if code in STORED_STATUSES:
+                    os.unlink(path)
+                    log.info("sent %s to %s", path.name, self.destination)
+                else:
+                    sent_all = False
+                    log.warning(
+                        "%s refused %s (status %s)",
+                        self.destination,
+                        path.name,
+                        "none" if code is None else f"0x{code:04X}",
+                    )
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        return sent_all

@@ -1,0 +1,90 @@
+"""edgexray removes or replaces only the files it wrote: a retrain, `train --out`, `calibrate
+--out`, `benchmark --out` and `bundle --zip` never take a user's file with them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgexray import artifacts
+from edgexray.cli import app
+from edgexray.export.bundle import BundleConfig, make_bundle
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def used_run(tiny_run, tiny_tflite, tmp_path) -> Path:
+    """A copy of the tiny run with what later stages write, and the user's files among it."""
+    run_dir = tmp_path / "used run"
+    shutil.copytree(tiny_run, run_dir)
+    tflite = run_dir / artifacts.TFLITE_DIR
+    tflite.mkdir()
+    for suffix in (".tflite", ".json"):
+        shutil.copyfile(tiny_tflite["int8"].with_suffix(suffix), tflite / f"int8{suffix}")
+    (tflite / "my notes.txt").write_text("mine\n")
+    artifacts.write_json(run_dir / artifacts.VERIFY_REPORT, {"passed": True})
+    bench = run_dir / artifacts.BENCHMARK_DIR
+    artifacts.write_json(bench / "benchmark.json", {"plots": ["latency.png"]})
+    (bench / "benchmark.md").write_text("table\n")
+    (bench / "latency.png").write_bytes(b"png")
+    (bench / "my slides.md").write_text("mine\n")
+    bundle = run_dir / artifacts.BUNDLES_DIR / "rpi"
+    make_bundle(BundleConfig(str(tflite / "int8.tflite"), "rpi", str(bundle), zip=True))
+    (bundle / "results.jsonl").write_text('{"path": "a film"}\n')
+    (bundle / ".venv" / "bin").mkdir(parents=True)
+    (bundle / ".venv" / "bin" / "python").write_text("#!/bin/sh\n")
+    # A record made before bundles were told apart from their users: it lists results.jsonl.
+    outputs = {"bundles/rpi/results.jsonl": "0", "bundles/rpi/infer.py": "0", "verify.json": "0"}
+    stages = json.loads((run_dir / artifacts.STAGE_RECORD).read_text()) if (
+        run_dir / artifacts.STAGE_RECORD
+    ).is_file() else {}
+    stages["bundle"] = {"hash": "x", "outputs": outputs}
+    artifacts.write_json(run_dir / artifacts.STAGE_RECORD, stages)
+    return run_dir
+
+
+def test_a_retrain_removes_only_what_edgexray_wrote(used_run, tiny_tflite):
+    removed = artifacts.remove_derived(used_run)
+    bundle = used_run / artifacts.BUNDLES_DIR / "rpi"
+    assert (bundle / "results.jsonl").read_text() == '{"path": "a film"}\n'
+    assert (bundle / ".venv" / "bin" / "python").is_file()
+    assert (used_run / "tflite" / "my notes.txt").is_file()
+    assert (used_run / "benchmark" / "my slides.md").is_file()
+    assert sorted(p.name for p in (used_run / "tflite").iterdir()) == ["my notes.txt"]
+    assert sorted(p.name for p in (used_run / "benchmark").iterdir()) == ["my slides.md"]
+    assert not (bundle / "infer.py").exists() and not (used_run / "bundles" / "rpi.zip").exists()
+    assert "verify.json" in removed and not (used_run / "verify.json").exists()
+    assert (used_run / artifacts.MODEL).is_file() and (used_run / artifacts.MANIFEST).is_file()
+    # The emptied bundle folder is still edgexray's: the next bundle goes there, keeping yours.
+    result = make_bundle(BundleConfig(str(tiny_tflite["int8"]), "rpi", str(bundle)))
+    assert sorted(result["kept"]) == [".venv", "results.jsonl"]
+    assert (bundle / "infer.py").is_file()
+
+
+def test_train_refuses_a_folder_that_is_not_a_run(xray_folder, tmp_path):
+    folder = tmp_path / "my project"
+    (folder / "tflite").mkdir(parents=True)
+    (folder / "tflite" / "mine.tflite").write_bytes(b"mine")
+    (folder / "report.md").write_text("my report\n")
+    (folder / "config.json").write_text('{"mine": true}\n')
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    result = runner.invoke(
+        app, ["train", "--data", str(xray_folder), "--out", str(folder), "--epochs", "1"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and "not an edgexray run" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+    assert (folder / "config.json").read_text() == '{"mine": true}\n'
+
+
+def test_train_accepts_a_new_or_empty_folder_or_a_run(tiny_run, tmp_path):
+    artifacts.require_run_folder(tmp_path / "new")
+    (tmp_path / "empty").mkdir()
+    artifacts.require_run_folder(tmp_path / "empty")
+    artifacts.require_run_folder(tiny_run)
