@@ -44,7 +44,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import scope
+try:
+    from . import scope
+except ImportError:  # run as a file (`python infer.py`, or loaded by path by a benchmark):
+    # the guard is never optional, so its sibling scope.py is loaded from the same folder.
+    import importlib.util
+
+    _spec = importlib.util.spec_from_file_location(
+        "edgexray_scope", Path(__file__).resolve().with_name("scope.py")
+    )
+    scope = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(scope)
 
 # Larger images are refused as decompression bombs. Real chest films are at most about
 # 4500 x 4500 pixels; 50 megapixels leaves room and still bounds memory.
