@@ -47,14 +47,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 try:
     from . import scope
 except ImportError:  # run as a file (`python infer.py`, or loaded by path by a benchmark):
-    # the guard is never optional, so its sibling scope.py is loaded from the same folder.
+    # its sibling scope.py is loaded from the same folder. Copied alone, without it, no
+    # model can be run (Classifier refuses: the guard is never optional).
     import importlib.util
 
-    _spec = importlib.util.spec_from_file_location(
-        "edgexray_scope", Path(__file__).resolve().with_name("scope.py")
-    )
-    scope = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(scope)
+    _SCOPE_FILE = Path(__file__).resolve().with_name("scope.py")
+    scope = None
+    if _SCOPE_FILE.is_file():
+        _spec = importlib.util.spec_from_file_location("edgexray_scope", _SCOPE_FILE)
+        scope = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
+        _spec.loader.exec_module(scope)
 
 # Larger images are refused as decompression bombs. Real chest films are at most about
 # 4500 x 4500 pixels; 50 megapixels leaves room and still bounds memory.
@@ -563,6 +565,11 @@ class Classifier:
     def __init__(
         self, model_path: str | Path, threads: int | None = None, check_scope: bool = True
     ):
+        if scope is None:
+            raise InferenceError(
+                "the out-of-scope guard needs scope.py next to infer.py: run the "
+                "edge_runtime package, as a bundle does"
+            )
         self.model_path = Path(model_path)
         self.check_scope = check_scope
         self.sidecar = load_sidecar(model_path)
