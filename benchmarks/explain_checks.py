@@ -86,9 +86,8 @@ def border_group(facts: list[dict]) -> dict:
 
 def occluded_probability(classifier, tensor: np.ndarray, area: np.ndarray) -> float:
     """The probability with the pixels of `area` set to the input's mean, as the map does."""
-    fill = np.round(tensor.mean()) if tensor.dtype.kind in "iu" else tensor.mean()
     occluded = tensor.copy()
-    occluded[0, area, 0] = np.asarray(fill).astype(tensor.dtype)
+    occluded[0, area, 0] = explain.fill_value(tensor)
     return classifier.run(occluded)
 
 
@@ -157,6 +156,22 @@ def time_device_path(classifier, paths, grid) -> dict:
         "device_path_cpu_ms": quantiles(cpu),
         "map_only_ms": quantiles(mapping),
     }
+
+
+def invoke_time(classifier, path, runs: int = 300) -> dict:
+    """The model run alone on one ready input (ms): what the map repeats once per patch,
+    measured beside the films so a loaded machine can be told apart from slow code."""
+    tensor = classifier.model_input(path)
+    for _ in range(30):
+        classifier.run(tensor)
+    wall, cpu = [], []
+    for _ in range(runs):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        classifier.run(tensor)
+        wall.append(1000 * (time.perf_counter() - started))
+        cpu.append(1000 * (time.process_time() - cpu_started))
+    return {"median": statistics.median(wall), "p10": percentile(wall, 10),
+            "cpu_mean": float(np.mean(cpu))}  # fmt: skip
 
 
 def random_model(folder: Path, data_root: Path, sidecar: dict, representative: int) -> Path:
@@ -239,7 +254,14 @@ def main() -> None:
         "--part", choices=("all", "timing", "checks"), default="all",
         help="timing: only re-time (kept with the earlier checks); checks: keep the timing",
     )  # fmt: skip
+    parser.add_argument(
+        "--grids", default=",".join(f"{p}/{s}" for p, s in TIMED_GRIDS),
+        help="grids to time, PATCH/STRIDE comma-separated",
+    )  # fmt: skip
+    parser.add_argument("--timing-every", type=int, default=TIMED_EVERY,
+                        help="time every Nth film of test/")  # fmt: skip
     args = parser.parse_args()
+    timed_grids = [tuple(map(int, g.split("/"))) for g in args.grids.split(",")]
     earlier = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     grid = explain.Grid(args.patch, args.stride)
     classifier = infer.Classifier(args.model, threads=1)
@@ -248,19 +270,22 @@ def main() -> None:
     }
     every_film = films["NORMAL"] + films["PNEUMONIA"]
     input_size = (classifier.sidecar["input"]["height"], classifier.sidecar["input"]["width"])
-    if args.part == "checks":
-        timing = earlier.get("timing")
-    else:
+    # Every timing run is kept (with its load average): on a shared machine they differ.
+    timings = earlier.get("timings", [])
+    if args.part != "checks":
         timing = {"load_average_before": os.getloadavg()[0], "grids": []}
-        for patch, stride in TIMED_GRIDS:
+        for patch, stride in timed_grids:
             timed = explain.Grid(patch, stride)
             timing["grids"].append({
                 "patch": patch, "stride": stride, "passes": timed.passes(*input_size),
-                **time_device_path(classifier, every_film[::TIMED_EVERY], timed),
+                **time_device_path(classifier, every_film[:: args.timing_every], timed),
             })  # fmt: skip
         timing["load_average_after"] = os.getloadavg()[0]
+        timing["invoke_ms"] = invoke_time(classifier, every_film[0])
+        timing["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        timings = [*timings, timing] if args.part == "timing" else [timing]
     if args.part == "timing":
-        _write({**earlier, "timing": timing})
+        _write({**earlier, "timings": timings})
         return
 
     rng = np.random.default_rng(SEED)
@@ -293,7 +318,7 @@ def main() -> None:
         "grid": {"patch": grid.patch, "stride": grid.stride, "passes": grid.passes(*input_size)},
         "machine": {"cpu": platform.processor() or platform.machine(),
                     "cores": os.cpu_count(), "python": platform.python_version()},  # fmt: skip
-        "timing": timing,
+        "timings": timings,
         "border": {
             "definition": f"outer {BORDER:.0%} of each side of the model input",
             "area_share": border_area,

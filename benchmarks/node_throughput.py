@@ -9,7 +9,9 @@ pushed by --clients concurrent storescu processes, then --large 16-bit films of
 --large-size pixels, about what a CR/DX unit sends, from one client), and reports for each
 set: films per second from the first push to the last record written, and the latency
 from a film stored (its C-STORE answered) to its record (received_at to classified_at in
-the record): median and p90. Needs dcmtk (storescu) and the node extra.
+the record): median and p90. A third set sends the large films one by one, each after the
+previous record: the latency of a film that finds no queue, as in a clinic where a unit
+sends a film every minute or so. Needs dcmtk (storescu) and the node extra.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import node_support  # noqa: E402
 
-from edgexray.edge_runtime import REFERENCE_MODEL, node  # noqa: E402
+from edgexray.edge_runtime import REFERENCE_MODEL, node, spool  # noqa: E402
 
 
 def large_films(folder: Path, count: int, size: int) -> list[Path]:
@@ -61,13 +63,16 @@ def push(port: int, batches: list[list[Path]]) -> None:
         thread.join()
 
 
-def measure(running: node.Node, batches: list[list[Path]], state: Path) -> dict:
+def measure(running: node.Node, batches: list[list[Path]], state: Path, one_by_one=False) -> dict:
+    """Push the batches (one client each) at once, or with one_by_one each film alone after
+    the previous one's record (latency without a queue); the figures of their records."""
     before = len(_records(state))
     total = sum(len(b) for b in batches)
     started = time.time()
-    push(running.address[1], batches)
-    if not running.wait_idle(3600):
-        raise SystemExit("the node did not finish")
+    for group in [[[film]] for film in batches[0]] if one_by_one else [batches]:
+        push(running.address[1], group)
+        if not running.wait_idle(3600):
+            raise SystemExit("the node did not finish")
     records = _records(state)[before:]
     assert len(records) == total, (len(records), total)
     assert all("label" in r for r in records), [r.get("error") for r in records][:3]
@@ -89,7 +94,7 @@ def measure(running: node.Node, batches: list[list[Path]], state: Path) -> dict:
 
 
 def _records(state: Path) -> list[dict]:
-    path = state / node.RESULTS
+    path = state / spool.RESULTS
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -107,6 +112,7 @@ def main() -> None:
         tmp = Path(tmp)
         small = list(node_support.write_films(tmp / "small", args.films, args.size).values())
         large = large_films(tmp / "large", args.large, args.large_size)
+        alone = large_films(tmp / "alone", args.large, args.large_size)  # other UIDs
         state = tmp / "state"
         config = node.NodeConfig(
             model=REFERENCE_MODEL, state=state, host="127.0.0.1", port=0,
@@ -120,6 +126,8 @@ def main() -> None:
                             state),
                 f"{args.large} films {args.large_size}x{args.large_size} 12-bit, 1 client":
                     measure(running, [large], state),
+                f"{args.large} films {args.large_size}x{args.large_size} 12-bit, one by one":
+                    measure(running, [alone], state, one_by_one=True),
             }  # fmt: skip
         finally:
             running.stop()

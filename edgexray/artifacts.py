@@ -315,24 +315,33 @@ def remove_outputs(run_dir: Path, recorded=(), names=None) -> list[str]:
                 listed is not None and path.relative_to(bundle).as_posix() in listed
             ):
                 targets.add(path.resolve())
-    bundles = {_bundle_of(path, run_dir.resolve()) for path in targets} - {None}
+    home = run_dir.resolve()
+    # Never through a link to somewhere else: what lies outside the run folder is not ours.
+    targets = {path for path in targets if home in path.parents}
+    bundles = {_bundle_of(path, home) for path in targets} - {None}
     removed = []
     for path in sorted(targets):
         path.unlink(missing_ok=True)
-        removed.append(path.relative_to(run_dir.resolve()).as_posix())
+        removed.append(path.relative_to(home).as_posix())
     for bundle in bundles:
+        _remove_empty_folders(bundle)
         if bundle.is_dir() and any(bundle.iterdir()):
             write_json(bundle / BUNDLE_MANIFEST, {"withdrawn": WITHDRAWN})
             atomic_write(bundle / BUNDLE_CHECKSUMS, lambda temporary: temporary.write_text(""))
-    for name in names:  # folders emptied, deepest first; never one that holds anything
-        top = run_dir / name
-        if top.is_dir() and not top.is_symlink():
-            for folder in sorted((p for p in top.rglob("*") if p.is_dir()), reverse=True):
-                if not any(folder.iterdir()):
-                    folder.rmdir()
-            if not any(top.iterdir()):
-                top.rmdir()
+    for name in names:
+        _remove_empty_folders(run_dir / name)
     return removed
+
+
+def _remove_empty_folders(top: Path) -> None:
+    """Remove the folders under top (and top) left empty, deepest first; never a link."""
+    if not top.is_dir() or top.is_symlink():
+        return
+    for folder in sorted((p for p in top.rglob("*") if p.is_dir()), reverse=True):
+        if not folder.is_symlink() and not any(folder.iterdir()):
+            folder.rmdir()
+    if not any(top.iterdir()):
+        top.rmdir()
 
 
 def remove_derived(run_dir: Path) -> list[str]:

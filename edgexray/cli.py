@@ -4,13 +4,16 @@ Each command builds a config, calls one library function and prints a summary. L
 errors (EdgexrayError) become one line on stderr and exit code 2; nothing here imports
 TensorFlow at module level, so `edgexray --help` stays fast.
 
-It is longer than edgexray's other modules (about 600 lines) because it holds ten
-commands' options and help texts, which is what a reader of one command looks for in one
-place; no command holds logic of its own.
+Every option that sets a config field takes its default from that config dataclass
+(`default`), so `--help` shows what the library would use. Every command function is named
+NAME_command. It is longer than edgexray's other modules because it holds ten commands'
+options and help texts, which is what a reader of one command looks for in one place; no
+command holds logic of its own: tables and summaries come from the library (`*_lines`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import sys
@@ -21,7 +24,14 @@ import typer
 from typer.core import TyperGroup
 
 from edgexray import __version__
+from edgexray.benchmarks.harness import BenchmarkConfig
 from edgexray.errors import EdgexrayError
+from edgexray.export.bundle import BundleConfig
+from edgexray.export.quantize import QuantizeConfig
+from edgexray.pipeline.calibrate import CalibrateConfig
+from edgexray.pipeline.prune import PruneConfig
+from edgexray.pipeline.train import TrainConfig
+from edgexray.pipeline.verify import GateLimits
 
 
 class OneLineUsageErrors(TyperGroup):
@@ -66,6 +76,20 @@ DISTRIBUTE_HELP = (
 )
 
 
+def default(config_class, name: str):
+    """A config dataclass's default for one field: the one source of an option's default."""
+    field = {f.name: f for f in dataclasses.fields(config_class)}[name]
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def given(ctx: typer.Context, **values) -> dict:
+    """The values among `values` (named as their options) given on the command line."""
+    # By the source's name: typer bundles its own copy of click in newer versions.
+    return {k: v for k, v in values.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a one-line error and return the Exit to raise."""
     typer.echo(f"error: {message}", err=True)
@@ -84,16 +108,40 @@ def user_errors(command):
             force=True,
         )  # fmt: skip
         logging.getLogger("edgexray").setLevel(logging.INFO)
+        previous = _on_sigterm(_terminate)
         try:
             return command(*args, **kwargs)
         except EdgexrayError as err:
             raise fail(str(err), err.exit_code) from None
+        except Terminated:
+            raise fail("terminated", 143) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
         except OSError as err:  # a read-only or full disk, a vanished file
             raise fail(f"{err.strerror or err}: {err.filename or ''}".rstrip(": ")) from None
+        finally:
+            _on_sigterm(previous)
 
     return wrapper
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: what runs stops cleanly (training keeps its best
+    checkpoint, temporary folders such as the converter's SavedModel are removed)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+def _on_sigterm(handler):
+    """Install handler for SIGTERM (main thread only); return the previous one."""
+    import signal
+    import threading
+
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _version(value: bool):
@@ -121,14 +169,14 @@ def _writes_artifacts(distribute: str | None) -> bool:
     return False
 
 
-# The gate's limits, shared by verify and run; defaults are verify.GateLimits' (justified
-# in edgexray/pipeline/verify.py), written out so --help works without importing it.
+# The gate's limits, shared by verify and run (why these defaults: pipeline/verify.py).
+GATE = GateLimits()
 MaxRecallDrop = Annotated[
     float, typer.Option(help="Pneumonia recall a candidate may lose against the float model.")
 ]
 MaxSpecificityDrop = Annotated[
     float,
-    typer.Option(help="Specificity a candidate may lose (0.10 = 12 of 117 normal test films)."),
+    typer.Option(help="Specificity a candidate may lose (0.10 is 12 of 117 normal test films)."),
 ]
 MaxAucDrop = Annotated[
     float, typer.Option(help="AUC a candidate may lose against the float model.")
@@ -140,44 +188,53 @@ def _verbosity() -> int:
     return 1 if sys.stderr.isatty() else 2
 
 
-@app.command()
+@app.command("train")
 @user_errors
-def train(
+def train_command(
+    ctx: typer.Context,
     data: Annotated[
         Path | None, typer.Option(help="Data folder (NORMAL/ PNEUMONIA/ or Kaggle root).")
     ] = None,
     out: Annotated[Path, typer.Option(help="Run directory to write.")] = Path("runs/default"),
-    config: Annotated[Path | None, typer.Option(help="JSON file with TrainConfig fields.")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Input height and width [128].")] = None,
-    width: Annotated[int | None, typer.Option(help="Filters of the first stage [12].")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Maximum epochs [20].")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="JSON file with TrainConfig fields; the options given here win."),
+    ] = None,
+    image_size: Annotated[
+        int, typer.Option(help="Input height and width.")
+    ] = default(TrainConfig, "image_size"),
+    width: Annotated[
+        int, typer.Option(help="Filters of the first stage.")
+    ] = default(TrainConfig, "width"),
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = default(TrainConfig, "epochs"),
     target_recall: Annotated[
-        float | None, typer.Option(help="Pneumonia recall the val threshold must reach [0.97].")
-    ] = None,
+        float, typer.Option(help="Pneumonia recall the val threshold must reach.")
+    ] = default(TrainConfig, "target_recall"),
     seed: Annotated[
-        int | None, typer.Option(help="Seed for split, init and augmentation [42].")
-    ] = None,
+        int, typer.Option(help="Seed for split, init and augmentation.")
+    ] = default(TrainConfig, "seed"),
     max_train_images: Annotated[
-        int | None, typer.Option(help="Use at most this many training images (0 = all).")
-    ] = None,
-    distribute: Annotated[str | None, typer.Option(help=DISTRIBUTE_HELP + " [none]")] = None,
+        int, typer.Option(help="Use at most this many training images (0 = all).")
+    ] = default(TrainConfig, "max_train_images"),
+    distribute: Annotated[
+        str, typer.Option(help=DISTRIBUTE_HELP)
+    ] = default(TrainConfig, "distribute"),
 ):
     """Train the float model: patient-grouped split, early stopping, val-chosen threshold."""
-    from edgexray.pipeline.train import TrainConfig, summary_lines
-    from edgexray.pipeline.train import train as run_training
+    from edgexray.pipeline.train import summary_lines, train
 
-    overrides = dict(
-        data=str(data.resolve()) if data else None, image_size=image_size, width=width,
+    values = given(
+        ctx, data=str(data.resolve()) if data else None, image_size=image_size, width=width,
         epochs=epochs, target_recall=target_recall, seed=seed, max_train_images=max_train_images,
         distribute=distribute,
     )  # fmt: skip
     if config:
-        train_config = TrainConfig.from_json(config, **overrides)
+        train_config = TrainConfig.from_json(config, **values)
     elif data is None:
         raise fail("give --data DIR (a folder with NORMAL/ and PNEUMONIA/) or --config FILE")
     else:
-        train_config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
-    summary = run_training(train_config, out, verbose=_verbosity())
+        train_config = TrainConfig(**values)
+    summary = train(train_config, out, verbose=_verbosity())
     if not _writes_artifacts(train_config.distribute):
         return
     for line in summary_lines(summary):
@@ -187,9 +244,9 @@ def train(
         raise typer.Exit(130)
 
 
-@app.command()
+@app.command("evaluate")
 @user_errors
-def evaluate(
+def evaluate_command(
     model: Annotated[
         Path, typer.Argument(help="A .tflite (with its .json sidecar) or a run's .keras model.")
     ],
@@ -220,10 +277,9 @@ def evaluate(
     import json
 
     from edgexray.formatting import json_safe
-    from edgexray.pipeline.evaluate import evaluate as run_evaluation
-    from edgexray.pipeline.evaluate import report_lines
+    from edgexray.pipeline.evaluate import evaluate, report_lines
 
-    report = run_evaluation(model, data, split, threshold, predictions)
+    report = evaluate(model, data, split, threshold, predictions)
     if json_output:
         typer.echo(json.dumps(json_safe(report), indent=2, allow_nan=False))
         return
@@ -231,9 +287,9 @@ def evaluate(
         typer.echo(line)
 
 
-@app.command()
+@app.command("verify")
 @user_errors
-def verify(
+def verify_command(
     run_dir: Annotated[
         Path | None,
         typer.Argument(
@@ -256,20 +312,19 @@ def verify(
     split: Annotated[
         str, typer.Option(help="Split of a Kaggle root or run directory given as --data.")
     ] = "test",
-    max_recall_drop: MaxRecallDrop = 0.0,
-    max_specificity_drop: MaxSpecificityDrop = 0.10,
-    max_auc_drop: MaxAucDrop = 0.01,
+    max_recall_drop: MaxRecallDrop = GATE.max_recall_drop,
+    max_specificity_drop: MaxSpecificityDrop = GATE.max_specificity_drop,
+    max_auc_drop: MaxAucDrop = GATE.max_auc_drop,
 ):
     """Fail (exit 1) when a candidate misses more pneumonia than the float baseline, or
     loses too much specificity or AUC (a model calling every film pneumonia must not pass)."""
     from edgexray.pipeline.verify import (
         REPORT,
-        GateLimits,
         RecallRegressionError,
         table_lines,
+        verify,
         verify_run,
     )
-    from edgexray.pipeline.verify import verify as run_verify
 
     if run_dir is not None and (baseline or candidate or data):
         raise fail("give either RUN_DIR or --baseline/--candidate/--data, not both")
@@ -280,7 +335,7 @@ def verify(
         if run_dir is not None:
             report = verify_run(run_dir, limits)
         else:
-            report = run_verify(baseline, candidate, data, split, limits)
+            report = verify(baseline, candidate, data, split, limits)
     except RecallRegressionError as err:
         for line in table_lines(err.report):
             typer.echo(line)
@@ -301,38 +356,31 @@ def verify(
 def prune_command(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `edgexray train`.")],
     sparsity: Annotated[
-        float | None, typer.Option(help="Share of Conv2D/Dense kernel weights set to zero [0.8].")
-    ] = None,
+        float, typer.Option(help="Share of Conv2D/Dense kernel weights set to zero.")
+    ] = default(PruneConfig, "sparsity"),
     epochs: Annotated[
-        int | None, typer.Option(help="Fine-tuning epochs while pruning [3].")
-    ] = None,
+        int, typer.Option(help="Fine-tuning epochs while pruning.")
+    ] = default(PruneConfig, "epochs"),
     learning_rate: Annotated[
-        float | None, typer.Option(help="Fine-tuning learning rate [3e-4].")
-    ] = None,
-    distribute: Annotated[str, typer.Option(help=DISTRIBUTE_HELP)] = "none",
+        float, typer.Option(help="Fine-tuning learning rate.")
+    ] = default(PruneConfig, "learning_rate"),
+    distribute: Annotated[
+        str, typer.Option(help=DISTRIBUTE_HELP)
+    ] = default(PruneConfig, "distribute"),
 ):
     """Prune the trained model, fine-tune it and save pruned.keras (model.keras is untouched)."""
-    from edgexray.pipeline.prune import PruneConfig, prune
+    from edgexray import artifacts
+    from edgexray.pipeline.prune import prune, summary_lines
 
-    overrides = dict(sparsity=sparsity, epochs=epochs, learning_rate=learning_rate)
     config = PruneConfig(
-        distribute=distribute, **{k: v for k, v in overrides.items() if v is not None}
+        sparsity=sparsity, epochs=epochs, learning_rate=learning_rate, distribute=distribute
     )
     report = prune(run_dir, config, verbose=_verbosity())
     if not _writes_artifacts(distribute):
         return
-    measured, val = report["sparsity"], report["val"]
-    typer.echo(
-        f"sparsity {measured['overall']:.3f} measured on the stripped kernels "
-        f"({measured['zeros']:,} of {measured['weights']:,} weights are zero)"
-    )
-    for name, value in measured["layers"].items():
-        typer.echo(f"  {name:<12} {value:.3f}")
-    typer.echo(
-        f"val AUC {val['auc']:.4f} (baseline {report['baseline_val_auc']:.4f}); at threshold "
-        f"{val['threshold']:.4f}: recall {val['recall']:.4f}, specificity {val['specificity']:.4f}"
-    )
-    typer.echo(f"pruned model: {Path(run_dir) / 'pruned.keras'}")
+    for line in summary_lines(report):
+        typer.echo(line)
+    typer.echo(f"pruned model: {Path(run_dir) / artifacts.PRUNED}")
 
 
 @app.command("quantize")
@@ -349,35 +397,29 @@ def quantize_command(
         ),
     ] = None,
     representative_size: Annotated[
-        int | None, typer.Option(help="Train images calibrating int8 ranges [256].")
-    ] = None,
+        int, typer.Option(help="Train images calibrating int8 ranges.")
+    ] = default(QuantizeConfig, "representative_size"),
     qat_epochs: Annotated[
-        int | None, typer.Option(help="Fine-tuning epochs of qat and pqat [1].")
-    ] = None,
-    distribute: Annotated[str, typer.Option(help=DISTRIBUTE_HELP)] = "none",
+        int, typer.Option(help="Fine-tuning epochs of qat and pqat.")
+    ] = default(QuantizeConfig, "qat_epochs"),
+    distribute: Annotated[
+        str, typer.Option(help=DISTRIBUTE_HELP)
+    ] = default(QuantizeConfig, "distribute"),
 ):
     """Export TFLite variants, each with a sidecar and its own val-chosen threshold."""
-    from edgexray.export.quantize import QuantizeConfig, parse_methods, quantize
+    from edgexray import artifacts
+    from edgexray.export.quantize import parse_methods, quantize, table_lines
 
     methods = parse_methods(method or ["all"])
-    overrides = dict(representative_size=representative_size, qat_epochs=qat_epochs)
     config = QuantizeConfig(
-        distribute=distribute, **{k: v for k, v in overrides.items() if v is not None}
+        representative_size=representative_size, qat_epochs=qat_epochs, distribute=distribute
     )
     results = quantize(run_dir, methods, config, verbose=_verbosity())
     if not _writes_artifacts(distribute):
         return
-    typer.echo(
-        f"{'method':<12} {'size KB':>8} {'gzip KB':>8} {'sparsity':>8} {'threshold':>9} "
-        f"{'val recall':>10} {'val spec':>8}"
-    )
-    for r in results:
-        typer.echo(
-            f"{r['method']:<12} {r['size_bytes'] / 1024:>8.1f} {r['gzip_bytes'] / 1024:>8.1f} "
-            f"{r['sparsity']:>8.3f} {r['threshold']:>9.4f} {r['val']['recall']:>10.4f} "
-            f"{r['val']['specificity']:>8.4f}"
-        )
-    typer.echo(f"models and sidecars: {Path(run_dir) / 'tflite'}")
+    for line in table_lines(results):
+        typer.echo(line)
+    typer.echo(f"models and sidecars: {Path(run_dir) / artifacts.TFLITE_DIR}")
 
 
 @app.command("benchmark")
@@ -392,13 +434,19 @@ def benchmark_command(
             help="Test images (test/ or NORMAL/ PNEUMONIA/); default the run's test split."
         ),
     ] = None,
-    threads: Annotated[str, typer.Option(help="Interpreter thread counts to time.")] = "1,2",
-    warmup: Annotated[int, typer.Option(help="Untimed runs before timing.")] = 10,
-    runs: Annotated[int, typer.Option(help="Timed runs per thread count.")] = 100,
+    threads: Annotated[
+        str, typer.Option(help="Interpreter thread counts to time.")
+    ] = ",".join(map(str, default(BenchmarkConfig, "threads"))),
+    warmup: Annotated[
+        int, typer.Option(help="Untimed runs before timing.")
+    ] = default(BenchmarkConfig, "warmup"),
+    runs: Annotated[
+        int, typer.Option(help="Timed runs per thread count.")
+    ] = default(BenchmarkConfig, "runs"),
     out: Annotated[Path | None, typer.Option(help="Output folder [RUN_DIR/benchmark].")] = None,
 ):
     """Size, latency, memory and clinical metrics of every variant, side by side, with plots."""
-    from edgexray.benchmarks.harness import BenchmarkConfig, benchmark
+    from edgexray.benchmarks.harness import benchmark
     from edgexray.benchmarks.tables import format_table, table
     from edgexray.formatting import target_state
 
@@ -542,10 +590,10 @@ def bundle_command(
     ] = None,
     zip_bundle: Annotated[
         bool, typer.Option("--zip", help="Also write OUT.zip holding the folder.")
-    ] = False,
+    ] = default(BundleConfig, "zip"),
 ):
     """Write a folder (and zip) to copy to a Raspberry Pi or into an Android app."""
-    from edgexray.export.bundle import BundleConfig, make_bundle
+    from edgexray.export.bundle import make_bundle
 
     model = _model_or_reference(model)
     config = BundleConfig(model=str(model), target=target, out=str(out), zip=zip_bundle)
@@ -572,21 +620,23 @@ def calibrate_command(
     ],
     target_recall: Annotated[
         float, typer.Option(help="Pneumonia recall the threshold must guarantee.")
-    ] = 0.97,
+    ] = default(CalibrateConfig, "target_recall"),
     confidence: Annotated[
         float, typer.Option(help="Confidence of that guarantee, over the draw of the sample.")
-    ] = 0.95,
+    ] = default(CalibrateConfig, "confidence"),
     prevalence: Annotated[
         float | None, typer.Option(help="Pneumonia prevalence at the site, for PPV and NPV.")
-    ] = None,
-    folds: Annotated[int, typer.Option(help="Patient-grouped cross-validation folds.")] = 5,
+    ] = default(CalibrateConfig, "prevalence"),
+    folds: Annotated[
+        int, typer.Option(help="Patient-grouped cross-validation folds.")
+    ] = default(CalibrateConfig, "folds"),
     allow_point_estimate: Annotated[
         bool,
         typer.Option(
             help="With too few pneumonia films, use the plain empirical threshold (labelled a "
             "point estimate, no guarantee) instead of failing."
         ),
-    ] = False,
+    ] = default(CalibrateConfig, "allow_point_estimate"),
     patients: Annotated[
         Path | None,
         typer.Option(
@@ -596,7 +646,7 @@ def calibrate_command(
     ] = None,
 ):
     """Re-choose the threshold on a new site's films so recall holds with stated confidence."""
-    from edgexray.pipeline.calibrate import CalibrateConfig, calibrate, summary_lines
+    from edgexray.pipeline.calibrate import calibrate, summary_lines
 
     config = CalibrateConfig(
         target_recall=target_recall, confidence=confidence, prevalence=prevalence, folds=folds,
@@ -620,15 +670,21 @@ def run_command(
     force: Annotated[
         list[str] | None, typer.Option(help="Redo this stage (and the ones after it); repeatable.")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Maximum training epochs.")] = None,
-    sparsity: Annotated[float | None, typer.Option(help="Pruning sparsity.")] = None,
+    epochs: Annotated[
+        int, typer.Option(help="Maximum training epochs.")
+    ] = default(TrainConfig, "epochs"),
+    sparsity: Annotated[
+        float, typer.Option(help="Pruning sparsity.")
+    ] = default(PruneConfig, "sparsity"),
     target_recall: Annotated[
-        float | None, typer.Option(help="Pneumonia recall the thresholds must reach on val.")
-    ] = None,
-    max_recall_drop: MaxRecallDrop = 0.0,
-    max_specificity_drop: MaxSpecificityDrop = 0.10,
-    max_auc_drop: MaxAucDrop = 0.01,
-    seed: Annotated[int | None, typer.Option(help="Seed for split, init and augmentation.")] = None,
+        float, typer.Option(help="Pneumonia recall the thresholds must reach on val.")
+    ] = default(TrainConfig, "target_recall"),
+    max_recall_drop: MaxRecallDrop = GATE.max_recall_drop,
+    max_specificity_drop: MaxSpecificityDrop = GATE.max_specificity_drop,
+    max_auc_drop: MaxAucDrop = GATE.max_auc_drop,
+    seed: Annotated[
+        int, typer.Option(help="Seed for split, init and augmentation.")
+    ] = default(TrainConfig, "seed"),
     calibrate_on: Annotated[
         Path | None,
         typer.Option(
@@ -636,29 +692,30 @@ def run_command(
             "(recall >= the target at 95% confidence) and bundle the calibrated copy."
         ),
     ] = None,
-    distribute: Annotated[str, typer.Option(help=DISTRIBUTE_HELP)] = "none",
+    distribute: Annotated[
+        str, typer.Option(help=DISTRIBUTE_HELP)
+    ] = default(TrainConfig, "distribute"),
+    download: Annotated[
+        bool, typer.Option(help="No data found: download the public set first (data download).")
+    ] = False,
 ):
     """The whole job: train, prune, quantize, verify, benchmark and bundle; resumable."""
     import time
 
     from edgexray import artifacts
-    from edgexray.export.quantize import QuantizeConfig
-    from edgexray.pipeline.prune import PruneConfig
-    from edgexray.pipeline.train import TrainConfig, summary_lines
-    from edgexray.pipeline.verify import GateLimits, RecallRegressionError
-    from edgexray.run import STAGES, RunConfig, find_data, run
+    from edgexray.pipeline import train
+    from edgexray.pipeline.verify import RecallRegressionError
+    from edgexray.run import STAGES, RunConfig, find_data, run, summary_lines
 
-    train_values = dict(epochs=epochs, target_recall=target_recall, seed=seed)
     train_config = TrainConfig(
-        data=str(find_data(data).resolve()), distribute=distribute,
-        **{k: v for k, v in train_values.items() if v is not None},
+        data=str(find_data(data, download).resolve()), epochs=epochs, target_recall=target_recall,
+        seed=seed, distribute=distribute,
     )  # fmt: skip
-    prune_values = dict(sparsity=sparsity, distribute=distribute)
-    prune_config = PruneConfig(**{k: v for k, v in prune_values.items() if v is not None})
-    limits = GateLimits(max_recall_drop, max_specificity_drop, max_auc_drop)
     config = RunConfig(
-        train=train_config, prune=prune_config, quantize=QuantizeConfig(distribute=distribute),
-        gate=limits, calibrate_on=str(calibrate_on.resolve()) if calibrate_on else None,
+        train=train_config, prune=PruneConfig(sparsity=sparsity, distribute=distribute),
+        quantize=QuantizeConfig(distribute=distribute),
+        gate=GateLimits(max_recall_drop, max_specificity_drop, max_auc_drop),
+        calibrate_on=str(calibrate_on.resolve()) if calibrate_on else None,
     )  # fmt: skip
     started = time.monotonic()
 
@@ -674,16 +731,10 @@ def run_command(
         raise fail(str(err), err.exit_code) from None
     if not _writes_artifacts(distribute):
         return
-    for line in summary_lines(artifacts.read_json(out / artifacts.METRICS)):
+    for line in train.summary_lines(artifacts.read_json(out / artifacts.METRICS)):
         typer.echo(line)
-    typer.echo(f"{'stage':<10} {'status':<20} {'seconds':>8}")
-    for stage, status in summary["stages"].items():
-        typer.echo(f"{stage:<10} {status['status']:<20} {status['seconds']:>8}")
-    selected = summary["selected"]
-    calibrated = (
-        f" calibrated as {selected['calibrated_model']}" if "calibrated_model" in selected else ""
-    )
-    typer.echo(f"recall gate: passed; deploy {selected['model']}{calibrated}")
+    for line in summary_lines(summary):
+        typer.echo(line)
     typer.echo(f"report: {out / artifacts.RUN_REPORT}")
     typer.echo(f"total: {time.monotonic() - started:.0f} s")
 
@@ -702,3 +753,53 @@ def serve_command(ctx: typer.Context):
     from edgexray.edge_runtime import REFERENCE_MODEL, node
 
     raise typer.Exit(node.main(list(ctx.args), "edgexray serve", REFERENCE_MODEL))
+
+
+# --- edgexray data ... (issue 20): getting the public data set ------------------------
+
+data_app = typer.Typer(
+    help="Get the public chest X-ray data set.", no_args_is_help=True, add_completion=False
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("download")
+@user_errors
+def data_download_command(
+    out: Annotated[
+        Path, typer.Option(help="Folder to put chest_xray/ in (./data is where run looks).")
+    ] = Path("data"),
+    source: Annotated[
+        str, typer.Option(help="mendeley (no account) or kaggle (kagglehub, a Kaggle token).")
+    ] = "mendeley",
+    url: Annotated[str | None, typer.Option(help="A mirror of the source's archive.")] = None,
+    sha256: Annotated[
+        str | None, typer.Option(help="The archive's expected sha256 (64 hex digits).")
+    ] = None,
+    archive: Annotated[
+        Path | None,
+        typer.Option(help="Extract this archive, already downloaded by hand; no network."),
+    ] = None,
+    keep_archive: Annotated[
+        bool, typer.Option(help="Keep the downloaded archive in OUT/.download.")
+    ] = False,
+):
+    """Download, verify and extract the data into OUT/chest_xray/{train,test}/{NORMAL,PNEUMONIA}.
+
+    A cut download resumes when the same command runs again.
+    """
+    from edgexray.pipeline import download
+
+    label = Path(download.SOURCES[source].filename).name if source in download.SOURCES else ""
+    result = download.download(
+        out, source, url=url, sha256=sha256, archive=archive, keep_archive=keep_archive,
+        on_progress=download.progress_printer(f"downloading {label or source}"),
+    )  # fmt: skip
+    if not result.downloaded:
+        typer.echo(f"already there: {result.folder} (remove it to download again)")
+        return
+    for split, labels in result.counts.items():
+        typer.echo(f"{split}: " + ", ".join(f"{n} {label}" for label, n in labels.items()))
+    if result.sha256:
+        typer.echo(f"archive sha256: {result.sha256}")
+    typer.echo(f"data: {result.folder}")

@@ -33,11 +33,10 @@ from edgexray.pipeline.verify import GateLimits
 
 log = logging.getLogger("edgexray")
 
-KAGGLE_URL = "https://www.kaggle.com/datasets/paultimothymooney/chest-xray-pneumonia"
 
-
-def find_data(data: Path | None) -> Path:
-    """--data, else $EDGEXRAY_DATA, else ./data/chest_xray, else ../shared/data/chest_xray."""
+def find_data(data: Path | None, download: bool = False) -> Path:
+    """--data, else $EDGEXRAY_DATA, else ./data/chest_xray, else ../shared/data/chest_xray;
+    else, with download, the public set fetched into ./data/chest_xray."""
     if data is not None:
         return Path(data)
     chosen = os.environ.get("EDGEXRAY_DATA")
@@ -47,9 +46,16 @@ def find_data(data: Path | None) -> Path:
     for candidate in filter(None, candidates):
         if Path(candidate).is_dir():
             return Path(candidate).resolve()
+    if download:
+        from edgexray.pipeline import download as fetch
+
+        log.info("no data found: downloading the public set into %s", fetch.DEFAULT_OUT)
+        result = fetch.download(on_progress=fetch.progress_printer("downloading"))
+        return result.folder.resolve()
     raise EdgexrayError(
-        "no data: pass --data DIR or set EDGEXRAY_DATA to a folder with NORMAL/ and PNEUMONIA/ "
-        f"(for example the Kaggle 'Chest X-Ray Images (Pneumonia)' set, {KAGGLE_URL})"
+        "no data: run `edgexray data download` (or `edgexray run --download`) to fetch the "
+        "public set into ./data/chest_xray, or pass --data DIR or set EDGEXRAY_DATA to a "
+        "folder with NORMAL/ and PNEUMONIA/"
     )
 
 
@@ -452,3 +458,18 @@ def copy_reference_model(run_dir: Path, destination: Path) -> Path:
     sidecar = artifacts.read_json(source.with_suffix(".json"))
     artifacts.write_json(target.with_suffix(".json"), {**sidecar, "model_file": target.name})
     return target
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """A readable table of a run() summary: each stage's status and seconds, and what to
+    deploy."""
+    lines = [f"{'stage':<10} {'status':<20} {'seconds':>8}"]
+    for stage, status in summary["stages"].items():
+        seconds = "" if status["seconds"] is None else status["seconds"]  # not recorded
+        lines.append(f"{stage:<10} {status['status']:<20} {seconds:>8}")
+    selected = summary["selected"]
+    calibrated = (
+        f" calibrated as {selected['calibrated_model']}" if "calibrated_model" in selected else ""
+    )
+    lines.append(f"recall gate: passed; deploy {selected['model']}{calibrated}")
+    return lines

@@ -45,6 +45,14 @@ def make_xray_folder(
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_decode_cache(tmp_path_factory):
+    """Tests decode through a cache of their own, never the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGEXRAY_CACHE", str(tmp_path_factory.mktemp("decode cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def xray_folder(tmp_path_factory) -> Path:
     return make_xray_folder(tmp_path_factory.mktemp("data") / "chest x ray")

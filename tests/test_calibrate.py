@@ -594,3 +594,19 @@ def test_films_whose_names_name_no_patient_are_not_called_patient_grouped(
     (tmp_path / "patients.csv").write_text("\n".join(rows[:-1]) + "\n")
     short = runner.invoke(app, [*args, "--out", str(tmp_path / "short"), *patient_map])
     assert short.exit_code == 2 and "names no patient for 1 film" in _error_lines(short)[0]
+
+
+def test_the_same_film_in_both_classes_is_warned_about(tiny_tflite, xray_folder, tmp_path):
+    site = tmp_path / "site with slips"
+    shutil.copytree(xray_folder, site)
+    for film in sorted((site / "NORMAL").iterdir())[:2]:
+        shutil.copyfile(film, site / "PNEUMONIA" / f"copy of {film.name}")
+    result = runner.invoke(
+        app,
+        ["calibrate", str(tiny_tflite["int8"]), "--data", str(site), "--out",
+         str(tmp_path / "out"), *SMALL_TARGET],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "2 film(s) are in both NORMAL/ and PNEUMONIA/" in result.stdout
+    sidecar = json.loads((tmp_path / "out" / "int8.json").read_text())
+    assert sidecar["calibration"]["sample"]["in_both_classes"] == 2

@@ -56,3 +56,47 @@ def test_train_with_a_bad_option_value_exits_2(tmp_path, xray_folder):
         ["train", "--data", str(xray_folder), "--out", str(tmp_path / "r"), "--target-recall", "2"],
     )
     _assert_one_line_error(result)
+
+
+def test_help_shows_the_config_dataclasses_defaults():
+    import dataclasses
+    import re
+
+    import typer.main
+
+    from edgexray.benchmarks.harness import BenchmarkConfig
+    from edgexray.export.bundle import BundleConfig
+    from edgexray.export.quantize import QuantizeConfig
+    from edgexray.pipeline.calibrate import CalibrateConfig
+    from edgexray.pipeline.prune import PruneConfig
+    from edgexray.pipeline.train import TrainConfig
+    from edgexray.pipeline.verify import GateLimits
+
+    configs = {
+        "train": [TrainConfig], "prune": [PruneConfig], "quantize": [QuantizeConfig],
+        "verify": [GateLimits], "benchmark": [BenchmarkConfig], "bundle": [BundleConfig],
+        "calibrate": [CalibrateConfig], "run": [TrainConfig, PruneConfig, GateLimits],
+    }  # fmt: skip
+    commands = typer.main.get_command(app).commands
+    checked = set()
+    for command, classes in configs.items():
+        for param in commands[command].params:
+            assert not re.search(r"\[[\d.e-]+\]", param.help or ""), (command, param.help)
+            field = max(param.opts, key=len).lstrip("-").replace("-", "_")
+            for config in classes:
+                fields = {f.name: f for f in dataclasses.fields(config)}
+                if field not in fields:
+                    continue
+                expected = fields[field].default
+                if fields[field].default_factory is not dataclasses.MISSING:
+                    expected = fields[field].default_factory()
+                if expected is dataclasses.MISSING:  # a required field: no default to show
+                    break
+                shown = param.default
+                if isinstance(expected, tuple):  # --threads 1,2
+                    expected = ",".join(map(str, expected))
+                assert shown == expected, (command, field, shown, expected)
+                checked.add((command, field))
+                break
+    assert {c for c, _ in checked} == set(configs)
+    assert len(checked) >= 30, sorted(checked)

@@ -297,3 +297,89 @@ def test_write_errors_name_the_file_not_its_temporary(tmp_path):
         artifacts.atomic_write(target, disk_full)
     assert failure.value.filename == str(target) and failure.value.errno == 28
     assert list(tmp_path.iterdir()) == []
+
+
+def python_wrapper(home: Path, script: str) -> dict[str, str]:
+    """PYTHON for the watcher: the bundle's venv python, with `script` (sh, where $batch is
+    the batch being classified, "" otherwise) run before or around classifying."""
+    wrapper = home / "python wrapper.sh"
+    real = home / "edgexray" / ".venv" / "bin" / "python"
+    wrapper.write_text(
+        "#!/bin/sh\nbatch=''\nfor arg; do [ \"$arg\" = --model ] && model=1; last=$arg; done\n"
+        "[ -n \"${model:-}\" ] && batch=$last\n" + script.replace("REAL", f"'{real}'")
+    )
+    wrapper.chmod(0o755)
+    return {"ONCE": "1", "PYTHON": str(wrapper)}
+
+
+def watch(home: Path, tmp_path: Path, env: dict) -> subprocess.CompletedProcess:
+    folders = [str(home / "inbox"), str(home / "done"), str(home / "results.jsonl")]
+    return run_blocked(["sh", str(home / "edgexray" / "watch-folder.sh"), *folders], tmp_path,
+                       env=env)  # fmt: skip
+
+
+def test_watch_folder_quarantines_a_film_that_kills_the_runtime(pi, tmp_path):
+    names = drop_films(pi / "inbox", 2)
+    poison = pi / "inbox" / "poison film.png"
+    shutil.copyfile(pi / "inbox" / names[0], poison)
+    os.utime(poison, (time.time() - 60, time.time() - 60))
+    # Killed as the kernel's out-of-memory killer would, whenever the batch holds the poison.
+    env = python_wrapper(pi, 'if [ -n "$batch" ] && ls "$batch" | grep -q poison; then '
+                             'kill -9 $$; fi\nexec REAL "$@"\n')  # fmt: skip
+    codes = [watch(pi, tmp_path, env).returncode for _ in range(3)]
+    assert codes == [137, 137, 0]
+    records = [json.loads(line) for line in (pi / "results.jsonl").read_text().splitlines()]
+    by_name = {Path(r["path"]).name: r for r in records}
+    assert sorted(by_name) == sorted([*names, "poison film.png"])
+    assert "quarantined" in by_name["poison film.png"]["error"]
+    assert (pi / "done" / by_name["poison film.png"]["path"]).is_file()
+    assert all("probability" in by_name[name] for name in names)
+    assert list((pi / "inbox" / ".processing").iterdir()) == []
+    assert watch(pi, tmp_path, env).returncode == 0  # and the service goes on
+
+
+def test_watch_folder_classifies_again_a_film_written_to_after_it_was_taken(pi, tmp_path):
+    (name,) = drop_films(pi / "inbox", 1)
+    film = pi / "inbox" / name
+    whole = film.read_bytes()
+    film.write_bytes(whole[: len(whole) // 2])  # the copy paused half-way...
+    os.utime(film, (time.time() - 60, time.time() - 60))
+    rest = pi / "rest of the film"
+    rest.write_bytes(whole[len(whole) // 2 :])
+    # ...and finishes while the watcher classifies the half it took.
+    env = python_wrapper(pi, f'REAL "$@"; status=$?\nif [ -n "$batch" ] && [ -e \'{rest}\' ]; then'
+                             f' cat \'{rest}\' >> "$batch/{name}"; rm \'{rest}\'; fi\n'
+                             'exit $status\n')  # fmt: skip
+    assert watch(pi, tmp_path, env).returncode == 0
+    assert film.read_bytes() == whole  # back in the inbox, whole
+    os.utime(film, (time.time() - 60, time.time() - 60))
+    assert watch(pi, tmp_path, env).returncode == 0
+    records = [json.loads(line) for line in (pi / "results.jsonl").read_text().splitlines()]
+    assert [("error" in r, "probability" in r) for r in records] == [(True, False), (False, True)]
+    assert (pi / "done" / records[1]["path"]).read_bytes() == whole
+
+
+def test_a_record_cut_short_by_a_full_disk_does_not_swallow_the_next(pi, tmp_path):
+    drop_films(pi / "inbox", 1)
+    results = pi / "results.jsonl"
+    results.write_text('{"path": "earlier.png", "probability": 0.5}\n{"path": "cut.png", "pro')
+    assert watch_once(pi, results, tmp_path).returncode == 0
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r["path"] for r in records][0] == "earlier.png" and len(records) == 2
+
+
+def test_watch_unit_is_sandboxed(tiny_tflite, tmp_path):
+    bundle = Path(make_bundle(BundleConfig(str(tiny_tflite["int8"]), "rpi", str(tmp_path / "b")))
+                  ["path"])  # fmt: skip
+    unit = (bundle / "edgexray-watch@.service").read_text()
+    for directive in ("UMask=0077", "MemoryMax=", "NoNewPrivileges=yes", "ProtectSystem=strict",
+                      "PrivateTmp=yes", "PrivateNetwork=yes", "ReadWritePaths="):  # fmt: skip
+        assert directive in unit
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed: the score is not checked")
+    instance = tmp_path / "edgexray-watch@pi.service"
+    instance.write_text(unit.replace("%i", "pi"))
+    result = run([analyze, "security", "--offline=yes", str(instance)])
+    score = float(result.stdout.rsplit("exposure level for", 1)[1].split(":")[1].split()[0])
+    assert score <= 1.0, result.stdout[-500:]  # the unit without sandboxing scored 9.2

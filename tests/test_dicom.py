@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -218,6 +219,14 @@ def test_every_small_pydicom_test_file_is_a_film_or_one_line_of_reason():
         assert film.dtype == np.uint8 and film.ndim == 2 and info["rendering"]
         outcomes["read"] += 1
     assert outcomes["read"] >= 20 and outcomes["refused"] >= 50, outcomes
+
+
+def test_the_runtime_run_as_a_module_reports_refusals_as_records(tmp_path):
+    colour = Path(shutil.copyfile(get_testdata_file("SC_rgb.dcm"), tmp_path / "colour.dcm"))
+    args = ["-m", "edgexray.edge_runtime.infer", "--model", str(REFERENCE_MODEL), str(colour)]
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr
+    assert "colour image" in json.loads(result.stdout)["error"]
 
 
 def test_a_presentation_state_or_object_without_pixels_is_refused(films, tmp_path):

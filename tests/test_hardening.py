@@ -226,7 +226,8 @@ def test_interrupted_stage_resumes_where_it_stopped(tiny_config, tmp_path, monke
     assert all(event == "skip" for _, event in events)
     events.clear()
     workflow.run(config, run_dir, ("quantize",), 0, lambda i, s, e: events.append((s, e)))
-    assert [s for s, e in events if e == "done"] == ["quantize", "verify", "benchmark", "bundle"]
+    later = ["verify", "benchmark", "calibrate", "bundle"]
+    assert [s for s, e in events if e == "done"] == ["quantize", *later]
 
     # Damaged outputs are not trusted because their files exist: their stage runs again.
     def rerun_after(damage) -> list[str]:
@@ -238,7 +239,6 @@ def test_interrupted_stage_resumes_where_it_stopped(tiny_config, tmp_path, monke
         assert summary["gate_passed"] is True
         return [s for s, e in events if e == "done"]
 
-    later = ["verify", "benchmark", "bundle"]
     sidecar = run_dir / "tflite" / "int8.json"
     assert rerun_after(sidecar.unlink) == ["quantize", *later]
     assert sidecar.is_file()

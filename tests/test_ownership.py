@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from edgexray import artifacts
 from edgexray.cli import app
+from edgexray.errors import EdgexrayError
 from edgexray.export.bundle import BundleConfig, make_bundle
 
 runner = CliRunner()
@@ -88,3 +89,29 @@ def test_train_accepts_a_new_or_empty_folder_or_a_run(tiny_run, tmp_path):
     (tmp_path / "empty").mkdir()
     artifacts.require_run_folder(tmp_path / "empty")
     artifacts.require_run_folder(tiny_run)
+
+
+def test_bundle_zip_never_replaces_a_users_zip(tiny_tflite, tmp_path):
+    out = tmp_path / "rpi bundle"
+    theirs = tmp_path / "rpi bundle.zip"
+    theirs.write_bytes(b"the user's own archive")
+    config = BundleConfig(str(tiny_tflite["int8"]), "rpi", str(out), zip=True)
+    with pytest.raises(EdgexrayError, match="is not an earlier edgexray bundle"):
+        make_bundle(config)
+    assert theirs.read_bytes() == b"the user's own archive" and not out.exists()
+    theirs.unlink()
+    first = make_bundle(config)["zip"].read_bytes()
+    assert make_bundle(config)["zip"].is_file() and first  # its own zip is replaced
+
+
+def test_benchmark_out_holding_the_users_report_is_refused(tiny_tflite, xray_folder, tmp_path):
+    out = tmp_path / "my results"
+    out.mkdir()
+    (out / "benchmark.md").write_text("my own notes\n")
+    result = runner.invoke(
+        app, ["benchmark", str(tiny_tflite["int8"]), "--data", str(xray_folder), "--out", str(out),
+              "--runs", "2", "--warmup", "0", "--threads", "1"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "holds benchmark.md that no edgexray benchmark wrote" in result.stderr
+    assert (out / "benchmark.md").read_text() == "my own notes\n"

@@ -311,7 +311,7 @@ def test_cli_gate_defaults_are_the_library_defaults():
     from edgexray import cli
 
     limits = dataclasses.asdict(GateLimits())
-    for command in (cli.verify, cli.run_command):
+    for command in (cli.verify_command, cli.run_command):
         parameters = inspect.signature(command).parameters
         assert {name: parameters[name].default for name in limits} == limits
 

@@ -223,6 +223,7 @@ def benchmark(
     variants = sorted((_variant(f) for f in files), key=_order)
     out = Path(config.out) if config.out else (run_dir or variants[0].model.path.parent) / OUT_DIR
     artifacts.require_writable(out)  # before minutes of measuring, not after
+    _refuse_foreign_outputs(out)
     machine = machine_info()
     timer = timing.timer_info()
     step_ns = max(timer["measured_min_step_ns"], 1)
@@ -352,6 +353,28 @@ def benchmark(
     artifacts.atomic_write(out / "benchmark.md", lambda temporary: temporary.write_text(markdown))
     log.info("wrote %s in %.0f s", out, result["seconds"])
     return result
+
+
+def _refuse_foreign_outputs(out: Path) -> None:
+    """Refuse an --out holding a benchmark.md, benchmark.json or plot that an earlier
+    benchmark did not write (an edgexray benchmark.json there says it did).
+
+    Raises:
+        EdgexrayError: out holds such a file of the user's.
+    """
+    ours = out / "benchmark.json"
+    if ours.is_file():
+        try:
+            if artifacts.read_json(ours).get("schema") == SCHEMA:
+                return
+        except EdgexrayError:
+            pass
+    theirs = [name for name in ("benchmark.json", "benchmark.md", *PLOTS) if (out / name).exists()]
+    if theirs:
+        raise EdgexrayError(
+            f"{out} holds {', '.join(theirs)} that no edgexray benchmark wrote (no edgexray "
+            "benchmark.json there): choose another --out"
+        )
 
 
 def _draw_plots(result: dict, labels, probabilities: dict, out: Path) -> list[str]:

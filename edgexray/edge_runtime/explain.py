@@ -103,6 +103,12 @@ def logit(probability: float) -> float:
     return float(np.log(p) - np.log1p(-p))
 
 
+def fill_value(tensor: np.ndarray) -> np.ndarray:
+    """What an occluded pixel becomes: the mean of the model input tensor, in its dtype."""
+    mean = tensor.mean()
+    return np.asarray(np.round(mean) if tensor.dtype.kind in "iu" else mean).astype(tensor.dtype)
+
+
 def occlusion_map(
     classifier: infer.Classifier, gray: np.ndarray, grid: Grid = DEFAULT_GRID
 ) -> Explanation:
@@ -115,8 +121,7 @@ def occlusion_map(
     tensor = np.array(classifier.tensor_of(gray))  # a writable copy (tensor_of may view gray)
     probability = classifier.run(tensor)
     reference = logit(probability)
-    fill = np.asarray(np.round(tensor.mean()) if tensor.dtype.kind in "iu" else tensor.mean())
-    fill = fill.astype(tensor.dtype)
+    fill = fill_value(tensor)
     height, width = tensor.shape[1:3]
     total = np.zeros((height, width), dtype=np.float64)
     covered = np.zeros((height, width), dtype=np.float64)

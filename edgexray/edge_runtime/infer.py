@@ -44,6 +44,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+# A damaged EXIF block makes Pillow warn (with a source line) while reading the
+# orientation, which it then leaves alone; only JPEG and PNG are decoded, so the TIFF
+# parser's warnings are always about EXIF. Records, not stderr chatter, say what matters.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+
 try:
     from . import scope
 except ImportError:  # run as a file (`python infer.py`, or loaded by path by a benchmark):
@@ -61,6 +66,13 @@ except ImportError:  # run as a file (`python infer.py`, or loaded by path by a 
 # Larger images are refused as decompression bombs. Real chest films are at most about
 # 4500 x 4500 pixels; 50 megapixels leaves room and still bounds memory.
 MAX_PIXELS = 50_000_000
+# The pixel limit alone lets a colour image with alpha under it need gigabytes: memory
+# goes by decoded bytes, and grey conversion makes up to four more copies of an RGBA image.
+# 64 MiB keeps the largest films (4500 x 4500 RGB, 61 MB; 16-bit grey, 40 MB) and bounds
+# the decoding peak to a few hundred MB on a 512 MB device.
+MAX_DECODED_BYTES = 64 << 20
+MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "I;16": 2, "I;16B": 2,
+              "I;16L": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3}  # fmt: skip
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".dcm")
 # A 16-bit PNG is windowed on these percentiles of its values, not its minimum and maximum:
 # one hot pixel or a burned-in marker at full scale would leave a few grey levels.
@@ -81,6 +93,10 @@ OUTPUT_KINDS = ("logit", "probability")
 # Labels end up in labels.txt, CSV headers and the Android README's Kotlin strings: plain
 # names only, so no newline or quote can break any of them.
 LABEL_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9 _-]{0,31}")
+# The two commonest grey levels of a film hold few of its pixels (at most 19% in 300
+# Kaggle films, full size); a drawing, a scanned page or a dithered two-tone image holds
+# most of them there (a random two-tone pattern saved as JPEG at quality 90: 56%).
+TWO_TONE_SHARE = 0.5
 MAX_THREADS = 64  # far above any device's cores; huge values crash the interpreter
 SIDECAR_SCHEMA = "edgexray.sidecar/1"
 SIDECAR_FIELDS = ("model_file", "sha256", "labels", "input", "output", "threshold")
@@ -198,6 +214,12 @@ def _load_picture(path: str | Path, max_pixels: int) -> tuple[np.ndarray, dict]:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise ImageError(_bomb_message(path, width, height, max_pixels))
+                decoded = width * height * MODE_BYTES.get(image.mode, 4)
+                if decoded > MAX_DECODED_BYTES:
+                    raise ImageError(
+                        f"{path}: {width}x{height} {image.mode} decodes to {decoded >> 20} MiB, "
+                        f"over the {MAX_DECODED_BYTES >> 20} MiB limit (a device has little memory)"
+                    )
                 image.load()  # decode now, so a truncated file fails here
                 # Before turning it upright: the pixels as stored are what an Android app
                 # gets too (EdgexrayScope.colourSpread samples the same ones).
@@ -319,9 +341,21 @@ def resized_grayscale(path: str | Path, input_spec: dict) -> np.ndarray:
 
 
 def resized_film(path: str | Path, input_spec: dict) -> tuple[np.ndarray, dict]:
-    """`load_film`, resized to the model's height x width: (8-bit film, info)."""
+    """`load_film`, resized to the model's height x width: (8-bit film, info); info also
+    holds "two_tones", `two_tone_share` of the film before resizing."""
     gray, info = load_film(path)
+    info["two_tones"] = two_tone_share(gray)
     return resize(gray, int(input_spec["height"]), int(input_spec["width"])), info
+
+
+def two_tone_share(gray: np.ndarray) -> float:
+    """The share of pixels in the two commonest grey levels (on at most ~512 x 512 of them).
+
+    Resizing blends a two-tone image into many grey levels, so this is measured first.
+    """
+    sample = gray[:: max(1, gray.shape[0] // 512), :: max(1, gray.shape[1] // 512)]
+    counts = np.bincount(sample.ravel(), minlength=256)
+    return float(np.sort(counts)[-2:].sum() / sample.size)
 
 
 def preprocess(path: str | Path, input_spec: dict) -> np.ndarray:
@@ -329,14 +363,24 @@ def preprocess(path: str | Path, input_spec: dict) -> np.ndarray:
     return normalize(resized_grayscale(path, input_spec), input_spec["normalization"])
 
 
-def quality_warning(gray: np.ndarray) -> str | None:
-    """Why a resized 8-bit image does not look like a film (blank, flat), or None.
+def quality_warning(gray: np.ndarray, two_tones: float | None = None) -> str | None:
+    """Why a resized 8-bit image does not look like a film (blank, flat, two-tone), or None.
 
     Kept in every record of such an image, also under --no-scope-check; with the check,
-    the same finding makes the film out of scope (scope.flat_reason is the rule).
+    a flat or blank image is also out of scope (scope.flat_reason is that rule).
+    two_tones: `two_tone_share` of the image before resizing, if known.
     """
+    # Flat first: a blank image also has all its pixels in two grey levels (or one), and
+    # "blank" is what the reader needs to hear.
     reason = scope.flat_reason(gray)
-    return f"{reason}: the probability is not meaningful" if reason else None
+    if reason:
+        return f"{reason}: the probability is not meaningful"
+    if two_tones is not None and two_tones > TWO_TONE_SHARE:
+        return (
+            f"two-tone (bilevel) image ({100 * two_tones:.0f}% of pixels in two grey levels): "
+            "the probability is not meaningful"
+        )
+    return None
 
 
 # --- the model: interpreter, sidecar, quantization ------------------------------------
@@ -676,12 +720,15 @@ class Classifier:
         try:
             gray, info = resized_film(path, spec)
         except ImageError as err:
-            return {"path": str(path), "error": str(err).replace(f"{path}: ", "", 1)}
+            return {
+                "path": clean_text(str(path)),
+                "error": clean_text(str(err).replace(f"{path}: ", "", 1)),
+            }
         probability = self.run(self.tensor_of(gray))
         decision = self.scope_decision(gray, info)
         label = self.labels[1] if probability >= self.threshold else self.labels[0]
         record = {
-            "path": str(path),
+            "path": clean_text(str(path)),
             "probability": probability,
             "label": scope.OUT_OF_SCOPE if decision.in_scope is False else label,
             "threshold": self.threshold,
@@ -692,10 +739,19 @@ class Classifier:
         }
         if decision.distance is not None:
             record["scope_distance"] = round(decision.distance, 4)
-        warning = quality_warning(gray)
+        warning = quality_warning(gray, info.get("two_tones"))
         if warning:
             record["quality_warning"] = warning
         return record
+
+
+def clean_text(text: str) -> str:
+    """text as valid Unicode for a record: the bytes of a file name that are not UTF-8
+    (which Python reads as lone surrogates, written to JSON as \\udce9) become \\xe9."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name makes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # --- the command line -------------------------------------------------------------------
@@ -979,4 +1035,11 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m edgexray.edge_runtime.infer`, this file is __main__ while its
+    # siblings import it again as the package's infer: run that one, so that both raise
+    # and catch the same ImageError.
+    try:
+        from . import infer as _package_infer
+    except ImportError:  # a lone copy run as a script: it has no siblings
+        _package_infer = sys.modules[__name__]
+    sys.exit(_package_infer.main())

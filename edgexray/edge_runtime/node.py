@@ -13,12 +13,12 @@ port) and pushes films by C-STORE. For each film the node
 3. classifies it in one worker thread with `Classifier.classify`, the code path of
    `predict`, appends the record to results.jsonl (one line, written whole and fsynced)
    and moves the film to classified/. With a destination PACS configured, a DICOM
-   Structured Report per film is queued in outbox/ first and sent by `sr.Sender`.
+   Structured Report per film is queued in outbox/ first and sent by `sr.Outbox`.
 
 incoming/ is the durable queue: a film stored but not yet classified when the node stops
 (or is killed) is classified at the next start, and the SOP Instance UID names the file,
 so a film sent twice is stored and classified once. Every stored film gets exactly one
-line in results.jsonl (see `NodeState.recover`).
+line in results.jsonl (the state folder and its recovery: spool.py).
 
 pynetdicom and pydicom are imported lazily: `pip install "edgexray[node]"` on a host, the
 optional requirements line in a bundle.
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import json
 import logging
 import os
 import queue
@@ -44,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .infer import EXIT_BAD_INPUT, EXIT_OK, Classifier, InferenceError, check_threads
+from .spool import MEGABYTE, OUTBOX, REPORTS, NodeState, utc_now
 
 log = logging.getLogger("edgexray.node")
 
@@ -93,13 +93,9 @@ ACSE_TIMEOUT = 10.0  # a modality sends its request at once after connecting
 # A UID is digits and dots (PS3.5 9.1), at most 64: safe as a file name as it is.
 UID_PATTERN = re.compile(r"[0-9]+(\.[0-9]+)*")
 AE_TITLE_PATTERN = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # no backslash or control
-INCOMING, CLASSIFIED, OUTBOX, REPORTS = "incoming", "classified", "outbox", "reports"
-RESULTS = "results.jsonl"
-TEMPORARY_PREFIX = ".part-"
 # P-DATA beyond the object limit by more than the command set and PDU headers can explain:
 # the association is aborted there, so a huge object is never held whole in memory.
 PDATA_SLACK = 64 * 1024
-MEGABYTE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -183,7 +179,7 @@ class NodeConfig:
             "max object size": self.max_object_mb > 0,
             "association timeout": self.association_timeout > 0,
             "idle timeout": self.idle_timeout > 0,
-            "retry times": 0 < self.retry_initial <= self.retry_max,
+            "retry times (the first at most the longest)": 0 < self.retry_initial <= self.retry_max,
         }
         bad = [name for name, ok in limits.items() if not ok]
         if bad:
@@ -235,176 +231,6 @@ def require_node_libraries() -> None:
         raise InferenceError(f"the DICOM node needs {err.name}: {NODE_EXTRA}") from None
 
 
-# --- the state folder: durable writes, the result log, recovery -----------------------
-
-
-def fsync_folder(folder: Path) -> None:
-    """Make a rename or a new file in folder survive a power cut."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def durable_write(path: Path, chunks) -> None:
-    """Write chunks to a temporary file next to path, fsync it, rename it over path and
-    fsync the folder: path is then whole on disk, or absent."""
-    temporary = path.with_name(f"{TEMPORARY_PREFIX}{path.name}.{threading.get_ident()}")
-    try:
-        with open(temporary, "wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    fsync_folder(path.parent)
-
-
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
-
-
-class ResultLog:
-    """results.jsonl, appended one whole line at a time.
-
-    A line is written with one O_APPEND write and fsynced; if the write fails half way
-    (a full disk), the file is cut back to where it was. A line left half written by a
-    power cut is cut off at the next start, and its film classified again.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._repair()
-        self._descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-
-    def _repair(self) -> None:
-        if not self.path.exists():
-            return
-        with open(self.path, "rb+") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            if size == 0:
-                return
-            handle.seek(size - 1)
-            if handle.read(1) == b"\n":
-                return
-            handle.seek(max(0, size - MEGABYTE))
-            tail = handle.read()
-            keep = size - len(tail) + tail.rfind(b"\n") + 1
-            handle.truncate(keep)
-            handle.flush()
-            os.fsync(handle.fileno())
-        log.warning("%s: removed a half-written last line (%d bytes)", self.path, size - keep)
-
-    def last(self) -> dict | None:
-        """The last record, or None when there is none."""
-        if not self.path.exists():
-            return None
-        with open(self.path, "rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, size - MEGABYTE))
-            lines = handle.read().splitlines()
-        try:
-            return json.loads(lines[-1]) if lines else None
-        except json.JSONDecodeError:
-            return None
-
-    def append(self, record: dict) -> None:
-        line = (json.dumps(record) + "\n").encode()
-        start = os.lseek(self._descriptor, 0, os.SEEK_END)
-        try:
-            written = 0
-            while written < len(line):
-                written += os.write(self._descriptor, line[written:])
-            os.fsync(self._descriptor)
-        except OSError:
-            try:
-                os.ftruncate(self._descriptor, start)
-            except OSError:
-                pass  # _repair cuts the half line at the next start
-            raise
-
-    def close(self) -> None:
-        if self._descriptor is not None:
-            os.close(self._descriptor)
-            self._descriptor = None
-
-
-class NodeState:
-    """The state folder: incoming/ (stored, not yet classified), classified/, results."""
-
-    def __init__(self, folder: Path):
-        self.folder = Path(folder).resolve()  # records name films by absolute paths
-        self.incoming = self.folder / INCOMING
-        self.classified = self.folder / CLASSIFIED
-        for path in (self.folder, self.incoming, self.classified):
-            path.mkdir(parents=True, exist_ok=True)
-        self.results = ResultLog(self.folder / RESULTS)
-        self._store_lock = threading.Lock()
-
-    def film_name(self, sop_instance_uid: str) -> str:
-        return f"{sop_instance_uid}.dcm"
-
-    def known(self, name: str) -> bool:
-        """True when this film was already stored (classified or waiting)."""
-        return (self.incoming / name).exists() or (self.classified / name).exists()
-
-    def store(self, name: str, chunks) -> bool:
-        """Write one film to incoming/ durably; False when it was already there.
-
-        The lock makes "is it new" and the rename one step, so a film sent on two
-        associations at once is stored once.
-        """
-        if self.known(name):
-            return False
-        temporary = self.incoming / f"{TEMPORARY_PREFIX}{name}.{threading.get_ident()}"
-        try:
-            with open(temporary, "wb") as handle:
-                for chunk in chunks:
-                    handle.write(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
-            with self._store_lock:
-                if self.known(name):
-                    temporary.unlink()
-                    return False
-                os.replace(temporary, self.incoming / name)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        fsync_folder(self.incoming)
-        return True
-
-    def finish(self, name: str) -> Path:
-        """Move a classified film out of the queue."""
-        target = self.classified / name
-        os.replace(self.incoming / name, target)
-        fsync_folder(self.incoming)
-        fsync_folder(self.classified)
-        return target
-
-    def recover(self) -> list[str]:
-        """Tidy after a stop or a crash and return the films still to classify, oldest first.
-
-        Half-written temporaries are removed (their C-STORE was never answered with
-        success). The worker writes the record before it moves the film, so a crash
-        between the two leaves a film in incoming/ whose record is already the last
-        line: that film is moved, not classified twice.
-        """
-        for temporary in self.incoming.glob(f"{TEMPORARY_PREFIX}*"):
-            temporary.unlink(missing_ok=True)
-        last = self.results.last()
-        if last is not None:
-            name = self.film_name(str(last.get("sop_instance_uid", "")))
-            if (self.incoming / name).exists():
-                self.finish(name)
-        waiting = [p for p in self.incoming.iterdir() if p.suffix == ".dcm" and p.is_file()]
-        return [p.name for p in sorted(waiting, key=lambda p: (p.stat().st_mtime_ns, p.name))]
-
-
 # --- the node --------------------------------------------------------------------------
 
 
@@ -426,6 +252,7 @@ class Node:
 
             self.outbox = Outbox(
                 self.state.folder / OUTBOX,
+                (self.state.incoming, self.state.classified),
                 config.pacs,
                 config.ae_title,
                 self.classifier,
@@ -685,16 +512,25 @@ class Node:
     def _classify(self, name: str) -> None:
         source = self.state.incoming / name
         received = os.stat(source).st_mtime
-        record = self.classifier.classify(source)
+        try:
+            record = self.classifier.classify(source)
+        except OSError:
+            raise  # the disk, not the film: tried again
+        except Exception as err:  # a film no reader expected: its record says so, once
+            log.exception("classifying %s failed", name)
+            record = {"path": str(source), "error": f"could not be classified ({err})"}
         record["path"] = str(self.state.classified / name)
         record.update(film_identity(source))
         record["received_at"] = datetime.datetime.fromtimestamp(
             received, datetime.timezone.utc
         ).isoformat(timespec="microseconds")
         if self.config.reports:
-            record["report"] = str(self._write_report(source, record))
+            try:
+                record["report"] = str(self._write_report(source, record))
+            except Exception as err:  # the record matters more than its page
+                log.error("no HTML report for %s: %s", name, err)
         if self.outbox is not None:
-            self.outbox.add(source, record)
+            self.outbox.add(name, record)
         record["classified_at"] = utc_now()
         self.state.results.append(record)
         self.state.finish(name)

@@ -67,7 +67,8 @@ def no_answer(record: dict) -> str | None:
 
 
 def _above(record: dict) -> bool:
-    return record["probability"] >= record["threshold"]
+    probability, threshold = record.get("probability"), record.get("threshold")
+    return probability is not None and threshold is not None and probability >= threshold
 
 
 SECTIONS = (
@@ -133,7 +134,7 @@ def _card(rank: int, entry: Entry, positive: str) -> str:
     lines.append(f"<h3>{rank}. {e(record['path'])}</h3>")
     if why:
         lines.append(f'<p class="why">{e(why)}</p>')
-    if "probability" in record:
+    if "probability" in record and "threshold" in record:
         probability, threshold = float(record["probability"]), float(record["threshold"])
         label = record.get("label", "")
         lines.append(

@@ -1,16 +1,17 @@
 """Results back to the reader: a DICOM Structured Report per film, sent to a PACS.
 
 The node (node.py) calls `Outbox.add` for each classified film before it writes the
-film's record: the report is built with highdicom (a Comprehensive SR that references the
-film's SOP instance and holds the label, probability, threshold, the scope flag when the
-record has one, the model's sha256, and an error or quality warning when there is one)
-and written to outbox/ durably. A sender thread delivers outbox/ by C-STORE, deleting
-each report once the PACS answered success, and backs off (doubling, up to retry_max)
-while the PACS is down; outbox/ survives restarts, so nothing is lost while it is away.
+film's record: the record is queued in outbox/ durably (NAME.record.json). A sender thread
+builds each report with highdicom (a Comprehensive SR that references the film's SOP
+instance and holds the label, probability, threshold, the scope flag when the record has
+one, the model's sha256, and an error or quality warning when there is one), writes it to
+outbox/ (NAME.sr.dcm), delivers it by C-STORE and deletes it once the PACS answered
+success; it backs off (doubling, up to retry_max) while the PACS is down. outbox/ survives
+restarts, so nothing is lost while the PACS or the node is away.
 
 The report's UIDs are derived from the film's SOP Instance UID and the model's sha256: a
-report built twice (a crash between the report and the record) is the same instance, which
-a PACS stores once.
+report built or queued twice (a crash between the queue and the record) is the same
+instance, which a PACS stores once.
 
 highdicom is imported lazily (`pip install "edgexray[node]"`); without it the node runs,
 but refuses --pacs with a one-line error.
@@ -18,9 +19,11 @@ but refuses --pacs with a one-line error.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
+import warnings
 from pathlib import Path
 
 from .infer import InferenceError
@@ -32,6 +35,14 @@ EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
 SCHEME = "99EDGEXRAY"  # a private coding scheme (PS3.16 8.2: 99 prefix, local codes)
 # C-STORE answers a PACS can give that mean "kept": success and the warnings (PS3.4 B.2.3).
 STORED_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}
+PENDING, READY = ".record.json", ".sr.dcm"  # outbox/: a record to report on, a report to send
+# The record's numbers a report carries: (code, meaning, record field).
+NUMBERS = (
+    ("PROBABILITY", "Pneumonia probability", "probability"),
+    ("THRESHOLD", "Decision threshold", "threshold"),
+)
+# The record's in_scope (scope.py): True, False, or None when the check was not made.
+SCOPE_WORDS = {True: "yes", False: "no", None: "not checked"}
 NOTICE = "Screening aid from an automated classifier: a person reads every film."
 
 
@@ -50,13 +61,16 @@ def _code(value: str, meaning: str):
     return CodedConcept(value=value, scheme_designator=SCHEME, meaning=meaning)
 
 
-def structured_report(film: Path, record: dict, model_sha256: str):
-    """A Comprehensive SR dataset with the record of one film, referencing the film."""
+def structured_report(film, record: dict, model_sha256: str):
+    """A Comprehensive SR dataset with the record of one film (a path or an open binary
+    file), referencing the film."""
     import highdicom as hd
     from pydicom import dcmread
     from pydicom.uid import generate_uid
 
-    source = dcmread(film, stop_before_pixels=True)
+    with warnings.catch_warnings():  # a damaged file fails below, with its one log line
+        warnings.simplefilter("ignore")
+        source = dcmread(film, stop_before_pixels=True)
     uid = str(source.SOPInstanceUID)
     contains = hd.sr.RelationshipTypeValues.CONTAINS
     unitless = hd.sr.CodedConcept(value="1", scheme_designator="UCUM", meaning="no units")
@@ -73,24 +87,19 @@ def structured_report(film: Path, record: dict, model_sha256: str):
             )
         )
     else:
+        items.append(hd.sr.TextContentItem(_code("LABEL", "Label"), str(record["label"]), contains))
         items += [
-            hd.sr.TextContentItem(_code("LABEL", "Label"), str(record["label"]), contains),
             hd.sr.NumContentItem(
-                _code("PROBABILITY", "Pneumonia probability"),
-                float(record["probability"]),
-                unitless,
-                relationship_type=contains,
-            ),
-            hd.sr.NumContentItem(
-                _code("THRESHOLD", "Decision threshold"),
-                float(record["threshold"]),
-                unitless,
-                relationship_type=contains,
-            ),
+                _code(code, meaning), float(record[key]), unitless, relationship_type=contains
+            )  # fmt: skip
+            for code, meaning, key in NUMBERS
+            if isinstance(record.get(key), (int, float))
         ]
     if "in_scope" in record:
-        scope = "yes" if record["in_scope"] else f"no: {record.get('scope_reason', '')}".strip()
-        items.append(hd.sr.TextContentItem(_code("IN_SCOPE", "In scope"), scope[:1000], contains))
+        scope = f"{SCOPE_WORDS[record['in_scope']]}: {record.get('scope_reason') or ''}"
+        items.append(
+            hd.sr.TextContentItem(_code("IN_SCOPE", "In scope"), scope.strip(": ")[:1000], contains)
+        )
     if record.get("quality_warning"):
         items.append(
             hd.sr.TextContentItem(
@@ -118,6 +127,7 @@ class Outbox:
     def __init__(
         self,
         folder: Path,
+        films: tuple[Path, Path],
         destination,
         calling_ae: str,
         classifier,
@@ -127,6 +137,7 @@ class Outbox:
         require_highdicom()
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.films = films  # where a film may be: incoming/, then classified/ once recorded
         self.destination = destination
         self.calling_ae = calling_ae
         self.model_sha256 = str(classifier.sidecar["sha256"])
@@ -135,22 +146,59 @@ class Outbox:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="send-sr", daemon=True)
 
-    def add(self, film: Path, record: dict) -> Path:
-        """Build the film's report and queue it durably; returns its outbox path."""
-        from io import BytesIO
+    def add(self, name: str, record: dict) -> Path:
+        """Queue the report of film `name` (a file in one of self.films) durably: its
+        record now, the report itself built by the sender thread, so highdicom's time
+        (about 0.3 s a report here) never holds up the next film.
 
-        from .node import durable_write
+        Raises:
+            OSError: it could not be written (the worker tries again later).
+        """
+        from .spool import durable_write
 
-        report = structured_report(film, record, self.model_sha256)
-        buffer = BytesIO()
-        report.save_as(buffer, enforce_file_format=True)
-        path = self.folder / f"{Path(film).stem}.sr.dcm"
-        durable_write(path, [buffer.getvalue()])
+        path = self.folder / f"{Path(name).stem}{PENDING}"
+        durable_write(path, [json.dumps({"film": name, "record": record}).encode()])
         self._wake.set()
         return path
 
+    def _open_film(self, name: str):
+        """The film, open, from the first of self.films that holds it. The worker moves a
+        film from incoming/ to classified/ and never back, so looking in that order cannot
+        miss it; once open, the file stays readable whatever rename follows."""
+        for folder in self.films:
+            try:
+                return open(folder / name, "rb")
+            except FileNotFoundError:
+                continue
+        raise FileNotFoundError(f"{name} is gone")
+
+    def _build_pending(self) -> None:
+        """Turn each queued record into its report file; a film no report can be made of
+        (not a DICOM dataset pydicom parses, or gone) is logged and dropped: its record
+        already says why."""
+        from io import BytesIO
+
+        from .spool import durable_write
+
+        for pending in sorted(self.folder.glob(f"*{PENDING}")):
+            if self._stopping.is_set():
+                return
+            try:
+                item = json.loads(pending.read_text())
+                with self._open_film(item["film"]) as film:
+                    report = structured_report(film, item["record"], self.model_sha256)
+                buffer = BytesIO()
+                report.save_as(buffer, enforce_file_format=True)
+            except Exception as err:  # a damaged file fails pydicom and highdicom many ways
+                log.error("no report for %s: %s", pending.name, err)
+                pending.unlink(missing_ok=True)
+                continue
+            durable_write(pending.with_name(pending.name.replace(PENDING, READY)),
+                          [buffer.getvalue()])  # fmt: skip
+            pending.unlink()
+
     def waiting(self) -> list[Path]:
-        files = [p for p in self.folder.glob("*.sr.dcm") if p.is_file()]
+        files = [p for p in self.folder.glob(f"*{READY}") if p.is_file()]
         return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
 
     def start(self) -> None:
@@ -165,20 +213,24 @@ class Outbox:
     def _run(self) -> None:
         delay = self.retry_initial
         while not self._stopping.is_set():
-            items = self.waiting()
-            if not items:
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
-            if self._send(items):
-                delay = self.retry_initial
-                continue
-            log.warning(
-                "%d report(s) wait for %s; next try in %.1f s",
-                len(self.waiting()),
-                self.destination,
-                delay,
-            )
+            try:
+                self._build_pending()
+                items = self.waiting()
+                if not items:
+                    self._wake.wait(1.0)
+                    self._wake.clear()
+                    continue
+                if self._send(items):
+                    delay = self.retry_initial
+                    continue
+                log.warning(
+                    "%d report(s) wait for %s; next try in %.1f s",
+                    len(self.waiting()),
+                    self.destination,
+                    delay,
+                )
+            except Exception as err:  # a full disk: the thread must outlive it, and retry
+                log.error("reports for %s: %s; next try in %.1f s", self.destination, err, delay)
             self._stopping.wait(delay)
             delay = min(2 * delay, self.retry_max)
 

@@ -396,6 +396,28 @@ def _user_files(out: Path) -> list[str]:
     return sorted(entries - bundled - {CHECKSUMS, MANIFEST})
 
 
+def _refuse_foreign_zip(path: Path, folder: str) -> None:
+    """Refuse to replace a zip that is not an earlier bundle of this folder (all of it
+    under FOLDER/, with FOLDER/bundle.json).
+
+    Raises:
+        EdgexrayError: path exists and is another file.
+    """
+    if not path.exists() and not path.is_symlink():
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        ours = f"{folder}/{MANIFEST}" in names and all(n.startswith(f"{folder}/") for n in names)
+    except (OSError, zipfile.BadZipFile):
+        ours = False
+    if not ours or not path.is_file():
+        raise EdgexrayError(
+            f"{path} exists and is not an earlier edgexray bundle of {folder}: move it away "
+            "or choose another --out"
+        )
+
+
 def _move_into_place(staging: Path, out: Path, keep: list[str]) -> None:
     """Rename staging to out. An earlier bundle there is swapped out and removed, after
     the user's entries in it (keep) have moved into the new one; on failure they go back."""
@@ -447,6 +469,8 @@ def make_bundle(config: BundleConfig) -> dict:
     model, out = Path(config.model), Path(config.out)
     classifier = _load_model(config)
     keep = _user_files(out)
+    if config.zip:
+        _refuse_foreign_zip(out.with_name(out.name + ".zip"), out.name)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

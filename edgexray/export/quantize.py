@@ -345,3 +345,18 @@ def _merge_report(run_dir: Path, results: list[dict]) -> None:
         }
     ordered = {m: variants[m] for m in METHODS if m in variants}
     artifacts.write_json(path, {"edgexray_version": __version__, "variants": ordered})
+
+
+def table_lines(results: list[dict]) -> list[str]:
+    """A readable table of quantize() results: sizes, sparsity, threshold, val metrics."""
+    lines = [
+        f"{'method':<12} {'size KB':>8} {'gzip KB':>8} {'sparsity':>8} {'threshold':>9} "
+        f"{'val recall':>10} {'val spec':>8}"
+    ]
+    for r in results:
+        lines.append(
+            f"{r['method']:<12} {r['size_bytes'] / 1024:>8.1f} {r['gzip_bytes'] / 1024:>8.1f} "
+            f"{r['sparsity']:>8.3f} {r['threshold']:>9.4f} {r['val']['recall']:>10.4f} "
+            f"{r['val']['specificity']:>8.4f}"
+        )
+    return lines

@@ -352,6 +352,16 @@ def score_films(model_path: Path, paths: list[str], labels) -> scoring.Scores:
     return scoring.score([evaluate.load_model(Path(model_path)).scorer], paths, labels)
 
 
+def films_in_both_classes(paths, labels) -> list[str]:
+    """The pneumonia films whose bytes are also a normal film of the sample (a labelling
+    slip that makes the sample contradict itself)."""
+    normal = {artifacts.sha256(p) for p, label in zip(paths, labels, strict=True) if label == 0}
+    return [
+        p for p, label in zip(paths, labels, strict=True)
+        if label == 1 and artifacts.sha256(p) in normal
+    ]  # fmt: skip
+
+
 def file_list_sha256(root: Path, paths) -> str:
     """sha256 of the sorted relative paths, one per line, each ending in a newline.
 
@@ -406,6 +416,12 @@ def calibrate(
             raise EdgexrayError(f"{root}/{label} holds no readable image")
     skipped = len(scores.skipped)
     paths, labels, probabilities = scores.paths, scores.labels, scores.probabilities[0]
+    both = films_in_both_classes(paths, labels)
+    if both:
+        log.warning(
+            "%d film(s) are in both NORMAL/ and PNEUMONIA/ with the same bytes (e.g. %s): "
+            "the sample's labels contradict each other", len(both), both[0],
+        )  # fmt: skip
     patients, grouped_by = site_patients(root, paths, patient_of)
     if grouped_by == "films":
         log.warning("calibration sample: %s", GROUPED_BY["films"])
@@ -445,6 +461,7 @@ def calibrate(
             "patients_from": GROUPED_BY[grouped_by],
             "skipped_unreadable": skipped,
             "out_of_scope": out_of_scope,
+            "in_both_classes": len(both),
             "files_sha256": file_list_sha256(root, paths),
         },
         "recall_lower_bound": metrics.recall_lower_bound(
@@ -638,6 +655,13 @@ def summary_lines(result: dict) -> list[str]:
     lines = [
         f"sample       {sample['folder']}: {sample['n']} films ({sample['pneumonia']} pneumonia, "
         f"{sample['normal']} normal, {sample['patients']} patients{skipped})",
+    ]
+    if sample.get("in_both_classes"):
+        lines.append(
+            f"WARNING      {sample['in_both_classes']} film(s) are in both NORMAL/ and PNEUMONIA/ "
+            "(same bytes): the sample's labels contradict each other"
+        )
+    lines += [
         f"rule         {rule}",
         f"out of scope {_scope_text(sample)}",
         f"threshold    {c['threshold']:.6g} (was {c['source_threshold']:.6g})",

@@ -29,9 +29,9 @@ from edgexray.edge_runtime.infer import (
     image_files,
     load_grayscale,
     normalize,
-    resize,
 )
 from edgexray.errors import EdgexrayError
+from edgexray.pipeline import decode_cache
 from edgexray.pipeline.augment import AUGMENTATIONS
 
 log = logging.getLogger("edgexray")
@@ -108,12 +108,23 @@ def list_images(class_root: Path) -> dict[int, list[Path]]:
     return images
 
 
-def readable(paths: Iterable[Path], on_progress: Callable[[int], None] | None = None):
-    """Split paths into those that decode and those that do not, warning for each bad one."""
+def readable(
+    paths: Iterable[Path],
+    on_progress: Callable[[int], None] | None = None,
+    input_spec: dict | None = None,
+):
+    """Split paths into those that decode and those that do not, warning for each bad one.
+
+    With the model's input_spec, each film is decoded through the decode cache, so the
+    scan that must decode every film anyway leaves them ready for the first epoch.
+    """
     good, bad = [], []
     for count, path in enumerate(paths, 1):
         try:
-            load_grayscale(path)
+            if input_spec is None:
+                load_grayscale(path)
+            else:
+                decode_cache.resized_grayscale(path, input_spec)
             good.append(path)
         except ImageError as err:
             log.warning("skipping %s", err)
@@ -123,8 +134,14 @@ def readable(paths: Iterable[Path], on_progress: Callable[[int], None] | None = 
     return good, bad
 
 
-def scan(root: Path, on_progress: Callable[[int], None] | None = None):
+def scan(
+    root: Path,
+    on_progress: Callable[[int], None] | None = None,
+    input_spec: dict | None = None,
+):
     """All readable samples under a data root, with the split a Kaggle layout implies.
+
+    input_spec: decode through the decode cache at this size (see `readable`).
 
     Returns:
         (samples, skipped): samples have split 'test' when they came from a test/ folder,
@@ -137,7 +154,7 @@ def scan(root: Path, on_progress: Callable[[int], None] | None = None):
     samples, skipped = [], []
     for split, class_root in find_class_folders(root).items():
         for label, files in list_images(class_root).items():
-            good, bad = readable(files, on_progress)
+            good, bad = readable(files, on_progress, input_spec)
             if not good:
                 raise EdgexrayError(f"{class_root}/{LABELS[label]} has no readable image")
             skipped += bad
@@ -259,7 +276,7 @@ def split_counts(samples: list[Sample]) -> dict[str, dict[str, int]]:
 
 def model_input(path: str, input_spec: dict, change=None) -> np.ndarray:
     """The float model input for one file, optionally after an acquisition change."""
-    gray = resize(load_grayscale(path), int(input_spec["height"]), int(input_spec["width"]))
+    gray = decode_cache.resized_grayscale(path, input_spec)  # decoded once, then cached
     if change is not None:
         gray = change(gray)
     return normalize(gray, input_spec["normalization"])

@@ -93,8 +93,20 @@ def _parse_tf_config(environ=os.environ) -> dict:
     if not isinstance(task, dict) or "type" not in task or "index" not in task:
         raise EdgexrayError('TF_CONFIG has no "task" with a "type" and an "index"')
     job, index = task["type"], task["index"]
-    if job not in cluster or not isinstance(index, int) or not 0 <= index < len(cluster[job]):
-        raise EdgexrayError(f"TF_CONFIG task {job}:{index} is not in the cluster")
+    if not isinstance(job, str) or job not in cluster:
+        raise EdgexrayError(
+            f"TF_CONFIG task type {json.dumps(job)} is not a job of the cluster "
+            f"({', '.join(sorted(cluster))})"
+        )
+    if isinstance(index, bool) or not isinstance(index, int):  # true is not worker 1
+        raise EdgexrayError(
+            f"TF_CONFIG task index must be a whole number (0, 1, ...), got {json.dumps(index)}"
+        )
+    if not 0 <= index < len(cluster[job]):
+        raise EdgexrayError(
+            f"TF_CONFIG task {job}:{index} is not in the cluster ({len(cluster[job])} {job} "
+            "address(es), counted from 0)"
+        )
     return tf_config
 
 
@@ -128,11 +140,47 @@ def _make(name: str):
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([d.name for d in devices])
     try:
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _within(CLUSTER_TIMEOUT_SECONDS, tf.distribute.MultiWorkerMirroredStrategy)
     except (RuntimeError, ValueError, tf.errors.OpError) as err:
         text = str(err).strip()
         first_line = text.splitlines()[0] if text else type(err).__name__
         raise EdgexrayError(f"cannot start the multiworker cluster: {first_line}") from None
+
+
+def _within(seconds: float, make):
+    """make() (TensorFlow's cluster setup), ended with one line after `seconds`.
+
+    A peer that accepts connections but is not a TensorFlow task (another service on the
+    port) passes `_wait_for_peers`, and the setup then blocks in C++, where Python runs no
+    signal handler: Ctrl-C and SIGTERM are set to their default action (end the process)
+    meanwhile, and a watchdog thread ends the process after `seconds`.
+    """
+    import signal
+    import sys
+    import threading
+
+    done = threading.Event()
+
+    def watchdog():
+        if not done.wait(seconds):
+            sys.stderr.write(
+                f"error: the multiworker cluster did not start within {seconds:.0f} s: is "
+                "every address in TF_CONFIG an edgexray task (not another service)?\n"
+            )
+            sys.stderr.flush()
+            os._exit(2)
+
+    main = threading.current_thread() is threading.main_thread()
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, signal.SIG_DFL) for s in stops} if main else {}
+    threading.Thread(target=watchdog, daemon=True).start()
+    try:
+        return make()
+    finally:
+        done.set()
+        for number, handler in previous.items():
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(number, handler)
 
 
 def _wait_for_peers(tf_config: dict, seconds: float) -> None:

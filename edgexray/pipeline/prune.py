@@ -210,3 +210,15 @@ def require_pruned(run_dir: Path) -> Path:
     if not path.is_file():
         raise EdgexrayError(f"{path} not found: run `edgexray prune {run_dir}` first")
     return path
+
+
+def summary_lines(report: dict) -> list[str]:
+    """A readable summary of a prune() report: measured sparsity per layer, val metrics."""
+    measured, val = report["sparsity"], report["val"]
+    return [
+        f"sparsity {measured['overall']:.3f} measured on the stripped kernels "
+        f"({measured['zeros']:,} of {measured['weights']:,} weights are zero)",
+        *(f"  {name:<12} {value:.3f}" for name, value in measured["layers"].items()),
+        f"val AUC {val['auc']:.4f} (baseline {report['baseline_val_auc']:.4f}); at threshold "
+        f"{val['threshold']:.4f}: recall {val['recall']:.4f}, specificity {val['specificity']:.4f}",
+    ]

@@ -21,6 +21,7 @@ import numpy as np
 from edgexray.edge_runtime import infer
 from edgexray.edge_runtime import scope as guard
 from edgexray.errors import EdgexrayError
+from edgexray.pipeline import decode_cache
 
 log = logging.getLogger("edgexray")
 
@@ -108,14 +109,19 @@ def tflite_scorer(
 
 
 def decode(path: str, input_spec: dict, change: Callable | None = None) -> np.ndarray:
-    """The model input for one file; `change` alters the resized grayscale image first
-    (the shift stress test's acquisition changes)."""
-    return decode_film(path, input_spec, change)[0]
+    """The model input for one file, as `infer.preprocess` makes it; `change` alters the
+    resized grayscale image first (the shift stress test's acquisition changes). The
+    resized image comes from the decode cache (see pipeline/decode_cache.py)."""
+    gray = decode_cache.resized_grayscale(path, input_spec)
+    if change is not None:
+        gray = change(gray)
+    return infer.normalize(gray, input_spec["normalization"])
 
 
 def decode_film(path: str, input_spec: dict, change: Callable | None = None) -> tuple:
     """The model input for one file, and the film as the scope guard sees it:
-    (input, (resized 8-bit grey, load info))."""
+    (input, (resized 8-bit grey, load info)). Not cached: the guard needs what the decoder
+    found in the file (its colour, its DICOM tags), which the decode cache does not keep."""
     gray, info = infer.resized_film(path, input_spec)
     if change is not None:
         gray = change(gray)
@@ -175,6 +181,7 @@ def score(
     specs = {_spec_key(s.input_spec): s.input_spec for s in scorers}
     result = np.full((len(scorers), len(paths)), np.nan)
     in_scope = np.full((len(scorers), len(paths)), np.nan)
+    judging = any(scorer.judge is not None for scorer in scorers)
     skipped: dict[str, str] = {}
     started = last_log = time.monotonic()
     for start in range(0, len(paths), CHUNK):
@@ -184,7 +191,11 @@ def score(
         readable = []
         for offset, path in enumerate(chunk):
             try:
-                decoded = {key: decode_film(path, spec, change) for key, spec in specs.items()}
+                decoded = {
+                    key: decode_film(path, spec, change) if judging
+                    else (decode(path, spec, change), None)
+                    for key, spec in specs.items()
+                }  # fmt: skip
             except infer.ImageError as err:
                 log.warning("skipping %s", err)
                 skipped[path] = _skip(path, err)

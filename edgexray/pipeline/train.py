@@ -135,7 +135,7 @@ def load_config(run_dir: Path) -> TrainConfig:
 
 def prepare_split(config: TrainConfig, run_dir: Path, on_progress=None) -> list[data.Sample]:
     """Scan the data, split it by patient and save the manifest in the run dir."""
-    samples, skipped = data.scan(Path(config.data), on_progress)
+    samples, skipped = data.scan(Path(config.data), on_progress, config.input_spec)
     samples = data.split_by_patient(samples, config.val_fraction, config.test_fraction, config.seed)
     if config.max_train_images:
         # Keep a seeded random subset of train; val and test stay whole.

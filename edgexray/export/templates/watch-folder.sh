@@ -16,6 +16,13 @@
 # failure, and the batch waits in INBOX/.processing/ to be classified at the next start
 # (a record may then appear twice, never not at all).
 #
+# A film still being written after it was taken (a copy that paused longer than SETTLE)
+# goes back to INBOX once its batch is done, to be classified again when whole. A record
+# half-written when the disk filled up is cut off before the next one is appended. A film
+# that kills infer.py (out of memory, a crash: exit 1 or a signal) must not stop the
+# service for good: its batch is split into one-film batches, and a one-film batch that
+# kills it twice moves to DONE/quarantine/<time>/ with an error record.
+#
 # EXPLAIN=1 also writes each batch's heatmaps (FILM.heatmap.png and .npy, infer.py
 # --explain) and its HTML report (report.html) into DONE/<time>.heatmaps/, a new folder
 # for every attempt; records then carry the overlay's and the map's absolute paths.
@@ -41,6 +48,48 @@ stop() {
     exit "$2"
 }
 
+repair_results() {
+    # A last line without its newline is a record cut short by a full disk: drop it (its
+    # batch is classified again), so the next record does not run into it.
+    [ -s "$results" ] || return 0
+    [ -z "$(tail -c 1 "$results")" ] && return 0
+    truncate -s "$(( $(wc -c < "$results") - $(tail -n 1 "$results" | wc -c) ))" "$results"
+}
+
+append() {  # append the file $1 to RESULTS, whole or not at all
+    repair_results || stop "cannot repair $results" 2
+    if ! cat "$1" >> "$results"; then
+        repair_results
+        stop "cannot append the records to $results" 2
+    fi
+}
+
+crashed() {  # infer.py died ($1: its exit status) on $batch
+    code=$1
+    set -- "$batch"/*
+    if [ $# -gt 1 ]; then
+        part=0
+        for film in "$@"; do
+            part=$((part + 1))
+            mkdir "$batch-$part" && mv -- "$film" "$batch-$part/" || exit 2
+        done
+        rmdir "$batch"
+        stop "infer.py exited with $code; the batch is split into one film per batch" "$code"
+    fi
+    if [ ! -e "$batch.crashed" ]; then
+        : > "$batch.crashed" || exit 2
+        stop "infer.py exited with $code on ${1##*/} (quarantined if it does again)" "$code"
+    fi
+    quarantine="$done_dir/quarantine/$stamp"
+    mkdir -p "$quarantine" && mv -- "$1" "$quarantine/" || exit 2
+    "$python" -c 'import json, sys; print(json.dumps({"path": sys.argv[1], "error": sys.argv[2]}))' \
+        "quarantine/$stamp/${1##*/}" "quarantined: infer.py exited with $code on it twice" \
+        > "$partial" || exit 2
+    append "$partial"
+    rmdir "$batch" && rm -f "$batch.crashed"
+    echo "watch-folder: quarantined $quarantine/${1##*/}" >&2
+}
+
 pass=0
 while :; do
     pass=$((pass + 1))
@@ -51,6 +100,8 @@ while :; do
         ! -newermt "@$(( $(date +%s) - settle ))" \
         -exec "$python" "$here/infer.py" --list-images {} + > "$listing" || exit 2
     if [ -s "$listing" ]; then
+        # The batch folder's time is when its films were taken: one written to later was
+        # not whole.
         xargs -0 mv -t "$batch" -- < "$listing" || exit 2
     fi
     # This pass's batch and any left by a run that stopped, oldest first.
@@ -76,6 +127,10 @@ while :; do
         (cd "$pending" && "$python" "$here/infer.py" --model "$here"/{{model_arg}} "$@" "$stamp") \
             > "$partial"
         status=$?
+        if [ "$status" -eq 1 ] || [ "$status" -ge 128 ]; then
+            crashed "$status"
+            continue
+        fi
         # 3: some films unreadable, 4: some out of scope; their records say so.
         if [ "$status" -ne 0 ] && [ "$status" -ne 3 ] && [ "$status" -ne 4 ]; then
             stop "infer.py exited with $status" "$status"
@@ -85,8 +140,11 @@ while :; do
         if [ "$records" -ne "$films" ]; then
             stop "$records records written for $films films" 2
         fi
-        cat "$partial" >> "$results" || stop "cannot append the records to $results" 2
+        append "$partial"
+        find "$batch" -mindepth 1 -maxdepth 1 -newer "$batch" -exec mv -t "$inbox" -- {} + \
+            || exit 2
         mv "$batch" "$done_dir/$stamp" || exit 2
+        rm -f "$batch.crashed"
     done
     rm -f "$listing" "$partial"
     if [ "${ONCE:-0}" = 1 ]; then

@@ -1,0 +1,512 @@
+"""`edgexray data download`: the public chest X-ray set, fetched and laid out as Kaggle's.
+
+One table, SOURCES, says where the data comes from. A download goes to DIR/.download/
+NAME.part and resumes from there after a cut (an HTTP Range request guarded by If-Range,
+so a file that changed on the server restarts from zero instead of being spliced). The
+finished archive is checked against a sha256, extracted into a temporary folder next to
+the destination and renamed to DIR/chest_xray only when complete, so a failure at any
+point leaves no half-extracted folder behind.
+
+Checksums: neither host publishes a sha256 of its archive and no machine here can reach
+them, so the table holds None instead of an invented value. A digest is then trusted on
+first use: the first complete download records its sha256 in DIR/.download/NAME.sha256,
+and a later download of the same archive into DIR must match it (as must a digest given
+with --sha256, or one put in the table later). Without any digest the size the server
+announced is still checked, and the extracted folder must hold both classes in train/
+and test/.
+
+The standard library only (urllib, zipfile): no TensorFlow, nothing to install.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from edgexray import artifacts
+from edgexray.edge_runtime.infer import IMAGE_SUFFIXES
+from edgexray.errors import EdgexrayError
+from edgexray.pipeline.data import LABELS, SPLITS
+
+log = logging.getLogger("edgexray")
+
+FOLDER = "chest_xray"  # the extracted data: DIR/chest_xray/{train,test}/{NORMAL,PNEUMONIA}
+DEFAULT_OUT = Path("data")  # so the data lands in ./data/chest_xray, where `run` looks
+DOWNLOADS = ".download"  # archives and .part files, inside DIR
+SKIPPED_PARTS = ("__MACOSX",)  # macOS resource forks in both public archives
+
+# Zip-bomb limits. The Mendeley archive is about 1.2 GB of JPEGs that barely compress:
+# 8 GB unpacked, a ratio of 50 per file or 100 000 entries is not this data set.
+MAX_UNPACKED_BYTES = 8 * 1024**3
+MAX_RATIO = 50
+MAX_MEMBERS = 100_000
+
+TIMEOUT_SECONDS = 30.0
+RETRIES = 3  # reconnects, each resuming where the last one stopped
+BLOCK = 1 << 16
+PROGRESS_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one public copy of the data set lives."""
+
+    fetch: str  # "http" (resumable download of `url`) or "kagglehub"
+    url: str  # a direct download URL, or the Kaggle dataset handle
+    filename: str  # the archive's name in DIR/.download
+    sha256: str | None  # None: not published by the host and unknown to us (see above)
+    size: str  # as reported by others, for the README; never checked
+    page: str  # the human-readable page, for errors and docs
+
+
+# The one table of sources. Kermany, Zhang, Goldbaum (2018), CC BY 4.0.
+SOURCES = {
+    "mendeley": Source(
+        fetch="http",
+        # ChestXRay2017.zip of Mendeley Data doi:10.17632/rscbjbr9sj.2, no account needed.
+        url="https://data.mendeley.com/public-files/datasets/rscbjbr9sj/files/"
+        "f12eaf6d-6023-432f-acc9-80c9d7393433/file_downloaded",
+        filename="ChestXRay2017.zip",
+        sha256=None,
+        size="about 1.2 GB (reported by others, not measured here)",
+        page="https://data.mendeley.com/datasets/rscbjbr9sj/2",
+    ),
+    "kaggle": Source(
+        fetch="kagglehub",
+        url="paultimothymooney/chest-xray-pneumonia",  # needs a Kaggle account and API token
+        filename="",
+        sha256=None,
+        size="about 2.3 GB (reported by others, not measured here; it holds the set twice)",
+        page="https://www.kaggle.com/datasets/paultimothymooney/chest-xray-pneumonia",
+    ),
+}
+
+
+class DownloadError(EdgexrayError):
+    """The data could not be fetched, verified or extracted (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Result:
+    folder: Path  # DIR/chest_xray
+    counts: dict[str, dict[str, int]]  # images per split and label
+    sha256: str | None  # of the archive, when there was one
+    downloaded: bool  # False when the folder was already there
+
+
+# --- progress -------------------------------------------------------------------------
+
+
+def progress_printer(label: str, stream=None) -> Callable[[int, int | None], None]:
+    """A callback(done, total) printing progress on stderr: one updating line on a
+    terminal, else a line at most every PROGRESS_SECONDS (and at the end)."""
+    stream = stream or sys.stderr
+    tty = stream.isatty()
+    last = [0.0]
+    started = time.monotonic()
+
+    def show(done: int, total: int | None) -> None:
+        now = time.monotonic()
+        finished = total is not None and done >= total
+        if not finished and now - last[0] < (0.2 if tty else PROGRESS_SECONDS):
+            return
+        last[0] = now
+        rate = done / max(now - started, 1e-6) / 1e6
+        if total:
+            width = 30
+            filled = int(width * done / total)
+            text = (
+                f"{label} [{'#' * filled}{'.' * (width - filled)}] "
+                f"{done / 1e6:.1f}/{total / 1e6:.1f} MB {100 * done / total:3.0f}% {rate:.1f} MB/s"
+            )
+        else:
+            text = f"{label} {done / 1e6:.1f} MB {rate:.1f} MB/s"
+        stream.write(("\r" + text + ("\n" if finished else "")) if tty else text + "\n")
+        stream.flush()
+
+    return show
+
+
+# --- resumable HTTP download ----------------------------------------------------------
+
+
+def _state_path(part: Path) -> Path:
+    return part.with_name(part.name + ".json")
+
+
+def _read_state(part: Path) -> dict:
+    try:
+        state = json.loads(_state_path(part).read_text())
+        return state if isinstance(state, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _open(url: str, offset: int, validator: str | None, timeout: float):
+    headers = {"User-Agent": "edgexray-data-download"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+        if validator:
+            # The server sends the rest only if the file is still the one we started on,
+            # else the whole (new) file with 200.
+            headers["If-Range"] = validator
+    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+
+
+def _host(url: str) -> str:
+    return urllib.parse.urlsplit(url).netloc or url
+
+
+def _transfer(url, part: Path, timeout: float, on_progress) -> bool:
+    """One connection: append to `part` what the server sends. True when complete."""
+    state = _read_state(part)
+    offset = part.stat().st_size if part.exists() and state.get("url") == url else 0
+    validator = state.get("etag") or state.get("last_modified")
+    try:
+        response = _open(url, offset, validator, timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and offset and offset == state.get("total"):
+            return True  # everything was already there
+        if err.code == 416:  # a .part the server cannot continue: start again
+            part.unlink(missing_ok=True)
+            return False
+        raise DownloadError(f"{_host(url)} answered HTTP {err.code} ({err.reason})") from None
+    with response:
+        resumed = offset and response.status == 206
+        if resumed:
+            start = (response.headers.get("Content-Range") or "").removeprefix("bytes ")
+            if not start.startswith(f"{offset}-"):
+                raise DownloadError(f"{_host(url)} resumed at the wrong place ({start!r})")
+        else:
+            offset = 0  # a 200: the whole file (new, or the server cannot resume)
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length and length.isdigit() else None
+        state = {
+            "url": url, "total": total,
+            "etag": response.headers.get("ETag"),
+            "last_modified": response.headers.get("Last-Modified"),
+        }  # fmt: skip
+        _state_path(part).write_text(json.dumps(state))
+        done = offset
+        with open(part, "ab" if resumed else "wb") as handle:
+            while True:
+                block = response.read(BLOCK)
+                if not block:
+                    break
+                handle.write(block)
+                done += len(block)
+                on_progress(done, total)
+    if total is not None and done != total:
+        raise ConnectionError(f"connection closed at {done} of {total} bytes")
+    return True
+
+
+def fetch(
+    url: str,
+    destination: Path,
+    *,
+    retries: int = RETRIES,
+    timeout: float = TIMEOUT_SECONDS,
+    on_progress: Callable[[int, int | None], None] | None = None,
+    backoff: float = 1.0,
+) -> Path:
+    """Download `url` to `destination` through `destination`.part, resuming a cut.
+
+    Raises:
+        DownloadError: the host cannot be reached, refuses, or the connection keeps
+            dropping (the .part stays: the same call later resumes it).
+    """
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    part = destination.with_name(destination.name + ".part")
+    on_progress = on_progress or (lambda done, total: None)
+    for attempt in range(retries + 1):
+        try:
+            if _transfer(url, part, timeout, on_progress):
+                break
+        except urllib.error.URLError as err:
+            reason = getattr(err.reason, "strerror", None) or str(err.reason)
+            raise DownloadError(
+                f"cannot reach {_host(url)} ({reason}): check the network, or download the "
+                "archive by hand and pass it with --archive"
+            ) from None
+        except (OSError, http.client.HTTPException) as err:  # a cut, a reset, a timeout
+            have = part.stat().st_size if part.exists() else 0
+            if attempt == retries:
+                raise DownloadError(
+                    f"download from {_host(url)} cut at {have / 1e6:.1f} MB ({err}): run the "
+                    "same command again to resume"
+                ) from None
+            log.warning("connection cut at %.1f MB (%s): resuming", have / 1e6, err)
+            time.sleep(backoff * (attempt + 1))
+    else:  # every attempt ended in a restart from zero (HTTP 416)
+        raise DownloadError(f"{_host(url)} kept refusing the download's byte ranges")
+    os.replace(part, destination)
+    _state_path(part).unlink(missing_ok=True)
+    return destination
+
+
+def verify(archive: Path, expected: str | None, record: Path) -> str:
+    """The archive's sha256, checked against `expected`, else against the digest recorded
+    by the first download into this folder (trust on first use), which it then records.
+
+    Raises:
+        DownloadError: a mismatch; the archive is removed so that a rerun fetches it anew.
+    """
+    actual = artifacts.sha256(archive)
+    source = "the expected sha256"
+    if expected is None and record.is_file():
+        expected = record.read_text().split()[0] if record.read_text().split() else None
+        source = f"the sha256 recorded by the first download ({record})"
+    if expected is not None and actual != expected.lower():
+        archive.unlink(missing_ok=True)
+        raise DownloadError(
+            f"{archive.name}: sha256 {actual} does not match {source} {expected}; "
+            "the download was removed and nothing was extracted"
+        )
+    if not record.is_file():
+        record.write_text(f"{actual}  {archive.name}\n")
+    return actual
+
+
+# --- extraction -----------------------------------------------------------------------
+
+
+def target_of(name: str) -> PurePosixPath | None:
+    """Where an archive member goes in the Kaggle layout, or None to skip it.
+
+    Both public archives hold .../{train,test[,val]}/{NORMAL,PNEUMONIA}/file.jpeg under
+    some prefix (Mendeley: chest_xray/; Kaggle: chest_xray/ and again chest_xray/
+    chest_xray/), plus __MACOSX/ and .DS_Store. Only the last three parts are kept, so
+    no member can choose where it is written (no zip slip by construction).
+    """
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if len(parts) < 3 or any(p in SKIPPED_PARTS for p in parts):
+        return None
+    split, label, filename = parts[-3], parts[-2], parts[-1]
+    # The name half of infer.is_image_file: archive members cannot be stat()ed.
+    if filename.startswith(".") or not filename.lower().endswith(IMAGE_SUFFIXES):
+        return None
+    if split.lower() not in SPLITS or label.upper() not in LABELS:
+        return None
+    if filename in ("..", ".") or "/" in filename or "\0" in filename:
+        return None
+    return PurePosixPath(split.lower(), label.upper(), filename)
+
+
+def _plan(names: list[str]) -> dict[str, PurePosixPath]:
+    """member -> target; the shallowest copy wins when Kaggle ships a file twice."""
+    plan, taken = {}, set()
+    for name in sorted(names, key=lambda n: (n.count("/"), n)):
+        target = target_of(name)
+        if target is not None and target not in taken:
+            plan[name] = target
+            taken.add(target)
+    return plan
+
+
+def _check_bomb(archive: zipfile.ZipFile, plan: dict) -> int:
+    infos = archive.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise DownloadError(f"archive has {len(infos)} entries (over {MAX_MEMBERS}): refused")
+    total = 0
+    for info in (archive.getinfo(name) for name in plan):
+        if info.file_size > MAX_RATIO * max(info.compress_size, 1) + BLOCK:
+            raise DownloadError(
+                f"{info.filename} unpacks {info.file_size / max(info.compress_size, 1):.0f} "
+                "times its size: refused as a possible zip bomb"
+            )
+        total += info.file_size
+    if total > MAX_UNPACKED_BYTES:
+        raise DownloadError(f"archive unpacks to {total / 1e9:.1f} GB: refused as a zip bomb")
+    return total
+
+
+def _copy_limited(source, target: Path, limit: int) -> None:
+    """Copy at most `limit` bytes: the size a zip header declares is not trusted."""
+    written = 0
+    with open(target, "wb") as handle:
+        for block in iter(lambda: source.read(BLOCK), b""):
+            written += len(block)
+            if written > limit:
+                raise DownloadError(f"{target.name} unpacks beyond its declared size: refused")
+            handle.write(block)
+
+
+def _counts(folder: Path) -> dict[str, dict[str, int]]:
+    counts = {}
+    for split in SPLITS:
+        for label in LABELS:
+            if (folder / split / label).is_dir():
+                counts.setdefault(split, {})[label] = sum(
+                    1 for p in (folder / split / label).iterdir() if p.is_file()
+                )
+    return counts
+
+
+def _check_layout(counts: dict, origin: str) -> None:
+    missing = [
+        f"{split}/{label}" for split in ("train", "test") for label in LABELS
+        if not counts.get(split, {}).get(label)
+    ]  # fmt: skip
+    if missing:
+        raise DownloadError(
+            f"{origin} holds no images for {', '.join(missing)}: not the chest X-ray "
+            "pneumonia set; nothing was extracted"
+        )
+
+
+def _install(fill: Callable[[Path], None], out: Path, origin: str) -> tuple[Path, dict]:
+    """Fill a temporary folder next to DIR/chest_xray, check it, then rename it there."""
+    final = out / FOLDER
+    temporary = Path(tempfile.mkdtemp(prefix=f".{FOLDER}.", suffix=".partial", dir=out))
+    try:
+        fill(temporary)
+        counts = _counts(temporary)
+        _check_layout(counts, origin)
+        os.replace(temporary, final)  # fails, rather than merges, if final appeared meanwhile
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return final, counts
+
+
+def extract(archive: Path, out: Path) -> tuple[Path, dict]:
+    """Extract the images of a zip into out/chest_xray in the Kaggle layout.
+
+    Raises:
+        DownloadError: not a zip, a zip bomb, the wrong data, or a disk too small;
+            nothing is left behind.
+    """
+    try:
+        handle = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise DownloadError(f"{archive}: not a readable zip archive ({err})") from None
+    with handle:
+        plan = _plan(handle.namelist())
+        needed = _check_bomb(handle, plan)
+        free = shutil.disk_usage(out).free
+        if needed > free:
+            raise DownloadError(
+                f"extracting needs {needed / 1e9:.2f} GB but {out} has {free / 1e9:.2f} GB free"
+            )
+
+        def fill(temporary: Path) -> None:
+            for done, (name, target) in enumerate(plan.items(), 1):
+                path = temporary / target
+                path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    with handle.open(name) as source:
+                        _copy_limited(source, path, handle.getinfo(name).file_size)
+                except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as err:
+                    raise DownloadError(f"{archive.name}: {name} is corrupt ({err})") from None
+                if done % 1000 == 0:
+                    log.info("extracted %d/%d images", done, len(plan))
+
+        return _install(fill, out, archive.name)
+
+
+def copy_tree(folder: Path, out: Path) -> tuple[Path, dict]:
+    """Lay out an already-extracted copy (kagglehub's) as out/chest_xray."""
+    names = [p.relative_to(folder).as_posix() for p in sorted(Path(folder).rglob("*"))
+             if p.is_file() and not p.is_symlink()]  # fmt: skip
+    plan = _plan(names)
+
+    def fill(temporary: Path) -> None:
+        for name, target in plan.items():
+            (temporary / target).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(folder) / name, temporary / target)
+
+    return _install(fill, out, str(folder))
+
+
+# --- the command ----------------------------------------------------------------------
+
+
+def _kagglehub_folder(source: Source) -> Path:
+    try:
+        import kagglehub
+    except ImportError:
+        raise DownloadError(
+            'the kaggle source needs kagglehub: pip install "edgexray[kaggle]" '
+            "(or use --source mendeley, which needs no account)"
+        ) from None
+    try:
+        return Path(kagglehub.dataset_download(source.url))
+    except Exception as err:  # noqa: BLE001 - kagglehub raises many types (auth, network)
+        raise DownloadError(f"kagglehub could not fetch {source.url}: {err}") from None
+
+
+def download(
+    out: Path = DEFAULT_OUT,
+    source: str = "mendeley",
+    *,
+    url: str | None = None,
+    sha256: str | None = None,
+    archive: Path | None = None,
+    keep_archive: bool = False,
+    on_progress: Callable[[int, int | None], None] | None = None,
+    retries: int = RETRIES,
+    backoff: float = 1.0,
+) -> Result:
+    """Fetch, verify and extract the data set into out/chest_xray.
+
+    Args:
+        url: another mirror of the source's archive (verified the same way).
+        sha256: the archive's expected digest (wins over the table and the record).
+        archive: an archive already on disk (downloaded by hand): verified, extracted,
+            never removed.
+        keep_archive: keep the downloaded archive in out/.download after extracting.
+
+    Raises:
+        DownloadError: unknown source, offline, bad checksum, bad or hostile archive.
+    """
+    if source not in SOURCES:
+        raise DownloadError(f"unknown source {source!r}: choose from {sorted(SOURCES)}")
+    chosen = SOURCES[source]
+    out = Path(out)
+    final = out / FOLDER
+    if final.exists():
+        return Result(final, _counts(final), None, downloaded=False)
+    if sha256 is not None and (len(sha256) != 64 or set(sha256.lower()) - set("0123456789abcdef")):
+        raise DownloadError(f"--sha256 must be 64 hex digits, got {sha256!r}")
+    out.mkdir(parents=True, exist_ok=True)
+    expected = sha256 or chosen.sha256
+
+    if archive is not None:
+        archive = Path(archive)
+        if not archive.is_file():
+            raise DownloadError(f"archive not found: {archive}")
+        digest = artifacts.sha256(archive)
+        if expected and digest != expected.lower():
+            raise DownloadError(f"{archive}: sha256 {digest} does not match {expected}")
+        folder, counts = extract(archive, out)
+        return Result(folder, counts, digest, downloaded=True)
+
+    if chosen.fetch == "kagglehub" and url is None:
+        folder, counts = copy_tree(_kagglehub_folder(chosen), out)
+        return Result(folder, counts, None, downloaded=True)
+
+    filename = chosen.filename or "archive.zip"
+    target = out / DOWNLOADS / filename
+    if not target.is_file():
+        fetch(url or chosen.url, target, retries=retries, on_progress=on_progress,
+              backoff=backoff)  # fmt: skip
+    digest = verify(target, expected, target.with_name(filename + ".sha256"))
+    folder, counts = extract(target, out)
+    if not keep_archive:
+        target.unlink()
+    return Result(folder, counts, digest, downloaded=True)

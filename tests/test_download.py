@@ -1,0 +1,305 @@
+"""`edgexray data download` end to end against a small archive on a loopback HTTP server."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import socket
+import sys
+import threading
+import types
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from edgexray.cli import app
+from edgexray.pipeline import download
+from edgexray.run import find_data
+
+FILMS = {  # member name in a Mendeley-like archive -> where it must land
+    "chest_xray/train/NORMAL/IM-0001-0001.jpeg": "train/NORMAL/IM-0001-0001.jpeg",
+    "chest_xray/train/NORMAL/IM-0002-0001.jpeg": "train/NORMAL/IM-0002-0001.jpeg",
+    "chest_xray/train/PNEUMONIA/person1_bacteria_1.jpeg": "train/PNEUMONIA/person1_bacteria_1.jpeg",
+    "chest_xray/train/PNEUMONIA/person2_virus_3.jpeg": "train/PNEUMONIA/person2_virus_3.jpeg",
+    "chest_xray/test/NORMAL/IM-0100-0001.jpeg": "test/NORMAL/IM-0100-0001.jpeg",
+    "chest_xray/test/PNEUMONIA/person90_bacteria_4.jpeg": "test/PNEUMONIA/person90_bacteria_4.jpeg",
+}
+JUNK = ("__MACOSX/chest_xray/train/NORMAL/._IM-0001-0001.jpeg", "chest_xray/.DS_Store",
+        "chest_xray/train/NORMAL/.DS_Store")  # fmt: skip
+
+
+def film_bytes(seed: int) -> bytes:
+    """A noisy 96 px JPEG: about 10 kB that does not compress, so a cut lands mid-file."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (96, 96), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def make_zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def mendeley_zip(seed: int = 0) -> tuple[bytes, dict[str, bytes]]:
+    films = {name: film_bytes(seed + i) for i, name in enumerate(FILMS)}
+    return make_zip({**films, **{name: b"junk" for name in JUNK}}), films
+
+
+class Server:
+    """A loopback HTTP server for one payload, with Range/If-Range like a real host.
+
+    cut_at: the first GET sends only this many bytes of its body, then closes.
+    """
+
+    def __init__(self):
+        self.payload = b""
+        self.etag = '"v1"'
+        self.cut_at: int | None = None
+        self.requests: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the http.server API
+                server.requests.append(dict(self.headers))
+                body, start = server.payload, 0
+                wanted = self.headers.get("Range")
+                if wanted and self.headers.get("If-Range", server.etag) == server.etag:
+                    start = int(wanted.removeprefix("bytes=").split("-")[0])
+                    if start >= len(body):
+                        self.send_response(416)
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.send_header("ETag", server.etag)
+                self.end_headers()
+                rest = body[start:]
+                if server.cut_at is not None:
+                    rest, server.cut_at = rest[: server.cut_at], None
+                self.wfile.write(rest)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/ChestXRay2017.zip"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def server():
+    running = Server()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def out(tmp_path) -> Path:
+    return tmp_path / "my data"
+
+
+def leftovers(out: Path) -> list[str]:
+    """Anything extraction could have left behind."""
+    if not out.exists():
+        return []
+    return sorted(p.name for p in out.iterdir() if p.name != download.DOWNLOADS)
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, ["data", "download", *map(str, args)])
+
+
+def test_download_extracts_into_the_kaggle_layout_and_skips_junk(server, out):
+    server.payload, films = mendeley_zip()
+    result = invoke("--out", out, "--url", server.url)
+    assert result.exit_code == 0, result.output
+    folder = out / "chest_xray"
+    got = {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+    assert got == {FILMS[name]: content for name, content in films.items()}
+    assert "downloading" in result.stderr and "100%" in result.stderr
+    assert "train: 2 NORMAL, 2 PNEUMONIA" in result.stdout
+    assert not (out / ".download" / "ChestXRay2017.zip").exists()  # not kept by default
+    assert leftovers(out) == ["chest_xray"]
+    # The extracted folder is what `run` reads.
+    from edgexray.pipeline import data
+
+    assert set(data.find_class_folders(folder)) == {"train", "test"}
+    again = invoke("--out", out, "--url", server.url)
+    assert again.exit_code == 0 and "already there" in again.stdout
+    assert len(server.requests) == 1
+
+
+def test_cut_download_resumes_where_it_stopped(server, out):
+    server.payload, films = mendeley_zip()
+    server.cut_at = len(server.payload) // 2
+    result = download.download(out, url=server.url, backoff=0)
+    assert [r.get("Range") for r in server.requests] == [None, f"bytes={len(server.payload) // 2}-"]
+    assert server.requests[1]["If-Range"] == '"v1"'
+    assert (result.folder / "test/NORMAL/IM-0100-0001.jpeg").read_bytes() == films[
+        "chest_xray/test/NORMAL/IM-0100-0001.jpeg"
+    ]
+    assert result.sha256 == hashlib.sha256(server.payload).hexdigest()
+
+
+def test_cut_that_outlasts_the_retries_keeps_the_part_and_the_next_run_resumes(server, out):
+    server.payload, _ = mendeley_zip()
+    half = len(server.payload) // 2
+    server.cut_at = half
+    with pytest.raises(download.DownloadError, match="run the same command again to resume"):
+        download.download(out, url=server.url, retries=0)
+    part = out / ".download" / "ChestXRay2017.zip.part"
+    assert part.stat().st_size == half
+    assert leftovers(out) == []
+    result = download.download(out, url=server.url, retries=0)
+    assert server.requests[-1]["Range"] == f"bytes={half}-"
+    assert result.sha256 == hashlib.sha256(server.payload).hexdigest()
+    assert not part.exists()
+
+
+def test_changed_file_on_the_server_restarts_instead_of_splicing(server, out):
+    server.payload, _ = mendeley_zip(seed=0)
+    server.cut_at = len(server.payload) // 2
+    with pytest.raises(download.DownloadError):
+        download.download(out, url=server.url, retries=0)
+    server.payload, server.etag = mendeley_zip(seed=50)[0], '"v2"'
+    result = download.download(out, url=server.url, retries=0)
+    assert result.sha256 == hashlib.sha256(server.payload).hexdigest()
+
+
+def test_bad_checksum_is_refused_with_exit_2_and_nothing_extracted(server, out):
+    server.payload, _ = mendeley_zip()
+    result = invoke("--out", out, "--url", server.url, "--sha256", "0" * 64)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1].startswith("error: ")  # after the progress lines
+    assert "does not match" in result.stderr and "nothing was extracted" in result.stderr
+    assert leftovers(out) == []
+    assert list((out / ".download").iterdir()) == []  # the bad download is not resumed
+
+
+def test_archive_that_differs_from_the_first_download_is_refused(server, out):
+    server.payload, _ = mendeley_zip(seed=0)
+    assert invoke("--out", out, "--url", server.url).exit_code == 0
+    (out / "chest_xray").rename(out.parent / "moved away")
+    server.payload = mendeley_zip(seed=7)[0]
+    result = invoke("--out", out, "--url", server.url)
+    assert result.exit_code == 2 and "recorded by the first download" in result.stderr
+    assert leftovers(out) == []
+
+
+def test_offline_is_a_one_line_error_with_exit_2(out):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = invoke("--out", out, "--url", f"http://127.0.0.1:{port}/x.zip")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: cannot reach 127.0.0.1:")
+    assert "--archive" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_zip_slip_members_cannot_write_outside_the_data_folder(tmp_path, out):
+    films = {name: film_bytes(i) for i, name in enumerate(FILMS)}
+    hostile = {"../../escaped/train/NORMAL/evil.jpeg": b"x", "/abs/test/NORMAL/abs.jpeg": b"y"}
+    archive = tmp_path / "hostile.zip"
+    archive.write_bytes(make_zip({**films, **hostile}))
+    result = download.download(out, archive=archive)
+    inside = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert "chest_xray/train/NORMAL/evil.jpeg" in inside
+    assert not (tmp_path.parent / "escaped").exists() and not Path("/abs").exists()
+    assert all(p.resolve().is_relative_to(out.resolve()) for p in result.folder.rglob("*"))
+    assert archive.exists()  # a user's archive is never removed
+
+
+def test_zip_bomb_is_refused_and_nothing_extracted(tmp_path, out):
+    films = {name: film_bytes(i) for i, name in enumerate(FILMS)}
+    archive = tmp_path / "bomb.zip"
+    zeros = {"chest_xray/train/NORMAL/zeros.jpeg": bytes(20_000_000)}
+    archive.write_bytes(make_zip({**films, **zeros}))
+    with pytest.raises(download.DownloadError, match="zip bomb"):
+        download.download(out, archive=archive)
+    assert leftovers(out) == []
+
+
+def test_archive_without_a_test_folder_is_refused_and_nothing_left(tmp_path, out):
+    archive = tmp_path / "half.zip"
+    archive.write_bytes(make_zip({n: film_bytes(i) for i, n in enumerate(FILMS) if "/train/" in n}))
+    result = invoke("--out", out, "--archive", archive)
+    assert result.exit_code == 2 and "test/NORMAL" in result.stderr
+    assert leftovers(out) == []
+
+
+def test_kaggle_copy_with_its_nested_duplicate_is_laid_out_once(tmp_path, out, monkeypatch):
+    cache = tmp_path / "kaggle cache"
+    for prefix in ("chest_xray/", "chest_xray/chest_xray/", "chest_xray/__MACOSX/"):
+        for i, name in enumerate(FILMS):
+            path = cache / (prefix + name.removeprefix("chest_xray/"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(film_bytes(i))
+    (cache / "chest_xray/val/NORMAL").mkdir(parents=True)
+    (cache / "chest_xray/val/NORMAL/NORMAL2-IM-1427-0001.jpeg").write_bytes(film_bytes(99))
+    fake = types.SimpleNamespace(dataset_download=lambda handle: str(cache))
+    monkeypatch.setitem(sys.modules, "kagglehub", fake)
+    result = download.download(out, "kaggle")
+    assert result.counts == {
+        "train": {"NORMAL": 2, "PNEUMONIA": 2}, "val": {"NORMAL": 1},
+        "test": {"NORMAL": 1, "PNEUMONIA": 1},
+    }  # fmt: skip
+
+
+def test_kaggle_source_without_kagglehub_names_the_extra(out, monkeypatch):
+    monkeypatch.setitem(sys.modules, "kagglehub", None)
+    result = invoke("--out", out, "--source", "kaggle")
+    assert result.exit_code == 2 and 'pip install "edgexray[kaggle]"' in result.stderr
+
+
+def test_run_without_any_data_says_how_to_download_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EDGEXRAY_DATA", raising=False)
+    with pytest.raises(Exception, match="edgexray data download"):
+        find_data(None)
+
+
+def test_run_with_download_fetches_the_data_when_there_is_none(server, tmp_path, monkeypatch):
+    server.payload, _ = mendeley_zip()
+    mirror = dataclasses.replace(download.SOURCES["mendeley"], url=server.url)
+    monkeypatch.setitem(download.SOURCES, "mendeley", mirror)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EDGEXRAY_DATA", raising=False)
+    assert find_data(None, download=True) == (tmp_path / "data" / "chest_xray").resolve()
+    assert find_data(None, download=True) == (tmp_path / "data" / "chest_xray").resolve()
+    assert len(server.requests) == 1  # found the second time, not fetched again
+
+
+def test_run_with_download_offline_is_a_one_line_error(tmp_path, monkeypatch):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mirror = dataclasses.replace(download.SOURCES["mendeley"], url=f"http://127.0.0.1:{port}/")
+    monkeypatch.setitem(download.SOURCES, "mendeley", mirror)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EDGEXRAY_DATA", raising=False)
+    result = CliRunner().invoke(app, ["run", "--download", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1].startswith("error: cannot reach 127.0.0.1:")
+    assert not (tmp_path / "run").exists()
