@@ -499,12 +499,24 @@ def predict_command(
             "heatmaps, most suspicious films first."
         ),
     ] = None,
+    no_scope_check: Annotated[
+        bool,
+        typer.Option(
+            "--no-scope-check",
+            help="Label every film, even one the out-of-scope guard would refuse "
+            "(records then say in_scope null, scope_reason 'not checked').",
+        ),
+    ] = False,
 ):
     """Classify images with the standalone edge runtime: one record per image on stdout.
 
-    Exit code 0 when every image was read, 3 when some were not (their records say why).
+    Exit code 0 when every image was read and in scope, 3 when some could not be read
+    (their records say why), else 4 when some were out of scope (label OUT_OF_SCOPE).
     """
-    code = _run_edge(model, images, record_format, threads, report_path=report)
+    code = _run_edge(
+        model, images, record_format, threads, report_path=report,
+        check_scope=not no_scope_check,
+    )  # fmt: skip
     raise typer.Exit(code)
 
 

@@ -140,7 +140,9 @@ def test_flat_or_blank_images_get_a_quality_warning(tiny_tflite, tmp_path):
     records = [classifier.classify(p) for p in sorted(tmp_path.iterdir())]
     assert ["quality_warning" in r for r in records] == [True, True, True, False]
     assert records[0]["quality_warning"].startswith("flat or blank image")
-    assert "probability" in records[0]  # still classified: the warning is added, not instead
+    assert "probability" in records[0]  # still scored: the warning is added, not instead
+    # ... and the film is out of scope: no NORMAL/PNEUMONIA for an image with nothing in it
+    assert [r["label"] == "OUT_OF_SCOPE" for r in records] == [True, True, True, False]
 
 
 @pytest.mark.skipif(not SHARED_TRAIN.is_dir(), reason="needs ../shared/data")

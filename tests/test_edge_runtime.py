@@ -23,7 +23,10 @@ from edgexray.cli import app
 from edgexray.edge_runtime import infer
 from edgexray.export.bundle import write_runtime
 
-RECORD_KEYS = {"path", "probability", "label", "threshold", "latency_ms", "rendering"}
+RECORD_KEYS = {
+    "path", "probability", "label", "threshold", "latency_ms", "rendering", "in_scope",
+    "scope_reason",
+}  # fmt: skip
 READABLE = ["16 bit.png", "UPPER CASE.PNG", "big 4000x3000.jpg", "exif rotated.jpg",
             "one pixel.png", "palette.png", "rgba.png"]  # fmt: skip
 UNREADABLE = ["bomb over our limit.png", "bomb over pillow error.png",
@@ -116,6 +119,7 @@ def test_script_reads_odd_images_without_tensorflow(
         assert set(record) == RECORD_KEYS | ({"quality_warning"} if flat else set()), record
         assert record["threshold"] == classifier.threshold
         expected_label = "PNEUMONIA" if record["probability"] >= record["threshold"] else "NORMAL"
+        expected_label = "OUT_OF_SCOPE" if flat else expected_label
         assert record["label"] == expected_label and record["latency_ms"] > 0
         assert record["probability"] == pytest.approx(
             classifier.probability(record["path"]), abs=1e-6

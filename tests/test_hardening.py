@@ -191,9 +191,10 @@ def test_interrupted_stage_resumes_where_it_stopped(tiny_config, tmp_path, monke
         methods=("float32", "int8", "pruned-int8"),
         benchmark=BenchmarkConfig(threads=(1,), warmup=1, runs=3, memory_images=1),
         targets=("android",),
-        # A 1-epoch prune of a 3-epoch 32 px model loses much specificity and AUC; resuming,
-        # not the gate, is under test here.
-        gate=GateLimits(max_specificity_drop=1.0, max_auc_drop=1.0),
+        # A 1-epoch prune of a 3-epoch 32 px model loses much specificity and AUC, and the
+        # scope statistics of a few synthetic films refuse some test films (a refused
+        # pneumonia film counts as missed); resuming, not the gate, is under test here.
+        gate=GateLimits(max_recall_drop=1.0, max_specificity_drop=1.0, max_auc_drop=1.0),
     )
     run_dir = tmp_path / "resumable run"
 

@@ -56,10 +56,12 @@ REFUSED_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.66": "a raw data, registration or segmentation object",
     "1.2.840.10008.1.3.10": "a media directory (DICOMDIR)",
 }
-# Tags a caller may need (the scope guard reads the first three), when present.
+# Tags a caller may need (the scope guard reads the first three and the age ones), when
+# present.
 TAGS = (
     "Modality", "BodyPartExamined", "ViewPosition", "PatientID", "SOPClassUID",
     "PhotometricInterpretation", "BitsStored",
+    "PatientAge", "PatientBirthDate", "StudyDate", "AcquisitionDate",
 )  # fmt: skip
 VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 

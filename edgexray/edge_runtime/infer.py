@@ -14,11 +14,12 @@ of the decoder (`load_film`): edgexray's data loading, evaluation and `predict` 
 and the bundle's watch-folder script asks it with `--list-images`, so every reader agrees
 on what is a film and how it is read.
 
-Command line (exit 0 when every image was read, 3 when some were not, 2 for bad
+Command line (exit 0 when every image was read and in scope, 3 when some could not be
+read, else 4 when some were out of scope (label OUT_OF_SCOPE, see scope.py), 2 for bad
 arguments, a missing, corrupt or mismatched model, or results that could not be written):
 
     python infer.py --model model.tflite IMAGE_OR_DIR [...] [--format jsonl|csv] [--threads N]
-        [--explain DIR] [--report FILE]
+        [--explain DIR] [--report FILE] [--no-scope-check]
     python infer.py --list-images IMAGE_OR_DIR [...]
     python infer.py serve --state DIR --allow-ae AE_TITLE [...]   (the DICOM node: node.py)
 
@@ -47,6 +48,20 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # orientation, which it then leaves alone; only JPEG and PNG are decoded, so the TIFF
 # parser's warnings are always about EXIF. Records, not stderr chatter, say what matters.
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+
+try:
+    from . import scope
+except ImportError:  # run as a file (`python infer.py`, or loaded by path by a benchmark):
+    # its sibling scope.py is loaded from the same folder. Copied alone, without it, no
+    # model can be run (Classifier refuses: the guard is never optional).
+    import importlib.util
+
+    _SCOPE_FILE = Path(__file__).resolve().with_name("scope.py")
+    scope = None
+    if _SCOPE_FILE.is_file():
+        _spec = importlib.util.spec_from_file_location("edgexray_scope", _SCOPE_FILE)
+        scope = sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
+        _spec.loader.exec_module(scope)
 
 # Larger images are refused as decompression bombs. Real chest films are at most about
 # 4500 x 4500 pixels; 50 megapixels leaves room and still bounds memory.
@@ -78,12 +93,6 @@ OUTPUT_KINDS = ("logit", "probability")
 # Labels end up in labels.txt, CSV headers and the Android README's Kotlin strings: plain
 # names only, so no newline or quote can break any of them.
 LABEL_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9 _-]{0,31}")
-# A film spreads over many grey levels: 300 random films of the Kaggle set, resized to
-# 128 x 128, all had a standard deviation of at least 28 and at least 143 levels. Below
-# these bounds the image is blank, flat or a two-tone drawing and the model's probability
-# means nothing; the record says so instead of staying silent.
-FLAT_STD = 10.0
-FLAT_LEVELS = 32
 # The two commonest grey levels of a film hold few of its pixels (at most 19% in 300
 # Kaggle films, full size); a drawing, a scanned page or a dithered two-tone image holds
 # most of them there (a random two-tone pattern saved as JPEG at quality 90: 56%).
@@ -94,10 +103,12 @@ SIDECAR_FIELDS = ("model_file", "sha256", "labels", "input", "output", "threshol
 INPUT_FIELDS = ("height", "width", "normalization")
 RECORD_FIELDS = (
     "path", "probability", "label", "threshold", "latency_ms", "error", "quality_warning",
-    "rendering", "overlay", "heatmap",
+    "rendering", "overlay", "heatmap", "in_scope", "scope_reason", "scope_distance",
 )  # fmt: skip
 FORMATS = ("jsonl", "csv")
-EXIT_OK, EXIT_BAD_INPUT, EXIT_UNREADABLE = 0, 2, 3
+# 3 wins over 4: an unreadable film has no answer at all, an out-of-scope one is refused
+# with a reason in its record; either way the records must be read.
+EXIT_OK, EXIT_BAD_INPUT, EXIT_UNREADABLE, EXIT_OUT_OF_SCOPE = 0, 2, 3, 4
 
 
 class InferenceError(Exception):
@@ -166,7 +177,9 @@ def load_film(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarra
 
     Returns:
         (gray, info): info has "rendering", a short description of how the grey levels
-        were made, and for DICOM "tags" (Modality, BodyPartExamined, ViewPosition...).
+        were made, for DICOM "tags" (Modality, BodyPartExamined, ViewPosition...), and
+        for a colour JPEG or PNG "colour", its `scope.colour_spread` (the scope guard's
+        photograph check).
 
     Raises:
         ImageError: the file is missing, not a regular file, not a JPEG, PNG or DICOM film,
@@ -177,8 +190,7 @@ def load_film(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarra
         return dicom.read_film(path, max_pixels)
     if dicom is None and str(path).lower().endswith(".dcm"):
         raise ImageError(f"{path}: DICOM needs infer.py's package folder, edge_runtime/")
-    gray, rendering = _load_picture(path, max_pixels)
-    return gray, {"rendering": rendering}
+    return _load_picture(path, max_pixels)
 
 
 def _dicom_module():
@@ -191,8 +203,9 @@ def _dicom_module():
     return dicom
 
 
-def _load_picture(path: str | Path, max_pixels: int) -> tuple[np.ndarray, str]:
-    """A JPEG or PNG file as 8-bit grey levels, and how they were made."""
+def _load_picture(path: str | Path, max_pixels: int) -> tuple[np.ndarray, dict]:
+    """A JPEG or PNG file as 8-bit grey levels, and info: how they were made
+    ("rendering"), and "colour" for a colour image."""
     try:
         # Pillow's own bomb guard only warns below twice its limit; make it an error too.
         with warnings.catch_warnings(), _open_regular(path) as handle:
@@ -208,10 +221,14 @@ def _load_picture(path: str | Path, max_pixels: int) -> tuple[np.ndarray, str]:
                         f"over the {MAX_DECODED_BYTES >> 20} MiB limit (a device has little memory)"
                     )
                 image.load()  # decode now, so a truncated file fails here
+                # Before turning it upright: the pixels as stored are what an Android app
+                # gets too (EdgexrayScope.colourSpread samples the same ones).
+                info = {} if image.mode in GREY_MODES else {"colour": _colour_spread(image)}
                 # In place: a film is megabytes, and every copy counts on a small device.
                 kind = image.format
                 ImageOps.exif_transpose(image, in_place=True)
-                return _to_uint8_gray(image, kind)
+                gray, info["rendering"] = _to_uint8_gray(image, kind)
+                return gray, info
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
@@ -227,6 +244,18 @@ def _bomb_message(path, width: int, height: int, max_pixels: int) -> str:
         f"{path}: {width}x{height} pixels is over the {max_pixels} limit "
         "(refused as a possible decompression bomb)"
     )
+
+
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def _colour_spread(image: Image.Image) -> float:
+    """scope.colour_spread of the RGB channels (alpha ignored), on every step-th pixel of
+    every step-th row (step = ceil(longer side / COLOUR_SAMPLE)), so a large photograph
+    costs no more than a 256-pixel one."""
+    step = max(1, -(-max(image.size) // scope.COLOUR_SAMPLE))
+    rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)[::step, ::step]
+    return scope.colour_spread(rgb)
 
 
 def _to_uint8_gray(image: Image.Image, kind: str = "image") -> tuple[np.ndarray, str]:
@@ -337,19 +366,15 @@ def preprocess(path: str | Path, input_spec: dict) -> np.ndarray:
 def quality_warning(gray: np.ndarray, two_tones: float | None = None) -> str | None:
     """Why a resized 8-bit image does not look like a film (blank, flat, two-tone), or None.
 
-    Equalisation stretches even a blank image to full contrast, so the model answers
-    with confidence; this is the one place that notices the image had nothing in it.
+    Kept in every record of such an image, also under --no-scope-check; with the check,
+    a flat or blank image is also out of scope (scope.flat_reason is that rule).
     two_tones: `two_tone_share` of the image before resizing, if known.
     """
     # Flat first: a blank image also has all its pixels in two grey levels (or one), and
     # "blank" is what the reader needs to hear.
-    levels = int(np.count_nonzero(np.bincount(gray.ravel(), minlength=256)))
-    spread = float(gray.std())
-    if spread < FLAT_STD or levels < FLAT_LEVELS:
-        return (
-            f"flat or blank image (grey-level standard deviation {spread:.1f}, "
-            f"{levels} grey levels): the probability is not meaningful"
-        )
+    reason = scope.flat_reason(gray)
+    if reason:
+        return f"{reason}: the probability is not meaningful"
     if two_tones is not None and two_tones > TWO_TONE_SHARE:
         return (
             f"two-tone (bilevel) image ({100 * two_tones:.0f}% of pixels in two grey levels): "
@@ -430,6 +455,15 @@ def invoke(interpreter, batch: np.ndarray, input_detail: dict, output_detail: di
         scale, zero_point = output_detail["quantization"]
         output = (output - zero_point) * scale
     return output
+
+
+def dequantized(values: np.ndarray, detail: dict) -> np.ndarray:
+    """An output tensor's values as float64, dequantized when the tensor is integer."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if np.issubdtype(detail["dtype"], np.integer):
+        scale, zero_point = detail["quantization"]
+        values = (values - zero_point) * scale
+    return values
 
 
 def input_batch(image: np.ndarray, input_detail: dict) -> np.ndarray:
@@ -537,6 +571,8 @@ def _sidecar_problem(sidecar: dict) -> str | None:
     output = sidecar["output"]
     if not isinstance(output, dict) or output.get("kind") not in OUTPUT_KINDS:
         return f"output.kind must be one of {', '.join(OUTPUT_KINDS)} (what the output value is)"
+    if sidecar.get("scope") is not None:
+        return scope.problem(sidecar["scope"])
     return None
 
 
@@ -563,9 +599,23 @@ def output_range_problem(output_detail: dict, output_kind: str) -> str | None:
 
 
 class Classifier:
-    """A .tflite pneumonia model fed exactly as its sidecar says."""
+    """A .tflite pneumonia model fed exactly as its sidecar says.
 
-    def __init__(self, model_path: str | Path, threads: int | None = None):
+    Output 0 is the pneumonia logit (or probability); a model with scope statistics has
+    its pooled features as another output, named by the sidecar's scope block. With
+    check_scope (the default) every record says whether the film is in scope.
+    """
+
+    def __init__(
+        self, model_path: str | Path, threads: int | None = None, check_scope: bool = True
+    ):
+        if scope is None:
+            raise InferenceError(
+                "the out-of-scope guard needs scope.py next to infer.py: run the "
+                "edge_runtime package, as a bundle does"
+            )
+        self.model_path = Path(model_path)
+        self.check_scope = check_scope
         self.sidecar = load_sidecar(model_path)
         self.interpreter = load_interpreter(model_path, threads)
         try:
@@ -580,10 +630,16 @@ class Classifier:
                 f"{model_path}: input shape {shape} does not match its sidecar {expected}"
             )
         outputs = self.interpreter.get_output_details()
-        if len(outputs) != 1 or int(np.prod(outputs[0]["shape"])) != 1:
+        if int(np.prod(outputs[0]["shape"])) != 1:
             # One sigmoid unit is the pneumonia probability; a two-class softmax read the
             # same way would silently return the probability of NORMAL.
             raise InferenceError(f"{model_path}: expected one output value")
+        self.scope = self.sidecar.get("scope")
+        if self.scope is not None:
+            found = scope.problem(self.scope, [int(np.prod(o["shape"])) for o in outputs])
+            if found:
+                raise InferenceError(f"{model_path}: {found}")
+        self.outputs = outputs
         self.threshold = float(self.sidecar["threshold"])
         self.labels = [str(label) for label in self.sidecar["labels"]]
         self.output_kind = self.sidecar["output"]["kind"]
@@ -622,12 +678,42 @@ class Classifier:
         """Pneumonia probability of one image file (raises ImageError if unreadable)."""
         return self.run(self.model_input(path))
 
-    def classify(self, path: str | Path) -> dict:
-        """One record: path, probability, label, threshold, latency_ms, rendering; or path
-        and error.
+    def feature_output(self) -> dict | None:
+        """index, name and size of the pooled-features output (the second output of a
+        model exported for the scope guard), or None."""
+        if len(self.outputs) < 2:
+            return None
+        detail = self.outputs[1]
+        return {
+            "index": 1, "name": detail["name"], "size": int(np.prod(detail["shape"])),
+        }  # fmt: skip
 
-        latency_ms covers reading, preprocessing and the interpreter call.
-        A flat or blank image also gets quality_warning (see `quality_warning`).
+    def features(self) -> np.ndarray | None:
+        """The dequantized pooled features of the last `run`, or None without them."""
+        if self.scope is not None:
+            detail = self.outputs[self.scope["feature_output"]["index"]]
+        elif len(self.outputs) > 1:
+            detail = self.outputs[1]
+        else:
+            return None
+        return dequantized(self.interpreter.get_tensor(detail["index"]), detail)
+
+    def scope_decision(self, gray: np.ndarray, info: dict) -> scope.Decision:
+        """The guard's answer for a film just `run` (its features are read from the model)."""
+        if not self.check_scope:
+            return scope.Decision(None, scope.NOT_CHECKED)
+        return scope.decide(
+            gray, self.features(), self.scope, colour=info.get("colour"), tags=info.get("tags")
+        )
+
+    def classify(self, path: str | Path) -> dict:
+        """One record: path, probability, label, threshold, latency_ms, rendering,
+        in_scope, scope_reason (and scope_distance when measured); or path and error.
+
+        A film out of scope gets the label OUT_OF_SCOPE: its probability is recorded but
+        not turned into NORMAL or PNEUMONIA. latency_ms covers reading, preprocessing,
+        the interpreter call and the scope check. A flat or blank image also gets
+        quality_warning (see `quality_warning`).
         """
         started = time.perf_counter()
         spec = self.sidecar["input"]
@@ -639,14 +725,20 @@ class Classifier:
                 "error": clean_text(str(err).replace(f"{path}: ", "", 1)),
             }
         probability = self.run(self.tensor_of(gray))
+        decision = self.scope_decision(gray, info)
+        label = self.labels[1] if probability >= self.threshold else self.labels[0]
         record = {
             "path": clean_text(str(path)),
             "probability": probability,
-            "label": self.labels[1] if probability >= self.threshold else self.labels[0],
+            "label": scope.OUT_OF_SCOPE if decision.in_scope is False else label,
             "threshold": self.threshold,
             "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
             "rendering": info["rendering"],
+            "in_scope": decision.in_scope,
+            "scope_reason": decision.reason,
         }
+        if decision.distance is not None:
+            record["scope_distance"] = round(decision.distance, 4)
         warning = quality_warning(gray, info.get("two_tones"))
         if warning:
             record["quality_warning"] = warning
@@ -698,7 +790,11 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def write_records(records, stream, fmt: str = "jsonl") -> int:
-    """Write each record as soon as it is ready (jsonl or csv); return how many had errors.
+    """Write each record as soon as it is ready (jsonl or csv).
+
+    Returns:
+        The exit code they call for: EXIT_UNREADABLE when some had errors, else
+        EXIT_OUT_OF_SCOPE when some were out of scope, else EXIT_OK.
 
     Raises:
         OutputError: a write or flush failed; what was not flushed is lost, so the caller
@@ -708,14 +804,15 @@ def write_records(records, stream, fmt: str = "jsonl") -> int:
     writer = csv.DictWriter(stream, RECORD_FIELDS, lineterminator="\n") if fmt == "csv" else None
     if writer:
         _emit(stream, writer.writerow, {field: field for field in RECORD_FIELDS})  # header
-    errors = 0
+    errors = out_of_scope = 0
     for record in records:
         errors += "error" in record
+        out_of_scope += record.get("in_scope") is False
         if writer:
             _emit(stream, writer.writerow, record)
         else:
             _emit(stream, stream.write, json.dumps(record) + "\n")
-    return errors
+    return EXIT_UNREADABLE if errors else EXIT_OUT_OF_SCOPE if out_of_scope else EXIT_OK
 
 
 def _emit(stream, write, item) -> None:
@@ -739,15 +836,20 @@ def check_threads(threads: int | None) -> None:
 def run(
     model_path: str | Path, inputs, fmt: str = "jsonl", threads: int | None = None, stream=None,
     explain_dir: str | Path | None = None, report_path: str | Path | None = None,
+    check_scope: bool = True,
 ) -> int:  # fmt: skip
     """Classify every image in inputs (files or folders), one record per image on stream.
 
     With explain_dir, each readable film's heatmap (overlay PNG and map .npy, explain.py)
     is written there and its record carries their paths; with report_path, one HTML
-    report of the batch is written there at the end (report.py).
+    report of the batch is written there at the end (report.py). A model without scope
+    statistics gets one warning line on stderr: its records say in_scope null, and
+    nothing catches a film it cannot read (check_scope=False: not checked at all).
 
     Returns:
-        EXIT_OK when every image was read, EXIT_UNREADABLE when some were not.
+        EXIT_OK when every image was read and in scope (or not checked),
+        EXIT_UNREADABLE when some could not be read, else EXIT_OUT_OF_SCOPE when some
+        were out of scope.
 
     Raises:
         InferenceError: a bad format or thread count, no images at all, or a missing,
@@ -762,19 +864,25 @@ def run(
         explain, report = _heatmap_modules()
     if report_path is not None:
         report.check_writable(report_path)
-    classifier = Classifier(model_path, threads)
+    classifier = Classifier(model_path, threads, check_scope)
     paths = find_images(inputs)
     if not paths:
         raise InferenceError(f"no images found in {', '.join(map(str, inputs))}")
+    if check_scope and classifier.scope is None:
+        print(
+            f"warning: {Path(model_path).name} has {scope.NO_STATISTICS}: films it was not "
+            "trained on are not caught (records say in_scope null)",
+            file=sys.stderr,
+        )
     records = map(classifier.classify, paths)
     entries = [] if report_path is not None else None
     if explaining:
         records = explain.explain_records(classifier, records, explain_dir, entries)
-    errors = write_records(records, stream or sys.stdout, fmt)
+    code = write_records(records, stream or sys.stdout, fmt)
     if report_path is not None:
         legend = explain.legend_html(explain.DEFAULT_GRID)
         report.write(report_path, entries, classifier.sidecar, model_path, legend)
-    return EXIT_UNREADABLE if errors else EXIT_OK
+    return code
 
 
 def _heatmap_modules():
@@ -873,6 +981,12 @@ def main(argv=None) -> int:
         "most suspicious films first, with heatmaps",
     )
     parser.add_argument(
+        "--no-scope-check",
+        action="store_true",
+        help="label every film, even one the out-of-scope guard would refuse "
+        "(records then say in_scope null, scope_reason 'not checked')",
+    )
+    parser.add_argument(
         "--list-images",
         action="store_true",
         help="only print the image files found, each ended by a NUL byte (for xargs -0)",
@@ -891,6 +1005,7 @@ def main(argv=None) -> int:
         return run(
             model, args.images, args.format, args.threads,
             explain_dir=args.explain, report_path=args.report,
+            check_scope=not args.no_scope_check,
         )  # fmt: skip
     except OutputError as err:
         silence_stdout()

@@ -142,8 +142,10 @@ def _card(rank: int, entry: Entry, positive: str) -> str:
             f"{probability:.3f}, threshold {threshold:.3f}</p>{_bar(probability, threshold)}"
         )
     if "in_scope" in record:
-        flag = "yes" if record["in_scope"] else "NO"
-        lines.append(f"<p>in scope: <b>{flag}</b></p>")
+        flag = {True: "yes", False: "NO"}.get(record["in_scope"], "not checked")
+        reason = record.get("scope_reason")
+        detail = f" ({e(str(reason))})" if reason and record["in_scope"] is not True else ""
+        lines.append(f"<p>in scope: <b>{flag}</b>{detail}</p>")
     if entry.film_jpeg:
         lines.append('<div class="pictures">')
         lines.append(f'<figure><img alt="film" src="{_data_uri(entry.film_jpeg)}">'

@@ -8,7 +8,8 @@ rpi      the model and its sidecar, the edge runtime as the package folder edge_
          and output).
 android  the full-int8 model (uint8 input and output) and its sidecar, labels.txt, a README
          on the LiteRT Interpreter, EdgexrayPreprocess.java (the preprocessing, tested
-         byte-identical to infer.py), and check/ files to test an app's port.
+         byte-identical to infer.py), EdgexrayScope.java (the out-of-scope guard, tested
+         to decide as scope.py does), and check/ files to test an app's port.
 
 Every bundle holds bundle.json (what was bundled, by which edgexray) and SHA256SUMS (for
 `sha256sum -c SHA256SUMS`). The folder is built next to the target and renamed into place,
@@ -46,6 +47,8 @@ CHECKSUMS = artifacts.BUNDLE_CHECKSUMS  # SHA256SUMS
 CHECK_SIZE = (300, 260)  # height, width of the check image: both axes shrink, unequally
 # The android preprocessing as Java, byte-identical to infer.py (tests/test_android_preprocess.py).
 ANDROID_PREPROCESS = Path(__file__).parent / "android" / "EdgexrayPreprocess.java"
+# The out-of-scope guard as Java, the same decisions as scope.py (tests/test_scope_java.py).
+ANDROID_SCOPE = Path(__file__).parent / "android" / "EdgexrayScope.java"
 CHECK_SCRIPT = Path(infer.__file__).with_name("check.py")  # the rpi bundle's check/check.py
 # The device runtime: every module of edgexray/edge_runtime/, shipped as a package folder of
 # this name, run by the launcher infer.py at the bundle's top.
@@ -300,6 +303,21 @@ def _quantization_note(classifier: infer.Classifier) -> str:
     return snippet("android-input-unchanged.md" if unchanged else "android-input-requantized.md")
 
 
+def _scope_status(classifier: infer.Classifier) -> str:
+    """What the android README says about this model's scope statistics."""
+    block = classifier.scope
+    if block is None:
+        return (
+            "**This model's sidecar has no scope block**: `fromSidecar` returns null, only "
+            "the colour and flat checks run, and its answers must be shown as not checked."
+        )
+    return (
+        f"This model gives its {block['feature_output']['size']} pooled features as output "
+        f"{block['feature_output']['index']}; the cut-off is {block['cutoff']:.4f} "
+        f"({block['cutoff_rule']})."
+    )
+
+
 def _write_android(staging: Path, classifier: infer.Classifier, model: Path) -> None:
     facts = _model_facts(classifier, model)
     interpreter = classifier.interpreter
@@ -308,6 +326,7 @@ def _write_android(staging: Path, classifier: infer.Classifier, model: Path) -> 
     expected = _write_check(staging, classifier)
     (staging / "labels.txt").write_text("\n".join(classifier.labels) + "\n")
     shutil.copyfile(ANDROID_PREPROCESS, staging / ANDROID_PREPROCESS.name)
+    shutil.copyfile(ANDROID_SCOPE, staging / ANDROID_SCOPE.name)
     readme = _fill(
         template("android-README.md"),
         **facts,
@@ -316,6 +335,7 @@ def _write_android(staging: Path, classifier: infer.Classifier, model: Path) -> 
         out_scale=repr(float(out_scale)),
         out_zero=int(out_zero),
         quantization_note=_quantization_note(classifier),
+        scope_status=_scope_status(classifier),
         check_probability=expected["probability"],
         check_output=expected["output_uint8"],
         check_label=expected["label"],

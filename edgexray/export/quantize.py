@@ -32,8 +32,9 @@ import numpy as np
 from edgexray import __version__, artifacts
 from edgexray.errors import EdgexrayError, check_config, check_threshold
 from edgexray.export import convert
+from edgexray.export.features import with_feature_output
 from edgexray.formatting import format_table, number
-from edgexray.pipeline import data, distribute, finetune, metrics, scoring
+from edgexray.pipeline import data, distribute, finetune, metrics, scope, scoring
 from edgexray.pipeline.prune import PRUNE_REPORT, clone_fresh, require_pruned
 from edgexray.pipeline.train import TrainConfig, load_config
 
@@ -313,6 +314,15 @@ def quantize(
         representative_images=[scoring.decode(p, spec) for p in chosen], verbose=verbose,
     )  # fmt: skip
     val_images = [scoring.decode(p, spec) for p in val_paths]
+    guarded = [m for m in methods if BY_NAME[m].full_int8]
+    if guarded:  # the device models get the out-of-scope guard's statistics
+        log.info("resizing %d train and %d val films for the scope statistics",
+                 len(train_paths), len(val_paths))  # fmt: skip
+        samples = data.load_manifest(run_dir / artifacts.MANIFEST)
+        scope_films = {
+            split: (scope.resized(paths, spec), _counts(samples, split))
+            for split, paths in (("train", train_paths), ("val", val_paths))
+        }
 
     out_dir = distribute.output_dir(run_dir, config.distribute)  # a worker's is private
     results = []
@@ -320,6 +330,8 @@ def quantize(
         started = time.monotonic()
         log.info("%s: converting", method)
         tflite_bytes, method_config = build(stage, BY_NAME[method])
+        if method in guarded:  # pooled features as output 1; output 0 keeps every byte
+            tflite_bytes = with_feature_output(tflite_bytes)
         kind = convert.output_kind(stage.model(BY_NAME[method].source))
         scorer = scoring.tflite_scorer(tflite_bytes, spec, method, kind)
         probabilities = scorer.probabilities(val_images)
@@ -333,6 +345,11 @@ def quantize(
             threshold=threshold, target_recall=train_config.target_recall,
             sparsity=sparsity, output_kind=kind, check_image=val_images[0],
         )  # fmt: skip
+        if method in guarded:
+            (train_grays, train_counts), (val_grays, val_counts) = scope_films.values()
+            sidecar["scope"] = scope.attach(
+                path, train_grays, val_grays, train_counts=train_counts, val_counts=val_counts
+            )
         result: VariantResult = {
             "method": method,
             "path": str(path),
@@ -352,6 +369,11 @@ def quantize(
         results.append(result)
     _merge_report(out_dir, results)
     return results
+
+
+def _counts(samples: list[data.Sample], split: str) -> dict:
+    members = [s for s in samples if s.split == split]
+    return {"films": len(members), "patients": len({s.patient_id for s in members})}
 
 
 def _merge_report(run_dir: Path, results: list[VariantResult]) -> None:

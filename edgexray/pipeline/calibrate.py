@@ -426,6 +426,11 @@ def calibrate(
     if grouped_by == "films":
         log.warning("calibration sample: %s", GROUPED_BY["films"])
     grouping = {"patients": patients, "grouped_by": grouped_by}
+    # Counted, not removed: the threshold is chosen on every film's probability (a site
+    # sample is what the site sends), and the count says how many the device would refuse.
+    out_of_scope = evaluate.summarize(labels, probabilities, 0.5, scores.in_scope[0])[
+        "out_of_scope"
+    ]
 
     threshold, method, k = choose_threshold(
         labels, probabilities, config.target_recall, config.confidence,
@@ -455,6 +460,7 @@ def calibrate(
             "patients": len(set(patients)),
             "patients_from": GROUPED_BY[grouped_by],
             "skipped_unreadable": skipped,
+            "out_of_scope": out_of_scope,
             "in_both_classes": len(both),
             "files_sha256": file_list_sha256(root, paths),
         },
@@ -613,6 +619,17 @@ def _rate_row(name: str, threshold, rates: dict) -> str:
     )
 
 
+def _scope_text(sample: dict) -> str:
+    counts = sample.get("out_of_scope")
+    if counts is None:
+        return "not judged (the model has no scope statistics)"
+    return (
+        f"{counts['films']} of {sample['n']} films ({counts['pneumonia']} pneumonia, "
+        f"{counts['normal']} normal) would be labelled OUT_OF_SCOPE on the device; the "
+        "threshold is chosen on every film's probability"
+    )
+
+
 def summary_lines(result: dict) -> list[str]:
     """A readable summary of a calibrate() result."""
     c = result["calibration"]
@@ -642,6 +659,7 @@ def summary_lines(result: dict) -> list[str]:
         )
     lines += [
         f"rule         {rule}",
+        f"out of scope {_scope_text(sample)}",
         f"threshold    {c['threshold']:.6g} (was {c['source_threshold']:.6g})",
         f"{'':<26} {'threshold':>9}  {'recall [' + level + ' CI]':>22}"
         f"  {'specificity [' + level + ' CI]':>22}  {'missed':>6} {'false+':>6}",

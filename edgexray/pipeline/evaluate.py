@@ -12,11 +12,13 @@ import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
 from edgexray import artifacts
 from edgexray.edge_runtime.infer import Classifier, InferenceError, image_files
+from edgexray.edge_runtime.scope import OUT_OF_SCOPE
 from edgexray.errors import EdgexrayError, check_threshold
 from edgexray.formatting import interval, number
 from edgexray.pipeline import data, metrics, scoring
@@ -47,9 +49,14 @@ class Model:
     scorer: scoring.Scorer
     labels: tuple[str, ...] = data.LABELS  # what it prints: labels[probability >= threshold]
 
-    def printed(self, probabilities) -> np.ndarray:
-        """The label the device prints for each probability (the gate compares these)."""
-        return np.asarray(self.labels)[(np.asarray(probabilities) >= self.threshold).astype(int)]
+    def printed(self, probabilities, in_scope=None) -> np.ndarray:
+        """The label the device prints for each film (the gate compares these):
+        OUT_OF_SCOPE where in_scope (a Scores.in_scope row) is 0."""
+        called = (np.asarray(probabilities) >= self.threshold).astype(int)
+        labels = np.asarray(self.labels, dtype=object)[called]
+        if in_scope is not None:
+            labels[np.asarray(in_scope) == 0] = OUT_OF_SCOPE
+        return labels
 
     @property
     def name(self) -> str:
@@ -128,8 +135,9 @@ def _tflite_model(path: Path, threshold: float | None) -> Model:
     if threshold is None:
         threshold = check_threshold(classifier.sidecar["threshold"], str(path.with_suffix(".json")))
     scorer = scoring.tflite_scorer(
-        classifier.interpreter, classifier.sidecar["input"], str(path), classifier.output_kind
-    )
+        classifier.interpreter, classifier.sidecar["input"], str(path), classifier.output_kind,
+        scope_block=classifier.scope,
+    )  # fmt: skip
     return Model(path, "tflite", threshold, scorer, tuple(classifier.labels))
 
 
@@ -202,36 +210,76 @@ def score(models: list[Model], images: Images) -> scoring.Scores:
     return scoring.score([m.scorer for m in models], images.paths, images.labels)
 
 
-class ClinicalSummary(metrics.ClassificationReport):
-    """summarize(): the classification report and the class counts behind it."""
+class OutOfScopeCounts(TypedDict):
+    """Films the device refuses as out of scope, by class."""
 
+    films: int
     pneumonia: int
     normal: int
 
 
-def summarize(labels, probabilities, threshold: float) -> ClinicalSummary:
+class ClinicalSummary(metrics.ClassificationReport):
+    """summarize(): the classification report, the class counts behind it, and the films
+    out of scope (None when the model was not judged)."""
+
+    pneumonia: int
+    normal: int
+    out_of_scope: OutOfScopeCounts | None
+
+
+def summarize(
+    labels, probabilities, threshold: float, in_scope=None
+) -> ClinicalSummary:
     """Every clinical metric from labels, probabilities and a threshold (pure, no I/O).
 
     metrics.classification_report plus the class counts, so a reader sees how many
-    pneumonia cases stand behind the recall and its confidence interval.
+    pneumonia cases stand behind the recall and its confidence interval, and the films
+    out of scope (`out_of_scope`, None when the model was not judged): counted separately,
+    and a pneumonia film among them counts as missed (see classification_report).
+
+    Args:
+        in_scope: a Scores.in_scope row (1 in, 0 out of scope, NaN not judged), or None.
     """
     labels = np.asarray(labels).astype(int)
-    return {
-        **metrics.classification_report(labels, probabilities, threshold),
+    judged = in_scope is not None and not np.all(np.isnan(in_scope))
+    refused = (np.asarray(in_scope) == 0) if judged else None
+    report = {
+        **metrics.classification_report(labels, probabilities, threshold, refused),
         "pneumonia": int(labels.sum()),
         "normal": int(len(labels) - labels.sum()),
+        "out_of_scope": None,
     }
+    if judged:
+        report["out_of_scope"] = {
+            "films": int(refused.sum()),
+            "pneumonia": int(np.sum(refused & (labels == 1))),
+            "normal": int(np.sum(refused & (labels == 0))),
+        }
+    return report
 
 
-def write_predictions(path: Path, paths, labels, probabilities, threshold: float) -> Path:
-    """Per-image CSV (path, label, probability, predicted), written atomically."""
+def scope_line(report: dict) -> str:
+    """One line: how many films were out of scope, of which class, or why none were judged."""
+    counts = report.get("out_of_scope")
+    if counts is None:
+        return "not judged (the model has no scope statistics)"
+    return (
+        f"{counts['films']} of {report['n']} films ({counts['pneumonia']} pneumonia, "
+        f"{counts['normal']} normal): labelled OUT_OF_SCOPE on a device; a pneumonia film "
+        "among them counts as missed"
+    )
+
+
+def write_predictions(path: Path, paths, labels, probabilities, printed) -> Path:
+    """Per-image CSV (path, label, probability, predicted), written atomically; predicted
+    is what the device prints (`Model.printed`), OUT_OF_SCOPE included."""
 
     def write(temporary: Path):
         with open(temporary, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(PREDICTION_FIELDS)
-            for file, label, probability in zip(paths, labels, probabilities, strict=True):
-                predicted = data.LABELS[int(probability >= threshold)]
+            rows = zip(paths, labels, probabilities, printed, strict=True)
+            for file, label, probability, predicted in rows:
                 writer.writerow([file, data.LABELS[int(label)], f"{probability:.6f}", predicted])
 
     return artifacts.atomic_write(Path(path), write)
@@ -270,18 +318,20 @@ def evaluate(
     if skipped:
         log.warning("skipped %d unreadable file(s)", len(skipped))
     paths, labels, probabilities = scores.paths, scores.labels, scores.probabilities[0]
+    in_scope = scores.in_scope[0]
     report = {
         "model": str(model_path),
         "kind": model.kind,
         "data": str(data_path),
         "split": images.split,
-        **summarize(labels, probabilities, model.threshold),
+        **summarize(labels, probabilities, model.threshold, in_scope),
         "skipped": len(skipped),
         "skipped_files": skipped,
         "predictions_csv": None,
     }
     if predictions_csv is not None:
-        write_predictions(predictions_csv, paths, labels, probabilities, model.threshold)
+        printed = model.printed(probabilities, in_scope)
+        write_predictions(predictions_csv, paths, labels, probabilities, printed)
         report["predictions_csv"] = str(predictions_csv)
     return report
 
@@ -309,4 +359,5 @@ def report_lines(report: dict) -> list[str]:
         "confusion    true \\ predicted   NORMAL  PNEUMONIA",
         f"             NORMAL           {tn:7d}  {fp:9d}",
         f"             PNEUMONIA        {fn:7d}  {tp:9d}",
+        f"out of scope {scope_line(report)}",
     ] + ([f"predictions  {report['predictions_csv']}"] if report["predictions_csv"] else [])

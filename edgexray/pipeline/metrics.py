@@ -139,11 +139,24 @@ class ClassificationReport(TypedDict):
     confusion_matrix: list[list[int]]  # [[tn, fp], [fn, tp]]
 
 
-def classification_report(labels, probabilities, threshold: float) -> ClassificationReport:
-    """Every metric at one decision threshold (pneumonia when probability >= threshold)."""
+def classification_report(
+    labels, probabilities, threshold: float, refused=None
+) -> ClassificationReport:
+    """Every metric at one decision threshold (pneumonia when probability >= threshold).
+
+    Args:
+        refused: per film, True when the device refuses it as out of scope (label
+            OUT_OF_SCOPE). A refused pneumonia film counts as missed; a refused normal
+            film counts by its probability as before. So refusing films can never improve
+            recall or specificity: the gate cannot be passed by refusing the films a
+            model gets wrong. AUC and ECE stay on the probabilities of every film.
+    """
     labels = np.asarray(labels).astype(int)
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    counts = confusion(labels, probabilities >= threshold)
+    called = probabilities >= threshold
+    if refused is not None:
+        called = called & ~(np.asarray(refused, dtype=bool) & (labels == 1))
+    counts = confusion(labels, called)
     tp, fn, tn, fp = counts["tp"], counts["fn"], counts["tn"], counts["fp"]
     recall = _ratio(tp, tp + fn)
     precision = _ratio(tp, tp + fp)

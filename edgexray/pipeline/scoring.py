@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgexray.edge_runtime import infer
+from edgexray.edge_runtime import scope as guard
 from edgexray.errors import EdgexrayError
 from edgexray.pipeline import decode_cache
 
@@ -35,6 +36,9 @@ class Scorer:
     name: str  # for messages: the model file, or what the model is
     input_spec: dict  # what `infer.preprocess` needs: height, width, normalization
     probabilities: Callable[[list[np.ndarray]], np.ndarray]
+    # The out-of-scope guard of a model with scope statistics: (model inputs, films as
+    # (resized 8-bit grey, load info)) -> one scope.Decision each. None: not judged.
+    judge: Callable[[list[np.ndarray], list[tuple]], list] | None = None
 
 
 def keras_scorer(model, input_spec: dict, name: str = "Keras model") -> Scorer:
@@ -58,13 +62,19 @@ def keras_scorer(model, input_spec: dict, name: str = "Keras model") -> Scorer:
 
 
 def tflite_scorer(
-    model: bytes | Path | object, input_spec: dict, name: str, output_kind: str
+    model: bytes | Path | object,
+    input_spec: dict,
+    name: str,
+    output_kind: str,
+    scope_block: dict | None = None,
 ) -> Scorer:
     """Score with a .tflite model (its bytes, its file, or a loaded interpreter).
 
     Exactly `infer.Classifier.probability` after decoding: one image per invoke, input
     quantized and output dequantized as the interpreter's details say, then the sigmoid
     taken when the model emits the logit (output_kind, the sidecar's output "kind").
+    With the sidecar's scope block, the scorer also judges every film as the device does
+    (`scope.decide` on the features of the film's own invoke).
     """
     if isinstance(model, bytes):
         interpreter = infer.interpreter_class()(model_content=model)
@@ -79,6 +89,22 @@ def tflite_scorer(
             [infer.run_interpreter(interpreter, image, output_kind) for image in images]
         )
 
+    def judge(images: list[np.ndarray], films: list[tuple]) -> list:
+        detail = interpreter.get_output_details()[scope_block["feature_output"]["index"]]
+        decisions = []
+        for image, (gray, info) in zip(images, films, strict=True):
+            infer.run_interpreter(interpreter, image, output_kind)  # this film's features
+            features = infer.dequantized(interpreter.get_tensor(detail["index"]), detail)
+            decisions.append(
+                guard.decide(
+                    gray, features, scope_block, colour=info.get("colour"), tags=info.get("tags")
+                )
+            )
+        return decisions
+
+    if scope_block is not None:
+        return Scorer(name or "TFLite model", input_spec, probabilities, judge)
+
     return Scorer(name or "TFLite model", input_spec, probabilities)
 
 
@@ -90,6 +116,16 @@ def decode(path: str, input_spec: dict, change: Callable | None = None) -> np.nd
     if change is not None:
         gray = change(gray)
     return infer.normalize(gray, input_spec["normalization"])
+
+
+def decode_film(path: str, input_spec: dict, change: Callable | None = None) -> tuple:
+    """The model input for one file, and the film as the scope guard sees it:
+    (input, (resized 8-bit grey, load info)). Not cached: the guard needs what the decoder
+    found in the file (its colour, its DICOM tags), which the decode cache does not keep."""
+    gray, info = infer.resized_film(path, input_spec)
+    if change is not None:
+        gray = change(gray)
+    return infer.normalize(gray, input_spec["normalization"]), (gray, info)
 
 
 def _spec_key(input_spec: dict) -> tuple:
@@ -113,6 +149,9 @@ class Scores:
     probabilities: np.ndarray  # (models, len(paths)): one row per scorer, in the order given
     labels: np.ndarray | None = None  # of the readable files, when labels were given
     skipped: dict[str, str] = field(default_factory=dict)  # unreadable file -> why
+    # (models, len(paths)): 1.0 in scope, 0.0 out of scope (the device would label the film
+    # OUT_OF_SCOPE), NaN not judged (a model without scope statistics, a Keras model).
+    in_scope: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -141,15 +180,22 @@ def score(
     """
     specs = {_spec_key(s.input_spec): s.input_spec for s in scorers}
     result = np.full((len(scorers), len(paths)), np.nan)
+    in_scope = np.full((len(scorers), len(paths)), np.nan)
+    judging = any(scorer.judge is not None for scorer in scorers)
     skipped: dict[str, str] = {}
     started = last_log = time.monotonic()
     for start in range(0, len(paths), CHUNK):
         chunk = paths[start : start + CHUNK]
         inputs = {key: [] for key in specs}
+        films = {key: [] for key in specs}
         readable = []
         for offset, path in enumerate(chunk):
             try:
-                images = {key: decode(path, spec, change) for key, spec in specs.items()}
+                decoded = {
+                    key: decode_film(path, spec, change) if judging
+                    else (decode(path, spec, change), None)
+                    for key, spec in specs.items()
+                }  # fmt: skip
             except infer.ImageError as err:
                 log.warning("skipping %s", err)
                 skipped[path] = _skip(path, err)
@@ -161,14 +207,19 @@ def score(
                 skipped[path] = f"not a readable image ({err})"
                 continue
             readable.append(start + offset)
-            for key, image in images.items():
+            for key, (image, film) in decoded.items():
                 inputs[key].append(image)
+                films[key].append(film)
         if readable:
             for row, scorer in enumerate(scorers):
+                key = _spec_key(scorer.input_spec)
                 try:
-                    result[row, readable] = scorer.probabilities(
-                        inputs[_spec_key(scorer.input_spec)]
-                    )
+                    result[row, readable] = scorer.probabilities(inputs[key])
+                    if scorer.judge is not None:
+                        in_scope[row, readable] = [
+                            np.nan if d.in_scope is None else float(d.in_scope)
+                            for d in scorer.judge(inputs[key], films[key])
+                        ]
                 except (ValueError, RuntimeError) as err:  # shape or dtype the model refuses
                     raise EdgexrayError(f"{scorer.name}: cannot run on its input ({err})") from None
                 except infer.InferenceError as err:  # an output that is no probability
@@ -188,6 +239,7 @@ def score(
         probabilities=result[:, keep],
         labels=None if labels is None else np.asarray(labels)[keep],
         skipped=skipped,
+        in_scope=in_scope[:, keep],
     )
 
 

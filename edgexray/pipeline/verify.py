@@ -7,6 +7,12 @@ comes first, but recall alone can be bought by calling every film pneumonia (thr
 falls too far below the baseline's. `RecallRegressionError` carries the whole report;
 only the CLI turns it into exit code 1.
 
+Films out of scope: a candidate with scope statistics labels some films OUT_OF_SCOPE on a
+device. For the gate such a pneumonia film is not found (it was not called pneumonia), and
+such a normal film counts by its probability as before, so refusing films never raises a
+candidate's recall or specificity (metrics.classification_report); each model's count is
+reported as its own line and field (`out_of_scope`).
+
 The default allowed drops (GateLimits), for a test split that is another site (the
 Kaggle test/ folder here: 312 films, 117 of them normal, so one normal film is 0.0085):
   recall       0: the promise of the project; a compressed model misses no more pneumonia.
@@ -35,7 +41,14 @@ from edgexray import artifacts
 from edgexray.errors import EdgexrayError
 from edgexray.formatting import defined, interval, json_safe, number, signed
 from edgexray.pipeline import data, metrics
-from edgexray.pipeline.evaluate import ClinicalSummary, find_images, load_model, score, summarize
+from edgexray.pipeline.evaluate import (
+    ClinicalSummary,
+    find_images,
+    load_model,
+    scope_line,
+    score,
+    summarize,
+)
 
 log = logging.getLogger("edgexray")
 
@@ -279,8 +292,10 @@ def verify(
             "kind": model.kind,
             "probabilities": scores.probabilities[row],
             "threshold": model.threshold,
-            "printed": model.printed(scores.probabilities[row]),
-            "report": summarize(labels, scores.probabilities[row], model.threshold),
+            "printed": model.printed(scores.probabilities[row], scores.in_scope[row]),
+            "report": summarize(
+                labels, scores.probabilities[row], model.threshold, scores.in_scope[row]
+            ),
         }
         for row, model in enumerate(models)
     ]
@@ -388,4 +403,7 @@ def table_lines(report: VerifyReport) -> list[str]:
             lines.append(f"{entry['name']}: newly missed pneumonia: {shown}{more}")
         for reason in entry.get("failures", []):
             lines.append(f"{entry['name']}: {reason}")
+    for entry in [report["baseline"], *report["candidates"]]:
+        if entry.get("out_of_scope") is not None:
+            lines.append(f"{entry['name']}: out of scope {scope_line(entry)}")
     return lines

@@ -11,8 +11,8 @@
 # single pass.
 #
 # A film never reaches DONE without its record in RESULTS. If infer.py exits with anything
-# but 0 (all read) or 3 (some unreadable: their records say why), or the records cannot be
-# appended (a full disk), the script stops with a non-zero code, so systemd shows the
+# but 0 (all read), 3 (some unreadable) or 4 (some out of scope: their records say why), or
+# the records cannot be appended (a full disk), the script stops with a non-zero code, so systemd shows the
 # failure, and the batch waits in INBOX/.processing/ to be classified at the next start
 # (a record may then appear twice, never not at all).
 #
@@ -131,7 +131,8 @@ while :; do
             crashed "$status"
             continue
         fi
-        if [ "$status" -ne 0 ] && [ "$status" -ne 3 ]; then
+        # 3: some films unreadable, 4: some out of scope; their records say so.
+        if [ "$status" -ne 0 ] && [ "$status" -ne 3 ] && [ "$status" -ne 4 ]; then
             stop "infer.py exited with $status" "$status"
         fi
         films=$("$python" "$here/infer.py" --list-images "$batch" | tr -cd '\000' | wc -c)

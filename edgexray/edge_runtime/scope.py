@@ -1,0 +1,277 @@
+"""The out-of-scope guard: is this image a frontal chest film like the ones the model knows?
+
+Worse than a missed pneumonia is a confident answer to a question the model was never
+trained on: a negative (an inverted film), a knee, a CT slice, a photograph. Such an
+image must get the label OUT_OF_SCOPE, never NORMAL or PNEUMONIA. `decide` is the one
+home of that rule; infer.py applies it to every film, and the Android bundle's
+EdgexrayScope.java is its port (tests/test_scope_java.py holds them to the same answers).
+
+The checks, cheapest and most certain first (the first that fails is the reason):
+1. DICOM tags, when the film came with them (`TAG_RULES`, a table of facts): not a
+   radiograph, not a chest, not a frontal view, or a patient outside the trained ages.
+2. Colour: chest films are grey (or one tint, when scanned in colour); a photograph has
+   many hues (`COLOUR_LIMIT`).
+3. Flat or blank: too few grey levels to be a film (`FLAT_STD`, `FLAT_LEVELS`).
+4. Content: the Mahalanobis distance of the model's own pooled features (its second
+   output) from the training films' distribution, against a cut-off chosen on the val
+   split (the sidecar's `scope` block, see edgexray/pipeline/scope.py). This is what
+   catches inverted films, other body parts, CT/MR slices and grey photographs, on JPEG
+   and PNG as well as DICOM.
+
+A model whose sidecar has no scope block still gets checks 1-3, but passing them is not
+"in scope": the decision is None ("model has no scope statistics").
+
+numpy only: this folder is shipped to devices and imports nothing from edgexray.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+SCOPE_SCHEMA = "edgexray.scope/1"
+OUT_OF_SCOPE = "OUT_OF_SCOPE"  # the label of every film the guard refuses
+NOT_CHECKED = "not checked"  # --no-scope-check
+NO_STATISTICS = "model has no scope statistics"
+IN_SCOPE = "in scope"
+
+# A film spreads over many grey levels: 300 random films of the Kaggle set, resized to
+# 128 x 128, all had a standard deviation of at least 28 and at least 143 levels. Below
+# these bounds the image is blank, flat or a two-tone drawing.
+FLAT_STD = 10.0
+FLAT_LEVELS = 32
+# Mean distance of the pixels' chroma from the image's one tint, in grey levels (see
+# `colour_spread`). Measured: every test/ film 0.0 (saved as RGB with equal channels), a
+# film tinted in colour (R, 0.9 G, 0.8 B, or a sepia curve) and saved as JPEG 0.85-1.2;
+# the colour photographs bundled with scikit-image 4.1 (rocket) to 53, matplotlib's
+# grace_hopper 34.5. 2.5 sits between the two groups.
+COLOUR_LIMIT = 2.5
+# The colour is measured on every step-th pixel of every step-th row, step chosen so the
+# longer side gives at most this many samples: a 4000-pixel photograph costs no more
+# than a 256-pixel one (EdgexrayScope.java samples the same pixels).
+COLOUR_SAMPLE = 256
+
+
+@dataclass(frozen=True)
+class TagRule:
+    """One DICOM attribute and the values a film the model can read may have.
+
+    An empty or missing value, or one of `silent`, says nothing about the film (many
+    exports leave optional tags out), so it passes; the content check still runs.
+    """
+
+    tag: str
+    accepted: tuple[str, ...]
+    why: str
+    silent: tuple[str, ...] = ()
+
+
+# Modality: CR (computed radiography), DX (digital radiography) and RG (radiographic
+# film, digitised) are projection radiographs; CT, MR, US, NM, MG and every other modality
+# are not what the model was trained on. OT ("other") is what secondary captures carry (a
+# film digitiser, a PACS re-export): it says nothing either way, so the content decides.
+# BodyPartExamined: CHEST is the DICOM term; THORAX is what some units write instead.
+# ViewPosition: the training films are frontal (AP, some PA); a lateral view (LL, RL)
+# is a different picture of the same chest.
+TAG_RULES = (
+    TagRule("Modality", ("CR", "DX", "RG"), "is not a projection radiograph", ("OT",)),
+    TagRule("BodyPartExamined", ("CHEST", "THORAX"), "is not a chest"),
+    TagRule("ViewPosition", ("PA", "AP"), "is not a frontal view"),
+)
+# PatientAge is nnnD, nnnW, nnnM or nnnY (DICOM AS value representation).
+AGE_UNITS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}
+_AGE = re.compile(r"^(\d{1,3})([DWMY])$")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The guard's answer for one film.
+
+    Attributes:
+        in_scope: True, False, or None when not decided (--no-scope-check, or a model
+            without scope statistics that passed the cheap checks).
+        reason: why, in words, for the record's scope_reason.
+        distance: the features' Mahalanobis distance, when the model gives them.
+    """
+
+    in_scope: bool | None
+    reason: str
+    distance: float | None = None
+
+
+def colour_spread(rgb: np.ndarray) -> float:
+    """How far an RGB image is from being grey or one tint, in grey levels.
+
+    Each pixel's chroma (R - G, G - B) is a 2-vector; a grey film has none, and a film
+    scanned or photographed with a tint has chroma along one direction (the tint), growing
+    with brightness. The measure is the mean length of the chroma across that direction
+    (the direction of the summed chroma), so only a second hue counts: a photograph.
+    """
+    pixels = np.asarray(rgb, dtype=np.float64).reshape(-1, 3)
+    if pixels.size == 0:
+        return 0.0
+    first = pixels[:, 0] - pixels[:, 1]
+    second = pixels[:, 1] - pixels[:, 2]
+    sum_first, sum_second = float(first.sum()), float(second.sum())
+    norm = math.hypot(sum_first, sum_second)
+    if norm == 0.0:
+        across = np.hypot(first, second)
+    else:
+        across = np.abs(first * (sum_second / norm) - second * (sum_first / norm))
+    return float(across.mean())
+
+
+def flat_reason(gray: np.ndarray) -> str | None:
+    """Why a resized 8-bit image is blank or flat (not a film), or None.
+
+    Equalisation stretches even a blank image to full contrast, so the model answers
+    with confidence; this is the one place that notices the image had nothing in it.
+    """
+    levels = int(np.count_nonzero(np.bincount(np.asarray(gray).ravel(), minlength=256)))
+    spread = float(np.asarray(gray).std())
+    if spread < FLAT_STD or levels < FLAT_LEVELS:
+        return (
+            f"flat or blank image (grey-level standard deviation {spread:.1f}, "
+            f"{levels} grey levels)"
+        )
+    return None
+
+
+def patient_age_years(tags: dict) -> float | None:
+    """The patient's age in years from PatientAge, else PatientBirthDate and the study (or
+    acquisition) date; None when the tags do not say (dicom.TAGS reads these)."""
+    age = _AGE.match(str(tags.get("PatientAge") or "").strip().upper())
+    if age:
+        return int(age.group(1)) * AGE_UNITS[age.group(2)]
+    birth = _date(tags.get("PatientBirthDate"))
+    for field in ("StudyDate", "AcquisitionDate"):
+        taken = _date(tags.get(field))
+        if birth and taken and taken >= birth:
+            return (taken - birth).days / 365.25
+    return None
+
+
+def _date(value):
+    import datetime
+
+    text = str(value or "").strip()
+    try:
+        return datetime.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+    except (ValueError, TypeError):
+        return None
+
+
+def tag_reason(tags: dict | None, ages: dict | None = None) -> str | None:
+    """Why a DICOM film's own tags put it out of scope (TAG_RULES, then the age), or None.
+
+    Args:
+        tags: attribute keyword -> value (strings), as the DICOM reader gives them.
+        ages: the scope block's patient_age_years ({"min": years, "max": years}, whole
+            years inclusive), or None when the training ages are not known.
+    """
+    if not tags:
+        return None
+    for rule in TAG_RULES:
+        value = str(tags.get(rule.tag) or "").strip().upper()
+        if value and value not in rule.accepted + rule.silent:
+            return f"DICOM {rule.tag} {value} {rule.why} ({'/'.join(rule.accepted)} expected)"
+    age = patient_age_years(tags)
+    if ages and age is not None and not ages["min"] <= math.floor(age) <= ages["max"]:
+        return (
+            f"patient aged {age:.1f} years: the model was trained on ages "
+            f"{ages['min']:g} to {ages['max']:g}"
+        )
+    return None
+
+
+def distance(features: np.ndarray, block: dict) -> float:
+    """Mahalanobis distance of pooled features from the training films' mean:
+    |W (f - mean)| with the block's whitening matrix W (precision = W^T W)."""
+    centred = np.asarray(features, dtype=np.float64).reshape(-1) - np.asarray(block["mean"])
+    return float(np.linalg.norm(np.asarray(block["whitening"], dtype=np.float64) @ centred))
+
+
+def decide(
+    gray: np.ndarray,
+    features: np.ndarray | None,
+    block: dict | None,
+    *,
+    colour: float | None = None,
+    tags: dict | None = None,
+) -> Decision:
+    """Whether one film is in scope, and why.
+
+    Args:
+        gray: the film resized to the model input, 8-bit, before equalisation.
+        features: the model's pooled features for it (dequantized), or None.
+        block: the sidecar's scope block (checked by `problem`), or None.
+        colour: `colour_spread` of the decoded image, None for a grey one.
+        tags: DICOM attributes, None for a JPEG or PNG.
+    """
+    ages = block.get("patient_age_years") if block else None
+    reason = tag_reason(tags, ages)
+    if reason is None and colour is not None and colour > COLOUR_LIMIT:
+        reason = (
+            f"colour image (colour spread {colour:.1f} > {COLOUR_LIMIT}): "
+            "a photograph, not a film"
+        )
+    reason = reason or flat_reason(gray)
+    measured = None
+    if block is not None and features is not None:
+        measured = distance(features, block)
+    if reason:
+        return Decision(False, reason, measured)
+    if block is None or measured is None:
+        return Decision(None, NO_STATISTICS)
+    if not measured <= block["cutoff"]:  # NaN features are out of scope too
+        return Decision(
+            False,
+            f"unlike the training films (feature distance {measured:.1f} > "
+            f"cut-off {block['cutoff']:.1f})",
+            measured,
+        )
+    return Decision(True, IN_SCOPE, measured)
+
+
+def problem(block, output_sizes: list[int] | None = None) -> str | None:
+    """What makes a sidecar's scope block unusable, or None.
+
+    Args:
+        output_sizes: the number of values of each model output, to check that the
+            named feature output exists and has the block's size.
+    """
+    if not isinstance(block, dict) or block.get("schema") != SCOPE_SCHEMA:
+        return f"scope.schema must be {SCOPE_SCHEMA!r}"
+    feature_output = block.get("feature_output")
+    if not isinstance(feature_output, dict):
+        return "scope.feature_output is missing"
+    index, size = feature_output.get("index"), feature_output.get("size")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (index, size)):
+        return "scope.feature_output needs a whole-number index and size"
+    if index < 1 or size < 1:
+        return "scope.feature_output.index must be >= 1 (output 0 is the logit)"
+    if output_sizes is not None and (index >= len(output_sizes) or output_sizes[index] != size):
+        return f"the model has no output {index} of {size} values for the scope check"
+    try:
+        mean = np.asarray(block.get("mean"), dtype=np.float64)
+        whitening = np.asarray(block.get("whitening"), dtype=np.float64)
+        cutoff = float(block.get("cutoff"))
+    except (TypeError, ValueError):
+        return "scope.mean, scope.whitening and scope.cutoff must be numbers"
+    if mean.shape != (size,) or whitening.ndim != 2 or whitening.shape[1] != size:
+        return f"scope.mean must have {size} values and scope.whitening {size} columns"
+    if not (np.isfinite(mean).all() and np.isfinite(whitening).all()):
+        return "scope.mean and scope.whitening must be finite"
+    if isinstance(block.get("cutoff"), bool) or not (math.isfinite(cutoff) and cutoff > 0):
+        return "scope.cutoff must be a positive number"
+    ages = block.get("patient_age_years")
+    if ages is not None and not (
+        isinstance(ages, dict)
+        and all(isinstance(ages.get(k), (int, float)) for k in ("min", "max"))
+        and ages["min"] <= ages["max"]
+    ):
+        return "scope.patient_age_years must be {'min': years, 'max': years} or null"
+    return None

@@ -1,0 +1,100 @@
+"""Expose a converted model's pooled features as a second output, for the scope guard.
+
+The out-of-scope guard (edgexray/edge_runtime/scope.py) measures how far a film's
+penultimate features, the global-average-pooled activations the last Dense layer reads,
+lie from the training films'. Those features are already a tensor of every converted
+model; this module only lists that tensor as a second output of the subgraph (and of its
+signature), with TensorFlow's flatbuffer_utils. No operator, weight or quantization
+parameter is touched, so the first output, the pneumonia logit, keeps every byte: checked
+on all 312 test/ films for the shipped model (tests/test_scope.py, benchmarks/README.md).
+
+Adding the output to a finished .tflite, rather than converting a two-output Keras model,
+is what lets the shipped reference model gain the features without a retrain or a
+re-quantization that could move a single prediction.
+"""
+
+from __future__ import annotations
+
+from edgexray.errors import EdgexrayError
+
+FEATURE_OUTPUT_NAME = "pooled_features"  # the signature's name of the second output
+# Ops that only change the dtype or shape of the logit between the last Dense and the model
+# output (full-int8 models end in QUANTIZE int8 -> uint8; float16 in nothing at all).
+_PASS_THROUGH = ("QUANTIZE", "DEQUANTIZE", "RESHAPE")
+
+
+def _flatbuffer_utils():
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return flatbuffer_utils
+
+
+def _op_name(model, operator) -> str:
+    from tensorflow.lite.python import schema_util
+
+    code = model.operatorCodes[operator.opcodeIndex]
+    builtin = schema_util.get_builtin_code_from_operator_code(code)
+    names = {
+        value: name for name, value in vars(_schema().BuiltinOperator).items() if name.isupper()
+    }
+    return names.get(builtin, str(builtin))
+
+
+def _schema():
+    from tensorflow.lite.python import schema_py_generated
+
+    return schema_py_generated
+
+
+def feature_tensor(model) -> int:
+    """Index of the tensor the last FULLY_CONNECTED reads: the pooled features.
+
+    Walks back from the first output through dtype/shape-only ops to the Dense layer.
+
+    Raises:
+        EdgexrayError: the model does not end in a Dense layer fed by a (1, N) tensor.
+    """
+    subgraph = model.subgraphs[0]
+    producer = {int(t): op for op in subgraph.operators for t in op.outputs}
+    tensor = int(subgraph.outputs[0])
+    while tensor in producer:
+        operator = producer[tensor]
+        name = _op_name(model, operator)
+        if name == "FULLY_CONNECTED":
+            features = int(operator.inputs[0])
+            shape = list(subgraph.tensors[features].shape)
+            if len(shape) != 2 or shape[0] != 1 or shape[1] < 2:
+                raise EdgexrayError(f"the last Dense layer reads a tensor of shape {shape}")
+            return features
+        if name not in _PASS_THROUGH:
+            break
+        tensor = int(operator.inputs[0])
+    raise EdgexrayError("the model's output is not made by a Dense layer: no pooled features")
+
+
+def with_feature_output(tflite_bytes: bytes) -> bytes:
+    """The same model with its pooled features as output 1 (output 0 unchanged).
+
+    A model that already lists them as its second output is returned as it is.
+
+    Raises:
+        EdgexrayError: the model has no recognisable pooled features, or already has
+            another second output.
+    """
+    utils = _flatbuffer_utils()
+    model = utils.read_model_from_bytearray(bytearray(tflite_bytes))
+    subgraph = model.subgraphs[0]
+    features = feature_tensor(model)
+    outputs = [int(t) for t in subgraph.outputs]
+    if outputs[1:] == [features]:
+        return bytes(tflite_bytes)
+    if len(outputs) != 1:
+        raise EdgexrayError(f"the model has {len(outputs)} outputs; expected only the logit")
+    subgraph.outputs = outputs + [features]
+    for signature in model.signatureDefs or []:
+        if signature.subgraphIndex == 0:
+            mapping = _schema().TensorMapT()
+            mapping.name = FEATURE_OUTPUT_NAME
+            mapping.tensorIndex = features
+            signature.outputs = list(signature.outputs or []) + [mapping]
+    return bytes(utils.convert_object_to_bytearray(model))
