@@ -224,7 +224,8 @@ def _write_rpi(staging: Path, classifier: infer.Classifier, model: Path) -> None
     shutil.copyfile(infer.__file__, staging / "infer.py")
     _write_check(staging, classifier)
     shutil.copyfile(CHECK_SCRIPT, staging / "check" / "check.py")
-    (staging / "requirements.txt").write_text(template("requirements.txt"))
+    for requirements in ("requirements.txt", "requirements-armhf.txt"):  # 64-bit, 32-bit OS
+        (staging / requirements).write_text(template(requirements))
     (staging / "README.md").write_text(_fill(template("rpi-README.md"), **facts))
     (staging / "watch-folder.sh").write_text(_fill(template("watch-folder.sh"), **facts))
     (staging / "edgexray-watch@.service").write_text(template("edgexray-watch@.service"))
