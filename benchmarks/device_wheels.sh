@@ -16,7 +16,8 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/edgexray-wheels.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
 platform_tags() {  # every wheel tag a glibc $2 system of machine $1 accepts
-    local arch=$1 glibc_minor=$2 tags="--platform linux_$arch --platform manylinux2014_$arch"
+    local arch=$1 glibc_minor=$2
+    local tags="--platform linux_$arch --platform manylinux2014_$arch"
     for minor in $(seq 17 "$glibc_minor"); do tags+=" --platform manylinux_2_${minor}_$arch"; done
     echo "$tags"
 }
