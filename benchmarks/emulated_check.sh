@@ -109,18 +109,19 @@ trap cleanup EXIT
 if [ ! -s "$rootfs_tar" ]; then
     echo "building the $SUITE $ARCH root filesystem (once; a few minutes) ..."
     mkdir -p "$cache"
+    partial_tar="${rootfs_tar%.tar.zst}.partial.tar.zst"  # mmdebstrap goes by the suffix
     build_started=$SECONDS
     # The suite and its -updates only: a throwaway root needs no security archive, whose
     # mirror here once served an index of the wrong size and failed the whole build.
     sources="deb http://deb.debian.org/debian $SUITE main
 deb http://deb.debian.org/debian $SUITE-updates main"
     if ! mmdebstrap --arch="$ARCH" --variant=minbase --include="$PACKAGES" "$SUITE" \
-        "$cache/.partial.tar.zst" - <<<"$sources" >"$work/mmdebstrap.log" 2>&1; then
+        "$partial_tar" - <<<"$sources" >"$work/mmdebstrap.log" 2>&1; then
         tail -5 "$work/mmdebstrap.log" >&2
-        rm -f "$cache/.partial.tar.zst"
+        rm -f "$partial_tar"
         die "mmdebstrap failed (last lines above)"
     fi
-    mv -f "$cache/.partial.tar.zst" "$rootfs_tar"  # a cached tarball is whole or absent
+    mv -f "$partial_tar" "$rootfs_tar"  # a cached tarball is whole or absent
     echo "root filesystem: $((SECONDS - build_started)) s, $(du -h "$rootfs_tar" | cut -f1)"
 fi
 mkdir "$root"
@@ -174,9 +175,9 @@ if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
     in_chroot "update-ca-certificates >/dev/null 2>&1"
 fi
 
-# The README's own steps 2 and 3, as written, `sudo` dropped (the chroot runs as root).
+# The README's own steps 2 and 3, as written, every `sudo` dropped (the chroot runs as root).
 steps=$(awk '/^## 2\./ {on = 1} /^## 4\./ {on = 0} on && /^```/ {block = !block; next}
-    on && block' "$root/root/edgexray/README.md" | sed 's/^sudo //')
+    on && block' "$root/root/edgexray/README.md" | sed 's/^\([[:space:]]*\)sudo /\1/')
 [ -n "$steps" ] || die "no shell steps found in sections 2 and 3 of the bundle README"
 install_started=$SECONDS
 if ! in_chroot "$steps" >"$work/steps.log" 2>&1; then
