@@ -12,6 +12,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from packaging.requirements import Requirement
 
@@ -98,3 +99,21 @@ def test_64_bit_requirements_give_one_litert_for_each_raspberry_pi_os_python(
     ]  # fmt: skip
     assert [str(r.specifier) for r in chosen if r.name == "ai-edge-litert"] == [litert]
     assert {r.name for r in chosen} == {"ai-edge-litert", "numpy", "pillow"}
+
+
+def test_pillow_without_in_place_exif_transpose_reads_the_same_upright_film(
+    tmp_path, monkeypatch
+):
+    from PIL import Image
+
+    from edgexray.edge_runtime import infer
+
+    film = Image.fromarray(np.arange(40 * 60, dtype=np.uint32).reshape(40, 60).astype(np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees to stand upright
+    path = tmp_path / "rotated film.png"
+    film.save(path, exif=exif)
+    upright = infer.load_grayscale(path)
+    monkeypatch.setattr(infer, "EXIF_IN_PLACE", False)  # Debian Bookworm's Pillow 9.4
+    assert upright.shape == (60, 40)
+    np.testing.assert_array_equal(infer.load_grayscale(path), upright)

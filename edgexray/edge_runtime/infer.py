@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -112,6 +113,9 @@ def _open_regular(path: str | Path):
     return os.fdopen(descriptor, "rb")
 
 
+EXIF_IN_PLACE = "in_place" in inspect.signature(ImageOps.exif_transpose).parameters
+
+
 def load_grayscale(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read a JPEG or PNG file as an 8-bit grayscale array, upright as the EXIF tag says.
 
@@ -129,7 +133,11 @@ def load_grayscale(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray
                     raise ImageError(_bomb_message(path, width, height, max_pixels))
                 image.load()  # decode now, so a truncated file fails here
                 # In place: a film is megabytes, and every copy counts on a small device.
-                ImageOps.exif_transpose(image, in_place=True)
+                # Pillow 9.4 (Debian Bookworm's, the 32-bit Pi's) has no in_place: a copy.
+                if EXIF_IN_PLACE:
+                    ImageOps.exif_transpose(image, in_place=True)
+                else:
+                    image = ImageOps.exif_transpose(image)
                 return _to_uint8_gray(image)
     except ImageError:
         raise
