@@ -1,29 +1,42 @@
 #!/usr/bin/env bash
-# The rpi bundle on an emulated Raspberry Pi: Debian bookworm arm64 under qemu-user.
+# The rpi bundle on an emulated Raspberry Pi: Debian under qemu-user, one of
+#   bookworm-arm64  64-bit Raspberry Pi OS Bookworm (Python 3.11, ai-edge-litert), the default
+#   trixie-arm64    64-bit Raspberry Pi OS Trixie (Python 3.13, ai-edge-litert)
+#   bookworm-armhf  32-bit Raspberry Pi OS Bookworm (Python 3.11, tflite-runtime 2.14, numpy<2)
 #
-#   sudo bash benchmarks/emulated_check.sh [--bundle DIR] [--data DIR] [--films N] [--allow-one-step]
+#   sudo bash benchmarks/emulated_check.sh [--platform P] [--bundle DIR] [--data DIR] [--films N]
+#       [--allow-one-step]
 #
-# Builds (once, cached as a tarball under ${XDG_CACHE_HOME:-~/.cache}/edgexray/) an arm64 root
-# filesystem with mmdebstrap, copies the rpi bundle of edgexray/models/edgexray-int8.tflite into it
-# (or --bundle DIR), runs the bundle README's own steps 2 and 3 there (sha256sum, venv, pip
-# install of the aarch64 wheels, check/check.py), classifies check/image.png and N real films
-# (default 50, plus 10 of them resized to other sizes) with infer.py, and requires every
-# probability and label to equal the same script's on this machine, and every model input
-# (the preprocessed bytes) to be byte-identical.
+# Builds (once per platform, cached as a tarball under ${XDG_CACHE_HOME:-~/.cache}/edgexray/) a
+# root filesystem with mmdebstrap, copies the rpi bundle of edgexray/models/edgexray-int8.tflite
+# (or the whole --bundle DIR) into it, runs the bundle README's own steps 2 and 3 there
+# (sha256sum, venv, pip install of the platform's wheels, check/check.py), classifies
+# check/image.png and N real films (default 50, plus 10 of them resized to other sizes) with
+# infer.py, and requires every probability and label to equal the same script's on this
+# machine, and every model input (the preprocessed bytes) to be byte-identical.
 # --allow-one-step also passes probabilities one output quantization step apart (with the
-# same label): XNNPACK's int8 kernels round differently on x86 and arm64 (benchmarks/README.md).
+# same label): XNNPACK's int8 kernels round differently on x86 and ARM (benchmarks/README.md).
 # Exit 0: all identical; 1: something differs; 2: it could not run (one `error:` line).
+# benchmarks/emulated_platforms.sh runs every platform, one after the other.
 #
 # Needs root (chroot and mounts) and Debian's packages:
 #   apt-get install -y mmdebstrap qemu-user-static binfmt-support
-# QEMU_CPU picks the emulated CPU (default cortex-a72, a Pi 4's). Emulated latency says
+# QEMU_CPU picks the emulated CPU (default: the platform's, below). Emulated latency says
 # nothing about a real Pi: only the outputs are compared.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 APT_LINE="apt-get update && apt-get install -y mmdebstrap qemu-user-static binfmt-support"
-SUITE=bookworm
-PACKAGES=python3,python3-venv,ca-certificates  # python3-venv: what README step 3 installs
+# Platform -> Debian suite, architecture, qemu name, default QEMU_CPU and the packages
+# baked into the root filesystem: what the bundle README's step 3 installs with apt (a
+# minbase root has no package lists, so `apt install` there must find them installed).
+# cortex-a72 is a Pi 4's core; cortex-a7 the oldest ARMv7 Pi's (Pi 2), the least an armhf
+# wheel may assume.
+declare -A PLATFORMS=(
+    [bookworm-arm64]="bookworm arm64 aarch64 cortex-a72 python3,python3-venv,ca-certificates"
+    [trixie-arm64]="trixie arm64 aarch64 cortex-a72 python3,python3-venv,ca-certificates"
+    [bookworm-armhf]="bookworm armhf arm cortex-a7 python3,python3-venv,ca-certificates,python3-numpy,python3-pil"
+)
 started=$SECONDS
 
 die() {
@@ -35,8 +48,10 @@ bundle=""
 data=""
 count=50
 one_step=0
+platform=bookworm-arm64
 while [ $# -gt 0 ]; do
     case "$1" in
+        --platform) platform=${2:?--platform needs a name}; shift 2 ;;
         --allow-one-step) one_step=1; shift ;;
         --bundle) bundle=$(realpath "${2:?--bundle needs a folder}"); shift 2 ;;
         --data) data=$(realpath "${2:?--data needs a folder}"); shift 2 ;;
@@ -45,20 +60,24 @@ while [ $# -gt 0 ]; do
     esac
 done
 
+[ -n "${PLATFORMS[$platform]:-}" ] ||
+    die "unknown platform $platform: one of ${!PLATFORMS[*]}"
+read -r SUITE ARCH QEMU_NAME default_cpu PACKAGES <<<"${PLATFORMS[$platform]}"
+
 [ "$(id -u)" = 0 ] || die "needs root for chroot and mounts: run it with sudo"
 command -v mmdebstrap >/dev/null || die "mmdebstrap is missing: $APT_LINE"
-command -v qemu-aarch64-static >/dev/null || die "qemu-user-static is missing: $APT_LINE"
+command -v "qemu-$QEMU_NAME-static" >/dev/null || die "qemu-user-static is missing: $APT_LINE"
 command -v update-binfmts >/dev/null || die "binfmt-support is missing: $APT_LINE"
 command -v zstd >/dev/null || die "zstd is missing: apt-get install -y zstd"
 
-# binfmt_misc lets the kernel hand arm64 binaries to qemu; containers often lack the mount.
+# binfmt_misc lets the kernel hand ARM binaries to qemu; containers often lack the mount.
 if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
     mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null ||
-        die "cannot mount binfmt_misc (a container without it cannot run arm64 binaries)"
+        die "cannot mount binfmt_misc (a container without it cannot run $ARCH binaries)"
 fi
-update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
-grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null ||
-    die "binfmt for qemu-aarch64 is not enabled (update-binfmts --enable qemu-aarch64): $APT_LINE"
+update-binfmts --enable "qemu-$QEMU_NAME" >/dev/null 2>&1 || true
+grep -qx enabled "/proc/sys/fs/binfmt_misc/qemu-$QEMU_NAME" 2>/dev/null ||
+    die "binfmt for qemu-$QEMU_NAME is not enabled (update-binfmts --enable qemu-$QEMU_NAME): $APT_LINE"
 
 # The host side: the project's Python (CI's activated venv, else ./.venv) and the data.
 if [ -n "${VIRTUAL_ENV:-}" ]; then
@@ -76,7 +95,7 @@ fi
 [ -n "$data" ] || die "no chest X-ray data: give --data DIR (NORMAL/ and PNEUMONIA/ inside)"
 
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/edgexray"
-rootfs_tar="$cache/rootfs-$SUITE-arm64-${PACKAGES//,/-}.tar.zst"
+rootfs_tar="$cache/rootfs-$SUITE-$ARCH-${PACKAGES//,/-}.tar.zst"
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/edgexray-emulated.XXXXXX")
 root="$work/root"
 cleanup() {
@@ -88,16 +107,21 @@ cleanup() {
 trap cleanup EXIT
 
 if [ ! -s "$rootfs_tar" ]; then
-    echo "building the $SUITE arm64 root filesystem (once; a few minutes) ..."
+    echo "building the $SUITE $ARCH root filesystem (once; a few minutes) ..."
     mkdir -p "$cache"
+    partial_tar="${rootfs_tar%.tar.zst}.partial.tar.zst"  # mmdebstrap goes by the suffix
     build_started=$SECONDS
-    if ! mmdebstrap --arch=arm64 --variant=minbase --include="$PACKAGES" "$SUITE" \
-        "$cache/.partial.tar.zst" </dev/null >"$work/mmdebstrap.log" 2>&1; then
+    # The suite and its -updates only: a throwaway root needs no security archive, whose
+    # mirror here once served an index of the wrong size and failed the whole build.
+    sources="deb http://deb.debian.org/debian $SUITE main
+deb http://deb.debian.org/debian $SUITE-updates main"
+    if ! mmdebstrap --arch="$ARCH" --variant=minbase --include="$PACKAGES" "$SUITE" \
+        "$partial_tar" - <<<"$sources" >"$work/mmdebstrap.log" 2>&1; then
         tail -5 "$work/mmdebstrap.log" >&2
-        rm -f "$cache/.partial.tar.zst"
+        rm -f "$partial_tar"
         die "mmdebstrap failed (last lines above)"
     fi
-    mv -f "$cache/.partial.tar.zst" "$rootfs_tar"  # a cached tarball is whole or absent
+    mv -f "$partial_tar" "$rootfs_tar"  # a cached tarball is whole or absent
     echo "root filesystem: $((SECONDS - build_started)) s, $(du -h "$rootfs_tar" | cut -f1)"
 fi
 mkdir "$root"
@@ -139,7 +163,7 @@ EOF
 mount -t proc proc "$root/proc"
 mount --bind /dev "$root/dev"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
-qemu_cpu=${QEMU_CPU:-cortex-a72}
+qemu_cpu=${QEMU_CPU:-$default_cpu}
 in_chroot() {  # env -i: the host's PIP_* and proxy variables must not leak in
     env -i HOME=/root LANG=C.UTF-8 QEMU_CPU="$qemu_cpu" \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
@@ -151,9 +175,9 @@ if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
     in_chroot "update-ca-certificates >/dev/null 2>&1"
 fi
 
-# The README's own steps 2 and 3, as written, `sudo` dropped (the chroot runs as root).
+# The README's own steps 2 and 3, as written, every `sudo` dropped (the chroot runs as root).
 steps=$(awk '/^## 2\./ {on = 1} /^## 4\./ {on = 0} on && /^```/ {block = !block; next}
-    on && block' "$root/root/edgexray/README.md" | sed 's/^sudo //')
+    on && block' "$root/root/edgexray/README.md" | sed 's/^\([[:space:]]*\)sudo /\1/')
 [ -n "$steps" ] || die "no shell steps found in sections 2 and 3 of the bundle README"
 install_started=$SECONDS
 if ! in_chroot "$steps" >"$work/steps.log" 2>&1; then
@@ -165,7 +189,7 @@ install_seconds=$((SECONDS - install_started))
 
 run_args="--model $model --threads 1 check/image.png ../xrays"
 run_started=$SECONDS
-in_chroot "cd ~/edgexray && .venv/bin/python infer.py $run_args" >"$work/arm64.jsonl" ||
+in_chroot "cd ~/edgexray && .venv/bin/python infer.py $run_args" >"$work/device.jsonl" ||
     die "infer.py failed under emulation"
 run_seconds=$((SECONDS - run_started))
 (cd "$root/root/edgexray" && "$python" infer.py $run_args) >"$work/host.jsonl" ||
@@ -181,15 +205,29 @@ for path in infer.find_images(sys.argv[2:]):
 EOF
 digest_args="$model check/image.png ../xrays"
 in_chroot "cd ~/edgexray && PYTHONPATH=. .venv/bin/python ../input_digests.py $digest_args" \
-    >"$work/arm64-inputs.jsonl" 2>/dev/null || die "the input digests failed under emulation"
+    >"$work/device-inputs.jsonl" 2>/dev/null || die "the input digests failed under emulation"
 (cd "$root/root/edgexray" && PYTHONPATH=. "$python" ../input_digests.py $digest_args) \
     >"$work/host-inputs.jsonl" 2>/dev/null || die "the input digests failed on the host"
-versions=$(in_chroot "cd ~/edgexray && .venv/bin/python -c 'import platform, numpy, PIL, \
-importlib.metadata as m; print(platform.machine(), \"Python\", platform.python_version(), \
-\"numpy\", numpy.__version__, \"Pillow\", PIL.__version__, \"ai-edge-litert\", \
-m.version(\"ai-edge-litert\"))'")
+cat >"$root/root/versions.py" <<'EOF'
+import importlib.metadata as metadata
+import platform
 
-"$python" - "$work"/{host,arm64}.jsonl "$work"/{host,arm64}-inputs.jsonl <<EOF
+import numpy
+import PIL
+
+words = [platform.machine(), "Python", platform.python_version(), "numpy", numpy.__version__,
+         "Pillow", PIL.__version__]
+for runtime in ("ai-edge-litert", "tflite-runtime"):  # infer.py's order of preference
+    try:
+        words += [runtime, metadata.version(runtime)]
+        break
+    except metadata.PackageNotFoundError:
+        pass
+print(*words)
+EOF
+versions=$(in_chroot "cd ~/edgexray && .venv/bin/python ../versions.py")
+
+"$python" - "$work"/{host,device}.jsonl "$work"/{host,device}-inputs.jsonl <<EOF
 import json
 import sys
 
@@ -197,7 +235,7 @@ host, arm, host_inputs, arm_inputs = (
     [json.loads(line) for line in open(path)] for path in sys.argv[1:]
 )
 # A model emitting the logit gets numpy's sigmoid on each side, whose exp may differ in the
-# last bit between x86 and arm64: probabilities within 1e-12 count as the same.
+# last bit between x86 and ARM: probabilities within 1e-12 count as the same.
 def agree(a, b):
     if any(a.get(f) != b.get(f) for f in ("path", "label", "error")):
         return False
@@ -213,7 +251,7 @@ one_step = [
 ]
 same_inputs = [a for a, b in zip(host_inputs, arm_inputs) if a == b]
 errors = [r for r in host + arm if "error" in r]
-print(f"emulated aarch64 ({'$versions'}; QEMU_CPU=$qemu_cpu): {len(same)}/{len(host)} "
+print(f"emulated $platform ({'$versions'}; QEMU_CPU=$qemu_cpu): {len(same)}/{len(host)} "
       f"records identical to the host (probability and label), {len(same_inputs)}/"
       f"{len(host_inputs)} model inputs byte-identical, {len(one_step)} one output step "
       f"({step:g}) apart with the same label; install $install_seconds s, "
@@ -223,7 +261,7 @@ for a, b, ia, ib in zip(host, arm, host_inputs, arm_inputs):
     if not agree(a, b) or ia != ib:
         where = "same input bytes" if ia == ib else "different input bytes"
         print(f"  differs ({where}): {a['path']}: host {a.get('probability')} "
-              f"{a.get('label')}, arm64 {b.get('probability')} {b.get('label')}")
+              f"{a.get('label')}, $ARCH {b.get('probability')} {b.get('label')}")
 allowed = len(same) + ($one_step and len(one_step))
 if allowed != len(host) or len(same_inputs) != len(host_inputs) or errors or not complete:
     print("error: the emulated Pi does not give the host's outputs", file=sys.stderr)

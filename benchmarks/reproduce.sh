@@ -4,7 +4,7 @@
 # Usage, from a clone that sits next to shared/ (so ../shared/data/chest_xray exists):
 #   benchmarks/reproduce.sh
 #
-# It runs the README's first command (a venv, `pip install -e .[plots]`, `edgexray run`)
+# It runs the README's first command (a venv, `pip install -e .[train,plots]`, `edgexray run`)
 # under /usr/bin/time -v, the stand-alone runtime's cold-start benchmark, and copies into
 # benchmarks/results/:
 #   report.md                 the run's report (config, split, metrics, gate, benchmark)
@@ -32,7 +32,7 @@ python3 -m venv "$VENV"
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 python -m pip install --quiet --upgrade pip
-python -m pip install --quiet -e ".[plots]"
+python -m pip install --quiet -e ".[train,plots]"
 
 mkdir -p "$RESULTS"
 {

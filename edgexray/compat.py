@@ -4,11 +4,19 @@ tensorflow-model-optimization 0.8 only understands Keras 2, which ships as `tf_k
 TensorFlow reads TF_USE_LEGACY_KERAS when it is first imported, so it has to be set
 here, before any TensorFlow import. Every other module does `from edgexray.compat import
 keras, tf` inside the functions that need them, never at module level.
+
+It is also the one place that knows TensorFlow is optional: the base install (`pip install
+edgexray`) is the runtime and the CLI, and training, pruning and quantization come with the
+`train` extra. Without it, importing this module raises errors.TrainingExtraMissing, an
+EdgexrayError, so every command that reaches TensorFlow stops with one line naming the
+`pip install` to run, and exit code 2.
 """
 
 import contextlib
 import os
 import tempfile
+
+from edgexray.errors import INSTALL_TRAIN, TrainingExtraMissing
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 # TensorFlow's C++ notices (oneDNN, missing CUDA drivers on a CPU-only machine) drown the
@@ -36,17 +44,22 @@ def native_stderr_quiet():
             os.close(saved_stderr)
 
 
-with native_stderr_quiet():
-    import tensorflow as tf
-    import tf_keras as keras
+try:
+    with native_stderr_quiet():
+        import tensorflow as tf
+        import tf_keras as keras
+except ImportError as err:
+    raise TrainingExtraMissing(err) from None
 
 
 def import_tfmot():
     """tensorflow-model-optimization, imported only after TF_USE_LEGACY_KERAS is set
     (imported on its own first, it would bind to Keras 3 and fail on tf_keras models)."""
-    import tensorflow_model_optimization
-
+    try:
+        import tensorflow_model_optimization
+    except ImportError as err:
+        raise TrainingExtraMissing(err) from None
     return tensorflow_model_optimization
 
 
-__all__ = ["import_tfmot", "keras", "tf"]
+__all__ = ["INSTALL_TRAIN", "TrainingExtraMissing", "import_tfmot", "keras", "tf"]

@@ -7,6 +7,20 @@ class EdgexrayError(Exception):
     exit_code = 2
 
 
+INSTALL_TRAIN = 'pip install "edgexray[train]"'
+
+
+class TrainingExtraMissing(EdgexrayError):
+    """TensorFlow, tf-keras or tensorflow-model-optimization cannot be imported: the base
+    install, without the `train` extra (raised by edgexray/compat.py, the one import site)."""
+
+    def __init__(self, err: ImportError):
+        super().__init__(
+            f"this needs TensorFlow, which this install lacks ({err}); for training, pruning, "
+            f"quantization and .keras models run: {INSTALL_TRAIN}"
+        )
+
+
 def check_config(kind: str, checks: dict[str, bool]) -> None:
     """Raise one EdgexrayError listing every failed check of a config.
 

@@ -13,6 +13,7 @@ import sysconfig
 from pathlib import Path
 
 BLOCKED = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "edgexray")
+TENSORFLOW = BLOCKED[:-1]  # what the base install (no `train` extra) lacks
 
 SITECUSTOMIZE = """\
 import os
@@ -34,12 +35,14 @@ sys.meta_path.insert(0, BlockHeavyImports())
 """
 
 
-def blocked_env(folder: Path, also_block: tuple[str, ...] = ()) -> dict[str, str]:
-    """Environment whose Python processes cannot import the BLOCKED packages, nor also_block
+def blocked_env(
+    folder: Path, also_block: tuple[str, ...] = (), blocked: tuple[str, ...] = BLOCKED
+) -> dict[str, str]:
+    """Environment whose Python processes cannot import the `blocked` packages, nor also_block
     (e.g. pydicom, to see a device without the optional DICOM requirements)."""
     blocker = folder / "import blocker"
     blocker.mkdir(parents=True, exist_ok=True)
-    (blocker / "sitecustomize.py").write_text(SITECUSTOMIZE.format(blocked=BLOCKED + also_block))
+    (blocker / "sitecustomize.py").write_text(SITECUSTOMIZE.format(blocked=blocked + also_block))
     log = folder / "blocked imports.log"
     return dict(os.environ, PYTHONPATH=str(blocker), BLOCKED_IMPORTS_LOG=str(log))
 

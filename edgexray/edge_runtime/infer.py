@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -163,6 +164,9 @@ def _open_regular(path: str | Path):
     return os.fdopen(descriptor, "rb")
 
 
+EXIF_IN_PLACE = "in_place" in inspect.signature(ImageOps.exif_transpose).parameters
+
+
 def load_grayscale(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read a film (JPEG, PNG or DICOM) as an 8-bit grayscale array (see `load_film`)."""
     return load_film(path, max_pixels)[0]
@@ -226,7 +230,11 @@ def _load_picture(path: str | Path, max_pixels: int) -> tuple[np.ndarray, dict]:
                 info = {} if image.mode in GREY_MODES else {"colour": _colour_spread(image)}
                 # In place: a film is megabytes, and every copy counts on a small device.
                 kind = image.format
-                ImageOps.exif_transpose(image, in_place=True)
+                # Pillow 9.4 (Debian Bookworm's, the 32-bit Pi's) has no in_place: a copy.
+                if EXIF_IN_PLACE:
+                    ImageOps.exif_transpose(image, in_place=True)
+                else:
+                    image = ImageOps.exif_transpose(image)
                 gray, info["rendering"] = _to_uint8_gray(image, kind)
                 return gray, info
     except ImageError:

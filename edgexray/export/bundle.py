@@ -58,10 +58,11 @@ RUNTIME_PACKAGE = "edge_runtime"
 # requirements.txt) are package data in templates/, so linters and reviewers see them.
 TEMPLATES = "templates"
 # Written into the rpi bundle as they are (its README and watch-folder.sh are filled in):
-# the runtime's requirements, the DICOM node's optional ones, and the two systemd units.
+# the runtime's requirements (64-bit and 32-bit OS), the optional DICOM and DICOM-node ones,
+# and the two systemd units.
 RPI_TEMPLATES = (
-    "requirements.txt", "requirements-dicom.txt", "requirements-node.txt",
-    "edgexray-watch@.service", "edgexray-node.service",
+    "requirements.txt", "requirements-armhf.txt", "requirements-dicom.txt",
+    "requirements-node.txt", "edgexray-watch@.service", "edgexray-node.service",
 )  # fmt: skip
 
 
