@@ -414,7 +414,8 @@ def _stub_stages(monkeypatch, run_dir: Path) -> list[str]:
     from edgexray.export import quantize
     from edgexray.pipeline import prune, train
 
-    int8 = {"size_bytes": 2048, "gzip_bytes": 1024, "sparsity": 0.0, "threshold": 0.5,
+    int8 = {"method": "int8", "size_bytes": 2048, "gzip_bytes": 1024, "sparsity": 0.0,
+            "threshold": 0.5,
             "val": {"recall": 0.97, "specificity": 0.9}}  # fmt: skip
     (run_dir / "quantize.json").write_text(json.dumps({"variants": {"int8": int8}}))
     candidate = {"name": "int8", "model": str(run_dir / "tflite/int8.tflite"), "passed": True}

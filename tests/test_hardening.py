@@ -321,16 +321,15 @@ def test_failed_gate_with_nothing_to_ship_exits_1_with_a_report(run_copy, tiny_c
     from edgexray.export import quantize
     from edgexray.pipeline import prune, train, verify
 
-    int8 = {"size_bytes": 2048, "gzip_bytes": 1024, "sparsity": 0.0, "threshold": 0.5,
-            "val": {"recall": 0.97, "specificity": 0.9}}  # fmt: skip
+    int8 = {"method": "int8", "size_bytes": 2048, "gzip_bytes": 1024, "sparsity": 0.0,
+            "threshold": 0.5, "val": {"recall": 0.97, "specificity": 0.9}}  # fmt: skip
     (run_copy / "quantize.json").write_text(json.dumps({"variants": {"int8": int8}}))
     failing = {"passed": False, "baseline": {"recall": 1.0}, "max_recall_drop": 0.0,
                "candidates": [{"name": "int8", "model": "tflite/int8.tflite", "passed": False,
                                "recall": 0.5, "changes": {"new false negative": 3}}]}  # fmt: skip
 
-    def gate(*args, **kwargs):
-        # As the real verify_run does: the failed report is written, then raised.
-        (run_copy / "verify.json").write_text(json.dumps(failing))
+    def gate(run_dir, limits):  # like verify_run: the report is written, then raised
+        (run_dir / "verify.json").write_text(json.dumps(failing))
         raise verify.RecallRegressionError(failing)
 
     def stage_done(*args, **kwargs):
@@ -340,6 +339,7 @@ def test_failed_gate_with_nothing_to_ship_exits_1_with_a_report(run_copy, tiny_c
                          (harness, "benchmark")):  # fmt: skip
         monkeypatch.setattr(module, name, stage_done)
     monkeypatch.setattr(verify, "verify_run", gate)
+    monkeypatch.setattr(verify, "table_lines", lambda report: [])  # the stub holds no metrics
     (run_copy / "bundles" / "rpi").mkdir(parents=True)  # an earlier run's bundle
     config = workflow.RunConfig(train=tiny_config, methods=("int8",))
     with pytest.raises(verify.RecallRegressionError):
