@@ -82,12 +82,14 @@ def main() -> None:
     int8 = load_model(run_dir / "tflite" / "int8.tflite")
     int8_probabilities = scoring.probabilities_of(int8.scorer, test_paths)
     target = config.target_recall
-    float_test = metrics.classification_report(test_labels, float_probabilities,
-                                               summary["threshold"])  # fmt: skip
+    float_test = metrics.classification_report(
+        test_labels, float_probabilities, summary["threshold"]
+    )
     int8_test = metrics.classification_report(test_labels, int8_probabilities, int8.threshold)
     image = scoring.decode(test_paths[0], config.input_spec)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()  # fmt: skip
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     row = {
         "name": args.name,
         "overrides": overrides,

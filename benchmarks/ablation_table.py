@@ -1,6 +1,6 @@
 """Print benchmarks/results/ablation.jsonl as the Markdown table of benchmarks/README.md.
 
-    python benchmarks/ablation_table.py
+python benchmarks/ablation_table.py
 """
 
 import json

@@ -93,22 +93,31 @@ def films(work: Path, size: int = 128) -> list[dict]:
         repeat = 5 if kind == "real" else 1
         with Image.open(paths[0]) as image:
             shape = f"{image.width}x{image.height} {image.mode}"
-        decode = _mean_ms(lambda p: infer.resize(infer.load_grayscale(p), size, size), paths,
-                          repeat)  # fmt: skip
-        cold = _mean_ms(lambda p: decode_cache.resized_grayscale(p, spec), paths[:1]
-                        if kind == "real" else paths)  # fmt: skip
+        decode = _mean_ms(
+            lambda p: infer.resize(infer.load_grayscale(p), size, size), paths, repeat
+        )
+        cold = _mean_ms(
+            lambda p: decode_cache.resized_grayscale(p, spec),
+            paths[:1] if kind == "real" else paths,
+        )
         warm = _mean_ms(lambda p: decode_cache.resized_grayscale(p, spec), paths, repeat)
         digest = _mean_ms(decode_cache._file_digest, paths, repeat)
         entries = list(cache.rglob("*.gray"))
         disk = sum(os.stat(p).st_blocks * 512 for p in entries)
-        rows.append({
-            "films": kind, "n": len(paths), "size": shape,
-            "file_kB": round(statistics.mean(p.stat().st_size for p in paths) / 1000, 1),
-            "decode_resize_ms": round(decode, 2), "cache_first_call_ms": round(cold, 2),
-            "cache_hit_ms": round(warm, 2), "sha256_ms": round(digest, 3),
-            "entry_bytes": entries[0].stat().st_size,
-            "disk_MB_per_1000": round(disk / len(entries) * 1000 / 1e6, 1),
-        })  # fmt: skip
+        rows.append(
+            {
+                "films": kind,
+                "n": len(paths),
+                "size": shape,
+                "file_kB": round(statistics.mean(p.stat().st_size for p in paths) / 1000, 1),
+                "decode_resize_ms": round(decode, 2),
+                "cache_first_call_ms": round(cold, 2),
+                "cache_hit_ms": round(warm, 2),
+                "sha256_ms": round(digest, 3),
+                "entry_bytes": entries[0].stat().st_size,
+                "disk_MB_per_1000": round(disk / len(entries) * 1000 / 1e6, 1),
+            }
+        )
     return rows
 
 
@@ -125,17 +134,24 @@ def pipeline(work: Path, epochs: int = 3, size: int = 128) -> list[dict]:
         for cache in ("off", str(work / f"pipeline-cache-{kind}")):
             shutil.rmtree(cache, ignore_errors=True)
             os.environ["EDGEXRAY_CACHE"] = cache
-            dataset = data.make_dataset(paths, labels, spec, 32, training=True, seed=0,
-                                        augmentation="site")  # fmt: skip
+            dataset = data.make_dataset(
+                paths, labels, spec, 32, training=True, seed=0, augmentation="site"
+            )
             seconds = []
             for _ in range(epochs):
                 started = time.monotonic()
                 for _batch in dataset:
                     pass
                 seconds.append(round(time.monotonic() - started, 2))
-            rows.append({"films": kind, "n": len(paths), "cache": "off" if cache == "off"
-                         else "on", "epochs_s": seconds,
-                         "load": os.getloadavg()[0]})  # fmt: skip
+            rows.append(
+                {
+                    "films": kind,
+                    "n": len(paths),
+                    "cache": "off" if cache == "off" else "on",
+                    "epochs_s": seconds,
+                    "load": os.getloadavg()[0],
+                }
+            )
     return rows
 
 
@@ -174,11 +190,17 @@ def train_once(data: Path, cache: str, epochs: int, run_dir: Path) -> dict:
     train(config, run_dir, verbose=0)
     total = time.monotonic() - started
     return {
-        "data": data.name, "cache": "off" if cache == "off" else "on",
-        "scan_s": round(marks["scan"], 1), "epochs_s": [round(s, 1) for s in epoch_seconds],
-        "total_s": round(total, 1), "config": {k: v for k, v in dataclasses.asdict(config).items()
-                                               if k in ("image_size", "width", "batch_size")},
-    }  # fmt: skip
+        "data": data.name,
+        "cache": "off" if cache == "off" else "on",
+        "scan_s": round(marks["scan"], 1),
+        "epochs_s": [round(s, 1) for s in epoch_seconds],
+        "total_s": round(total, 1),
+        "config": {
+            k: v
+            for k, v in dataclasses.asdict(config).items()
+            if k in ("image_size", "width", "batch_size")
+        },
+    }
 
 
 def table(work: Path) -> list[str]:
@@ -202,8 +224,11 @@ def table(work: Path) -> list[str]:
             continue
         b = base[r["rep"]]
         later, base_later = statistics.mean(r["epochs_s"][1:]), statistics.mean(b["epochs_s"][1:])
-        ratios = (r["epochs_s"][0] / b["epochs_s"][0], later / base_later,
-                  r["total_s"] / b["total_s"])  # fmt: skip
+        ratios = (
+            r["epochs_s"][0] / b["epochs_s"][0],
+            later / base_later,
+            r["total_s"] / b["total_s"],
+        )
         films = "224 px copies" if r["data"] == "small" else "1500 px stand-ins"
         lines.append(
             f"| {r['rep']} | {films} | {r['cond']} | {r['load'].split()[0]} | {r['scan_s']} "

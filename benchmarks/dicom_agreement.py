@@ -58,28 +58,42 @@ def encodings() -> dict:
 
     return {
         "uncompressed 16-bit MONOCHROME2, no window": (
-            True, lambda p, f: write_film(p, f, bits=16)),
+            True,
+            lambda p, f: write_film(p, f, bits=16),
+        ),
         "uncompressed 12-bit MONOCHROME1, window": (
-            True, lambda p, f: write_film(p, f, bits=12, monochrome1=True, window=True)),
+            True,
+            lambda p, f: write_film(p, f, bits=12, monochrome1=True, window=True),
+        ),
         "uncompressed 16-bit MONOCHROME2, rescale 2/-1024, window": (
-            True, lambda p, f: write_film(p, f, bits=16, window=True, rescale=(2.0, -1024.0))),
+            True,
+            lambda p, f: write_film(p, f, bits=16, window=True, rescale=(2.0, -1024.0)),
+        ),
         "uncompressed 8-bit secondary capture": (True, capture),
         "RLE lossless 12-bit MONOCHROME1": (
-            True, lambda p, f: write_film(p, f, RLELossless, bits=12, monochrome1=True)),
+            True,
+            lambda p, f: write_film(p, f, RLELossless, bits=12, monochrome1=True),
+        ),
         "JPEG lossless (SV1) 16-bit, window": (
-            True, lambda p, f: write_jpeg_lossless(p, f, bits=16, window=True)),
+            True,
+            lambda p, f: write_jpeg_lossless(p, f, bits=16, window=True),
+        ),
         "JPEG 2000 lossless 12-bit MONOCHROME1, window": (
-            True, lambda p, f: write_film(p, f, JPEG2000Lossless, bits=12, monochrome1=True,
-                                          window=True)),
-        "JPEG-LS lossless 16-bit": (
-            True, lambda p, f: write_film(p, f, JPEGLSLossless, bits=16)),
+            True,
+            lambda p, f: write_film(p, f, JPEG2000Lossless, bits=12, monochrome1=True, window=True),
+        ),
+        "JPEG-LS lossless 16-bit": (True, lambda p, f: write_film(p, f, JPEGLSLossless, bits=16)),
         "JPEG baseline 8-bit, quality 90": (
-            False, lambda p, f: write_jpeg_baseline(p, f, quality=90)),
+            False,
+            lambda p, f: write_jpeg_baseline(p, f, quality=90),
+        ),
         "JPEG baseline 8-bit, quality 75": (
-            False, lambda p, f: write_jpeg_baseline(p, f, quality=75)),
+            False,
+            lambda p, f: write_jpeg_baseline(p, f, quality=75),
+        ),
         "JPEG 2000 lossy 12-bit, ratio 10": (False, j2k_lossy(10)),
         "JPEG 2000 lossy 12-bit, ratio 20": (False, j2k_lossy(20)),
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -94,8 +108,10 @@ def main() -> None:
     films = [p for label in ("NORMAL", "PNEUMONIA") for p in infer.image_files(args.data / label)]
     films = films[: args.limit]
     table = encodings()
-    rows = {name: {"lossless": lossless, "probabilities": [], "same_film": 0, "errors": []}
-            for name, (lossless, _) in table.items()}
+    rows = {
+        name: {"lossless": lossless, "probabilities": [], "same_film": 0, "errors": []}
+        for name, (lossless, _) in table.items()
+    }
     reference = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dicom agreement ") as work:
@@ -123,17 +139,19 @@ def main() -> None:
         got = np.array(row["probabilities"])
         delta = np.abs(got - reference)
         flips = int(np.sum((got >= threshold) != (reference >= threshold)))
-        summary.append({
-            "encoding": name,
-            "lossless": row["lossless"],
-            "films": len(films),
-            "identical_probability": int(np.sum(got == reference)),
-            "identical_8bit_film": row["same_film"],
-            "max_abs_dp": float(np.nanmax(delta)),
-            "mean_abs_dp": float(np.nanmean(delta)),
-            "label_flips": flips,
-            "errors": row["errors"],
-        })  # fmt: skip
+        summary.append(
+            {
+                "encoding": name,
+                "lossless": row["lossless"],
+                "films": len(films),
+                "identical_probability": int(np.sum(got == reference)),
+                "identical_8bit_film": row["same_film"],
+                "max_abs_dp": float(np.nanmax(delta)),
+                "mean_abs_dp": float(np.nanmean(delta)),
+                "label_flips": flips,
+                "errors": row["errors"],
+            }
+        )
     result = {
         "data": str(args.data),
         "model": REFERENCE_MODEL.name,
@@ -145,15 +163,19 @@ def main() -> None:
 
     if args.limit is None:
         atomic_write(RESULTS, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
-    print(f"{len(films)} films of {args.data}, model {REFERENCE_MODEL.name}, threshold "
-          f"{threshold:.4f}, {result['seconds']} s")
+    print(
+        f"{len(films)} films of {args.data}, model {REFERENCE_MODEL.name}, threshold "
+        f"{threshold:.4f}, {result['seconds']} s"
+    )
     print("| encoding | identical p | identical film | max abs dp | label flips |")
     print("|---|---|---|---|---|")
     for row in summary:
         n = row["films"]
-        print(f"| {row['encoding']} | {row['identical_probability']}/{n} | "
-              f"{row['identical_8bit_film']}/{n} | {row['max_abs_dp']:.4f} | "
-              f"{row['label_flips']} |")
+        print(
+            f"| {row['encoding']} | {row['identical_probability']}/{n} | "
+            f"{row['identical_8bit_film']}/{n} | {row['max_abs_dp']:.4f} | "
+            f"{row['label_flips']} |"
+        )
     bad = [r for r in summary if r["lossless"] and r["identical_probability"] != r["films"]]
     if bad or any(r["errors"] for r in summary):
         sys.exit("error: a lossless encoding disagreed with the PNG, or a file was unreadable")

@@ -77,11 +77,17 @@ def border_facts(saliency: np.ndarray) -> dict:
 def border_group(facts: list[dict]) -> dict:
     return {
         "films": len(facts),
-        **{key: summary([f[key] for f in facts]) for key in (
-            "positive_share", "negative_share", "positive_per_pixel_border",
-            "positive_per_pixel_centre")},
+        **{
+            key: summary([f[key] for f in facts])
+            for key in (
+                "positive_share",
+                "negative_share",
+                "positive_per_pixel_border",
+                "positive_per_pixel_centre",
+            )
+        },
         "peak_in_border": sum(f["peak_in_border"] for f in facts),
-    }  # fmt: skip
+    }
 
 
 def occluded_probability(classifier, tensor: np.ndarray, area: np.ndarray) -> float:
@@ -170,8 +176,11 @@ def invoke_time(classifier, path, runs: int = 300) -> dict:
         classifier.run(tensor)
         wall.append(1000 * (time.perf_counter() - started))
         cpu.append(1000 * (time.process_time() - cpu_started))
-    return {"median": statistics.median(wall), "p10": percentile(wall, 10),
-            "cpu_mean": float(np.mean(cpu))}  # fmt: skip
+    return {
+        "median": statistics.median(wall),
+        "p10": percentile(wall, 10),
+        "cpu_mean": float(np.mean(cpu)),
+    }
 
 
 def random_model(folder: Path, data_root: Path, sidecar: dict, representative: int) -> Path:
@@ -181,8 +190,13 @@ def random_model(folder: Path, data_root: Path, sidecar: dict, representative: i
     from edgexray.pipeline.model import build_model
 
     spec = {k: sidecar["input"][k] for k in ("height", "width", "normalization")}
-    spec.update(channels=1, color="grayscale", resize="bilinear, aspect ratio not kept",
-                value_range=[0.0, 1.0], layout="NHWC")  # fmt: skip
+    spec.update(
+        channels=1,
+        color="grayscale",
+        resize="bilinear, aspect ratio not kept",
+        value_range=[0.0, 1.0],
+        layout="NHWC",
+    )
     model = build_model(image_size=spec["height"], width=12, seed=SEED + 1)
     rng = np.random.default_rng(SEED)
     train = data.list_images(data_root / "train")
@@ -194,10 +208,16 @@ def random_model(folder: Path, data_root: Path, sidecar: dict, representative: i
     images = [data.model_input(str(path), spec) for path in chosen]
     path = folder / "random-int8.tflite"
     convert.write_tflite(
-        convert.to_full_int8(model, images), path, method="int8",
-        method_config={"representative_size": len(images)}, input_spec=spec, threshold=0.5,
-        target_recall=0.97, sparsity=0.0, output_kind=convert.output_kind(model),
-    )  # fmt: skip
+        convert.to_full_int8(model, images),
+        path,
+        method="int8",
+        method_config={"representative_size": len(images)},
+        input_spec=spec,
+        threshold=0.5,
+        target_recall=0.97,
+        sparsity=0.0,
+        output_kind=convert.output_kind(model),
+    )
     return path
 
 
@@ -251,15 +271,19 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=explain.DEFAULT_GRID.patch)
     parser.add_argument("--stride", type=int, default=explain.DEFAULT_GRID.stride)
     parser.add_argument(
-        "--part", choices=("all", "timing", "checks"), default="all",
+        "--part",
+        choices=("all", "timing", "checks"),
+        default="all",
         help="timing: only re-time (kept with the earlier checks); checks: keep the timing",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--grids", default=",".join(f"{p}/{s}" for p, s in TIMED_GRIDS),
+        "--grids",
+        default=",".join(f"{p}/{s}" for p, s in TIMED_GRIDS),
         help="grids to time, PATCH/STRIDE comma-separated",
-    )  # fmt: skip
-    parser.add_argument("--timing-every", type=int, default=TIMED_EVERY,
-                        help="time every Nth film of test/")  # fmt: skip
+    )
+    parser.add_argument(
+        "--timing-every", type=int, default=TIMED_EVERY, help="time every Nth film of test/"
+    )
     args = parser.parse_args()
     timed_grids = [tuple(map(int, g.split("/"))) for g in args.grids.split(",")]
     earlier = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
@@ -276,10 +300,14 @@ def main() -> None:
         timing = {"load_average_before": os.getloadavg()[0], "grids": []}
         for patch, stride in timed_grids:
             timed = explain.Grid(patch, stride)
-            timing["grids"].append({
-                "patch": patch, "stride": stride, "passes": timed.passes(*input_size),
-                **time_device_path(classifier, every_film[:: args.timing_every], timed),
-            })  # fmt: skip
+            timing["grids"].append(
+                {
+                    "patch": patch,
+                    "stride": stride,
+                    "passes": timed.passes(*input_size),
+                    **time_device_path(classifier, every_film[:: args.timing_every], timed),
+                }
+            )
         timing["load_average_after"] = os.getloadavg()[0]
         timing["invoke_ms"] = invoke_time(classifier, every_film[0])
         timing["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -309,15 +337,23 @@ def main() -> None:
                 - occluded_probability(classifier, tensor, random_blob_area(rng, gray.shape, grid))
                 for _ in range(RANDOM_DRAWS)
             ]
-            deletion.append({"top": top, "random_mean": float(np.mean(random)),
-                             "probability": explanation.probability})  # fmt: skip
+            deletion.append(
+                {
+                    "top": top,
+                    "random_mean": float(np.mean(random)),
+                    "probability": explanation.probability,
+                }
+            )
     border_area = float(border_mask(*input_size).mean())
     results = {
         "model": str(args.model),
         "sha256": classifier.sidecar["sha256"],
         "grid": {"patch": grid.patch, "stride": grid.stride, "passes": grid.passes(*input_size)},
-        "machine": {"cpu": platform.processor() or platform.machine(),
-                    "cores": os.cpu_count(), "python": platform.python_version()},  # fmt: skip
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+        },
         "timings": timings,
         "border": {
             "definition": f"outer {BORDER:.0%} of each side of the model input",

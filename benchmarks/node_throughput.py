@@ -44,10 +44,16 @@ def large_films(folder: Path, count: int, size: int) -> list[Path]:
         pixels = sources[i % len(sources)].astype(np.uint16) * 16
         path = folder / f"large {i:03d}.dcm"
         node_support.write_film(
-            path, np.zeros((1, 1), np.uint8), node_support.DX_IMAGE,
-            BitsAllocated=16, BitsStored=12, HighBit=11, Rows=size, Columns=size,
+            path,
+            np.zeros((1, 1), np.uint8),
+            node_support.DX_IMAGE,
+            BitsAllocated=16,
+            BitsStored=12,
+            HighBit=11,
+            Rows=size,
+            Columns=size,
             PixelData=pixels.tobytes(),
-        )  # fmt: skip
+        )
         paths.append(path)
     return paths
 
@@ -115,24 +121,28 @@ def main() -> None:
         alone = large_films(tmp / "alone", args.large, args.large_size)  # other UIDs
         state = tmp / "state"
         config = node.NodeConfig(
-            model=REFERENCE_MODEL, state=state, host="127.0.0.1", port=0,
+            model=REFERENCE_MODEL,
+            state=state,
+            host="127.0.0.1",
+            port=0,
             allowed_aes=tuple(f"MODALITY{i + 1}" for i in range(max(args.clients, 1))),
-        )  # fmt: skip
+        )
         running = node.Node(config).start()
         try:
+            small_name = f"{args.films} films {args.size}x{args.size} 8-bit"
+            large_name = f"{args.large} films {args.large_size}x{args.large_size} 12-bit"
+            batches = [small[i :: args.clients] for i in range(args.clients)]
             rows = {
-                f"{args.films} films {args.size}x{args.size} 8-bit, {args.clients} clients":
-                    measure(running, [small[i :: args.clients] for i in range(args.clients)],
-                            state),
-                f"{args.large} films {args.large_size}x{args.large_size} 12-bit, 1 client":
-                    measure(running, [large], state),
-                f"{args.large} films {args.large_size}x{args.large_size} 12-bit, one by one":
-                    measure(running, [alone], state, one_by_one=True),
-            }  # fmt: skip
+                f"{small_name}, {args.clients} clients": measure(running, batches, state),
+                f"{large_name}, 1 client": measure(running, [large], state),
+                f"{large_name}, one by one": measure(running, [alone], state, one_by_one=True),
+            }
         finally:
             running.stop()
-    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
-          f"Python {platform.python_version()}")  # fmt: skip
+    print(
+        f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
+        f"Python {platform.python_version()}"
+    )
     for name, row in rows.items():
         print(json.dumps({"set": name, **row}))
 

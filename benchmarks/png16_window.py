@@ -78,13 +78,17 @@ def main() -> None:
                     row["dp"].append(abs(p - reference))
                     threshold = classifier.threshold
                     row["flips"] += (p >= threshold) != (reference >= threshold)
-    print(f"{len(films)} films of {args.data}; model {REFERENCE_MODEL.name}; the films "
-          f"themselves have {int(np.median(own_levels))} grey levels (median)")
+    print(
+        f"{len(films)} films of {args.data}; model {REFERENCE_MODEL.name}; the films "
+        f"themselves have {int(np.median(own_levels))} grey levels (median)"
+    )
     print("| spoiled by | rule | grey levels left (median, min) | max abs dp | label flips |")
     print("|---|---|---|---|---|")
     for (how, rule), row in found.items():
-        print(f"| {how} | {rule} | {int(np.median(row['levels']))}, {min(row['levels'])} | "
-              f"{max(row['dp']):.4f} | {row['flips']} |")
+        print(
+            f"| {how} | {rule} | {int(np.median(row['levels']))}, {min(row['levels'])} | "
+            f"{max(row['dp']):.4f} | {row['flips']} |"
+        )
 
 
 if __name__ == "__main__":

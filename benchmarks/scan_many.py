@@ -27,8 +27,11 @@ def make_tree(root: Path, files: int) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(files // 2):
             patient = i // 2
-            name = (f"IM-{patient:06d}-{i % 2 + 1:04d}.jpeg" if label == "NORMAL"
-                    else f"person{patient}_bacteria_{i}.jpeg")  # fmt: skip
+            name = (
+                f"IM-{patient:06d}-{i % 2 + 1:04d}.jpeg"
+                if label == "NORMAL"
+                else f"person{patient}_bacteria_{i}.jpeg"
+            )
             os.symlink(films[i % len(films)], folder / name)
 
 
@@ -45,8 +48,11 @@ def main() -> None:
     def timed(label, function, *arguments):
         started, cpu = time.perf_counter(), time.process_time()
         result = function(*arguments)
-        print(f"{label}: {time.perf_counter() - started:.1f} s wall, "
-              f"{time.process_time() - cpu:.1f} s CPU", flush=True)  # fmt: skip
+        print(
+            f"{label}: {time.perf_counter() - started:.1f} s wall, "
+            f"{time.process_time() - cpu:.1f} s CPU",
+            flush=True,
+        )
         return result
 
     root = args.tree.resolve()

@@ -46,9 +46,7 @@ def recorded_split(data_root: Path) -> list[data.Sample]:
     """The shipped model's train/val/test split, regenerated and checked."""
     config = TrainConfig(data=str(data_root))
     samples, _ = data.scan(data_root)
-    samples = data.split_by_patient(
-        samples, config.val_fraction, config.test_fraction, config.seed
-    )
+    samples = data.split_by_patient(samples, config.val_fraction, config.test_fraction, config.seed)
     counts = data.split_counts(samples)
     for split, expected in RECORDED.items():
         got = {key: counts[split][key] for key in expected}
@@ -83,9 +81,12 @@ def reference(data_root: Path) -> None:
     val_paths, _ = data.select(samples, "val", data_root)
     started = time.monotonic()
     block = scope.add_guard(
-        model, scope.resized(train_paths, spec), scope.resized(val_paths, spec),
-        train_counts=counts_of(samples, "train"), val_counts=counts_of(samples, "val"),
-    )  # fmt: skip
+        model,
+        scope.resized(train_paths, spec),
+        scope.resized(val_paths, spec),
+        train_counts=counts_of(samples, "train"),
+        val_counts=counts_of(samples, "val"),
+    )
     after = first_output(infer.Classifier(model, check_scope=False))
     changed = sum(a != b for a, b in zip(before, after, strict=True))
     print(f"re-exported {model} in {time.monotonic() - started:.0f} s")
@@ -124,12 +125,17 @@ def dicom_films(name: str, frames=(None,)) -> list:
 OTHER_RADIOGRAPHS = (("RG3_UNCR.dcm", (None,)),)  # CR, BodyPartExamined EXTREMITY: a leg
 ADULT_CHEST = (("RG1_UNCR.dcm", (None,)),)  # CR, CHEST, PA, MONOCHROME1, born 1940
 CT_MR = (
-    ("CT_small.dcm", (None,)), ("MR_small.dcm", (None,)), ("693_UNCR.dcm", (None,)),
-    ("MR2_UNCR.dcm", (None,)), ("MR-SIEMENS-DICOM-WithOverlays.dcm", (None,)),
-    ("J2K_pixelrep_mismatch.dcm", (None,)), ("explicit_VR-UN.dcm", (None,)),
-    ("examples_overlay.dcm", (None,)), ("eCT_Supplemental.dcm", (0, 1)),
+    ("CT_small.dcm", (None,)),
+    ("MR_small.dcm", (None,)),
+    ("693_UNCR.dcm", (None,)),
+    ("MR2_UNCR.dcm", (None,)),
+    ("MR-SIEMENS-DICOM-WithOverlays.dcm", (None,)),
+    ("J2K_pixelrep_mismatch.dcm", (None,)),
+    ("explicit_VR-UN.dcm", (None,)),
+    ("examples_overlay.dcm", (None,)),
+    ("eCT_Supplemental.dcm", (0, 1)),
     ("emri_small.dcm", tuple(range(10))),
-)  # fmt: skip
+)
 NUCLEAR = (("JPEG-LL.dcm", (None,)), ("JPEG2000_UNC.dcm", (None,)))  # NM whole-body bone
 
 
@@ -210,8 +216,13 @@ def decisions(classifier: infer.Classifier, films: list[Film], tags: bool = True
     return found
 
 
-KINDS = {"DICOM": "tags", "patient aged": "age", "colour": "colour", "flat": "flat",
-         "feature": "features"}  # fmt: skip
+KINDS = {
+    "DICOM": "tags",
+    "patient aged": "age",
+    "colour": "colour",
+    "flat": "flat",
+    "feature": "features",
+}
 
 
 def reasons(found: list[guard.Decision]) -> dict:
@@ -247,7 +258,7 @@ def groups(samples, data_root: Path, rng) -> dict:
         "test/ films cropped to 1/4 of each side": (cropped(test_paths, rng, 0.25), False),
         "test/ films cropped to 1/2 of each side": (cropped(test_paths, rng, 0.5), False),
         "adult chest: RG1 (CR, PA, aged 64)": (packaged(ADULT_CHEST), None),
-    }  # fmt: skip
+    }
 
 
 def measure(data_root: Path, model: Path, out: Path | None) -> dict:
@@ -271,9 +282,10 @@ def measure(data_root: Path, model: Path, out: Path | None) -> dict:
             "by_check_pixels_only": reasons(pixels_only),
         }
         wrong = [
-            f.name for f, d in zip(films, found, strict=True)
+            f.name
+            for f, d in zip(films, found, strict=True)
             if in_scope is not None and (d.in_scope is False) == in_scope
-        ]  # fmt: skip
+        ]
         row["wrong" if in_scope is False else "refused_films"] = wrong[:50]
         distances = [d.distance for d in found if d.distance is not None]
         row["distance_min_median_max"] = [

@@ -48,9 +48,11 @@ def main() -> None:
         test = score(test_paths)
         for name, threshold in thresholds.items():
             r = metrics.classification_report(test_labels, test, threshold)
-            print(f"{run_dir.name}: threshold on {name} {threshold:.3f}: test/ recall "
-                  f"{r['recall']:.3f}, specificity {r['specificity']:.3f}, accuracy "
-                  f"{r['accuracy']:.3f}")  # fmt: skip
+            print(
+                f"{run_dir.name}: threshold on {name} {threshold:.3f}: test/ recall "
+                f"{r['recall']:.3f}, specificity {r['specificity']:.3f}, accuracy "
+                f"{r['accuracy']:.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -196,8 +196,9 @@ def bundle_files(bundle: Path) -> set[str] | None:
     except (OSError, UnicodeDecodeError):
         return None
     return {line.split("  ", 1)[-1] for line in lines if line} | {
-        BUNDLE_CHECKSUMS, BUNDLE_MANIFEST,
-    }  # fmt: skip
+        BUNDLE_CHECKSUMS,
+        BUNDLE_MANIFEST,
+    }
 
 
 def _bundle_of(path: Path, run_dir: Path) -> Path | None:
@@ -236,8 +237,10 @@ def _own_models(folder: Path) -> list[Path]:
             sidecar = json.loads(model.with_suffix(".json").read_text())
         except (OSError, UnicodeDecodeError, ValueError, RecursionError):
             continue
-        if isinstance(sidecar, dict) and sidecar.get("schema") == SIDECAR_SCHEMA and (
-            sidecar.get("model_file") == model.name
+        if (
+            isinstance(sidecar, dict)
+            and sidecar.get("schema") == SIDECAR_SCHEMA
+            and (sidecar.get("model_file") == model.name)
         ):
             found += [model, model.with_suffix(".json")]
     return found

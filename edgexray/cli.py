@@ -104,9 +104,11 @@ def user_errors(command):
         # Our progress at INFO; other libraries (TensorFlow's "Assets written to ...")
         # only from WARNING up.
         logging.basicConfig(
-            level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr,
+            level=logging.WARNING,
+            format="%(levelname)s: %(message)s",
+            stream=sys.stderr,
             force=True,
-        )  # fmt: skip
+        )
         logging.getLogger("edgexray").setLevel(logging.INFO)
         previous = _on_sigterm(_terminate)
         try:
@@ -200,34 +202,40 @@ def train_command(
         Path | None,
         typer.Option(help="JSON file with TrainConfig fields; the options given here win."),
     ] = None,
-    image_size: Annotated[
-        int, typer.Option(help="Input height and width.")
-    ] = default(TrainConfig, "image_size"),
-    width: Annotated[
-        int, typer.Option(help="Filters of the first stage.")
-    ] = default(TrainConfig, "width"),
+    image_size: Annotated[int, typer.Option(help="Input height and width.")] = default(
+        TrainConfig, "image_size"
+    ),
+    width: Annotated[int, typer.Option(help="Filters of the first stage.")] = default(
+        TrainConfig, "width"
+    ),
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = default(TrainConfig, "epochs"),
     target_recall: Annotated[
         float, typer.Option(help="Pneumonia recall the val threshold must reach.")
     ] = default(TrainConfig, "target_recall"),
-    seed: Annotated[
-        int, typer.Option(help="Seed for split, init and augmentation.")
-    ] = default(TrainConfig, "seed"),
+    seed: Annotated[int, typer.Option(help="Seed for split, init and augmentation.")] = default(
+        TrainConfig, "seed"
+    ),
     max_train_images: Annotated[
         int, typer.Option(help="Use at most this many training images (0 = all).")
     ] = default(TrainConfig, "max_train_images"),
-    distribute: Annotated[
-        str, typer.Option(help=DISTRIBUTE_HELP)
-    ] = default(TrainConfig, "distribute"),
+    distribute: Annotated[str, typer.Option(help=DISTRIBUTE_HELP)] = default(
+        TrainConfig, "distribute"
+    ),
 ):
     """Train the float model: patient-grouped split, early stopping, val-chosen threshold."""
     from edgexray.pipeline.train import summary_lines, train
 
     values = given(
-        ctx, data=str(data.resolve()) if data else None, image_size=image_size, width=width,
-        epochs=epochs, target_recall=target_recall, seed=seed, max_train_images=max_train_images,
+        ctx,
+        data=str(data.resolve()) if data else None,
+        image_size=image_size,
+        width=width,
+        epochs=epochs,
+        target_recall=target_recall,
+        seed=seed,
+        max_train_images=max_train_images,
         distribute=distribute,
-    )  # fmt: skip
+    )
     if config:
         train_config = TrainConfig.from_json(config, **values)
     elif data is None:
@@ -358,15 +366,15 @@ def prune_command(
     sparsity: Annotated[
         float, typer.Option(help="Share of Conv2D/Dense kernel weights set to zero.")
     ] = default(PruneConfig, "sparsity"),
-    epochs: Annotated[
-        int, typer.Option(help="Fine-tuning epochs while pruning.")
-    ] = default(PruneConfig, "epochs"),
-    learning_rate: Annotated[
-        float, typer.Option(help="Fine-tuning learning rate.")
-    ] = default(PruneConfig, "learning_rate"),
-    distribute: Annotated[
-        str, typer.Option(help=DISTRIBUTE_HELP)
-    ] = default(PruneConfig, "distribute"),
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs while pruning.")] = default(
+        PruneConfig, "epochs"
+    ),
+    learning_rate: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = default(
+        PruneConfig, "learning_rate"
+    ),
+    distribute: Annotated[str, typer.Option(help=DISTRIBUTE_HELP)] = default(
+        PruneConfig, "distribute"
+    ),
 ):
     """Prune the trained model, fine-tune it and save pruned.keras (model.keras is untouched)."""
     from edgexray import artifacts
@@ -399,12 +407,12 @@ def quantize_command(
     representative_size: Annotated[
         int, typer.Option(help="Train images calibrating int8 ranges.")
     ] = default(QuantizeConfig, "representative_size"),
-    qat_epochs: Annotated[
-        int, typer.Option(help="Fine-tuning epochs of qat and pqat.")
-    ] = default(QuantizeConfig, "qat_epochs"),
-    distribute: Annotated[
-        str, typer.Option(help=DISTRIBUTE_HELP)
-    ] = default(QuantizeConfig, "distribute"),
+    qat_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs of qat and pqat.")] = default(
+        QuantizeConfig, "qat_epochs"
+    ),
+    distribute: Annotated[str, typer.Option(help=DISTRIBUTE_HELP)] = default(
+        QuantizeConfig, "distribute"
+    ),
 ):
     """Export TFLite variants, each with a sidecar and its own val-chosen threshold."""
     from edgexray import artifacts
@@ -434,15 +442,15 @@ def benchmark_command(
             help="Test images (test/ or NORMAL/ PNEUMONIA/); default the run's test split."
         ),
     ] = None,
-    threads: Annotated[
-        str, typer.Option(help="Interpreter thread counts to time.")
-    ] = ",".join(map(str, default(BenchmarkConfig, "threads"))),
-    warmup: Annotated[
-        int, typer.Option(help="Untimed runs before timing.")
-    ] = default(BenchmarkConfig, "warmup"),
-    runs: Annotated[
-        int, typer.Option(help="Timed runs per thread count.")
-    ] = default(BenchmarkConfig, "runs"),
+    threads: Annotated[str, typer.Option(help="Interpreter thread counts to time.")] = ",".join(
+        map(str, default(BenchmarkConfig, "threads"))
+    ),
+    warmup: Annotated[int, typer.Option(help="Untimed runs before timing.")] = default(
+        BenchmarkConfig, "warmup"
+    ),
+    runs: Annotated[int, typer.Option(help="Timed runs per thread count.")] = default(
+        BenchmarkConfig, "runs"
+    ),
     out: Annotated[Path | None, typer.Option(help="Output folder [RUN_DIR/benchmark].")] = None,
 ):
     """Size, latency, memory and clinical metrics of every variant, side by side, with plots."""
@@ -451,9 +459,12 @@ def benchmark_command(
     from edgexray.formatting import format_table, target_state
 
     config = BenchmarkConfig(
-        threads=BenchmarkConfig.parse_threads(threads), warmup=warmup, runs=runs,
-        out=str(out) if out else None, data=str(data) if data else None,
-    )  # fmt: skip
+        threads=BenchmarkConfig.parse_threads(threads),
+        warmup=warmup,
+        runs=runs,
+        out=str(out) if out else None,
+        data=str(data) if data else None,
+    )
     result = benchmark(models, config)
     typer.echo(format_table(*table(result)))
     for target in result["targets"]:
@@ -514,9 +525,13 @@ def predict_command(
     (their records say why), else 4 when some were out of scope (label OUT_OF_SCOPE).
     """
     code = _run_edge(
-        model, images, record_format, threads, report_path=report,
+        model,
+        images,
+        record_format,
+        threads,
+        report_path=report,
         check_scope=not no_scope_check,
-    )  # fmt: skip
+    )
     raise typer.Exit(code)
 
 
@@ -627,9 +642,9 @@ def calibrate_command(
     prevalence: Annotated[
         float | None, typer.Option(help="Pneumonia prevalence at the site, for PPV and NPV.")
     ] = default(CalibrateConfig, "prevalence"),
-    folds: Annotated[
-        int, typer.Option(help="Patient-grouped cross-validation folds.")
-    ] = default(CalibrateConfig, "folds"),
+    folds: Annotated[int, typer.Option(help="Patient-grouped cross-validation folds.")] = default(
+        CalibrateConfig, "folds"
+    ),
     allow_point_estimate: Annotated[
         bool,
         typer.Option(
@@ -649,9 +664,12 @@ def calibrate_command(
     from edgexray.pipeline.calibrate import calibrate, summary_lines
 
     config = CalibrateConfig(
-        target_recall=target_recall, confidence=confidence, prevalence=prevalence, folds=folds,
+        target_recall=target_recall,
+        confidence=confidence,
+        prevalence=prevalence,
+        folds=folds,
         allow_point_estimate=allow_point_estimate,
-    )  # fmt: skip
+    )
     for line in summary_lines(calibrate(model, data, out, config, patients)):
         typer.echo(line)
 
@@ -670,21 +688,21 @@ def run_command(
     force: Annotated[
         list[str] | None, typer.Option(help="Redo this stage (and the ones after it); repeatable.")
     ] = None,
-    epochs: Annotated[
-        int, typer.Option(help="Maximum training epochs.")
-    ] = default(TrainConfig, "epochs"),
-    sparsity: Annotated[
-        float, typer.Option(help="Pruning sparsity.")
-    ] = default(PruneConfig, "sparsity"),
+    epochs: Annotated[int, typer.Option(help="Maximum training epochs.")] = default(
+        TrainConfig, "epochs"
+    ),
+    sparsity: Annotated[float, typer.Option(help="Pruning sparsity.")] = default(
+        PruneConfig, "sparsity"
+    ),
     target_recall: Annotated[
         float, typer.Option(help="Pneumonia recall the thresholds must reach on val.")
     ] = default(TrainConfig, "target_recall"),
     max_recall_drop: MaxRecallDrop = GATE.max_recall_drop,
     max_specificity_drop: MaxSpecificityDrop = GATE.max_specificity_drop,
     max_auc_drop: MaxAucDrop = GATE.max_auc_drop,
-    seed: Annotated[
-        int, typer.Option(help="Seed for split, init and augmentation.")
-    ] = default(TrainConfig, "seed"),
+    seed: Annotated[int, typer.Option(help="Seed for split, init and augmentation.")] = default(
+        TrainConfig, "seed"
+    ),
     calibrate_on: Annotated[
         Path | None,
         typer.Option(
@@ -692,9 +710,9 @@ def run_command(
             "(recall >= the target at 95% confidence) and bundle the calibrated copy."
         ),
     ] = None,
-    distribute: Annotated[
-        str, typer.Option(help=DISTRIBUTE_HELP)
-    ] = default(TrainConfig, "distribute"),
+    distribute: Annotated[str, typer.Option(help=DISTRIBUTE_HELP)] = default(
+        TrainConfig, "distribute"
+    ),
     download: Annotated[
         bool, typer.Option(help="No data found: download the public set first (data download).")
     ] = False,
@@ -708,15 +726,19 @@ def run_command(
     from edgexray.run import STAGES, RunConfig, find_data, run, summary_lines
 
     train_config = TrainConfig(
-        data=str(find_data(data, download).resolve()), epochs=epochs, target_recall=target_recall,
-        seed=seed, distribute=distribute,
-    )  # fmt: skip
+        data=str(find_data(data, download).resolve()),
+        epochs=epochs,
+        target_recall=target_recall,
+        seed=seed,
+        distribute=distribute,
+    )
     config = RunConfig(
-        train=train_config, prune=PruneConfig(sparsity=sparsity, distribute=distribute),
+        train=train_config,
+        prune=PruneConfig(sparsity=sparsity, distribute=distribute),
         quantize=QuantizeConfig(distribute=distribute),
         gate=GateLimits(max_recall_drop, max_specificity_drop, max_auc_drop),
         calibrate_on=str(calibrate_on.resolve()) if calibrate_on else None,
-    )  # fmt: skip
+    )
     started = time.monotonic()
 
     def on_stage(index, stage, event):
@@ -792,9 +814,14 @@ def data_download_command(
 
     label = Path(download.SOURCES[source].filename).name if source in download.SOURCES else ""
     result = download.download(
-        out, source, url=url, sha256=sha256, archive=archive, keep_archive=keep_archive,
+        out,
+        source,
+        url=url,
+        sha256=sha256,
+        archive=archive,
+        keep_archive=keep_archive,
         on_progress=download.progress_printer(f"downloading {label or source}"),
-    )  # fmt: skip
+    )
     if not result.downloaded:
         typer.echo(f"already there: {result.folder} (remove it to download again)")
         return

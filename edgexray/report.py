@@ -199,8 +199,10 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
         body = benchmark_md.read_text().splitlines()
         # Drop its own title; link plots relative to this report.
         body = [line for line in body if not line.startswith("# ")]
-        lines += [line.replace("](", "](benchmark/") if "](" in line and ".png" in line else line
-                  for line in body]  # fmt: skip
+        lines += [
+            line.replace("](", "](benchmark/") if "](" in line and ".png" in line else line
+            for line in body
+        ]
     calibration = _read(run_dir / artifacts.CALIBRATION_REPORT)
     if calibration:
         lines += ["", *_calibration_lines(calibration)]

@@ -204,28 +204,63 @@ def _gate_passed(run_dir: Path) -> bool:
 
 
 STAGES = (
-    Stage("train", lambda c: _hashed(c.train),
-          (artifacts.CONFIG, artifacts.MANIFEST, artifacts.MODEL, artifacts.METRICS),
-          _train, distributed=True),
-    Stage("prune", lambda c: _hashed(c.prune), (artifacts.PRUNED, artifacts.PRUNE_REPORT),
-          _prune, distributed=True),
-    Stage("quantize", lambda c: {**_hashed(c.quantize), "methods": list(c.methods)},
-          (artifacts.QUANTIZE_REPORT, f"{artifacts.TFLITE_DIR}/{{method}}.tflite",
-           f"{artifacts.TFLITE_DIR}/{{method}}.json"),
-          _quantize, distributed=True),
+    Stage(
+        "train",
+        lambda c: _hashed(c.train),
+        (artifacts.CONFIG, artifacts.MANIFEST, artifacts.MODEL, artifacts.METRICS),
+        _train,
+        distributed=True,
+    ),
+    Stage(
+        "prune",
+        lambda c: _hashed(c.prune),
+        (artifacts.PRUNED, artifacts.PRUNE_REPORT),
+        _prune,
+        distributed=True,
+    ),
+    Stage(
+        "quantize",
+        lambda c: {**_hashed(c.quantize), "methods": list(c.methods)},
+        (
+            artifacts.QUANTIZE_REPORT,
+            f"{artifacts.TFLITE_DIR}/{{method}}.tflite",
+            f"{artifacts.TFLITE_DIR}/{{method}}.json",
+        ),
+        _quantize,
+        distributed=True,
+    ),
     # A failed gate is never done: it is checked again.
-    Stage("verify", lambda c: dataclasses.asdict(c.gate), (artifacts.VERIFY_REPORT,), _verify,
-          still_done=_gate_passed),
-    Stage("benchmark",
-          lambda c: {k: dataclasses.asdict(c.benchmark)[k] for k in ("threads", "warmup", "runs")},
-          (artifacts.BENCHMARK_DIR,), _benchmark),
+    Stage(
+        "verify",
+        lambda c: dataclasses.asdict(c.gate),
+        (artifacts.VERIFY_REPORT,),
+        _verify,
+        still_done=_gate_passed,
+    ),
+    Stage(
+        "benchmark",
+        lambda c: {k: dataclasses.asdict(c.benchmark)[k] for k in ("threads", "warmup", "runs")},
+        (artifacts.BENCHMARK_DIR,),
+        _benchmark,
+    ),
     # Not chained: bundle's settings hold calibrate_on too, which keeps the hashes of runs
     # recorded before calibration was a stage of its own.
-    Stage("calibrate", _calibration, (artifacts.CALIBRATION_REPORT, artifacts.CALIBRATED_DIR),
-          _calibrate, chained=False, optional_outputs=True),
-    Stage("bundle", lambda c: {"targets": list(c.targets), **_calibration(c)},
-          (artifacts.SELECTED, artifacts.BUNDLES_DIR), _bundle, optional_outputs=True),
-)  # fmt: skip
+    Stage(
+        "calibrate",
+        _calibration,
+        (artifacts.CALIBRATION_REPORT, artifacts.CALIBRATED_DIR),
+        _calibrate,
+        chained=False,
+        optional_outputs=True,
+    ),
+    Stage(
+        "bundle",
+        lambda c: {"targets": list(c.targets), **_calibration(c)},
+        (artifacts.SELECTED, artifacts.BUNDLES_DIR),
+        _bundle,
+        optional_outputs=True,
+    ),
+)
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 _STAGE = {stage.name: stage for stage in STAGES}
 # Everything made from model.keras by the stages after training, and the report on it:

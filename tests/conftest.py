@@ -63,9 +63,15 @@ def tiny_config(xray_folder):
     from edgexray.pipeline.train import TrainConfig
 
     return TrainConfig(
-        data=str(xray_folder), image_size=32, width=4, epochs=3, batch_size=16,
-        val_fraction=0.25, test_fraction=0.25, seed=1,
-    )  # fmt: skip
+        data=str(xray_folder),
+        image_size=32,
+        width=4,
+        epochs=3,
+        batch_size=16,
+        val_fraction=0.25,
+        test_fraction=0.25,
+        seed=1,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -91,10 +97,14 @@ def tiny_tflite(tiny_run, tiny_config, tmp_path_factory) -> dict[str, Path]:
     images = [data.model_input(p, tiny_config.input_spec) for p in paths]
     out = tmp_path_factory.mktemp("tflite") / "models dir"
     common = dict(
-        method_config={}, input_spec=tiny_config.input_spec, threshold=0.5,
-        target_recall=0.97, sparsity=0.0, output_kind=convert.output_kind(model),
+        method_config={},
+        input_spec=tiny_config.input_spec,
+        threshold=0.5,
+        target_recall=0.97,
+        sparsity=0.0,
+        output_kind=convert.output_kind(model),
         check_image=images[0],
-    )  # fmt: skip
+    )
     convert.write_tflite(
         convert.to_float32(model), out / "float32.tflite", method="float32", **common
     )

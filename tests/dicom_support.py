@@ -69,8 +69,10 @@ def film_dataset(
     if rescale:
         ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = slope, intercept, "US"
     if window:
-        ends = [s * slope + intercept for s in stored_values(np.array([0, 255]), bits,
-                                                              monochrome1, True)]
+        ends = [
+            s * slope + intercept
+            for s in stored_values(np.array([0, 255]), bits, monochrome1, True)
+        ]
         low, span = min(ends), abs(ends[1] - ends[0])
         # LINEAR (PS3.3 C.11.2.1.2.1): [c - 0.5 - (w-1)/2, c - 0.5 + (w-1)/2] maps to 0..1.
         ds.WindowWidth = span + 1

@@ -79,7 +79,13 @@ def make_venv(folder: Path) -> None:
         [sys.executable, "-m", "venv", "--without-pip", str(folder / ".venv")], check=True
     )
     purelib = subprocess.run(
-        [str(folder / ".venv/bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],  # noqa: E501
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+        [
+            str(folder / ".venv/bin/python"),
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ],  # noqa: E501
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     Path(purelib, "test-packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")

@@ -30,28 +30,46 @@ def write_lesion_model(folder: Path) -> Path:
 
     image = keras.Input((SIZE, SIZE, 1), name="image")
     bright = keras.layers.Conv2D(
-        1, 3, padding="same", kernel_initializer=keras.initializers.Constant(1 / 9),
+        1,
+        3,
+        padding="same",
+        kernel_initializer=keras.initializers.Constant(1 / 9),
         bias_initializer=keras.initializers.Constant(-0.5),
-    )(image)  # fmt: skip
+    )(image)
     bright = keras.layers.ReLU()(bright)
     pooled = keras.layers.GlobalAveragePooling2D()(bright)
     output = keras.layers.Dense(
-        1, kernel_initializer=keras.initializers.Constant(40.0),
+        1,
+        kernel_initializer=keras.initializers.Constant(40.0),
         bias_initializer=keras.initializers.Constant(-1.0),
-    )(pooled)  # fmt: skip
+    )(pooled)
     model = keras.Model(image, output)
     samples = [
         lesion_film(seed, lesion=seed % 2 == 0).astype(np.float32)[..., None] / 255.0
         for seed in range(16)
     ]
-    spec = {"height": SIZE, "width": SIZE, "channels": 1, "color": "grayscale",
-            "resize": "bilinear, aspect ratio not kept", "normalization": "scale",
-            "value_range": [0.0, 1.0], "layout": "NHWC"}  # fmt: skip
+    spec = {
+        "height": SIZE,
+        "width": SIZE,
+        "channels": 1,
+        "color": "grayscale",
+        "resize": "bilinear, aspect ratio not kept",
+        "normalization": "scale",
+        "value_range": [0.0, 1.0],
+        "layout": "NHWC",
+    }
     path = folder / "lesion int8.tflite"
     convert.write_tflite(
-        convert.to_full_int8(model, samples), path, method="int8", method_config={},
-        input_spec=spec, threshold=0.5, target_recall=0.97, sparsity=0.0, output_kind="logit",
-    )  # fmt: skip
+        convert.to_full_int8(model, samples),
+        path,
+        method="int8",
+        method_config={},
+        input_spec=spec,
+        threshold=0.5,
+        target_recall=0.97,
+        sparsity=0.0,
+        output_kind="logit",
+    )
     return path
 
 

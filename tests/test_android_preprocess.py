@@ -27,9 +27,21 @@ DRIVER = Path(__file__).parent / "java" / "PreprocessBatch.java"
 ORIENTATION = 0x0112
 # (width, height): shrinking by up to 9x, growing, one axis only, and extreme shapes.
 SIZES = [
-    (1000, 1400), (301, 517), (2000, 1600), (224, 224), (128, 128), (517, 301), (97, 1203),
-    (1400, 1000), (640, 480), (129, 127), (64, 48), (1203, 97), (128, 900), (333, 128),
-]  # fmt: skip
+    (1000, 1400),
+    (301, 517),
+    (2000, 1600),
+    (224, 224),
+    (128, 128),
+    (517, 301),
+    (97, 1203),
+    (1400, 1000),
+    (640, 480),
+    (129, 127),
+    (64, 48),
+    (1203, 97),
+    (128, 900),
+    (333, 128),
+]
 FORMATS = ("grey png", "grey jpeg", "colour jpeg", "transparent png", "exif jpeg")
 
 
@@ -42,8 +54,10 @@ def java_preprocess(tmp_path_factory):
     source = Path(bundle_module.__file__).parent / "android" / "EdgexrayPreprocess.java"
     subprocess.run(
         ["javac", "-J-Xmx512m", "-d", str(folder / "classes"), str(source), str(DRIVER)],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
     def run(cases: list[dict]) -> list[bytes]:
         lines = []
@@ -52,10 +66,17 @@ def java_preprocess(tmp_path_factory):
             pixels = folder / f"{i}.argb"
             pixels.write_bytes(argb.astype("<u4").tobytes())
             fields = [
-                pixels, argb.shape[1], argb.shape[0], orientation, case["height"],
-                case["width"], case["normalization"], repr(float(case["scale"])),
-                case["zero_point"], folder / f"{i}.input",
-            ]  # fmt: skip
+                pixels,
+                argb.shape[1],
+                argb.shape[0],
+                orientation,
+                case["height"],
+                case["width"],
+                case["normalization"],
+                repr(float(case["scale"])),
+                case["zero_point"],
+                folder / f"{i}.input",
+            ]
             lines.append("\t".join(map(str, fields)))
         (folder / "manifest.tsv").write_text("\n".join(lines) + "\n")
         # A small serial-GC heap: the default one reserves a quarter of the RAM and a GC
@@ -128,9 +149,14 @@ def test_java_gives_the_bundle_check_input_of_the_shipped_model(java_preprocess,
     classifier = infer.Classifier(device / SHIPPED_MODEL.name)
     spec = classifier.sidecar["input"]
     scale, zero_point = classifier.interpreter.get_input_details()[0]["quantization"]
-    case = {"path": device / "check" / "image.png", "height": spec["height"],
-            "width": spec["width"], "normalization": spec["normalization"],
-            "scale": scale, "zero_point": zero_point}  # fmt: skip
+    case = {
+        "path": device / "check" / "image.png",
+        "height": spec["height"],
+        "width": spec["width"],
+        "normalization": spec["normalization"],
+        "scale": scale,
+        "zero_point": zero_point,
+    }
     (port,) = java_preprocess([case])
     assert port == (device / "check" / "input.u8").read_bytes() == infer_input(case)
 
@@ -141,21 +167,38 @@ def test_java_is_byte_identical_to_infer_on_60_films_of_varied_sizes(java_prepro
     spec = sidecar["input"]
     quantization = sidecar["input"]["quantization"]
     cases = [
-        {"path": path, "height": spec["height"], "width": spec["width"],
-         "normalization": spec["normalization"], "scale": quantization["scale"],
-         "zero_point": quantization["zero_point"]}
+        {
+            "path": path,
+            "height": spec["height"],
+            "width": spec["width"],
+            "normalization": spec["normalization"],
+            "scale": quantization["scale"],
+            "zero_point": quantization["zero_point"],
+        }
         for path in varied_films(tmp_path / "films", 60)
-    ]  # fmt: skip
+    ]
     # Other model inputs: another resolution (growing small films), no equalisation, and a
     # quantization where q differs from the grey level.
     for case, (height, width, normalization, scale, zero_point) in zip(
         cases[:4],
-        [(300, 200, "equalize", 1 / 255, 0), (64, 96, "scale", 1 / 255, 0),
-         (128, 128, "equalize", 0.0078125, 128), (31, 17, "scale", 0.01, 3)],
+        [
+            (300, 200, "equalize", 1 / 255, 0),
+            (64, 96, "scale", 1 / 255, 0),
+            (128, 128, "equalize", 0.0078125, 128),
+            (31, 17, "scale", 0.01, 3),
+        ],
         strict=True,
-    ):  # fmt: skip
-        cases.append({**case, "height": height, "width": width, "normalization": normalization,
-                      "scale": scale, "zero_point": zero_point})  # fmt: skip
+    ):
+        cases.append(
+            {
+                **case,
+                "height": height,
+                "width": width,
+                "normalization": normalization,
+                "scale": scale,
+                "zero_point": zero_point,
+            }
+        )
     ports = java_preprocess(cases)
     mismatched = [c["path"].name for c, p in zip(cases, ports, strict=True) if p != infer_input(c)]
     assert mismatched == []
@@ -168,6 +211,12 @@ def test_java_matches_pillow_on_every_alpha_and_colour(java_preprocess, tmp_path
     rgba[:, :, 3] = np.arange(256)  # every alpha level, on random colours
     path = tmp_path / "all alphas.png"
     Image.fromarray(rgba, "RGBA").save(path)
-    case = {"path": path, "height": 64, "width": 256, "normalization": "scale",
-            "scale": 1 / 255, "zero_point": 0}  # fmt: skip
+    case = {
+        "path": path,
+        "height": 64,
+        "width": 256,
+        "normalization": "scale",
+        "scale": 1 / 255,
+        "zero_point": 0,
+    }
     assert java_preprocess([case]) == [infer_input(case)]

@@ -32,10 +32,17 @@ def edgexray(args, tmp_path: Path) -> tuple[subprocess.CompletedProcess, list[st
     env = blocked_env(tmp_path / "blocker", blocked=TENSORFLOW)
     env["PYTHONPATH"] += os.pathsep + str(REPO)  # this checkout's edgexray
     result = subprocess.run(
-        [sys.executable, "-c", "from edgexray.cli import app; app(prog_name='edgexray')",
-         *map(str, args)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "from edgexray.cli import app; app(prog_name='edgexray')",
+            *map(str, args),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return result, attempted_imports(env)
 
 
@@ -64,10 +71,19 @@ def test_tflite_commands_run_on_real_films_without_tensorflow(tmp_path):
 
     out = tmp_path / "calibrated model"
     calibrate, tried = edgexray(
-        ["calibrate", REFERENCE_MODEL, "--data", site, "--out", out, "--folds", "2",
-         "--allow-point-estimate"],
+        [
+            "calibrate",
+            REFERENCE_MODEL,
+            "--data",
+            site,
+            "--out",
+            out,
+            "--folds",
+            "2",
+            "--allow-point-estimate",
+        ],
         tmp_path,
-    )  # fmt: skip
+    )
     assert (calibrate.returncode, tried) == (0, []), calibrate.stderr
     sidecar = json.loads((out / "edgexray-int8.json").read_text())
     assert sidecar["calibration"]["sample"]["n"] == 20

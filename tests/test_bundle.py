@@ -272,8 +272,10 @@ def test_bundle_command_writes_folder_and_zip(tiny_tflite, tmp_path):
     ],
 )
 def test_bundle_command_with_bad_input_exits_2_with_one_line(tiny_tflite, tmp_path, args, message):
-    args = [{"FLOAT": str(tiny_tflite["float32"]), "INT8": str(tiny_tflite["int8"])}.get(a, a)
-            for a in args]  # fmt: skip
+    args = [
+        {"FLOAT": str(tiny_tflite["float32"]), "INT8": str(tiny_tflite["int8"])}.get(a, a)
+        for a in args
+    ]
     result = runner.invoke(app, ["bundle", *args, "--out", str(tmp_path / "b")])
     assert result.exit_code == 2
     assert message in one_error_line(result.output)

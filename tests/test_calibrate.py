@@ -218,9 +218,18 @@ def calibrated(tiny_tflite, xray_folder, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("calibrated") / "site out"
     result = runner.invoke(
         app,
-        ["calibrate", str(source), "--data", str(xray_folder), "--out", str(out),
-         *SMALL_TARGET, "--prevalence", "0.2"],
-    )  # fmt: skip
+        [
+            "calibrate",
+            str(source),
+            "--data",
+            str(xray_folder),
+            "--out",
+            str(out),
+            *SMALL_TARGET,
+            "--prevalence",
+            "0.2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert _snapshot(source) == before  # the source model and sidecar are never modified
     return out / source.name
@@ -249,9 +258,9 @@ def test_calibrate_writes_the_same_model_with_a_new_threshold_and_its_record(
     assert set(block["prevalence"]) == {"prevalence", "ppv", "npv", "cautious"}
     low, high = block["expected_specificity_ci"]
     assert low <= block["expected_specificity"] <= high
-    assert {k: v for k, v in sidecar.items() if k not in ("threshold", "target_recall",
-            "calibration")} == {k: v for k, v in old.items() if k not in ("threshold",
-            "target_recall")}  # fmt: skip
+    assert {
+        k: v for k, v in sidecar.items() if k not in ("threshold", "target_recall", "calibration")
+    } == {k: v for k, v in old.items() if k not in ("threshold", "target_recall")}
 
 
 def test_every_consumer_honours_the_calibrated_threshold(calibrated, xray_folder, tmp_path):
@@ -414,9 +423,14 @@ def _stub_stages(monkeypatch, run_dir: Path) -> list[str]:
     from edgexray.export import quantize
     from edgexray.pipeline import prune, train
 
-    int8 = {"method": "int8", "size_bytes": 2048, "gzip_bytes": 1024, "sparsity": 0.0,
-            "threshold": 0.5,
-            "val": {"recall": 0.97, "specificity": 0.9}}  # fmt: skip
+    int8 = {
+        "method": "int8",
+        "size_bytes": 2048,
+        "gzip_bytes": 1024,
+        "sparsity": 0.0,
+        "threshold": 0.5,
+        "val": {"recall": 0.97, "specificity": 0.9},
+    }
     (run_dir / "quantize.json").write_text(json.dumps({"variants": {"int8": int8}}))
     candidate = {"name": "int8", "model": str(run_dir / "tflite/int8.tflite"), "passed": True}
     passing = {"passed": True, "candidates": [candidate]}
@@ -426,8 +440,12 @@ def _stub_stages(monkeypatch, run_dir: Path) -> list[str]:
         called.append("stage")
         return {"interrupted": False}
 
-    for module, name in ((train, "train"), (prune, "prune"), (quantize, "quantize"),
-                         (harness, "benchmark")):  # fmt: skip
+    for module, name in (
+        (train, "train"),
+        (prune, "prune"),
+        (quantize, "quantize"),
+        (harness, "benchmark"),
+    ):
         monkeypatch.setattr(module, name, stage_done)
 
     def verify_passing(run_dir, limits):
@@ -512,9 +530,16 @@ def test_calibrate_out_naming_a_file_is_one_clear_line(tiny_tflite, xray_folder,
     afile.write_text("mine\n")
     result = runner.invoke(
         app,
-        ["calibrate", str(tiny_tflite["int8"]), "--data", str(xray_folder), "--out", str(afile),
-         *SMALL_TARGET],
-    )  # fmt: skip
+        [
+            "calibrate",
+            str(tiny_tflite["int8"]),
+            "--data",
+            str(xray_folder),
+            "--out",
+            str(afile),
+            *SMALL_TARGET,
+        ],
+    )
     assert result.exit_code == 2
     message = f"error: --out {afile} is a file, not a folder: choose a folder"
     assert _error_lines(result) == [message]
@@ -561,9 +586,17 @@ def test_calibrate_without_enough_patients_for_its_folds_still_summarizes(
                 shutil.copyfile(film, site / label / f"IM-0001-{number:04d}.jpeg")
     result = runner.invoke(
         app,
-        ["calibrate", str(tiny_tflite["int8"]), "--data", str(site), "--out",
-         str(tmp_path / "out"), *SMALL_TARGET, *extra],
-    )  # fmt: skip
+        [
+            "calibrate",
+            str(tiny_tflite["int8"]),
+            "--data",
+            str(site),
+            "--out",
+            str(tmp_path / "out"),
+            *SMALL_TARGET,
+            *extra,
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "fold CV: not available" in result.stdout
 
@@ -604,9 +637,16 @@ def test_the_same_film_in_both_classes_is_warned_about(tiny_tflite, xray_folder,
         shutil.copyfile(film, site / "PNEUMONIA" / f"copy of {film.name}")
     result = runner.invoke(
         app,
-        ["calibrate", str(tiny_tflite["int8"]), "--data", str(site), "--out",
-         str(tmp_path / "out"), *SMALL_TARGET],
-    )  # fmt: skip
+        [
+            "calibrate",
+            str(tiny_tflite["int8"]),
+            "--data",
+            str(site),
+            "--out",
+            str(tmp_path / "out"),
+            *SMALL_TARGET,
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "2 film(s) are in both NORMAL/ and PNEUMONIA/" in result.stdout
     sidecar = json.loads((tmp_path / "out" / "int8.json").read_text())

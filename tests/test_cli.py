@@ -73,10 +73,15 @@ def test_help_shows_the_config_dataclasses_defaults():
     from edgexray.pipeline.verify import GateLimits
 
     configs = {
-        "train": [TrainConfig], "prune": [PruneConfig], "quantize": [QuantizeConfig],
-        "verify": [GateLimits], "benchmark": [BenchmarkConfig], "bundle": [BundleConfig],
-        "calibrate": [CalibrateConfig], "run": [TrainConfig, PruneConfig, GateLimits],
-    }  # fmt: skip
+        "train": [TrainConfig],
+        "prune": [PruneConfig],
+        "quantize": [QuantizeConfig],
+        "verify": [GateLimits],
+        "benchmark": [BenchmarkConfig],
+        "bundle": [BundleConfig],
+        "calibrate": [CalibrateConfig],
+        "run": [TrainConfig, PruneConfig, GateLimits],
+    }
     commands = typer.main.get_command(app).commands
     checked = set()
     for command, classes in configs.items():

@@ -45,7 +45,12 @@ def test_memory_program_runs_by_path_and_measures_the_edge_runtime_alone(xray_fo
 
     image = sorted((xray_folder / "NORMAL").iterdir())[0]
     spec = {"height": 32, "width": 32, "channels": 1, "normalization": "equalize"}
-    job = {"runtime": infer.__file__, "model": None, "threads": 1, "images": [str(image)],
-           "input": spec}  # fmt: skip
+    job = {
+        "runtime": infer.__file__,
+        "model": None,
+        "threads": 1,
+        "images": [str(image)],
+        "input": spec,
+    }
     assert memory.PROGRAM.is_file()
     assert 5 < memory.peak_rss_mb(memory.EDGE_PEAK_RSS, job) < 200

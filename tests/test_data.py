@@ -68,8 +68,10 @@ def test_test_split_is_exactly_the_test_folder_even_with_shared_patient_ids(tmp_
     make_xray_folder(tmp_path / "kaggle" / "test", per_class=4, seed=1, first_patient=0)
     samples, _ = data.scan(tmp_path / "kaggle")
     split = data.split_by_patient(samples, 0.25, 0.25, seed=0)
-    test_files = sorted(p.relative_to(tmp_path / "kaggle").as_posix()
-                        for p in (tmp_path / "kaggle" / "test").rglob("*.jpeg"))
+    test_files = sorted(
+        p.relative_to(tmp_path / "kaggle").as_posix()
+        for p in (tmp_path / "kaggle" / "test").rglob("*.jpeg")
+    )
     assert sorted(s.path for s in split if s.split == "test") == test_files
     shared = {s.patient_id for s in split if s.split == "test"}
     assert any(s.patient_id in shared and s.split == "train" for s in split)
@@ -136,8 +138,9 @@ def test_mixup_blends_films_labels_and_class_weights_alike():
 
     images = tf.constant(np.stack([np.zeros((4, 4, 1)), np.ones((4, 4, 1))]), tf.float32)
     labels = tf.constant([0.0, 1.0])
-    mixed, soft, weights = data.mix_batch(images, labels, tf.constant([5, 9], tf.int64), 0.4,
-                                          {0: 2.0, 1: 0.5})  # fmt: skip
+    mixed, soft, weights = data.mix_batch(
+        images, labels, tf.constant([5, 9], tf.int64), 0.4, {0: 2.0, 1: 0.5}
+    )
     share = 1.0 - mixed.numpy()[0, 0, 0, 0]  # film 0 is all zeros, its partner all ones
     assert 0 < share < 1 and np.allclose(mixed.numpy()[0], 1 - share)
     assert np.isclose(soft.numpy()[0], 1 - share)

@@ -48,9 +48,7 @@ def no_decoding(monkeypatch):
     monkeypatch.setattr(infer, "load_grayscale", refuse)
 
 
-def test_cached_film_is_exactly_the_decoded_film_and_is_not_decoded_again(
-    cache, film, monkeypatch
-):
+def test_cached_film_is_exactly_the_decoded_film_and_is_not_decoded_again(cache, film, monkeypatch):
     expected = decoded(film)
     first = decode_cache.resized_grayscale(film, spec(64, 48))
     assert len(entries(cache)) == 1
@@ -157,8 +155,9 @@ def test_training_batches_are_identical_with_and_without_the_cache(tmp_path, mon
     epochs = {}
     for setting in ("off", str(tmp_path / "cache"), str(tmp_path / "cache")):
         monkeypatch.setenv("EDGEXRAY_CACHE", setting)
-        dataset = data.make_dataset(paths, labels, spec, 8, training=True, seed=5,
-                                    augmentation="site")  # fmt: skip
+        dataset = data.make_dataset(
+            paths, labels, spec, 8, training=True, seed=5, augmentation="site"
+        )
         epochs[len(epochs)] = [
             [(images.numpy(), target.numpy()) for images, target in dataset] for _ in range(2)
         ]

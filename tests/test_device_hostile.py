@@ -102,16 +102,19 @@ def test_thread_count_is_bounded(device, tiny_tflite, film, threads):
     for command in (script(device, "--model", model), predict("--model", model)):
         result = run(command + ["--threads", threads, str(film)])
         assert result.returncode == 2 and result.stdout == ""
-        assert f"threads must be between 1 and 64, not {threads}" in one_error_line(
-            result.stderr
-        )
+        assert f"threads must be between 1 and 64, not {threads}" in one_error_line(result.stderr)
 
 
 @pytest.mark.parametrize(
     "labels",
-    [["NORMAL", "PNEU\nMONIA"], ["NORMAL", 'PNEUMONIA"); evil("'], ["", "PNEUMONIA"],
-     ["NORMAL", "P" * 33], ["1NORMAL", "PNEUMONIA"]],
-)  # fmt: skip
+    [
+        ["NORMAL", "PNEU\nMONIA"],
+        ["NORMAL", 'PNEUMONIA"); evil("'],
+        ["", "PNEUMONIA"],
+        ["NORMAL", "P" * 33],
+        ["1NORMAL", "PNEUMONIA"],
+    ],
+)
 def test_sidecar_labels_must_be_plain_names(tiny_tflite, tmp_path, labels):
     model = tmp_path / "model.tflite"
     shutil.copyfile(tiny_tflite["int8"], model)
@@ -306,7 +309,7 @@ def python_wrapper(home: Path, script: str) -> dict[str, str]:
     real = home / "edgexray" / ".venv" / "bin" / "python"
     wrapper.write_text(
         "#!/bin/sh\nbatch=''\nfor arg; do [ \"$arg\" = --model ] && model=1; last=$arg; done\n"
-        "[ -n \"${model:-}\" ] && batch=$last\n" + script.replace("REAL", f"'{real}'")
+        '[ -n "${model:-}" ] && batch=$last\n' + script.replace("REAL", f"'{real}'")
     )
     wrapper.chmod(0o755)
     return {"ONCE": "1", "PYTHON": str(wrapper)}
@@ -314,8 +317,9 @@ def python_wrapper(home: Path, script: str) -> dict[str, str]:
 
 def watch(home: Path, tmp_path: Path, env: dict) -> subprocess.CompletedProcess:
     folders = [str(home / "inbox"), str(home / "done"), str(home / "results.jsonl")]
-    return run_blocked(["sh", str(home / "edgexray" / "watch-folder.sh"), *folders], tmp_path,
-                       env=env)  # fmt: skip
+    return run_blocked(
+        ["sh", str(home / "edgexray" / "watch-folder.sh"), *folders], tmp_path, env=env
+    )
 
 
 def test_watch_folder_quarantines_a_film_that_kills_the_runtime(pi, tmp_path):
@@ -324,8 +328,10 @@ def test_watch_folder_quarantines_a_film_that_kills_the_runtime(pi, tmp_path):
     shutil.copyfile(pi / "inbox" / names[0], poison)
     os.utime(poison, (time.time() - 60, time.time() - 60))
     # Killed as the kernel's out-of-memory killer would, whenever the batch holds the poison.
-    env = python_wrapper(pi, 'if [ -n "$batch" ] && ls "$batch" | grep -q poison; then '
-                             'kill -9 $$; fi\nexec REAL "$@"\n')  # fmt: skip
+    env = python_wrapper(
+        pi,
+        'if [ -n "$batch" ] && ls "$batch" | grep -q poison; then kill -9 $$; fi\nexec REAL "$@"\n',
+    )
     codes = [watch(pi, tmp_path, env).returncode for _ in range(3)]
     assert codes == [137, 137, 0]
     records = [json.loads(line) for line in (pi / "results.jsonl").read_text().splitlines()]
@@ -347,9 +353,12 @@ def test_watch_folder_classifies_again_a_film_written_to_after_it_was_taken(pi, 
     rest = pi / "rest of the film"
     rest.write_bytes(whole[len(whole) // 2 :])
     # ...and finishes while the watcher classifies the half it took.
-    env = python_wrapper(pi, f'REAL "$@"; status=$?\nif [ -n "$batch" ] && [ -e \'{rest}\' ]; then'
-                             f' cat \'{rest}\' >> "$batch/{name}"; rm \'{rest}\'; fi\n'
-                             'exit $status\n')  # fmt: skip
+    env = python_wrapper(
+        pi,
+        f'REAL "$@"; status=$?\nif [ -n "$batch" ] && [ -e \'{rest}\' ]; then'
+        f" cat '{rest}' >> \"$batch/{name}\"; rm '{rest}'; fi\n"
+        "exit $status\n",
+    )
     assert watch(pi, tmp_path, env).returncode == 0
     assert film.read_bytes() == whole  # back in the inbox, whole
     os.utime(film, (time.time() - 60, time.time() - 60))
@@ -369,11 +378,19 @@ def test_a_record_cut_short_by_a_full_disk_does_not_swallow_the_next(pi, tmp_pat
 
 
 def test_watch_unit_is_sandboxed(tiny_tflite, tmp_path):
-    bundle = Path(make_bundle(BundleConfig(str(tiny_tflite["int8"]), "rpi", str(tmp_path / "b")))
-                  ["path"])  # fmt: skip
+    bundle = Path(
+        make_bundle(BundleConfig(str(tiny_tflite["int8"]), "rpi", str(tmp_path / "b")))["path"]
+    )
     unit = (bundle / "edgexray-watch@.service").read_text()
-    for directive in ("UMask=0077", "MemoryMax=", "NoNewPrivileges=yes", "ProtectSystem=strict",
-                      "PrivateTmp=yes", "PrivateNetwork=yes", "ReadWritePaths="):  # fmt: skip
+    for directive in (
+        "UMask=0077",
+        "MemoryMax=",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+        "PrivateNetwork=yes",
+        "ReadWritePaths=",
+    ):
         assert directive in unit
     analyze = shutil.which("systemd-analyze")
     if analyze is None:

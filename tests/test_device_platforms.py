@@ -25,9 +25,9 @@ STUBS = {
     "apt": 'echo "apt $*" >> "$LOG"',
     # python3 -m venv [opts] DIR: log it, and make DIR/bin/pip log its own arguments.
     "python3": 'echo "python3 $*" >> "$LOG"; dir="${@: -1}"; mkdir -p "$dir/bin"\n'
-               'printf \'#!/bin/bash\\necho "pip $*" >> "$LOG"\\n\' > "$dir/bin/pip"\n'
-               'chmod +x "$dir/bin/pip"',
-}  # fmt: skip
+    'printf \'#!/bin/bash\\necho "pip $*" >> "$LOG"\\n\' > "$dir/bin/pip"\n'
+    'chmod +x "$dir/bin/pip"',
+}
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +46,25 @@ def step_3(readme: str) -> str:
 @pytest.mark.parametrize(
     ("arch", "wanted"),
     [
-        ("arm64", ["apt install -y python3-venv", "python3 -m venv .venv",
-                   "pip install --only-binary=:all: -r requirements.txt"]),
-        ("armhf", ["apt install -y python3-venv", "apt install -y python3-numpy python3-pil",
-                   "python3 -m venv --system-site-packages .venv",
-                   "pip install --only-binary=:all: -r requirements-armhf.txt"]),
+        (
+            "arm64",
+            [
+                "apt install -y python3-venv",
+                "python3 -m venv .venv",
+                "pip install --only-binary=:all: -r requirements.txt",
+            ],
+        ),
+        (
+            "armhf",
+            [
+                "apt install -y python3-venv",
+                "apt install -y python3-numpy python3-pil",
+                "python3 -m venv --system-site-packages .venv",
+                "pip install --only-binary=:all: -r requirements-armhf.txt",
+            ],
+        ),
     ],
-)  # fmt: skip
+)
 def test_readme_step_3_installs_the_requirements_of_the_pis_architecture(
     bundle, tmp_path, arch, wanted
 ):
@@ -65,9 +77,11 @@ def test_readme_step_3_installs_the_requirements_of_the_pis_architecture(
     subprocess.run(["cp", "-r", str(bundle), str(device)], check=True)
     log = tmp_path / "commands.log"
     subprocess.run(
-        ["bash", "-ec", step_3((device / "README.md").read_text())], cwd=device, check=True,
+        ["bash", "-ec", step_3((device / "README.md").read_text())],
+        cwd=device,
+        check=True,
         env={"PATH": f"{stubs}:/usr/bin:/bin", "ARCH": arch, "LOG": str(log)},
-    )  # fmt: skip
+    )
     assert log.read_text().splitlines() == wanted
     assert (device / wanted[-1].split()[-1]).is_file()
 
@@ -87,23 +101,23 @@ def test_armhf_requirements_pin_tflite_runtime_and_numpy_1_and_accept_debians_pa
     assert wanted["pillow"].specifier.contains("9.4.0")
 
 
-@pytest.mark.parametrize(("python", "litert"), [("3.9", "==2.1.0"), ("3.11", "==2.3.0"),
-                                                ("3.13", "==2.3.0")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("python", "litert"), [("3.9", "==2.1.0"), ("3.11", "==2.3.0"), ("3.13", "==2.3.0")]
+)
 def test_64_bit_requirements_give_one_litert_for_each_raspberry_pi_os_python(
     bundle, python, litert
 ):
     environment = {"python_version": python, "platform_machine": "aarch64"}
     chosen = [
-        r for r in requirements(bundle / "requirements.txt")
+        r
+        for r in requirements(bundle / "requirements.txt")
         if r.marker is None or r.marker.evaluate(environment)
-    ]  # fmt: skip
+    ]
     assert [str(r.specifier) for r in chosen if r.name == "ai-edge-litert"] == [litert]
     assert {r.name for r in chosen} == {"ai-edge-litert", "numpy", "pillow"}
 
 
-def test_pillow_without_in_place_exif_transpose_reads_the_same_upright_film(
-    tmp_path, monkeypatch
-):
+def test_pillow_without_in_place_exif_transpose_reads_the_same_upright_film(tmp_path, monkeypatch):
     from PIL import Image
 
     from edgexray.edge_runtime import infer

@@ -80,9 +80,11 @@ def test_uncompressed_and_lossless_dicom_give_the_probability_of_the_png(films, 
     folder = tmp_path / "clinic export"
     folder.mkdir()
     lossless = {
-        "uncompressed": None, "RLE": RLELossless, "J2K lossless": JPEG2000Lossless,
+        "uncompressed": None,
+        "RLE": RLELossless,
+        "J2K lossless": JPEG2000Lossless,
         "JPEG-LS lossless": JPEGLSLossless,
-    }  # fmt: skip
+    }
     for label, film in films.items():
         Image.fromarray(film).save(folder / f"{label}.png")
         for name, syntax in lossless.items():
@@ -95,8 +97,10 @@ def test_uncompressed_and_lossless_dicom_give_the_probability_of_the_png(films, 
         mine = [r for r in records if Path(r["path"]).name.startswith(label)]
         assert len({r["probability"] for r in mine}) == 1, mine  # identical, not close
         assert {r["rendering"].split(",")[0] for r in mine} == {
-            "8-bit PNG", "DICOM 12-bit", "DICOM 16-bit",
-        }  # fmt: skip
+            "8-bit PNG",
+            "DICOM 12-bit",
+            "DICOM 16-bit",
+        }
 
 
 def test_lossy_dicom_is_read_close_to_the_film(films, tmp_path):
@@ -262,7 +266,7 @@ def test_a_missing_decoder_plugin_gets_one_line_naming_the_extra(films, tmp_path
     with pytest.raises(infer.ImageError) as refused:
         dicom.read_film(path)
     assert str(refused.value).endswith(
-        'JPEG 2000 Image Compression (Lossless Only) pixel data needs a decoder plugin '
+        "JPEG 2000 Image Compression (Lossless Only) pixel data needs a decoder plugin "
         '(pylibjpeg): pip install "edgexray[dicom]"'
     )
 

@@ -38,9 +38,13 @@ def edgexray_cli(args, env_extra=None, **popen):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
     command = ["nice", "-n", "10", sys.executable, "-c", "from edgexray.cli import app; app()"]
     return subprocess.Popen(
-        command + list(args), env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen,
-    )  # fmt: skip
+        command + list(args),
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **popen,
+    )
 
 
 def finish(processes):
@@ -84,10 +88,12 @@ def assert_close_to_one_process(run_dir: Path, tiny_run: Path):
         ("{not json", "not JSON"),
         ('{"cluster": {}, "task": {"type": "worker", "index": 0}}', 'no "chief" and no "worker"'),
         ('{"cluster": {"worker": ["127.0.0.1:1"]}}', 'no "task"'),
-        ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}',
-         "not in the cluster"),
+        (
+            '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}',
+            "not in the cluster",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_tf_config_is_a_one_line_error(tf_config, message):
     with pytest.raises(EdgexrayError, match=message):
         distribute.cluster_from_env({"TF_CONFIG": tf_config})
@@ -98,8 +104,10 @@ def test_multiworker_port_in_use_exits_2_with_one_line(tiny_config, tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        tf_config = {"cluster": {"worker": [f"127.0.0.1:{port}"]},
-                     "task": {"type": "worker", "index": 0}}  # fmt: skip
+        tf_config = {
+            "cluster": {"worker": [f"127.0.0.1:{port}"]},
+            "task": {"type": "worker", "index": 0},
+        }
         config = tiny_config_file(tmp_path / "config.json", tiny_config, distribute="multiworker")
         process = edgexray_cli(
             ["train", "--config", str(config), "--out", str(tmp_path / "run")],
@@ -147,9 +155,11 @@ def test_mirrored_on_two_cpus_matches_one_process(tiny_config, tiny_run, tmp_pat
     run_dir = tmp_path / "mirrored run"
     process = subprocess.Popen(
         ["nice", "-n", "10", sys.executable, "-c", MIRRORED_SCRIPT, str(config), str(run_dir)],
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     ((stdout, stderr),) = finish([process])
     assert process.returncode == 0, stderr
     assert "replicas 2" in stdout
@@ -194,7 +204,8 @@ def test_two_workers_train_and_only_the_chief_writes(tiny_config, tiny_run, tmp_
     kind = "logit" if emits_logit(model) else "probability"
     converted = scoring.tflite_scorer(convert.to_float32(model), spec, "float32", kind)
     np.testing.assert_allclose(
-        converted.probabilities(images), scoring.keras_scorer(model, spec).probabilities(images),
+        converted.probabilities(images),
+        scoring.keras_scorer(model, spec).probabilities(images),
         atol=1e-4,
     )
 
@@ -211,9 +222,10 @@ def test_run_hashes_ignore_distribute_none_but_not_a_strategy():
     with pytest.raises(EdgexrayError, match="same distribute"):
         RunConfig(train=train)
     mirrored = RunConfig(
-        train=train, prune=PruneConfig(distribute="mirrored"),
+        train=train,
+        prune=PruneConfig(distribute="mirrored"),
         quantize=QuantizeConfig(distribute="mirrored"),
-    )  # fmt: skip
+    )
     assert stage_hashes(mirrored)["train"] != stage_hashes(plain)["train"]
 
 

@@ -30,8 +30,11 @@ FILMS = {  # member name in a Mendeley-like archive -> where it must land
     "chest_xray/test/NORMAL/IM-0100-0001.jpeg": "test/NORMAL/IM-0100-0001.jpeg",
     "chest_xray/test/PNEUMONIA/person90_bacteria_4.jpeg": "test/PNEUMONIA/person90_bacteria_4.jpeg",
 }
-JUNK = ("__MACOSX/chest_xray/train/NORMAL/._IM-0001-0001.jpeg", "chest_xray/.DS_Store",
-        "chest_xray/train/NORMAL/.DS_Store")  # fmt: skip
+JUNK = (
+    "__MACOSX/chest_xray/train/NORMAL/._IM-0001-0001.jpeg",
+    "chest_xray/.DS_Store",
+    "chest_xray/train/NORMAL/.DS_Store",
+)
 
 
 def film_bytes(seed: int) -> bytes:
@@ -262,9 +265,10 @@ def test_kaggle_copy_with_its_nested_duplicate_is_laid_out_once(tmp_path, out, m
     monkeypatch.setitem(sys.modules, "kagglehub", fake)
     result = download.download(out, "kaggle")
     assert result.counts == {
-        "train": {"NORMAL": 2, "PNEUMONIA": 2}, "val": {"NORMAL": 1},
+        "train": {"NORMAL": 2, "PNEUMONIA": 2},
+        "val": {"NORMAL": 1},
         "test": {"NORMAL": 1, "PNEUMONIA": 1},
-    }  # fmt: skip
+    }
 
 
 def test_kaggle_source_without_kagglehub_names_the_extra(out, monkeypatch):

@@ -24,13 +24,31 @@ from edgexray.edge_runtime import infer
 from edgexray.export.bundle import write_runtime
 
 RECORD_KEYS = {
-    "path", "probability", "label", "threshold", "latency_ms", "rendering", "in_scope",
+    "path",
+    "probability",
+    "label",
+    "threshold",
+    "latency_ms",
+    "rendering",
+    "in_scope",
     "scope_reason",
-}  # fmt: skip
-READABLE = ["16 bit.png", "UPPER CASE.PNG", "big 4000x3000.jpg", "exif rotated.jpg",
-            "one pixel.png", "palette.png", "rgba.png"]  # fmt: skip
-UNREADABLE = ["bomb over our limit.png", "bomb over pillow error.png",
-              "bomb over pillow warning.png", "not an image.jpeg", "truncated.jpeg"]  # fmt: skip
+}
+READABLE = [
+    "16 bit.png",
+    "UPPER CASE.PNG",
+    "big 4000x3000.jpg",
+    "exif rotated.jpg",
+    "one pixel.png",
+    "palette.png",
+    "rgba.png",
+]
+UNREADABLE = [
+    "bomb over our limit.png",
+    "bomb over pillow error.png",
+    "bomb over pillow warning.png",
+    "not an image.jpeg",
+    "truncated.jpeg",
+]
 
 
 def png_header_only(path: Path, width: int, height: int) -> None:
@@ -43,9 +61,11 @@ def png_header_only(path: Path, width: int, height: int) -> None:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b""))
         + chunk(b"IEND", b"")
-    )  # fmt: skip
+    )
 
 
 def exif_rotated_jpeg(path: Path, rng) -> None:
@@ -149,10 +169,22 @@ def test_exif_orientation_is_applied(device, tiny_tflite, tmp_path):
 
 @pytest.mark.skipif(not SHARED_TRAIN.is_dir(), reason="needs ../shared/data")
 def test_real_films_match_the_in_package_classifier_as_csv(device, tiny_tflite, tmp_path):
-    films = [sorted((SHARED_TRAIN / label).iterdir())[i] for label in ("NORMAL", "PNEUMONIA")
-             for i in (0, 1)]  # fmt: skip
-    result = run_script(device, tmp_path, "--model", tiny_tflite["int8"], "--format", "csv",
-                        "--threads", "1", *films)  # fmt: skip
+    films = [
+        sorted((SHARED_TRAIN / label).iterdir())[i]
+        for label in ("NORMAL", "PNEUMONIA")
+        for i in (0, 1)
+    ]
+    result = run_script(
+        device,
+        tmp_path,
+        "--model",
+        tiny_tflite["int8"],
+        "--format",
+        "csv",
+        "--threads",
+        "1",
+        *films,
+    )
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert list(rows[0]) == list(infer.RECORD_FIELDS)

@@ -23,8 +23,10 @@ def test_missing_emulation_tools_give_one_error_line_with_the_apt_command(tmp_pa
     result = subprocess.run(
         [shutil.which("bash"), str(SCRIPT)],
         env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and result.stdout == ""
     (line,) = result.stderr.splitlines()
     if os.geteuid() == 0:
@@ -41,8 +43,10 @@ def test_rpi_bundle_on_emulated_aarch64_gives_the_hosts_inputs_labels_and_output
     result = subprocess.run(
         ["bash", str(SCRIPT), "--allow-one-step"],
         env={**os.environ, "VIRTUAL_ENV": sys.prefix},
-        capture_output=True, text=True, timeout=3600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     # 50 films, 10 of them resized to other sizes, and check/image.png.
     assert "61/61 model inputs byte-identical" in result.stdout
@@ -52,11 +56,15 @@ def test_unknown_platform_gives_one_error_line_naming_the_known_ones(tmp_path):
     result = subprocess.run(
         [shutil.which("bash"), str(SCRIPT), "--platform", "bullseye-armel"],
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and result.stdout == ""
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: unknown platform bullseye-armel: one of ")
     assert set(line.split("one of ")[1].split()) == {
-        "bookworm-arm64", "trixie-arm64", "bookworm-armhf"
+        "bookworm-arm64",
+        "trixie-arm64",
+        "bookworm-armhf",
     }

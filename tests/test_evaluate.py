@@ -19,9 +19,20 @@ from edgexray.pipeline.evaluate import evaluate, summarize
 
 runner = CliRunner()
 REQUIRED_FIELDS = (
-    "n", "accuracy", "recall", "specificity", "precision", "f1", "auc", "ece", "threshold",
-    "confusion_matrix", "recall_ci95", "specificity_ci95", "skipped",
-)  # fmt: skip
+    "n",
+    "accuracy",
+    "recall",
+    "specificity",
+    "precision",
+    "f1",
+    "auc",
+    "ece",
+    "threshold",
+    "confusion_matrix",
+    "recall_ci95",
+    "specificity_ci95",
+    "skipped",
+)
 
 
 def read_predictions(path):
@@ -138,8 +149,9 @@ def test_cli_json_handles_images_of_any_size_and_mode(tiny_tflite, tmp_path):
     assert all(field in report for field in REQUIRED_FIELDS)
     assert report["n"] == 10 and report["skipped"] == 2
     assert sorted(p.rsplit("/", 1)[-1] for p in report["skipped_files"]) == [
-        "corrupt.jpeg", "truncated.jpeg",
-    ]  # fmt: skip
+        "corrupt.jpeg",
+        "truncated.jpeg",
+    ]
     assert sum(map(sum, report["confusion_matrix"])) == 10
     assert "corrupt.jpeg" in result.stderr  # each skipped file is named in a warning
 

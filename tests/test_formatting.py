@@ -35,8 +35,14 @@ def test_an_undefined_rate_and_interval_read_n_a():
 
 
 def test_cli_and_report_write_the_same_variant_rows():
-    variant = {"method": "int8", "size_bytes": 2048, "gzip_bytes": 1024, "sparsity": 0.0,
-               "threshold": 0.5, "val": {"recall": 0.97, "specificity": None}}  # fmt: skip
+    variant = {
+        "method": "int8",
+        "size_bytes": 2048,
+        "gzip_bytes": 1024,
+        "sparsity": 0.0,
+        "threshold": 0.5,
+        "val": {"recall": 0.97, "specificity": None},
+    }
     text = table_lines([variant])
     markdown = format_table(*variant_table([variant]), markdown=True).splitlines()
     assert text[1].split() == ["int8", "2.0", "1.0", "0.000", "0.5000", "0.9700", "n/a"]

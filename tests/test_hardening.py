@@ -144,8 +144,17 @@ def test_damaged_models_exit_2_and_leave_the_run_alone(damage, run_copy, image, 
     commands = _commands_on_run(run_copy, model, image, xray_folder, run_copy.parent / "bundle")
     for name in ("evaluate", "predict", "bundle", "benchmark"):
         assert_clean_failure(commands[name])
-    assert_clean_failure(["verify", "--baseline", run_copy / "model.keras", "--candidate", model,
-                          "--data", xray_folder])  # fmt: skip
+    assert_clean_failure(
+        [
+            "verify",
+            "--baseline",
+            run_copy / "model.keras",
+            "--candidate",
+            model,
+            "--data",
+            xray_folder,
+        ]
+    )
     assert fingerprint(run_copy) == before
     assert not (run_copy.parent / "bundle").exists()
 
@@ -244,14 +253,18 @@ def test_interrupted_stage_resumes_where_it_stopped(tiny_config, tmp_path, monke
     assert sidecar.is_file()
     int8 = run_dir / "tflite" / "int8.tflite"
     assert rerun_after(lambda: int8.write_bytes(int8.read_bytes()[:-64] + bytes(64))) == [
-        "quantize", *later,
-    ]  # fmt: skip
+        "quantize",
+        *later,
+    ]
     assert json.loads(sidecar.read_text())["sha256"] == fingerprint(run_dir)["tflite/int8.tflite"]
     threshold = json.loads((run_dir / "metrics.json").read_text())["threshold"]
     model = run_dir / "model.keras"
     assert rerun_after(lambda: model.write_bytes(model.read_bytes()[:1000])) == [
-        "train", "prune", "quantize", *later,
-    ]  # fmt: skip
+        "train",
+        "prune",
+        "quantize",
+        *later,
+    ]
     assert json.loads((run_dir / "metrics.json").read_text())["threshold"] == threshold
 
 
@@ -321,12 +334,29 @@ def test_failed_gate_with_nothing_to_ship_exits_1_with_a_report(run_copy, tiny_c
     from edgexray.export import quantize
     from edgexray.pipeline import prune, train, verify
 
-    int8 = {"method": "int8", "size_bytes": 2048, "gzip_bytes": 1024, "sparsity": 0.0,
-            "threshold": 0.5, "val": {"recall": 0.97, "specificity": 0.9}}  # fmt: skip
+    int8 = {
+        "method": "int8",
+        "size_bytes": 2048,
+        "gzip_bytes": 1024,
+        "sparsity": 0.0,
+        "threshold": 0.5,
+        "val": {"recall": 0.97, "specificity": 0.9},
+    }
     (run_copy / "quantize.json").write_text(json.dumps({"variants": {"int8": int8}}))
-    failing = {"passed": False, "baseline": {"recall": 1.0}, "max_recall_drop": 0.0,
-               "candidates": [{"name": "int8", "model": "tflite/int8.tflite", "passed": False,
-                               "recall": 0.5, "changes": {"new false negative": 3}}]}  # fmt: skip
+    failing = {
+        "passed": False,
+        "baseline": {"recall": 1.0},
+        "max_recall_drop": 0.0,
+        "candidates": [
+            {
+                "name": "int8",
+                "model": "tflite/int8.tflite",
+                "passed": False,
+                "recall": 0.5,
+                "changes": {"new false negative": 3},
+            }
+        ],
+    }
 
     def gate(run_dir, limits):  # like verify_run: the report is written, then raised
         (run_dir / "verify.json").write_text(json.dumps(failing))
@@ -335,8 +365,12 @@ def test_failed_gate_with_nothing_to_ship_exits_1_with_a_report(run_copy, tiny_c
     def stage_done(*args, **kwargs):
         return {"interrupted": False}
 
-    for module, name in ((train, "train"), (prune, "prune"), (quantize, "quantize"),
-                         (harness, "benchmark")):  # fmt: skip
+    for module, name in (
+        (train, "train"),
+        (prune, "prune"),
+        (quantize, "quantize"),
+        (harness, "benchmark"),
+    ):
         monkeypatch.setattr(module, name, stage_done)
     monkeypatch.setattr(verify, "verify_run", gate)
     monkeypatch.setattr(verify, "table_lines", lambda report: [])  # the stub holds no metrics
@@ -366,10 +400,12 @@ def test_deeply_nested_json_sidecar_or_config_exits_2(run_copy, xray_folder, tmp
     assert_clean_failure(["evaluate", run_copy / "model.keras", "--data", run_copy])
 
 
-@pytest.mark.parametrize("values", [{"data": 5}, {"seed": "abc"}, {"epochs": "3"},
-                                    {"augment": "yes"}, {"dropout": None}])  # fmt: skip
-def test_config_values_of_the_wrong_type_exit_2_before_scanning(values, xray_folder, tmp_path,
-                                                                monkeypatch):  # fmt: skip
+@pytest.mark.parametrize(
+    "values", [{"data": 5}, {"seed": "abc"}, {"epochs": "3"}, {"augment": "yes"}, {"dropout": None}]
+)
+def test_config_values_of_the_wrong_type_exit_2_before_scanning(
+    values, xray_folder, tmp_path, monkeypatch
+):
     from edgexray.pipeline import data
 
     def no_scan(*args, **kwargs):
@@ -391,8 +427,9 @@ def test_manifest_that_is_not_utf8_exits_2(run_copy, xray_folder):
     assert_clean_failure(["prune", run_copy])
 
 
-def test_benchmark_checks_its_output_folder_before_measuring(tiny_tflite, xray_folder, tmp_path,
-                                                             monkeypatch):  # fmt: skip
+def test_benchmark_checks_its_output_folder_before_measuring(
+    tiny_tflite, xray_folder, tmp_path, monkeypatch
+):
     from edgexray.pipeline import scoring
 
     def no_scoring(*args, **kwargs):
@@ -402,6 +439,7 @@ def test_benchmark_checks_its_output_folder_before_measuring(tiny_tflite, xray_f
     blocker = tmp_path / "a file"
     blocker.write_text("not a folder")
     for out in (blocker / "bench", _read_only_folder(tmp_path) / "bench"):
-        message = assert_clean_failure(["benchmark", tiny_tflite["int8"], "--data", xray_folder,
-                                        "--out", out, "--runs", "3"])  # fmt: skip
+        message = assert_clean_failure(
+            ["benchmark", tiny_tflite["int8"], "--data", xray_folder, "--out", out, "--runs", "3"]
+        )
         assert "cannot write" in message

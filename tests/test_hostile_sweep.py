@@ -35,9 +35,7 @@ def test_benchmark_thread_counts_are_capped_as_predict_caps_them(threads):
         BenchmarkConfig(threads=threads)
 
 
-def test_edgexray_data_naming_a_missing_folder_is_an_error_not_a_fallback(
-    tmp_path, monkeypatch
-):
+def test_edgexray_data_naming_a_missing_folder_is_an_error_not_a_fallback(tmp_path, monkeypatch):
     (tmp_path / "data" / "chest_xray").mkdir(parents=True)  # what it used to fall back to
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("EDGEXRAY_DATA", str(tmp_path / "no such data"))
@@ -76,8 +74,10 @@ def test_a_second_run_into_a_locked_run_folder_is_refused(xray_folder, tmp_path)
 def test_usage_errors_are_one_line(args, message):
     result = subprocess.run(
         [sys.executable, "-c", "from edgexray.cli import app; app()", *args],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stderr.startswith(message) and len(result.stderr.splitlines()) == 1
     assert result.stdout == ""
@@ -95,9 +95,18 @@ def corrupt_exif_jpeg(path: Path) -> Path:
 def test_a_jpeg_with_a_corrupt_exif_block_leaks_no_warning(tmp_path):
     film = corrupt_exif_jpeg(tmp_path / "bad exif.jpeg")
     result = subprocess.run(
-        [sys.executable, "-m", "edgexray.edge_runtime.infer", "--model", str(REFERENCE_MODEL),
-         str(film)], capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "edgexray.edge_runtime.infer",
+            "--model",
+            str(REFERENCE_MODEL),
+            str(film),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "Warning" not in result.stderr and "warn(" not in result.stderr
     assert "probability" in json.loads(result.stdout)
@@ -149,9 +158,12 @@ except typer.Exit as stop:
 
 def test_sigterm_stops_a_command_cleanly_removing_its_temporary_folders(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-c", SIGTERM_PROGRAM, str(tmp_path)], capture_output=True, text=True,
-        timeout=120, cwd=Path(__file__).resolve().parents[1],
-    )  # fmt: skip
+        [sys.executable, "-c", SIGTERM_PROGRAM, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert result.returncode == 143, result.stderr
     assert result.stderr.strip() == "error: terminated"
     assert list(tmp_path.iterdir()) == []
@@ -183,17 +195,23 @@ def test_a_peer_that_is_not_tensorflow_ends_in_one_line_not_a_hang(tmp_path):
         free.bind(("127.0.0.1", 0))
         ports = free.getsockname()[1], impostor.getsockname()[1]
         free.close()
-        tf_config = {"cluster": {"chief": [f"127.0.0.1:{ports[0]}"],
-                                 "worker": [f"127.0.0.1:{ports[1]}"]},
-                     "task": {"type": "chief", "index": 0}}  # fmt: skip
-        code = ("from edgexray.pipeline import distribute\n"
-                "distribute.CLUSTER_TIMEOUT_SECONDS = 15\n"
-                "distribute.strategy('multiworker')\n")  # fmt: skip
+        tf_config = {
+            "cluster": {"chief": [f"127.0.0.1:{ports[0]}"], "worker": [f"127.0.0.1:{ports[1]}"]},
+            "task": {"type": "chief", "index": 0},
+        }
+        code = (
+            "from edgexray.pipeline import distribute\n"
+            "distribute.CLUSTER_TIMEOUT_SECONDS = 15\n"
+            "distribute.strategy('multiworker')\n"
+        )
         started = time.monotonic()
         result = subprocess.run(
-            [sys.executable, "-c", code], env=dict(os.environ, TF_CONFIG=json.dumps(tf_config)),
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
+            [sys.executable, "-c", code],
+            env=dict(os.environ, TF_CONFIG=json.dumps(tf_config)),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "did not start within 15 s" in result.stderr.strip().splitlines()[-1]
     assert time.monotonic() - started < 300

@@ -343,10 +343,22 @@ def _package(folder: Path) -> Path:
 
 def _serve(folder: Path, state: Path, port: int, env: dict, *extra: str) -> subprocess.Popen:
     args = [
-        sys.executable, "-m", "edge_runtime.infer", "serve", "--model", REFERENCE_MODEL.name,
-        "--state", str(state), "--allow-ae", MODALITY_AE, "--host", "127.0.0.1",
-        "--port", str(port), *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "edge_runtime.infer",
+        "serve",
+        "--model",
+        REFERENCE_MODEL.name,
+        "--state",
+        str(state),
+        "--allow-ae",
+        MODALITY_AE,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *extra,
+    ]
     log = open(state.parent / f"node {port} {time.monotonic_ns()}.log", "w")
     return subprocess.Popen(args, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -428,8 +440,10 @@ def _succeeded(log: str, films: dict[str, Path]) -> set[str]:
 def test_serve_from_the_device_launcher_checks_its_arguments_in_one_line(device):
     result = subprocess.run(
         [sys.executable, str(device / "infer.py"), "serve", "--state", "x"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "error: the following arguments are required: --allow-ae (see --help)"
@@ -556,8 +570,13 @@ def test_dicom_over_tls_accepts_a_client_certificate_from_the_ca_and_nothing_els
     tls = dict(tls_cert=files["node.crt"], tls_key=files["node.key"], tls_ca=files["ca.crt"])
     running = start_node(replace(config, **tls))
     port = running.address[1]
-    client = ["+tls", str(files["modality.key"]), str(files["modality.crt"]),
-              "+cf", str(files["ca.crt"])]  # fmt: skip
+    client = [
+        "+tls",
+        str(files["modality.key"]),
+        str(files["modality.crt"]),
+        "+cf",
+        str(files["ca.crt"]),
+    ]
     ok = echoscu(port, MODALITY_AE, *client)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert echoscu(port).returncode != 0  # plain DICOM to a TLS port
@@ -579,10 +598,16 @@ def rpi_bundle(tmp_path_factory) -> Path:
 
 
 HARDENING = (
-    "DynamicUser=yes", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
-    "PrivateTmp=yes", "StateDirectory=edgexray-node", "UMask=0077", "CapabilityBoundingSet=\n",
+    "DynamicUser=yes",
+    "NoNewPrivileges=yes",
+    "ProtectSystem=strict",
+    "ProtectHome=yes",
+    "PrivateTmp=yes",
+    "StateDirectory=edgexray-node",
+    "UMask=0077",
+    "CapabilityBoundingSet=\n",
     "MemoryMax=",
-)  # fmt: skip
+)
 
 
 def test_rpi_bundle_holds_a_hardened_node_unit_its_requirements_and_readme(rpi_bundle):
@@ -598,9 +623,14 @@ def test_rpi_bundle_holds_a_hardened_node_unit_its_requirements_and_readme(rpi_b
     )
     readme = (rpi_bundle / "README.md").read_text()
     section = readme[readme.index("## 6. Optional: the Pi as a DICOM node") :]
-    for text in ("-r requirements-node.txt", "infer.py serve --state", "AE title `EDGEXRAY`",
-                 "port\n`11112`", "storescu -aet XRAY1 -aec EDGEXRAY <pi> 11112",
-                 "enable --now edgexray-node"):  # fmt: skip
+    for text in (
+        "-r requirements-node.txt",
+        "infer.py serve --state",
+        "AE title `EDGEXRAY`",
+        "port\n`11112`",
+        "storescu -aet XRAY1 -aec EDGEXRAY <pi> 11112",
+        "enable --now edgexray-node",
+    ):
         assert text in section, text
 
 
@@ -609,8 +639,12 @@ def test_the_node_unit_is_valid_for_systemd(rpi_bundle, tmp_path):
     unit = (rpi_bundle / "edgexray-node.service").read_text()
     checked = tmp_path / "edgexray-node.service"
     checked.write_text(unit.replace("/opt/edgexray/.venv/bin/python", sys.executable))
-    result = subprocess.run(["systemd-analyze", "verify", "--man=no", str(checked)],
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(checked)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0 and result.stdout + result.stderr == "", result.stderr
 
 
@@ -622,8 +656,19 @@ def test_the_rpi_bundle_serves_dicom_without_tensorflow(rpi_bundle, tmp_path, fi
     state.mkdir()
     env = blocked_env(tmp_path)
     port = free_port()
-    args = [sys.executable, "infer.py", "serve", "--state", str(state), "--allow-ae",
-            MODALITY_AE, "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    args = [
+        sys.executable,
+        "infer.py",
+        "serve",
+        "--state",
+        str(state),
+        "--allow-ae",
+        MODALITY_AE,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     server = subprocess.Popen(args, cwd=device, env=env, stderr=subprocess.DEVNULL)
     try:
         assert wait_for(lambda: _listening(port), 60, 0.1)

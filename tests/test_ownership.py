@@ -41,9 +41,11 @@ def used_run(tiny_run, tiny_tflite, tmp_path) -> Path:
     (bundle / ".venv" / "bin" / "python").write_text("#!/bin/sh\n")
     # A record made before bundles were told apart from their users: it lists results.jsonl.
     outputs = {"bundles/rpi/results.jsonl": "0", "bundles/rpi/infer.py": "0", "verify.json": "0"}
-    stages = json.loads((run_dir / artifacts.STAGE_RECORD).read_text()) if (
-        run_dir / artifacts.STAGE_RECORD
-    ).is_file() else {}
+    stages = (
+        json.loads((run_dir / artifacts.STAGE_RECORD).read_text())
+        if (run_dir / artifacts.STAGE_RECORD).is_file()
+        else {}
+    )
     stages["bundle"] = {"hash": "x", "outputs": outputs}
     artifacts.write_json(run_dir / artifacts.STAGE_RECORD, stages)
     return run_dir
@@ -109,9 +111,22 @@ def test_benchmark_out_holding_the_users_report_is_refused(tiny_tflite, xray_fol
     out.mkdir()
     (out / "benchmark.md").write_text("my own notes\n")
     result = runner.invoke(
-        app, ["benchmark", str(tiny_tflite["int8"]), "--data", str(xray_folder), "--out", str(out),
-              "--runs", "2", "--warmup", "0", "--threads", "1"],
-    )  # fmt: skip
+        app,
+        [
+            "benchmark",
+            str(tiny_tflite["int8"]),
+            "--data",
+            str(xray_folder),
+            "--out",
+            str(out),
+            "--runs",
+            "2",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+        ],
+    )
     assert result.exit_code == 2
     assert "holds benchmark.md that no edgexray benchmark wrote" in result.stderr
     assert (out / "benchmark.md").read_text() == "my own notes\n"

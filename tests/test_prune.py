@@ -89,9 +89,13 @@ def test_strip_pruning_keeps_predictions():
     _, pruned = _tiny_pruning_model(total_steps=4)
     pruned.compile(optimizer="adam", loss="binary_crossentropy")
     pruned.fit(
-        images, labels, batch_size=8, epochs=2, verbose=0,
+        images,
+        labels,
+        batch_size=8,
+        epochs=2,
+        verbose=0,
         callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
-    )  # fmt: skip
+    )
     stripped = tfmot.sparsity.keras.strip_pruning(pruned)
     np.testing.assert_allclose(
         pruned.predict(images, verbose=0), stripped.predict(images, verbose=0), atol=1e-6

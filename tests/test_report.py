@@ -24,10 +24,14 @@ from edgexray.edge_runtime import REFERENCE_MODEL, infer, report
 
 runner = CliRunner()
 SIDECAR = {
-    "model_file": "m.tflite", "sha256": "ab" * 32, "method": "int8",
-    "labels": ["NORMAL", "PNEUMONIA"], "threshold": 0.3, "target_recall": 0.97,
+    "model_file": "m.tflite",
+    "sha256": "ab" * 32,
+    "method": "int8",
+    "labels": ["NORMAL", "PNEUMONIA"],
+    "threshold": 0.3,
+    "target_recall": 0.97,
     "edgexray_version": "0.1.0",
-}  # fmt: skip
+}
 VOID = {"meta", "img", "br", "hr", "link", "input"}
 
 
@@ -74,8 +78,18 @@ def batch() -> list[report.Entry]:
         report.Entry(answer("low.png", 0.10), jpeg(), jpeg(), 1.0),
         report.Entry(answer("high.png", 0.95), jpeg(), jpeg(), 2.5),
         report.Entry({"path": "broken.png", "error": "not a JPEG or PNG image"}),
-        report.Entry(answer("knee.png", 0.99, in_scope=False, scope_reason="not a chest film",
-                            label="OUT_OF_SCOPE"), jpeg(), jpeg(), 1.0),  # fmt: skip
+        report.Entry(
+            answer(
+                "knee.png",
+                0.99,
+                in_scope=False,
+                scope_reason="not a chest film",
+                label="OUT_OF_SCOPE",
+            ),
+            jpeg(),
+            jpeg(),
+            1.0,
+        ),
         report.Entry(answer("middle.png", 0.50, in_scope=True), jpeg(), jpeg(), 1.0),
         report.Entry(answer("blank.png", 0.80, quality_warning="flat or blank image")),
         report.Entry(answer("edge.png", 0.29), jpeg(), jpeg(), 1.0),
@@ -89,8 +103,10 @@ def test_report_is_self_contained_html_sorted_for_reading():
     assert checker.sources and all(
         s.startswith("data:image/jpeg;base64,") or s.startswith("#") for s in checker.sources
     )
-    order = [page.index(f"{name}.png</h3>") for name in
-             ("high", "middle", "knee", "blank", "broken", "edge", "low")]  # fmt: skip
+    order = [
+        page.index(f"{name}.png</h3>")
+        for name in ("high", "middle", "knee", "blank", "broken", "edge", "low")
+    ]
     # Above the threshold most probable first; then every film without an answer; then
     # the rest, most probable first. Nothing is left out.
     assert order[:2] == sorted(order[:2]) and max(order[:2]) < min(order[2:5])
@@ -104,12 +120,25 @@ def test_report_is_self_contained_html_sorted_for_reading():
 
 
 def test_report_says_where_a_calibrated_threshold_came_from():
-    calibration = {"method": "neyman-pearson", "guarantee": True, "target_recall": 0.97,
-                   "confidence": 0.95, "source_threshold": 0.22, "calibrated_at": "2026-11-01",
-                   "sample": {"n": 312, "pneumonia": 195, "normal": 117, "folder": "/site",
-                              "files_sha256": "cd" * 32},
-                   "recall_lower_bound": 0.9759, "expected_specificity": 0.70,
-                   "expected_specificity_ci": [0.61, 0.78], "interval": "Wilson"}  # fmt: skip
+    calibration = {
+        "method": "neyman-pearson",
+        "guarantee": True,
+        "target_recall": 0.97,
+        "confidence": 0.95,
+        "source_threshold": 0.22,
+        "calibrated_at": "2026-11-01",
+        "sample": {
+            "n": 312,
+            "pneumonia": 195,
+            "normal": 117,
+            "folder": "/site",
+            "files_sha256": "cd" * 32,
+        },
+        "recall_lower_bound": 0.9759,
+        "expected_specificity": 0.70,
+        "expected_specificity_ci": [0.61, 0.78],
+        "interval": "Wilson",
+    }
     page = report.render(batch(), {**SIDECAR, "calibration": calibration}, "m.tflite")
     parse(page)
     assert "calibrated at a site on 2026-11-01" in page and "on 312 local films" in page
@@ -200,8 +229,17 @@ def test_device_explains_and_reports_without_tensorflow(tmp_path, lesion_model, 
     launcher = write_runtime(device)  # edge_runtime/ and infer.py, as a bundle holds them
     for suffix in (".tflite", ".json"):
         shutil.copyfile(lesion_model.with_suffix(suffix), device / f"model{suffix}")
-    args = [sys.executable, str(launcher), "--model", "model.tflite", str(films),
-            "--explain", "heat maps", "--report", "batch report.html"]  # fmt: skip
+    args = [
+        sys.executable,
+        str(launcher),
+        "--model",
+        "model.tflite",
+        str(films),
+        "--explain",
+        "heat maps",
+        "--report",
+        "batch report.html",
+    ]
     result = run_blocked(args, tmp_path, cwd=device)
     assert result.returncode == 3, result.stderr
     records = records_of(result.stdout)
@@ -217,9 +255,17 @@ def test_infer_copied_alone_says_explain_needs_the_package(tmp_path, films):
     alone.mkdir()
     shutil.copyfile(infer.__file__, alone / "infer.py")
     result = run_blocked(
-        [sys.executable, str(alone / "infer.py"), "--model", str(REFERENCE_MODEL), str(films),
-         "--explain", str(tmp_path / "maps")], tmp_path,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(alone / "infer.py"),
+            "--model",
+            str(REFERENCE_MODEL),
+            str(films),
+            "--explain",
+            str(tmp_path / "maps"),
+        ],
+        tmp_path,
+    )
     assert result.returncode == 2 and "edge_runtime package" in result.stderr
 
 
@@ -228,16 +274,30 @@ def test_chromium_renders_the_report(tmp_path, lesion_model, films):
     if chromium is None:
         pytest.skip("chromium is not on PATH (apt-get install chromium)")
     page_path = tmp_path / "report page.html"
-    infer.run(lesion_model, [films], stream=open(tmp_path / "records.jsonl", "w"),
-              report_path=page_path)  # fmt: skip
+    infer.run(
+        lesion_model, [films], stream=open(tmp_path / "records.jsonl", "w"), report_path=page_path
+    )
     shot = tmp_path / "shot.png"
     subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-         f"--screenshot={shot}", "--window-size=1000,1400", page_path.as_uri()],
-        capture_output=True, timeout=120, check=True,
-    )  # fmt: skip
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1000,1400",
+            page_path.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     assert pixels.shape[:2] == (1400, 1000)
     # Not blank: text, the red disclaimer frame and the films make many colours.
@@ -261,8 +321,11 @@ def test_watch_folder_writes_heatmaps_and_a_report_when_asked(tmp_path, lesion_m
         os.utime(film, (time.time() - 60, time.time() - 60))
     results = home / "results.jsonl"
     folders = [str(inbox), str(home / "done"), str(results)]
-    watch = run_blocked(["sh", str(bundle / "watch-folder.sh"), *folders], tmp_path,
-                        env={"ONCE": "1", "EXPLAIN": "1"})  # fmt: skip
+    watch = run_blocked(
+        ["sh", str(bundle / "watch-folder.sh"), *folders],
+        tmp_path,
+        env={"ONCE": "1", "EXPLAIN": "1"},
+    )
     assert watch.returncode == 0, watch.stderr
     records = records_of(results.read_text())
     assert sorted(records) == ["blank.png", "clear film.png", "lesion film.png", "notes.png"]

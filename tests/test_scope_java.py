@@ -34,10 +34,18 @@ def java_scope(tmp_path_factory):
     android = Path(bundle_module.__file__).parent / "android"
     sources = [android / "EdgexrayScope.java", android / "EdgexrayPreprocess.java"]
     subprocess.run(
-        ["javac", "-J-Xmx512m", "-d", str(folder / "classes"), *map(str, sources),
-         str(DRIVERS / "ScopeBatch.java")],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+        [
+            "javac",
+            "-J-Xmx512m",
+            "-d",
+            str(folder / "classes"),
+            *map(str, sources),
+            str(DRIVERS / "ScopeBatch.java"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
     def run(cases: list[dict]) -> list[tuple[bool, float, str]]:
         lines = []
@@ -48,9 +56,16 @@ def java_scope(tmp_path_factory):
             features = folder / f"{i}.features"
             features.write_bytes(case["features"])
             fields = [
-                pixels, argb.shape[1], argb.shape[0], orientation, 128, 128, features,
-                repr(float(case["scale"])), case["zero_point"],
-            ]  # fmt: skip
+                pixels,
+                argb.shape[1],
+                argb.shape[0],
+                orientation,
+                128,
+                128,
+                features,
+                repr(float(case["scale"])),
+                case["zero_point"],
+            ]
             lines.append("\t".join(map(str, fields)))
         (folder / "manifest.tsv").write_text("\n".join(lines) + "\n")
         jvm = ["-Xmx512m", "-XX:+UseSerialGC", f"-XX:ErrorFile={folder}/hs_err_%p.log"]
@@ -59,8 +74,10 @@ def java_scope(tmp_path_factory):
         sidecar = REFERENCE_MODEL.with_suffix(".json")
         subprocess.run(
             [*command, str(sidecar), str(folder / "manifest.tsv"), str(out)],
-            check=True, capture_output=True, timeout=300,
-        )  # fmt: skip
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
         rows = [line.split("\t") for line in out.read_text().splitlines()]
         return [(inside == "true", float(distance), reason) for inside, distance, reason in rows]
 

@@ -47,8 +47,9 @@ def test_a_split_file_that_became_unreadable_is_an_error(tiny_run, tiny_config, 
         scoring.keras_probabilities(model, [str(broken)], tiny_config.input_spec)
 
 
-def test_scoring_returns_the_readable_set_and_why_the_rest_was_skipped(tiny_tflite, xray_folder,
-                                                                       tmp_path):
+def test_scoring_returns_the_readable_set_and_why_the_rest_was_skipped(
+    tiny_tflite, xray_folder, tmp_path
+):
     films = sorted(str(p) for p in (xray_folder / "PNEUMONIA").glob("*.jpeg"))[:3]
     broken = tmp_path / "broken film.jpeg"
     broken.write_bytes(b"not an image")

@@ -75,14 +75,23 @@ def test_a_sidecar_that_would_print_the_wrong_label_is_refused(
 
 def test_the_gate_fails_a_candidate_with_swapped_labels(tiny_tflite, xray_folder, tmp_path):
     swapped = edited(
-        tiny_tflite["int8"], tmp_path / "swapped", labels=["PNEUMONIA", "NORMAL"],
+        tiny_tflite["int8"],
+        tmp_path / "swapped",
+        labels=["PNEUMONIA", "NORMAL"],
         positive_label="NORMAL",
-    )  # fmt: skip
+    )
     result = runner.invoke(
         app,
-        ["verify", "--baseline", str(tiny_tflite["int8"]), "--candidate", str(swapped),
-         "--data", str(xray_folder)],
-    )  # fmt: skip
+        [
+            "verify",
+            "--baseline",
+            str(tiny_tflite["int8"]),
+            "--candidate",
+            str(swapped),
+            "--data",
+            str(xray_folder),
+        ],
+    )
     assert result.exit_code != 0 and "passed" not in result.stdout
     assert "labels" in result.stderr
 
@@ -92,9 +101,11 @@ def test_the_gate_compares_printed_labels_not_only_probabilities():
     probabilities = np.array([0.9, 0.8, 0.2, 0.1])
     report = {"recall": 1.0, "specificity": 1.0, "auc": 1.0, "accuracy": 1.0}
     baseline = {
-        "probabilities": probabilities, "threshold": 0.5, "report": report,
+        "probabilities": probabilities,
+        "threshold": 0.5,
+        "report": report,
         "printed": np.array(["PNEUMONIA", "PNEUMONIA", "NORMAL", "NORMAL"]),
-    }  # fmt: skip
+    }
     # The same probabilities, printed by a model whose labels are the other way round.
     candidate = {**baseline, "printed": np.array(["NORMAL", "NORMAL", "PNEUMONIA", "PNEUMONIA"])}
     result = compare(labels, ["a", "b", "c", "d"], baseline, candidate, GateLimits())
@@ -112,9 +123,11 @@ def test_a_probability_outside_0_1_is_an_error_never_printed(tiny_tflite, tmp_pa
     model = edited(tiny_tflite["float32"], tmp_path / "float", output_kind="probability")
     classifier = infer.Classifier(model)
     logit = infer.invoke(
-        classifier.interpreter, classifier.model_input(film), classifier.input_detail,
+        classifier.interpreter,
+        classifier.model_input(film),
+        classifier.input_detail,
         classifier.output_detail,
-    )  # fmt: skip
+    )
     assert not 0.0 <= logit <= 1.0, "pick a film whose logit is not a probability"
     result = runner.invoke(app, ["predict", "--model", str(model), str(film)])
     assert result.exit_code == 2 and result.stdout == ""
@@ -124,8 +137,9 @@ def test_a_probability_outside_0_1_is_an_error_never_printed(tiny_tflite, tmp_pa
 
 
 def test_check_py_fails_a_bundle_whose_sidecar_swaps_the_labels(tiny_tflite, tmp_path):
-    bundle = Path(make_bundle(BundleConfig(str(tiny_tflite["int8"]), "rpi", str(tmp_path / "b")))
-                  ["path"])  # fmt: skip
+    bundle = Path(
+        make_bundle(BundleConfig(str(tiny_tflite["int8"]), "rpi", str(tmp_path / "b")))["path"]
+    )
     check = [sys.executable, "check/check.py"]
     passed = subprocess.run(check, cwd=bundle, capture_output=True, text=True, timeout=120)
     assert passed.returncode == 0, passed.stdout + passed.stderr

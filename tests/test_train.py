@@ -127,13 +127,23 @@ def test_weight_average_replaces_the_weights_at_epoch_end(tiny_config):
     matches = []
 
     def compare(epoch, logs):  # before fit's own end-of-training swap
-        pairs = zip(model.trainable_variables, model.optimizer._model_variables_moving_average,
-                    strict=True)  # fmt: skip
+        pairs = zip(
+            model.trainable_variables, model.optimizer._model_variables_moving_average, strict=True
+        )
         matches.append(all(np.array_equal(v.numpy(), a.numpy()) for v, a in pairs))
 
-    finetune.fit(model, paths, labels, tiny_config, learning_rate=1e-2, epochs=2, batch_size=16,
-                 callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=compare)], verbose=0,
-                 weight_average=0.5)  # fmt: skip
+    finetune.fit(
+        model,
+        paths,
+        labels,
+        tiny_config,
+        learning_rate=1e-2,
+        epochs=2,
+        batch_size=16,
+        callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=compare)],
+        verbose=0,
+        weight_average=0.5,
+    )
     assert matches == [True, True]  # validation and checkpoints see the average
 
 

@@ -110,9 +110,16 @@ def test_cli_exits_0_on_an_identical_candidate(tiny_tflite, xray_folder, tmp_pat
     twin = copy_model(tiny_tflite["int8"], tmp_path / "twin.tflite")
     result = runner.invoke(
         app,
-        ["verify", "--baseline", str(tiny_tflite["int8"]), "--candidate", str(twin),
-         "--data", str(xray_folder)],
-    )  # fmt: skip
+        [
+            "verify",
+            "--baseline",
+            str(tiny_tflite["int8"]),
+            "--candidate",
+            str(twin),
+            "--data",
+            str(xray_folder),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "passed" in result.stdout
 
@@ -151,8 +158,9 @@ def test_run_verify_writes_report_when_a_candidate_fails(run_copy, tiny_tflite, 
     report = json.loads((run_copy / REPORT).read_text())
     assert not report["passed"] and report["failed"] == ["raised"]
     assert {c["name"]: c["passed"] for c in report["candidates"]} == {
-        "float32": True, "raised": False,
-    }  # fmt: skip
+        "float32": True,
+        "raised": False,
+    }
 
 
 def assert_one_line_error(result):
@@ -166,9 +174,16 @@ def test_missing_candidate_sidecar_exits_2(tiny_tflite, xray_folder, tmp_path):
     shutil.copy(tiny_tflite["int8"], lone)
     result = runner.invoke(
         app,
-        ["verify", "--baseline", str(tiny_tflite["float32"]), "--candidate", str(lone),
-         "--data", str(xray_folder)],
-    )  # fmt: skip
+        [
+            "verify",
+            "--baseline",
+            str(tiny_tflite["float32"]),
+            "--candidate",
+            str(lone),
+            "--data",
+            str(xray_folder),
+        ],
+    )
     assert_one_line_error(result)
     assert "sidecar not found" in result.stderr
 
@@ -181,9 +196,16 @@ def test_corrupt_candidate_exits_2(tiny_tflite, xray_folder, tmp_path):
     corrupt.with_suffix(".json").write_text(json.dumps(sidecar))
     result = runner.invoke(
         app,
-        ["verify", "--baseline", str(tiny_tflite["float32"]), "--candidate", str(corrupt),
-         "--data", str(xray_folder)],
-    )  # fmt: skip
+        [
+            "verify",
+            "--baseline",
+            str(tiny_tflite["float32"]),
+            "--candidate",
+            str(corrupt),
+            "--data",
+            str(xray_folder),
+        ],
+    )
     assert_one_line_error(result)
 
 
@@ -192,9 +214,16 @@ def test_empty_data_folder_exits_2(tiny_tflite, tmp_path):
         (tmp_path / "empty" / label).mkdir(parents=True)
     result = runner.invoke(
         app,
-        ["verify", "--baseline", str(tiny_tflite["float32"]), "--candidate",
-         str(tiny_tflite["int8"]), "--data", str(tmp_path / "empty")],
-    )  # fmt: skip
+        [
+            "verify",
+            "--baseline",
+            str(tiny_tflite["float32"]),
+            "--candidate",
+            str(tiny_tflite["int8"]),
+            "--data",
+            str(tmp_path / "empty"),
+        ],
+    )
     assert_one_line_error(result)
 
 
@@ -237,8 +266,15 @@ def test_a_sidecar_threshold_that_is_not_a_probability_exits_2(
     copy_model(tiny_tflite["float32"], candidate)
     sidecar = json.loads(candidate.with_suffix(".json").read_text())
     candidate.with_suffix(".json").write_text(json.dumps({**sidecar, "threshold": threshold}))
-    args = ["verify", "--baseline", str(tiny_tflite["float32"]), "--candidate", str(candidate),
-            "--data", str(xray_folder)]  # fmt: skip
+    args = [
+        "verify",
+        "--baseline",
+        str(tiny_tflite["float32"]),
+        "--candidate",
+        str(candidate),
+        "--data",
+        str(xray_folder),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "threshold" in result.stderr, result.output
 
@@ -261,8 +297,15 @@ def test_a_candidate_calling_every_film_pneumonia_fails_on_specificity(
 ):
     """Threshold 0: recall 1, specificity 0. Recall alone would let it ship."""
     everything = copy_model(tiny_tflite["float32"], tmp_path / "everything.tflite", threshold=0.0)
-    args = ["verify", "--baseline", str(tiny_tflite["float32"]), "--candidate", str(everything),
-            "--data", str(xray_folder)]  # fmt: skip
+    args = [
+        "verify",
+        "--baseline",
+        str(tiny_tflite["float32"]),
+        "--candidate",
+        str(everything),
+        "--data",
+        str(xray_folder),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     assert "specificity dropped" in result.stderr
@@ -329,16 +372,26 @@ def run_with_own_data(run_copy, tiny_config, tmp_path):
 @pytest.mark.parametrize("mode", ["run", "data"])
 def test_gate_refuses_when_films_of_the_recorded_split_are_missing(run_with_own_data, mode):
     run_dir, data_copy = run_with_own_data
-    test_films = [line.split(",")[0] for line in (run_dir / artifacts.MANIFEST).read_text()
-                  .splitlines() if line.endswith(",test")]  # fmt: skip
+    test_films = [
+        line.split(",")[0]
+        for line in (run_dir / artifacts.MANIFEST).read_text().splitlines()
+        if line.endswith(",test")
+    ]
     for relative in test_films[:3]:
         (data_copy / relative).unlink()
     if mode == "run":
         args = ["verify", str(run_dir)]
     else:
         model = run_dir / "tflite" / "float32.tflite"
-        args = ["verify", "--baseline", str(run_dir / artifacts.MODEL), "--candidate", str(model),
-                "--data", str(run_dir)]  # fmt: skip
+        args = [
+            "verify",
+            "--baseline",
+            str(run_dir / artifacts.MODEL),
+            "--candidate",
+            str(model),
+            "--data",
+            str(run_dir),
+        ]
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     (line,) = result.stderr.strip().splitlines()[-1:]

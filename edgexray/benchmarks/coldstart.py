@@ -146,9 +146,11 @@ def coldstart(config: ColdStartConfig, on_run=None) -> dict:
     tensorflow = [sys.executable, str(TENSORFLOW_PREDICTION), runtime]
     commands = {
         "edge_script": ([sys.executable, runtime, "--model", config.model, config.image], None),
-        "tensorflow_lite": ([*tensorflow, config.model, config.image, json.dumps(input_spec)],
-                            quiet_tf),
-    }  # fmt: skip
+        "tensorflow_lite": (
+            [*tensorflow, config.model, config.image, json.dumps(input_spec)],
+            quiet_tf,
+        ),
+    }
     if config.keras_model:
         commands["tensorflow_keras"] = (
             [*tensorflow, config.keras_model, config.image, json.dumps(input_spec)],
@@ -173,18 +175,26 @@ def coldstart(config: ColdStartConfig, on_run=None) -> dict:
         if name != "edge_script"
     }
     targets = [
-        {"target": f"edge cold start <= {TARGET_SECONDS} s",
-         "value": edge["median_seconds_to_first_result"],
-         "met": edge["median_seconds_to_first_result"] <= TARGET_SECONDS},
-        {"target": f"edge peak RSS <= {TARGET_RSS_MB:.0f} MB",
-         "value": edge["median_peak_rss_mb"], "met": edge["median_peak_rss_mb"] <= TARGET_RSS_MB},
-    ]  # fmt: skip
+        {
+            "target": f"edge cold start <= {TARGET_SECONDS} s",
+            "value": edge["median_seconds_to_first_result"],
+            "met": edge["median_seconds_to_first_result"] <= TARGET_SECONDS,
+        },
+        {
+            "target": f"edge peak RSS <= {TARGET_RSS_MB:.0f} MB",
+            "value": edge["median_peak_rss_mb"],
+            "met": edge["median_peak_rss_mb"] <= TARGET_RSS_MB,
+        },
+    ]
     for name, ratio in ratios.items():
         for key, label in (("cold_start", "cold start"), ("peak_rss", "peak RSS")):
             targets.append(
-                {"target": f"{name} {label} >= {TARGET_RATIO:.0f}x the edge script's",
-                 "value": ratio[key], "met": ratio[key] >= TARGET_RATIO}
-            )  # fmt: skip
+                {
+                    "target": f"{name} {label} >= {TARGET_RATIO:.0f}x the edge script's",
+                    "value": ratio[key],
+                    "met": ratio[key] >= TARGET_RATIO,
+                }
+            )
     return {
         "schema": SCHEMA,
         "edgexray_version": __version__,
@@ -209,8 +219,10 @@ def summary_lines(result: dict) -> list[str]:
             f"{runtime['median_peak_rss_mb']:>12.1f} {runtime['probability']:>12.6f}"
         )
     for target in result["targets"]:
-        lines.append(f"target {'met' if target['met'] else 'MISSED'}: {target['target']} "
-                     f"({target['value']:.3g})")  # fmt: skip
+        lines.append(
+            f"target {'met' if target['met'] else 'MISSED'}: {target['target']} "
+            f"({target['value']:.3g})"
+        )
     return lines
 
 

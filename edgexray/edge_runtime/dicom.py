@@ -59,10 +59,18 @@ REFUSED_SOP_CLASSES = {
 # Tags a caller may need (the scope guard reads the first three and the age ones), when
 # present.
 TAGS = (
-    "Modality", "BodyPartExamined", "ViewPosition", "PatientID", "SOPClassUID",
-    "PhotometricInterpretation", "BitsStored",
-    "PatientAge", "PatientBirthDate", "StudyDate", "AcquisitionDate",
-)  # fmt: skip
+    "Modality",
+    "BodyPartExamined",
+    "ViewPosition",
+    "PatientID",
+    "SOPClassUID",
+    "PhotometricInterpretation",
+    "BitsStored",
+    "PatientAge",
+    "PatientBirthDate",
+    "StudyDate",
+    "AcquisitionDate",
+)
 VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 
 
@@ -216,8 +224,7 @@ def _decode(pydicom, dataset, where: str) -> np.ndarray:
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if syntax is not None and syntax.is_compressed and not _can_decode(pydicom, syntax):
         raise ImageError(
-            f"{where}: {syntax.name} pixel data needs a decoder plugin (pylibjpeg): "
-            f"{INSTALL_HINT}"
+            f"{where}: {syntax.name} pixel data needs a decoder plugin (pylibjpeg): {INSTALL_HINT}"
         )
     try:
         pixels = dataset.pixel_array

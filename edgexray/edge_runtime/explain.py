@@ -47,9 +47,9 @@ OVERLAY_OPACITY = 0.6
 # yellow), interpolated in numpy: ordered in lightness, and its darkest colour still
 # stands out on a grey film, where inferno's black would not.
 HEAT = np.array(
-    [[101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21], [250, 193, 39],
-     [252, 255, 164]], dtype=np.float64,
-)  # fmt: skip
+    [[101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21], [250, 193, 39], [252, 255, 164]],
+    dtype=np.float64,
+)
 # A probability of exactly 0 or 1 (a sigmoid-output model in float32) has no finite logit.
 PROBABILITY_CLIP = 1e-7
 
@@ -355,6 +355,4 @@ def _entry(record: dict, explained, threshold: float) -> report.Entry:
     height, width = display_size(*film.shape, REPORT_SIDE)
     shown = Image.fromarray(film).resize((width, height), Image.Resampling.BILINEAR)
     picture = overlay(film, explanation, threshold, REPORT_SIDE, legend=False)
-    return report.Entry(
-        record, jpeg_bytes(shown), jpeg_bytes(picture), colour_scale(explanation)
-    )
+    return report.Entry(record, jpeg_bytes(shown), jpeg_bytes(picture), colour_scale(explanation))

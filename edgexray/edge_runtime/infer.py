@@ -72,8 +72,21 @@ MAX_PIXELS = 50_000_000
 # 64 MiB keeps the largest films (4500 x 4500 RGB, 61 MB; 16-bit grey, 40 MB) and bounds
 # the decoding peak to a few hundred MB on a 512 MB device.
 MAX_DECODED_BYTES = 64 << 20
-MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "I;16": 2, "I;16B": 2,
-              "I;16L": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3}  # fmt: skip
+MODE_BYTES = {
+    "1": 1,
+    "L": 1,
+    "P": 1,
+    "LA": 2,
+    "PA": 2,
+    "La": 2,
+    "I;16": 2,
+    "I;16B": 2,
+    "I;16L": 2,
+    "RGB": 3,
+    "YCbCr": 3,
+    "LAB": 3,
+    "HSV": 3,
+}
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".dcm")
 # A 16-bit PNG is windowed on these percentiles of its values, not its minimum and maximum:
 # one hot pixel or a burned-in marker at full scale would leave a few grey levels.
@@ -103,9 +116,20 @@ SIDECAR_SCHEMA = "edgexray.sidecar/1"
 SIDECAR_FIELDS = ("model_file", "sha256", "labels", "input", "output", "threshold")
 INPUT_FIELDS = ("height", "width", "normalization")
 RECORD_FIELDS = (
-    "path", "probability", "label", "threshold", "latency_ms", "error", "quality_warning",
-    "rendering", "overlay", "heatmap", "in_scope", "scope_reason", "scope_distance",
-)  # fmt: skip
+    "path",
+    "probability",
+    "label",
+    "threshold",
+    "latency_ms",
+    "error",
+    "quality_warning",
+    "rendering",
+    "overlay",
+    "heatmap",
+    "in_scope",
+    "scope_reason",
+    "scope_distance",
+)
 FORMATS = ("jsonl", "csv")
 # 3 wins over 4: an unreadable film has no answer at all, an out-of-scope one is refused
 # with a reason in its record; either way the records must be read.
@@ -693,8 +717,10 @@ class Classifier:
             return None
         detail = self.outputs[1]
         return {
-            "index": 1, "name": detail["name"], "size": int(np.prod(detail["shape"])),
-        }  # fmt: skip
+            "index": 1,
+            "name": detail["name"],
+            "size": int(np.prod(detail["shape"])),
+        }
 
     def features(self) -> np.ndarray | None:
         """The dequantized pooled features of the last `run`, or None without them."""
@@ -842,10 +868,15 @@ def check_threads(threads: int | None) -> None:
 
 
 def run(
-    model_path: str | Path, inputs, fmt: str = "jsonl", threads: int | None = None, stream=None,
-    explain_dir: str | Path | None = None, report_path: str | Path | None = None,
+    model_path: str | Path,
+    inputs,
+    fmt: str = "jsonl",
+    threads: int | None = None,
+    stream=None,
+    explain_dir: str | Path | None = None,
+    report_path: str | Path | None = None,
     check_scope: bool = True,
-) -> int:  # fmt: skip
+) -> int:
     """Classify every image in inputs (files or folders), one record per image on stream.
 
     With explain_dir, each readable film's heatmap (overlay PNG and map .npy, explain.py)
@@ -1011,10 +1042,14 @@ def main(argv=None) -> int:
         if model is None:
             return _fail("give --model MODEL.tflite (with its sidecar MODEL.json next to it)")
         return run(
-            model, args.images, args.format, args.threads,
-            explain_dir=args.explain, report_path=args.report,
+            model,
+            args.images,
+            args.format,
+            args.threads,
+            explain_dir=args.explain,
+            report_path=args.report,
             check_scope=not args.no_scope_check,
-        )  # fmt: skip
+        )
     except OutputError as err:
         silence_stdout()
         return _fail(str(err))

@@ -546,15 +546,20 @@ class Node:
         from .infer import write_atomic
 
         entries: list = []
-        for _ in explain.explain_records(self.classifier, [{**record, "path": str(film)}],
-                                         entries=entries):  # fmt: skip
+        for _ in explain.explain_records(
+            self.classifier, [{**record, "path": str(film)}], entries=entries
+        ):
             pass
         entry = replace(entries[0], record=record)  # the path the film will have
         folder = self.state.folder / REPORTS
         folder.mkdir(exist_ok=True)
         path = folder / f"{record['sop_instance_uid']}.html"
-        page = report.render([entry], self.classifier.sidecar, self.config.model,
-                             explain.legend_html(explain.DEFAULT_GRID))  # fmt: skip
+        page = report.render(
+            [entry],
+            self.classifier.sidecar,
+            self.config.model,
+            explain.legend_html(explain.DEFAULT_GRID),
+        )
         write_atomic(path, page.encode("utf-8"))
         return path
 
@@ -610,17 +615,36 @@ def parser(prog: str = "infer.py serve", default_model: Path | None = None):
         description="Run a DICOM Storage SCP that classifies each film it receives and "
         "appends its record to STATE/results.jsonl (and sends a Structured Report to --pacs).",
     )
-    p.add_argument("--model", type=Path, default=default_model,
-                   help="model file, its sidecar MODEL.json next to it")  # fmt: skip
-    p.add_argument("--state", type=Path, required=True,
-                   help="folder for incoming/ classified/ outbox/ results.jsonl")  # fmt: skip
-    p.add_argument("--allow-ae", action="append", required=True, metavar="AE_TITLE",
-                   help="a calling AE title to accept (repeat for each modality)")  # fmt: skip
-    p.add_argument("--allow-address", action="append", default=[], metavar="IP_OR_CIDR",
-                   help="a source address or network to accept (default: any)")  # fmt: skip
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=default_model,
+        help="model file, its sidecar MODEL.json next to it",
+    )
+    p.add_argument(
+        "--state",
+        type=Path,
+        required=True,
+        help="folder for incoming/ classified/ outbox/ results.jsonl",
+    )
+    p.add_argument(
+        "--allow-ae",
+        action="append",
+        required=True,
+        metavar="AE_TITLE",
+        help="a calling AE title to accept (repeat for each modality)",
+    )
+    p.add_argument(
+        "--allow-address",
+        action="append",
+        default=[],
+        metavar="IP_OR_CIDR",
+        help="a source address or network to accept (default: any)",
+    )
     p.add_argument("--pacs", metavar="AE@HOST:PORT", help="send a Structured Report per film there")
-    p.add_argument("--reports", action="store_true",
-                   help="also write each film's HTML report in STATE/reports")  # fmt: skip
+    p.add_argument(
+        "--reports", action="store_true", help="also write each film's HTML report in STATE/reports"
+    )
     for flag, kind, text in OPTIONS:
         default = defaults[_field(flag)]
         shown = "" if default is None else f" (default: {default})"

@@ -29,7 +29,14 @@ DISCLAIMER = (
 # Record fields shown in their own place on a card; any other field (a newer runtime's)
 # is listed under it, so nothing a record says is hidden.
 SHOWN_FIELDS = (
-    "path", "probability", "label", "threshold", "overlay", "heatmap", "error", "in_scope",
+    "path",
+    "probability",
+    "label",
+    "threshold",
+    "overlay",
+    "heatmap",
+    "error",
+    "in_scope",
 )
 SHA256_SHOWN = 12
 
@@ -72,14 +79,25 @@ def _above(record: dict) -> bool:
 
 
 SECTIONS = (
-    Section("above", "At or above the threshold", "most probable first",
-            lambda r: not no_answer(r) and _above(r)),
-    Section("no-answer", "No answer: a person must read these",
-            "unreadable, out of scope or blank; the model's number, if any, means nothing",
-            no_answer),
-    Section("below", "Below the threshold", "most probable first; not ruled out",
-            lambda r: not no_answer(r) and not _above(r)),
-)  # fmt: skip
+    Section(
+        "above",
+        "At or above the threshold",
+        "most probable first",
+        lambda r: not no_answer(r) and _above(r),
+    ),
+    Section(
+        "no-answer",
+        "No answer: a person must read these",
+        "unreadable, out of scope or blank; the model's number, if any, means nothing",
+        no_answer,
+    ),
+    Section(
+        "below",
+        "Below the threshold",
+        "most probable first; not ruled out",
+        lambda r: not no_answer(r) and not _above(r),
+    ),
+)
 
 
 def sections(entries) -> list[tuple[Section, list[Entry]]]:
@@ -148,12 +166,16 @@ def _card(rank: int, entry: Entry, positive: str) -> str:
         lines.append(f"<p>in scope: <b>{flag}</b>{detail}</p>")
     if entry.film_jpeg:
         lines.append('<div class="pictures">')
-        lines.append(f'<figure><img alt="film" src="{_data_uri(entry.film_jpeg)}">'
-                     "<figcaption>film</figcaption></figure>")  # fmt: skip
+        lines.append(
+            f'<figure><img alt="film" src="{_data_uri(entry.film_jpeg)}">'
+            "<figcaption>film</figcaption></figure>"
+        )
         if entry.overlay_jpeg:
             caption = f"where the model looked (colour scale 0 to {entry.scale:.2f} logit)"
-            lines.append(f'<figure><img alt="heatmap" src="{_data_uri(entry.overlay_jpeg)}">'
-                         f"<figcaption>{e(caption)}</figcaption></figure>")  # fmt: skip
+            lines.append(
+                f'<figure><img alt="heatmap" src="{_data_uri(entry.overlay_jpeg)}">'
+                f"<figcaption>{e(caption)}</figcaption></figure>"
+            )
         lines.append("</div>")
     others = {k: v for k, v in record.items() if k not in SHOWN_FIELDS}
     if others:
@@ -178,13 +200,23 @@ def _model_block(sidecar: dict, model_path: str | Path) -> str:
     if isinstance(block, dict):
         sample = block.get("sample") or {}
         low, high = block.get("expected_specificity_ci") or (None, None)
-        rows.append(("calibration sample", f"{sample.get('folder')} (file list sha256 "
-                     f"{str(sample.get('files_sha256', ''))[:SHA256_SHOWN]}…)"))  # fmt: skip
+        rows.append(
+            (
+                "calibration sample",
+                f"{sample.get('folder')} (file list sha256 "
+                f"{str(sample.get('files_sha256', ''))[:SHA256_SHOWN]}…)",
+            )
+        )
         if block.get("recall_lower_bound") is not None:
             rows.append(("recall lower bound", f"{block['recall_lower_bound']:.4f}"))
         if None not in (block.get("expected_specificity"), low, high):
-            rows.append(("expected specificity", f"{block['expected_specificity']:.3f} "
-                         f"({block.get('interval', 'CI')}: {low:.3f}–{high:.3f})"))  # fmt: skip
+            rows.append(
+                (
+                    "expected specificity",
+                    f"{block['expected_specificity']:.3f} "
+                    f"({block.get('interval', 'CI')}: {low:.3f}–{high:.3f})",
+                )
+            )
     return f'<table class="model">{_rows(rows)}</table>'
 
 

@@ -215,8 +215,7 @@ def decide(
     reason = tag_reason(tags, ages)
     if reason is None and colour is not None and colour > COLOUR_LIMIT:
         reason = (
-            f"colour image (colour spread {colour:.1f} > {COLOUR_LIMIT}): "
-            "a photograph, not a film"
+            f"colour image (colour spread {colour:.1f} > {COLOUR_LIMIT}): a photograph, not a film"
         )
     reason = reason or flat_reason(gray)
     measured = None

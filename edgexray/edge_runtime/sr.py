@@ -91,7 +91,7 @@ def structured_report(film, record: dict, model_sha256: str):
         items += [
             hd.sr.NumContentItem(
                 _code(code, meaning), float(record[key]), unitless, relationship_type=contains
-            )  # fmt: skip
+            )
             for code, meaning, key in NUMBERS
             if isinstance(record.get(key), (int, float))
         ]
@@ -193,8 +193,9 @@ class Outbox:
                 log.error("no report for %s: %s", pending.name, err)
                 pending.unlink(missing_ok=True)
                 continue
-            durable_write(pending.with_name(pending.name.replace(PENDING, READY)),
-                          [buffer.getvalue()])  # fmt: skip
+            durable_write(
+                pending.with_name(pending.name.replace(PENDING, READY)), [buffer.getvalue()]
+            )
             pending.unlink()
 
     def waiting(self) -> list[Path]:

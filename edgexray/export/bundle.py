@@ -61,9 +61,13 @@ TEMPLATES = "templates"
 # the runtime's requirements (64-bit and 32-bit OS), the optional DICOM and DICOM-node ones,
 # and the two systemd units.
 RPI_TEMPLATES = (
-    "requirements.txt", "requirements-armhf.txt", "requirements-dicom.txt",
-    "requirements-node.txt", "edgexray-watch@.service", "edgexray-node.service",
-)  # fmt: skip
+    "requirements.txt",
+    "requirements-armhf.txt",
+    "requirements-dicom.txt",
+    "requirements-node.txt",
+    "edgexray-watch@.service",
+    "edgexray-node.service",
+)
 
 
 def template(name: str) -> str:
@@ -513,6 +517,10 @@ def make_bundle(config: BundleConfig) -> dict:
     if keep:
         log.info("kept your files in %s: %s", out, ", ".join(keep))
     return {
-        "path": out, "zip": zip_path, "target": config.target, "model": model,
-        "files": files, "kept": keep,
-    }  # fmt: skip
+        "path": out,
+        "zip": zip_path,
+        "target": config.target,
+        "model": model,
+        "files": files,
+        "kept": keep,
+    }

@@ -101,7 +101,7 @@ def _tensor_info(detail: dict) -> dict:
 
 
 def output_kind(keras_model) -> str:
-    """"logit" for models whose last layer is linear (the host takes the sigmoid), else
+    """ "logit" for models whose last layer is linear (the host takes the sigmoid), else
     "probability"; the sidecar's output "kind"."""
     from edgexray.pipeline.model import emits_logit
 

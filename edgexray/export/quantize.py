@@ -269,11 +269,16 @@ def quantization_aware_training(stage: _Stage, model, scheme):
         with quantize.quantize_scope():
             qat_model = quantize.quantize_apply(annotated, scheme)
     finetune.fit(
-        qat_model, stage.train_paths, stage.train_labels, stage.recipe,
-        learning_rate=stage.config.qat_learning_rate, epochs=stage.config.qat_epochs,
-        batch_size=stage.config.batch_size, verbose=stage.verbose,
+        qat_model,
+        stage.train_paths,
+        stage.train_labels,
+        stage.recipe,
+        learning_rate=stage.config.qat_learning_rate,
+        epochs=stage.config.qat_epochs,
+        batch_size=stage.config.batch_size,
+        verbose=stage.verbose,
         distribute=stage.config.distribute,
-    )  # fmt: skip
+    )
     return qat_model
 
 
@@ -309,15 +314,22 @@ def quantize(
         train_paths, train_labels, config.representative_size, train_config.seed
     )
     stage = _Stage(
-        run_dir=run_dir, config=config, recipe=train_config,
-        train_paths=train_paths, train_labels=train_labels,
-        representative_images=[scoring.decode(p, spec) for p in chosen], verbose=verbose,
-    )  # fmt: skip
+        run_dir=run_dir,
+        config=config,
+        recipe=train_config,
+        train_paths=train_paths,
+        train_labels=train_labels,
+        representative_images=[scoring.decode(p, spec) for p in chosen],
+        verbose=verbose,
+    )
     val_images = [scoring.decode(p, spec) for p in val_paths]
     guarded = [m for m in methods if BY_NAME[m].full_int8]
     if guarded:  # the device models get the out-of-scope guard's statistics
-        log.info("resizing %d train and %d val films for the scope statistics",
-                 len(train_paths), len(val_paths))  # fmt: skip
+        log.info(
+            "resizing %d train and %d val films for the scope statistics",
+            len(train_paths),
+            len(val_paths),
+        )
         samples = data.load_manifest(run_dir / artifacts.MANIFEST)
         scope_films = {
             split: (scope.resized(paths, spec), _counts(samples, split))
@@ -341,10 +353,17 @@ def quantize(
         sparsity = convert.weight_stats(tflite_bytes)["sparsity"] or 0.0  # None: no kernels
         path = out_dir / artifacts.TFLITE_DIR / f"{method}.tflite"
         sidecar = convert.write_tflite(
-            tflite_bytes, path, method=method, method_config=method_config, input_spec=spec,
-            threshold=threshold, target_recall=train_config.target_recall,
-            sparsity=sparsity, output_kind=kind, check_image=val_images[0],
-        )  # fmt: skip
+            tflite_bytes,
+            path,
+            method=method,
+            method_config=method_config,
+            input_spec=spec,
+            threshold=threshold,
+            target_recall=train_config.target_recall,
+            sparsity=sparsity,
+            output_kind=kind,
+            check_image=val_images[0],
+        )
         if method in guarded:
             (train_grays, train_counts), (val_grays, val_counts) = scope_films.values()
             sidecar["scope"] = scope.attach(
@@ -363,9 +382,15 @@ def quantize(
         log.info(
             "%s: %.1f KB (gzip %.1f KB), sparsity %.3f, threshold %.4f, val recall %.4f, "
             "specificity %.4f, %.0f s",
-            method, result["size_bytes"] / 1024, result["gzip_bytes"] / 1024, sparsity,
-            threshold, result["val"]["recall"], result["val"]["specificity"], result["seconds"],
-        )  # fmt: skip
+            method,
+            result["size_bytes"] / 1024,
+            result["gzip_bytes"] / 1024,
+            sparsity,
+            threshold,
+            result["val"]["recall"],
+            result["val"]["specificity"],
+            result["seconds"],
+        )
         results.append(result)
     _merge_report(out_dir, results)
     return results
@@ -395,16 +420,29 @@ def variant_table(
 ) -> tuple[list[str], list[list[str]]]:
     """Headers and rows of the one variants table (the CLI's and report.md's): sizes,
     sparsity, each variant's own threshold and its val metrics there."""
-    headers = ["method", "size KB", "gzip KB", "sparsity", "threshold", "val recall",
-               "val specificity"]  # fmt: skip
+    headers = [
+        "method",
+        "size KB",
+        "gzip KB",
+        "sparsity",
+        "threshold",
+        "val recall",
+        "val specificity",
+    ]
     rows = []
     for v in variants:
         threshold = check_threshold(v["threshold"], f"{QUANTIZE_REPORT} {v['method']}")
-        rows.append([
-            v["method"], f"{v['size_bytes'] / 1024:.1f}", f"{v['gzip_bytes'] / 1024:.1f}",
-            f"{v['sparsity']:.3f}", f"{threshold:.4f}",
-            number(v["val"]["recall"]), number(v["val"]["specificity"]),
-        ])  # fmt: skip
+        rows.append(
+            [
+                v["method"],
+                f"{v['size_bytes'] / 1024:.1f}",
+                f"{v['gzip_bytes'] / 1024:.1f}",
+                f"{v['sparsity']:.3f}",
+                f"{threshold:.4f}",
+                number(v["val"]["recall"]),
+                number(v["val"]["specificity"]),
+            ]
+        )
     return headers, rows
 
 

@@ -14,9 +14,13 @@ from PIL import Image, ImageFilter
 
 
 def _affine(
-    gray: np.ndarray, angle: float, zoom: float, shift_x: float, shift_y: float,
+    gray: np.ndarray,
+    angle: float,
+    zoom: float,
+    shift_x: float,
+    shift_y: float,
     aspect: float = 1.0,
-):  # fmt: skip
+):
     """Rotate by angle degrees, zoom in by `zoom` (wider by `aspect`) and shift by fractions
     of the size."""
     height, width = gray.shape
@@ -28,9 +32,13 @@ def _affine(
     tx, ty = shift_x * width, shift_y * height
     # PIL wants the inverse map: output (x, y) -> input (a x + b y + c, d x + e y + f).
     coefficients = (
-        cos_x, sin_x, cx - cos_x * (cx + tx) - sin_x * (cy + ty),
-        -sin_y, cos_y, cy + sin_y * (cx + tx) - cos_y * (cy + ty),
-    )  # fmt: skip
+        cos_x,
+        sin_x,
+        cx - cos_x * (cx + tx) - sin_x * (cy + ty),
+        -sin_y,
+        cos_y,
+        cy + sin_y * (cx + tx) - cos_y * (cy + ty),
+    )
     image = Image.fromarray(gray).transform(
         (width, height), Image.Transform.AFFINE, coefficients, Image.Resampling.BILINEAR
     )
@@ -115,8 +123,12 @@ def augment_site(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     )
     gray = _exposure(gray, rng)
     if rng.random() < 0.5:
-        filters = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.BOX,
-                   Image.Resampling.NEAREST)  # fmt: skip
+        filters = (
+            Image.Resampling.BILINEAR,
+            Image.Resampling.BICUBIC,
+            Image.Resampling.BOX,
+            Image.Resampling.NEAREST,
+        )
         gray = _resample(gray, rng.uniform(0.4, 0.95), filters[rng.integers(len(filters))])
     if rng.random() < 0.3:
         gray = _noise(gray, rng.uniform(2.0, 10.0), rng)
@@ -145,5 +157,3 @@ SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "downsample x0.5": lambda g: _resample(g, 0.5, Image.Resampling.BILINEAR),
     "jpeg q30": lambda g: _jpeg(g, 30),
 }
-
-

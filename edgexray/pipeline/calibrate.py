@@ -229,9 +229,7 @@ def site_patients(root: Path, paths, patient_map: dict[str, str] | None = None):
     return patients, "names" if named else "films"
 
 
-def patient_folds(
-    paths, labels, folds: int, seed: int = FOLD_SEED, patients=None
-) -> np.ndarray:
+def patient_folds(paths, labels, folds: int, seed: int = FOLD_SEED, patients=None) -> np.ndarray:
     """The fold (0..folds-1) of every film; all films of a patient share one fold.
 
     Patients with pneumonia are dealt out first, then the others, in a seeded order, so
@@ -256,9 +254,14 @@ def patient_folds(
 
 
 def cross_validate(
-    paths, labels, probabilities, config: CalibrateConfig, empirical: bool = False,
-    patients=None, grouped_by: str = "names",
-) -> dict:  # fmt: skip
+    paths,
+    labels,
+    probabilities,
+    config: CalibrateConfig,
+    empirical: bool = False,
+    patients=None,
+    grouped_by: str = "names",
+) -> dict:
     """Calibrate on k-1 patient-grouped folds, measure on the left-out one, pooled over folds.
 
     Args:
@@ -290,9 +293,12 @@ def cross_validate(
                 method = POINT_ESTIMATE
             else:
                 threshold, method, _ = choose_threshold(
-                    labels[train], probabilities[train], config.target_recall,
-                    config.confidence, config.allow_point_estimate,
-                )  # fmt: skip
+                    labels[train],
+                    probabilities[train],
+                    config.target_recall,
+                    config.confidence,
+                    config.allow_point_estimate,
+                )
         except (NotEnoughEvidence, ValueError) as err:  # ValueError: no pneumonia film at all
             reason = f"a training fold has too few pneumonia films ({err})"
             return {"folds": config.folds, "available": False, "reason": reason}
@@ -357,9 +363,10 @@ def films_in_both_classes(paths, labels) -> list[str]:
     slip that makes the sample contradict itself)."""
     normal = {artifacts.sha256(p) for p, label in zip(paths, labels, strict=True) if label == 0}
     return [
-        p for p, label in zip(paths, labels, strict=True)
+        p
+        for p, label in zip(paths, labels, strict=True)
         if label == 1 and artifacts.sha256(p) in normal
-    ]  # fmt: skip
+    ]
 
 
 def file_list_sha256(root: Path, paths) -> str:
@@ -376,9 +383,12 @@ def file_list_sha256(root: Path, paths) -> str:
 
 
 def calibrate(
-    model_path: Path, site_dir: Path, out_dir: Path, config: CalibrateConfig,
+    model_path: Path,
+    site_dir: Path,
+    out_dir: Path,
+    config: CalibrateConfig,
     patient_map: Path | None = None,
-) -> dict:  # fmt: skip
+) -> dict:
     """Choose the site's threshold and write the model copy and its new sidecar to out_dir.
 
     The source model and sidecar are only read. out_dir gets MODEL.tflite (the same bytes)
@@ -420,8 +430,10 @@ def calibrate(
     if both:
         log.warning(
             "%d film(s) are in both NORMAL/ and PNEUMONIA/ with the same bytes (e.g. %s): "
-            "the sample's labels contradict each other", len(both), both[0],
-        )  # fmt: skip
+            "the sample's labels contradict each other",
+            len(both),
+            both[0],
+        )
     patients, grouped_by = site_patients(root, paths, patient_of)
     if grouped_by == "films":
         log.warning("calibration sample: %s", GROUPED_BY["films"])
@@ -433,9 +445,12 @@ def calibrate(
     ]
 
     threshold, method, k = choose_threshold(
-        labels, probabilities, config.target_recall, config.confidence,
+        labels,
+        probabilities,
+        config.target_recall,
+        config.confidence,
         config.allow_point_estimate,
-    )  # fmt: skip
+    )
     calibrated = _rates(labels.astype(bool), probabilities >= threshold, config.confidence)
     source_threshold = float(sidecar["threshold"])
     pneumonia = int(labels.sum())
@@ -535,8 +550,9 @@ def _check_out(out_dir: Path, model_path: Path, sidecar: dict) -> None:
         except EdgexrayError:
             earlier = {}
         if (earlier.get("schema"), earlier.get("sha256")) != (
-            infer.SIDECAR_SCHEMA, sidecar["sha256"],
-        ):  # fmt: skip
+            infer.SIDECAR_SCHEMA,
+            sidecar["sha256"],
+        ):
             raise EdgexrayError(
                 f"{sidecar_out} exists and is not a sidecar of this model: calibrate never "
                 "replaces it, choose another --out"

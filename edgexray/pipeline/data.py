@@ -186,8 +186,11 @@ def split_by_patient(
     # shared id is not a leak and its train/ films stay in the training pool.
     shared = {s.patient_id for s in samples if s.split != "test"} & test_patients
     if shared:
-        log.info("%d patient id(s) occur in both train/ and test/: treated as different "
-                 "children, test/ stays exactly test/", len(shared))
+        log.info(
+            "%d patient id(s) occur in both train/ and test/: treated as different "
+            "children, test/ stays exactly test/",
+            len(shared),
+        )
     pool = [s for s in samples if s.split != "test"]
 
     patients: dict[str, list[Sample]] = defaultdict(list)

@@ -195,10 +195,11 @@ def _transfer(url, part: Path, timeout: float, on_progress) -> bool:
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None
         state = {
-            "url": url, "total": total,
+            "url": url,
+            "total": total,
             "etag": response.headers.get("ETag"),
             "last_modified": response.headers.get("Last-Modified"),
-        }  # fmt: skip
+        }
         _state_path(part).write_text(json.dumps(state))
         done = offset
         with open(part, "ab" if resumed else "wb") as handle:
@@ -359,9 +360,11 @@ def _counts(folder: Path) -> dict[str, dict[str, int]]:
 
 def _check_layout(counts: dict, origin: str) -> None:
     missing = [
-        f"{split}/{label}" for split in ("train", "test") for label in LABELS
+        f"{split}/{label}"
+        for split in ("train", "test")
+        for label in LABELS
         if not counts.get(split, {}).get(label)
-    ]  # fmt: skip
+    ]
     if missing:
         raise DownloadError(
             f"{origin} holds no images for {', '.join(missing)}: not the chest X-ray "
@@ -421,8 +424,11 @@ def extract(archive: Path, out: Path) -> tuple[Path, dict]:
 
 def copy_tree(folder: Path, out: Path) -> tuple[Path, dict]:
     """Lay out an already-extracted copy (kagglehub's) as out/chest_xray."""
-    names = [p.relative_to(folder).as_posix() for p in sorted(Path(folder).rglob("*"))
-             if p.is_file() and not p.is_symlink()]  # fmt: skip
+    names = [
+        p.relative_to(folder).as_posix()
+        for p in sorted(Path(folder).rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    ]
     plan = _plan(names)
 
     def fill(temporary: Path) -> None:
@@ -503,8 +509,7 @@ def download(
     filename = chosen.filename or "archive.zip"
     target = out / DOWNLOADS / filename
     if not target.is_file():
-        fetch(url or chosen.url, target, retries=retries, on_progress=on_progress,
-              backoff=backoff)  # fmt: skip
+        fetch(url or chosen.url, target, retries=retries, on_progress=on_progress, backoff=backoff)
     digest = verify(target, expected, target.with_name(filename + ".sha256"))
     folder, counts = extract(target, out)
     if not keep_archive:

@@ -135,9 +135,12 @@ def _tflite_model(path: Path, threshold: float | None) -> Model:
     if threshold is None:
         threshold = check_threshold(classifier.sidecar["threshold"], str(path.with_suffix(".json")))
     scorer = scoring.tflite_scorer(
-        classifier.interpreter, classifier.sidecar["input"], str(path), classifier.output_kind,
+        classifier.interpreter,
+        classifier.sidecar["input"],
+        str(path),
+        classifier.output_kind,
         scope_block=classifier.scope,
-    )  # fmt: skip
+    )
     return Model(path, "tflite", threshold, scorer, tuple(classifier.labels))
 
 
@@ -227,9 +230,7 @@ class ClinicalSummary(metrics.ClassificationReport):
     out_of_scope: OutOfScopeCounts | None
 
 
-def summarize(
-    labels, probabilities, threshold: float, in_scope=None
-) -> ClinicalSummary:
+def summarize(labels, probabilities, threshold: float, in_scope=None) -> ClinicalSummary:
     """Every clinical metric from labels, probabilities and a threshold (pure, no I/O).
 
     metrics.classification_report plus the class counts, so a reader sees how many

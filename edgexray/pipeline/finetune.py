@@ -82,9 +82,16 @@ def fit(
     weights = class_weights(train_labels)
     mixup = recipe.mixup if recipe.augment else 0.0
     train_set = data.make_dataset(
-        train_paths, train_labels, recipe.input_spec, global_batch, training=recipe.augment,
-        seed=recipe.seed, augmentation=recipe.augmentation, mixup=mixup, class_weights=weights,
-    )  # fmt: skip
+        train_paths,
+        train_labels,
+        recipe.input_spec,
+        global_batch,
+        training=recipe.augment,
+        seed=recipe.seed,
+        augmentation=recipe.augmentation,
+        mixup=mixup,
+        class_weights=weights,
+    )
     if validation_data is not None:
         validation_data = distribution.shard(validation_data, distribute)
     return model.fit(

@@ -37,10 +37,13 @@ def build_model(image_size: int = 128, width: int = 12, dropout: float = 0.2, se
     for stage, (multiple, convs) in enumerate(STAGES):
         for repeat in range(convs):
             x = layers.Conv2D(
-                width * multiple, 3, padding="same", use_bias=False,
+                width * multiple,
+                3,
+                padding="same",
+                use_bias=False,
                 kernel_initializer=initializer(seed=seed * 100 + stage * 10 + repeat),
                 name=f"conv{stage + 1}_{repeat + 1}",
-            )(x)  # fmt: skip
+            )(x)
             x = layers.BatchNormalization(name=f"bn{stage + 1}_{repeat + 1}")(x)
             x = layers.ReLU(name=f"relu{stage + 1}_{repeat + 1}")(x)
         x = layers.MaxPooling2D(2, name=f"pool{stage + 1}")(x)
@@ -50,8 +53,10 @@ def build_model(image_size: int = 128, width: int = 12, dropout: float = 0.2, se
     # and on a sigmoid those steps pile the films of a new site into the top one or two
     # (0.996, 1.0), hiding the ranking a site threshold needs. Logit steps are even.
     outputs = layers.Dense(
-        1, kernel_initializer=keras.initializers.GlorotUniform(seed=seed), name=LOGIT_LAYER,
-    )(x)  # fmt: skip
+        1,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+        name=LOGIT_LAYER,
+    )(x)
     return keras.Model(inputs, outputs, name="edgexray_cnn")
 
 

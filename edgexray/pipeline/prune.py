@@ -159,14 +159,23 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
         model = clone_fresh(baseline, lambda layer: prune_wrapper(layer, pruning_schedule=schedule))
     log.info(
         "pruning to %.0f%% sparsity: %d epochs, %d steps, mask ramp ends at step %d",
-        100 * config.sparsity, config.epochs, steps, schedule.end_step,
-    )  # fmt: skip
+        100 * config.sparsity,
+        config.epochs,
+        steps,
+        schedule.end_step,
+    )
     finetune.fit(
-        model, train_paths, train_labels, train_config,
-        learning_rate=config.learning_rate, epochs=config.epochs, batch_size=config.batch_size,
-        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], verbose=verbose,
+        model,
+        train_paths,
+        train_labels,
+        train_config,
+        learning_rate=config.learning_rate,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+        verbose=verbose,
         distribute=config.distribute,
-    )  # fmt: skip
+    )
     pruned = tfmot.sparsity.keras.strip_pruning(model)
     sparsity = measure_sparsity(pruned)
     finetune_seconds = time.monotonic() - started
@@ -189,8 +198,10 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
     artifacts.write_json(out_dir / PRUNE_REPORT, report)
     log.info(
         "pruned: %.1f%% of kernel weights are zero, val AUC %.4f (baseline %.4f)",
-        100 * sparsity["overall"], report["val"]["auc"], report["baseline_val_auc"],
-    )  # fmt: skip
+        100 * sparsity["overall"],
+        report["val"]["auc"],
+        report["baseline_val_auc"],
+    )
     return report
 
 

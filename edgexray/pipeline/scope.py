@@ -195,18 +195,24 @@ def attach(
     if output is None:
         raise EdgexrayError(f"{model_path} has no pooled-features output (second output)")
     block = fit(
-        features_of(classifier, train_grays), features_of(classifier, val_grays), output,
-        coverage=coverage, train_counts=train_counts, val_counts=val_counts,
-    )  # fmt: skip
+        features_of(classifier, train_grays),
+        features_of(classifier, val_grays),
+        output,
+        coverage=coverage,
+        train_counts=train_counts,
+        val_counts=val_counts,
+    )
     sidecar_path = Path(model_path).with_suffix(".json")
     sidecar = artifacts.read_json(sidecar_path)
     sidecar["scope"] = block
     write_sidecar(sidecar_path, sidecar)
     log.info(
         "%s: scope cut-off %.2f (%d of %d val films within)",
-        Path(model_path).name, block["cutoff"], block["chosen_on"]["within_cutoff"],
+        Path(model_path).name,
+        block["cutoff"],
+        block["chosen_on"]["within_cutoff"],
         len(val_grays),
-    )  # fmt: skip
+    )
     return block
 
 
@@ -238,6 +244,10 @@ def add_guard(
         sidecar.pop("scope", None)  # statistics of the old file no longer apply
         artifacts.write_json(sidecar_path, sidecar)
     return attach(
-        model_path, train_grays, val_grays,
-        train_counts=train_counts, val_counts=val_counts, coverage=coverage,
-    )  # fmt: skip
+        model_path,
+        train_grays,
+        val_grays,
+        train_counts=train_counts,
+        val_counts=val_counts,
+        coverage=coverage,
+    )

@@ -192,10 +192,11 @@ def score(
         for offset, path in enumerate(chunk):
             try:
                 decoded = {
-                    key: decode_film(path, spec, change) if judging
+                    key: decode_film(path, spec, change)
+                    if judging
                     else (decode(path, spec, change), None)
                     for key, spec in specs.items()
-                }  # fmt: skip
+                }
             except infer.ImageError as err:
                 log.warning("skipping %s", err)
                 skipped[path] = _skip(path, err)
@@ -231,8 +232,10 @@ def score(
             last_log = now
     log.debug(
         "scored %d images with %d model(s) in %.1f s",
-        len(paths), len(scorers), time.monotonic() - started,
-    )  # fmt: skip
+        len(paths),
+        len(scorers),
+        time.monotonic() - started,
+    )
     keep = np.array([p not in skipped for p in paths], dtype=bool)
     return Scores(
         paths=[p for p, ok in zip(paths, keep, strict=True) if ok],

@@ -86,9 +86,7 @@ class TrainConfig:
             value, expected = getattr(self, field.name), simple.get(str(field.type))
             if expected is None:
                 continue  # a field of another type checks itself below
-            if isinstance(value, bool) != (field.type == "bool") or not isinstance(
-                value, expected
-            ):
+            if isinstance(value, bool) != (field.type == "bool") or not isinstance(value, expected):
                 wrong.append(f"{field.name} must be {field.type}, got {value!r}")
         check_config("training config", {message: False for message in wrong})
 
@@ -298,8 +296,10 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> TrainingMetri
     counts = data.split_counts(samples)
     log.info(
         "split by patient: train %d, val %d, test %d images",
-        counts["train"]["images"], counts["val"]["images"], counts["test"]["images"],
-    )  # fmt: skip
+        counts["train"]["images"],
+        counts["val"]["images"],
+        counts["test"]["images"],
+    )
 
     data_root = Path(config.data)
     train_paths, train_labels = data.select(samples, "train", data_root)
@@ -318,11 +318,19 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> TrainingMetri
     interrupted = False
     try:
         history = finetune.fit(
-            model, train_paths, train_labels, config,
-            learning_rate=schedule, epochs=config.epochs, batch_size=config.batch_size,
-            callbacks=[checkpoint, stopper], validation_data=val_set, verbose=verbose,
-            distribute=config.distribute, weight_average=config.weight_average,
-        ).history  # fmt: skip
+            model,
+            train_paths,
+            train_labels,
+            config,
+            learning_rate=schedule,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            callbacks=[checkpoint, stopper],
+            validation_data=val_set,
+            verbose=verbose,
+            distribute=config.distribute,
+            weight_average=config.weight_average,
+        ).history
     except KeyboardInterrupt:
         interrupted = True
         history = model.history.history if model.history else {}
@@ -404,6 +412,8 @@ def summary_lines(summary: TrainingMetrics) -> list[str]:
     if report:
         real = ", ".join(f"{k} {v:+.4f}" for k, v in report["real_val_to_test"].items())
         alike = [n for n, r in report["synthetic"].items() if r["moves_like_real"]]
-        lines.append(f"real shift val -> test: {real}; synthetic shifts that move alike: "
-                     f"{', '.join(alike) or 'none'}")  # fmt: skip
+        lines.append(
+            f"real shift val -> test: {real}; synthetic shifts that move alike: "
+            f"{', '.join(alike) or 'none'}"
+        )
     return lines

@@ -279,8 +279,10 @@ def verify(
     models = [load_model(Path(baseline))] + [load_model(Path(c)) for c in candidates]
     log.info(
         "verifying %d candidate(s) against %s on %d images",
-        len(candidates), models[0].path.name, len(images.paths),
-    )  # fmt: skip
+        len(candidates),
+        models[0].path.name,
+        len(images.paths),
+    )
     scores = score(models, images)
     if scores.skipped:
         raise GateRefused(unscored_message(images, scores.skipped))
@@ -304,8 +306,7 @@ def verify(
         return {k: entry[k] for k in ("model", "name", "kind")} | entry["report"]
 
     results = [
-        public(entry) | compare(labels, paths, scored[0], entry, limits)
-        for entry in scored[1:]
+        public(entry) | compare(labels, paths, scored[0], entry, limits) for entry in scored[1:]
     ]
     failed = [c["name"] for c in results if not c["passed"]]
     report: VerifyReport = {
