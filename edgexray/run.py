@@ -434,6 +434,9 @@ def run(
 
         check_site(Path(config.calibrate_on), CalibrateConfig(config.train.target_recall))
     artifacts.require_run_folder(run_dir)  # never run into (and clean) someone's folder
+    # Without the train extra, say so now: the lock below would create the run folder.
+    import edgexray.compat  # noqa: F401  (raises TrainingExtraMissing with the pip line)
+
     with artifacts.locked(run_dir):  # a second run into the same folder is refused
         return _run_stages(config, run_dir, force, verbose, on_stage)
 

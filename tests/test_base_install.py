@@ -60,9 +60,14 @@ def test_tflite_commands_run_on_real_films_without_tensorflow(tmp_path):
     site = site_sample(tmp_path / "site sample", per_class=10)
 
     predict, tried = edgexray(["predict", site / "NORMAL", site / "PNEUMONIA"], tmp_path)
-    assert (predict.returncode, tried) == (0, []), predict.stderr
+    # 4: some film was refused as out of scope (about 1.6% of test/ films are).
+    assert predict.returncode in (0, 4) and tried == [], predict.stderr
     records = [json.loads(line) for line in predict.stdout.splitlines()]
-    assert len(records) == 20 and {r["label"] for r in records} <= {"NORMAL", "PNEUMONIA"}
+    labels = [r["label"] for r in records]
+    assert len(records) == 20 and set(labels) <= {"NORMAL", "PNEUMONIA", "OUT_OF_SCOPE"}
+    assert labels.count("OUT_OF_SCOPE") <= 2 and (predict.returncode == 4) == (
+        "OUT_OF_SCOPE" in labels
+    )
 
     evaluate, tried = edgexray(["evaluate", REFERENCE_MODEL, "--data", site, "--json"], tmp_path)
     assert (evaluate.returncode, tried) == (0, []), evaluate.stderr
@@ -111,7 +116,8 @@ def test_help_of_every_command_works_without_tensorflow(tmp_path):
         "names = [c.name or c.callback.__name__ for c in app.registered_commands]\n"
         "for args in [['--help']] + [[name, '--help'] for name in names]:\n"
         "    result = CliRunner().invoke(app, args)\n"
-        "    assert result.exit_code == 0 and 'Usage:' in result.output, (args, result.output)\n"
+        "    ok = result.exit_code == 0 and 'usage:' in result.output.lower()  # serve: argparse\n"
+        "    assert ok, (args, result.output)\n"
         "print(len(names))\n"
     )
     result = subprocess.run(

@@ -89,7 +89,7 @@ def test_run_without_any_data_says_where_to_get_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no ./data/chest_xray and no ../shared/data here
     monkeypatch.delenv("EDGEXRAY_DATA", raising=False)
     message = assert_clean_failure(["run", "--out", tmp_path / "r"])
-    assert "kaggle" in message.lower()
+    assert "edgexray data download" in message  # the one step that gets the public set
 
 
 def test_a_file_where_a_folder_is_expected_exits_2(tmp_path, image, tiny_tflite):

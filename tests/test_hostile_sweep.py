@@ -101,6 +101,7 @@ def test_a_jpeg_with_a_corrupt_exif_block_leaks_no_warning(tmp_path):
             "edgexray.edge_runtime.infer",
             "--model",
             str(REFERENCE_MODEL),
+            "--no-scope-check",  # a drawn test image, refused as out of scope otherwise
             str(film),
         ],
         capture_output=True,
