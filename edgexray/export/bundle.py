@@ -296,6 +296,8 @@ def _write_check(staging: Path, classifier: infer.Classifier) -> dict:
         "input_shape": [int(d) for d in input_detail["shape"]],
         "probability": probability,
         "label": classifier.labels[int(probability >= classifier.threshold)],
+        # The scope guard's decision on the pattern (False: refused; None: no statistics).
+        "in_scope": classifier.classify(folder / "image.png").get("in_scope"),
     }
     if raw_output.dtype == np.uint8:  # an rpi bundle may hold a float model
         expected["output_uint8"] = int(raw_output.reshape(-1)[0])
