@@ -189,11 +189,16 @@ install_seconds=$((SECONDS - install_started))
 
 run_args="--model $model --threads 1 check/image.png ../xrays"
 run_started=$SECONDS
+# Exit 4 means some films were refused as out of scope (the drawn check pattern always is):
+# their records say so and still carry the probability compared below.
+status=0
 in_chroot "cd ~/edgexray && .venv/bin/python infer.py $run_args" >"$work/device.jsonl" ||
-    die "infer.py failed under emulation"
+    status=$?
+[ "$status" -eq 0 ] || [ "$status" -eq 4 ] || die "infer.py failed under emulation (exit $status)"
 run_seconds=$((SECONDS - run_started))
-(cd "$root/root/edgexray" && "$python" infer.py $run_args) >"$work/host.jsonl" ||
-    die "infer.py failed on the host"
+status=0
+(cd "$root/root/edgexray" && "$python" infer.py $run_args) >"$work/host.jsonl" || status=$?
+[ "$status" -eq 0 ] || [ "$status" -eq 4 ] || die "infer.py failed on the host (exit $status)"
 # The model-input bytes too, so a difference is placed in preprocessing or in the kernels.
 cat >"$root/root/input_digests.py" <<'EOF'
 import hashlib, json, sys
