@@ -39,16 +39,21 @@ def fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
+def _write_synced(path: Path, chunks) -> None:
+    """Write chunks to path and fsync it (the caller renames it into place)."""
+    with open(path, "wb") as handle:
+        for chunk in chunks:
+            handle.write(chunk)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def durable_write(path: Path, chunks) -> None:
     """Write chunks to a temporary file next to path, fsync it, rename it over path and
     fsync the folder: path is then whole on disk, or absent."""
     temporary = path.with_name(f"{TEMPORARY_PREFIX}{path.name}.{threading.get_ident()}")
     try:
-        with open(temporary, "wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_synced(temporary, chunks)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -154,11 +159,7 @@ class NodeState:
             return False
         temporary = self.incoming / f"{TEMPORARY_PREFIX}{name}.{threading.get_ident()}"
         try:
-            with open(temporary, "wb") as handle:
-                for chunk in chunks:
-                    handle.write(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
+            _write_synced(temporary, chunks)
             with self._store_lock:
                 if self.known(name):
                     temporary.unlink()

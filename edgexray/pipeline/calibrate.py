@@ -636,13 +636,12 @@ def _rate_row(name: str, threshold, rates: dict) -> str:
 
 
 def _scope_text(sample: dict) -> str:
-    counts = sample.get("out_of_scope")
+    counts = evaluate.out_of_scope_counts(sample)
     if counts is None:
-        return "not judged (the model has no scope statistics)"
+        return evaluate.NOT_JUDGED
     return (
-        f"{counts['films']} of {sample['n']} films ({counts['pneumonia']} pneumonia, "
-        f"{counts['normal']} normal) would be labelled OUT_OF_SCOPE on the device; the "
-        "threshold is chosen on every film's probability"
+        f"{counts} would be labelled OUT_OF_SCOPE on the device; the threshold is chosen "
+        "on every film's probability"
     )
 
 

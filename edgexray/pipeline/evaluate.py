@@ -259,15 +259,27 @@ def summarize(labels, probabilities, threshold: float, in_scope=None) -> Clinica
     return report
 
 
-def scope_line(report: dict) -> str:
-    """One line: how many films were out of scope, of which class, or why none were judged."""
+NOT_JUDGED = "not judged (the model has no scope statistics)"
+
+
+def out_of_scope_counts(report: dict) -> str | None:
+    """ "N of M films (P pneumonia, Q normal)" refused as out of scope, or None if not judged."""
     counts = report.get("out_of_scope")
     if counts is None:
-        return "not judged (the model has no scope statistics)"
+        return None
     return (
         f"{counts['films']} of {report['n']} films ({counts['pneumonia']} pneumonia, "
-        f"{counts['normal']} normal): labelled OUT_OF_SCOPE on a device; a pneumonia film "
-        "among them counts as missed"
+        f"{counts['normal']} normal)"
+    )
+
+
+def scope_line(report: dict) -> str:
+    """One line: how many films were out of scope, of which class, or why none were judged."""
+    counts = out_of_scope_counts(report)
+    if counts is None:
+        return NOT_JUDGED
+    return (
+        f"{counts}: labelled OUT_OF_SCOPE on a device; a pneumonia film among them counts as missed"
     )
 
 
