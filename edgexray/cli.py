@@ -183,6 +183,12 @@ MaxSpecificityDrop = Annotated[
 MaxAucDrop = Annotated[
     float, typer.Option(help="AUC a candidate may lose against the float model.")
 ]
+MaxOutOfScope = Annotated[
+    float,
+    typer.Option(
+        help="Share of the films a candidate's scope guard may refuse (all are in scope)."
+    ),
+]
 
 
 def _verbosity() -> int:
@@ -323,6 +329,7 @@ def verify_command(
     max_recall_drop: MaxRecallDrop = GATE.max_recall_drop,
     max_specificity_drop: MaxSpecificityDrop = GATE.max_specificity_drop,
     max_auc_drop: MaxAucDrop = GATE.max_auc_drop,
+    max_out_of_scope: MaxOutOfScope = GATE.max_out_of_scope,
 ):
     """Fail (exit 1) when a candidate misses more pneumonia than the float baseline, or
     loses too much specificity or AUC (a model calling every film pneumonia must not pass)."""
@@ -338,7 +345,7 @@ def verify_command(
         raise fail("give either RUN_DIR or --baseline/--candidate/--data, not both")
     if run_dir is None and not (baseline and candidate and data):
         raise fail("give RUN_DIR, or --baseline M --candidate M [--candidate M ...] --data DIR")
-    limits = GateLimits(max_recall_drop, max_specificity_drop, max_auc_drop)
+    limits = GateLimits(max_recall_drop, max_specificity_drop, max_auc_drop, max_out_of_scope)
     try:
         if run_dir is not None:
             report = verify_run(run_dir, limits)
@@ -573,6 +580,14 @@ def explain_command(
     report: Annotated[
         Path | None, typer.Option(help="Also write the HTML report of the batch to this new file.")
     ] = None,
+    grid: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATCH/STRIDE",
+            help="Occlusion grid in pixels of the model input (default 32/24, 26 model runs "
+            "a film; 20/10 is finer and takes 145).",
+        ),
+    ] = None,
 ):
     """Where the deployed model looked: an occlusion heatmap per film, from the .tflite itself.
 
@@ -582,7 +597,9 @@ def explain_command(
     films = films[1:] if model is not None else films
     if not films:
         raise fail("give image files or folders after the model")
-    raise typer.Exit(_run_edge(model, films, "jsonl", threads, explain_dir=out, report_path=report))
+    raise typer.Exit(
+        _run_edge(model, films, "jsonl", threads, explain_dir=out, report_path=report, grid=grid)
+    )
 
 
 @app.command("bundle")
@@ -700,6 +717,7 @@ def run_command(
     max_recall_drop: MaxRecallDrop = GATE.max_recall_drop,
     max_specificity_drop: MaxSpecificityDrop = GATE.max_specificity_drop,
     max_auc_drop: MaxAucDrop = GATE.max_auc_drop,
+    max_out_of_scope: MaxOutOfScope = GATE.max_out_of_scope,
     seed: Annotated[int, typer.Option(help="Seed for split, init and augmentation.")] = default(
         TrainConfig, "seed"
     ),
@@ -736,7 +754,7 @@ def run_command(
         train=train_config,
         prune=PruneConfig(sparsity=sparsity, distribute=distribute),
         quantize=QuantizeConfig(distribute=distribute),
-        gate=GateLimits(max_recall_drop, max_specificity_drop, max_auc_drop),
+        gate=GateLimits(max_recall_drop, max_specificity_drop, max_auc_drop, max_out_of_scope),
         calibrate_on=str(calibrate_on.resolve()) if calibrate_on else None,
     )
     started = time.monotonic()

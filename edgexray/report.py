@@ -142,8 +142,9 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
         "",
         f"- Recall gate (no candidate may lose pneumonia recall against the float model by "
         f"more than {config.gate.max_recall_drop}, specificity by more than "
-        f"{config.gate.max_specificity_drop} or AUC by more than {config.gate.max_auc_drop}): "
-        f"**{gate}**",
+        f"{config.gate.max_specificity_drop} or AUC by more than {config.gate.max_auc_drop}, "
+        f"nor refuse more than {config.gate.max_out_of_scope:.0%} of the test films as out of "
+        f"scope): **{gate}**",
     ]
     if selected:
         lines.append(

@@ -49,6 +49,19 @@ def test_grid_covers_every_pixel_and_counts_its_passes():
     assert explain.Grid(20, 10).starts(128)[-1] == 108  # the last patch ends at the border
 
 
+def test_the_map_holds_each_drop_at_its_patch_centre_and_is_smooth_between():
+    grid = explain.Grid(32, 24)
+    centres = grid.centres(128)
+    assert list(centres) == [15.5, 39.5, 63.5, 87.5, 111.5]
+    drops = np.arange(25, dtype=np.float64).reshape(5, 5)
+    saliency = explain.between_centres(drops, centres, centres, 128, 128)
+    assert saliency.shape == (128, 128)
+    # Between pixels 63 and 64 lies the centre of the middle patch: their mean is its drop.
+    assert saliency[63:65, 63:65].mean() == pytest.approx(drops[2, 2])
+    assert (saliency[:15, :15] == drops[0, 0]).all()  # constant beyond the outer centres
+    assert np.abs(np.diff(saliency, axis=1)).max() <= 1.0 / 24 + 1e-12  # no patch edges
+
+
 @pytest.mark.parametrize("patch, stride", [(8, 16), (0, 4), (4, 0)])
 def test_a_grid_that_leaves_pixels_out_is_refused(patch, stride):
     with pytest.raises(infer.InferenceError):

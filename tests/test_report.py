@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from edge_support import run_blocked
-from explain_support import write_films, write_lesion_model
+from explain_support import LESION, write_films, write_lesion_model
 from PIL import Image
 from typer.testing import CliRunner
 
 from edgexray.cli import app
-from edgexray.edge_runtime import REFERENCE_MODEL, infer, report
+from edgexray.edge_runtime import REFERENCE_MODEL, explain, infer, report
 
 runner = CliRunner()
 SIDECAR = {
@@ -142,7 +142,7 @@ def test_report_says_where_a_calibrated_threshold_came_from():
     page = report.render(batch(), {**SIDECAR, "calibration": calibration}, "m.tflite")
     parse(page)
     assert "calibrated at a site on 2026-11-01" in page and "on 312 local films" in page
-    assert "recall &gt;= 0.97 with 0.95 confidence" in page and "0.9759" in page
+    assert "pneumonia recall &gt;= 0.97 with 95% confidence" in page and "0.9759" in page
 
 
 def test_report_escapes_what_a_file_name_could_inject():
@@ -189,6 +189,44 @@ def test_explain_command_defaults_to_the_reference_model(tmp_path, films):
     # its heatmap is written all the same.
     assert result.exit_code == 4, result.output
     assert np.load(out / "lesion film.png.heatmap.npy").shape == (128, 128)
+
+
+def test_explain_command_takes_a_finer_grid(tmp_path, lesion_model, films):
+    out = tmp_path / "fine"
+    film = films / "lesion film.png"
+    args = ["explain", str(lesion_model), str(film), "--out", str(out), "--grid", "8/4"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    saliency = np.load(out / "lesion film.png.heatmap.npy")
+    row, column = np.unravel_index(np.argmax(saliency), saliency.shape)
+    assert LESION[0].start <= row < LESION[0].stop and LESION[1].start <= column < LESION[1].stop
+
+
+@pytest.mark.parametrize(
+    "grid, says",
+    [("8/16", "larger than the patch"), ("40/8", "larger than the input"), ("8x4", "PATCH/STRIDE")],
+)
+def test_explain_command_refuses_a_bad_grid_in_one_line(tmp_path, lesion_model, films, grid, says):
+    out = tmp_path / "maps"
+    args = ["explain", str(lesion_model), str(films), "--out", str(out), "--grid", grid]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and result.output.count("error:") == 1, result.output
+    assert says in result.output and not out.exists()
+
+
+def test_the_grid_help_names_the_default_grid():
+    default = f"default {explain.DEFAULT_GRID.patch}/{explain.DEFAULT_GRID.stride}"
+    passes = f"{explain.DEFAULT_GRID.passes(128, 128)} model runs"
+    for helps in (runner.invoke(app, ["explain", "--help"]).output, infer_help()):
+        flat = " ".join(helps.split())
+        assert default in flat and passes in flat
+
+
+def infer_help() -> str:
+    result = subprocess.run(
+        [sys.executable, infer.__file__, "--help"], capture_output=True, text=True, check=True
+    )
+    return result.stdout
 
 
 def test_explain_command_without_films_is_one_line_error(tmp_path, lesion_model):

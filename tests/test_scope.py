@@ -251,23 +251,54 @@ def site_folder(tmp_path_factory):
     return folder
 
 
-def test_gate_counts_a_refused_pneumonia_film_as_missed(site_folder, tmp_path):
-    from edgexray.pipeline import verify
-
-    folder = tmp_path / "refusing model"
+def candidate_with_cutoff(folder: Path, cutoff: float) -> Path:
+    """The shipped model under another name, its scope cut-off replaced."""
     folder.mkdir()
-    candidate = folder / "refuses.tflite"
+    candidate = folder / "guarded.tflite"
     shutil.copy(REFERENCE_MODEL, candidate)
     sidecar = json.loads(REFERENCE_MODEL.with_suffix(".json").read_text())
-    sidecar["scope"]["cutoff"] = 0.5  # every film is "unlike the training films"
+    sidecar["scope"]["cutoff"] = cutoff
     candidate.with_suffix(".json").write_text(json.dumps(sidecar))
+    return candidate
+
+
+def test_gate_fails_a_guard_that_refuses_too_many_films_not_on_recall(site_folder, tmp_path):
+    from edgexray.pipeline import verify
+
+    candidate = candidate_with_cutoff(tmp_path / "refusing model", 0.5)  # refuses every film
     report = verify.verify(REFERENCE_MODEL, [REFERENCE_MODEL], site_folder)
     assert report["passed"] and report["baseline"]["out_of_scope"]["films"] == 0
     with pytest.raises(verify.RecallRegressionError) as failed:
         verify.verify(REFERENCE_MODEL, [candidate], site_folder)
     refusing = failed.value.report["candidates"][0]
-    assert refusing["recall"] == 0.0 and refusing["out_of_scope"]["pneumonia"] == 3
-    assert refusing["specificity"] == report["baseline"]["specificity"]
+    assert refusing["failures"] == [
+        "refused 6 of 6 films as out of scope (3 pneumonia; allowed 5.0% of them)"
+    ]
+    # Refusing changes no call of the model: its recall is the model's own, as the baseline's.
+    assert refusing["recall"] == report["baseline"]["recall"]
+    assert len(refusing["refused"]) == 6 and refusing["changes"]["new false negative"] == 0
+
+
+def test_gate_passes_a_refused_pneumonia_film_the_model_found(site_folder, tmp_path):
+    from edgexray.pipeline import verify
+
+    classifier = infer.Classifier(REFERENCE_MODEL)
+    records = [classifier.classify(path) for path in sorted(site_folder.glob("*/*"))]
+    pneumonia = [r for r in records if "PNEUMONIA" in r["path"]]
+    farthest = max(pneumonia, key=lambda r: r["scope_distance"])
+    assert farthest["label"] == "PNEUMONIA"  # the model finds it
+    cutoff = farthest["scope_distance"] - 1e-3  # refuses it, and any film farther out
+    refused = [r for r in records if r["scope_distance"] > cutoff]
+    candidate = candidate_with_cutoff(tmp_path / "one refusal", cutoff)
+    limits = verify.GateLimits(max_out_of_scope=len(refused) / len(records))
+    report = verify.verify(REFERENCE_MODEL, [candidate], site_folder, limits=limits)
+    judged = report["candidates"][0]
+    assert report["passed"] and judged["recall"] == report["baseline"]["recall"]
+    assert judged["out_of_scope"]["pneumonia"] == 1 and judged["changes"]["new false negative"] == 0
+    assert farthest["path"] in [f["path"] for f in judged["refused"]]
+    tighter = verify.GateLimits(max_out_of_scope=(len(refused) - 1) / len(records))
+    with pytest.raises(verify.RecallRegressionError):
+        verify.verify(REFERENCE_MODEL, [candidate], site_folder, limits=tighter)
 
 
 def test_evaluate_reports_out_of_scope_films_separately(site_folder, tmp_path):

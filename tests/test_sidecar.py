@@ -104,10 +104,11 @@ def test_the_gate_compares_printed_labels_not_only_probabilities():
         "probabilities": probabilities,
         "threshold": 0.5,
         "report": report,
-        "printed": np.array(["PNEUMONIA", "PNEUMONIA", "NORMAL", "NORMAL"]),
+        "called": np.array(["PNEUMONIA", "PNEUMONIA", "NORMAL", "NORMAL"]),
+        "refused": None,
     }
     # The same probabilities, printed by a model whose labels are the other way round.
-    candidate = {**baseline, "printed": np.array(["NORMAL", "NORMAL", "PNEUMONIA", "PNEUMONIA"])}
+    candidate = {**baseline, "called": np.array(["NORMAL", "NORMAL", "PNEUMONIA", "PNEUMONIA"])}
     result = compare(labels, ["a", "b", "c", "d"], baseline, candidate, GateLimits())
     assert result["changes"]["new false negative"] == 2
 

@@ -108,7 +108,8 @@ def markdown_report(result: dict) -> str:
     lines += [
         "## Machine",
         "",
-        f"- CPU: {machine['cpu']}, {machine['cores']} cores ({machine['usable_cores']} usable)",
+        f"- CPU: {machine['cpu']}, {machine['cores']} cores ({machine['usable_cores']} usable); "
+        f"int8 features: {', '.join(machine.get('cpu_int8_features') or ['none listed'])}",
         f"- OS: {machine['os']}; Python {machine['python']}",
         f"- Libraries: {versions}",
         f"- Load average at start / end: {machine['load_average_at_start']} / "

@@ -876,14 +876,16 @@ def run(
     explain_dir: str | Path | None = None,
     report_path: str | Path | None = None,
     check_scope: bool = True,
+    grid: str | None = None,
 ) -> int:
     """Classify every image in inputs (files or folders), one record per image on stream.
 
     With explain_dir, each readable film's heatmap (overlay PNG and map .npy, explain.py)
     is written there and its record carries their paths; with report_path, one HTML
-    report of the batch is written there at the end (report.py). A model without scope
-    statistics gets one warning line on stderr: its records say in_scope null, and
-    nothing catches a film it cannot read (check_scope=False: not checked at all).
+    report of the batch is written there at the end (report.py); grid ("PATCH/STRIDE")
+    replaces their default occlusion grid. A model without scope statistics gets one
+    warning line on stderr: its records say in_scope null, and nothing catches a film it
+    cannot read (check_scope=False: not checked at all).
 
     Returns:
         EXIT_OK when every image was read and in scope (or not checked),
@@ -901,9 +903,13 @@ def run(
     explaining = explain_dir is not None or report_path is not None
     if explaining:
         explain, report = _heatmap_modules()
+        occlusion = explain.parse_grid(grid) if grid else explain.DEFAULT_GRID
     if report_path is not None:
         report.check_writable(report_path)
     classifier = Classifier(model_path, threads, check_scope)
+    if explaining:  # a patch larger than the input is refused before the first film
+        spec = classifier.sidecar["input"]
+        occlusion.passes(int(spec["height"]), int(spec["width"]))
     paths = find_images(inputs)
     if not paths:
         raise InferenceError(f"no images found in {', '.join(map(str, inputs))}")
@@ -916,10 +922,10 @@ def run(
     records = map(classifier.classify, paths)
     entries = [] if report_path is not None else None
     if explaining:
-        records = explain.explain_records(classifier, records, explain_dir, entries)
+        records = explain.explain_records(classifier, records, explain_dir, entries, occlusion)
     code = write_records(records, stream or sys.stdout, fmt)
     if report_path is not None:
-        legend = explain.legend_html(explain.DEFAULT_GRID)
+        legend = explain.legend_html(occlusion)
         report.write(report_path, entries, classifier.sidecar, model_path, legend)
     return code
 
@@ -1009,7 +1015,15 @@ def main(argv=None) -> int:
         default=None,
         metavar="DIR",
         help="also write each film's heatmap into DIR (FILM.heatmap.png overlay and "
-        "FILM.heatmap.npy map; records get their paths); about 145 model runs per film",
+        "FILM.heatmap.npy map; records get their paths); one model run per position of "
+        "the occlusion grid",
+    )
+    parser.add_argument(
+        "--grid",
+        default=None,
+        metavar="PATCH/STRIDE",
+        help="occlusion grid of --explain and --report in pixels of the model input "
+        "(default 32/24, 26 model runs a film; 20/10 is finer and takes 145)",
     )
     parser.add_argument(
         "--report",
@@ -1049,6 +1063,7 @@ def main(argv=None) -> int:
             explain_dir=args.explain,
             report_path=args.report,
             check_scope=not args.no_scope_check,
+            grid=args.grid,
         )
     except OutputError as err:
         silence_stdout()

@@ -110,6 +110,21 @@ def sections(entries) -> list[tuple[Section, list[Entry]]]:
     return groups
 
 
+def calibration_promise(block: dict) -> str:
+    """What a sidecar's calibration block promises, in one phrase (the report and the
+    bundle READMEs say it the same way)."""
+    if block.get("guarantee"):
+        confidence = f"{100 * float(block.get('confidence', 0)):g}%"
+        return (
+            f"pneumonia recall >= {block.get('target_recall')} with {confidence} confidence "
+            f"({block.get('method')})"
+        )
+    return (
+        f"an empirical pneumonia recall >= {block.get('target_recall')} on that sample: a "
+        "POINT ESTIMATE with no confidence guarantee (too few pneumonia films)"
+    )
+
+
 def threshold_origin(sidecar: dict) -> str:
     """Where the sidecar's threshold came from, in one sentence."""
     block = sidecar.get("calibration")
@@ -118,17 +133,12 @@ def threshold_origin(sidecar: dict) -> str:
             f"chosen on the training hospital's validation films for a pneumonia recall of "
             f"{sidecar.get('target_recall', 'unknown')}; not calibrated at this site"
         )
-    promise = (
-        f"recall >= {block.get('target_recall')} with {block.get('confidence')} confidence"
-        if block.get("guarantee")
-        else f"an empirical recall >= {block.get('target_recall')} (point estimate, no guarantee)"
-    )
     sample = block.get("sample") or {}
     return (
-        f"calibrated at a site on {block.get('calibrated_at', 'an unknown date')} "
-        f"({block.get('method')}): {promise}, on {sample.get('n')} local films "
-        f"({sample.get('pneumonia')} pneumonia, {sample.get('normal')} normal); validation "
-        f"had chosen {block.get('source_threshold')}"
+        f"calibrated at a site on {block.get('calibrated_at', 'an unknown date')} on "
+        f"{sample.get('n')} local films ({sample.get('pneumonia')} pneumonia, "
+        f"{sample.get('normal')} normal): {calibration_promise(block)}; validation had "
+        f"chosen {block.get('source_threshold')}"
     )
 
 

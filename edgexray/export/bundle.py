@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from edgexray import __version__, artifacts
-from edgexray.edge_runtime import infer
+from edgexray.edge_runtime import infer, report
 from edgexray.errors import EdgexrayError
 
 log = logging.getLogger("edgexray")
@@ -212,24 +212,13 @@ def calibration_facts(sidecar: dict) -> dict:
         if None not in (specificity, low, high)
         else ""
     )
-    confidence = f"{100 * block.get('confidence', 0):g}%"
-    if block.get("guarantee"):
-        promise = (
-            f"pneumonia recall >= {block.get('target_recall')} with {confidence} confidence "
-            f"({block.get('method')})"
-        )
-    else:
-        promise = (
-            f"an empirical pneumonia recall >= {block.get('target_recall')} on that sample: a "
-            "POINT ESTIMATE with no confidence guarantee (too few pneumonia films)"
-        )
     paragraph = _fill(
         template("calibration.md"),
         calibrated_at=block.get("calibrated_at", ""),
         source_threshold=block.get("source_threshold"),
         threshold=block.get("threshold"),
         **{key: sample.get(key) for key in ("n", "pneumonia", "normal", "folder", "files_sha256")},
-        promise=promise,
+        promise=report.calibration_promise(block),
         expected=expected,
     )
     return {

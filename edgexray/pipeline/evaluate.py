@@ -242,21 +242,34 @@ def summarize(labels, probabilities, threshold: float, in_scope=None) -> Clinica
         in_scope: a Scores.in_scope row (1 in, 0 out of scope, NaN not judged), or None.
     """
     labels = np.asarray(labels).astype(int)
-    judged = in_scope is not None and not np.all(np.isnan(in_scope))
-    refused = (np.asarray(in_scope) == 0) if judged else None
-    report = {
+    refused = refusals(in_scope)
+    return {
         **metrics.classification_report(labels, probabilities, threshold, refused),
         "pneumonia": int(labels.sum()),
         "normal": int(len(labels) - labels.sum()),
-        "out_of_scope": None,
+        "out_of_scope": refusal_counts(labels, in_scope),
     }
-    if judged:
-        report["out_of_scope"] = {
-            "films": int(refused.sum()),
-            "pneumonia": int(np.sum(refused & (labels == 1))),
-            "normal": int(np.sum(refused & (labels == 0))),
-        }
-    return report
+
+
+def refusals(in_scope) -> np.ndarray | None:
+    """Per film, True where the device refuses it as out of scope; None when the model
+    was not judged (no scope statistics, a Keras model)."""
+    if in_scope is None or np.all(np.isnan(in_scope)):
+        return None
+    return np.asarray(in_scope) == 0
+
+
+def refusal_counts(labels, in_scope) -> OutOfScopeCounts | None:
+    """The films the device refuses as out of scope, by class (None when not judged)."""
+    refused = refusals(in_scope)
+    if refused is None:
+        return None
+    labels = np.asarray(labels).astype(int)
+    return {
+        "films": int(refused.sum()),
+        "pneumonia": int(np.sum(refused & (labels == 1))),
+        "normal": int(np.sum(refused & (labels == 0))),
+    }
 
 
 NOT_JUDGED = "not judged (the model has no scope statistics)"
