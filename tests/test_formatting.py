@@ -22,7 +22,8 @@ def test_a_candidates_comparison_has_its_written_shape():
     candidate = {"probabilities": np.array([0.1, 0.2, 0.4, 0.9]), "threshold": 0.5}
     for entry in (baseline, candidate):
         entry["report"] = evaluate.summarize(labels, entry["probabilities"], 0.5)
-        entry["printed"] = np.where(entry["probabilities"] >= 0.5, "PNEUMONIA", "NORMAL")
+        entry["called"] = np.where(entry["probabilities"] >= 0.5, "PNEUMONIA", "NORMAL")
+        entry["refused"] = None
     compared = verify.compare(labels, list("abcd"), baseline, candidate, verify.GateLimits())
     model = {"model": "m.tflite", "name": "m", "kind": "tflite"} | candidate["report"]
     assert set(model | compared) == set(verify.Candidate.__annotations__)

@@ -302,8 +302,8 @@ def _input_size(explanation: Explanation) -> str:
 
 def png_bytes(picture: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    # zlib level 1: a third of the default level's time (28 against 74 ms for a 640 px
-    # overlay) for files 35% larger (about 190 KB).
+    # zlib level 1: a third of the default level's time on an overlay, for a file about
+    # 30% larger (benchmarks/README.md "Heatmaps").
     picture.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 

@@ -148,8 +148,9 @@ def classification_report(
         refused: per film, True when the device refuses it as out of scope (label
             OUT_OF_SCOPE). A refused pneumonia film counts as missed; a refused normal
             film counts by its probability as before. So refusing films can never improve
-            recall or specificity: the gate cannot be passed by refusing the films a
-            model gets wrong. AUC and ECE stay on the probabilities of every film.
+            recall or specificity: what the device finds unaided (evaluate, calibrate).
+            The gate passes no refusals here (it bounds them apart: verify.py). AUC and
+            ECE stay on the probabilities of every film.
     """
     labels = np.asarray(labels).astype(int)
     probabilities = np.asarray(probabilities, dtype=np.float64)

@@ -13,11 +13,11 @@ every film of the split is a chest film of the population the model serves, so e
 refuses is a false refusal, and a candidate refusing more than `max_out_of_scope` of them
 fails. Recall, specificity and AUC judge the model's own call on every film, refused or
 not (the label it prints with the guard off), as for the baseline. Counting a refused
-pneumonia film as missed instead made the gate fail at random: the guard's cut-off lets
-99% of val films through by design, so about 1% of any site's films are refused, and with
-a zero recall tolerance one refused pneumonia film the model had found failed the whole
-variant (benchmarks/README.md, "The gate and the scope guard"). Refusing films cannot buy
-a pass either way: a film's refusal never changes the model's call on it.
+pneumonia film as missed would fail variants at random: the guard's cut-off lets 99% of
+val films through by design, so about 1% of any site's films are refused, and with a zero
+recall tolerance one refused pneumonia film the model found fails the whole variant
+(benchmarks/README.md, "The gate and the scope guard"). Refusing films cannot buy a pass
+either: a film's refusal never changes the model's call on it.
 
 The default allowed drops (GateLimits), for a test split that is another site (the
 Kaggle test/ folder here: 312 films, 117 of them normal, so one normal film is 0.0085):
