@@ -6,6 +6,7 @@ import fcntl
 import io
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -213,7 +214,9 @@ def test_a_peer_that_is_not_tensorflow_ends_in_one_line_not_a_hang(tmp_path):
             text=True,
             timeout=600,
         )
-    assert result.returncode == 2, result.stderr[-2000:]
+    # Killed by the watchdog process: the setup holds the interpreter, so no thread or
+    # signal handler inside the process could end it.
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     assert "did not start within 15 s" in result.stderr.strip().splitlines()[-1]
     assert time.monotonic() - started < 300
 

@@ -147,37 +147,48 @@ def _make(name: str):
         raise EdgexrayError(f"cannot start the multiworker cluster: {first_line}") from None
 
 
+# The watchdog of _within, run as its own process: it waits for the pipe on its stdin to
+# close (the setup returned) and otherwise prints the error and kills the setup's process.
+WATCHDOG = """
+import os, select, signal, sys
+parent, seconds, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+if not select.select([sys.stdin], [], [], seconds)[0]:
+    os.write(2, message.encode() + b"\\n")
+    os.kill(parent, signal.SIGKILL)
+"""
+
+
 def _within(seconds: float, make):
     """make() (TensorFlow's cluster setup), ended with one line after `seconds`.
 
     A peer that accepts connections but is not a TensorFlow task (another service on the
-    port) passes `_wait_for_peers`, and the setup then blocks in C++, where Python runs no
-    signal handler: Ctrl-C and SIGTERM are set to their default action (end the process)
-    meanwhile, and a watchdog thread ends the process after `seconds`.
+    port) passes `_wait_for_peers`, and the setup then blocks in C++ holding the
+    interpreter: no Python thread or signal handler runs until it returns. So Ctrl-C and
+    SIGTERM are set to their default action (end the process) meanwhile, and the watchdog
+    is another process, which prints the error and kills this one after `seconds` (exit
+    status 137) unless the setup returned first.
     """
     import signal
+    import subprocess
     import sys
     import threading
 
-    done = threading.Event()
-
-    def watchdog():
-        if not done.wait(seconds):
-            sys.stderr.write(
-                f"error: the multiworker cluster did not start within {seconds:.0f} s: is "
-                "every address in TF_CONFIG an edgexray task (not another service)?\n"
-            )
-            sys.stderr.flush()
-            os._exit(2)
-
+    message = (
+        f"error: the multiworker cluster did not start within {seconds:.0f} s: is every "
+        "address in TF_CONFIG an edgexray task (not another service)?"
+    )
     main = threading.current_thread() is threading.main_thread()
     stops = (signal.SIGINT, signal.SIGTERM)
     previous = {s: signal.signal(s, signal.SIG_DFL) for s in stops} if main else {}
-    threading.Thread(target=watchdog, daemon=True).start()
+    watchdog = subprocess.Popen(
+        [sys.executable, "-c", WATCHDOG, str(os.getpid()), str(seconds), message],
+        stdin=subprocess.PIPE,
+    )
     try:
         return make()
     finally:
-        done.set()
+        watchdog.stdin.close()  # end of file: the watchdog leaves without a word
+        watchdog.wait()
         for number, handler in previous.items():
             if handler is not None:  # None: set outside Python, cannot be put back
                 signal.signal(number, handler)
