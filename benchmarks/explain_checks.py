@@ -319,6 +319,7 @@ def main() -> None:
         return
 
     rng = np.random.default_rng(SEED)
+    cpu, features = cpu_model_and_features()
     border = {"NORMAL": [], "PNEUMONIA": []}
     deletion = []
     for label, paths in films.items():
@@ -352,8 +353,8 @@ def main() -> None:
         "sha256": classifier.sidecar["sha256"],
         "grid": {"patch": grid.patch, "stride": grid.stride, "passes": grid.passes(*input_size)},
         "machine": {
-            "cpu": cpu_model_and_features()[0],
-            "cpu_int8_features": cpu_model_and_features()[1],
+            "cpu": cpu,
+            "cpu_int8_features": features,
             "cores": os.cpu_count(),
             "python": platform.python_version(),
         },

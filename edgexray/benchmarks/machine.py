@@ -7,9 +7,9 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-# CPU features that set int8 inference speed, as /proc/cpuinfo names them: the same int8
-# model took 0.59 ms an invoke on a host with AVX-512 VNNI and 3.5 ms on an AVX2-only host
-# of the same "AMD EPYC" name (benchmarks/README.md "Heatmaps"), so the name is not enough.
+# CPU features that set int8 inference speed, as /proc/cpuinfo names them: two hosts both
+# named "AMD EPYC" ran the same int8 model five times apart (benchmarks/README.md
+# "Heatmaps"), so the name is not enough.
 INT8_FEATURES = (
     "avx2",
     "avx512f",

@@ -16,7 +16,7 @@ areas that argue for pneumonia, negative ones areas that argue against it.
 The interpreter runs one image per call (batches cost the same per image), so the cost is
 one invoke per grid position: the default grid, 32 px patches every 24 px of a 128 px
 input, is 5 x 5 = 25 passes, the finest that keeps a film inside the budget of 150 ms at
-1 thread on an AVX2 CPU without VNNI, where one int8 invoke takes about 3.5 ms
+1 thread on an AVX2 CPU without VNNI, where one int8 invoke takes about 3 ms
 (benchmarks/README.md "Heatmaps" has the measured time and the other grids). Its 24 px
 step is about the resolution of the model's own last 8 x 8 feature map.
 """

@@ -247,7 +247,7 @@ def summarize(labels, probabilities, threshold: float, in_scope=None) -> Clinica
         **metrics.classification_report(labels, probabilities, threshold, refused),
         "pneumonia": int(labels.sum()),
         "normal": int(len(labels) - labels.sum()),
-        "out_of_scope": refusal_counts(labels, in_scope),
+        "out_of_scope": refusal_counts(labels, refused),
     }
 
 
@@ -259,9 +259,8 @@ def refusals(in_scope) -> np.ndarray | None:
     return np.asarray(in_scope) == 0
 
 
-def refusal_counts(labels, in_scope) -> OutOfScopeCounts | None:
-    """The films the device refuses as out of scope, by class (None when not judged)."""
-    refused = refusals(in_scope)
+def refusal_counts(labels, refused) -> OutOfScopeCounts | None:
+    """The films refusals() marks, by class (None when the model was not judged)."""
     if refused is None:
         return None
     labels = np.asarray(labels).astype(int)

@@ -328,11 +328,12 @@ def verify(
             "threshold": model.threshold,
             "called": model.printed(scores.probabilities[row]),
             "refused": refusals(scores.in_scope[row]),
-            "report": summarize(labels, scores.probabilities[row], model.threshold)
-            | {"out_of_scope": refusal_counts(labels, scores.in_scope[row])},
+            "report": summarize(labels, scores.probabilities[row], model.threshold),
         }
         for row, model in enumerate(models)
     ]
+    for entry in scored:  # the gate judges the call on every film, and the guard apart
+        entry["report"]["out_of_scope"] = refusal_counts(labels, entry["refused"])
 
     def public(entry: dict) -> ModelMetrics:
         return {k: entry[k] for k in ("model", "name", "kind")} | entry["report"]
