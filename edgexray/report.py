@@ -128,7 +128,17 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
     selected = summary.get("selected")
     split = metrics["split"]
 
-    gate = "PASSED" if summary["gate_passed"] else "FAILED"
+    excluded = summary.get("excluded") or []
+    failed_names = ", ".join(f"`{variant['name']}`" for variant in excluded)
+    if summary["gate_passed"]:
+        gate = "**PASSED** by every variant"
+    elif selected:
+        gate = f"**FAILED** by {failed_names}, left out of the bundles; the deployed model passed"
+    else:
+        gate = (
+            f"**FAILED** by {failed_names or 'a variant'}: no full-int8 variant passed, "
+            "nothing deployed"
+        )
     test_source = metrics.get("test_source", "a patient-grouped split of the given data")
     lines = [
         "# edgexray run report",
@@ -144,7 +154,11 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
         f"more than {config.gate.max_recall_drop}, specificity by more than "
         f"{config.gate.max_specificity_drop} or AUC by more than {config.gate.max_auc_drop}, "
         f"nor refuse more than {config.gate.max_out_of_scope:.0%} of the test films as out of "
-        f"scope): **{gate}**",
+        f"scope): {gate}",
+        *(
+            f"- Excluded, failed the gate: `{variant['name']}`: " + "; ".join(variant["failures"])
+            for variant in excluded
+        ),
     ]
     if selected:
         lines.append(

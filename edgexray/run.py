@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 from edgexray import __version__, artifacts
 from edgexray.benchmarks.harness import BenchmarkConfig
@@ -29,7 +30,7 @@ from edgexray.export.quantize import DEVICE_METHODS, METHODS, QuantizeConfig, re
 from edgexray.pipeline import distribute
 from edgexray.pipeline.prune import PruneConfig
 from edgexray.pipeline.train import TrainConfig
-from edgexray.pipeline.verify import GateLimits, VerifyReport
+from edgexray.pipeline.verify import GateLimits, RecallRegressionError, VerifyReport
 
 log = logging.getLogger("edgexray")
 
@@ -73,6 +74,10 @@ class RunConfig:
     )
     targets: tuple[str, ...] = TARGETS
     calibrate_on: str | None = None  # a site's NORMAL/ PNEUMONIA/ sample for the device model
+    # False: a variant that fails the gate is left out of the bundles and named, and the run
+    # succeeds when the model it deploys passed. True: any failing variant fails the run
+    # (for a pipeline that needs every variant). Decides no output, so it is not hashed.
+    strict: bool = False
 
     def __post_init__(self):
         unknown = set(self.methods) - set(METHODS)
@@ -201,6 +206,43 @@ def _calibration(config: RunConfig) -> dict:
 def _gate_passed(run_dir: Path) -> bool:
     report: VerifyReport = artifacts.read_json(run_dir / artifacts.VERIFY_REPORT)
     return report["passed"]
+
+
+class NothingToDeploy(RecallRegressionError):
+    """No full-int8 variant passed the gate: the run has no model to ship (exit 1)."""
+
+    def __init__(self, report: VerifyReport):
+        super().__init__(report)
+        self.args = (f"no full-int8 variant passed the recall gate, nothing deployed: {self}",)
+
+
+class Excluded(TypedDict):
+    """A variant that failed the gate: left out of the bundles, named with its reasons."""
+
+    name: str
+    failures: list[str]
+
+
+def excluded_variants(run_dir: Path) -> list[Excluded]:
+    """The variants of the run's verify.json that failed the gate, with why."""
+    path = Path(run_dir) / artifacts.VERIFY_REPORT
+    if not path.is_file():
+        return []
+    report: VerifyReport = artifacts.read_json(path)
+    return [
+        {"name": c["name"], "failures": list(c.get("failures") or ["failed the gate"])}
+        for c in report["candidates"]
+        if not c["passed"]
+    ]
+
+
+def excluded_lines(excluded: list[Excluded]) -> list[str]:
+    """One line per variant that failed the gate: its name and every reason."""
+    return [
+        f"excluded {variant['name']}: failed the gate on the test split: "
+        + "; ".join(variant["failures"])
+        for variant in excluded
+    ]
 
 
 STAGES = (
@@ -411,11 +453,13 @@ def run(
         on_stage: called as on_stage(index, stage, "start" | "skip" | "done").
 
     Returns:
-        A summary: per-stage status and seconds, the gate result, the selected model.
+        A summary: per-stage status and seconds, the gate result, the selected model and
+        the variants excluded because they failed the gate (with their reasons).
 
     Raises:
-        RecallRegressionError: the gate failed (after benchmark and bundling of the
-            variants that passed, so the report shows what happened).
+        NothingToDeploy: no full-int8 variant passed the gate (a RecallRegressionError).
+        RecallRegressionError: with config.strict, some variant failed the gate.
+        Both are raised after every stage has run, so the report shows what happened.
     """
     name = config.train.distribute
     run_dir = distribute.output_dir(run_dir, name)  # a worker's is private
@@ -472,16 +516,20 @@ def _run_stages(config: RunConfig, run_dir: Path, force, verbose: int, on_stage)
         notify(index, key, "done")
 
     selected_path = run_dir / artifacts.SELECTED
+    selected = artifacts.read_json(selected_path) if selected_path.is_file() else None
     summary = {
         "run_dir": str(run_dir),
         "stages": statuses,
         "gate_passed": gate_error is None,
-        "selected": artifacts.read_json(selected_path) if selected_path.is_file() else None,
+        "selected": selected,
+        "excluded": excluded_variants(run_dir),
     }
     from edgexray.report import write_report
 
     write_report(run_dir, config, summary)
-    if gate_error is not None:
+    if gate_error is not None and selected is None:
+        raise NothingToDeploy(gate_error.report)
+    if gate_error is not None and config.strict:
         raise gate_error
     return summary
 
@@ -498,8 +546,8 @@ def copy_reference_model(run_dir: Path, destination: Path) -> Path:
 
 
 def summary_lines(summary: dict) -> list[str]:
-    """A readable table of a run() summary: each stage's status and seconds, and what to
-    deploy."""
+    """A readable table of a run() summary: each stage's status and seconds, what to
+    deploy, and last every variant that failed the gate, with why."""
     lines = [f"{'stage':<10} {'status':<20} {'seconds':>8}"]
     for stage, status in summary["stages"].items():
         seconds = "" if status["seconds"] is None else status["seconds"]  # not recorded
@@ -508,5 +556,7 @@ def summary_lines(summary: dict) -> list[str]:
     calibrated = (
         f" calibrated as {selected['calibrated_model']}" if "calibrated_model" in selected else ""
     )
-    lines.append(f"recall gate: passed; deploy {selected['model']}{calibrated}")
-    return lines
+    excluded = summary.get("excluded") or []
+    passed = "passed by every variant" if not excluded else "passed by the deployed model"
+    lines.append(f"recall gate: {passed}; deploy {selected['model']}{calibrated}")
+    return lines + excluded_lines(excluded)

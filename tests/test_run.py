@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+from pathlib import Path
+
+import pytest
 
 from edgexray import __version__, artifacts
 from edgexray.pipeline.train import TrainConfig
@@ -46,3 +50,126 @@ def test_calibration_runs_before_bundling_and_after_the_gate():
     names = [stage.name for stage in STAGES]
     assert names.index("verify") < names.index("calibrate") < names.index("bundle")
     assert [stage.name for stage in STAGES if stage.distributed] == ["train", "prune", "quantize"]
+
+
+# --- what `run` promises: exit 0 when the deployed model passed, failures named ----------
+
+
+@pytest.fixture
+def run_with_variants(tiny_run, tiny_tflite, tmp_path) -> Path:
+    """A trained run with an int8 variant, in a path with spaces."""
+    run_dir = tmp_path / "my run"
+    shutil.copytree(tiny_run, run_dir)
+    (run_dir / "tflite").mkdir()
+    for suffix in (".tflite", ".json"):
+        shutil.copy(tiny_tflite["int8"].with_suffix(suffix), run_dir / "tflite")
+    return run_dir
+
+
+def _stub_stages(monkeypatch, run_dir: Path, failures: dict[str, list[str]]) -> None:
+    """Every stage but the gate's verdict, calibrate and bundle is stubbed: the gate fails
+    each variant named in `failures` for those reasons and passes the others."""
+    from edgexray.benchmarks import harness
+    from edgexray.export import quantize
+    from edgexray.pipeline import prune, train, verify
+
+    variant = {"size_bytes": 2048, "gzip_bytes": 1024, "sparsity": 0.0, "threshold": 0.5}
+    variants = {
+        name: {**variant, "method": name, "val": {"recall": 0.97, "specificity": 0.9}}
+        for name in ("int8", "pruned-int8")
+    }
+    (run_dir / "quantize.json").write_text(json.dumps({"variants": variants}))
+    candidates = [
+        {
+            "name": name,
+            "model": f"tflite/{name}.tflite",
+            "passed": not failures.get(name),
+            "failures": failures.get(name, []),
+            "recall": 1.0,
+            "changes": {"new false negative": 0},
+        }
+        for name in variants
+    ]
+    report = {
+        "passed": not any(failures.values()),
+        "baseline": {"recall": 1.0},
+        "max_recall_drop": 0.0,
+        "candidates": candidates,
+    }
+
+    def gate(run_dir, limits):  # like verify_run: the report is written, then raised
+        (run_dir / "verify.json").write_text(json.dumps(report))
+        if not report["passed"]:
+            raise verify.RecallRegressionError(report)
+        return report
+
+    def stage_done(*args, **kwargs):
+        return {"interrupted": False}
+
+    for module, name in ((train, "train"), (prune, "prune"), (quantize, "quantize")):
+        monkeypatch.setattr(module, name, stage_done)
+    monkeypatch.setattr(harness, "benchmark", stage_done)
+    monkeypatch.setattr(verify, "verify_run", gate)
+    monkeypatch.setattr(verify, "table_lines", lambda report: [])  # the stub holds no metrics
+
+
+SPECIFICITY = "specificity dropped 0.1453 (allowed 0.1000)"
+
+
+def test_a_failing_variant_is_left_out_and_named_and_the_run_succeeds(
+    run_with_variants, tiny_config, monkeypatch
+):
+    from edgexray import run as workflow
+
+    _stub_stages(monkeypatch, run_with_variants, {"pruned-int8": [SPECIFICITY]})
+    config = workflow.RunConfig(train=tiny_config, targets=("rpi",))
+    summary = workflow.run(config, run_with_variants, verbose=0)
+    assert summary["selected"]["model"] == "tflite/int8.tflite"
+    assert summary["excluded"] == [{"name": "pruned-int8", "failures": [SPECIFICITY]}]
+    assert (run_with_variants / "bundles" / "rpi" / "int8.tflite").is_file()
+    bundled = [p.name for p in (run_with_variants / "bundles").rglob("*.tflite")]
+    assert bundled == ["int8.tflite"]
+    last = workflow.summary_lines(summary)[-1]
+    assert last.startswith("excluded pruned-int8: ") and SPECIFICITY in last
+    report = (run_with_variants / "report.md").read_text()
+    result = report.split("## Result")[1].split("\n## ")[0]
+    assert "**FAILED** by `pruned-int8`" in result and SPECIFICITY in result
+
+
+def test_strict_run_fails_when_any_variant_fails(run_with_variants, tiny_config, monkeypatch):
+    from edgexray import run as workflow
+    from edgexray.pipeline.verify import RecallRegressionError
+
+    _stub_stages(monkeypatch, run_with_variants, {"pruned-int8": [SPECIFICITY]})
+    config = workflow.RunConfig(train=tiny_config, targets=("rpi",), strict=True)
+    with pytest.raises(RecallRegressionError) as raised:
+        workflow.run(config, run_with_variants, verbose=0)
+    assert raised.value.exit_code == 1 and "pruned-int8" in str(raised.value)
+    # Every stage still ran: the report says what happened and the passing model is bundled.
+    assert (run_with_variants / "bundles" / "rpi" / "int8.tflite").is_file()
+    assert "**FAILED** by `pruned-int8`" in (run_with_variants / "report.md").read_text()
+
+
+def test_run_fails_when_no_device_variant_passed(run_with_variants, tiny_config, monkeypatch):
+    from edgexray import run as workflow
+
+    failures = {"int8": ["recall dropped 0.0051 (allowed 0.0000)"], "pruned-int8": [SPECIFICITY]}
+    _stub_stages(monkeypatch, run_with_variants, failures)
+    config = workflow.RunConfig(train=tiny_config, targets=("rpi",))
+    with pytest.raises(workflow.NothingToDeploy) as raised:
+        workflow.run(config, run_with_variants, verbose=0)
+    assert raised.value.exit_code == 1
+    assert str(raised.value).startswith("no full-int8 variant passed the recall gate")
+    assert not (run_with_variants / "bundles").exists()
+    result = (run_with_variants / "report.md").read_text().split("## Result")[1]
+    assert "nothing deployed" in result.split("\n## ")[0]
+
+
+def test_every_variant_passing_names_none(run_with_variants, tiny_config, monkeypatch):
+    from edgexray import run as workflow
+
+    _stub_stages(monkeypatch, run_with_variants, {})
+    config = workflow.RunConfig(train=tiny_config, targets=("rpi",), strict=True)
+    summary = workflow.run(config, run_with_variants, verbose=0)
+    assert summary["excluded"] == []
+    assert workflow.summary_lines(summary)[-1].startswith("recall gate: passed by every variant")
