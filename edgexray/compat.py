@@ -12,36 +12,16 @@ EdgexrayError, so every command that reaches TensorFlow stops with one line nami
 `pip install` to run, and exit code 2.
 """
 
-import contextlib
 import os
-import tempfile
 
 from edgexray.errors import INSTALL_TRAIN, TrainingExtraMissing
+from edgexray.pipeline.chatter import quiet as native_stderr_quiet
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 # TensorFlow's C++ notices (oneDNN, missing CUDA drivers on a CPU-only machine) drown the
-# progress display; Python exceptions still carry every real error. Set it to 0 to see them.
+# progress display; Python exceptions still carry every real error. Set it to 0 to see them
+# (a command's --verbose does: pipeline/chatter.py).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-@contextlib.contextmanager
-def native_stderr_quiet():
-    """Keep what C++ code prints straight to stderr (TensorFlow's start-up notices, the
-    converter's "fully_quantize: 0, ..." line) off the terminal; replay it on failure,
-    so nothing useful is lost."""
-    saved_stderr = os.dup(2)
-    with tempfile.TemporaryFile() as chatter:
-        os.dup2(chatter.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved_stderr, 2)
-            chatter.seek(0)
-            os.write(2, chatter.read())
-            raise
-        finally:
-            os.dup2(saved_stderr, 2)
-            os.close(saved_stderr)
 
 
 try:
@@ -62,4 +42,11 @@ def import_tfmot():
     return tensorflow_model_optimization
 
 
-__all__ = ["INSTALL_TRAIN", "TrainingExtraMissing", "import_tfmot", "keras", "tf"]
+__all__ = [
+    "INSTALL_TRAIN",
+    "TrainingExtraMissing",
+    "import_tfmot",
+    "keras",
+    "native_stderr_quiet",
+    "tf",
+]

@@ -40,7 +40,7 @@ from edgexray.errors import EdgexrayError, check_config
 from edgexray.export import convert
 from edgexray.export.quantize import METHODS
 from edgexray.formatting import number
-from edgexray.pipeline import evaluate
+from edgexray.pipeline import evaluate, progress
 
 log = logging.getLogger("edgexray")
 
@@ -300,51 +300,53 @@ def benchmark(
     )
     thread_keys = [str(t) for t in config.threads]
     rows = []
-    for variant, probabilities in zip(variants, scores, strict=True):
-        model = variant.model
-        log.info("benchmarking %s", variant.name)
-        measured = _measure(variant, typical, config, step_ns)
-        job = {
-            "runtime": infer.__file__,
-            "model": str(model.path),
-            "images": memory_images,
-            "threads": max(config.threads),
-            "input": model.input_spec,
-        }
-        rss = memory.peak_rss_mb(
-            memory.KERAS_PEAK_RSS if variant.kind == "keras" else memory.EDGE_PEAK_RSS, job
-        )
-        report = evaluate.summarize(labels, probabilities, model.threshold)
-        latency = measured["latency"]
-        rows.append(
-            {
-                "name": variant.name,
-                "path": str(model.path),
-                "kind": variant.kind,
-                "method": variant.method,
-                "threshold": model.threshold,
-                **convert.file_sizes(Path(model.path).read_bytes()),
-                **measured,
-                "peak_rss_mb": rss,
-                "peak_rss_above_runtime_mb": rss - runtime_rss
-                if variant.kind == "tflite"
-                else None,
-                "metrics": report,
-                "unstable": any(
-                    stats[part]["unstable"]
-                    for stats in latency.values()
-                    for part in ("inference_ms", "end_to_end_ms")
-                ),
+    with progress.task("benchmark", len(variants), "models") as bar:
+        for variant, probabilities in zip(variants, scores, strict=True):
+            model = variant.model
+            log.info("benchmarking %s", variant.name)
+            measured = _measure(variant, typical, config, step_ns)
+            job = {
+                "runtime": infer.__file__,
+                "model": str(model.path),
+                "images": memory_images,
+                "threads": max(config.threads),
+                "input": model.input_spec,
             }
-        )
-        log.info(
-            "%s: %.1f KB, p50 %s ms, recall %s, peak RSS %.0f MB",
-            variant.name,
-            rows[-1]["size_bytes"] / 1024,
-            "/".join(f"{s['inference_ms']['p50']:.3f}" for s in latency.values()),
-            number(report["recall"], 4, "—"),
-            rss,
-        )
+            rss = memory.peak_rss_mb(
+                memory.KERAS_PEAK_RSS if variant.kind == "keras" else memory.EDGE_PEAK_RSS, job
+            )
+            report = evaluate.summarize(labels, probabilities, model.threshold)
+            latency = measured["latency"]
+            rows.append(
+                {
+                    "name": variant.name,
+                    "path": str(model.path),
+                    "kind": variant.kind,
+                    "method": variant.method,
+                    "threshold": model.threshold,
+                    **convert.file_sizes(Path(model.path).read_bytes()),
+                    **measured,
+                    "peak_rss_mb": rss,
+                    "peak_rss_above_runtime_mb": rss - runtime_rss
+                    if variant.kind == "tflite"
+                    else None,
+                    "metrics": report,
+                    "unstable": any(
+                        stats[part]["unstable"]
+                        for stats in latency.values()
+                        for part in ("inference_ms", "end_to_end_ms")
+                    ),
+                }
+            )
+            log.info(
+                "%s: %.1f KB, p50 %s ms, recall %s, peak RSS %.0f MB",
+                variant.name,
+                rows[-1]["size_bytes"] / 1024,
+                "/".join(f"{s['inference_ms']['p50']:.3f}" for s in latency.values()),
+                number(report["recall"], 4, "—"),
+                rss,
+            )
+            bar.advance()
     reference = ratios.add_ratios(rows, thread_keys)
     float_recall = next((r["metrics"]["recall"] for r in rows if r["kind"] == "keras"), None)
     for row in rows:

@@ -18,6 +18,7 @@ import numpy as np
 from edgexray import __version__, artifacts
 from edgexray.edge_runtime.infer import SIDECAR_SCHEMA, load_interpreter
 from edgexray.errors import EdgexrayError
+from edgexray.pipeline import chatter
 from edgexray.pipeline.data import LABELS
 
 log = logging.getLogger("edgexray")
@@ -145,7 +146,8 @@ def write_tflite(
     artifacts.atomic_write(path, lambda temporary: temporary.write_bytes(tflite_bytes))
     try:
         interpreter = load_interpreter(path)
-        interpreter.allocate_tensors()
+        with chatter.quiet():  # the first allocation of a process announces XNNPACK
+            interpreter.allocate_tensors()
         input_detail = interpreter.get_input_details()[0]
         output_detail = interpreter.get_output_details()[0]
         if check_image is not None:

@@ -21,7 +21,7 @@ from edgexray.edge_runtime.infer import Classifier, InferenceError, image_files
 from edgexray.edge_runtime.scope import OUT_OF_SCOPE
 from edgexray.errors import EdgexrayError, check_threshold
 from edgexray.formatting import interval, number
-from edgexray.pipeline import data, metrics, scoring
+from edgexray.pipeline import chatter, data, metrics, scoring
 
 log = logging.getLogger("edgexray")
 
@@ -127,7 +127,8 @@ def find_images(source: Path, split: str = "test") -> Images:
 
 def _tflite_model(path: Path, threshold: float | None) -> Model:
     try:
-        classifier = Classifier(path)
+        with chatter.quiet():  # the first allocation of a process announces XNNPACK
+            classifier = Classifier(path)
     except InferenceError as err:
         raise EdgexrayError(str(err)) from None
     except RecursionError:

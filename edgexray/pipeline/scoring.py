@@ -21,12 +21,11 @@ import numpy as np
 from edgexray.edge_runtime import infer
 from edgexray.edge_runtime import scope as guard
 from edgexray.errors import EdgexrayError
-from edgexray.pipeline import decode_cache
+from edgexray.pipeline import chatter, decode_cache, progress
 
 log = logging.getLogger("edgexray")
 
 CHUNK = 64  # images decoded and scored at a time: bounds memory on any data set size
-PROGRESS_SECONDS = 5.0  # at most one progress line this often
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,8 @@ def tflite_scorer(
         interpreter = infer.load_interpreter(model)
     else:
         interpreter = model
-    interpreter.allocate_tensors()
+    with chatter.quiet():  # the first allocation of a process announces XNNPACK
+        interpreter.allocate_tensors()
 
     def probabilities(images: list[np.ndarray]) -> np.ndarray:
         return np.array(
@@ -163,6 +163,57 @@ def _skip(path: str, err: Exception) -> str:
     return reason[len(f"{path}: ") :] if reason.startswith(f"{path}: ") else reason
 
 
+def _decode_chunk(chunk, start: int, specs: dict, judging: bool, change, skipped: dict):
+    """Decode a chunk of files once per input spec; unreadable files go to `skipped`.
+
+    Returns:
+        (inputs by spec key, films by spec key, indices of the readable files in all paths).
+    """
+    inputs = {key: [] for key in specs}
+    films = {key: [] for key in specs}
+    readable = []
+    for offset, path in enumerate(chunk):
+        try:
+            decoded = {
+                key: decode_film(path, spec, change)
+                if judging
+                else (decode(path, spec, change), None)
+                for key, spec in specs.items()
+            }
+        except infer.ImageError as err:
+            log.warning("skipping %s", err)
+            skipped[path] = _skip(path, err)
+            continue
+        except infer.InferenceError as err:  # the model's sidecar, not the image, is wrong
+            raise EdgexrayError(str(err)) from None
+        except Exception as err:  # noqa: BLE001 - odd files must not stop a long run
+            log.warning("skipping %s: not a readable image (%s)", path, err)
+            skipped[path] = f"not a readable image ({err})"
+            continue
+        readable.append(start + offset)
+        for key, (image, film) in decoded.items():
+            inputs[key].append(image)
+            films[key].append(film)
+    return inputs, films, readable
+
+
+def _run_scorer(scorer: Scorer, inputs: list, films: list) -> tuple[np.ndarray, list | float]:
+    """One model's probabilities for decoded inputs, and its guard's verdicts (NaN: not
+    judged)."""
+    try:
+        probabilities = scorer.probabilities(inputs)
+        if scorer.judge is None:
+            return probabilities, np.nan
+        verdicts = [
+            np.nan if d.in_scope is None else float(d.in_scope) for d in scorer.judge(inputs, films)
+        ]
+        return probabilities, verdicts
+    except (ValueError, RuntimeError) as err:  # shape or dtype the model refuses
+        raise EdgexrayError(f"{scorer.name}: cannot run on its input ({err})") from None
+    except infer.InferenceError as err:  # an output that is no probability
+        raise EdgexrayError(f"{scorer.name}: {err}") from None
+
+
 def score(
     scorers: list[Scorer], paths: list[str], labels=None, change: Callable | None = None
 ) -> Scores:
@@ -183,53 +234,19 @@ def score(
     in_scope = np.full((len(scorers), len(paths)), np.nan)
     judging = any(scorer.judge is not None for scorer in scorers)
     skipped: dict[str, str] = {}
-    started = last_log = time.monotonic()
-    for start in range(0, len(paths), CHUNK):
-        chunk = paths[start : start + CHUNK]
-        inputs = {key: [] for key in specs}
-        films = {key: [] for key in specs}
-        readable = []
-        for offset, path in enumerate(chunk):
-            try:
-                decoded = {
-                    key: decode_film(path, spec, change)
-                    if judging
-                    else (decode(path, spec, change), None)
-                    for key, spec in specs.items()
-                }
-            except infer.ImageError as err:
-                log.warning("skipping %s", err)
-                skipped[path] = _skip(path, err)
-                continue
-            except infer.InferenceError as err:  # the model's sidecar, not the image, is wrong
-                raise EdgexrayError(str(err)) from None
-            except Exception as err:  # noqa: BLE001 - odd files must not stop a long run
-                log.warning("skipping %s: not a readable image (%s)", path, err)
-                skipped[path] = f"not a readable image ({err})"
-                continue
-            readable.append(start + offset)
-            for key, (image, film) in decoded.items():
-                inputs[key].append(image)
-                films[key].append(film)
-        if readable:
-            for row, scorer in enumerate(scorers):
-                key = _spec_key(scorer.input_spec)
-                try:
-                    result[row, readable] = scorer.probabilities(inputs[key])
-                    if scorer.judge is not None:
-                        in_scope[row, readable] = [
-                            np.nan if d.in_scope is None else float(d.in_scope)
-                            for d in scorer.judge(inputs[key], films[key])
-                        ]
-                except (ValueError, RuntimeError) as err:  # shape or dtype the model refuses
-                    raise EdgexrayError(f"{scorer.name}: cannot run on its input ({err})") from None
-                except infer.InferenceError as err:  # an output that is no probability
-                    raise EdgexrayError(f"{scorer.name}: {err}") from None
-        done = start + len(chunk)
-        now = time.monotonic()
-        if now - last_log >= PROGRESS_SECONDS and done < len(paths):
-            log.info("scored %d/%d images (%.0f s)", done, len(paths), now - started)
-            last_log = now
+    started = time.monotonic()
+    label = f"scoring with {len(scorers)} models" if len(scorers) > 1 else "scoring"
+    with progress.task(label, len(paths), "films") as bar:
+        for start in range(0, len(paths), CHUNK):
+            chunk = paths[start : start + CHUNK]
+            inputs, films, readable = _decode_chunk(chunk, start, specs, judging, change, skipped)
+            if readable:
+                for row, scorer in enumerate(scorers):
+                    key = _spec_key(scorer.input_spec)
+                    result[row, readable], in_scope[row, readable] = _run_scorer(
+                        scorer, inputs[key], films[key]
+                    )
+            bar.advance(len(chunk))
     log.debug(
         "scored %d images with %d model(s) in %.1f s",
         len(paths),
