@@ -152,3 +152,75 @@ def test_config_rejects_out_of_range_mixup_and_weight_average():
         TrainConfig(data="x", mixup=-0.1)
     with pytest.raises(EdgexrayError, match="weight_average"):
         TrainConfig(data="x", weight_average=1.0)
+
+
+def test_a_fine_tune_shorter_than_an_epoch_runs_that_share_of_the_batches(tiny_config):
+    from edgexray.compat import keras
+    from edgexray.pipeline import finetune
+    from edgexray.pipeline.model import build_model
+
+    samples, _ = data.scan(tiny_config.data)
+    paths, labels = data.select(samples, "", tiny_config.data)
+    full = finetune.schedule(len(paths), 8, 1)[1]
+    assert full > 2
+    steps = []
+    model = build_model(tiny_config.image_size, tiny_config.width, seed=1)
+    counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: steps.append(b))
+    for epochs in (0.5, 1.5):
+        steps.clear()
+        finetune.fit(
+            model,
+            paths,
+            labels,
+            tiny_config,
+            learning_rate=1e-3,
+            epochs=epochs,
+            batch_size=8,
+            callbacks=[counter],
+            verbose=0,
+        )
+        assert len(steps) == finetune.schedule(len(paths), 8, epochs)[2]
+        assert len(steps) == pytest.approx(epochs * full, abs=1)
+
+
+def test_distillation_targets_are_the_teachers_calls_with_class_weights(tiny_config):
+    from edgexray.compat import tf
+    from edgexray.pipeline import finetune
+    from edgexray.pipeline.model import build_model
+
+    teacher = build_model(tiny_config.image_size, tiny_config.width, seed=2)
+    images = np.random.default_rng(0).random((6, 32, 32, 1)).astype(np.float32)
+    labels = np.array([0, 1, 1, 1, 0, 1], dtype=np.float32)
+    batches = tf.data.Dataset.from_tensor_slices((images, labels)).batch(3)
+    weights = {0: 1.5, 1: 0.75}
+    taught = finetune._with_teacher(batches, teacher, weights)
+    for (batch_images, batch_labels), (same_images, targets, sample_weights) in zip(
+        batches, taught, strict=True
+    ):
+        np.testing.assert_array_equal(batch_images.numpy(), same_images.numpy())
+        np.testing.assert_array_equal(targets[:, 0].numpy(), batch_labels.numpy())
+        expected = teacher(batch_images, training=False).numpy().reshape(-1)
+        np.testing.assert_allclose(targets[:, 1].numpy(), expected, atol=1e-6)
+        np.testing.assert_array_equal(
+            sample_weights.numpy(), [weights[int(label)] for label in batch_labels.numpy()]
+        )
+    # The loss is the cross-entropy against the teacher's probability, not the label: a
+    # student calling exactly what the teacher calls is at its minimum.
+    loss = finetune._distillation_loss(logit=True)
+    targets = np.array([[1.0, -2.0], [0.0, 0.5]], np.float32)  # label, teacher's logit
+    at_teacher = loss(targets, targets[:, 1:]).numpy()
+    for elsewhere in ([[-1.0], [0.5]], [[-2.0], [1.5]], [[3.0], [-3.0]]):
+        assert np.all(loss(targets, np.array(elsewhere, np.float32)).numpy() >= at_teacher)
+        assert np.any(loss(targets, np.array(elsewhere, np.float32)).numpy() > at_teacher + 0.01)
+
+
+def test_strided_stem_halves_the_first_stage_without_a_pool():
+    from edgexray.pipeline.model import build_model
+
+    pooled = build_model(image_size=32, width=2, seed=0, stem="pooled")
+    strided = build_model(image_size=32, width=2, seed=0, stem="strided")
+    assert "pool1" in [layer.name for layer in pooled.layers]
+    assert "pool1" not in [layer.name for layer in strided.layers]
+    assert strided.get_layer("relu1_1").output_shape == (None, 16, 16, 2)
+    assert pooled.get_layer("pool1").output_shape == strided.get_layer("relu1_1").output_shape
+    assert pooled.count_params() == strided.count_params()

@@ -34,7 +34,7 @@ from edgexray.errors import EdgexrayError, check_config, check_threshold
 from edgexray.export import convert
 from edgexray.export.features import with_feature_output
 from edgexray.formatting import format_table, number
-from edgexray.pipeline import data, distribute, finetune, metrics, scope, scoring
+from edgexray.pipeline import data, distribute, finetune, metrics, progress, scope, scoring
 from edgexray.pipeline.prune import PRUNE_REPORT, clone_fresh, require_pruned
 from edgexray.pipeline.train import TrainConfig, load_config
 
@@ -89,15 +89,18 @@ class QuantizeConfig:
     """Settings of the quantization stage; each sidecar's method_config holds its part."""
 
     representative_size: int = 256  # train images calibrating the int8 activation ranges
-    qat_epochs: int = 1  # fine-tuning epochs of qat and pqat
+    qat_epochs: float = 1  # fine-tuning passes of qat and pqat; a fraction is part of one
     qat_learning_rate: float = 1e-4
     batch_size: int = 32
+    # Fine-tune qat and pqat towards the float model's calls (finetune.fit's teacher)
+    # instead of the labels: the gate compares every variant with that model.
+    distill: bool = False
     distribute: str = "none"  # of the qat/pqat fine-tunes (see pipeline/distribute.py)
 
     def __post_init__(self):
         checks = {
             "representative_size must be >= 1": self.representative_size >= 1,
-            "qat_epochs must be >= 1": self.qat_epochs >= 1,
+            "qat_epochs must be > 0": self.qat_epochs > 0,
             "qat_learning_rate must be > 0": self.qat_learning_rate > 0,
             "batch_size must be >= 1": self.batch_size >= 1,
             f"distribute must be one of {distribute.NAMES}": distribute.check_name(self.distribute),
@@ -224,11 +227,12 @@ def build(stage: _Stage, method: Method) -> tuple[bytes, dict]:
     model = stage.model(method.source)
     method_config = {}
     if method.qat_scheme is not None:
-        model = quantization_aware_training(stage, model, method.qat_scheme())
+        model = quantization_aware_training(stage, model, method.qat_scheme(), method.name)
         method_config.update(
             epochs=stage.config.qat_epochs,
             learning_rate=stage.config.qat_learning_rate,
             batch_size=stage.config.batch_size,
+            distill=stage.config.distill,
         )
     if not method.full_int8:
         return method.convert(model), method_config
@@ -244,7 +248,7 @@ def build(stage: _Stage, method: Method) -> tuple[bytes, dict]:
     return convert.to_full_int8(model, stage.representative_images), method_config
 
 
-def quantization_aware_training(stage: _Stage, model, scheme):
+def quantization_aware_training(stage: _Stage, model, scheme, name: str = "qat"):
     """Fine-tune a copy of `model` with fake-quantized weights and activations.
 
     Only layers the default 8-bit registry supports are annotated (in this network that is
@@ -278,6 +282,8 @@ def quantization_aware_training(stage: _Stage, model, scheme):
         batch_size=stage.config.batch_size,
         verbose=stage.verbose,
         distribute=stage.config.distribute,
+        teacher=stage.model(artifacts.MODEL) if stage.config.distill else None,
+        label=f"{name} fine-tune",
     )
     return qat_model
 
@@ -338,60 +344,62 @@ def quantize(
 
     out_dir = distribute.output_dir(run_dir, config.distribute)  # a worker's is private
     results = []
-    for method in methods:
-        started = time.monotonic()
-        log.info("%s: converting", method)
-        tflite_bytes, method_config = build(stage, BY_NAME[method])
-        if method in guarded:  # pooled features as output 1; output 0 keeps every byte
-            tflite_bytes = with_feature_output(tflite_bytes)
-        kind = convert.output_kind(stage.model(BY_NAME[method].source))
-        scorer = scoring.tflite_scorer(tflite_bytes, spec, method, kind)
-        probabilities = scorer.probabilities(val_images)
-        threshold = metrics.threshold_for_recall(
-            val_labels, probabilities, train_config.target_recall
-        )
-        sparsity = convert.weight_stats(tflite_bytes)["sparsity"] or 0.0  # None: no kernels
-        path = out_dir / artifacts.TFLITE_DIR / f"{method}.tflite"
-        sidecar = convert.write_tflite(
-            tflite_bytes,
-            path,
-            method=method,
-            method_config=method_config,
-            input_spec=spec,
-            threshold=threshold,
-            target_recall=train_config.target_recall,
-            sparsity=sparsity,
-            output_kind=kind,
-            check_image=val_images[0],
-        )
-        if method in guarded:
-            (train_grays, train_counts), (val_grays, val_counts) = scope_films.values()
-            sidecar["scope"] = scope.attach(
-                path, train_grays, val_grays, train_counts=train_counts, val_counts=val_counts
+    with progress.task("quantize", len(methods), "variants") as bar:
+        for method in methods:
+            started = time.monotonic()
+            log.info("%s: converting", method)
+            tflite_bytes, method_config = build(stage, BY_NAME[method])
+            if method in guarded:  # pooled features as output 1; output 0 keeps every byte
+                tflite_bytes = with_feature_output(tflite_bytes)
+            kind = convert.output_kind(stage.model(BY_NAME[method].source))
+            scorer = scoring.tflite_scorer(tflite_bytes, spec, method, kind)
+            probabilities = scorer.probabilities(val_images)
+            threshold = metrics.threshold_for_recall(
+                val_labels, probabilities, train_config.target_recall
             )
-        result: VariantResult = {
-            "method": method,
-            "path": str(path),
-            **convert.file_sizes(tflite_bytes),
-            "sparsity": round(sparsity, 4),
-            "threshold": threshold,
-            "val": metrics.classification_report(val_labels, probabilities, threshold),
-            "seconds": round(time.monotonic() - started, 1),
-            "sidecar": sidecar,
-        }
-        log.info(
-            "%s: %.1f KB (gzip %.1f KB), sparsity %.3f, threshold %.4f, val recall %.4f, "
-            "specificity %.4f, %.0f s",
-            method,
-            result["size_bytes"] / 1024,
-            result["gzip_bytes"] / 1024,
-            sparsity,
-            threshold,
-            result["val"]["recall"],
-            result["val"]["specificity"],
-            result["seconds"],
-        )
-        results.append(result)
+            sparsity = convert.weight_stats(tflite_bytes)["sparsity"] or 0.0  # None: no kernels
+            path = out_dir / artifacts.TFLITE_DIR / f"{method}.tflite"
+            sidecar = convert.write_tflite(
+                tflite_bytes,
+                path,
+                method=method,
+                method_config=method_config,
+                input_spec=spec,
+                threshold=threshold,
+                target_recall=train_config.target_recall,
+                sparsity=sparsity,
+                output_kind=kind,
+                check_image=val_images[0],
+            )
+            if method in guarded:
+                (train_grays, train_counts), (val_grays, val_counts) = scope_films.values()
+                sidecar["scope"] = scope.attach(
+                    path, train_grays, val_grays, train_counts=train_counts, val_counts=val_counts
+                )
+            result: VariantResult = {
+                "method": method,
+                "path": str(path),
+                **convert.file_sizes(tflite_bytes),
+                "sparsity": round(sparsity, 4),
+                "threshold": threshold,
+                "val": metrics.classification_report(val_labels, probabilities, threshold),
+                "seconds": round(time.monotonic() - started, 1),
+                "sidecar": sidecar,
+            }
+            log.info(
+                "%s: %.1f KB (gzip %.1f KB), sparsity %.3f, threshold %.4f, val recall %.4f, "
+                "specificity %.4f, %.0f s",
+                method,
+                result["size_bytes"] / 1024,
+                result["gzip_bytes"] / 1024,
+                sparsity,
+                threshold,
+                result["val"]["recall"],
+                result["val"]["specificity"],
+                result["seconds"],
+            )
+            results.append(result)
+            bar.advance()
     _merge_report(out_dir, results)
     return results
 

@@ -255,7 +255,7 @@ def global_batch(batch_size: int, name: str) -> int:
 def learning_rate(base, name: str):
     """Linear scaling: base x replicas (see the module docstring).
 
-    `base` is a number or a Keras decay schedule, whose initial rate is scaled.
+    `base` is a number or a Keras decay schedule, whose initial (and peak) rate is scaled.
     """
     count = replicas(name)
     if count == 1:
@@ -264,6 +264,8 @@ def learning_rate(base, name: str):
         return base * count
     settings = base.get_config()
     settings["initial_learning_rate"] *= count
+    if settings.get("warmup_target"):  # a schedule that rises first: its peak too
+        settings["warmup_target"] *= count
     return type(base).from_config(settings)
 
 

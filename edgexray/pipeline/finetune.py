@@ -13,9 +13,11 @@ counts steps with distribute.global_batch(). With "none" each of these is the id
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from edgexray.pipeline import data
+from edgexray.pipeline import data, progress
 from edgexray.pipeline import distribute as distribution
 
 
@@ -33,6 +35,19 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     return {label: len(labels) / (2.0 * counts[label]) for label in (0, 1)}
 
 
+def schedule(films: int, batch_size: int, epochs: float, distribute: str = "none") -> tuple:
+    """How `fit` walks the train split: (passes, steps per pass, total steps).
+
+    A fine-tune may be shorter than an epoch (epochs 0.5: half the batches of one
+    shuffled pass) or a non-whole number of them; every pass is then equally long.
+    """
+    global_batch = distribution.global_batch(batch_size, distribute)
+    full = int(np.ceil(films / global_batch))
+    passes = max(1, math.ceil(epochs - 1e-9))
+    per_pass = max(1, min(full, round(epochs * full / passes)))
+    return passes, per_pass, passes * per_pass
+
+
 def fit(
     model,
     train_paths: list[str],
@@ -40,13 +55,15 @@ def fit(
     recipe,
     *,
     learning_rate,
-    epochs: int,
+    epochs: float,
     batch_size: int,
     callbacks=(),
     validation_data=None,
     verbose: int = 1,
     distribute: str = "none",
     weight_average: float = 0.0,
+    teacher=None,
+    label: str = "fine-tune",
 ):
     """Compile `model` and fit it on the train split; returns Keras' History.
 
@@ -54,33 +71,47 @@ def fit(
         recipe: the run's TrainConfig: its input_spec, augment, augmentation, mixup,
             label_smoothing and seed hold for every fine-tune of that run.
         learning_rate: a number or a Keras learning-rate schedule, for one replica.
+        epochs: passes over the train split; a fraction is part of one (see `schedule`).
         batch_size: per replica.
         distribute: a --distribute value (see pipeline/distribute.py).
         weight_average: momentum of an exponential moving average of the weights, which
             replace the model's own at every epoch end (so validation and checkpoints see
             the average); 0 = off. Not for pruning: the average would refill pruned weights.
+        teacher: a Keras model whose calls `model` learns to repeat (distillation): the
+            target of every film is the teacher's probability for the same augmented
+            film, not its label. Compressed variants fine-tuned so stay close to the float
+            model, which is what the recall gate compares them with.
+        label: what the progress bar calls this fit.
     """
     from edgexray.compat import keras
     from edgexray.pipeline.model import emits_logit
 
     logit = emits_logit(model)
+    passes, per_pass, _ = schedule(len(train_paths), batch_size, epochs, distribute)
     global_batch = distribution.global_batch(batch_size, distribute)
-    steps_per_epoch = int(np.ceil(len(train_paths) / global_batch))
+    if teacher is not None:
+        loss = _distillation_loss(logit)
+        tracked = []  # the labels are not in y any more, so no AUC on them
+    else:
+        loss = keras.losses.BinaryCrossentropy(
+            from_logits=logit, label_smoothing=recipe.label_smoothing
+        )
+        tracked = [keras.metrics.AUC(name="auc", num_thresholds=1000, from_logits=logit)]
     with distribution.scope(distribute):
         model.compile(
             optimizer=keras.optimizers.Adam(
                 distribution.learning_rate(learning_rate, distribute),
                 use_ema=weight_average > 0,
                 ema_momentum=weight_average or 0.99,
-                ema_overwrite_frequency=steps_per_epoch if weight_average > 0 else None,
+                ema_overwrite_frequency=per_pass if weight_average > 0 else None,
             ),
-            loss=keras.losses.BinaryCrossentropy(
-                from_logits=logit, label_smoothing=recipe.label_smoothing
-            ),
-            metrics=[keras.metrics.AUC(name="auc", num_thresholds=1000, from_logits=logit)],
+            loss=loss,
+            metrics=tracked,
         )
     weights = class_weights(train_labels)
     mixup = recipe.mixup if recipe.augment else 0.0
+    if teacher is not None and mixup:
+        raise ValueError("distillation and mixup cannot be combined")
     train_set = data.make_dataset(
         train_paths,
         train_labels,
@@ -92,14 +123,47 @@ def fit(
         mixup=mixup,
         class_weights=weights,
     )
+    if teacher is not None:
+        train_set = _with_teacher(train_set, teacher, weights)
+    partial = per_pass < schedule(len(train_paths), batch_size, 1, distribute)[1]
+    if partial:  # passes shorter than the split continue where the last one stopped
+        train_set = train_set.repeat()
     if validation_data is not None:
         validation_data = distribution.shard(validation_data, distribute)
-    return model.fit(
-        distribution.shard(train_set, distribute),
-        validation_data=validation_data,
-        epochs=epochs,
-        # Mixup batches carry their own blended weights.
-        class_weight=None if mixup else weights,
-        callbacks=list(callbacks),
-        verbose=verbose,
-    )
+    with progress.task(label, passes * per_pass, "steps") as bar:
+        return model.fit(
+            distribution.shard(train_set, distribute),
+            validation_data=validation_data,
+            epochs=passes,
+            steps_per_epoch=per_pass if partial else None,
+            # Mixup and distillation batches carry their own weights.
+            class_weight=None if mixup or teacher is not None else weights,
+            callbacks=[*callbacks, progress.keras_callback(bar, passes)],
+            verbose=verbose,
+        )
+
+
+def _with_teacher(train_set, teacher, weights: dict[int, float]):
+    """(film, label) batches → (film, [label, teacher's output], class weight) batches."""
+    from edgexray.compat import tf
+
+    by_label = tf.constant([weights[0], weights[1]], tf.float32)
+
+    def add_target(images, labels):
+        taught = tf.reshape(teacher(images, training=False), [-1])
+        targets = tf.stack([tf.cast(labels, tf.float32), taught], axis=1)
+        return images, targets, tf.gather(by_label, tf.cast(labels, tf.int32))
+
+    return train_set.map(add_target).prefetch(tf.data.AUTOTUNE)
+
+
+def _distillation_loss(logit: bool):
+    """Cross-entropy against the teacher's probability (target column 1 of y)."""
+    from edgexray.compat import keras, tf
+
+    def distillation(y_true, y_pred):
+        taught = y_true[:, 1:2]
+        target = tf.sigmoid(taught) if logit else taught
+        return keras.losses.binary_crossentropy(target, y_pred, from_logits=logit)
+
+    return distillation

@@ -9,19 +9,33 @@ Dense. Normalisation is not in the graph: the model takes the already normalised
 from __future__ import annotations
 
 # Filters per stage as multiples of `width`, and 3x3 convolutions per stage. At 128 px
-# and width 12 this is 243k parameters (about 250 KB as int8) and trains at about 5 ms
-# per image on 2 CPU cores; measured against wider and shallower variants.
+# and width 12 this is 243k parameters (about 250 KB as int8); measured against wider and
+# shallower variants.
 STAGES = ((1, 1), (2, 1), (4, 2), (8, 2), (8, 1))
+# How the first stage halves the resolution. "pooled": its convolution at full resolution,
+# then the 2x2 max-pool, as every later stage. "strided": the convolution itself steps by 2
+# and no pool follows: the same output size for a quarter of the first stage's work, which
+# at full resolution was the slowest part of a training step on 2 CPU cores (a batch norm
+# over 12 channels at 128 px has no fast oneDNN kernel; benchmarks/README.md, "Speed").
+STEMS = {"pooled": 1, "strided": 2}  # the first convolution's stride
 
 
-def build_model(image_size: int = 128, width: int = 12, dropout: float = 0.2, seed: int = 0):
-    """Five conv stages, each ending in a 2x2 max-pool that halves the resolution.
+def build_model(
+    image_size: int = 128,
+    width: int = 12,
+    dropout: float = 0.2,
+    seed: int = 0,
+    stem: str = "pooled",
+):
+    """Five conv stages, each halving the resolution (a 2x2 max-pool, or the stride of a
+    "strided" stem's first convolution).
 
     Args:
         image_size: height and width of the square grayscale input.
         width: filters of the first stage; the parameter count grows with its square.
         dropout: dropout rate before the classifier.
         seed: seeds the weight initialisers, so a build is reproducible.
+        stem: a STEMS name.
 
     Returns:
         An uncompiled tf_keras Model mapping (image_size, image_size, 1) floats in [0, 1]
@@ -34,11 +48,13 @@ def build_model(image_size: int = 128, width: int = 12, dropout: float = 0.2, se
 
     inputs = keras.Input((image_size, image_size, 1), name="image")
     x = inputs
+    first_stride = STEMS[stem]
     for stage, (multiple, convs) in enumerate(STAGES):
         for repeat in range(convs):
             x = layers.Conv2D(
                 width * multiple,
                 3,
+                strides=first_stride if stage == repeat == 0 else 1,
                 padding="same",
                 use_bias=False,
                 kernel_initializer=initializer(seed=seed * 100 + stage * 10 + repeat),
@@ -46,7 +62,8 @@ def build_model(image_size: int = 128, width: int = 12, dropout: float = 0.2, se
             )(x)
             x = layers.BatchNormalization(name=f"bn{stage + 1}_{repeat + 1}")(x)
             x = layers.ReLU(name=f"relu{stage + 1}_{repeat + 1}")(x)
-        x = layers.MaxPooling2D(2, name=f"pool{stage + 1}")(x)
+        if stage > 0 or first_stride == 1:
+            x = layers.MaxPooling2D(2, name=f"pool{stage + 1}")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, seed=seed, name="dropout")(x)
     # The logit, not the probability: a full-int8 model quantizes its output in 256 steps,

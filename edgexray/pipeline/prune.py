@@ -40,15 +40,18 @@ class PruneConfig:
     # to 1/5.4 of float32 (zeros scattered through the tensors compress poorly), while 80%
     # reached 1/10 with test recall unchanged.
     sparsity: float = 0.8
-    epochs: int = 3
+    epochs: float = 3  # passes over the train split; a fraction is part of one
     learning_rate: float = 3e-4
     batch_size: int = 32
+    # Fine-tune towards the float model's calls (finetune.fit's teacher) instead of the
+    # labels: the gate compares the pruned variants with that model.
+    distill: bool = False
     distribute: str = "none"  # none, mirrored or multiworker (see pipeline/distribute.py)
 
     def __post_init__(self):
         checks = {
             "sparsity must be in (0, 0.98]": 0 < self.sparsity <= 0.98,
-            "epochs must be >= 1": self.epochs >= 1,
+            "epochs must be > 0": self.epochs > 0,
             "learning_rate must be > 0": self.learning_rate > 0,
             "batch_size must be >= 1": self.batch_size >= 1,
             f"distribute must be one of {distribute.NAMES}": distribute.check_name(self.distribute),
@@ -151,14 +154,15 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
 
     finetune.seed_everything(train_config.seed)
     started = time.monotonic()
-    batch_size = distribute.global_batch(config.batch_size, config.distribute)
-    steps = config.epochs * int(np.ceil(len(train_paths) / batch_size))
+    _, _, steps = finetune.schedule(
+        len(train_paths), config.batch_size, config.epochs, config.distribute
+    )
     schedule = pruning_schedule(config.sparsity, steps)
     prune_wrapper = tfmot.sparsity.keras.prune_low_magnitude
     with distribute.scope(config.distribute):
         model = clone_fresh(baseline, lambda layer: prune_wrapper(layer, pruning_schedule=schedule))
     log.info(
-        "pruning to %.0f%% sparsity: %d epochs, %d steps, mask ramp ends at step %d",
+        "pruning to %.0f%% sparsity: %g epochs, %d steps, mask ramp ends at step %d",
         100 * config.sparsity,
         config.epochs,
         steps,
@@ -175,6 +179,8 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
         callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
         verbose=verbose,
         distribute=config.distribute,
+        teacher=baseline if config.distill else None,
+        label="prune",
     )
     pruned = tfmot.sparsity.keras.strip_pruning(model)
     sparsity = measure_sparsity(pruned)

@@ -15,6 +15,7 @@ from edgexray import __version__, artifacts
 from edgexray.errors import EdgexrayError, check_config, check_threshold
 from edgexray.formatting import estimate
 from edgexray.pipeline import augment, data, distribute, finetune, metrics, scoring
+from edgexray.pipeline.model import STEMS
 
 log = logging.getLogger("edgexray")
 
@@ -26,6 +27,7 @@ class TrainConfig:
     data: str
     image_size: int = 128
     width: int = 12
+    stem: str = "pooled"  # a model.STEMS name: how the first stage halves the resolution
     normalization: str = "equalize"  # or "scale" (plain /255)
     augment: bool = True
     # "site" (what another hospital's export does to a film) and label smoothing: the
@@ -45,6 +47,7 @@ class TrainConfig:
     patience: int = 5
     batch_size: int = 32
     learning_rate: float = 2e-3
+    warmup_epochs: int = 0  # linear rise of the learning rate before the cosine decay
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     target_recall: float = 0.97
@@ -57,6 +60,7 @@ class TrainConfig:
         checks = {
             "image_size must be 16..512": 16 <= self.image_size <= 512,
             "width must be 2..128": 2 <= self.width <= 128,
+            f"stem must be one of {sorted(STEMS)}": self.stem in STEMS,
             "normalization must be 'equalize' or 'scale'": self.normalization
             in ("equalize", "scale"),
             "dropout must be in [0, 1)": 0 <= self.dropout < 1,
@@ -69,6 +73,7 @@ class TrainConfig:
             "patience must be >= 1": self.patience >= 1,
             "batch_size must be >= 1": self.batch_size >= 1,
             "learning_rate must be > 0": self.learning_rate > 0,
+            "warmup_epochs must be in [0, epochs)": 0 <= self.warmup_epochs < self.epochs,
             "val_fraction and test_fraction must be in (0, 0.5)": 0 < self.val_fraction < 0.5
             and 0 < self.test_fraction < 0.5,
             "target_recall must be in (0, 1]": 0 < self.target_recall <= 1,
@@ -308,10 +313,19 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> TrainingMetri
     val_set = data.make_dataset(val_paths, val_labels, spec, 64)
 
     with distribute.scope(config.distribute):
-        model = build_model(config.image_size, config.width, config.dropout, config.seed)
+        model = build_model(
+            config.image_size, config.width, config.dropout, config.seed, config.stem
+        )
     batch_size = distribute.global_batch(config.batch_size, config.distribute)
-    steps = config.epochs * int(np.ceil(len(train_paths) / batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.05)
+    steps_per_epoch = int(np.ceil(len(train_paths) / batch_size))
+    warmup = config.warmup_epochs * steps_per_epoch
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate / 10 if warmup else config.learning_rate,
+        config.epochs * steps_per_epoch - warmup,
+        alpha=0.05,
+        warmup_target=config.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
     model_path = run_dir / artifacts.MODEL
     checkpoint = best_checkpoint(model_path)
     stopper = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience)
@@ -330,6 +344,7 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> TrainingMetri
             verbose=verbose,
             distribute=config.distribute,
             weight_average=config.weight_average,
+            label="train",
         ).history
     except KeyboardInterrupt:
         interrupted = True
