@@ -32,6 +32,7 @@ from edgexray.pipeline.calibrate import CalibrateConfig
 from edgexray.pipeline.prune import PruneConfig
 from edgexray.pipeline.train import TrainConfig
 from edgexray.pipeline.verify import GateLimits
+from edgexray.run import RunConfig
 
 
 class OneLineUsageErrors(TyperGroup):
@@ -373,9 +374,9 @@ def prune_command(
     sparsity: Annotated[
         float, typer.Option(help="Share of Conv2D/Dense kernel weights set to zero.")
     ] = default(PruneConfig, "sparsity"),
-    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs while pruning.")] = default(
-        PruneConfig, "epochs"
-    ),
+    epochs: Annotated[
+        float, typer.Option(help="Fine-tuning epochs while pruning (0.5: half of one).")
+    ] = default(PruneConfig, "epochs"),
     learning_rate: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = default(
         PruneConfig, "learning_rate"
     ),
@@ -414,9 +415,9 @@ def quantize_command(
     representative_size: Annotated[
         int, typer.Option(help="Train images calibrating int8 ranges.")
     ] = default(QuantizeConfig, "representative_size"),
-    qat_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs of qat and pqat.")] = default(
-        QuantizeConfig, "qat_epochs"
-    ),
+    qat_epochs: Annotated[
+        float, typer.Option(help="Fine-tuning epochs of qat and pqat (0.5: half of one).")
+    ] = default(QuantizeConfig, "qat_epochs"),
     distribute: Annotated[str, typer.Option(help=DISTRIBUTE_HELP)] = default(
         QuantizeConfig, "distribute"
     ),
@@ -734,14 +735,24 @@ def run_command(
     download: Annotated[
         bool, typer.Option(help="No data found: download the public set first (data download).")
     ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="Exit 1 when any variant fails the gate (default: only when no model passed; "
+            "failing variants are left out of the bundles and named)."
+        ),
+    ] = default(RunConfig, "strict"),
+    verbose: Annotated[
+        bool, typer.Option(help="Show TensorFlow's and LiteRT's own start-up messages.")
+    ] = False,
 ):
     """The whole job: train, prune, quantize, verify, benchmark and bundle; resumable."""
     import time
 
     from edgexray import artifacts
-    from edgexray.pipeline import train
+    from edgexray.pipeline import chatter, progress, train
     from edgexray.pipeline.verify import RecallRegressionError
-    from edgexray.run import STAGES, RunConfig, find_data, run, summary_lines
+    from edgexray.run import STAGES, find_data, run, summary_lines
 
     train_config = TrainConfig(
         data=str(find_data(data, download).resolve()),
@@ -756,7 +767,9 @@ def run_command(
         quantize=QuantizeConfig(distribute=distribute),
         gate=GateLimits(max_recall_drop, max_specificity_drop, max_auc_drop, max_out_of_scope),
         calibrate_on=str(calibrate_on.resolve()) if calibrate_on else None,
+        strict=strict,
     )
+    chatter.show(verbose)
     started = time.monotonic()
 
     def on_stage(index, stage, event):
@@ -765,7 +778,8 @@ def run_command(
         typer.echo(f"[{index}/{len(STAGES)} {elapsed}] {stage}: {words}", err=True)
 
     try:
-        summary = run(config, out, tuple(force or ()), _verbosity(), on_stage)
+        with progress.using(progress.for_stream(sys.stderr)):  # bars replace Keras' output
+            summary = run(config, out, tuple(force or ()), 0, on_stage)
     except RecallRegressionError as err:
         typer.echo(f"report: {out / artifacts.RUN_REPORT}")
         raise fail(str(err), err.exit_code) from None

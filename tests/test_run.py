@@ -173,3 +173,22 @@ def test_every_variant_passing_names_none(run_with_variants, tiny_config, monkey
     summary = workflow.run(config, run_with_variants, verbose=0)
     assert summary["excluded"] == []
     assert workflow.summary_lines(summary)[-1].startswith("recall gate: passed by every variant")
+
+
+def test_run_command_exits_0_naming_the_failing_variant_and_1_with_strict(
+    run_with_variants, xray_folder, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from edgexray.cli import app
+
+    _stub_stages(monkeypatch, run_with_variants, {"pruned-int8": [SPECIFICITY]})
+    args = ["run", "--data", str(xray_folder), "--out", str(run_with_variants)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    named = [i for i, line in enumerate(lines) if line.startswith("excluded pruned-int8:")]
+    assert named and SPECIFICITY in lines[named[0]] and named[0] >= len(lines) - 3
+    strict = CliRunner().invoke(app, [*args, "--strict"])
+    assert strict.exit_code == 1, strict.output
+    assert "pruned-int8" in strict.stderr and "Traceback" not in strict.output
