@@ -114,3 +114,27 @@ def test_prune_cli_without_trained_model_exits_2(tmp_path):
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "edgexray train" in errors[0]
     assert "Traceback" not in result.output
+
+
+def test_batch_norm_recalibration_replaces_stale_statistics(tiny_run, tiny_config):
+    from edgexray.compat import keras
+    from edgexray.pipeline import data, finetune
+
+    model = artifacts.load_keras(tiny_run / artifacts.MODEL)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    paths, labels = data.run_split(tiny_run, "train")
+
+    def recalibrated_from(shift: float, films: int) -> list[np.ndarray]:
+        for layer in norms:  # statistics a short fine-tune could leave: far from the data
+            layer.moving_mean.assign(np.full(layer.moving_mean.shape, shift, np.float32))
+            layer.moving_variance.assign(np.full(layer.moving_variance.shape, 1e-4, np.float32))
+        finetune.recalibrate_batch_norm(model, paths, labels, tiny_config, films=films)
+        return [layer.moving_mean.numpy().copy() for layer in norms]
+
+    assert all(np.all(mean == 50.0) for mean in recalibrated_from(50.0, films=0))
+    first, second = recalibrated_from(50.0, films=64), recalibrated_from(-50.0, films=64)
+    # The plain average of the same films, whatever the statistics were before.
+    for one, other in zip(first, second, strict=True):
+        np.testing.assert_allclose(one, other, rtol=1e-5, atol=1e-5)
+        assert np.all(np.abs(one) < 40)
+    assert all(layer.momentum == 0.99 for layer in norms)

@@ -46,12 +46,16 @@ class PruneConfig:
     # Fine-tune towards the float model's calls (finetune.fit's teacher) instead of the
     # labels: the gate compares the pruned variants with that model.
     distill: bool = False
+    # Train films re-estimating the batch-norm statistics after the fine-tune (0: keep
+    # what the fine-tune left; see finetune.recalibrate_batch_norm).
+    recalibrate_films: int = 0
     distribute: str = "none"  # none, mirrored or multiworker (see pipeline/distribute.py)
 
     def __post_init__(self):
         checks = {
             "sparsity must be in (0, 0.98]": 0 < self.sparsity <= 0.98,
             "epochs must be > 0": self.epochs > 0,
+            "recalibrate_films must be >= 0": self.recalibrate_films >= 0,
             "learning_rate must be > 0": self.learning_rate > 0,
             "batch_size must be >= 1": self.batch_size >= 1,
             f"distribute must be one of {distribute.NAMES}": distribute.check_name(self.distribute),
@@ -183,6 +187,9 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
         label="prune",
     )
     pruned = tfmot.sparsity.keras.strip_pruning(model)
+    finetune.recalibrate_batch_norm(
+        pruned, train_paths, train_labels, train_config, config.recalibrate_films
+    )
     sparsity = measure_sparsity(pruned)
     finetune_seconds = time.monotonic() - started
 
