@@ -4,7 +4,8 @@
 
 The recall gate (`edgexray verify`) judges variants on test/, another site, which must
 not choose recipes. This applies the same rule (no recall drop, specificity drop <= 0.10,
-AUC drop <= 0.01, each model at its own val threshold) to the VAL films, as they are and
+AUC drop <= 0.01, each model at its own val threshold, or with --rule float at the float
+model's threshold where that is lower) to the VAL films, as they are and
 under each synthetic acquisition shift of `augment.SHIFTS` (brighter, darker, blurred,
 resampled, re-compressed...), and reports per variant the worst drop over the shifts and
 how many shifts it would fail. All models are scored in one pass over the films per
@@ -20,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+RULES = ("own", "float")  # each variant's own val threshold; min(float model's, own)
 
-def holdup(run_dir: Path) -> dict:
+
+def holdup(run_dir: Path, rule: str = "own") -> dict:
     from edgexray import artifacts
     from edgexray.pipeline import augment, data, metrics
     from edgexray.pipeline.evaluate import load_model
@@ -34,12 +37,21 @@ def holdup(run_dir: Path) -> dict:
         load_model(p) for p in sorted((run_dir / artifacts.TFLITE_DIR).glob("*.tflite"))
     ]
     names = [m.path.stem if m.kind == "tflite" else "model.keras" for m in models]
-    result = {name: {"shifts": {}} for name in names[1:]}
-    for shift, change in augment.SHIFTS.items():
-        probabilities = score([m.scorer for m in models], paths, labels, change).probabilities
+    by_shift = {
+        shift: score([m.scorer for m in models], paths, labels, change).probabilities
+        for shift, change in augment.SHIFTS.items()
+    }
+    thresholds = [m.threshold for m in models]
+    if rule == "float":  # never above the variant's own: its val recall stays >= the target
+        thresholds = [thresholds[0]] + [min(t, thresholds[0]) for t in thresholds[1:]]
+    result = {
+        name: {"threshold": t, "shifts": {}}
+        for name, t in zip(names[1:], thresholds[1:], strict=True)
+    }
+    for shift, probabilities in by_shift.items():
         reports = [
-            metrics.classification_report(labels, p, m.threshold)
-            for m, p in zip(models, probabilities, strict=True)
+            metrics.classification_report(labels, p, t)
+            for t, p in zip(thresholds, probabilities, strict=True)
         ]
         base = reports[0]
         for name, report in zip(names[1:], reports[1:], strict=True):
@@ -62,17 +74,21 @@ def holdup(run_dir: Path) -> dict:
         entry["mean_abs_specificity_change"] = round(
             float(np.mean([abs(s["specificity_drop"]) for s in shifts])), 4
         )
-    return {"run_dir": str(run_dir), "films": len(paths), "variants": result}
+    return {"run_dir": str(run_dir), "rule": rule, "films": len(paths), "variants": result}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--json", type=Path, default=None, help="append one line per run")
+    parser.add_argument("--rule", choices=RULES, default="own", help="thresholds judged")
     args = parser.parse_args()
     for run_dir in args.runs:
-        report = holdup(run_dir)
-        print(f"{run_dir}: val, {report['films']} films, {len(report['variants'])} variants")
+        report = holdup(run_dir, args.rule)
+        print(
+            f"{run_dir}: val, {report['films']} films, {len(report['variants'])} variants, "
+            f"thresholds: {args.rule}"
+        )
         print(
             f"  {'variant':<12} {'worst Δrecall':>13} {'worst Δspec':>11} {'worst ΔAUC':>10} "
             f"{'mean |Δspec|':>12} {'shifts failed':>13}"

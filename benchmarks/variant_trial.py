@@ -64,9 +64,7 @@ def main() -> None:
         "pruned_val_auc": pruned["val"]["auc"] if pruned else None,
         "baseline_val_auc": pruned["baseline_val_auc"] if pruned else None,
         "val": {
-            v["method"]: {
-                k: v["val"][k] for k in ("auc", "threshold", "recall", "specificity")
-            }
+            v["method"]: {k: v["val"][k] for k in ("auc", "threshold", "recall", "specificity")}
             for v in variants
         },
         "holdup": {
