@@ -136,14 +136,14 @@ def summary(values) -> dict:
 def time_device_path(classifier, paths, grid) -> dict:
     """Milliseconds per film: classify, then the heatmap written as infer.py --explain does."""
     with tempfile.TemporaryDirectory() as folder:
-        records = [classifier.classify(paths[0])]
-        list(explain.explain_records(classifier, records, folder, grid=grid))  # warm-up
+        classified = [classifier.classify_film(paths[0])]
+        list(explain.explain_records(classifier, classified, folder, grid=grid))  # warm-up
         total, mapping, cpu = [], [], []
         for path in paths:
             started, cpu_started = time.perf_counter(), time.process_time()
-            record = classifier.classify(path)
+            record, film = classifier.classify_film(path)
             map_started = time.perf_counter()
-            explanation, film = explain.explain_film(classifier, path, grid)
+            explanation = explain.explain_gray(classifier, film, grid)
             mapping.append(1000 * (time.perf_counter() - map_started))
             picture = explain.overlay(film, explanation, classifier.threshold)
             explain.save(folder, record["path"], picture, explanation)

@@ -24,7 +24,13 @@ from dicom_support import (
 from edge_support import run_blocked
 from PIL import Image
 from pydicom.data import get_testdata_file
-from pydicom.uid import JPEG2000, JPEG2000Lossless, JPEGLSLossless, RLELossless
+from pydicom.uid import (
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLSLossless,
+    RLELossless,
+)
 from typer.testing import CliRunner
 
 from edgexray.cli import app
@@ -300,6 +306,63 @@ def test_a_huge_header_is_refused_before_decoding(films, tmp_path):
     ds.save_as(tmp_path / "bomb.dcm", enforce_file_format=True)
     with pytest.raises(infer.ImageError, match="decompression bomb"):
         infer.load_film(tmp_path / "bomb.dcm")
+
+
+def forged_codestream(path: Path, film: np.ndarray, syntax, declared: tuple[int, int]) -> Path:
+    """A compressed film whose own frame header (JPEG SOF, JPEG 2000 SIZ) declares
+    declared (width, height), while the DICOM header keeps the film's real size."""
+    import struct
+
+    from pydicom.encaps import encapsulate
+
+    buffer = io.BytesIO()
+    if syntax == JPEG2000Lossless:
+        Image.fromarray(film).save(buffer, format="JPEG2000", no_jp2=True, irreversible=False)
+        code = bytearray(buffer.getvalue())
+        at = code.find(b"\xff\x51")  # SIZ: Xsiz Ysiz XOsiz YOsiz XTsiz YTsiz after Lsiz, Rsiz
+        struct.pack_into(">IIIIII", code, at + 6, *declared, 0, 0, *declared)
+    else:
+        Image.fromarray(film).save(buffer, format="JPEG", quality=90)
+        code = bytearray(buffer.getvalue())
+        at = code.find(b"\xff\xc0")  # SOF0: length, precision, then height and width
+        struct.pack_into(">HH", code, at + 5, declared[1], declared[0])
+    ds = film_dataset(film, bits=8)
+    ds.BitsAllocated = 8
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.PixelData = encapsulate([bytes(code)])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("syntax", [JPEGBaseline8Bit, JPEG2000Lossless])
+def test_a_codestream_larger_than_its_header_is_refused_before_decoding(films, tmp_path, syntax):
+    # A 1-2 kB film whose codestream claims 65000 x 60000 made the decoder ask for gigabytes
+    # (sweep 3, H1): its own frame header is read before any decoder runs.
+    film = films["NORMAL"][:64, :64].copy()
+    bomb = forged_codestream(tmp_path / "bomb.dcm", film, syntax, (65000, 60000))
+    assert bomb.stat().st_size < 8000
+    with pytest.raises(infer.ImageError, match="declares 65000x60000 .* header 64x64"):
+        infer.load_film(bomb)
+    honest = forged_codestream(tmp_path / "honest.dcm", film, syntax, (64, 64))
+    assert infer.load_film(honest)[0].shape == (64, 64)
+
+
+def test_the_bomb_is_refused_by_predict_in_one_line_within_a_small_memory_limit(films, tmp_path):
+    bomb = forged_codestream(
+        tmp_path / "bomb.dcm", films["NORMAL"][:64, :64].copy(), JPEG2000Lossless, (60000, 60000)
+    )
+    script = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); "
+        "from edgexray.edge_runtime.infer import main; sys.exit(main(sys.argv[1:]))"
+    )
+    model = ["--model", str(REFERENCE_MODEL)]
+    result = subprocess.run(
+        [sys.executable, "-c", script, *model, str(bomb)], capture_output=True, text=True
+    )
+    assert result.returncode == 3, result.stderr
+    assert "declares 60000x60000" in json.loads(result.stdout)["error"]
+    assert "Traceback" not in result.stderr
 
 
 def test_voi_lut_function_and_lut_sequences_are_honoured(films, tmp_path):

@@ -38,7 +38,7 @@ from node_support import (
     write_films,
 )
 
-from edgexray.edge_runtime import REFERENCE_MODEL, infer, node, spool
+from edgexray.edge_runtime import REFERENCE_MODEL, infer, node, spool, sr
 
 pytest.importorskip("pynetdicom")
 needs_dcmtk = pytest.mark.skipif(not have_dcmtk(), reason=DCMTK_MISSING)
@@ -530,11 +530,131 @@ def test_reports_wait_while_the_pacs_is_down_and_are_delivered_after_a_restart(
     try:
         start_node(config)  # the queue on disk outlives the node
         assert wait_for(lambda: len(pacs.received) >= len(sent), 60)
-        assert wait_for(lambda: not list(outbox.iterdir()), 10)
+        assert wait_for(lambda: not list(outbox.glob("*.dcm")), 10)
     finally:
         pacs.stop()
     assert set(pacs.by_source()) == set(sent)
     assert len(records(config.state)) == len(sent)
+    assert not list(outbox.glob("*.json")) and not list((outbox / sr.FAILED).iterdir())
+
+
+# Header quirks seen in real exports, each of which highdicom refuses as evidence: the
+# report is built from what the film has (sweep 3, H2). None removes the attribute.
+QUIRKS = {
+    "sex U": {"PatientSex": "U"},
+    "sex X": {"PatientSex": "X"},
+    "no study date": {"StudyDate": None, "StudyTime": None},
+    "no study UID": {"StudyInstanceUID": None},
+    "no series UID": {"SeriesInstanceUID": None},
+    "no patient module": {
+        "PatientID": None,
+        "PatientName": None,
+        "PatientBirthDate": None,
+        "PatientSex": None,
+    },
+    "birth year only": {"PatientBirthDate": "2020"},
+    "dates not dates": {"PatientBirthDate": "notadate", "StudyDate": "2023-13-45"},
+    "hour 25": {"StudyTime": "25:61"},
+    "no patient name": {"PatientName": None},
+}
+
+
+def write_quirky_film(path: Path, pixels, quirk: dict) -> str:
+    from pydicom import config as pydicom_config
+    from pydicom import dcmread
+
+    uid = write_film(path, pixels, PatientSex="F", PatientBirthDate="20200101")
+    dataset = dcmread(path)
+    with pytest.MonkeyPatch.context() as patch:  # take and write the invalid values as they come
+        for mode in ("reading_validation_mode", "writing_validation_mode"):
+            patch.setattr(pydicom_config.settings, mode, pydicom_config.IGNORE)
+        for keyword, value in quirk.items():
+            if value is None:
+                delattr(dataset, keyword)
+            else:
+                setattr(dataset, keyword, value)
+        dataset.save_as(path, enforce_file_format=True)
+    return uid
+
+
+@needs_dcmtk
+def test_films_with_header_quirks_each_get_their_report_at_the_pacs(tmp_path, config, start_node):
+    pixels = small_films(64)
+    sent = {}
+    for number, (name, quirk) in enumerate(QUIRKS.items()):
+        path = tmp_path / f"{name}.dcm"
+        sent[write_quirky_film(path, pixels[number % len(pixels)], quirk)] = path
+    pacs = Pacs(free_port()).start()
+    try:
+        destination = node.Destination(Pacs.AE_TITLE, "127.0.0.1", pacs.port)
+        running = start_node(replace(config, pacs=destination))
+        assert storescu(running.address[1], sent.values()).returncode == 0
+        assert running.wait_idle(60)
+        assert wait_for(lambda: len(pacs.received) >= len(sent), 60), len(pacs.received)
+    finally:
+        pacs.stop()
+    reports = pacs.by_source()
+    assert set(reports) == set(sent) and all(len(r) == 1 for r in reports.values())
+    assert not list((config.state / spool.OUTBOX / sr.FAILED).iterdir())
+
+
+def test_a_film_that_took_the_node_down_twice_is_quarantined_and_the_queue_moves_on(
+    tmp_path, films
+):
+    """A film that kills the process (a decoder out of memory under the unit's MemoryMax)
+    is classified again at the next start; after the second death it is quarantined with
+    an error record, and the films behind it are classified (sweep 3, H1)."""
+    state = tmp_path / "node state"
+    incoming = state / spool.INCOMING
+    incoming.mkdir(parents=True)
+    (killer_uid, killer), (next_uid, after) = list(films.items())[:2]
+    shutil.copyfile(killer, incoming / f"{killer_uid}.dcm")
+    os.utime(incoming / f"{killer_uid}.dcm", (1, 1))  # the oldest: classified first
+    shutil.copyfile(after, incoming / f"{next_uid}.dcm")
+    # The node in a process of its own whose classifier dies, as an OOM kill does, on
+    # the one film; the sender's and the node's code are the real ones.
+    script = f"""
+import os, signal, sys
+from edgexray.edge_runtime import infer, node
+real = infer.Classifier.classify_film
+def classify_film(self, path):
+    if {killer_uid!r} in str(path):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, path)
+infer.Classifier.classify_film = classify_film
+sys.exit(node.main(sys.argv[1:]))
+"""
+    args = [
+        sys.executable,
+        "-c",
+        script,
+        "--model",
+        str(REFERENCE_MODEL),
+        "--state",
+        str(state),
+        "--allow-ae",
+        MODALITY_AE,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+    ]
+    for _ in range(2):
+        died = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        assert died.returncode == -signal.SIGKILL, died.stderr
+        assert not records(state)
+    survivor = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_for(lambda: len(records(state)) == 2, 60)
+    finally:
+        _stop(survivor)
+    quarantined, classified = records(state)
+    assert quarantined["sop_instance_uid"] == killer_uid
+    assert quarantined["error"].startswith("quarantined: the node stopped 2 times")
+    assert Path(quarantined["path"]) == state.resolve() / spool.QUARANTINE / f"{killer_uid}.dcm"
+    assert Path(quarantined["path"]).is_file()
+    assert classified["sop_instance_uid"] == next_uid and classified["label"] in LABELS
+    assert not list(incoming.iterdir()) and not list((state / spool.ATTEMPTS).iterdir())
 
 
 # --- DICOM over TLS -----------------------------------------------------------------------
@@ -722,7 +842,13 @@ def test_a_damaged_stored_film_gets_its_error_record_and_no_report(config, start
     assert running.wait_idle(30)
     (record,) = records(config.state)
     assert record["sop_instance_uid"] == "1.2.3.4" and "error" in record
-    assert wait_for(lambda: not list((config.state / spool.OUTBOX).iterdir()), 10)
+    # No report can name a film without a readable header: its record waits in failed/,
+    # with the reason, instead of vanishing (sweep 3, H2).
+    failed = config.state / spool.OUTBOX / sr.FAILED / "1.2.3.4.record.json"
+    assert wait_for(failed.exists, 10)
+    kept = json.loads(failed.read_text())
+    assert kept["film"] == "1.2.3.4.dcm" and kept["record"]["error"] and kept["error"]
+    assert not list((config.state / spool.OUTBOX).glob("*.dcm"))
 
 
 def test_a_film_that_crashes_the_reader_gets_an_error_record_once(
@@ -736,7 +862,7 @@ def test_a_film_that_crashes_the_reader_gets_an_error_record_once(
     def crash(self, film):
         raise ValueError("a decoder bug")
 
-    monkeypatch.setattr(infer.Classifier, "classify", crash)
+    monkeypatch.setattr(infer.Classifier, "classify_film", crash)
     running = start_node(config)
     assert running.wait_idle(30)
     (record,) = records(config.state)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from edge_support import run_blocked
-from explain_support import LESION, write_films, write_lesion_model
+from explain_support import LESION, lesion_film, write_films, write_lesion_model
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -248,6 +248,75 @@ def test_predict_report_lists_every_film(tmp_path, lesion_model, films):
     assert page.index("lesion film.png</h3>") < page.index("clear film.png</h3>")
     assert page.count("data:image/jpeg;base64,") == 6  # film and overlay of three films
     assert "lesion int8.tflite (int8)" in page
+
+
+def _card_films(page: str) -> list[tuple[float, np.ndarray]]:
+    """(probability shown, film picture) of each card of a report."""
+    import base64
+    import re
+    from io import BytesIO
+
+    cards = []
+    for card in page.split('<section class="film')[1:]:
+        probability = float(re.search(r'aria-label="probability ([0-9.]+)', card).group(1))
+        picture = re.search(r'alt="film" src="data:image/jpeg;base64,([^"]+)"', card).group(1)
+        with Image.open(BytesIO(base64.b64decode(picture))) as image:
+            cards.append((probability, np.asarray(image.convert("L"), dtype=float)))
+    return cards
+
+
+def test_every_card_and_heatmap_shows_the_film_that_was_classified(tmp_path, lesion_model):
+    # A Latin-1 file name (not UTF-8) is escaped in its record: film\xe9.png. A second file
+    # literally named so sits beside it. Cards and heatmaps once re-opened films by that
+    # escaped name, and showed the second film for the first (sweep 3, H3).
+    folder = tmp_path / "export"
+    folder.mkdir()
+    lesion, clear = lesion_film(0), lesion_film(1, lesion=False)
+    Image.fromarray(lesion).save(os.fsdecode(os.fsencode(folder) + b"/film\xe9.png"))
+    Image.fromarray(clear).save(folder / "film\\xe9.png")
+    out, page_path = tmp_path / "maps", tmp_path / "report.html"
+    args = ["explain", str(lesion_model), str(folder), "--out", str(out), "--grid", "8/4"]
+    result = runner.invoke(app, [*args, "--report", str(page_path)])
+    assert result.exit_code == 0, result.output
+    found = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert [r["path"] for r in found] == [str(folder / "film\\xe9.png")] * 2
+    classifier = infer.Classifier(lesion_model)
+    maps = {
+        name: explain.explain_gray(classifier, film, explain.Grid(8, 4))
+        for name, film in (("lesion", lesion), ("clear", clear))
+    }
+    assert maps["lesion"].probability > maps["clear"].probability
+    for record in found:  # each record's own film, known by its probability
+        (own,) = [m for m in maps.values() if m.probability == record["probability"]]
+        assert np.array_equal(np.load(record["heatmap"]), own.saliency)
+    assert len({r["overlay"] for r in found}) == 2
+    films = {
+        round(maps[n].probability, 3): film for n, film in (("lesion", lesion), ("clear", clear))
+    }
+    cards = _card_films(page_path.read_text())
+    assert len(cards) == 2
+    for probability, picture in cards:
+        size = Image.fromarray(picture.astype(np.uint8)).size
+        distance = {
+            shown: np.abs(picture - np.asarray(Image.fromarray(film).resize(size), float)).mean()
+            for shown, film in films.items()
+        }
+        assert min(distance, key=distance.get) == probability, distance
+
+
+def test_a_film_name_as_long_as_the_file_system_allows_is_explained(tmp_path, lesion_model):
+    folder = tmp_path / "long"
+    folder.mkdir()
+    long_name = "L" * 245 + ".png"
+    Image.fromarray(lesion_film(0)).save(folder / long_name)
+    Image.fromarray(lesion_film(1, lesion=False)).save(folder / "zz.png")
+    out, page_path = tmp_path / "maps", tmp_path / "report.html"
+    args = ["explain", str(lesion_model), str(folder), "--out", str(out), "--report"]
+    result = runner.invoke(app, [*args, str(page_path)])
+    assert result.exit_code == 0, result.output  # sweep 3, M2: the batch once stopped here
+    found = records_of(result.output)
+    assert set(found) == {long_name, "zz.png"} and page_path.is_file()
+    assert all(Path(found[name]["overlay"]).is_file() for name in found)
 
 
 def test_predict_report_never_overwrites_a_file(tmp_path, lesion_model, films):

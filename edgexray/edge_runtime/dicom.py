@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import warnings
 from pathlib import Path
 
@@ -133,6 +134,7 @@ def read_film(path_or_dataset, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray
             dataset = _read(pydicom, path_or_dataset)
         _check_is_film(dataset, where)
         _check_size(dataset, where, max_pixels)
+        _check_codestream(dataset, where)
         pixels = _decode(pydicom, dataset, where)
         film, rendering = render(dataset, pixels, where)
     tags = {key: _plain(dataset.get(key)) for key in TAGS if dataset.get(key) not in (None, "")}
@@ -217,6 +219,98 @@ def _check_size(dataset, where: str, max_pixels: int) -> None:
         )
     if rows * columns * max(allocated // 8, 1) > MAX_PIXEL_BYTES:
         raise ImageError(f"{where}: decoded pixels over the {MAX_PIXEL_BYTES} byte limit")
+
+
+# JPEG frame headers (ITU-T T.81 B.1.1.3; SOF55 of JPEG-LS, T.87): every SOFn marker
+# but DHT (C4), JPG (C8) and DAC (CC). They carry the height and width the decoder
+# allocates for, whatever the DICOM header says.
+JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC} | {0xF7}
+JPEG_START, J2K_SIZ = b"\xff\xd8", b"\xff\x4f\xff\x51"
+# Markers without a length field: TEM and RSTn.
+JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+
+
+def _check_codestream(dataset, where: str) -> None:
+    """Refuse compressed pixel data whose own header does not declare the image the DICOM
+    header describes, before any decoder allocates for it.
+
+    The JPEG frame header and the JPEG 2000 SIZ marker inside the pixel data carry their
+    own size, which the decoders trust: a 1 kB film whose DICOM header says 100x100 can
+    declare 65000x65000 there and make the decoder ask for gigabytes. RLE is decoded into
+    the header's Rows x Columns, so it needs no such check.
+    """
+    code = _first_fragment(dataset)
+    if code is None:
+        return
+    found = _jpeg_frame(code) if code.startswith(JPEG_START) else _j2k_frame(code)
+    if found is None:
+        raise ImageError(
+            f"{where}: refused: the compressed pixel data has no JPEG or JPEG 2000 frame "
+            "header in its first fragment, so its size cannot be checked before decoding"
+        )
+    width, height, components = found
+    rows, columns = _int(dataset, "Rows", 0), _int(dataset, "Columns", 0)
+    samples = _int(dataset, "SamplesPerPixel", 1)
+    if (width, height, components) != (columns, rows, samples):
+        raise ImageError(
+            f"{where}: refused: the compressed image declares {width}x{height} with "
+            f"{components} component(s), the DICOM header {columns}x{rows} with {samples} "
+            "(a damaged or forged film; not decoded)"
+        )
+
+
+def _first_fragment(dataset) -> bytes | None:
+    """The first fragment of encapsulated pixel data, or None when the pixel data is
+    native or RLE (whose decoder allocates by the DICOM header)."""
+    from pydicom.encaps import generate_fragments, parse_basic_offsets
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.uid import RLELossless
+
+    meta = getattr(dataset, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax is None or not syntax.is_encapsulated or syntax == RLELossless:
+        return None
+    buffer = DicomBytesIO(bytes(dataset.PixelData))
+    try:
+        parse_basic_offsets(buffer)
+        return next(generate_fragments(buffer), b"")
+    except Exception:  # damaged item headers: pydicom raises several types
+        return b""
+
+
+def _jpeg_frame(code: bytes) -> tuple[int, int, int] | None:
+    """(width, height, components) of a JPEG or JPEG-LS codestream's frame header, or
+    None when none comes before the first scan."""
+    position = len(JPEG_START)
+    while position + 4 <= len(code):
+        if code[position] != 0xFF:
+            return None
+        marker = code[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+        elif marker in JPEG_STANDALONE:
+            position += 2
+        elif marker in JPEG_FRAME_MARKERS:
+            if position + 10 > len(code):
+                return None
+            height, width = struct.unpack_from(">HH", code, position + 5)
+            return width, height, code[position + 9]
+        elif marker in (0xDA, 0xD9):  # a scan or the end before any frame header
+            return None
+        else:
+            position += 2 + struct.unpack_from(">H", code, position + 2)[0]
+    return None
+
+
+def _j2k_frame(code: bytes) -> tuple[int, int, int] | None:
+    """(width, height, components) of a JPEG 2000 codestream's SIZ marker (T.800 A.5.1),
+    bare or inside JP2 boxes, or None when there is none."""
+    at = code.find(J2K_SIZ)
+    if at < 0 or at + 42 > len(code):
+        return None
+    x_size, y_size, x_origin, y_origin = struct.unpack_from(">IIII", code, at + 8)
+    (components,) = struct.unpack_from(">H", code, at + 40)
+    return x_size - x_origin, y_size - y_origin, components
 
 
 def _decode(pydicom, dataset, where: str) -> np.ndarray:

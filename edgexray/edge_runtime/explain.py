@@ -34,6 +34,9 @@ from . import infer, report
 
 OVERLAY_SUFFIX = ".heatmap.png"
 MAP_SUFFIX = ".heatmap.npy"
+# Output names start with the film's name, cut to this many bytes: with a suffix and a
+# "-N" they stay under the 255 bytes most file systems allow in a name.
+STEM_BYTES = 200
 # Overlays are for reading on a screen: the film is shown with this longest side, shrunk
 # from 4000 px originals and enlarged from the 224 px films of the Kaggle set.
 OVERLAY_SIDE = 640
@@ -173,9 +176,16 @@ def explain_film(
         infer.ImageError: the file cannot be read.
     """
     film = infer.load_grayscale(path)
+    return explain_gray(classifier, film, grid), film
+
+
+def explain_gray(
+    classifier: infer.Classifier, film: np.ndarray, grid: Grid = DEFAULT_GRID
+) -> Explanation:
+    """The map of one 8-bit film as read (any size): resized as the model reads it."""
     spec = classifier.sidecar["input"]
     gray = infer.resize(film, int(spec["height"]), int(spec["width"]))
-    return occlusion_map(classifier, gray, grid), film
+    return occlusion_map(classifier, gray, grid)
 
 
 # --- pictures ---------------------------------------------------------------------------
@@ -319,7 +329,12 @@ def jpeg_bytes(picture: Image.Image, quality: int = 85) -> bytes:
 
 def free_stem(folder: Path, stem: str) -> str:
     """stem, or stem-2, stem-3...: the first for which neither the overlay nor the map
-    exists in folder, so an earlier run's files (or a user's) are never overwritten."""
+    exists in folder, so an earlier run's files (or a user's) are never overwritten.
+
+    stem is cut to STEM_BYTES of UTF-8 first: a film's name may be as long as the file
+    system allows, and its outputs add a suffix to it.
+    """
+    stem = stem.encode("utf-8")[:STEM_BYTES].decode("utf-8", "ignore")
     candidate, number = stem, 1
     while any((folder / f"{candidate}{end}").exists() for end in (OVERLAY_SUFFIX, MAP_SUFFIX)):
         number += 1
@@ -327,8 +342,9 @@ def free_stem(folder: Path, stem: str) -> str:
     return candidate
 
 
-def save(folder: str | Path, path: str | Path, picture: Image.Image, explanation: Explanation):
-    """Write the overlay PNG and the map .npy of the film at path into folder.
+def save(folder: str | Path, name: str, picture: Image.Image, explanation: Explanation):
+    """Write the overlay PNG and the map .npy of the film called name (its record's path:
+    a display name, valid UTF-8) into folder.
 
     Returns:
         (overlay path, map path).
@@ -338,7 +354,7 @@ def save(folder: str | Path, path: str | Path, picture: Image.Image, explanation
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise infer.OutputError(f"cannot create {folder}: {err.strerror or err}") from None
-    stem = free_stem(folder, Path(path).name)
+    stem = free_stem(folder, Path(name).name)
     buffer = io.BytesIO()
     np.save(buffer, explanation.saliency)
     overlay_path, map_path = folder / f"{stem}{OVERLAY_SUFFIX}", folder / f"{stem}{MAP_SUFFIX}"
@@ -355,24 +371,24 @@ REPORT_SIDE = 360
 
 def explain_records(
     classifier: infer.Classifier,
-    records,
+    classified,
     folder: str | Path | None = None,
     entries: list | None = None,
     grid: Grid = DEFAULT_GRID,
 ):
-    """Yield each record as it comes, explained when its film was read.
+    """Yield each record of classified, (record, film) pairs from
+    `Classifier.classify_film`, as it comes, explained when its film was read.
 
-    With folder, the overlay PNG and the map .npy are written there and the record gets
-    their paths ("overlay", "heatmap"). With entries, a report.Entry is appended for every
-    record, unreadable ones included, holding small JPEGs of the film and its overlay.
+    The map is made of the film that was classified, never re-read from the record's path
+    (a display name, which may name another file). With folder, the overlay PNG and the
+    map .npy are written there and the record gets their paths ("overlay", "heatmap").
+    With entries, a report.Entry is appended for every record, unreadable ones included,
+    holding small JPEGs of the film and its overlay.
     """
-    for record in records:
+    for record, film in classified:
         explained = None
-        if "error" not in record:
-            try:
-                explained = explain_film(classifier, record["path"], grid)
-            except infer.ImageError:  # gone or changed since it was classified
-                explained = None
+        if film is not None and "error" not in record:
+            explained = explain_gray(classifier, film, grid), film
         if explained is not None and folder is not None:
             explanation, film = explained
             picture = overlay(film, explanation, classifier.threshold)

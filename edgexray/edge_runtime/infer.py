@@ -749,15 +749,24 @@ class Classifier:
         the interpreter call and the scope check. A flat or blank image also gets
         quality_warning (see `quality_warning`).
         """
+        return self.classify_film(path)[0]
+
+    def classify_film(self, path: str | Path) -> tuple[dict, np.ndarray | None]:
+        """`classify`, and the 8-bit film as read (None when it could not be read), so that
+        a heatmap or a report shows the very film that was classified: the record's path
+        is only its display name (a file name that is not UTF-8 is escaped there)."""
         started = time.perf_counter()
         spec = self.sidecar["input"]
         try:
-            gray, info = resized_film(path, spec)
+            film, info = load_film(path)
         except ImageError as err:
-            return {
+            record = {
                 "path": clean_text(str(path)),
                 "error": clean_text(str(err).replace(f"{path}: ", "", 1)),
             }
+            return record, None
+        info["two_tones"] = two_tone_share(film)
+        gray = resize(film, int(spec["height"]), int(spec["width"]))
         probability = self.run(self.tensor_of(gray))
         decision = self.scope_decision(gray, info)
         label = self.labels[1] if probability >= self.threshold else self.labels[0]
@@ -776,7 +785,7 @@ class Classifier:
         warning = quality_warning(gray, info.get("two_tones"))
         if warning:
             record["quality_warning"] = warning
-        return record
+        return record, film
 
 
 def clean_text(text: str) -> str:
@@ -919,10 +928,12 @@ def run(
             "trained on are not caught (records say in_scope null)",
             file=sys.stderr,
         )
-    records = map(classifier.classify, paths)
+    classified = map(classifier.classify_film, paths)
     entries = [] if report_path is not None else None
     if explaining:
-        records = explain.explain_records(classifier, records, explain_dir, entries, occlusion)
+        records = explain.explain_records(classifier, classified, explain_dir, entries, occlusion)
+    else:
+        records = (record for record, _ in classified)
     code = write_records(records, stream or sys.stdout, fmt)
     if report_path is not None:
         legend = explain.legend_html(occlusion)

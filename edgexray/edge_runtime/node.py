@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .infer import EXIT_BAD_INPUT, EXIT_OK, Classifier, InferenceError, check_threads
-from .spool import MEGABYTE, OUTBOX, REPORTS, NodeState, utc_now
+from .spool import MAX_ATTEMPTS, MEGABYTE, OUTBOX, REPORTS, NodeState, utc_now
 
 log = logging.getLogger("edgexray.node")
 
@@ -252,7 +252,7 @@ class Node:
 
             self.outbox = Outbox(
                 self.state.folder / OUTBOX,
-                (self.state.incoming, self.state.classified),
+                (self.state.incoming, self.state.classified, self.state.quarantine),
                 config.pacs,
                 config.ae_title,
                 self.classifier,
@@ -512,45 +512,48 @@ class Node:
     def _classify(self, name: str) -> None:
         source = self.state.incoming / name
         received = os.stat(source).st_mtime
-        try:
-            record = self.classifier.classify(source)
-        except OSError:
-            raise  # the disk, not the film: tried again
-        except Exception as err:  # a film no reader expected: its record says so, once
-            log.exception("classifying %s failed", name)
-            record = {"path": str(source), "error": f"could not be classified ({err})"}
-        record["path"] = str(self.state.classified / name)
+        began = self.state.begin(name)
+        destination, film = self.state.classified, None
+        if began > MAX_ATTEMPTS:
+            log.error("quarantined %s: the node stopped %d times classifying it", name, began - 1)
+            destination = self.state.quarantine
+            record = {"path": str(source), "error": quarantine_reason(began - 1)}
+        else:
+            try:
+                record, film = self.classifier.classify_film(source)
+            except OSError:
+                raise  # the disk, not the film: tried again
+            except Exception as err:  # a film no reader expected: its record says so, once
+                log.exception("classifying %s failed", name)
+                record = {"path": str(source), "error": f"could not be classified ({err})"}
+        record["path"] = str(destination / name)
         record.update(film_identity(source))
         record["received_at"] = datetime.datetime.fromtimestamp(
             received, datetime.timezone.utc
         ).isoformat(timespec="microseconds")
-        if self.config.reports:
+        if self.config.reports and film is not None:
             try:
-                record["report"] = str(self._write_report(source, record))
+                record["report"] = str(self._write_report(film, record))
             except Exception as err:  # the record matters more than its page
                 log.error("no HTML report for %s: %s", name, err)
         if self.outbox is not None:
             self.outbox.add(name, record)
         record["classified_at"] = utc_now()
         self.state.results.append(record)
-        self.state.finish(name)
+        self.state.finish(name, destination)
         log.info("%s: %s", name, record.get("label") or f"error: {record.get('error')}")
 
-    def _write_report(self, film: Path, record: dict) -> Path:
-        """The film's HTML report (heatmap included), as `infer.py --report` writes one for a
-        batch; named by the film's UID, so a film classified again after a crash rewrites
-        its own report."""
-        from dataclasses import replace
-
+    def _write_report(self, film, record: dict) -> Path:
+        """The HTML report (heatmap included) of a film just classified (as read), as
+        `infer.py --report` writes one for a batch; named by the film's UID, so a film
+        classified again after a crash rewrites its own report."""
         from . import explain, report
         from .infer import write_atomic
 
         entries: list = []
-        for _ in explain.explain_records(
-            self.classifier, [{**record, "path": str(film)}], entries=entries
-        ):
+        for _ in explain.explain_records(self.classifier, [(record, film)], entries=entries):
             pass
-        entry = replace(entries[0], record=record)  # the path the film will have
+        entry = entries[0]
         folder = self.state.folder / REPORTS
         folder.mkdir(exist_ok=True)
         path = folder / f"{record['sop_instance_uid']}.html"
@@ -562,6 +565,14 @@ class Node:
         )
         write_atomic(path, page.encode("utf-8"))
         return path
+
+
+def quarantine_reason(stops: int) -> str:
+    """The error of a quarantined film's record (and of its report to the PACS)."""
+    return (
+        f"quarantined: the node stopped {stops} times while classifying this film (out of "
+        "memory or a crash in a decoder); not classified, a person must read it"
+    )
 
 
 def film_identity(path: Path) -> dict:

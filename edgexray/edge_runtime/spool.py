@@ -2,6 +2,8 @@
 
     STATE/incoming/      films stored (C-STORE answered), not yet classified: the queue
     STATE/classified/    films whose record is written
+    STATE/quarantine/    films the node died on twice while classifying (their record says so)
+    STATE/attempts/      one small file per film being classified: how many times it began
     STATE/results.jsonl  one record per film, each line written whole and fsynced
     STATE/outbox/        Structured Reports waiting for the PACS (sr.py)
     STATE/reports/       per-film HTML reports (with --reports)
@@ -25,7 +27,15 @@ from pathlib import Path
 log = logging.getLogger("edgexray.node")
 
 INCOMING, CLASSIFIED, OUTBOX, REPORTS = "incoming", "classified", "outbox", "reports"
+QUARANTINE, ATTEMPTS = "quarantine", "attempts"
 RESULTS = "results.jsonl"
+# A film on which classification began this many times without finishing took the node
+# down each time (out of memory in a decoder, a crash in native code): the next start
+# quarantines it instead of dying on it again, as the watch folder does.
+MAX_ATTEMPTS = 2
+# Films and reports hold patient data: readable by the node's user alone, whatever the
+# umask of the shell that started it (the systemd unit's UMask=0077 says the same).
+PRIVATE = 0o600
 TEMPORARY_PREFIX = ".part-"
 MEGABYTE = 1024 * 1024
 
@@ -40,8 +50,10 @@ def fsync_folder(folder: Path) -> None:
 
 
 def _write_synced(path: Path, chunks) -> None:
-    """Write chunks to path and fsync it (the caller renames it into place)."""
-    with open(path, "wb") as handle:
+    """Write chunks to a new private file at path and fsync it (the caller renames it into
+    place)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE)
+    with open(descriptor, "wb") as handle:
         for chunk in chunks:
             handle.write(chunk)
         handle.flush()
@@ -137,7 +149,9 @@ class NodeState:
         self.folder = Path(folder).resolve()  # records name films by absolute paths
         self.incoming = self.folder / INCOMING
         self.classified = self.folder / CLASSIFIED
-        for path in (self.folder, self.incoming, self.classified):
+        self.quarantine = self.folder / QUARANTINE
+        self.attempts = self.folder / ATTEMPTS
+        for path in (self.folder, self.incoming, self.classified, self.quarantine, self.attempts):
             path.mkdir(parents=True, exist_ok=True)
         self.results = ResultLog(self.folder / RESULTS)
         self._store_lock = threading.Lock()
@@ -171,12 +185,29 @@ class NodeState:
         fsync_folder(self.incoming)
         return True
 
-    def finish(self, name: str) -> Path:
-        """Move a classified film out of the queue."""
-        target = self.classified / name
+    def begin(self, name: str) -> int:
+        """Count one more attempt at classifying film name, before it starts; return how
+        many began, this one included.
+
+        Not fsynced: the count must outlive the process (killed when a decoder runs out of
+        memory), which the page cache does; a power cut that forgets an attempt only buys
+        the film one more try.
+        """
+        counter = self.attempts / name
+        try:
+            began = int(counter.read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            began = 0
+        counter.write_text(str(began + 1))
+        return began + 1
+
+    def finish(self, name: str, folder: Path | None = None) -> Path:
+        """Move a recorded film out of the queue, into classified/ (or folder)."""
+        target = (folder or self.classified) / name
         os.replace(self.incoming / name, target)
+        (self.attempts / name).unlink(missing_ok=True)
         fsync_folder(self.incoming)
-        fsync_folder(self.classified)
+        fsync_folder(target.parent)
         return target
 
     def recover(self) -> list[str]:
@@ -193,6 +224,10 @@ class NodeState:
         if last is not None:
             name = self.film_name(str(last.get("sop_instance_uid", "")))
             if (self.incoming / name).exists():
-                self.finish(name)
+                quarantined = Path(str(last.get("path", ""))).parent.name == QUARANTINE
+                self.finish(name, self.quarantine if quarantined else None)
+        for counter in self.attempts.iterdir():  # films recorded since, or never stored
+            if not (self.incoming / counter.name).exists():
+                counter.unlink(missing_ok=True)
         waiting = [p for p in self.incoming.iterdir() if p.suffix == ".dcm" and p.is_file()]
         return [p.name for p in sorted(waiting, key=lambda p: (p.stat().st_mtime_ns, p.name))]

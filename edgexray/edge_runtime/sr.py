@@ -7,7 +7,10 @@ instance and holds the label, probability, threshold, the scope flag when the re
 one, the model's sha256, and an error or quality warning when there is one), writes it to
 outbox/ (NAME.sr.dcm), delivers it by C-STORE and deletes it once the PACS answered
 success; it backs off (doubling, up to retry_max) while the PACS is down. outbox/ survives
-restarts, so nothing is lost while the PACS or the node is away.
+restarts, so nothing is lost while the PACS or the node is away. A report is built from
+what the film's header has (`evidence_header`); a record no report could be built for
+waits in outbox/failed/ with the reason, logged, and is tried again every FAILED_RETRY
+seconds and at each start: never dropped.
 
 The report's UIDs are derived from the film's SOP Instance UID and the model's sha256: a
 report built or queued twice (a crash between the queue and the record) is the same
@@ -23,6 +26,7 @@ import json
 import logging
 import os
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -31,11 +35,16 @@ from .infer import InferenceError
 log = logging.getLogger("edgexray.node")
 
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
 SCHEME = "99EDGEXRAY"  # a private coding scheme (PS3.16 8.2: 99 prefix, local codes)
 # C-STORE answers a PACS can give that mean "kept": success and the warnings (PS3.4 B.2.3).
 STORED_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}
 PENDING, READY = ".record.json", ".sr.dcm"  # outbox/: a record to report on, a report to send
+FAILED = "failed"  # outbox/failed/: records no report could be built for yet, with why
+# How often failed/ is tried again (and at each start): a report that could not be built
+# mostly fails for a property of its film, so more often would only repeat the log line.
+FAILED_RETRY = 3600.0
 # The record's numbers a report carries: (code, meaning, record field).
 NUMBERS = (
     ("PROBABILITY", "Pneumonia probability", "probability"),
@@ -61,6 +70,84 @@ def _code(value: str, meaning: str):
     return CodedConcept(value=value, scheme_designator=SCHEME, meaning=meaning)
 
 
+# What a report copies from its film (the patient and general study modules, and the UIDs
+# that reference the film): keyword and VR.
+EVIDENCE = (
+    ("SOPClassUID", "UI"),
+    ("SOPInstanceUID", "UI"),
+    ("StudyInstanceUID", "UI"),
+    ("SeriesInstanceUID", "UI"),
+    ("PatientName", "PN"),
+    ("PatientID", "LO"),
+    ("PatientBirthDate", "DA"),
+    ("PatientSex", "CS"),
+    ("AccessionNumber", "SH"),
+    ("StudyID", "SH"),
+    ("StudyDate", "DA"),
+    ("StudyTime", "TM"),
+    ("ReferringPhysicianName", "PN"),
+    ("SpecificCharacterSet", "CS"),
+)
+PATIENT_SEXES = ("M", "F", "O")  # PS3.3 C.7.1.1: the only values of Patient's Sex
+
+
+def evidence_header(source):
+    """The film's header as its report may copy it: EVIDENCE, each value kept when it is
+    valid for its VR, else left empty (DICOM's type 2); a missing SOP class or instance
+    UID is taken from the file meta, a missing study or series UID derived from the
+    film's own UID (the same every time).
+
+    Raises:
+        ValueError: the header names neither a patient nor a study (an unreadable file).
+
+    Real exports carry PatientSex U, partial birth dates, hours past 24 or no study date:
+    highdicom rightly refuses such values, and a film's header quirk must never keep its
+    result from the PACS.
+    """
+    from pydicom import Dataset
+    from pydicom.uid import generate_uid
+
+    if not any(source.get(keyword) for keyword in ("StudyInstanceUID", "PatientID")):
+        raise ValueError(
+            "the film's header names neither a patient nor a study: a report would be "
+            "filed under nobody"
+        )
+    meta = getattr(source, "file_meta", None) or Dataset()
+    fallback = {
+        "SOPClassUID": meta.get("MediaStorageSOPClassUID") or SECONDARY_CAPTURE,
+        "SOPInstanceUID": meta.get("MediaStorageSOPInstanceUID"),
+    }
+    header = Dataset()
+    for keyword, vr in EVIDENCE:
+        value = source.get(keyword)
+        if _valid(keyword, vr, value):
+            setattr(header, keyword, value)
+        elif vr == "UI":
+            film = str(header.get("SOPInstanceUID", ""))
+            derived = generate_uid(entropy_srcs=[film, keyword])
+            setattr(header, keyword, fallback.get(keyword) or derived)
+        elif keyword != "SpecificCharacterSet":
+            setattr(header, keyword, None)  # present and empty: type 2
+    return header
+
+
+def _valid(keyword: str, vr: str, value) -> bool:
+    """True when value is present and valid for its VR (a date or time also as a date or
+    time: 20231345 has the right digits, but no month 13)."""
+    from pydicom.config import RAISE
+    from pydicom.valuerep import DA, TM, validate_value
+
+    if value in (None, ""):
+        return False
+    try:
+        validate_value(vr, value, RAISE)
+        if vr in ("DA", "TM"):
+            (DA if vr == "DA" else TM)(value)
+    except Exception:  # pydicom raises ValueError, TypeError... for malformed values
+        return False
+    return keyword != "PatientSex" or str(value).strip().upper() in PATIENT_SEXES
+
+
 def structured_report(film, record: dict, model_sha256: str):
     """A Comprehensive SR dataset with the record of one film (a path or an open binary
     file), referencing the film."""
@@ -70,7 +157,7 @@ def structured_report(film, record: dict, model_sha256: str):
 
     with warnings.catch_warnings():  # a damaged file fails below, with its one log line
         warnings.simplefilter("ignore")
-        source = dcmread(film, stop_before_pixels=True)
+        source = evidence_header(dcmread(film, stop_before_pixels=True))
     uid = str(source.SOPInstanceUID)
     contains = hd.sr.RelationshipTypeValues.CONTAINS
     unitless = hd.sr.CodedConcept(value="1", scheme_designator="UCUM", meaning="no units")
@@ -136,7 +223,8 @@ class Outbox:
     ):
         require_highdicom()
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.failed = self.folder / FAILED
+        self.failed.mkdir(parents=True, exist_ok=True)
         self.films = films  # where a film may be: incoming/, then classified/ once recorded
         self.destination = destination
         self.calling_ae = calling_ae
@@ -173,9 +261,9 @@ class Outbox:
         raise FileNotFoundError(f"{name} is gone")
 
     def _build_pending(self) -> None:
-        """Turn each queued record into its report file; a film no report can be made of
-        (not a DICOM dataset pydicom parses, or gone) is logged and dropped: its record
-        already says why."""
+        """Turn each queued record into its report file. A record no report could be made
+        for (a film pydicom cannot parse, or gone) moves to failed/ with the reason, and is
+        tried again later (`retry_failed`): a result is never dropped silently."""
         from io import BytesIO
 
         from .spool import durable_write
@@ -190,13 +278,39 @@ class Outbox:
                 buffer = BytesIO()
                 report.save_as(buffer, enforce_file_format=True)
             except Exception as err:  # a damaged file fails pydicom and highdicom many ways
-                log.error("no report for %s: %s", pending.name, err)
-                pending.unlink(missing_ok=True)
+                self._keep_failed(pending, err)
                 continue
             durable_write(
                 pending.with_name(pending.name.replace(PENDING, READY)), [buffer.getvalue()]
             )
             pending.unlink()
+
+    def _keep_failed(self, pending: Path, err: Exception) -> None:
+        """Move a record whose report could not be built to failed/, saying why."""
+        from .spool import durable_write, utc_now
+
+        log.error(
+            "no report for %s yet: %s (kept in %s, tried again every %.0f s and at each start)",
+            pending.name,
+            err,
+            self.failed,
+            FAILED_RETRY,
+        )
+        try:
+            item = json.loads(pending.read_text())
+        except (OSError, ValueError):  # unreadable itself: kept as it is, for a person
+            item = {"queued": pending.read_bytes().decode("utf-8", "replace")}
+        item.update(error=str(err)[:1000], failed_at=utc_now())
+        durable_write(self.failed / pending.name, [json.dumps(item).encode()])
+        pending.unlink(missing_ok=True)
+
+    def retry_failed(self) -> int:
+        """Queue every failed record again (a newer edgexray, or a film put back, may make
+        its report); return how many."""
+        items = sorted(self.failed.glob(f"*{PENDING}"))
+        for item in items:
+            os.replace(item, self.folder / item.name)
+        return len(items)
 
     def waiting(self) -> list[Path]:
         files = [p for p in self.folder.glob(f"*{READY}") if p.is_file()]
@@ -213,8 +327,12 @@ class Outbox:
 
     def _run(self) -> None:
         delay = self.retry_initial
+        retried = -float("inf")
         while not self._stopping.is_set():
             try:
+                if time.monotonic() - retried >= FAILED_RETRY:
+                    retried = time.monotonic()
+                    self.retry_failed()
                 self._build_pending()
                 items = self.waiting()
                 if not items:
