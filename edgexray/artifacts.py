@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from edgexray.edge_runtime.infer import sha256_of as sha256  # noqa: F401 (re-export)
+from edgexray.edge_runtime.sidecar import sha256_of as sha256  # noqa: F401 re-export
 from edgexray.errors import EdgexrayError
 
 CONFIG = "config.json"
@@ -229,7 +229,7 @@ def written_files(folder: Path) -> list[Path]:
 
 def _own_models(folder: Path) -> list[Path]:
     """Models in folder with the sidecar edgexray writes for them, and those sidecars."""
-    from edgexray.edge_runtime.infer import SIDECAR_SCHEMA
+    from edgexray.edge_runtime.sidecar import SIDECAR_SCHEMA
 
     found = []
     for model in sorted(Path(folder).glob("*.tflite")):

@@ -543,21 +543,24 @@ def predict_command(
 
 
 def _run_edge(model: Path | None, images, record_format: str, threads, **options) -> int:
-    """infer.run with the CLI's error handling: one line on stderr, never a traceback."""
-    from edgexray.edge_runtime import infer
+    """batch.run with the CLI's error handling: one line on stderr, never a traceback."""
+    from edgexray.edge_runtime import batch
+    from edgexray.edge_runtime.cli import silence_stdout
+    from edgexray.edge_runtime.errors import InferenceError, OutputError
+    from edgexray.edge_runtime.interpreter import check_threads
 
     try:
-        infer.check_threads(threads)
-        return infer.run(
+        check_threads(threads)
+        return batch.run(
             _model_or_reference(model), images, record_format, threads, sys.stdout, **options
         )
-    except infer.OutputError as err:  # a full disk: the records were not all written
-        infer.silence_stdout()
+    except OutputError as err:  # a full disk: the records were not all written
+        silence_stdout()
         raise EdgexrayError(str(err)) from None
-    except infer.InferenceError as err:
+    except InferenceError as err:
         raise EdgexrayError(str(err)) from None
     except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly
-        infer.silence_stdout()
+        silence_stdout()
         return 1
 
 
@@ -790,9 +793,10 @@ def serve_command(ctx: typer.Context):
     The options are those of the device's `infer.py serve` (see `edgexray serve --help`);
     --model defaults to the shipped reference model.
     """
-    from edgexray.edge_runtime import REFERENCE_MODEL, node
+    from edgexray.edge_runtime import REFERENCE_MODEL
+    from edgexray.edge_runtime.cli import serve_main
 
-    raise typer.Exit(node.main(list(ctx.args), "edgexray serve", REFERENCE_MODEL))
+    raise typer.Exit(serve_main(list(ctx.args), "edgexray serve", REFERENCE_MODEL))
 
 
 # --- edgexray data ... (issue 20): getting the public data set ------------------------

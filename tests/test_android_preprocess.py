@@ -18,7 +18,10 @@ from conftest import SHARED_TRAIN
 from PIL import Image
 
 from edgexray.edge_runtime import REFERENCE_MODEL as SHIPPED_MODEL
-from edgexray.edge_runtime import infer
+from edgexray.edge_runtime.classifier import Classifier
+from edgexray.edge_runtime.interpreter import input_batch
+from edgexray.edge_runtime.preprocess import preprocess
+from edgexray.edge_runtime.sidecar import load_sidecar
 from edgexray.export import bundle as bundle_module
 from edgexray.export.bundle import BundleConfig, make_bundle
 
@@ -106,7 +109,7 @@ def infer_input(case: dict) -> bytes:
     spec = {"height": case["height"], "width": case["width"]}
     spec["normalization"] = case["normalization"]
     detail = {"quantization": (case["scale"], case["zero_point"]), "dtype": np.uint8}
-    return infer.input_batch(infer.preprocess(case["path"], spec), detail).tobytes()
+    return input_batch(preprocess(case["path"], spec), detail).tobytes()
 
 
 def varied_films(folder: Path, count: int) -> list[Path]:
@@ -146,7 +149,7 @@ def test_java_gives_the_bundle_check_input_of_the_shipped_model(java_preprocess,
     assert (device / "EdgexrayPreprocess.java").read_bytes() == (
         Path(bundle_module.__file__).parent / "android" / "EdgexrayPreprocess.java"
     ).read_bytes()
-    classifier = infer.Classifier(device / SHIPPED_MODEL.name)
+    classifier = Classifier(device / SHIPPED_MODEL.name)
     spec = classifier.sidecar["input"]
     scale, zero_point = classifier.interpreter.get_input_details()[0]["quantization"]
     case = {
@@ -163,7 +166,7 @@ def test_java_gives_the_bundle_check_input_of_the_shipped_model(java_preprocess,
 
 @pytest.mark.skipif(not SHARED_TRAIN.is_dir(), reason="needs the shared chest X-ray films")
 def test_java_is_byte_identical_to_infer_on_60_films_of_varied_sizes(java_preprocess, tmp_path):
-    sidecar = infer.load_sidecar(SHIPPED_MODEL)
+    sidecar = load_sidecar(SHIPPED_MODEL)
     spec = sidecar["input"]
     quantization = sidecar["input"]["quantization"]
     cases = [

@@ -20,7 +20,10 @@ from edge_support import blocked_env, make_venv, one_error_line, run_blocked
 from typer.testing import CliRunner
 
 from edgexray.cli import app
-from edgexray.edge_runtime import infer
+from edgexray.edge_runtime.classifier import Classifier
+from edgexray.edge_runtime.interpreter import input_batch
+from edgexray.edge_runtime.preprocess import preprocess
+from edgexray.edge_runtime.sidecar import sha256_of
 from edgexray.errors import EdgexrayError
 from edgexray.export import bundle as bundle_module
 from edgexray.export.bundle import BundleConfig, make_bundle, non_builtin_ops
@@ -94,7 +97,7 @@ def test_rpi_bundle_runs_as_its_readme_says(tiny_tflite, tmp_path):
     assert run.returncode == 3, run.stderr  # the text file is reported, the others classified
     records = [json.loads(line) for line in (device / "results.jsonl").read_text().splitlines()]
     assert [r["path"] for r in records] == [str(p) for p in images]
-    classifier = infer.Classifier(tiny_tflite["int8"])
+    classifier = Classifier(tiny_tflite["int8"])
     for record, image in zip(records, images, strict=True):
         if image.name == "scan notes.jpeg":
             assert set(record) == {"path", "error"}
@@ -144,8 +147,8 @@ def test_android_bundle_follows_its_readme(tiny_tflite, tmp_path):
     assert "EdgexrayPreprocess.modelInput(" in readme
     assert (device / "EdgexrayPreprocess.java").is_file()
     port = (device / "check" / "input.u8").read_bytes()
-    image = infer.preprocess(device / "check" / "image.png", sidecar["input"])
-    assert port == infer.input_batch(image, input_detail).tobytes()
+    image = preprocess(device / "check" / "image.png", sidecar["input"])
+    assert port == input_batch(image, input_detail).tobytes()
 
     interpreter.set_tensor(
         input_detail["index"], np.frombuffer(port, np.uint8).reshape(1, height, width, 1)
@@ -159,7 +162,7 @@ def test_android_bundle_follows_its_readme(tiny_tflite, tmp_path):
     probability = 1.0 / (1.0 + math.exp(-output))
     assert q == expected["output_uint8"] and probability == pytest.approx(expected["probability"])
     assert labels[int(probability >= sidecar["threshold"])] == expected["label"]
-    classifier = infer.Classifier(tiny_tflite["int8"])
+    classifier = Classifier(tiny_tflite["int8"])
     assert expected["probability"] == classifier.probability(device / "check" / "image.png")
 
 
@@ -188,7 +191,7 @@ def foreign_op_models(tiny_tflite, tmp_path_factory) -> dict[str, Path]:
         path = folder / f"{name}.tflite"
         path.write_bytes(converter.convert())
         path.with_suffix(".json").write_text(
-            json.dumps({**sidecar, "model_file": path.name, "sha256": infer.sha256_of(path)})
+            json.dumps({**sidecar, "model_file": path.name, "sha256": sha256_of(path)})
         )
         models[name] = path
     return models
@@ -222,8 +225,9 @@ def test_bundle_replaces_an_earlier_bundle_but_never_another_folder(tiny_tflite,
     (out / "edge_runtime" / "dicom.py").write_text("an edited module")
     result = make_bundle(BundleConfig(str(tiny_tflite["int8"]), "rpi", str(out)))
     assert (out / "infer.py").read_text() == bundle_module.template("infer-launcher.py")
-    for module in Path(infer.__file__).parent.glob("*.py"):
-        assert (out / "edge_runtime" / module.name).read_bytes() == module.read_bytes()
+    for module in bundle_module.runtime_modules():
+        shipped = out / "edge_runtime" / module.relative_to(bundle_module.RUNTIME_SOURCE)
+        assert shipped.read_bytes() == module.read_bytes()
     assert result["kept"] == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rpi bundle"]  # no temporaries left
     documents = tmp_path / "documents"

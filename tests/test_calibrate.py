@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from edgexray import artifacts
 from edgexray.cli import app
-from edgexray.edge_runtime import infer
+from edgexray.edge_runtime.classifier import Classifier
 from edgexray.export.bundle import BundleConfig, make_bundle, write_runtime
 from edgexray.pipeline import calibrate as cal
 from edgexray.pipeline import evaluate, metrics, verify
@@ -267,7 +267,7 @@ def test_every_consumer_honours_the_calibrated_threshold(calibrated, xray_folder
     from edgexray.benchmarks.harness import _variant
 
     threshold = json.loads(calibrated.with_suffix(".json").read_text())["threshold"]
-    assert infer.Classifier(calibrated).threshold == threshold
+    assert Classifier(calibrated).threshold == threshold
     assert evaluate.evaluate(calibrated, xray_folder)["threshold"] == threshold
     report = verify.verify(calibrated, [calibrated], xray_folder)
     assert report["candidates"][0]["threshold"] == threshold

@@ -41,12 +41,12 @@ def test_coldstart_compares_the_edge_script_with_tensorflow(tiny_tflite, xray_fo
 
 def test_memory_program_runs_by_path_and_measures_the_edge_runtime_alone(xray_folder):
     from edgexray.benchmarks import memory
-    from edgexray.edge_runtime import infer
+    from edgexray.edge_runtime import RUNTIME_ROOT
 
     image = sorted((xray_folder / "NORMAL").iterdir())[0]
     spec = {"height": 32, "width": 32, "channels": 1, "normalization": "equalize"}
     job = {
-        "runtime": infer.__file__,
+        "runtime": str(RUNTIME_ROOT),
         "model": None,
         "threads": 1,
         "images": [str(image)],

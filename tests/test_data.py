@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import SHARED_TRAIN, make_xray_folder
 
-from edgexray.edge_runtime.infer import equalize
+from edgexray.edge_runtime.preprocess import equalize
 from edgexray.errors import EdgexrayError
 from edgexray.pipeline import augment, data
 

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from conftest import make_xray_folder, synthetic_xray
 
-from edgexray.edge_runtime import infer
+from edgexray.edge_runtime import readers
+from edgexray.edge_runtime.errors import ImageError
+from edgexray.edge_runtime.preprocess import resize
 from edgexray.pipeline import data, decode_cache
 
 
@@ -34,7 +36,7 @@ def spec(height, width):
 
 
 def decoded(path, height=64, width=48):
-    return infer.resize(infer.load_grayscale(path), height, width)
+    return resize(readers.read(path)[0], height, width)
 
 
 def entries(root):
@@ -45,7 +47,7 @@ def no_decoding(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("decoded although it was cached")
 
-    monkeypatch.setattr(infer, "load_grayscale", refuse)
+    monkeypatch.setattr(readers, "read", refuse)
 
 
 def test_cached_film_is_exactly_the_decoded_film_and_is_not_decoded_again(cache, film, monkeypatch):
@@ -130,9 +132,9 @@ def test_unwritable_cache_warns_once_and_still_decodes(tmp_path, film, monkeypat
 def test_unreadable_film_is_an_image_error_and_is_not_cached(cache, tmp_path):
     broken = tmp_path / "broken.jpeg"
     broken.write_bytes(b"\xff\xd8 not really a jpeg")
-    with pytest.raises(infer.ImageError):
+    with pytest.raises(ImageError):
         decode_cache.resized_grayscale(broken, spec(32, 32))
-    with pytest.raises(infer.ImageError):
+    with pytest.raises(ImageError):
         decode_cache.resized_grayscale(tmp_path / "missing.jpeg", spec(32, 32))
     assert entries(cache) == []
 

@@ -21,7 +21,11 @@ from typer.testing import CliRunner
 
 from edgexray import artifacts
 from edgexray.cli import app
-from edgexray.edge_runtime import infer
+from edgexray.edge_runtime import readers
+from edgexray.edge_runtime.classifier import Classifier
+from edgexray.edge_runtime.errors import ImageError, InferenceError
+from edgexray.edge_runtime.preprocess import quality_warning, resized_grayscale
+from edgexray.edge_runtime.sidecar import load_sidecar
 from edgexray.errors import EdgexrayError
 from edgexray.export.bundle import BundleConfig, make_bundle
 from edgexray.pipeline import data, evaluate
@@ -75,8 +79,8 @@ def test_only_jpeg_and_png_are_decoded(tmp_path):
         b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nshowpage\n"
     )
     for name in ("bitmap.png", "tiff.jpg", "postscript.jpg"):
-        with pytest.raises(infer.ImageError, match="not a JPEG, PNG or DICOM image"):
-            infer.load_grayscale(tmp_path / name)
+        with pytest.raises(ImageError, match="not a JPEG, PNG or DICOM image"):
+            readers.read(tmp_path / name)[0]
 
 
 def test_a_fifo_named_like_a_film_never_hangs(device, tiny_tflite, film, tmp_path):
@@ -121,15 +125,15 @@ def test_sidecar_labels_must_be_plain_names(tiny_tflite, tmp_path, labels):
     sidecar = json.loads(tiny_tflite["int8"].with_suffix(".json").read_text())
     sidecar.update(labels=labels, positive_label=labels[1])
     model.with_suffix(".json").write_text(json.dumps(sidecar))
-    with pytest.raises(infer.InferenceError, match="labels must be plain names"):
-        infer.load_sidecar(model)
+    with pytest.raises(InferenceError, match="labels must be plain names"):
+        load_sidecar(model)
     with pytest.raises(EdgexrayError, match="labels must be plain names"):
         make_bundle(BundleConfig(str(model), "android", str(tmp_path / "bundle")))
     # Plain names, but not the classes the model was trained on, in that order: refused too.
     sidecar.update(labels=["No Finding", "PNEUMONIA_2"], positive_label="PNEUMONIA_2")
     model.with_suffix(".json").write_text(json.dumps(sidecar))
-    with pytest.raises(infer.InferenceError, match="not the order the model was trained in"):
-        infer.load_sidecar(model)
+    with pytest.raises(InferenceError, match="not the order the model was trained in"):
+        load_sidecar(model)
 
 
 def test_flat_or_blank_images_get_a_quality_warning(tiny_tflite, tmp_path):
@@ -139,7 +143,7 @@ def test_flat_or_blank_images_get_a_quality_warning(tiny_tflite, tmp_path):
     faint = np.full((64, 64), 120) + rng.integers(0, 3, (64, 64))  # 3 grey levels
     Image.fromarray(faint.astype(np.uint8)).save(tmp_path / "c faint.png")
     synthetic_xray(rng, pneumonia=True).save(tmp_path / "d film.png")
-    classifier = infer.Classifier(tiny_tflite["int8"])
+    classifier = Classifier(tiny_tflite["int8"])
     records = [classifier.classify(p) for p in sorted(tmp_path.iterdir())]
     assert ["quality_warning" in r for r in records] == [True, True, True, False]
     assert records[0]["quality_warning"].startswith("flat or blank image")
@@ -153,7 +157,7 @@ def test_real_films_get_no_quality_warning():
     spec = {"height": 128, "width": 128}
     for label in ("NORMAL", "PNEUMONIA"):
         for path in sorted((SHARED_TRAIN / label).iterdir())[:10]:
-            assert infer.quality_warning(infer.resized_grayscale(path, spec)) is None, path
+            assert quality_warning(resized_grayscale(path, spec)) is None, path
 
 
 def test_every_reader_finds_the_same_images(device, tmp_path):
@@ -177,7 +181,7 @@ def test_every_reader_finds_the_same_images(device, tmp_path):
     by_data = data.list_images(root)
     assert by_data[0] + by_data[1] == expected
     assert evaluate.find_images(root).paths == [str(p) for p in expected]
-    assert infer.find_images([root]) == expected
+    assert readers.find([root]) == expected
     assert listing.stdout.split("\0")[:-1] == [str(p) for p in expected]
 
 

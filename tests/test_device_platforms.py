@@ -120,14 +120,15 @@ def test_64_bit_requirements_give_one_litert_for_each_raspberry_pi_os_python(
 def test_pillow_without_in_place_exif_transpose_reads_the_same_upright_film(tmp_path, monkeypatch):
     from PIL import Image
 
-    from edgexray.edge_runtime import infer
+    from edgexray.edge_runtime import readers
+    from edgexray.edge_runtime.readers import picture
 
     film = Image.fromarray(np.arange(40 * 60, dtype=np.uint32).reshape(40, 60).astype(np.uint8))
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees to stand upright
     path = tmp_path / "rotated film.png"
     film.save(path, exif=exif)
-    upright = infer.load_grayscale(path)
-    monkeypatch.setattr(infer, "EXIF_IN_PLACE", False)  # Debian Bookworm's Pillow 9.4
+    upright = readers.read(path)[0]
+    monkeypatch.setattr(picture, "EXIF_IN_PLACE", False)  # Debian Bookworm's Pillow 9.4
     assert upright.shape == (60, 40)
-    np.testing.assert_array_equal(infer.load_grayscale(path), upright)
+    np.testing.assert_array_equal(readers.read(path)[0], upright)

@@ -34,7 +34,9 @@ from pydicom.uid import (
 from typer.testing import CliRunner
 
 from edgexray.cli import app
-from edgexray.edge_runtime import REFERENCE_MODEL, dicom, infer
+from edgexray.edge_runtime import REFERENCE_MODEL, readers
+from edgexray.edge_runtime.errors import EXIT_UNREADABLE, ImageError
+from edgexray.edge_runtime.readers import dicom
 from edgexray.pipeline import data
 
 SHARED_TEST = SHARED_TRAIN.parent / "test"
@@ -206,7 +208,7 @@ def test_non_films_are_refused_with_a_reason_and_exit_3(tmp_path):
     for name in REFUSED:
         shutil.copyfile(get_testdata_file(name), folder / name)
     code, records = predict(folder)
-    assert code == infer.EXIT_UNREADABLE
+    assert code == EXIT_UNREADABLE
     errors = {Path(r["path"]).name: r["error"] for r in records}
     assert all(set(r) == {"path", "error"} for r in records)
     for name, reason in REFUSED.items():
@@ -221,8 +223,8 @@ def test_every_small_pydicom_test_file_is_a_film_or_one_line_of_reason():
     outcomes = {"read": 0, "refused": 0}
     for path in files:
         try:
-            film, info = infer.load_film(path)
-        except infer.ImageError as err:  # nothing else may escape: no traceback on a device
+            film, info = readers.read(path)
+        except ImageError as err:  # nothing else may escape: no traceback on a device
             assert str(err).startswith(f"{path}: ") and "\n" not in str(err)
             outcomes["refused"] += 1
             continue
@@ -269,7 +271,7 @@ def test_a_missing_decoder_plugin_gets_one_line_naming_the_extra(films, tmp_path
         is_available = False
 
     monkeypatch.setattr(pydicom.pixels, "get_decoder", lambda syntax: Unavailable())
-    with pytest.raises(infer.ImageError) as refused:
+    with pytest.raises(ImageError) as refused:
         dicom.read_film(path)
     assert str(refused.value).endswith(
         "JPEG 2000 Image Compression (Lossless Only) pixel data needs a decoder plugin "
@@ -285,27 +287,28 @@ def test_dicom_is_found_by_suffix_or_preamble_but_not_hidden_or_dicomdir(films, 
         ds.save_as(folder / "SERIES 1" / name, enforce_file_format=True)
     (folder / "notes").write_text("a note without a suffix\n")
     (folder / "short").write_bytes(b"DICM")
-    found = [p.name for p in infer.image_files(folder)]
+    found = [p.name for p in readers.film_files(folder)]
     assert found == ["1.2.840.113619.2.55.3.320", "IM000001", "UPPER.DCM"]
-    assert dicom.is_dicom(folder / "SERIES 1" / "IM000001")
-    assert not dicom.is_dicom(folder / "notes") and dicom.is_dicom(tmp_path / "missing.dcm")
+    assert readers.reader_for(folder / "SERIES 1" / "IM000001") is readers.DICOM
+    assert readers.reader_for(folder / "notes") is not readers.DICOM
+    assert readers.reader_for(tmp_path / "missing.dcm") is readers.DICOM
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 def test_a_fifo_named_dcm_is_refused_without_blocking(tmp_path):
     fifo = tmp_path / "pipe.dcm"
     os.mkfifo(fifo)
-    assert not infer.is_image_file(fifo) and not dicom.has_preamble(fifo)
-    with pytest.raises(infer.ImageError, match="not a regular file"):
-        infer.load_film(fifo)
+    assert not readers.is_film_file(fifo) and not dicom.has_preamble(fifo)
+    with pytest.raises(ImageError, match="not a regular file"):
+        readers.read(fifo)
 
 
 def test_a_huge_header_is_refused_before_decoding(films, tmp_path):
     ds = film_dataset(films["NORMAL"])
     ds.Rows, ds.Columns = 20000, 20000
     ds.save_as(tmp_path / "bomb.dcm", enforce_file_format=True)
-    with pytest.raises(infer.ImageError, match="decompression bomb"):
-        infer.load_film(tmp_path / "bomb.dcm")
+    with pytest.raises(ImageError, match="decompression bomb"):
+        readers.read(tmp_path / "bomb.dcm")
 
 
 def forged_codestream(path: Path, film: np.ndarray, syntax, declared: tuple[int, int]) -> Path:
@@ -342,10 +345,10 @@ def test_a_codestream_larger_than_its_header_is_refused_before_decoding(films, t
     film = films["NORMAL"][:64, :64].copy()
     bomb = forged_codestream(tmp_path / "bomb.dcm", film, syntax, (65000, 60000))
     assert bomb.stat().st_size < 8000
-    with pytest.raises(infer.ImageError, match="declares 65000x60000 .* header 64x64"):
-        infer.load_film(bomb)
+    with pytest.raises(ImageError, match="declares 65000x60000 .* header 64x64"):
+        readers.read(bomb)
     honest = forged_codestream(tmp_path / "honest.dcm", film, syntax, (64, 64))
-    assert infer.load_film(honest)[0].shape == (64, 64)
+    assert readers.read(honest)[0].shape == (64, 64)
 
 
 def test_the_bomb_is_refused_by_predict_in_one_line_within_a_small_memory_limit(films, tmp_path):
@@ -354,7 +357,7 @@ def test_the_bomb_is_refused_by_predict_in_one_line_within_a_small_memory_limit(
     )
     script = (
         "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); "
-        "from edgexray.edge_runtime.infer import main; sys.exit(main(sys.argv[1:]))"
+        "from edgexray.edge_runtime.cli import main; sys.exit(main(sys.argv[1:]))"
     )
     model = ["--model", str(REFERENCE_MODEL)]
     result = subprocess.run(
@@ -432,8 +435,8 @@ def test_a_hot_pixel_or_marker_does_not_crush_a_16_bit_png(films, tmp_path, mark
         buffer = io.BytesIO()
         Image.fromarray(values).save(buffer, format="PNG")
         (tmp_path / name).write_bytes(buffer.getvalue())
-    clean, info = infer.load_film(tmp_path / "clean.png")
-    gray = infer.load_grayscale(tmp_path / "spoiled.png")
+    clean, info = readers.read(tmp_path / "clean.png")
+    gray = readers.read(tmp_path / "spoiled.png")[0]
     assert info["rendering"].startswith("16-bit PNG, window p0.5-p99.5")
     # Min-max would leave 4095 / 65535 of the range: about 16 grey levels. The percentile
     # window clips 1% of the pixels, merging some levels in the tails.

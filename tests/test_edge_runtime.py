@@ -20,7 +20,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edgexray.cli import app
-from edgexray.edge_runtime import infer
+from edgexray.edge_runtime import cli as device_cli
+from edgexray.edge_runtime.classifier import Classifier
+from edgexray.edge_runtime.outputs.records import RECORD_FIELDS
+from edgexray.edge_runtime.preprocess import preprocess
+from edgexray.edge_runtime.sidecar import sha256_of
 from edgexray.export.bundle import write_runtime
 
 RECORD_KEYS = {
@@ -130,7 +134,7 @@ def test_script_reads_odd_images_without_tensorflow(
     assert "Traceback" not in result.stderr and "Warning" not in result.stderr
     records = jsonl(result.stdout)
     assert [Path(r["path"]).name for r in records] == sorted(READABLE + UNREADABLE)
-    classifier = infer.Classifier(model)
+    classifier = Classifier(model)
     for record in records:
         if Path(record["path"]).name in UNREADABLE:
             assert set(record) == {"path", "error"}
@@ -158,7 +162,7 @@ def test_exif_orientation_is_applied(device, tiny_tflite, tmp_path):
     Image.fromarray(np.rot90(sideways, k=-1).copy()).save(folder / "b upright by hand.png")
     Image.fromarray(sideways).save(folder / "c sideways.png")
     spec = json.loads(tiny_tflite["float32"].with_suffix(".json").read_text())["input"]
-    exif, by_hand, sideways_input = (infer.preprocess(p, spec) for p in sorted(folder.iterdir()))
+    exif, by_hand, sideways_input = (preprocess(p, spec) for p in sorted(folder.iterdir()))
     assert np.array_equal(exif, by_hand) and not np.array_equal(exif, sideways_input)
 
     result = run_script(device, tmp_path, "--model", tiny_tflite["float32"], folder)
@@ -187,9 +191,9 @@ def test_real_films_match_the_in_package_classifier_as_csv(device, tiny_tflite, 
     )
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert list(rows[0]) == list(infer.RECORD_FIELDS)
+    assert list(rows[0]) == list(RECORD_FIELDS)
     assert [row["path"] for row in rows] == [str(f) for f in films]
-    classifier = infer.Classifier(tiny_tflite["int8"])
+    classifier = Classifier(tiny_tflite["int8"])
     for row in rows:
         assert row["error"] == ""
         assert float(row["probability"]) == pytest.approx(
@@ -205,7 +209,7 @@ def corrupt_copies(tiny_tflite, folder: Path) -> dict[str, list[str]]:
 
     def copy(name: str, data: bytes, sha: str | None = None) -> str:
         (folder / f"{name}.tflite").write_bytes(data)
-        digest = sha or infer.sha256_of(folder / f"{name}.tflite")
+        digest = sha or sha256_of(folder / f"{name}.tflite")
         (folder / f"{name}.json").write_text(json.dumps({**sidecar, "sha256": digest}))
         return str(folder / f"{name}.tflite")
 
@@ -251,9 +255,9 @@ def test_default_model_is_the_only_tflite_next_to_the_script(tiny_tflite, odd_im
 
 
 def test_main_returns_exit_codes_in_process(tiny_tflite, odd_images, capsys):
-    assert infer.main(["--model", str(tiny_tflite["int8"]), str(odd_images / "rgba.png")]) == 0
-    assert infer.main(["--model", str(tiny_tflite["int8"]), str(odd_images)]) == 3
-    assert infer.main(["--model", str(odd_images / "none.tflite"), str(odd_images)]) == 2
+    assert device_cli.main(["--model", str(tiny_tflite["int8"]), str(odd_images / "rgba.png")]) == 0
+    assert device_cli.main(["--model", str(tiny_tflite["int8"]), str(odd_images)]) == 3
+    assert device_cli.main(["--model", str(odd_images / "none.tflite"), str(odd_images)]) == 2
     assert "model not found" in capsys.readouterr().err
 
 

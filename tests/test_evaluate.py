@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from edgexray import artifacts
 from edgexray.cli import app
-from edgexray.edge_runtime.infer import Classifier
+from edgexray.edge_runtime.classifier import Classifier
 from edgexray.errors import EdgexrayError
 from edgexray.pipeline import data
 from edgexray.pipeline.evaluate import evaluate, summarize

@@ -9,7 +9,10 @@ import pytest
 from explain_support import LESION, SIZE, lesion_film, write_lesion_model
 from PIL import Image
 
-from edgexray.edge_runtime import REFERENCE_MODEL, explain, infer
+from edgexray.edge_runtime import REFERENCE_MODEL, explain
+from edgexray.edge_runtime.classifier import Classifier
+from edgexray.edge_runtime.errors import InferenceError
+from edgexray.edge_runtime.outputs import heatmaps
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +21,7 @@ def lesion_model(tmp_path_factory) -> Path:
 
 
 def test_map_has_the_model_input_shape_and_is_finite():
-    classifier = infer.Classifier(REFERENCE_MODEL, threads=1)
+    classifier = Classifier(REFERENCE_MODEL, threads=1)
     gray = np.tile(np.arange(128, dtype=np.uint8) * 2, (128, 1))
     explanation = explain.occlusion_map(classifier, gray, explain.Grid(32, 32))
     assert explanation.saliency.shape == (128, 128)
@@ -28,7 +31,7 @@ def test_map_has_the_model_input_shape_and_is_finite():
 
 
 def test_occluding_the_bright_patch_puts_the_map_there(lesion_model):
-    classifier = infer.Classifier(lesion_model, threads=1)
+    classifier = Classifier(lesion_model, threads=1)
     film = lesion_film()
     explanation = explain.occlusion_map(classifier, film, explain.Grid(8, 4))
     assert explanation.probability > classifier.run(classifier.tensor_of(lesion_film(lesion=False)))
@@ -64,7 +67,7 @@ def test_the_map_holds_each_drop_at_its_patch_centre_and_is_smooth_between():
 
 @pytest.mark.parametrize("patch, stride", [(8, 16), (0, 4), (4, 0)])
 def test_a_grid_that_leaves_pixels_out_is_refused(patch, stride):
-    with pytest.raises(infer.InferenceError):
+    with pytest.raises(InferenceError):
         explain.Grid(patch, stride)
 
 
@@ -74,7 +77,7 @@ def test_logit_is_finite_at_zero_and_one():
 
 
 def test_overlay_keeps_the_film_aspect_and_colours_only_the_evidence(lesion_model):
-    classifier = infer.Classifier(lesion_model, threads=1)
+    classifier = Classifier(lesion_model, threads=1)
     explanation = explain.occlusion_map(classifier, lesion_film(), explain.Grid(8, 4))
     wide_film = np.asarray(Image.fromarray(lesion_film()).resize((64, 32)))
     picture = explain.overlay(wide_film, explanation, threshold=0.5, side=320)
@@ -96,13 +99,13 @@ def test_colormap_is_ordered_in_lightness():
 
 
 def test_save_never_overwrites_earlier_files(tmp_path, lesion_model):
-    classifier = infer.Classifier(lesion_model, threads=1)
+    classifier = Classifier(lesion_model, threads=1)
     explanation = explain.occlusion_map(classifier, lesion_film(), explain.Grid(8, 8))
     picture = explain.overlay(lesion_film(), explanation)
     folder = tmp_path / "heat maps"
     folder.mkdir()
     (folder / "a.png.heatmap.png").write_bytes(b"a user's file")
-    overlay_path, map_path = explain.save(folder, "films/a.png", picture, explanation)
+    overlay_path, map_path = heatmaps.save(folder, "films/a.png", picture, explanation)
     assert overlay_path.name == "a.png-2.heatmap.png" and map_path.name == "a.png-2.heatmap.npy"
     assert (folder / "a.png.heatmap.png").read_bytes() == b"a user's file"
     assert np.array_equal(np.load(map_path), explanation.saliency)

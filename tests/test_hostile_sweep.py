@@ -23,7 +23,11 @@ from typer.testing import CliRunner
 from edgexray import artifacts
 from edgexray.benchmarks.harness import BenchmarkConfig
 from edgexray.cli import app
-from edgexray.edge_runtime import REFERENCE_MODEL, infer
+from edgexray.edge_runtime import REFERENCE_MODEL, batch, readers
+from edgexray.edge_runtime.classifier import Classifier
+from edgexray.edge_runtime.errors import ImageError
+from edgexray.edge_runtime.preprocess import TWO_TONE_SHARE, two_tone_share
+from edgexray.edge_runtime.readers import picture
 from edgexray.errors import EdgexrayError
 from edgexray.run import find_data
 
@@ -117,11 +121,11 @@ def test_a_jpeg_with_a_corrupt_exif_block_leaks_no_warning(tmp_path):
 def test_a_two_tone_image_gets_a_quality_warning(tmp_path):
     blocks = (np.random.default_rng(0).random((25, 20)) > 0.5).astype(np.uint8) * 255
     Image.fromarray(np.kron(blocks, np.ones((40, 40), np.uint8))).save(tmp_path / "two.png")
-    record = infer.Classifier(REFERENCE_MODEL).classify(tmp_path / "two.png")
+    record = Classifier(REFERENCE_MODEL).classify(tmp_path / "two.png")
     assert "two-tone" in record["quality_warning"]
     films = sorted(SHARED_TRAIN.glob("*/*.jpeg"))[:20] if SHARED_TRAIN.is_dir() else []
     for film in films:  # real films stay unflagged
-        assert infer.two_tone_share(infer.load_grayscale(film)) < infer.TWO_TONE_SHARE
+        assert two_tone_share(readers.read(film)[0]) < TWO_TONE_SHARE
 
 
 def test_records_of_non_utf8_file_names_are_valid_text(tmp_path):
@@ -131,7 +135,7 @@ def test_records_of_non_utf8_file_names_are_valid_text(tmp_path):
     synthetic_xray(np.random.default_rng(1), pneumonia=False).save(folder / name)
     (folder / os.fsdecode(b"broken \xff.png")).write_bytes(b"not a film")
     stream = io.StringIO()
-    infer.run(REFERENCE_MODEL, [folder], stream=stream)
+    batch.run(REFERENCE_MODEL, [folder], stream=stream)
     for line in stream.getvalue().splitlines():
         line.encode("utf-8")  # no lone surrogate
         assert "\\udc" not in line
@@ -222,11 +226,11 @@ def test_a_peer_that_is_not_tensorflow_ends_in_one_line_not_a_hang(tmp_path):
 
 
 def test_memory_is_bounded_by_decoded_bytes_not_pixels(tmp_path, monkeypatch):
-    monkeypatch.setattr(infer, "MAX_DECODED_BYTES", 3_000_000)
+    monkeypatch.setattr(picture, "MAX_DECODED_BYTES", 3_000_000)
     grey = np.full((1000, 1000), 128, np.uint8)
     Image.fromarray(grey).save(tmp_path / "grey.png")  # 1 MB decoded
     rgba = np.dstack([grey, grey, grey, np.full_like(grey, 255)])
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")  # the same pixels, 4 MB
-    assert infer.load_grayscale(tmp_path / "grey.png").shape == (1000, 1000)
-    with pytest.raises(infer.ImageError, match="1000x1000 RGBA decodes to 3 MiB, over the 2 MiB"):
-        infer.load_grayscale(tmp_path / "rgba.png")
+    assert readers.read(tmp_path / "grey.png")[0].shape == (1000, 1000)
+    with pytest.raises(ImageError, match="1000x1000 RGBA decodes to 3 MiB, over the 2 MiB"):
+        readers.read(tmp_path / "rgba.png")[0]

@@ -38,7 +38,13 @@ from node_support import (
     write_films,
 )
 
-from edgexray.edge_runtime import REFERENCE_MODEL, infer, node, spool, sr
+from edgexray.edge_runtime import REFERENCE_MODEL, RUNTIME_ROOT
+from edgexray.edge_runtime.classifier import Classifier
+from edgexray.edge_runtime.cli import serve_main
+from edgexray.edge_runtime.node import network, spool, sr
+from edgexray.edge_runtime.node import outbox as node_outbox
+from edgexray.edge_runtime.node.config import Destination, NodeConfig
+from edgexray.edge_runtime.node.server import Node
 
 pytest.importorskip("pynetdicom")
 needs_dcmtk = pytest.mark.skipif(not have_dcmtk(), reason=DCMTK_MISSING)
@@ -52,8 +58,8 @@ def films(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def config(tmp_path) -> node.NodeConfig:
-    return node.NodeConfig(
+def config(tmp_path) -> NodeConfig:
+    return NodeConfig(
         model=REFERENCE_MODEL,
         state=tmp_path / "node state",
         allowed_aes=(MODALITY_AE, "MODALITY2", "MODALITY3", "MODALITY4"),
@@ -69,8 +75,8 @@ def start_node():
     """start_node(config) -> a running in-process Node, stopped after the test."""
     started = []
 
-    def start(config: node.NodeConfig) -> node.Node:
-        started.append(node.Node(config).start())
+    def start(config: NodeConfig) -> Node:
+        started.append(Node(config).start())
         return started[-1]
 
     yield start
@@ -124,7 +130,7 @@ def test_associations_over_the_limit_are_rejected_until_one_ends(config, start_n
 
     port = start_node(replace(config, max_associations=1)).address[1]
     client = AE(ae_title=MODALITY_AE)
-    client.add_requested_context(node.VERIFICATION_CLASS)
+    client.add_requested_context(network.VERIFICATION_CLASS)
     held = client.associate("127.0.0.1", port, ae_title="EDGEXRAY")
     assert held.is_established
     try:
@@ -140,7 +146,7 @@ def test_an_association_over_its_time_limit_is_aborted(config, start_node):
 
     port = start_node(replace(config, association_timeout=0.5)).address[1]
     client = AE(ae_title=MODALITY_AE)
-    client.add_requested_context(node.VERIFICATION_CLASS)
+    client.add_requested_context(network.VERIFICATION_CLASS)
     held = client.associate("127.0.0.1", port, ae_title="EDGEXRAY")
     assert held.is_established
     assert wait_for(lambda: held.is_aborted, 10)
@@ -226,7 +232,7 @@ def test_the_record_is_the_one_predict_gives_for_the_stored_film(films, config, 
     assert running.wait_idle(30)
     (record,) = records(config.state)
     stored = config.state / spool.CLASSIFIED / f"{uid}.dcm"
-    expected = infer.Classifier(REFERENCE_MODEL).classify(stored)
+    expected = Classifier(REFERENCE_MODEL).classify(stored)
     assert record["path"] == str(stored)
     for key in ("probability", "label", "threshold"):
         assert record[key] == expected[key]
@@ -295,7 +301,7 @@ def test_a_store_that_cannot_be_written_answers_a_failure_status(
     assoc = client.associate("127.0.0.1", running.address[1], ae_title="EDGEXRAY")
     status = assoc.send_c_store(dcmread(next(iter(films.values()))))
     assoc.release()
-    assert status.Status == node.OUT_OF_RESOURCES  # the modality keeps the film, retries
+    assert status.Status == network.OUT_OF_RESOURCES  # the modality keeps the film, retries
     assert records(config.state) == []
 
 
@@ -334,7 +340,7 @@ def test_films_stored_but_not_classified_are_classified_at_the_next_start(
 def _package(folder: Path) -> Path:
     """The edge_runtime folder copied as a package, with the model, as a bundle ships it."""
     package = folder / "edge_runtime"
-    shutil.copytree(Path(node.__file__).parent, package, ignore=shutil.ignore_patterns("__py*"))
+    shutil.copytree(RUNTIME_ROOT / "edge_runtime", package, ignore=shutil.ignore_patterns("__py*"))
     (package / "__init__.py").write_text("")
     for model_file in (REFERENCE_MODEL, REFERENCE_MODEL.with_suffix(".json")):
         shutil.copyfile(model_file, folder / model_file.name)
@@ -461,7 +467,7 @@ def test_serve_from_the_device_launcher_checks_its_arguments_in_one_line(device)
     ],
 )
 def test_bad_node_arguments_get_one_error_line(arguments, message, capsys, tmp_path):
-    assert node.main(["--model", str(REFERENCE_MODEL), *arguments]) == 2
+    assert serve_main(["--model", str(REFERENCE_MODEL), *arguments]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("error: ") and message in error[0]
 
@@ -484,7 +490,7 @@ def test_the_pacs_receives_one_structured_report_per_film(films, config, start_n
     pacs = Pacs(free_port()).start()
     try:
         sent = dict(list(films.items())[:4])
-        destination = node.Destination(Pacs.AE_TITLE, "127.0.0.1", pacs.port)
+        destination = Destination(Pacs.AE_TITLE, "127.0.0.1", pacs.port)
         running = start_node(replace(config, pacs=destination))
         assert storescu(running.address[1], sent.values()).returncode == 0
         assert running.wait_idle(60)
@@ -518,7 +524,7 @@ def test_reports_wait_while_the_pacs_is_down_and_are_delivered_after_a_restart(
 ):
     pacs = Pacs(free_port())
     sent = dict(list(films.items())[:5])
-    destination = node.Destination(Pacs.AE_TITLE, "127.0.0.1", pacs.port)
+    destination = Destination(Pacs.AE_TITLE, "127.0.0.1", pacs.port)
     config = replace(config, pacs=destination)
     running = start_node(config)
     assert storescu(running.address[1], sent.values()).returncode == 0
@@ -535,7 +541,7 @@ def test_reports_wait_while_the_pacs_is_down_and_are_delivered_after_a_restart(
         pacs.stop()
     assert set(pacs.by_source()) == set(sent)
     assert len(records(config.state)) == len(sent)
-    assert not list(outbox.glob("*.json")) and not list((outbox / sr.FAILED).iterdir())
+    assert not list(outbox.glob("*.json")) and not list((outbox / node_outbox.FAILED).iterdir())
 
 
 # Header quirks seen in real exports, each of which highdicom refuses as evidence: the
@@ -586,7 +592,7 @@ def test_films_with_header_quirks_each_get_their_report_at_the_pacs(tmp_path, co
         sent[write_quirky_film(path, pixels[number % len(pixels)], quirk)] = path
     pacs = Pacs(free_port()).start()
     try:
-        destination = node.Destination(Pacs.AE_TITLE, "127.0.0.1", pacs.port)
+        destination = Destination(Pacs.AE_TITLE, "127.0.0.1", pacs.port)
         running = start_node(replace(config, pacs=destination))
         assert storescu(running.address[1], sent.values()).returncode == 0
         assert running.wait_idle(60)
@@ -595,7 +601,7 @@ def test_films_with_header_quirks_each_get_their_report_at_the_pacs(tmp_path, co
         pacs.stop()
     reports = pacs.by_source()
     assert set(reports) == set(sent) and all(len(r) == 1 for r in reports.values())
-    assert not list((config.state / spool.OUTBOX / sr.FAILED).iterdir())
+    assert not list((config.state / spool.OUTBOX / node_outbox.FAILED).iterdir())
 
 
 def test_a_film_that_took_the_node_down_twice_is_quarantined_and_the_queue_moves_on(
@@ -615,14 +621,15 @@ def test_a_film_that_took_the_node_down_twice_is_quarantined_and_the_queue_moves
     # the one film; the sender's and the node's code are the real ones.
     script = f"""
 import os, signal, sys
-from edgexray.edge_runtime import infer, node
-real = infer.Classifier.classify_film
+from edgexray.edge_runtime.classifier import Classifier
+from edgexray.edge_runtime.cli import serve_main
+real = Classifier.classify_film
 def classify_film(self, path):
     if {killer_uid!r} in str(path):
         os.kill(os.getpid(), signal.SIGKILL)
     return real(self, path)
-infer.Classifier.classify_film = classify_film
-sys.exit(node.main(sys.argv[1:]))
+Classifier.classify_film = classify_film
+sys.exit(serve_main(sys.argv[1:]))
 """
     args = [
         sys.executable,
@@ -828,9 +835,9 @@ def test_compressed_syntaxes_are_offered_only_when_a_decoder_is_installed(monkey
     class Missing:
         is_available = False
 
-    assert set(node.COMPRESSED) & set(node.transfer_syntaxes())  # this venv has decoders
+    assert set(network.COMPRESSED) & set(network.transfer_syntaxes())  # this venv has decoders
     monkeypatch.setattr(base, "get_decoder", lambda uid: Missing())
-    assert node.transfer_syntaxes() == list(node.UNCOMPRESSED)
+    assert network.transfer_syntaxes() == list(network.UNCOMPRESSED)
 
 
 def test_a_damaged_stored_film_gets_its_error_record_and_no_report(config, start_node):
@@ -838,13 +845,13 @@ def test_a_damaged_stored_film_gets_its_error_record_and_no_report(config, start
     incoming.mkdir(parents=True)
     (incoming / "1.2.3.4.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 300)
     pacs = Pacs(free_port())
-    running = start_node(replace(config, pacs=node.Destination("PACS", "127.0.0.1", pacs.port)))
+    running = start_node(replace(config, pacs=Destination("PACS", "127.0.0.1", pacs.port)))
     assert running.wait_idle(30)
     (record,) = records(config.state)
     assert record["sop_instance_uid"] == "1.2.3.4" and "error" in record
     # No report can name a film without a readable header: its record waits in failed/,
     # with the reason, instead of vanishing (sweep 3, H2).
-    failed = config.state / spool.OUTBOX / sr.FAILED / "1.2.3.4.record.json"
+    failed = config.state / spool.OUTBOX / node_outbox.FAILED / "1.2.3.4.record.json"
     assert wait_for(failed.exists, 10)
     kept = json.loads(failed.read_text())
     assert kept["film"] == "1.2.3.4.dcm" and kept["record"]["error"] and kept["error"]
@@ -862,7 +869,7 @@ def test_a_film_that_crashes_the_reader_gets_an_error_record_once(
     def crash(self, film):
         raise ValueError("a decoder bug")
 
-    monkeypatch.setattr(infer.Classifier, "classify_film", crash)
+    monkeypatch.setattr(Classifier, "classify_film", crash)
     running = start_node(config)
     assert running.wait_idle(30)
     (record,) = records(config.state)
@@ -878,7 +885,6 @@ def test_a_film_that_crashes_the_reader_gets_an_error_record_once(
     ],
 )
 def test_the_report_says_whether_the_film_was_in_scope(tmp_path, scope, shown):
-    from edgexray.edge_runtime import sr
 
     film = tmp_path / "film.dcm"
     uid = write_film(film, small_films(64)[0])
@@ -894,9 +900,8 @@ def test_the_report_says_whether_the_film_was_in_scope(tmp_path, scope, shown):
 
 @needs_dcmtk
 def test_the_report_sender_outlives_a_full_disk(films, config, start_node, monkeypatch):
-    from edgexray.edge_runtime import sr
 
-    build = sr.Outbox._build_pending
+    build = node_outbox.Outbox._build_pending
     failures = []
 
     def full_once(self):
@@ -905,10 +910,10 @@ def test_the_report_sender_outlives_a_full_disk(films, config, start_node, monke
             raise OSError(28, "No space left on device")
         build(self)
 
-    monkeypatch.setattr(sr.Outbox, "_build_pending", full_once)
+    monkeypatch.setattr(node_outbox.Outbox, "_build_pending", full_once)
     pacs = Pacs(free_port()).start()
     try:
-        destination = node.Destination(Pacs.AE_TITLE, "127.0.0.1", pacs.port)
+        destination = Destination(Pacs.AE_TITLE, "127.0.0.1", pacs.port)
         running = start_node(replace(config, pacs=destination))
         uid, path = next(iter(films.items()))
         assert storescu(running.address[1], [path]).returncode == 0

@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from edgexray import artifacts
 from edgexray.cli import app
-from edgexray.edge_runtime.infer import Classifier, load_interpreter
+from edgexray.edge_runtime.classifier import Classifier
+from edgexray.edge_runtime.interpreter import load_interpreter
 from edgexray.errors import EdgexrayError
 from edgexray.export.quantize import (
     METHODS,

@@ -5,11 +5,14 @@ import pytest
 from conftest import SHARED_TRAIN
 from PIL import Image
 
-from edgexray.edge_runtime import REFERENCE_MODEL, infer
+from edgexray.edge_runtime import REFERENCE_MODEL
+from edgexray.edge_runtime.classifier import Classifier
+from edgexray.edge_runtime.interpreter import input_batch, levels_are_input, run_interpreter
+from edgexray.edge_runtime.preprocess import preprocess
 
 
 def test_reference_model_matches_its_sidecar_and_fits_the_size_budget():
-    classifier = infer.Classifier(REFERENCE_MODEL)  # checks the sha256 against the sidecar
+    classifier = Classifier(REFERENCE_MODEL)  # checks the sha256 against the sidecar
     assert REFERENCE_MODEL.stat().st_size <= 300 * 1024
     sidecar = classifier.sidecar
     assert sidecar["model_file"] == REFERENCE_MODEL.name
@@ -21,7 +24,7 @@ def test_reference_model_matches_its_sidecar_and_fits_the_size_budget():
 
 @pytest.mark.skipif(not SHARED_TRAIN.is_dir(), reason="shared data not present")
 def test_reference_model_separates_real_films():
-    classifier = infer.Classifier(REFERENCE_MODEL)
+    classifier = Classifier(REFERENCE_MODEL)
     normal = sorted((SHARED_TRAIN / "NORMAL").iterdir())[:5]
     pneumonia = sorted((SHARED_TRAIN / "PNEUMONIA").iterdir())[:5]
     normal_scores = np.array([classifier.probability(p) for p in normal])
@@ -33,16 +36,16 @@ def test_only_uint8_inputs_of_scale_one_over_255_and_zero_point_0_take_grey_leve
     def detail(dtype, scale, zero_point):
         return {"dtype": dtype, "quantization": (scale, zero_point)}
 
-    assert infer.levels_are_input(detail(np.uint8, 0.003921568859368563, 0))  # float32(1/255)
-    assert not infer.levels_are_input(detail(np.uint8, 0.0078125, 128))
-    assert not infer.levels_are_input(detail(np.uint8, 0.004, 0))  # rounds some levels apart
-    assert not infer.levels_are_input(detail(np.int8, 0.003921568859368563, -128))
-    assert not infer.levels_are_input(detail(np.float32, 0.0, 0))
+    assert levels_are_input(detail(np.uint8, 0.003921568859368563, 0))  # float32(1/255)
+    assert not levels_are_input(detail(np.uint8, 0.0078125, 128))
+    assert not levels_are_input(detail(np.uint8, 0.004, 0))  # rounds some levels apart
+    assert not levels_are_input(detail(np.int8, 0.003921568859368563, -128))
+    assert not levels_are_input(detail(np.float32, 0.0, 0))
 
 
 @pytest.mark.skipif(not SHARED_TRAIN.is_dir(), reason="shared data not present")
 def test_uint8_fast_path_feeds_the_general_paths_bytes_and_gives_its_probabilities(tmp_path):
-    classifier = infer.Classifier(REFERENCE_MODEL)
+    classifier = Classifier(REFERENCE_MODEL)
     assert classifier.levels_are_input  # the shipped full-int8 model takes the fast path
     spec = classifier.sidecar["input"]
     films = sorted((SHARED_TRAIN / "NORMAL").iterdir())[:10]
@@ -51,11 +54,11 @@ def test_uint8_fast_path_feeds_the_general_paths_bytes_and_gives_its_probabiliti
         films.append(tmp_path / f"{i}.png")
         Image.open(films[i]).resize(size).save(films[-1])
     for film in films:
-        general = infer.input_batch(infer.preprocess(film, spec), classifier.input_detail)
+        general = input_batch(preprocess(film, spec), classifier.input_detail)
         fast = classifier.model_input(film)
         assert fast.dtype == general.dtype == np.uint8 and fast.shape == general.shape
         assert fast.tobytes() == general.tobytes(), film
-        slow = infer.run_interpreter(
-            classifier.interpreter, infer.preprocess(film, spec), classifier.output_kind
+        slow = run_interpreter(
+            classifier.interpreter, preprocess(film, spec), classifier.output_kind
         )
         assert classifier.probability(film) == slow, film

@@ -20,7 +20,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edgexray.cli import app
-from edgexray.edge_runtime import REFERENCE_MODEL, explain, infer, report
+from edgexray.edge_runtime import REFERENCE_MODEL, explain
+from edgexray.edge_runtime import batch as edge_batch
+from edgexray.edge_runtime.classifier import Classifier
+from edgexray.edge_runtime.outputs import report
 
 runner = CliRunner()
 SIDECAR = {
@@ -224,7 +227,10 @@ def test_the_grid_help_names_the_default_grid():
 
 def infer_help() -> str:
     result = subprocess.run(
-        [sys.executable, infer.__file__, "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "edgexray.edge_runtime.infer", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return result.stdout
 
@@ -280,7 +286,7 @@ def test_every_card_and_heatmap_shows_the_film_that_was_classified(tmp_path, les
     assert result.exit_code == 0, result.output
     found = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
     assert [r["path"] for r in found] == [str(folder / "film\\xe9.png")] * 2
-    classifier = infer.Classifier(lesion_model)
+    classifier = Classifier(lesion_model)
     maps = {
         name: explain.explain_gray(classifier, film, explain.Grid(8, 4))
         for name, film in (("lesion", lesion), ("clear", clear))
@@ -357,7 +363,9 @@ def test_device_explains_and_reports_without_tensorflow(tmp_path, lesion_model, 
     assert "notes.png</h3>" in page and report.DISCLAIMER in page
 
 
-def test_infer_copied_alone_says_explain_needs_the_package(tmp_path, films):
+def test_infer_copied_alone_says_it_needs_its_package(tmp_path, films):
+    from edgexray.edge_runtime import infer
+
     alone = tmp_path / "infer alone"
     alone.mkdir()
     shutil.copyfile(infer.__file__, alone / "infer.py")
@@ -381,7 +389,7 @@ def test_chromium_renders_the_report(tmp_path, lesion_model, films):
     if chromium is None:
         pytest.skip("chromium is not on PATH (apt-get install chromium)")
     page_path = tmp_path / "report page.html"
-    infer.run(
+    edge_batch.run(
         lesion_model, [films], stream=open(tmp_path / "records.jsonl", "w"), report_path=page_path
     )
     shot = tmp_path / "shot.png"

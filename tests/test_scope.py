@@ -17,8 +17,13 @@ import pytest
 from conftest import SHARED_TRAIN
 from PIL import Image
 
-from edgexray.edge_runtime import REFERENCE_MODEL, infer
+from edgexray.edge_runtime import REFERENCE_MODEL, batch, readers
+from edgexray.edge_runtime import cli as device_cli
 from edgexray.edge_runtime import scope as guard
+from edgexray.edge_runtime.classifier import Classifier
+from edgexray.edge_runtime.errors import EXIT_OK, EXIT_OUT_OF_SCOPE, EXIT_UNREADABLE, InferenceError
+from edgexray.edge_runtime.interpreter import interpreter_class
+from edgexray.edge_runtime.preprocess import resize
 from edgexray.pipeline import scope as fitting
 
 SHARED_TEST = SHARED_TRAIN.parent / "test"
@@ -35,7 +40,7 @@ TEST_FILMS = ("NORMAL/IM-0011-0001-0001.jpeg", "PNEUMONIA/person101_bacteria_483
 
 @pytest.fixture(scope="module")
 def shipped():
-    return infer.Classifier(REFERENCE_MODEL)
+    return Classifier(REFERENCE_MODEL)
 
 
 def copies(folder: Path, names, source: Path = SHARED_TEST, change=None) -> list[Path]:
@@ -44,7 +49,7 @@ def copies(folder: Path, names, source: Path = SHARED_TEST, change=None) -> list
     paths = []
     for name in names:
         target = folder / Path(name).name.replace(".jpeg", " copy.png")
-        gray = infer.load_grayscale(source / name)
+        gray = readers.read(source / name)[0]
         Image.fromarray(change(gray) if change else gray).save(target)
         paths.append(target)
     return paths
@@ -88,7 +93,7 @@ def test_blank_image_is_out_of_scope(shipped, tmp_path):
 
 def test_film_tinted_in_colour_stays_in_scope(shipped, tmp_path):
     """A film scanned with a colour cast is one hue: not a photograph."""
-    gray = Image.fromarray(infer.load_grayscale(SHARED_TRAIN / VAL_FILMS[0]))
+    gray = Image.fromarray(readers.read(SHARED_TRAIN / VAL_FILMS[0])[0])
     r, g, b = (gray.point(lambda v, s=s: min(255, int(v * s))) for s in (1.0, 0.9, 0.8))
     path = tmp_path / "tinted film.jpeg"
     Image.merge("RGB", (r, g, b)).save(path, quality=90)
@@ -98,13 +103,13 @@ def test_film_tinted_in_colour_stays_in_scope(shipped, tmp_path):
 
 def test_no_scope_check_labels_anyway(tmp_path):
     path = copies(tmp_path / "inverted", TEST_FILMS[:1], change=lambda g: 255 - g)[0]
-    classifier = infer.Classifier(REFERENCE_MODEL, check_scope=False)
+    classifier = Classifier(REFERENCE_MODEL, check_scope=False)
     record = classifier.classify(path)
     assert record["label"] in ("NORMAL", "PNEUMONIA")
     assert record["in_scope"] is None and record["scope_reason"] == guard.NOT_CHECKED
     stream = io.StringIO()
-    code = infer.run(REFERENCE_MODEL, [path], stream=stream, check_scope=False)
-    assert code == infer.EXIT_OK
+    code = batch.run(REFERENCE_MODEL, [path], stream=stream, check_scope=False)
+    assert code == EXIT_OK
     assert json.loads(stream.getvalue())["label"] != guard.OUT_OF_SCOPE
 
 
@@ -112,17 +117,17 @@ def test_exit_code_4_when_some_film_is_out_of_scope_and_3_wins(tmp_path):
     folder = tmp_path / "site films"
     copies(folder, TEST_FILMS[:1])
     copies(folder, TEST_FILMS[1:], change=lambda g: 255 - g)
-    assert infer.main(["--model", str(REFERENCE_MODEL), str(folder)]) == infer.EXIT_OUT_OF_SCOPE
+    assert device_cli.main(["--model", str(REFERENCE_MODEL), str(folder)]) == EXIT_OUT_OF_SCOPE
     (folder / "broken.jpeg").write_bytes(b"not a film")
-    assert infer.main(["--model", str(REFERENCE_MODEL), str(folder)]) == infer.EXIT_UNREADABLE
+    assert device_cli.main(["--model", str(REFERENCE_MODEL), str(folder)]) == EXIT_UNREADABLE
     films = [str(p) for p in folder.glob("*.png")]
     unchecked = ["--model", str(REFERENCE_MODEL), "--no-scope-check", *films]
-    assert infer.main(unchecked) == infer.EXIT_OK
+    assert device_cli.main(unchecked) == EXIT_OK
 
 
 def test_model_without_scope_block_says_so(tiny_tflite, tmp_path, capsys):
     film = copies(tmp_path / "films", TEST_FILMS[:1])[0]
-    assert infer.main(["--model", str(tiny_tflite["int8"]), str(film)]) == infer.EXIT_OK
+    assert device_cli.main(["--model", str(tiny_tflite["int8"]), str(film)]) == EXIT_OK
     captured = capsys.readouterr()
     record = json.loads(captured.out)
     assert record["in_scope"] is None and record["scope_reason"] == guard.NO_STATISTICS
@@ -134,7 +139,7 @@ def test_model_without_scope_block_says_so(tiny_tflite, tmp_path, capsys):
 def test_cheap_checks_still_refuse_without_statistics(tiny_tflite, tmp_path):
     path = tmp_path / "blank.png"
     Image.new("L", (64, 64), 0).save(path)
-    record = infer.Classifier(tiny_tflite["int8"]).classify(path)
+    record = Classifier(tiny_tflite["int8"]).classify(path)
     assert record["in_scope"] is False and record["label"] == guard.OUT_OF_SCOPE
 
 
@@ -157,8 +162,8 @@ def test_dicom_tags_decide_from_the_table(tags, expected):
 
 
 def test_tags_put_an_otherwise_fine_film_out_of_scope(shipped):
-    film, info = infer.load_film(SHARED_TRAIN / VAL_FILMS[0])
-    gray = infer.resize(film, 128, 128)
+    film, info = readers.read(SHARED_TRAIN / VAL_FILMS[0])
+    gray = resize(film, 128, 128)
     shipped.run(shipped.tensor_of(gray))
     assert shipped.scope_decision(gray, info).in_scope is True
     knee = shipped.scope_decision(gray, {**info, "tags": {"BodyPartExamined": "KNEE"}})
@@ -179,12 +184,12 @@ def test_broken_scope_block_is_refused(tmp_path):
         broken = copy.deepcopy(sidecar)
         breakage(broken["scope"])
         (folder / "m.json").write_text(json.dumps(broken))
-        with pytest.raises(infer.InferenceError, match="scope"):
-            infer.Classifier(folder / "m.tflite")
+        with pytest.raises(InferenceError, match="scope"):
+            Classifier(folder / "m.tflite")
 
 
 def test_shipped_model_exposes_features_and_its_statistics():
-    classifier = infer.Classifier(REFERENCE_MODEL)
+    classifier = Classifier(REFERENCE_MODEL)
     assert classifier.feature_output()["size"] == 96
     block = classifier.scope
     assert block["fitted_on"]["films"] == 4433 and block["chosen_on"]["films"] == 783
@@ -199,8 +204,8 @@ def test_feature_output_keeps_the_logit_bytes(tiny_tflite, tmp_path):
     folder.mkdir()
     target = folder / "int8.tflite"
     target.write_bytes(with_feature_output(source.read_bytes()))
-    before = infer.interpreter_class()(model_path=str(source))
-    after = infer.interpreter_class()(model_path=str(target))
+    before = interpreter_class()(model_path=str(source))
+    after = interpreter_class()(model_path=str(target))
     rng = np.random.default_rng(3)
     for interpreter in (before, after):
         interpreter.allocate_tensors()
@@ -282,7 +287,7 @@ def test_gate_fails_a_guard_that_refuses_too_many_films_not_on_recall(site_folde
 def test_gate_passes_a_refused_pneumonia_film_the_model_found(site_folder, tmp_path):
     from edgexray.pipeline import verify
 
-    classifier = infer.Classifier(REFERENCE_MODEL)
+    classifier = Classifier(REFERENCE_MODEL)
     records = [classifier.classify(path) for path in sorted(site_folder.glob("*/*"))]
     pneumonia = [r for r in records if "PNEUMONIA" in r["path"]]
     farthest = max(pneumonia, key=lambda r: r["scope_distance"])
@@ -307,7 +312,7 @@ def test_evaluate_reports_out_of_scope_films_separately(site_folder, tmp_path):
     inverted = tmp_path / "site with a negative"
     shutil.copytree(site_folder, inverted)
     negative = next((inverted / "PNEUMONIA").iterdir())
-    Image.fromarray(255 - infer.load_grayscale(negative)).save(negative.with_suffix(".png"))
+    Image.fromarray(255 - readers.read(negative)[0]).save(negative.with_suffix(".png"))
     negative.unlink()
     csv_path = tmp_path / "predictions.csv"
     report = evaluate.evaluate(REFERENCE_MODEL, inverted, predictions_csv=csv_path)

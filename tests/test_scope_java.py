@@ -18,7 +18,9 @@ from conftest import SHARED_TRAIN
 from PIL import Image
 from test_android_preprocess import ORIENTATION, bitmap_pixels
 
-from edgexray.edge_runtime import REFERENCE_MODEL, infer
+from edgexray.edge_runtime import REFERENCE_MODEL, readers
+from edgexray.edge_runtime.classifier import Classifier
+from edgexray.edge_runtime.preprocess import resize
 from edgexray.export import bundle as bundle_module
 
 DRIVERS = Path(__file__).parent / "java"
@@ -113,13 +115,13 @@ def images(folder: Path) -> list[Path]:
 
 
 def test_java_scope_matches_python(java_scope, tmp_path):
-    classifier = infer.Classifier(REFERENCE_MODEL)
+    classifier = Classifier(REFERENCE_MODEL)
     feature_detail = classifier.outputs[classifier.scope["feature_output"]["index"]]
     scale, zero_point = feature_detail["quantization"]
     cases, expected = [], []
     for path in images(tmp_path / "app images"):
-        film, info = infer.load_film(path)
-        gray = infer.resize(film, 128, 128)
+        film, info = readers.read(path)
+        gray = resize(film, 128, 128)
         classifier.run(classifier.tensor_of(gray))
         raw = classifier.interpreter.get_tensor(feature_detail["index"])
         cases.append(

@@ -15,7 +15,10 @@ from conftest import synthetic_xray
 from typer.testing import CliRunner
 
 from edgexray.cli import app
-from edgexray.edge_runtime import infer
+from edgexray.edge_runtime.classifier import Classifier
+from edgexray.edge_runtime.errors import InferenceError
+from edgexray.edge_runtime.interpreter import invoke, to_probability
+from edgexray.edge_runtime.sidecar import LABELS, POSITIVE_LABEL, load_sidecar
 from edgexray.export.bundle import BundleConfig, make_bundle
 from edgexray.pipeline import data
 from edgexray.pipeline.verify import GateLimits, compare
@@ -48,7 +51,7 @@ def film(tmp_path) -> Path:
 
 
 def test_training_and_the_device_share_one_label_table():
-    assert data.LABELS is infer.LABELS and infer.POSITIVE_LABEL == infer.LABELS[1] == "PNEUMONIA"
+    assert data.LABELS is LABELS and POSITIVE_LABEL == LABELS[1] == "PNEUMONIA"
 
 
 @pytest.mark.parametrize(
@@ -66,8 +69,8 @@ def test_a_sidecar_that_would_print_the_wrong_label_is_refused(
     tiny_tflite, tmp_path, film, changes, message
 ):
     model = edited(tiny_tflite["int8"], tmp_path / "edited", **changes)
-    with pytest.raises(infer.InferenceError, match=message):
-        infer.load_sidecar(model)
+    with pytest.raises(InferenceError, match=message):
+        load_sidecar(model)
     result = runner.invoke(app, ["predict", "--model", str(model), str(film)])
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
@@ -115,15 +118,15 @@ def test_the_gate_compares_printed_labels_not_only_probabilities():
 
 def test_a_logit_model_read_as_probability_is_refused_at_load(tiny_tflite, tmp_path):
     model = edited(tiny_tflite["int8"], tmp_path / "as probability", output_kind="probability")
-    with pytest.raises(infer.InferenceError, match="the model emits the logit"):
-        infer.Classifier(model)
+    with pytest.raises(InferenceError, match="the model emits the logit"):
+        Classifier(model)
 
 
 def test_a_probability_outside_0_1_is_an_error_never_printed(tiny_tflite, tmp_path, film):
     # A float output has no range to check at load: every value is checked instead.
     model = edited(tiny_tflite["float32"], tmp_path / "float", output_kind="probability")
-    classifier = infer.Classifier(model)
-    logit = infer.invoke(
+    classifier = Classifier(model)
+    logit = invoke(
         classifier.interpreter,
         classifier.model_input(film),
         classifier.input_detail,
@@ -133,8 +136,8 @@ def test_a_probability_outside_0_1_is_an_error_never_printed(tiny_tflite, tmp_pa
     result = runner.invoke(app, ["predict", "--model", str(model), str(film)])
     assert result.exit_code == 2 and result.stdout == ""
     assert "not a probability in [0, 1]" in result.stderr
-    with pytest.raises(infer.InferenceError, match="not a probability"):
-        infer.to_probability(float("nan"), "probability")
+    with pytest.raises(InferenceError, match="not a probability"):
+        to_probability(float("nan"), "probability")
 
 
 def test_check_py_fails_a_bundle_whose_sidecar_swaps_the_labels(tiny_tflite, tmp_path):

@@ -35,7 +35,9 @@ from edgexray import __version__, artifacts
 from edgexray.benchmarks import memory, ratios, tables, timing
 from edgexray.benchmarks.machine import machine_info
 from edgexray.benchmarks.timing import KERAS_THREADS
-from edgexray.edge_runtime import infer
+from edgexray.edge_runtime import RUNTIME_ROOT
+from edgexray.edge_runtime.interpreter import MAX_THREADS
+from edgexray.edge_runtime.sidecar import load_sidecar
 from edgexray.errors import EdgexrayError, check_config
 from edgexray.export import convert
 from edgexray.export.quantize import METHODS
@@ -120,9 +122,9 @@ class BenchmarkConfig:
     def __post_init__(self):
         object.__setattr__(self, "threads", tuple(self.threads))
         # Capped as predict caps it: a huge count crashes the interpreter (a segfault).
-        counts_ok = all(isinstance(t, int) and 1 <= t <= infer.MAX_THREADS for t in self.threads)
+        counts_ok = all(isinstance(t, int) and 1 <= t <= MAX_THREADS for t in self.threads)
         checks = {
-            f"threads must be one or more distinct counts from 1 to {infer.MAX_THREADS}": (
+            f"threads must be one or more distinct counts from 1 to {MAX_THREADS}": (
                 counts_ok and len(self.threads) > 0 and len(set(self.threads)) == len(self.threads)
             ),
             "warmup must be >= 0": self.warmup >= 0,
@@ -165,7 +167,7 @@ def _variant(path: Path) -> Variant:
         return Variant(
             model, "keras-float32" if path.name == artifacts.MODEL else f"keras-{path.stem}"
         )
-    return Variant(model, str(infer.load_sidecar(path).get("method", path.stem)))
+    return Variant(model, str(load_sidecar(path).get("method", path.stem)))
 
 
 def _order(variant: Variant) -> tuple:
@@ -291,7 +293,7 @@ def benchmark(
     runtime_rss = memory.peak_rss_mb(
         memory.EDGE_PEAK_RSS,
         {
-            "runtime": infer.__file__,
+            "runtime": str(RUNTIME_ROOT),
             "model": None,
             "threads": 1,
             "images": memory_images,
@@ -305,7 +307,7 @@ def benchmark(
         log.info("benchmarking %s", variant.name)
         measured = _measure(variant, typical, config, step_ns)
         job = {
-            "runtime": infer.__file__,
+            "runtime": str(RUNTIME_ROOT),
             "model": str(model.path),
             "images": memory_images,
             "threads": max(config.threads),

@@ -2,7 +2,7 @@
 
 A square patch of the model input is greyed out (set to the input's own mean), one
 position after another on a grid, and the model is run on each occluded copy through
-`infer.Classifier`; the map is how much the pneumonia evidence falls when that area is
+`Classifier`; the map is how much the pneumonia evidence falls when that area is
 hidden, placed at each patch's centre and interpolated in between. It needs only forward
 passes, so it runs on the device (numpy, Pillow and the interpreter; no TensorFlow, no
 gradients), and it explains the very int8 model that gave the answer, not a float cousin.
@@ -30,13 +30,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from . import infer, report
+from . import readers
+from .classifier import Classifier
+from .errors import InferenceError
+from .preprocess import resize
 
-OVERLAY_SUFFIX = ".heatmap.png"
-MAP_SUFFIX = ".heatmap.npy"
-# Output names start with the film's name, cut to this many bytes: with a suffix and a
-# "-N" they stay under the 255 bytes most file systems allow in a name.
-STEM_BYTES = 200
 # Overlays are for reading on a screen: the film is shown with this longest side, shrunk
 # from 4000 px originals and enlarged from the 224 px films of the Kaggle set.
 OVERLAY_SIDE = 640
@@ -68,9 +66,9 @@ class Grid:
 
     def __post_init__(self):
         if self.patch < 1 or self.stride < 1:
-            raise infer.InferenceError("patch and stride must be at least 1 pixel")
+            raise InferenceError("patch and stride must be at least 1 pixel")
         if self.stride > self.patch:
-            raise infer.InferenceError(
+            raise InferenceError(
                 f"stride {self.stride} is larger than the patch {self.patch}: "
                 "some pixels would never be occluded"
             )
@@ -78,7 +76,7 @@ class Grid:
     def starts(self, length: int) -> list[int]:
         """Patch origins along one side; the last patch ends at the border."""
         if self.patch > length:
-            raise infer.InferenceError(f"patch {self.patch} is larger than the input ({length})")
+            raise InferenceError(f"patch {self.patch} is larger than the input ({length})")
         starts = list(range(0, length - self.patch + 1, self.stride))
         if starts[-1] != length - self.patch:
             starts.append(length - self.patch)
@@ -100,7 +98,7 @@ def parse_grid(text: str) -> Grid:
     """A grid from "PATCH/STRIDE" (pixels of the model input), as the commands take it."""
     patch, slash, stride = text.partition("/")
     if not (slash and patch.strip().isdigit() and stride.strip().isdigit()):
-        raise infer.InferenceError(f"grid {text!r}: give PATCH/STRIDE in pixels, e.g. 20/10")
+        raise InferenceError(f"grid {text!r}: give PATCH/STRIDE in pixels, e.g. 20/10")
     return Grid(int(patch), int(stride))
 
 
@@ -127,7 +125,7 @@ def fill_value(tensor: np.ndarray) -> np.ndarray:
 
 
 def occlusion_map(
-    classifier: infer.Classifier, gray: np.ndarray, grid: Grid = DEFAULT_GRID
+    classifier: Classifier, gray: np.ndarray, grid: Grid = DEFAULT_GRID
 ) -> Explanation:
     """Occlusion sensitivity of one resized 8-bit film (the model's height x width).
 
@@ -168,23 +166,23 @@ def between_centres(
 
 
 def explain_film(
-    classifier: infer.Classifier, path: str | Path, grid: Grid = DEFAULT_GRID
+    classifier: Classifier, path: str | Path, grid: Grid = DEFAULT_GRID
 ) -> tuple[Explanation, np.ndarray]:
     """The map of one image file and the film itself (8-bit, as read), for the overlay.
 
     Raises:
-        infer.ImageError: the file cannot be read.
+        ImageError: the file cannot be read.
     """
-    film = infer.load_grayscale(path)
+    film = readers.read(path)[0]
     return explain_gray(classifier, film, grid), film
 
 
 def explain_gray(
-    classifier: infer.Classifier, film: np.ndarray, grid: Grid = DEFAULT_GRID
+    classifier: Classifier, film: np.ndarray, grid: Grid = DEFAULT_GRID
 ) -> Explanation:
     """The map of one 8-bit film as read (any size): resized as the model reads it."""
     spec = classifier.sidecar["input"]
-    gray = infer.resize(film, int(spec["height"]), int(spec["width"]))
+    gray = resize(film, int(spec["height"]), int(spec["width"]))
     return occlusion_map(classifier, gray, grid)
 
 
@@ -322,88 +320,3 @@ def jpeg_bytes(picture: Image.Image, quality: int = 85) -> bytes:
     buffer = io.BytesIO()
     picture.convert("RGB").save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
-
-
-# --- files ------------------------------------------------------------------------------
-
-
-def free_stem(folder: Path, stem: str) -> str:
-    """stem, or stem-2, stem-3...: the first for which neither the overlay nor the map
-    exists in folder, so an earlier run's files (or a user's) are never overwritten.
-
-    stem is cut to STEM_BYTES of UTF-8 first: a film's name may be as long as the file
-    system allows, and its outputs add a suffix to it.
-    """
-    stem = stem.encode("utf-8")[:STEM_BYTES].decode("utf-8", "ignore")
-    candidate, number = stem, 1
-    while any((folder / f"{candidate}{end}").exists() for end in (OVERLAY_SUFFIX, MAP_SUFFIX)):
-        number += 1
-        candidate = f"{stem}-{number}"
-    return candidate
-
-
-def save(folder: str | Path, name: str, picture: Image.Image, explanation: Explanation):
-    """Write the overlay PNG and the map .npy of the film called name (its record's path:
-    a display name, valid UTF-8) into folder.
-
-    Returns:
-        (overlay path, map path).
-    """
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise infer.OutputError(f"cannot create {folder}: {err.strerror or err}") from None
-    stem = free_stem(folder, Path(name).name)
-    buffer = io.BytesIO()
-    np.save(buffer, explanation.saliency)
-    overlay_path, map_path = folder / f"{stem}{OVERLAY_SUFFIX}", folder / f"{stem}{MAP_SUFFIX}"
-    infer.write_atomic(map_path, buffer.getvalue())
-    infer.write_atomic(overlay_path, png_bytes(picture))
-    return overlay_path, map_path
-
-
-# --- a batch: records in, records out --------------------------------------------------
-
-# The report shows each film and its overlay at this longest side.
-REPORT_SIDE = 360
-
-
-def explain_records(
-    classifier: infer.Classifier,
-    classified,
-    folder: str | Path | None = None,
-    entries: list | None = None,
-    grid: Grid = DEFAULT_GRID,
-):
-    """Yield each record of classified, (record, film) pairs from
-    `Classifier.classify_film`, as it comes, explained when its film was read.
-
-    The map is made of the film that was classified, never re-read from the record's path
-    (a display name, which may name another file). With folder, the overlay PNG and the
-    map .npy are written there and the record gets their paths ("overlay", "heatmap").
-    With entries, a report.Entry is appended for every record, unreadable ones included,
-    holding small JPEGs of the film and its overlay.
-    """
-    for record, film in classified:
-        explained = None
-        if film is not None and "error" not in record:
-            explained = explain_gray(classifier, film, grid), film
-        if explained is not None and folder is not None:
-            explanation, film = explained
-            picture = overlay(film, explanation, classifier.threshold)
-            overlay_path, map_path = save(folder, record["path"], picture, explanation)
-            record = {**record, "overlay": str(overlay_path), "heatmap": str(map_path)}
-        if entries is not None:
-            entries.append(_entry(record, explained, classifier.threshold))
-        yield record
-
-
-def _entry(record: dict, explained, threshold: float) -> report.Entry:
-    if explained is None:
-        return report.Entry(record)
-    explanation, film = explained
-    height, width = display_size(*film.shape, REPORT_SIDE)
-    shown = Image.fromarray(film).resize((width, height), Image.Resampling.BILINEAR)
-    picture = overlay(film, explanation, threshold, REPORT_SIDE, legend=False)
-    return report.Entry(record, jpeg_bytes(shown), jpeg_bytes(picture), colour_scale(explanation))

@@ -3,7 +3,7 @@
 Worse than a missed pneumonia is a confident answer to a question the model was never
 trained on: a negative (an inverted film), a knee, a CT slice, a photograph. Such an
 image must get the label OUT_OF_SCOPE, never NORMAL or PNEUMONIA. `decide` is the one
-home of that rule; infer.py applies it to every film, and the Android bundle's
+home of that rule; the classifier applies it to every film, and the Android bundle's
 EdgexrayScope.java is its port (tests/test_scope_java.py holds them to the same answers).
 
 The checks, cheapest and most certain first (the first that fails is the reason):
@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 
@@ -84,6 +85,29 @@ TAG_RULES = (
 # PatientAge is nnnD, nnnW, nnnM or nnnY (DICOM AS value representation).
 AGE_UNITS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}
 _AGE = re.compile(r"^(\d{1,3})([DWMY])$")
+
+
+class FeatureOutput(TypedDict):
+    index: int  # the model output holding the pooled features (output 0 is the logit)
+    name: str
+    size: int
+
+
+class ScopeBlock(TypedDict, total=False):
+    """A sidecar's scope block (SCOPE_SCHEMA), fitted by edgexray/pipeline/scope.py."""
+
+    schema: str
+    feature_output: FeatureOutput
+    method: str
+    mean: list[float]
+    whitening: list[list[float]]  # W, with precision W^T W
+    shrinkage: float
+    cutoff: float
+    patient_age_years: dict | None  # {"min": years, "max": years, "source": ...}
+    cutoff_rule: str
+    coverage: float
+    fitted_on: dict
+    chosen_on: dict
 
 
 @dataclass(frozen=True)
@@ -187,7 +211,7 @@ def tag_reason(tags: dict | None, ages: dict | None = None) -> str | None:
     return None
 
 
-def distance(features: np.ndarray, block: dict) -> float:
+def distance(features: np.ndarray, block: ScopeBlock) -> float:
     """Mahalanobis distance of pooled features from the training films' mean:
     |W (f - mean)| with the block's whitening matrix W (precision = W^T W)."""
     centred = np.asarray(features, dtype=np.float64).reshape(-1) - np.asarray(block["mean"])
@@ -197,7 +221,7 @@ def distance(features: np.ndarray, block: dict) -> float:
 def decide(
     gray: np.ndarray,
     features: np.ndarray | None,
-    block: dict | None,
+    block: ScopeBlock | None,
     *,
     colour: float | None = None,
     tags: dict | None = None,

@@ -35,7 +35,13 @@ import numpy as np
 from PIL import Image
 
 from edgexray import __version__, artifacts
-from edgexray.edge_runtime import infer, report
+from edgexray.edge_runtime import RUNTIME_ROOT
+from edgexray.edge_runtime.classifier import Classifier
+from edgexray.edge_runtime.errors import InferenceError
+from edgexray.edge_runtime.interpreter import input_batch
+from edgexray.edge_runtime.outputs import report
+from edgexray.edge_runtime.preprocess import preprocess
+from edgexray.edge_runtime.sidecar import load_sidecar, sha256_of
 from edgexray.errors import EdgexrayError
 
 log = logging.getLogger("edgexray")
@@ -45,14 +51,16 @@ BUNDLE_SCHEMA = "edgexray.bundle/1"
 MANIFEST = artifacts.BUNDLE_MANIFEST  # bundle.json
 CHECKSUMS = artifacts.BUNDLE_CHECKSUMS  # SHA256SUMS
 CHECK_SIZE = (300, 260)  # height, width of the check image: both axes shrink, unequally
-# The android preprocessing as Java, byte-identical to infer.py (tests/test_android_preprocess.py).
+# The android preprocessing as Java, byte-identical to the runtime's
+# (tests/test_android_preprocess.py).
 ANDROID_PREPROCESS = Path(__file__).parent / "android" / "EdgexrayPreprocess.java"
 # The out-of-scope guard as Java, the same decisions as scope.py (tests/test_scope_java.py).
 ANDROID_SCOPE = Path(__file__).parent / "android" / "EdgexrayScope.java"
-CHECK_SCRIPT = Path(infer.__file__).with_name("check.py")  # the rpi bundle's check/check.py
-# The device runtime: every module of edgexray/edge_runtime/, shipped as a package folder of
+# The device runtime: the package edgexray/edge_runtime/, shipped as a package folder of
 # this name, run by the launcher infer.py at the bundle's top.
 RUNTIME_PACKAGE = "edge_runtime"
+RUNTIME_SOURCE = RUNTIME_ROOT / RUNTIME_PACKAGE
+CHECK_SCRIPT = RUNTIME_SOURCE / "check.py"  # the rpi bundle's check/check.py
 
 # The files written into bundles (READMEs, the watch-folder script, its systemd unit,
 # requirements.txt) are package data in templates/, so linters and reviewers see them.
@@ -122,18 +130,18 @@ def non_builtin_ops(model_path: Path) -> list[str]:
     return sorted(set(custom))
 
 
-def _load_model(config: BundleConfig) -> infer.Classifier:
+def _load_model(config: BundleConfig) -> Classifier:
     model = Path(config.model)
     try:
-        infer.load_sidecar(model)  # exists and matches, before reading its operators
+        load_sidecar(model)  # exists and matches, before reading its operators
         others = non_builtin_ops(model)
         if others:
             raise EdgexrayError(
                 f"{model} uses operators that are not LiteRT builtins "
                 f"({', '.join(others)}); the device runtime cannot run it"
             )
-        classifier = infer.Classifier(model)
-    except infer.InferenceError as err:
+        classifier = Classifier(model)
+    except InferenceError as err:
         raise EdgexrayError(str(err)) from None
     if config.target == "android":
         interpreter = classifier.interpreter
@@ -154,7 +162,7 @@ def _fill(template: str, **values) -> str:
     return template
 
 
-def _model_facts(classifier: infer.Classifier, model: Path) -> dict:
+def _model_facts(classifier: Classifier, model: Path) -> dict:
     sidecar = classifier.sidecar
     spec = sidecar["input"]
     return {
@@ -228,21 +236,27 @@ def calibration_facts(sidecar: dict) -> dict:
     }
 
 
+def runtime_modules() -> list[Path]:
+    """Every module of the edge runtime package, its subpackages included, sorted."""
+    return sorted(p for p in RUNTIME_SOURCE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
 def write_runtime(folder: Path) -> Path:
     """The edge runtime as a device holds it: folder/edge_runtime/ with every module of
     edgexray/edge_runtime/ (they import each other relatively), and folder/infer.py, the
-    launcher that runs edge_runtime.infer.main(). Returns the launcher's path."""
+    launcher that runs edge_runtime.cli.main(). Returns the launcher's path."""
     package = Path(folder) / RUNTIME_PACKAGE
-    package.mkdir(parents=True, exist_ok=True)
-    for module in sorted(Path(infer.__file__).parent.glob("*.py")):
-        shutil.copyfile(module, package / module.name)
+    for module in runtime_modules():
+        target = package / module.relative_to(RUNTIME_SOURCE)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(module, target)
     launcher = Path(folder) / "infer.py"
     launcher.write_text(template("infer-launcher.py"))
     launcher.chmod(0o755)
     return launcher
 
 
-def _write_rpi(staging: Path, classifier: infer.Classifier, model: Path) -> None:
+def _write_rpi(staging: Path, classifier: Classifier, model: Path) -> None:
     facts = _model_facts(classifier, model)
     write_runtime(staging)
     _write_check(staging, classifier)
@@ -268,15 +282,15 @@ def check_image() -> Image.Image:
     return Image.fromarray(np.clip(np.round(image), 0, 255).astype(np.uint8))
 
 
-def _write_check(staging: Path, classifier: infer.Classifier) -> dict:
+def _write_check(staging: Path, classifier: Classifier) -> dict:
     """check/: a test image, the exact input bytes it must become, and the expected output."""
     folder = staging / "check"
     folder.mkdir()
     check_image().save(folder / "image.png")
     interpreter = classifier.interpreter
     input_detail = interpreter.get_input_details()[0]
-    image = infer.preprocess(folder / "image.png", classifier.sidecar["input"])
-    (folder / "input.u8").write_bytes(infer.input_batch(image, input_detail).tobytes())
+    image = preprocess(folder / "image.png", classifier.sidecar["input"])
+    (folder / "input.u8").write_bytes(input_batch(image, input_detail).tobytes())
     probability = classifier.probability(folder / "image.png")
     raw_output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     expected = {
@@ -294,12 +308,12 @@ def _write_check(staging: Path, classifier: infer.Classifier) -> dict:
     return expected
 
 
-def _quantization_note(classifier: infer.Classifier) -> str:
+def _quantization_note(classifier: Classifier) -> str:
     unchanged = classifier.levels_are_input  # scale 1/255, zero point 0
     return snippet("android-input-unchanged.md" if unchanged else "android-input-requantized.md")
 
 
-def _scope_status(classifier: infer.Classifier) -> str:
+def _scope_status(classifier: Classifier) -> str:
     """What the android README says about this model's scope statistics."""
     block = classifier.scope
     if block is None:
@@ -314,7 +328,7 @@ def _scope_status(classifier: infer.Classifier) -> str:
     )
 
 
-def _write_android(staging: Path, classifier: infer.Classifier, model: Path) -> None:
+def _write_android(staging: Path, classifier: Classifier, model: Path) -> None:
     facts = _model_facts(classifier, model)
     interpreter = classifier.interpreter
     in_scale, in_zero = interpreter.get_input_details()[0]["quantization"]
@@ -343,7 +357,7 @@ def _write_android(staging: Path, classifier: infer.Classifier, model: Path) -> 
 
 def _write_checksums(folder: Path) -> None:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS)
-    lines = [f"{infer.sha256_of(p)}  {p.relative_to(folder).as_posix()}\n" for p in files]
+    lines = [f"{sha256_of(p)}  {p.relative_to(folder).as_posix()}\n" for p in files]
     (folder / CHECKSUMS).write_text("".join(lines))
 
 

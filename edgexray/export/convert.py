@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from edgexray import __version__, artifacts
-from edgexray.edge_runtime.infer import SIDECAR_SCHEMA, load_interpreter
+from edgexray.edge_runtime.interpreter import load_interpreter
+from edgexray.edge_runtime.sidecar import SIDECAR_SCHEMA
 from edgexray.errors import EdgexrayError
 from edgexray.pipeline.data import LABELS
 
@@ -130,7 +131,7 @@ def write_tflite(
     """Write X.tflite and its sidecar X.json atomically, after checking the model runs.
 
     Args:
-        output_kind: what the one output value is (infer.OUTPUT_KINDS), from
+        output_kind: what the one output value is (OUTPUT_KINDS), from
             `output_kind(keras_model)` of the model it was converted from.
 
     Returns:
@@ -149,7 +150,7 @@ def write_tflite(
         input_detail = interpreter.get_input_details()[0]
         output_detail = interpreter.get_output_details()[0]
         if check_image is not None:
-            from edgexray.edge_runtime.infer import run_interpreter
+            from edgexray.edge_runtime.interpreter import run_interpreter
 
             run_interpreter(interpreter, check_image, output_kind)
     except Exception as err:

@@ -45,7 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from edgexray import __version__, artifacts
-from edgexray.edge_runtime import infer
+from edgexray.edge_runtime.errors import InferenceError
+from edgexray.edge_runtime.sidecar import SIDECAR_SCHEMA, load_sidecar
 from edgexray.errors import EdgexrayError, check_config
 from edgexray.formatting import estimate, json_safe, number
 from edgexray.pipeline import data, evaluate, metrics, scoring
@@ -186,10 +187,10 @@ def read_patient_map(path: Path) -> dict[str, str]:
 
 def _dicom_patient(path: str) -> str:
     """A DICOM film's PatientID, or "" (not DICOM, no ID, or pydicom absent)."""
-    from edgexray.edge_runtime import dicom
+    from edgexray.edge_runtime import readers
 
     try:
-        if not dicom.is_dicom(path):
+        if readers.reader_for(path) is not readers.DICOM:
             return ""
         import pydicom
 
@@ -408,8 +409,8 @@ def calibrate(
     if model_path.suffix.lower() != ".tflite":
         raise EdgexrayError(f"{model_path}: calibrate needs the deployed .tflite with its sidecar")
     try:
-        sidecar = infer.load_sidecar(model_path)
-    except infer.InferenceError as err:
+        sidecar = load_sidecar(model_path)
+    except InferenceError as err:
         raise EdgexrayError(str(err)) from None
     if out_dir.resolve() == model_path.parent.resolve():
         raise EdgexrayError(
@@ -550,7 +551,7 @@ def _check_out(out_dir: Path, model_path: Path, sidecar: dict) -> None:
         except EdgexrayError:
             earlier = {}
         if (earlier.get("schema"), earlier.get("sha256")) != (
-            infer.SIDECAR_SCHEMA,
+            SIDECAR_SCHEMA,
             sidecar["sha256"],
         ):
             raise EdgexrayError(

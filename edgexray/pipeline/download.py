@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from edgexray import artifacts
-from edgexray.edge_runtime.infer import IMAGE_SUFFIXES
+from edgexray.edge_runtime.readers import SUFFIXES as IMAGE_SUFFIXES
 from edgexray.errors import EdgexrayError
 from edgexray.pipeline.data import LABELS, SPLITS
 
@@ -298,7 +298,7 @@ def target_of(name: str) -> PurePosixPath | None:
     if len(parts) < 3 or any(p in SKIPPED_PARTS for p in parts):
         return None
     split, label, filename = parts[-3], parts[-2], parts[-1]
-    # The name half of infer.is_image_file: archive members cannot be stat()ed.
+    # The name half of readers.is_film_file: archive members cannot be stat()ed.
     if filename.startswith(".") or not filename.lower().endswith(IMAGE_SUFFIXES):
         return None
     if split.lower() not in SPLITS or label.upper() not in LABELS:

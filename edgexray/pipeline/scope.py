@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from edgexray import artifacts
-from edgexray.edge_runtime import infer
+from edgexray.edge_runtime.classifier import Classifier
+from edgexray.edge_runtime.preprocess import resized_grayscale
 from edgexray.edge_runtime.scope import SCOPE_SCHEMA, distance, problem
 from edgexray.errors import EdgexrayError
 
@@ -154,7 +155,7 @@ def fit(
     return block
 
 
-def features_of(classifier: infer.Classifier, grays: Iterable[np.ndarray]) -> np.ndarray:
+def features_of(classifier: Classifier, grays: Iterable[np.ndarray]) -> np.ndarray:
     """The pooled features of resized 8-bit films, exactly as the device computes them.
 
     Raises:
@@ -172,7 +173,7 @@ def features_of(classifier: infer.Classifier, grays: Iterable[np.ndarray]) -> np
 
 def resized(paths: Iterable[str], input_spec: dict) -> list[np.ndarray]:
     """Each film resized to the model input, 8-bit (small: 16 KB a film at 128 px)."""
-    return [infer.resized_grayscale(path, input_spec) for path in paths]
+    return [resized_grayscale(path, input_spec) for path in paths]
 
 
 def attach(
@@ -190,7 +191,7 @@ def attach(
     Returns:
         The scope block.
     """
-    classifier = infer.Classifier(model_path, check_scope=False)
+    classifier = Classifier(model_path, check_scope=False)
     output = classifier.feature_output()
     if output is None:
         raise EdgexrayError(f"{model_path} has no pooled-features output (second output)")

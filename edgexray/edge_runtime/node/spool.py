@@ -5,7 +5,7 @@
     STATE/quarantine/    films the node died on twice while classifying (their record says so)
     STATE/attempts/      one small file per film being classified: how many times it began
     STATE/results.jsonl  one record per film, each line written whole and fsynced
-    STATE/outbox/        Structured Reports waiting for the PACS (sr.py)
+    STATE/outbox/        Structured Reports waiting for the PACS (outbox.py)
     STATE/reports/       per-film HTML reports (with --reports)
 
 Every write that a promise rests on is durable before the promise is made: a film is
@@ -24,6 +24,9 @@ import os
 import threading
 from pathlib import Path
 
+from ..outputs.files import PRIVATE
+from .config import MEGABYTE
+
 log = logging.getLogger("edgexray.node")
 
 INCOMING, CLASSIFIED, OUTBOX, REPORTS = "incoming", "classified", "outbox", "reports"
@@ -33,11 +36,8 @@ RESULTS = "results.jsonl"
 # down each time (out of memory in a decoder, a crash in native code): the next start
 # quarantines it instead of dying on it again, as the watch folder does.
 MAX_ATTEMPTS = 2
-# Films and reports hold patient data: readable by the node's user alone, whatever the
-# umask of the shell that started it (the systemd unit's UMask=0077 says the same).
-PRIVATE = 0o600
+
 TEMPORARY_PREFIX = ".part-"
-MEGABYTE = 1024 * 1024
 
 
 def fsync_folder(folder: Path) -> None:
@@ -50,8 +50,9 @@ def fsync_folder(folder: Path) -> None:
 
 
 def _write_synced(path: Path, chunks) -> None:
-    """Write chunks to a new private file at path and fsync it (the caller renames it into
-    place)."""
+    """Write chunks to a new file at path, readable by the node's user alone (films and
+    reports hold patient data, whatever the umask), and fsync it (the caller renames it
+    into place)."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE)
     with open(descriptor, "wb") as handle:
         for chunk in chunks:
@@ -88,7 +89,7 @@ class ResultLog:
     def __init__(self, path: Path):
         self.path = path
         self._repair()
-        self._descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE)
 
     def _repair(self) -> None:
         if not self.path.exists():

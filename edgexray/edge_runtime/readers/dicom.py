@@ -9,7 +9,7 @@ The rule, written once and used by the host and the device alike:
 3. MONOCHROME1 inverted (white is a low value there);
 4. rounded to 8 bits.
 
-The 8-bit film then goes through infer.py's pipeline (resize, equalise) unchanged. Only
+The 8-bit film then goes through the model's preprocessing (resize, equalise) unchanged. Only
 single-frame MONOCHROME1/MONOCHROME2 images are films: multi-frame, colour and non-image
 objects (structured reports, presentation states, RT objects, anything without pixel data)
 are refused with the reason.
@@ -22,14 +22,14 @@ install, and JPEG/PNG users never need it.
 from __future__ import annotations
 
 import os
-import stat
 import struct
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .infer import MAX_PIXELS, ImageError
+from ..errors import ImageError
+from .files import MAX_PIXELS, bomb_message, head, open_regular
 
 # Host: the pip extra. Device (the bundle ships this folder as the top-level package
 # "edge_runtime"): the bundle's optional requirements file.
@@ -76,27 +76,9 @@ VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 
 
 def has_preamble(path: str | Path) -> bool:
-    """True when path is a regular file starting with the 128-byte preamble and b"DICM".
-
-    Opened without blocking and checked with fstat, so a FIFO or a device is never read.
-    """
-    try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
-        return False
-    try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            return False
-        return os.pread(descriptor, PREAMBLE + len(MAGIC), 0)[PREAMBLE:] == MAGIC
-    except OSError:
-        return False
-    finally:
-        os.close(descriptor)
-
-
-def is_dicom(path: str | Path) -> bool:
-    """True for a name ending in .dcm (any case) or any file with the DICOM preamble."""
-    return Path(path).name.lower().endswith(DICOM_SUFFIX) or has_preamble(path)
+    """True when path is a regular file starting with the 128-byte preamble and b"DICM"
+    (a FIFO or a device is never read)."""
+    return head(path, PREAMBLE + len(MAGIC))[PREAMBLE:] == MAGIC
 
 
 def _pydicom(where: str):
@@ -152,9 +134,7 @@ def _plain(value):
 
 
 def _read(pydicom, path):
-    from .infer import _open_regular
-
-    with _open_regular(path) as handle:
+    with open_regular(path) as handle:
         size = os.fstat(handle.fileno()).st_size
         if size > MAX_FILE_BYTES:
             raise ImageError(f"{path}: {size} bytes is over the {MAX_FILE_BYTES} limit for DICOM")
@@ -213,10 +193,7 @@ def _check_size(dataset, where: str, max_pixels: int) -> None:
             f"BitsAllocated {allocated}, BitsStored {stored})"
         )
     if rows * columns > max_pixels:
-        raise ImageError(
-            f"{where}: {columns}x{rows} pixels is over the {max_pixels} limit "
-            "(refused as a possible decompression bomb)"
-        )
+        raise ImageError(bomb_message(where, columns, rows, max_pixels))
     if rows * columns * max(allocated // 8, 1) > MAX_PIXEL_BYTES:
         raise ImageError(f"{where}: decoded pixels over the {MAX_PIXEL_BYTES} byte limit")
 

@@ -19,7 +19,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import infer
+from PIL import Image
+
+from ..errors import InferenceError
+from ..explain import (
+    DEFAULT_GRID,
+    Explanation,
+    Grid,
+    colour_scale,
+    display_size,
+    jpeg_bytes,
+    legend_html,
+    overlay,
+)
+from .files import write_atomic
 
 DISCLAIMER = (
     "Screening aid for research and engineering, not a diagnostic device: it has no "
@@ -39,6 +52,8 @@ SHOWN_FIELDS = (
     "in_scope",
 )
 SHA256_SHOWN = 12
+# The report shows each film and its overlay at this longest side.
+REPORT_SIDE = 360
 
 
 @dataclass(frozen=True)
@@ -288,20 +303,51 @@ def check_writable(path: str | Path) -> None:
     folder is missing, before any film is processed.
 
     Raises:
-        infer.InferenceError: the report cannot be written there.
+        InferenceError: the report cannot be written there.
     """
     path = Path(path)
     if path.exists():
-        raise infer.InferenceError(f"{path} exists: give a new file name for the report")
+        raise InferenceError(f"{path} exists: give a new file name for the report")
     if not path.parent.is_dir():
-        raise infer.InferenceError(f"{path.parent} is not a folder: cannot write the report")
+        raise InferenceError(f"{path.parent} is not a folder: cannot write the report")
 
 
 def write(path: str | Path, entries, sidecar: dict, model_path: str | Path, legend="") -> None:
     """Write the report to path (a temporary file renamed into place).
 
     Raises:
-        infer.OutputError: it could not be written.
+        OutputError: it could not be written.
     """
     check_writable(path)
-    infer.write_atomic(Path(path), render(entries, sidecar, model_path, legend).encode("utf-8"))
+    write_atomic(Path(path), render(entries, sidecar, model_path, legend).encode("utf-8"))
+
+
+def entry(film, explanation: Explanation | None, threshold: float) -> Entry:
+    """The report's entry of one classified film: its record and, when it was read and
+    explained, small JPEGs of the film and its overlay."""
+    if film.film is None or explanation is None:
+        return Entry(film.record)
+    pixels = film.film
+    height, width = display_size(*pixels.shape, REPORT_SIDE)
+    shown = Image.fromarray(pixels).resize((width, height), Image.Resampling.BILINEAR)
+    picture = overlay(pixels, explanation, threshold, REPORT_SIDE, legend=False)
+    return Entry(film.record, jpeg_bytes(shown), jpeg_bytes(picture), colour_scale(explanation))
+
+
+class Report:
+    """The report sink: one HTML page of the batch, written when it is closed."""
+
+    needs_map = True
+
+    def __init__(
+        self, path: str | Path, sidecar: dict, model_path: str | Path, grid: Grid = DEFAULT_GRID
+    ):
+        check_writable(path)
+        self.path, self.sidecar, self.model_path, self.grid = Path(path), sidecar, model_path, grid
+        self.entries: list[Entry] = []
+
+    def add(self, film, explanation: Explanation | None) -> None:
+        self.entries.append(entry(film, explanation, float(self.sidecar["threshold"])))
+
+    def close(self) -> None:
+        write(self.path, self.entries, self.sidecar, self.model_path, legend_html(self.grid))
