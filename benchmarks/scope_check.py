@@ -31,6 +31,7 @@ from edgexray.edge_runtime import REFERENCE_MODEL, readers  # noqa: E402
 from edgexray.edge_runtime import scope as guard  # noqa: E402
 from edgexray.edge_runtime.classifier import Classifier  # noqa: E402
 from edgexray.edge_runtime.preprocess import resize  # noqa: E402
+from edgexray.export import features  # noqa: E402
 from edgexray.pipeline import data, scope  # noqa: E402
 from edgexray.pipeline.train import TrainConfig  # noqa: E402
 
@@ -82,7 +83,7 @@ def reference(data_root: Path) -> None:
     train_paths, _ = data.select(samples, "train", data_root)
     val_paths, _ = data.select(samples, "val", data_root)
     started = time.monotonic()
-    block = scope.add_guard(
+    block = features.add_guard(
         model,
         scope.resized(train_paths, spec),
         scope.resized(val_paths, spec),

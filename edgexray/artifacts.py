@@ -49,6 +49,21 @@ CALIBRATION_REPORT = "calibration.json"
 BUNDLES_DIR = "bundles"
 RUN_REPORT = "report.md"
 STAGE_RECORD = "stages.json"
+# Everything the stages after training make from model.keras, and the report on it: stale
+# once the model is retrained (tests/test_run.py holds run.STAGES to this list).
+DERIVED = (
+    PRUNED,
+    PRUNE_REPORT,
+    QUANTIZE_REPORT,
+    TFLITE_DIR,
+    VERIFY_REPORT,
+    BENCHMARK_DIR,
+    CALIBRATION_REPORT,
+    CALIBRATED_DIR,
+    SELECTED,
+    BUNDLES_DIR,
+    RUN_REPORT,
+)
 LOCK = ".edgexray.lock"  # held while a command writes the run (see `locked`)
 
 
@@ -257,7 +272,7 @@ def _own_benchmark(folder: Path) -> list[Path]:
 
 
 def owned_files(run_dir: Path, names) -> list[Path]:
-    """The files under the given names (of edgexray.run.DERIVED) that edgexray can tell it
+    """The files under the given names (of DERIVED) that edgexray can tell it
     wrote, without a stage record: its fixed file names, models with its sidecars,
     benchmark outputs, bundle files listed in SHA256SUMS and the bundles' zips."""
     run_dir = Path(run_dir)
@@ -305,8 +320,7 @@ def remove_outputs(run_dir: Path, recorded=(), names=None) -> list[str]:
     Returns:
         The removed paths, relative to run_dir.
     """
-    if names is None:
-        from edgexray.run import DERIVED as names
+    names = DERIVED if names is None else names
     run_dir = Path(run_dir)
     targets = {p.resolve() for p in owned_files(run_dir, names)}
     for relative in recorded:

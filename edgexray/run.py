@@ -263,12 +263,6 @@ STAGES = (
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 _STAGE = {stage.name: stage for stage in STAGES}
-# Everything made from model.keras by the stages after training, and the report on it:
-# stale once the model is retrained.
-DERIVED = (
-    *dict.fromkeys(name.split("/")[0] for stage in STAGES[1:] for name in stage.outputs),
-    artifacts.RUN_REPORT,
-)
 
 
 def stage_hashes(config: RunConfig) -> dict[str, str]:

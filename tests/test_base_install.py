@@ -69,7 +69,9 @@ def test_tflite_commands_run_on_real_films_without_tensorflow(tmp_path):
         "OUT_OF_SCOPE" in labels
     )
 
-    evaluate, tried = edgexray(["evaluate", REFERENCE_MODEL, "--data", site, "--json"], tmp_path)
+    evaluate, tried = edgexray(
+        ["evaluate", "--model", REFERENCE_MODEL, "--data", site, "--json"], tmp_path
+    )
     assert (evaluate.returncode, tried) == (0, []), evaluate.stderr
     report = json.loads(evaluate.stdout)
     assert report["n"] == 20 and report["recall"] >= 0.9, report

@@ -261,7 +261,17 @@ runner = CliRunner()
 def test_bundle_command_writes_folder_and_zip(tiny_tflite, tmp_path):
     out = tmp_path / "pi bundle"
     result = runner.invoke(
-        app, ["bundle", str(tiny_tflite["int8"]), "--target", "rpi", "--out", str(out), "--zip"]
+        app,
+        [
+            "bundle",
+            "--model",
+            str(tiny_tflite["int8"]),
+            "--target",
+            "rpi",
+            "--out",
+            str(out),
+            "--zip",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert (out / "infer.py").is_file() and out.with_name("pi bundle.zip").is_file()
@@ -272,7 +282,7 @@ def test_bundle_command_writes_folder_and_zip(tiny_tflite, tmp_path):
     [
         (["missing.tflite", "--target", "rpi"], "model not found"),
         (["FLOAT", "--target", "android"], "uint8"),
-        (["INT8", "--target", "ios"], "unknown target"),
+        (["INT8", "--target", "ios"], "is not one of 'rpi', 'android'"),
     ],
 )
 def test_bundle_command_with_bad_input_exits_2_with_one_line(tiny_tflite, tmp_path, args, message):
@@ -280,7 +290,7 @@ def test_bundle_command_with_bad_input_exits_2_with_one_line(tiny_tflite, tmp_pa
         {"FLOAT": str(tiny_tflite["float32"]), "INT8": str(tiny_tflite["int8"])}.get(a, a)
         for a in args
     ]
-    result = runner.invoke(app, ["bundle", *args, "--out", str(tmp_path / "b")])
+    result = runner.invoke(app, ["bundle", "--model", *args, "--out", str(tmp_path / "b")])
     assert result.exit_code == 2
     assert message in one_error_line(result.output)
     assert not (tmp_path / "b").exists()

@@ -305,7 +305,7 @@ def test_uncalibrated_bundle_readme_keeps_the_validation_wording(tiny_tflite, tm
 def test_too_few_films_exits_2_and_the_point_estimate_is_labelled(
     tiny_tflite, xray_folder, tmp_path
 ):
-    args = ["calibrate", str(tiny_tflite["int8"]), "--data", str(xray_folder)]
+    args = ["calibrate", "--model", str(tiny_tflite["int8"]), "--data", str(xray_folder)]
     refused = runner.invoke(app, [*args, "--out", str(tmp_path / "refused")])
     assert refused.exit_code == 2
     assert _error_lines(refused) == [
@@ -368,7 +368,7 @@ def test_bad_input_is_one_line_and_exit_2(
         xray_folder if site in ("good", "no sidecar", "own folder") else _bad_site(tmp_path, site)
     )
     result = runner.invoke(
-        app, ["calibrate", str(model), "--data", str(data), "--out", str(out), *options]
+        app, ["calibrate", "--model", str(model), "--data", str(data), "--out", str(out), *options]
     )
     assert result.exit_code == 2, result.output
     lines = _error_lines(result)
@@ -507,7 +507,14 @@ def test_calibrate_help_does_not_import_tensorflow():
 def test_calibrate_out_holding_another_model_of_that_name_is_refused(
     calibrated, tiny_tflite, xray_folder, tmp_path
 ):
-    args = ["calibrate", str(tiny_tflite["int8"]), "--data", str(xray_folder), *SMALL_TARGET]
+    args = [
+        "calibrate",
+        "--model",
+        str(tiny_tflite["int8"]),
+        "--data",
+        str(xray_folder),
+        *SMALL_TARGET,
+    ]
     out = tmp_path / "site out"
     out.mkdir()
     (out / "int8.tflite").write_bytes(b"the site's own model")
@@ -612,7 +619,7 @@ def test_films_whose_names_name_no_patient_are_not_called_patient_grouped(
             name = f"scan_{label}_{i:03d}.jpeg"
             shutil.copyfile(film, site / label / name)
             rows.append(f"{label}/{name},{label}-{i // 2}")
-    args = ["calibrate", str(tiny_tflite["int8"]), "--data", str(site), *SMALL_TARGET]
+    args = ["calibrate", "--model", str(tiny_tflite["int8"]), "--data", str(site), *SMALL_TARGET]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "NOT patient-grouped" in result.stdout and "own patient" in result.stdout

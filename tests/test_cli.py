@@ -117,3 +117,62 @@ def test_only_options_given_override_a_train_config_file(tmp_path):
     result = runner.invoke(app, ["train", "--config", str(config), "--epochs", "3"])
     _assert_one_line_error(result)
     assert "data folder not found" in result.output
+
+
+# --- one way to name a model -------------------------------------------------------------
+
+MODEL_COMMANDS = ("predict", "explain", "evaluate", "calibrate", "bundle", "serve")
+
+
+def test_every_command_that_runs_a_model_takes_model_defaulting_to_the_shipped_one():
+    for name in MODEL_COMMANDS:
+        flat = " ".join(runner.invoke(app, [name, "--help"]).output.split())
+        assert "--model MODEL" in flat and "default: the shipped model" in flat, name
+
+
+def test_a_folder_holding_one_model_names_it(tmp_path, tiny_tflite):
+    folder = tmp_path / "model folder"
+    folder.mkdir()
+    for model in (tiny_tflite["int8"], tiny_tflite["int8"].with_suffix(".json")):
+        (folder / model.name).write_bytes(model.read_bytes())
+    film = str(_film(tmp_path))
+    by_folder = runner.invoke(app, ["predict", "--model", str(folder), film])
+    by_file = runner.invoke(app, ["predict", "--model", str(tiny_tflite["int8"]), film])
+    assert by_folder.exit_code == by_file.exit_code, by_folder.output
+    assert _without_latency(by_folder.stdout) == _without_latency(by_file.stdout)
+
+
+def _without_latency(output: str) -> list[dict]:
+    import json
+
+    records = [json.loads(line) for line in output.splitlines()]
+    return [{k: v for k, v in record.items() if k != "latency_ms"} for record in records]
+
+
+def _film(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "film.png"
+    Image.new("L", (40, 48), 90).save(path)
+    return path
+
+
+def test_a_model_of_another_format_is_one_line_saying_what_is_expected(tmp_path):
+    weights = tmp_path / "model.h5"
+    weights.write_bytes(b"not a tflite")
+    result = runner.invoke(app, ["predict", "--model", str(weights), str(_film(tmp_path))])
+    _assert_one_line_error(result)
+    assert "expected a .tflite model" in result.output
+
+
+def test_the_old_positional_model_still_works_with_a_deprecation_line(tmp_path, tiny_tflite):
+    model = str(tiny_tflite["int8"])
+    film = str(_film(tmp_path))
+    old = runner.invoke(app, ["explain", model, film, "--out", str(tmp_path / "old")])
+    new = runner.invoke(app, ["explain", "--model", model, film, "--out", str(tmp_path / "new")])
+    assert old.exit_code == new.exit_code
+    assert "deprecated: write edgexray explain --model MODEL" in old.stderr
+    assert "deprecated" not in new.stderr
+    both = runner.invoke(app, ["bundle", model, "--model", model, "--target", "rpi", "--out", "b"])
+    _assert_one_line_error(both)
+    assert "give the model once" in both.output

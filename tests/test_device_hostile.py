@@ -253,7 +253,7 @@ def test_rebundling_keeps_the_users_files_and_says_so(tiny_tflite, tmp_path):
     (out / "results.jsonl").write_text('{"path": "a.jpeg"}\n')
     (out / ".venv" / "bin").mkdir(parents=True)
     (out / ".venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
-    args = ["bundle", str(tiny_tflite["int8"]), "--target", "android", "--out", str(out)]
+    args = ["bundle", "--model", str(tiny_tflite["int8"]), "--target", "android", "--out", str(out)]
     result = runner.invoke(app, [*args, "--zip"])
     assert result.exit_code == 0, result.output
     assert "kept your files: .venv, results.jsonl" in result.output
@@ -288,7 +288,9 @@ def test_bundle_into_the_current_folder_exits_2(tiny_tflite, tmp_path, monkeypat
     (out / "results.jsonl").write_text("mine\n")
     monkeypatch.chdir(out)
     for target in (".", str(out), ".."):
-        result = runner.invoke(app, ["bundle", "int8.tflite", "--target", "rpi", "--out", target])
+        result = runner.invoke(
+            app, ["bundle", "--model", "int8.tflite", "--target", "rpi", "--out", target]
+        )
         assert result.exit_code == 2, result.output
         assert "is the current folder or holds it" in one_error_line(result.output)
     assert (out / "results.jsonl").read_text() == "mine\n"

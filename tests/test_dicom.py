@@ -404,7 +404,7 @@ def test_training_and_evaluation_read_dicom_as_the_png(films, tmp_path):
         dicom_input, png_input = (data.model_input(str(p), spec) for p in paths)
         assert np.array_equal(dicom_input, png_input)  # what tf.data batches for training
     csv_path = tmp_path / "predictions.csv"
-    args = ["evaluate", str(REFERENCE_MODEL), "--data", str(root), "--json"]
+    args = ["evaluate", "--model", str(REFERENCE_MODEL), "--data", str(root), "--json"]
     result = runner.invoke(app, [*args, "--predictions", str(csv_path)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["skipped"] == 0

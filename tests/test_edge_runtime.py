@@ -278,7 +278,7 @@ def test_predict_without_the_reference_model_exits_2(monkeypatch, odd_images, tm
     monkeypatch.setattr("edgexray.edge_runtime.REFERENCE_MODEL", tmp_path / "edgexray-int8.tflite")
     result = runner.invoke(app, ["predict", str(odd_images)])
     assert result.exit_code == 2
-    assert "reference model not found" in one_error_line(result.output)
+    assert "shipped model not found" in one_error_line(result.output)
 
 
 def test_predict_with_a_replaced_model_exits_2(tiny_tflite, odd_images, tmp_path):

@@ -142,7 +142,7 @@ def make_odd_folder(root):
 def test_cli_json_handles_images_of_any_size_and_mode(tiny_tflite, tmp_path):
     folder = make_odd_folder(tmp_path / "odd images")
     result = runner.invoke(
-        app, ["evaluate", str(tiny_tflite["int8"]), "--data", str(folder), "--json"]
+        app, ["evaluate", "--model", str(tiny_tflite["int8"]), "--data", str(folder), "--json"]
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)  # nothing but the JSON object on stdout
@@ -158,7 +158,7 @@ def test_cli_json_handles_images_of_any_size_and_mode(tiny_tflite, tmp_path):
 
 def test_cli_table_shows_confidence_intervals_and_calibration(tiny_tflite, xray_folder):
     result = runner.invoke(
-        app, ["evaluate", str(tiny_tflite["float32"]), "--data", str(xray_folder)]
+        app, ["evaluate", "--model", str(tiny_tflite["float32"]), "--data", str(xray_folder)]
     )
     assert result.exit_code == 0, result.output
     recall_line = next(line for line in result.stdout.splitlines() if line.startswith("recall"))
@@ -169,7 +169,9 @@ def test_cli_table_shows_confidence_intervals_and_calibration(tiny_tflite, xray_
 def test_missing_sidecar_is_a_one_line_error(tiny_tflite, xray_folder, tmp_path):
     lone = tmp_path / "lone model.tflite"
     shutil.copy(tiny_tflite["float32"], lone)
-    result = runner.invoke(app, ["evaluate", str(lone), "--data", str(xray_folder), "--json"])
+    result = runner.invoke(
+        app, ["evaluate", "--model", str(lone), "--data", str(xray_folder), "--json"]
+    )
     assert_one_line_error(result)
     assert "sidecar not found" in result.stderr
 
@@ -181,7 +183,7 @@ def test_corrupt_tflite_is_a_one_line_error(tiny_tflite, xray_folder, tmp_path):
     # A matching sha256, so it is the interpreter, not the checksum, that refuses it.
     sidecar["sha256"] = artifacts.sha256(corrupt)
     corrupt.with_suffix(".json").write_text(json.dumps(sidecar))
-    result = runner.invoke(app, ["evaluate", str(corrupt), "--data", str(xray_folder)])
+    result = runner.invoke(app, ["evaluate", "--model", str(corrupt), "--data", str(xray_folder)])
     assert_one_line_error(result)
     assert "not a loadable .tflite" in result.stderr
 
@@ -190,7 +192,7 @@ def test_empty_data_folder_is_a_one_line_error(tiny_tflite, tmp_path):
     (tmp_path / "empty" / "NORMAL").mkdir(parents=True)
     (tmp_path / "empty" / "PNEUMONIA").mkdir()
     result = runner.invoke(
-        app, ["evaluate", str(tiny_tflite["float32"]), "--data", str(tmp_path / "empty")]
+        app, ["evaluate", "--model", str(tiny_tflite["float32"]), "--data", str(tmp_path / "empty")]
     )
     assert_one_line_error(result)
     assert "holds no" in result.stderr
@@ -199,7 +201,7 @@ def test_empty_data_folder_is_a_one_line_error(tiny_tflite, tmp_path):
 def test_keras_model_outside_its_run_directory_is_refused(tiny_run, xray_folder, tmp_path):
     shutil.copy(tiny_run / artifacts.MODEL, tmp_path / "model.keras")
     result = runner.invoke(
-        app, ["evaluate", str(tmp_path / "model.keras"), "--data", str(xray_folder)]
+        app, ["evaluate", "--model", str(tmp_path / "model.keras"), "--data", str(xray_folder)]
     )
     assert_one_line_error(result)
     assert "run directory" in result.stderr
@@ -208,6 +210,6 @@ def test_keras_model_outside_its_run_directory_is_refused(tiny_run, xray_folder,
 def test_unknown_model_format_is_refused(xray_folder, tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"onnx")
     result = runner.invoke(
-        app, ["evaluate", str(tmp_path / "model.onnx"), "--data", str(xray_folder)]
+        app, ["evaluate", "--model", str(tmp_path / "model.onnx"), "--data", str(xray_folder)]
     )
     assert_one_line_error(result)

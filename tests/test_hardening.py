@@ -59,11 +59,11 @@ def _commands_on_run(run_dir: Path, model: Path, image: Path, data: Path, out: P
     return {
         "prune": ["prune", run_dir],
         "quantize": ["quantize", run_dir, "--method", "int8"],
-        "evaluate": ["evaluate", model, "--data", data],
+        "evaluate": ["evaluate", "--model", model, "--data", data],
         "verify": ["verify", run_dir],
         "benchmark": ["benchmark", model, "--data", data, "--runs", "3", "--threads", "1"],
         "predict": ["predict", "--model", model, image],
-        "bundle": ["bundle", model, "--target", "rpi", "--out", out],
+        "bundle": ["bundle", "--model", model, "--target", "rpi", "--out", out],
     }
 
 
@@ -94,7 +94,7 @@ def test_run_without_any_data_says_where_to_get_it(tmp_path, monkeypatch):
 
 def test_a_file_where_a_folder_is_expected_exits_2(tmp_path, image, tiny_tflite):
     assert_clean_failure(["train", "--data", image, "--out", tmp_path / "r"])
-    assert_clean_failure(["evaluate", tiny_tflite["int8"], "--data", image])
+    assert_clean_failure(["evaluate", "--model", tiny_tflite["int8"], "--data", image])
     assert_clean_failure(["prune", image])
     assert_clean_failure(["train", "--data", image.parent.parent, "--out", image / "run"])
 
@@ -103,7 +103,7 @@ def test_empty_folders_exit_2(tmp_path, tiny_tflite):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert_clean_failure(["train", "--data", empty, "--out", tmp_path / "r"])
-    assert_clean_failure(["evaluate", tiny_tflite["int8"], "--data", empty])
+    assert_clean_failure(["evaluate", "--model", tiny_tflite["int8"], "--data", empty])
     for label in ("NORMAL", "PNEUMONIA"):
         (empty / label).mkdir()
     assert_clean_failure(["train", "--data", empty, "--out", tmp_path / "r"])
@@ -181,7 +181,7 @@ def test_read_only_output_folder_exits_2(tmp_path, xray_folder, tiny_tflite):
     read_only = _read_only_folder(tmp_path)
     assert_clean_failure(["train", "--data", xray_folder, "--out", read_only / "run"])
     assert_clean_failure(
-        ["bundle", tiny_tflite["int8"], "--target", "android", "--out", read_only / "b"]
+        ["bundle", "--model", tiny_tflite["int8"], "--target", "android", "--out", read_only / "b"]
     )
 
 
@@ -310,7 +310,7 @@ def test_sidecar_with_bad_values_exits_2(field, value, run_copy, image, xray_fol
     model.with_suffix(".json").write_text(json.dumps(sidecar))
     for command in (
         ["predict", "--model", model, image],
-        ["evaluate", model, "--data", xray_folder],
+        ["evaluate", "--model", model, "--data", xray_folder],
     ):
         assert_clean_failure(command)
 
@@ -394,10 +394,10 @@ def test_deeply_nested_json_sidecar_or_config_exits_2(run_copy, xray_folder, tmp
     assert not (tmp_path / "r").exists()
     (run_copy / "tflite" / "int8.json").write_text(_deeply_nested())
     model = run_copy / "tflite" / "int8.tflite"
-    assert_clean_failure(["evaluate", model, "--data", xray_folder])
+    assert_clean_failure(["evaluate", "--model", model, "--data", xray_folder])
     assert_clean_failure(["verify", run_copy])
     (run_copy / "metrics.json").write_text(_deeply_nested())
-    assert_clean_failure(["evaluate", run_copy / "model.keras", "--data", run_copy])
+    assert_clean_failure(["evaluate", "--model", run_copy / "model.keras", "--data", run_copy])
 
 
 @pytest.mark.parametrize(
@@ -422,7 +422,7 @@ def test_config_values_of_the_wrong_type_exit_2_before_scanning(
 def test_manifest_that_is_not_utf8_exits_2(run_copy, xray_folder):
     manifest = run_copy / "manifest.csv"
     manifest.write_bytes(manifest.read_bytes().replace(b"NORMAL", "NÖRMAL".encode("latin-1"), 1))
-    assert_clean_failure(["evaluate", run_copy / "model.keras", "--data", run_copy])
+    assert_clean_failure(["evaluate", "--model", run_copy / "model.keras", "--data", run_copy])
     assert_clean_failure(["verify", run_copy])
     assert_clean_failure(["prune", run_copy])
 

@@ -146,7 +146,7 @@ def test_records_of_non_utf8_file_names_are_valid_text(tmp_path):
 SIGTERM_PROGRAM = """
 import os, signal, sys, tempfile, time
 import typer
-from edgexray.cli import user_errors
+from edgexray.cli.common import user_errors
 
 @user_errors
 def command():

@@ -173,7 +173,9 @@ def records_of(output: str) -> dict[str, dict]:
 
 def test_explain_command_writes_overlays_and_maps(tmp_path, lesion_model, films):
     out = tmp_path / "heat maps"
-    result = runner.invoke(app, ["explain", str(lesion_model), str(films), "--out", str(out)])
+    result = runner.invoke(
+        app, ["explain", "--model", str(lesion_model), str(films), "--out", str(out)]
+    )
     assert result.exit_code == 3, result.output  # notes.png is not an image
     records = records_of(result.output)
     assert "error" in records["notes.png"] and "overlay" not in records["notes.png"]
@@ -197,7 +199,7 @@ def test_explain_command_defaults_to_the_reference_model(tmp_path, films):
 def test_explain_command_takes_a_finer_grid(tmp_path, lesion_model, films):
     out = tmp_path / "fine"
     film = films / "lesion film.png"
-    args = ["explain", str(lesion_model), str(film), "--out", str(out), "--grid", "8/4"]
+    args = ["explain", "--model", str(lesion_model), str(film), "--out", str(out), "--grid", "8/4"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     saliency = np.load(out / "lesion film.png.heatmap.npy")
@@ -211,7 +213,7 @@ def test_explain_command_takes_a_finer_grid(tmp_path, lesion_model, films):
 )
 def test_explain_command_refuses_a_bad_grid_in_one_line(tmp_path, lesion_model, films, grid, says):
     out = tmp_path / "maps"
-    args = ["explain", str(lesion_model), str(films), "--out", str(out), "--grid", grid]
+    args = ["explain", "--model", str(lesion_model), str(films), "--out", str(out), "--grid", grid]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and result.output.count("error:") == 1, result.output
     assert says in result.output and not out.exists()
@@ -236,7 +238,7 @@ def infer_help() -> str:
 
 
 def test_explain_command_without_films_is_one_line_error(tmp_path, lesion_model):
-    result = runner.invoke(app, ["explain", str(lesion_model), "--out", str(tmp_path)])
+    result = runner.invoke(app, ["explain", "--model", str(lesion_model), "--out", str(tmp_path)])
     assert result.exit_code == 2 and result.output.count("error:") == 1
 
 
@@ -281,7 +283,16 @@ def test_every_card_and_heatmap_shows_the_film_that_was_classified(tmp_path, les
     Image.fromarray(lesion).save(os.fsdecode(os.fsencode(folder) + b"/film\xe9.png"))
     Image.fromarray(clear).save(folder / "film\\xe9.png")
     out, page_path = tmp_path / "maps", tmp_path / "report.html"
-    args = ["explain", str(lesion_model), str(folder), "--out", str(out), "--grid", "8/4"]
+    args = [
+        "explain",
+        "--model",
+        str(lesion_model),
+        str(folder),
+        "--out",
+        str(out),
+        "--grid",
+        "8/4",
+    ]
     result = runner.invoke(app, [*args, "--report", str(page_path)])
     assert result.exit_code == 0, result.output
     found = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
@@ -317,7 +328,7 @@ def test_a_film_name_as_long_as_the_file_system_allows_is_explained(tmp_path, le
     Image.fromarray(lesion_film(0)).save(folder / long_name)
     Image.fromarray(lesion_film(1, lesion=False)).save(folder / "zz.png")
     out, page_path = tmp_path / "maps", tmp_path / "report.html"
-    args = ["explain", str(lesion_model), str(folder), "--out", str(out), "--report"]
+    args = ["explain", "--model", str(lesion_model), str(folder), "--out", str(out), "--report"]
     result = runner.invoke(app, [*args, str(page_path)])
     assert result.exit_code == 0, result.output  # sweep 3, M2: the batch once stopped here
     found = records_of(result.output)

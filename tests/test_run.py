@@ -7,7 +7,7 @@ import json
 
 from edgexray import __version__, artifacts
 from edgexray.pipeline.train import TrainConfig
-from edgexray.run import DERIVED, STAGES, RunConfig, stage_hashes
+from edgexray.run import STAGES, RunConfig, stage_hashes
 
 
 def _hashes_before_calibrate_was_a_stage(config: RunConfig) -> dict[str, str]:
@@ -38,8 +38,8 @@ def test_calibrating_elsewhere_changes_the_calibrate_and_bundle_hashes_only(tmp_
 
 def test_retraining_removes_every_later_stages_outputs_and_keeps_the_model():
     later = {name.split("/")[0] for stage in STAGES[1:] for name in stage.outputs}
-    assert set(DERIVED) == later | {artifacts.RUN_REPORT}
-    assert not set(DERIVED) & set(STAGES[0].outputs)
+    assert set(artifacts.DERIVED) == later | {artifacts.RUN_REPORT}
+    assert not set(artifacts.DERIVED) & set(STAGES[0].outputs)
 
 
 def test_calibration_runs_before_bundling_and_after_the_gate():

@@ -251,7 +251,7 @@ def test_a_threshold_that_is_not_a_probability_in_metrics_json_exits_2(run_copy,
     path.write_text(text)
     for args in (
         ["verify", str(run_copy)],
-        ["evaluate", str(run_copy / "model.keras"), "--data", str(run_copy)],
+        ["evaluate", "--model", str(run_copy / "model.keras"), "--data", str(run_copy)],
     ):
         result = runner.invoke(app, args)
         assert result.exit_code == 2, result.output
@@ -351,10 +351,10 @@ def test_recorded_variants_pass_the_default_limits():
 def test_cli_gate_defaults_are_the_library_defaults():
     import inspect
 
-    from edgexray import cli
+    from edgexray.cli import run, verify
 
     limits = dataclasses.asdict(GateLimits())
-    for command in (cli.verify_command, cli.run_command):
+    for command in (verify.command, run.command):
         parameters = inspect.signature(command).parameters
         assert {name: parameters[name].default for name in limits} == limits
 

@@ -37,6 +37,7 @@ from edgexray.benchmarks.machine import machine_info
 from edgexray.benchmarks.timing import KERAS_THREADS
 from edgexray.edge_runtime import RUNTIME_ROOT
 from edgexray.edge_runtime.interpreter import MAX_THREADS
+from edgexray.edge_runtime.options import option
 from edgexray.edge_runtime.sidecar import load_sidecar
 from edgexray.errors import EdgexrayError, check_config
 from edgexray.export import convert
@@ -98,6 +99,14 @@ OUT_DIR = artifacts.BENCHMARK_DIR
 PLOTS = ("size_vs_recall.png", "latency.png", "confusion_matrices.png", "roc_curves.png")
 
 
+def parse_thread_counts(text: str) -> tuple[int, ...]:
+    """'1,2' → (1, 2)."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise EdgexrayError(f"--threads wants counts like 1,2, not {text!r}") from None
+
+
 @dataclass(frozen=True)
 class BenchmarkConfig:
     """How to benchmark; saved inside benchmark.json.
@@ -112,9 +121,11 @@ class BenchmarkConfig:
         memory_images: images the separate memory-measuring process classifies.
     """
 
-    threads: tuple[int, ...] = (1, 2)
-    warmup: int = 10
-    runs: int = 100
+    threads: tuple[int, ...] = option(
+        (1, 2), "Interpreter thread counts to time, e.g. 1,2.", parse=parse_thread_counts
+    )
+    warmup: int = option(10, "Untimed runs before timing.")
+    runs: int = option(100, "Timed runs per thread count.")
     out: str | None = None
     data: str | None = None
     memory_images: int = 5
@@ -132,14 +143,6 @@ class BenchmarkConfig:
             "memory_images must be >= 1": self.memory_images >= 1,
         }
         check_config("benchmark config", checks)
-
-    @staticmethod
-    def parse_threads(text: str) -> tuple[int, ...]:
-        """'1,2' → (1, 2)."""
-        try:
-            return tuple(int(part) for part in text.split(",") if part.strip())
-        except ValueError:
-            raise EdgexrayError(f"--threads wants counts like 1,2, not {text!r}") from None
 
     def to_json(self) -> dict:
         return {**asdict(self), "threads": list(self.threads)}

@@ -25,6 +25,7 @@ from .batch import list_images, run
 from .errors import EXIT_BAD_INPUT, EXIT_OK, InferenceError, OutputError
 from .explain import DEFAULT_GRID
 from .interpreter import MAX_THREADS
+from .options import flag_of, options_of
 from .outputs.records import FORMATS
 
 
@@ -170,7 +171,7 @@ def main(argv=None) -> int:
 
 
 def serve_parser(prog: str, default_model: Path | None) -> OneLineParser:
-    from .node.config import NodeConfig, flag_of, options
+    from .node.config import NodeConfig
 
     parser = OneLineParser(
         prog=prog,
@@ -178,7 +179,7 @@ def serve_parser(prog: str, default_model: Path | None) -> OneLineParser:
         "appends its record to STATE/results.jsonl (and sends a Structured Report to --pacs).",
     )
     kinds = typing.get_type_hints(NodeConfig)
-    for field in options():
+    for field in options_of(NodeConfig):
         facts, default = field.metadata, field.default
         if field.name == "model":
             default = default_model

@@ -39,6 +39,7 @@ from edgexray.edge_runtime import RUNTIME_ROOT
 from edgexray.edge_runtime.classifier import Classifier
 from edgexray.edge_runtime.errors import InferenceError
 from edgexray.edge_runtime.interpreter import input_batch
+from edgexray.edge_runtime.options import option
 from edgexray.edge_runtime.outputs import report
 from edgexray.edge_runtime.preprocess import preprocess
 from edgexray.edge_runtime.sidecar import load_sidecar, sha256_of
@@ -96,9 +97,12 @@ class BundleConfig:
     """
 
     model: str
-    target: str
-    out: str
-    zip: bool = False
+    target: str = option(help="Device: rpi or android.", choices=TARGETS)
+    out: str = option(
+        help="Bundle folder to write: new, empty, or an earlier bundle, whose own files "
+        "(those in its SHA256SUMS) are replaced and yours (results.jsonl, .venv) kept."
+    )
+    zip: bool = option(False, "Also write OUT.zip holding the folder.")
 
     def __post_init__(self):
         if self.target not in TARGETS:

@@ -15,7 +15,13 @@ re-quantization that could move a single prediction.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+
+from edgexray import artifacts
 from edgexray.errors import EdgexrayError
+from edgexray.pipeline import scope
 
 FEATURE_OUTPUT_NAME = "pooled_features"  # the signature's name of the second output
 # Ops that only change the dtype or shape of the logit between the last Dense and the model
@@ -98,3 +104,38 @@ def with_feature_output(tflite_bytes: bytes) -> bytes:
             mapping.tensorIndex = features
             signature.outputs = list(signature.outputs or []) + [mapping]
     return bytes(utils.convert_object_to_bytearray(model))
+
+
+def add_guard(
+    model_path: Path,
+    train_grays: list[np.ndarray],
+    val_grays: list[np.ndarray],
+    *,
+    train_counts: dict | None = None,
+    val_counts: dict | None = None,
+    coverage: float = scope.COVERAGE,
+) -> dict:
+    """Give a finished model its pooled features as a second output (the first output
+    keeps every byte, see `with_feature_output`), update its sidecar's sha256, and fit and
+    write the scope block. Used for the shipped reference model, which predates the guard.
+
+    Returns:
+        The scope block.
+    """
+    model_path = Path(model_path)
+    tflite_bytes = with_feature_output(model_path.read_bytes())
+    if tflite_bytes != model_path.read_bytes():
+        artifacts.atomic_write(model_path, lambda temporary: temporary.write_bytes(tflite_bytes))
+        sidecar_path = model_path.with_suffix(".json")
+        sidecar = artifacts.read_json(sidecar_path)
+        sidecar["sha256"] = artifacts.sha256(model_path)
+        sidecar.pop("scope", None)  # statistics of the old file no longer apply
+        artifacts.write_json(sidecar_path, sidecar)
+    return scope.attach(
+        model_path,
+        train_grays,
+        val_grays,
+        train_counts=train_counts,
+        val_counts=val_counts,
+        coverage=coverage,
+    )

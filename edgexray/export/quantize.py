@@ -30,6 +30,7 @@ from typing import TypedDict
 import numpy as np
 
 from edgexray import __version__, artifacts
+from edgexray.edge_runtime.options import option
 from edgexray.errors import EdgexrayError, check_config, check_threshold
 from edgexray.export import convert
 from edgexray.export.features import with_feature_output
@@ -88,11 +89,11 @@ def read_report(run_dir: Path) -> QuantizeReport:
 class QuantizeConfig:
     """Settings of the quantization stage; each sidecar's method_config holds its part."""
 
-    representative_size: int = 256  # train images calibrating the int8 activation ranges
-    qat_epochs: int = 1  # fine-tuning epochs of qat and pqat
+    representative_size: int = option(256, "Train images calibrating int8 ranges.")
+    qat_epochs: int = option(1, "Fine-tuning epochs of qat and pqat.")
     qat_learning_rate: float = 1e-4
     batch_size: int = 32
-    distribute: str = "none"  # of the qat/pqat fine-tunes (see pipeline/distribute.py)
+    distribute: str = distribute.setting()  # of the qat/pqat fine-tunes
 
     def __post_init__(self):
         checks = {

@@ -46,6 +46,7 @@ import numpy as np
 
 from edgexray import __version__, artifacts
 from edgexray.edge_runtime.errors import InferenceError
+from edgexray.edge_runtime.options import option
 from edgexray.edge_runtime.sidecar import SIDECAR_SCHEMA, load_sidecar
 from edgexray.errors import EdgexrayError, check_config
 from edgexray.formatting import estimate, json_safe, number
@@ -78,11 +79,15 @@ class CalibrateConfig:
             confident rule is always used.
     """
 
-    target_recall: float = 0.97
-    confidence: float = 0.95
-    prevalence: float | None = None
-    folds: int = 5
-    allow_point_estimate: bool = False
+    target_recall: float = option(0.97, "Pneumonia recall the threshold must guarantee.")
+    confidence: float = option(0.95, "Confidence of that guarantee, over the draw of the sample.")
+    prevalence: float | None = option(None, "Pneumonia prevalence at the site, for PPV and NPV.")
+    folds: int = option(5, "Patient-grouped cross-validation folds.")
+    allow_point_estimate: bool = option(
+        False,
+        "With too few pneumonia films, use the plain empirical threshold (labelled a point "
+        "estimate, no guarantee) instead of failing.",
+    )
 
     def __post_init__(self):
         check_config(

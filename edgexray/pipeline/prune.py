@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgexray import __version__, artifacts
+from edgexray.edge_runtime.options import option
 from edgexray.errors import EdgexrayError, check_config
 from edgexray.pipeline import data, distribute, finetune, metrics, scoring
 from edgexray.pipeline.train import load_config, read_metrics
@@ -39,11 +40,11 @@ class PruneConfig:
     # 0.8, not 0.5: measured on the full data, 50% zeros only shrank the gzipped int8 model
     # to 1/5.4 of float32 (zeros scattered through the tensors compress poorly), while 80%
     # reached 1/10 with test recall unchanged.
-    sparsity: float = 0.8
-    epochs: int = 3
-    learning_rate: float = 3e-4
+    sparsity: float = option(0.8, "Share of Conv2D/Dense kernel weights set to zero.")
+    epochs: int = option(3, "Fine-tuning epochs while pruning.")
+    learning_rate: float = option(3e-4, "Fine-tuning learning rate.")
     batch_size: int = 32
-    distribute: str = "none"  # none, mirrored or multiworker (see pipeline/distribute.py)
+    distribute: str = distribute.setting()
 
     def __post_init__(self):
         checks = {

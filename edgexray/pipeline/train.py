@@ -12,6 +12,7 @@ from typing import TypedDict
 import numpy as np
 
 from edgexray import __version__, artifacts
+from edgexray.edge_runtime.options import option
 from edgexray.errors import EdgexrayError, check_config, check_threshold
 from edgexray.formatting import estimate
 from edgexray.pipeline import augment, data, distribute, finetune, metrics, scoring
@@ -24,8 +25,8 @@ class TrainConfig:
     """Everything that decides a trained model; saved as config.json in the run dir."""
 
     data: str
-    image_size: int = 128
-    width: int = 12
+    image_size: int = option(128, "Input height and width.")
+    width: int = option(12, "Filters of the first stage.")
     normalization: str = "equalize"  # or "scale" (plain /255)
     augment: bool = True
     # "site" (what another hospital's export does to a film) and label smoothing: the
@@ -41,16 +42,17 @@ class TrainConfig:
     # 20, not 30: the longer schedule gains a little val AUC, but as the default it made
     # pruned variants fail the recall gate and the whole job overran its time budget
     # (benchmarks/README.md, "Ablation"). A user can still ask for it in a --config file.
-    epochs: int = 20
+    epochs: int = option(20, "Maximum training epochs.")
     patience: int = 5
     batch_size: int = 32
     learning_rate: float = 2e-3
     val_fraction: float = 0.15
     test_fraction: float = 0.15
-    target_recall: float = 0.97
-    seed: int = 42
-    max_train_images: int = 0  # 0 = all; a smaller number for quick experiments and tests
-    distribute: str = "none"  # none, mirrored or multiworker (see pipeline/distribute.py)
+    target_recall: float = option(0.97, "Pneumonia recall the val threshold must reach.")
+    seed: int = option(42, "Seed for split, init and augmentation.")
+    # A smaller number for quick experiments and tests.
+    max_train_images: int = option(0, "Use at most this many training images (0 = all).")
+    distribute: str = distribute.setting()
 
     def __post_init__(self):
         self._check_types()

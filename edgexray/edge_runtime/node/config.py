@@ -1,8 +1,8 @@
 """The node's settings: how it listens, whom it accepts, where it keeps its state.
 
-Each `NodeConfig` field that is a command-line option says so in its metadata (`option`):
-the device's `infer.py serve` (node/cli.py) and the host's `edgexray serve` build their
-options from it, so a flag, its default and its help are written once.
+Each `NodeConfig` field that is a command-line option says so (`options.option`): the
+device's `infer.py serve` and the host's `edgexray serve` build their options from it, so
+a flag, its default and its help are written once.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import InferenceError
 from ..interpreter import check_threads
+from ..options import option
 
 MEGABYTE = 1024 * 1024
 AE_TITLE_PATTERN = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # no backslash or control
@@ -49,16 +50,6 @@ class Destination:
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
-
-
-def option(default, help: str, flag: str | None = None, **facts):
-    """A NodeConfig field that is a command-line option.
-
-    Metadata read by both command lines: "help"; "flag" when it is not the field's name
-    with dashes; "metavar"; "repeat" (the option may be given several times, into a
-    tuple); "required"; "parse" (text -> value, for a type that is not a plain one).
-    """
-    return field(default=default, metadata={"help": help, "flag": flag, **facts})
 
 
 @dataclass(frozen=True)
@@ -151,15 +142,3 @@ class NodeConfig:
     @property
     def max_object_bytes(self) -> int:
         return int(self.max_object_mb * MEGABYTE)
-
-
-def flag_of(field_) -> str:
-    """The command-line flag of a NodeConfig field."""
-    return field_.metadata.get("flag") or "--" + field_.name.replace("_", "-")
-
-
-def options() -> list:
-    """The NodeConfig fields that are command-line options, in declaration order."""
-    from dataclasses import fields
-
-    return [f for f in fields(NodeConfig) if "help" in f.metadata]
