@@ -444,3 +444,118 @@ def test_a_hot_pixel_or_marker_does_not_crush_a_16_bit_png(films, tmp_path, mark
     assert grey_levels(gray) >= 0.8 * grey_levels(film)
     outside = gray == 255
     assert np.abs(gray[~outside].astype(int) - clean[~outside]).max() <= 2
+
+
+# --- headers that would mislead: one reason each, never a probability (sweep 3) ------------
+
+
+def _variant(films, path: Path, edit, **options) -> Path:
+    """A film written with film_dataset, then edited, its values written as they are."""
+    import warnings
+
+    from pydicom import config as pydicom_config
+
+    dataset = film_dataset(films["PNEUMONIA"], **options)
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns of the very values under test
+        for mode in ("reading_validation_mode", "writing_validation_mode"):
+            patch.setattr(pydicom_config.settings, mode, pydicom_config.IGNORE)
+        edit(dataset)
+        dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize(
+    "edit, reason",
+    [
+        (lambda d: setattr(d, "RescaleSlope", "NaN"), "RescaleSlope 'NaN' is not a finite"),
+        (lambda d: setattr(d, "RescaleSlope", "inf"), "RescaleSlope 'inf' is not a finite"),
+        (lambda d: setattr(d, "RescaleIntercept", "-inf"), "RescaleIntercept '-inf'"),
+        (lambda d: setattr(d, "RescaleSlope", "1e300"), "beyond any real range"),
+        (lambda d: (setattr(d, "WindowCenter", "NaN"), setattr(d, "WindowWidth", 256)), "window"),
+        (lambda d: setattr(d, "PixelData", b""), "pixel data is empty"),
+    ],
+)
+def test_a_header_that_would_blank_the_film_is_refused_with_its_reason(
+    films, tmp_path, edit, reason
+):
+    # Such films once rendered blank, got a probability and a label (sweep 3, L1, L2).
+    film = _variant(films, tmp_path / "film.dcm", edit)
+    code, (record,) = predict(film)
+    assert code == 3 and reason in record["error"] and "probability" not in record
+
+
+def test_a_frame_count_that_is_no_number_is_named_not_counted_as_minus_one(films, tmp_path):
+    film = _variant(films, tmp_path / "frames.dcm", lambda d: setattr(d, "NumberOfFrames", 7))
+    raw = film.read_bytes()
+    film.write_bytes(raw.replace(b"IS\x02\x007 ", b"IS\x02\x00ab", 1))
+    code, (record,) = predict(film)
+    assert code == 3 and "NumberOfFrames 'ab' is not a whole number" in record["error"]
+
+
+def test_a_rescale_slope_of_zero_is_read_as_one_and_says_so(films, tmp_path):
+    film = _variant(films, tmp_path / "slope0.dcm", lambda d: setattr(d, "RescaleSlope", 0))
+    plain = _variant(films, tmp_path / "plain.dcm", lambda d: None)
+    _, (zero,) = predict(film)
+    _, (one,) = predict(plain)
+    assert "rescale slope 0 read as 1" in zero["rendering"]
+    assert zero["probability"] == one["probability"]
+
+
+def test_what_is_not_a_film_is_named_for_what_it_is(films, tmp_path):
+    (tmp_path / "empty.dcm").write_bytes(b"")
+    (tmp_path / "random.dcm").write_bytes(np.random.default_rng(0).bytes(5000))
+    whole = write_film(tmp_path / "whole.dcm", films["NORMAL"])
+    (tmp_path / "cut.dcm").write_bytes(whole.read_bytes()[:400])
+    code, records = predict(*(tmp_path / n for n in ("empty.dcm", "random.dcm", "cut.dcm")))
+    errors = [r["error"] for r in records]
+    assert code == 3
+    assert "an empty file" in errors[0]
+    assert "not a DICOM file" in errors[1]
+    assert "without pixel data (a truncated file?)" in errors[2]
+
+
+def test_a_dicomdir_given_by_name_is_called_a_media_directory(tmp_path):
+    from pydicom.fileset import FileSet
+
+    film = get_testdata_file("CT_small.dcm")
+    fileset = FileSet()
+    fileset.add(film)
+    fileset.write(tmp_path / "export")
+    code, (record,) = predict(tmp_path / "export" / "DICOMDIR")
+    assert code == 3 and "media directory (DICOMDIR)" in record["error"]
+
+
+def test_pixel_data_longer_than_its_image_is_refused_not_cut_and_shifted(films, tmp_path):
+    from pydicom.encaps import encapsulate
+
+    def wrap(dataset):  # item headers around native pixels: pydicom would trim 20 bytes
+        dataset.PixelData = encapsulate([dataset.PixelData])
+
+    film = _variant(films, tmp_path / "encaps.dcm", wrap, bits=8)
+    code, (record,) = predict(film)
+    assert code == 3 and "the image described by its header needs" in record["error"]
+
+
+def test_pydicom_says_nothing_on_stderr_and_a_corrupt_codestream_no_traceback(films, tmp_path):
+    # Its warnings and its decoders' logged tracebacks reached the screen (sweep 3, M1, L3).
+    charset = _variant(
+        films, tmp_path / "charset.dcm", lambda d: setattr(d, "SpecificCharacterSet", "BOGUS")
+    )
+    code = io.BytesIO()
+    Image.fromarray(films["NORMAL"]).save(code, format="JPEG2000", no_jp2=True)
+    cut = film_dataset(films["NORMAL"], bits=8)
+    cut.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    from pydicom.encaps import encapsulate
+
+    cut.PixelData = encapsulate([code.getvalue()[: len(code.getvalue()) // 3]])
+    cut["PixelData"].VR = "OB"
+    cut.save_as(tmp_path / "cut j2k.dcm", enforce_file_format=True)
+    args = [sys.executable, "-m", "edgexray.edge_runtime.infer", "--model", str(REFERENCE_MODEL)]
+    result = subprocess.run(
+        [*args, str(charset), str(tmp_path / "cut j2k.dcm")], capture_output=True, text=True
+    )
+    assert result.returncode == 3
+    assert "WARNING" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert "probability" in records[0] and "cannot be decoded" in records[1]["error"]

@@ -118,8 +118,9 @@ def test_echo_from_an_allowed_ae_title_succeeds_and_any_other_is_rejected(config
 @needs_dcmtk
 def test_a_source_address_outside_the_allowed_networks_is_rejected(config, start_node):
     port = start_node(replace(config, allowed_networks=("10.0.0.0/8",))).address[1]
-    refused = echoscu(port)
-    assert "Association Rejected" in refused.stdout + refused.stderr
+    refused = echoscu(port)  # closed at once, before any PDU is read (sweep 3, M5)
+    assert refused.returncode != 0
+    assert "Echo Response" not in refused.stdout + refused.stderr
     port = start_node(replace(config, allowed_networks=("127.0.0.1",))).address[1]
     assert echoscu(port).returncode == 0
 
@@ -464,10 +465,22 @@ def test_serve_from_the_device_launcher_checks_its_arguments_in_one_line(device)
         (["--state", "s", "--allow-ae", "A", "--pacs", "nowhere"], "AE@host:port"),
         (["--state", "s", "--allow-ae", "A", "--tls-cert", "c.pem"], "--tls-key"),
         (["--state", "s", "--allow-ae", "A", "--allow-address", "300.1.1.1"], "allow-address"),
+        # Limits must be finite (sweep 3, M4), and errors say which value is wrong (L10).
+        (["--state", "s", "--allow-ae", "A", "--idle-timeout", "inf"], "--idle-timeout"),
+        (["--state", "s", "--allow-ae", "A", "--max-object-mb", "inf"], "finite"),
+        (["--state", "s", "--allow-ae", "A", "--association-timeout", "inf"], "finite"),
+        (
+            ["--state", "s", "--allow-ae", "A", "--retry-initial", "10", "--retry-max", "5"],
+            "longer",
+        ),
+        (["--state", "s", "--allow-ae", "A", "--tls-cert", "no.crt", "--tls-key", "k"], "no.crt"),
+        (["--state", "a file", "--allow-ae", "A"], "a file, not a folder"),
     ],
 )
-def test_bad_node_arguments_get_one_error_line(arguments, message, capsys, tmp_path):
-    assert serve_main(["--model", str(REFERENCE_MODEL), *arguments]) == 2
+def test_bad_node_arguments_get_one_error_line(arguments, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative --state folders land here
+    (tmp_path / "a file").write_text("not a folder")
+    assert serve_main(["--model", str(REFERENCE_MODEL), "--port", "0", *arguments]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("error: ") and message in error[0]
 
@@ -921,3 +934,44 @@ def test_the_report_sender_outlives_a_full_disk(films, config, start_node, monke
     finally:
         pacs.stop()
     assert failures and set(pacs.by_source()) == {uid}
+
+
+@needs_dcmtk
+def test_idle_and_junk_connections_neither_lock_modalities_out_nor_flood_the_log(tmp_path, films):
+    """Forty connections that send nothing, and ten that send garbage then reset, from the
+    modality's own address: the modality is served at once, each refusal is one line and
+    nothing is a traceback (sweep 3, M5, L9). The node runs as started by hand with a
+    permissive umask: the films it keeps are its user's alone all the same (L8)."""
+    import struct
+
+    state, port = tmp_path / "node state", free_port()
+    args = [sys.executable, "-m", "edgexray.edge_runtime.infer", "serve"]
+    args += ["--model", str(REFERENCE_MODEL), "--state", str(state), "--allow-ae", MODALITY_AE]
+    args += ["--host", "127.0.0.1", "--port", str(port)]
+    with open(tmp_path / "node.log", "w") as log:
+        node_process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=lambda: os.umask(0o022)
+        )
+    held = []
+    try:
+        assert wait_for(lambda: _listening(port), 60, 0.1), "the node did not start"
+        for _ in range(10):
+            junk = socket.create_connection(("127.0.0.1", port))
+            junk.sendall(os.urandom(100))
+            junk.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            junk.close()
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+        time.sleep(0.5)
+        uid, path = next(iter(films.items()))
+        assert storescu(port, [path]).returncode == 0
+        assert wait_for(lambda: len(records(state)) == 1, 60)
+    finally:
+        for connection in held:
+            connection.close()
+        _stop(node_process)
+    text = (tmp_path / "node.log").read_text()
+    assert "Traceback" not in text
+    assert text.count("refused a connection from 127.0.0.1: too many connections waiting") == 1
+    kept = state / spool.CLASSIFIED / f"{uid}.dcm"
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert (state / spool.RESULTS).stat().st_mode & 0o777 == 0o600

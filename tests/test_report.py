@@ -209,7 +209,12 @@ def test_explain_command_takes_a_finer_grid(tmp_path, lesion_model, films):
 
 @pytest.mark.parametrize(
     "grid, says",
-    [("8/16", "larger than the patch"), ("40/8", "larger than the input"), ("8x4", "PATCH/STRIDE")],
+    [
+        ("8/16", "larger than the patch"),
+        ("40/8", "larger than the input"),
+        ("8x4", "PATCH/STRIDE"),
+        ("\u00b2/1", "PATCH/STRIDE"),  # a superscript two is a digit int() refuses (sweep 3, M3)
+    ],
 )
 def test_explain_command_refuses_a_bad_grid_in_one_line(tmp_path, lesion_model, films, grid, says):
     out = tmp_path / "maps"

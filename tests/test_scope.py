@@ -154,6 +154,15 @@ def test_cheap_checks_still_refuse_without_statistics(tiny_tflite, tmp_path):
         ({"Modality": "CR", "BodyPartExamined": "chest", "PatientAge": "003Y"}, None),
         ({"Modality": "", "BodyPartExamined": "", "ViewPosition": ""}, None),
         ({"Modality": "OT", "BodyPartExamined": "CHEST"}, None),  # a secondary capture
+        # An age the header cannot vouch for (sweep 3, L4): not a DICOM age, or one the
+        # birth date contradicts; a day apart is the same child.
+        ({"Modality": "CR", "PatientAge": "abc"}, "PatientAge 'abc' is not an age"),
+        ({"Modality": "CR", "PatientAge": "-03Y"}, "is not an age"),
+        (
+            {"PatientAge": "003Y", "PatientBirthDate": "19500101", "StudyDate": "20230101"},
+            "disagree",
+        ),
+        ({"PatientAge": "003Y", "PatientBirthDate": "20200101", "StudyDate": "20230102"}, None),
     ],
 )
 def test_dicom_tags_decide_from_the_table(tags, expected):
