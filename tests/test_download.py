@@ -168,6 +168,8 @@ def test_download_extracts_into_the_kaggle_layout_and_skips_junk(server, out):
     assert "train: 2 NORMAL, 2 PNEUMONIA" in result.stdout
     assert not (out / ".download" / "ChestXRay2017.zip").exists()  # not kept by default
     assert leftovers(out) == ["chest_xray"]
+    record = out / ".download" / "ChestXRay2017.zip.sha256"  # trusted once it extracted
+    assert record.read_text().split()[0] == hashlib.sha256(server.payload).hexdigest()
     # The extracted folder is what `run` reads.
     from edgexray.pipeline import data
 
@@ -346,6 +348,63 @@ def last_error(result) -> str:
     return line
 
 
+# --- sweep 3: M6, a response that never extracted is not trusted ----------------------
+
+
+def test_login_page_is_named_removed_and_not_pinned_so_the_real_archive_then_downloads(server, out):
+    page = b"<!DOCTYPE html>\n<html><body>Please log in</body></html>\n"
+    server.respond = lambda h: answer(
+        h, 200, page, Content_Type="text/html", Content_Length=len(page)
+    )
+    first = invoke("--out", out, "--url", server.url)
+    assert first.exit_code == 2
+    assert "sent an HTML page, not a zip archive: is a login needed?" in last_error(first)
+    assert list((out / ".download").iterdir()) == []  # neither the page nor its sha256
+    server.respond = None
+    server.payload, _ = mendeley_zip()
+    again = invoke("--out", out, "--url", server.url)
+    assert again.exit_code == 0, again.output
+    assert len(server.requests) == 2  # fetched anew, not the page kept from the first run
+
+
+@pytest.mark.parametrize(
+    "body, length, said",
+    [
+        (b"", 0, "sent an empty file"),
+        (None, None, "the transfer stopped early"),  # half the zip, then the server closes
+    ],
+    ids=["empty", "cut-short-without-length"],
+)
+def test_empty_or_cut_short_response_says_what_came_and_leaves_nothing(
+    server, out, body, length, said
+):
+    server.payload, _ = mendeley_zip()
+    body = server.payload[: len(server.payload) // 2] if body is None else body
+    headers = {} if length is None else {"Content_Length": length}
+    server.respond = lambda h: answer(h, 200, body, **headers)
+    with pytest.raises(download.DownloadError, match=said):
+        download.download(out, url=server.url, limits=QUICK)
+    assert list((out / ".download").iterdir()) == []
+    server.respond = None
+    result = download.download(out, url=server.url, limits=QUICK)
+    assert result.sha256 == hashlib.sha256(server.payload).hexdigest()
+
+
+def test_a_login_page_pinned_by_an_older_version_is_dropped_with_its_record(server, out):
+    page = b"<html>please log in</html>\n"
+    downloads = out / ".download"
+    downloads.mkdir(parents=True)
+    (downloads / "ChestXRay2017.zip").write_bytes(page)
+    digest = hashlib.sha256(page).hexdigest()
+    (downloads / "ChestXRay2017.zip.sha256").write_text(f"{digest}  ChestXRay2017.zip\n")
+    server.payload, _ = mendeley_zip()
+    with pytest.raises(download.DownloadError, match="HTML page.*no sha256 recorded"):
+        download.download(out, url=server.url, limits=QUICK)
+    assert list(downloads.iterdir()) == []
+    result = download.download(out, url=server.url, limits=QUICK)
+    assert result.sha256 == hashlib.sha256(server.payload).hexdigest()
+
+
 # --- sweep 3: M7, the disk ------------------------------------------------------------
 
 
@@ -419,6 +478,26 @@ def test_a_resume_at_the_wrong_place_removes_the_part_and_the_next_run_starts_ov
     assert server.requests[-1].get("Range") is None
 
 
+def test_a_film_name_too_long_for_the_file_system_is_refused_in_one_line(tmp_path, out):
+    films = {name: film_bytes(i) for i, name in enumerate(FILMS)}
+    archive = tmp_path / "long.zip"
+    archive.write_bytes(make_zip({**films, f"chest_xray/train/NORMAL/{'L' * 300}.jpeg": b"x"}))
+    result = invoke("--out", out, "--archive", archive)
+    assert result.exit_code == 2
+    line = last_error(result)
+    assert "has a 305-byte name, longer than the" in line and len(line) < 300
+    assert leftovers(out) == []
+
+
+def test_a_long_name_that_is_not_a_film_is_skipped_without_a_word(tmp_path, out):
+    films = {name: film_bytes(i) for i, name in enumerate(FILMS)}
+    archive = tmp_path / "notes.zip"
+    archive.write_bytes(make_zip({**films, f"chest_xray/train/NORMAL/{'L' * 300}.txt": b"x"}))
+    result = invoke("--out", out, "--archive", archive)
+    assert result.exit_code == 0, result.output
+    assert "train: 2 NORMAL, 2 PNEUMONIA" in result.stdout
+
+
 def trickle(handler, length: int = 10_000, every: float = 0.05) -> None:
     """Announce `length` bytes, then send one every `every` seconds (at most 10 s)."""
     answer(handler, 200, Content_Length=length)
@@ -453,3 +532,11 @@ def test_download_limits_must_be_finite_and_positive(out, option, value):
     assert result.exit_code == 2
     assert last_error(result).startswith("error: bad download limits:")
     assert not out.exists()
+
+
+def test_a_file_named_chest_xray_is_an_error_not_already_there(out):
+    out.mkdir()
+    (out / "chest_xray").write_text("")
+    result = invoke("--out", out)
+    assert result.exit_code == 2
+    assert "is in the way" in last_error(result) and "already there" not in result.stdout

@@ -13,11 +13,13 @@ complete, so a failure at any point leaves no half-extracted folder behind.
 
 Checksums: neither host publishes a sha256 of its archive and no machine here can reach
 them, so the table holds None instead of an invented value. A digest is then trusted on
-first use: the first complete download records its sha256 in DIR/.download/NAME.sha256,
+first use: the first download that extracts records its sha256 in DIR/.download/NAME.sha256,
 and a later download of the same archive into DIR must match it (as must a digest given
-with --sha256, or one put in the table later). Without any digest the size the server
-announced is still checked, and the extracted folder must hold both classes in train/
-and test/.
+with --sha256, or one put in the table later). A response that is not the data set (a
+login page, an empty or cut-short file, a zip bomb) is removed and never recorded, so the
+next run fetches again instead of refusing the real archive. Without any digest the size
+the server announced is still checked, and the extracted folder must hold both classes in
+train/ and test/.
 
 The standard library only (urllib, zipfile): no TensorFlow, nothing to install.
 """
@@ -70,6 +72,22 @@ DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 RATE_WINDOW_SECONDS = 60.0
 BLOCK = 1 << 16
 PROGRESS_SECONDS = 2.0
+NAME_MAX = 255  # bytes in a file name where the file system does not say (Windows)
+
+# What a file that is not a zip archive usually is, by how it starts (lower case, leading
+# blanks dropped): a captive portal's or a host's page served instead of the file, or a
+# transfer that stopped before the zip's directory, which sits at its end.
+LOGIN_PAGE = (
+    "an HTML page, not a zip archive: is a login needed? (then download it in a "
+    "browser and pass it with --archive)"
+)
+NOT_A_ZIP = (
+    (b"<!doctype html", LOGIN_PAGE),
+    (b"<html", LOGIN_PAGE),
+    (b"<?xml", "an XML document, not a zip archive (an error message?)"),
+    (b"{", "a JSON document, not a zip archive (an error message?)"),
+    (b"pk\x03\x04", "the start of a zip archive without its end: the transfer stopped early"),
+)
 
 
 @dataclass(frozen=True)
@@ -109,6 +127,11 @@ SOURCES = {
 
 class DownloadError(EdgexrayError):
     """The data could not be fetched, verified or extracted (exit 2)."""
+
+
+class ArchiveError(DownloadError):
+    """The archive is not the data set (not a zip, cut short, a zip bomb, the wrong
+    folders): a downloaded one is removed and its sha256 never recorded."""
 
 
 @dataclass(frozen=True)
@@ -456,17 +479,24 @@ def fetch(
     return destination
 
 
+def _recorded(record: Path) -> str | None:
+    """The sha256 recorded by the first download that extracted, if any."""
+    words = record.read_text().split() if record.is_file() else []
+    return words[0] if words else None
+
+
 def verify(archive: Path, expected: str | None, record: Path) -> str:
     """The archive's sha256, checked against `expected`, else against the digest recorded
-    by the first download into this folder (trust on first use), which it then records.
+    by the first download into this folder that extracted (trust on first use). Nothing
+    is recorded here: download() records a digest only once its archive extracted.
 
     Raises:
         DownloadError: a mismatch; the archive is removed so that a rerun fetches it anew.
     """
     actual = artifacts.sha256(archive)
     source = "the expected sha256"
-    if expected is None and record.is_file():
-        expected = record.read_text().split()[0] if record.read_text().split() else None
+    if expected is None and _recorded(record) is not None:
+        expected = _recorded(record)
         source = f"the sha256 recorded by the first download ({record})"
     if expected is not None and actual != expected.lower():
         archive.unlink(missing_ok=True)
@@ -474,9 +504,22 @@ def verify(archive: Path, expected: str | None, record: Path) -> str:
             f"{archive.name}: sha256 {actual} does not match {source} {expected}; "
             "the download was removed and nothing was extracted"
         )
-    if not record.is_file():
-        record.write_text(f"{actual}  {archive.name}\n")
     return actual
+
+
+def received(path: Path) -> str | None:
+    """What a file that is not a zip archive holds, in words; None for a zip archive."""
+    if zipfile.is_zipfile(path):
+        return None
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if not head:
+        return "an empty file"
+    start = head.lstrip().lower()
+    for prefix, words in NOT_A_ZIP:
+        if start.startswith(prefix):
+            return words
+    return f"no zip archive (it starts with {head[:16]!r})"
 
 
 # --- extraction -----------------------------------------------------------------------
@@ -518,18 +561,41 @@ def _plan(names: list[str]) -> dict[str, PurePosixPath]:
 def _check_bomb(archive: zipfile.ZipFile, plan: dict) -> int:
     infos = archive.infolist()
     if len(infos) > MAX_MEMBERS:
-        raise DownloadError(f"archive has {len(infos)} entries (over {MAX_MEMBERS}): refused")
+        raise ArchiveError(f"archive has {len(infos)} entries (over {MAX_MEMBERS}): refused")
     total = 0
     for info in (archive.getinfo(name) for name in plan):
         if info.file_size > MAX_RATIO * max(info.compress_size, 1) + BLOCK:
-            raise DownloadError(
+            raise ArchiveError(
                 f"{info.filename} unpacks {info.file_size / max(info.compress_size, 1):.0f} "
                 "times its size: refused as a possible zip bomb"
             )
         total += info.file_size
     if total > MAX_UNPACKED_BYTES:
-        raise DownloadError(f"archive unpacks to {total / 1e9:.1f} GB: refused as a zip bomb")
+        raise ArchiveError(f"archive unpacks to {total / 1e9:.1f} GB: refused as a zip bomb")
     return total
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name, in bytes, the file system of `folder` takes."""
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or not said
+        return NAME_MAX
+    return limit if limit > 0 else NAME_MAX
+
+
+def _check_names(plan: dict[str, PurePosixPath], out: Path, origin: str) -> None:
+    """Refuse, before writing anything, a film whose name this file system cannot hold:
+    a film that cannot be written is an error, never skipped."""
+    limit = _name_max(out)
+    for name, target in plan.items():
+        size = len(os.fsencode(target.name))
+        if size > limit:
+            shown = name if len(name) <= 80 else f"{name[:50]}...{name[-20:]}"
+            raise ArchiveError(
+                f"{origin}: the film {shown} has a {size}-byte name, longer than the {limit} "
+                f"bytes the file system of {out} takes: refused, nothing was extracted"
+            )
 
 
 def _copy_limited(source, target: Path, limit: int) -> None:
@@ -539,7 +605,7 @@ def _copy_limited(source, target: Path, limit: int) -> None:
         for block in iter(lambda: source.read(BLOCK), b""):
             written += len(block)
             if written > limit:
-                raise DownloadError(f"{target.name} unpacks beyond its declared size: refused")
+                raise ArchiveError(f"{target.name} unpacks beyond its declared size: refused")
             handle.write(block)
 
 
@@ -562,7 +628,7 @@ def _check_layout(counts: dict, origin: str) -> None:
         if not counts.get(split, {}).get(label)
     ]
     if missing:
-        raise DownloadError(
+        raise ArchiveError(
             f"{origin} holds no images for {', '.join(missing)}: not the chest X-ray "
             "pneumonia set; nothing was extracted"
         )
@@ -587,16 +653,22 @@ def extract(archive: Path, out: Path) -> tuple[Path, dict]:
     """Extract the images of a zip into out/chest_xray in the Kaggle layout.
 
     Raises:
-        DownloadError: not a zip, a zip bomb, the wrong data, or a disk too small;
+        ArchiveError: not a zip (the error says what it is instead), a zip bomb, a
+            film name too long for this file system, the wrong data.
+        DownloadError: a disk too small, a film that cannot be written. Either way
             nothing is left behind.
     """
     try:
         handle = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as err:
-        raise DownloadError(f"{archive}: not a readable zip archive ({err})") from None
+    except OSError as err:
+        raise DownloadError(f"cannot read {archive} ({err.strerror or err})") from None
+    except zipfile.BadZipFile as err:
+        what = received(archive) or f"a damaged zip archive ({err})"
+        raise ArchiveError(f"{archive}: {what}") from None
     with handle:
         plan = _plan(handle.namelist())
         needed = _check_bomb(handle, plan)
+        _check_names(plan, out, archive.name)
         free = shutil.disk_usage(out).free
         if needed > free:
             raise DownloadError(
@@ -611,7 +683,12 @@ def extract(archive: Path, out: Path) -> tuple[Path, dict]:
                     with handle.open(name) as source:
                         _copy_limited(source, path, handle.getinfo(name).file_size)
                 except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as err:
-                    raise DownloadError(f"{archive.name}: {name} is corrupt ({err})") from None
+                    raise ArchiveError(f"{archive.name}: {name} is corrupt ({err})") from None
+                except OSError as err:
+                    raise DownloadError(
+                        f"cannot write the film {name} ({err.strerror or err}): nothing "
+                        "was extracted"
+                    ) from None
                 if done % 1000 == 0:
                     log.info("extracted %d/%d images", done, len(plan))
 
@@ -675,15 +752,17 @@ def download(
 
     Raises:
         DownloadError: unknown source, not http(s), offline, too slow, no room, bad
-            checksum, bad or hostile archive.
+            checksum, bad or hostile archive, out/chest_xray a file.
     """
     if source not in SOURCES:
         raise DownloadError(f"unknown source {source!r}: choose from {sorted(SOURCES)}")
     chosen = SOURCES[source]
     out = Path(out)
     final = out / FOLDER
-    if final.exists():
+    if final.is_dir():
         return Result(final, _counts(final), None, downloaded=False)
+    if os.path.lexists(final):
+        raise DownloadError(f"{final} is in the way: the data goes there, and it is not a folder")
     if sha256 is not None and (len(sha256) != 64 or set(sha256.lower()) - set("0123456789abcdef")):
         raise DownloadError(f"--sha256 must be 64 hex digits, got {sha256!r}")
     if url is not None:
@@ -708,10 +787,26 @@ def download(
     link = url or chosen.url
     filename = chosen.filename or "archive.zip"
     target = out / DOWNLOADS / filename
+    record = target.with_name(filename + ".sha256")
     if not target.is_file():
         fetch(link, target, limits=limits, on_progress=on_progress)
-    digest = verify(target, expected, target.with_name(filename + ".sha256"))
-    folder, counts = extract(target, out)
+    try:
+        what = received(target)  # first: a login page is named as such, not as a mismatch
+        if what is not None:
+            raise ArchiveError(f"{_host(link)} sent {what}")
+        digest = verify(target, expected, record)
+        folder, counts = extract(target, out)
+    except ArchiveError as err:
+        # Not the data set: fetched again next time, and never trusted. A record of this
+        # very file was pinned by an older edgexray, before it waited for extraction.
+        if _recorded(record) == artifacts.sha256(target):
+            record.unlink()
+        target.unlink()
+        raise ArchiveError(
+            f"{err}; the download was removed, nothing was extracted and no sha256 recorded"
+        ) from None
+    if _recorded(record) is None:
+        artifacts.atomic_write(record, lambda path: path.write_text(f"{digest}  {filename}\n"))
     if not keep_archive:
         target.unlink()
     return Result(folder, counts, digest, downloaded=True)
