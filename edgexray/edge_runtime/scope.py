@@ -4,7 +4,7 @@ Worse than a missed pneumonia is a confident answer to a question the model was 
 trained on: a negative (an inverted film), a knee, a CT slice, a photograph. Such an
 image must get the label OUT_OF_SCOPE, never NORMAL or PNEUMONIA. `decide` is the one
 home of that rule; the classifier applies it to every film, and the Android bundle's
-EdgexrayScope.java is its port (tests/test_scope_java.py holds them to the same answers).
+EdgexrayScope.java is its port (tests/export/test_android_scope.py holds them to the same answers).
 
 The checks, cheapest and most certain first (the first that fails is the reason):
 1. DICOM tags, when the film came with them (`TAG_RULES`, a table of facts): not a

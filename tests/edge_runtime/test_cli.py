@@ -201,21 +201,6 @@ def test_real_films_match_the_in_package_classifier_as_csv(device, tiny_tflite, 
         )
 
 
-def test_a_csv_cell_never_starts_a_spreadsheet_formula(tiny_tflite, tmp_path, monkeypatch):
-    # A film named like a formula, given by its name, became a live cell in a spreadsheet
-    # (sweep 3, L7): the cell is now text, the name kept after a quote.
-    from edgexray.edge_runtime import batch
-
-    monkeypatch.chdir(tmp_path)
-    name = '=HYPERLINK("http:,,127.0.0.1","x")+1.png'
-    Image.new("L", (40, 48), 90).save(name)
-    output = io.StringIO()
-    batch.run(tiny_tflite["int8"], [name], "csv", stream=output)
-    (row,) = list(csv.DictReader(io.StringIO(output.getvalue())))
-    assert row["path"] == "'" + name
-    assert not any(cell.startswith(("=", "+", "-", "@")) for cell in row.values())
-
-
 def corrupt_copies(tiny_tflite, folder: Path) -> dict[str, list[str]]:
     """Broken models, each with the arguments that should make the script exit 2."""
     folder.mkdir()

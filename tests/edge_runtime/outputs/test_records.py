@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import synthetic_xray
 from edge_support import one_error_line, predict, script
+from PIL import Image
 
 from edgexray.edge_runtime import REFERENCE_MODEL, batch
 
@@ -42,3 +44,17 @@ def test_records_of_non_utf8_file_names_are_valid_text(tmp_path):
         assert "\\udc" not in line
     paths = sorted(json.loads(line)["path"] for line in stream.getvalue().splitlines())
     assert [Path(p).name for p in paths] == ["broken \\xff.png", "film \\xe9.png"]
+
+
+def test_a_csv_cell_never_starts_a_spreadsheet_formula(tiny_tflite, tmp_path, monkeypatch):
+    # A film named like a formula, given by its name, became a live cell in a spreadsheet
+    # (sweep 3, L7): the cell is now text, the name kept after a quote.
+
+    monkeypatch.chdir(tmp_path)
+    name = '=HYPERLINK("http:,,127.0.0.1","x")+1.png'
+    Image.new("L", (40, 48), 90).save(name)
+    output = io.StringIO()
+    batch.run(tiny_tflite["int8"], [name], "csv", stream=output)
+    (row,) = list(csv.DictReader(io.StringIO(output.getvalue())))
+    assert row["path"] == "'" + name
+    assert not any(cell.startswith(("=", "+", "-", "@")) for cell in row.values())
