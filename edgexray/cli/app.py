@@ -23,6 +23,7 @@ from . import (
     data,
     evaluate,
     explain,
+    models,
     predict,
     prune,
     quantize,
@@ -47,6 +48,7 @@ COMMANDS = (
     ("predict", predict),
     ("explain", explain),
     ("serve", serve),
+    ("models", models),
 )
 
 

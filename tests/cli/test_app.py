@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import REPO
 from typer.testing import CliRunner
@@ -211,3 +212,18 @@ def test_sigterm_stops_a_command_cleanly_removing_its_temporary_folders(tmp_path
     assert result.returncode == 143, result.stderr
     assert result.stderr.strip() == "error: terminated"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_models_lists_the_shipped_model_with_its_sha256_and_card():
+    import json
+
+    from edgexray.edge_runtime import REFERENCE_MODEL
+    from edgexray.edge_runtime.sidecar import load_sidecar
+
+    listed = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
+    (default,) = [model for model in listed if model["default"]]
+    assert default["path"] == str(REFERENCE_MODEL)
+    assert default["sha256"] == load_sidecar(REFERENCE_MODEL)["sha256"]
+    assert default["card"] and Path(default["card"]).is_file()
+    plain = runner.invoke(app, ["models"]).stdout
+    assert f"{REFERENCE_MODEL.name} (default)" in plain and default["sha256"] in plain
