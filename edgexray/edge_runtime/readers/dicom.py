@@ -150,7 +150,8 @@ def read_film(path_or_dataset, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray
 def _name(path_or_dataset) -> str:
     if isinstance(path_or_dataset, (str, Path)):
         return str(path_or_dataset)
-    return str(getattr(path_or_dataset, "filename", None) or "DICOM dataset")
+    filename = getattr(path_or_dataset, "filename", None)
+    return str(filename or f"DICOM dataset {path_or_dataset.get('SOPInstanceUID', '')}".strip())
 
 
 def _plain(value):
