@@ -23,6 +23,7 @@ from . import (
     data,
     evaluate,
     explain,
+    inspect,
     models,
     predict,
     prune,
@@ -49,6 +50,7 @@ COMMANDS = (
     ("explain", explain),
     ("serve", serve),
     ("models", models),
+    ("inspect", inspect),
 )
 
 
