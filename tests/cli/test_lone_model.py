@@ -31,11 +31,6 @@ def lone(tiny_tflite, tmp_path) -> Path:
     return Path(shutil.copyfile(tiny_tflite["int8"], folder / "int8.tflite"))
 
 
-@pytest.fixture
-def film(xray_folder) -> Path:
-    return next((xray_folder / "PNEUMONIA").iterdir())
-
-
 def test_verify_takes_lone_models(lone, tiny_tflite, xray_folder):
     args = ["verify", "--baseline", str(tiny_tflite["int8"]), "--candidate", str(lone)]
     result = runner.invoke(app, [*args, "--data", str(xray_folder)])

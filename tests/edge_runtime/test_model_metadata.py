@@ -12,9 +12,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import synthetic_xray
 from edge_support import one_error_line, run_blocked
 from sidecar_support import sidecar_inside
 from typer.testing import CliRunner
@@ -27,13 +25,6 @@ from edgexray.edge_runtime.sidecar import differences, load_sidecar
 from edgexray.export.bundle import write_runtime
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def film(tmp_path) -> Path:
-    path = tmp_path / "a film.png"
-    synthetic_xray(np.random.default_rng(1), pneumonia=True).save(path)
-    return path
 
 
 def lone_copy(model: Path, folder: Path) -> Path:
