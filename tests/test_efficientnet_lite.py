@@ -34,16 +34,6 @@ RIGHT_ANSWERS = {
 }
 
 
-def imagenet_crop(rgb: np.ndarray, size: int = 224, crop_padding: int = 32) -> np.ndarray:
-    """The TensorFlow EfficientNet evaluation crop: the centre size / (size + 32) of the
-    shorter side, resized bicubically to size x size."""
-    image = Image.fromarray(rgb)
-    side = int(size / (size + crop_padding) * min(image.size))
-    left, top = (image.width - side) // 2, (image.height - side) // 2
-    box = (left, top, left + side, top + side)
-    return np.asarray(image.crop(box).resize((size, size), Image.BICUBIC))
-
-
 @pytest.fixture(scope="module")
 def photographs() -> dict[str, np.ndarray]:
     from skimage import data
@@ -54,7 +44,7 @@ def photographs() -> dict[str, np.ndarray]:
         "rocket": data.rocket,
         "motorcycle": lambda: data.stereo_motorcycle()[0],
     }
-    return {name: imagenet_crop(readers[name]()) for name in PHOTOGRAPHS}
+    return {name: efficientnet_lite.imagenet_crop(readers[name]()) for name in PHOTOGRAPHS}
 
 
 def imagenet_model(**kwargs):

@@ -301,3 +301,15 @@ def load_imagenet_weights(model, checkpoint: str | Path | None = None) -> None:
 def imagenet_input(rgb: np.ndarray) -> np.ndarray:
     """8-bit RGB (..., height, width, 3) as the 3-channel model takes it."""
     return (rgb.astype(np.float32) - MEAN) / STDDEV
+
+
+def imagenet_crop(rgb: np.ndarray, size: int = IMAGE_SIZE, crop_padding: int = 32) -> np.ndarray:
+    """A photograph as the TensorFlow EfficientNet evaluation crops it: the centre
+    size / (size + 32) of the shorter side, resized bicubically to size x size (8-bit RGB)."""
+    from PIL import Image
+
+    image = Image.fromarray(rgb)
+    side = int(size / (size + crop_padding) * min(image.size))
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    box = (left, top, left + side, top + side)
+    return np.asarray(image.crop(box).resize((size, size), Image.BICUBIC))
