@@ -65,17 +65,17 @@ def top5(logits: np.ndarray) -> list[list]:
 
 
 def run_tflite(tflite: bytes, batch: np.ndarray) -> tuple[np.ndarray, dict]:
-    from edgexray.edge_runtime import infer
+    from edgexray.edge_runtime import interpreter as runtime
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.tflite"
         path.write_bytes(tflite)
-        interpreter = infer.load_interpreter(path)
+        interpreter = runtime.load_interpreter(path)
         interpreter.allocate_tensors()
         inputs, outputs = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
         rows = []
         for image in batch:
-            interpreter.set_tensor(inputs["index"], infer.input_batch(image, inputs))
+            interpreter.set_tensor(inputs["index"], runtime.input_batch(image, inputs))
             interpreter.invoke()
             output = interpreter.get_tensor(outputs["index"])[0].astype(np.float32)
             scale, zero_point = outputs["quantization"]

@@ -62,17 +62,17 @@ def timed(call, repeats: int) -> dict:
 
 def films(data: Path, size: int, count: int) -> np.ndarray:
     """`count` train/ films (both classes) as the grey model's input, (count, size, size, 1)."""
-    from edgexray.edge_runtime import infer
+    from edgexray.edge_runtime.preprocess import preprocess
 
     paths = sorted((data / "train" / "NORMAL").glob("*.jpeg"))[: count // 2]
     paths += sorted((data / "train" / "PNEUMONIA").glob("*.jpeg"))[: count - len(paths)]
     spec = {"height": size, "width": size, "normalization": "scale"}
-    return np.stack([infer.preprocess(path, spec) for path in paths])
+    return np.stack([preprocess(path, spec) for path in paths])
 
 
 def measure(size: int, data: Path, batches: int, invokes: int) -> dict:
     from edgexray.compat import keras
-    from edgexray.edge_runtime import infer
+    from edgexray.edge_runtime import interpreter as runtime
     from edgexray.export import convert
     from edgexray.pipeline.backbones import efficientnet_lite
 
@@ -106,10 +106,10 @@ def measure(size: int, data: Path, batches: int, invokes: int) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "int8.tflite"
         path.write_bytes(tflite)
-        interpreter = infer.load_interpreter(path, threads=1)
+        interpreter = runtime.load_interpreter(path, threads=1)
         interpreter.allocate_tensors()
         detail = interpreter.get_input_details()[0]
-        interpreter.set_tensor(detail["index"], infer.input_batch(images[0], detail))
+        interpreter.set_tensor(detail["index"], runtime.input_batch(images[0], detail))
         latency = summarize(time_calls(lambda i: interpreter.invoke(), 5, invokes))
     return {
         "size": size,

@@ -165,7 +165,7 @@ def test_every_layer_is_one_tfmot_prunes_and_quantizes():
 def test_quantization_aware_model_converts_to_int8_and_runs(tmp_path):
     """The QAT path of edgexray/export/quantize.py on a 32 px Lite0, down to one invoke."""
     from edgexray.compat import import_tfmot, keras
-    from edgexray.edge_runtime import infer
+    from edgexray.edge_runtime import interpreter as runtime
     from edgexray.export import convert
     from edgexray.pipeline.prune import clone_fresh
 
@@ -185,24 +185,24 @@ def test_quantization_aware_model_converts_to_int8_and_runs(tmp_path):
     qat.fit(images, np.array([0.0, 1.0] * 4), epochs=1, verbose=0)
     path = tmp_path / "qat int8.tflite"
     path.write_bytes(convert.to_full_int8(qat, list(images)))
-    interpreter = infer.load_interpreter(path)
+    interpreter = runtime.load_interpreter(path)
     interpreter.allocate_tensors()
-    probability = infer.run_interpreter(interpreter, images[0], "logit")
+    probability = runtime.run_interpreter(interpreter, images[0], "logit")
     assert 0.0 <= probability <= 1.0
 
 
 def _run_tflite(tflite: bytes, path, batch: np.ndarray) -> np.ndarray:
     """Each image through the interpreter, quantized in and dequantized out as the
     interpreter's details say."""
-    from edgexray.edge_runtime import infer
+    from edgexray.edge_runtime import interpreter as runtime
 
     path.write_bytes(tflite)
-    interpreter = infer.load_interpreter(path)
+    interpreter = runtime.load_interpreter(path)
     interpreter.allocate_tensors()
     inputs, outputs = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     results = []
     for image in batch:
-        interpreter.set_tensor(inputs["index"], infer.input_batch(image, inputs))
+        interpreter.set_tensor(inputs["index"], runtime.input_batch(image, inputs))
         interpreter.invoke()
         output = interpreter.get_tensor(outputs["index"])[0].astype(np.float32)
         scale, zero_point = outputs["quantization"]
