@@ -19,11 +19,12 @@ import os
 import sys
 import typing
 from dataclasses import MISSING
+from fractions import Fraction
 from pathlib import Path
 
 from .batch import list_images, run
 from .errors import EXIT_BAD_INPUT, EXIT_OK, InferenceError, OutputError
-from .explain import DEFAULT_GRID
+from .explain import PATCH_SHARE, STRIDE_SHARE, default_grid
 from .interpreter import MAX_THREADS
 from .outputs.records import FORMATS
 
@@ -61,7 +62,7 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
 
 
 def classify_parser(prog: str) -> OneLineParser:
-    passes = DEFAULT_GRID.passes(128, 128)
+    small, large = default_grid(128, 128), default_grid(224, 224)
     parser = OneLineParser(
         prog=prog,
         description="Pneumonia probability of chest X-ray images with a .tflite model and "
@@ -101,8 +102,10 @@ def classify_parser(prog: str) -> OneLineParser:
         default=None,
         metavar="PATCH/STRIDE",
         help="occlusion grid of --explain and --report in pixels of the model input "
-        f"(default {DEFAULT_GRID.patch}/{DEFAULT_GRID.stride}, {passes} model runs a film "
-        "for a 128 px input; 20/10 is finer and takes 145)",
+        f"(default: patches of {Fraction(PATCH_SHARE)} of its side every "
+        f"{Fraction(STRIDE_SHARE)} of it, {small.patch}/{small.stride} for a 128 px input "
+        f"and {large.patch}/{large.stride} for 224 px, {small.passes(128, 128)} model runs "
+        "a film; 20/10 is finer and takes 145 at 128 px)",
     )
     parser.add_argument(
         "--report",
