@@ -51,9 +51,9 @@ MIN_SHRINKAGE = 1e-6
 # Up to this many features the block holds the full covariance (scope/1: under 1 MB of
 # JSON at 256); above it, the leading components and one residual variance (scope/2).
 FULL_COVARIANCE_MAX_FEATURES = 256
-# Chosen on val and the refusal groups for EfficientNet-Lite0's 1280 features, where 8 to
-# 512 components all refuse every non-film group but negatives and half-side crops about
-# alike: 32 (a 0.63 MB block) against 1280 x 1280 (15 MB), benchmarks/README.md.
+# Chosen on val and the refusal groups of Lite0's features (frozen and fine-tuned): 8 to
+# 64 components refuse about alike, and more than the full covariance; 32 keeps the block
+# at 642 KB against 15 MB (benchmarks/README.md).
 SUBSPACE_COMPONENTS = 32
 DIGITS = 9  # significant digits kept in the sidecar: float32 features need no more
 
