@@ -74,10 +74,12 @@ class Classifier:
             # same way would silently return the probability of NORMAL.
             raise InferenceError(f"{model_path}: expected one output value")
         self.scope = self.sidecar.get("scope")
+        self.scope_statistics = None
         if self.scope is not None:
             found = scope.problem(self.scope, [int(np.prod(o["shape"])) for o in outputs])
             if found:
                 raise InferenceError(f"{model_path}: {found}")
+            self.scope_statistics = scope.Statistics.of(self.scope)
         self.outputs = outputs
         self.threshold = float(self.sidecar["threshold"])
         self.labels = [str(label) for label in self.sidecar["labels"]]
@@ -144,7 +146,11 @@ class Classifier:
         if not self.check_scope:
             return scope.Decision(None, scope.NOT_CHECKED)
         return scope.decide(
-            gray, self.features(), self.scope, colour=info.get("colour"), tags=info.get("tags")
+            gray,
+            self.features(),
+            self.scope_statistics,
+            colour=info.get("colour"),
+            tags=info.get("tags"),
         )
 
     def classify(self, film, name: str | None = None) -> dict:

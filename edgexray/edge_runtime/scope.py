@@ -16,7 +16,10 @@ The checks, cheapest and most certain first (the first that fails is the reason)
    output) from the training films' distribution, against a cut-off chosen on the val
    split (the sidecar's `scope` block, see edgexray/pipeline/scope.py). This is what
    catches inverted films, other body parts, CT/MR slices and grey photographs, on JPEG
-   and PNG as well as DICOM.
+   and PNG as well as DICOM. The block has one of two forms (SCOPE_SCHEMAS): the full
+   covariance (a few hundred features at most), or, for a wide backbone (EfficientNet's
+   1280), its leading principal components with the other directions sharing one
+   variance, which keeps the block a k x 1280 matrix instead of 1280 x 1280.
 
 A model whose sidecar has no scope block still gets checks 1-3, but passing them is not
 "in scope": the decision is None ("model has no scope statistics").
@@ -33,7 +36,15 @@ from typing import TypedDict
 
 import numpy as np
 
-SCOPE_SCHEMA = "edgexray.scope/1"
+SCOPE_SCHEMA = "edgexray.scope/1"  # full covariance: distance = |W (f - mean)|
+SUBSPACE_SCHEMA = "edgexray.scope/2"  # leading components, and the rest as one variance
+# Each form and the fields its distance reads besides mean, whitening and cutoff. A
+# runtime that knows only the first refuses the second (its distance would miss the
+# residual term and let unlike films through), so the form is in the schema string.
+SCOPE_SCHEMAS = {
+    SCOPE_SCHEMA: (),
+    SUBSPACE_SCHEMA: ("component_variances", "residual_variance"),
+}
 OUT_OF_SCOPE = "OUT_OF_SCOPE"  # the label of every film the guard refuses
 NOT_CHECKED = "not checked"  # --no-scope-check
 NO_STATISTICS = "model has no scope statistics"
@@ -103,8 +114,10 @@ class ScopeBlock(TypedDict, total=False):
     feature_output: FeatureOutput
     method: str
     mean: list[float]
-    whitening: list[list[float]]  # W, with precision W^T W
-    shrinkage: float
+    whitening: list[list[float]]  # W: precision W^T W (scope/1), or k scaled components
+    shrinkage: float  # scope/1
+    component_variances: list[float]  # scope/2: the variance along each row of W
+    residual_variance: float  # scope/2: the variance of every other direction
     cutoff: float
     patient_age_years: dict | None  # {"min": years, "max": years, "source": ...}
     cutoff_rule: str
@@ -241,17 +254,61 @@ def tag_reason(tags: dict | None, ages: dict | None = None) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Statistics:
+    """A scope block's numbers as arrays, converted once per model, not once per film
+    (a scope/2 block of 64 x 1280 numbers takes milliseconds to convert)."""
+
+    mean: np.ndarray
+    whitening: np.ndarray
+    cutoff: float
+    ages: dict | None
+    component_variances: np.ndarray | None = None  # scope/2 only
+    residual_variance: float | None = None  # scope/2 only
+
+    @classmethod
+    def of(cls, block: ScopeBlock) -> Statistics:
+        """The statistics of a block that passed `problem`."""
+        subspace = block["schema"] == SUBSPACE_SCHEMA
+        return cls(
+            mean=np.asarray(block["mean"], dtype=np.float64),
+            whitening=np.asarray(block["whitening"], dtype=np.float64),
+            cutoff=float(block["cutoff"]),
+            ages=block.get("patient_age_years"),
+            component_variances=(
+                np.asarray(block["component_variances"], dtype=np.float64) if subspace else None
+            ),
+            residual_variance=float(block["residual_variance"]) if subspace else None,
+        )
+
+    def distance(self, features: np.ndarray) -> float:
+        """Mahalanobis distance of pooled features from the training films' mean.
+
+        scope/1: |W x| with x = f - mean, W the whitening matrix (precision W^T W).
+        scope/2: the same distance for a covariance whose k leading principal directions
+        keep their variances and every other direction has the residual variance s2: with
+        W the k directions scaled by 1 / sqrt(variance), z = W x,
+        distance^2 = |z|^2 + (|x|^2 - sum(variance * z^2)) / s2, the second term the
+        part of x outside the k directions (never below 0 after rounding).
+        """
+        centred = np.asarray(features, dtype=np.float64).reshape(-1) - self.mean
+        whitened = self.whitening @ centred
+        if self.residual_variance is None:
+            return float(np.linalg.norm(whitened))
+        outside = centred @ centred - self.component_variances @ (whitened * whitened)
+        return math.sqrt(whitened @ whitened + max(outside, 0.0) / self.residual_variance)
+
+
 def distance(features: np.ndarray, block: ScopeBlock) -> float:
-    """Mahalanobis distance of pooled features from the training films' mean:
-    |W (f - mean)| with the block's whitening matrix W (precision = W^T W)."""
-    centred = np.asarray(features, dtype=np.float64).reshape(-1) - np.asarray(block["mean"])
-    return float(np.linalg.norm(np.asarray(block["whitening"], dtype=np.float64) @ centred))
+    """Mahalanobis distance of pooled features from the training films' mean
+    (`Statistics.distance`; for one film: converting the block each time is slow)."""
+    return Statistics.of(block).distance(features)
 
 
 def decide(
     gray: np.ndarray,
     features: np.ndarray | None,
-    block: ScopeBlock | None,
+    statistics: Statistics | None,
     *,
     colour: float | None = None,
     tags: dict | None = None,
@@ -261,11 +318,11 @@ def decide(
     Args:
         gray: the film resized to the model input, 8-bit, before equalisation.
         features: the model's pooled features for it (dequantized), or None.
-        block: the sidecar's scope block (checked by `problem`), or None.
+        statistics: `Statistics.of` the sidecar's scope block, or None without one.
         colour: `colour_spread` of the decoded image, None for a grey one.
         tags: DICOM attributes, None for a JPEG or PNG.
     """
-    ages = block.get("patient_age_years") if block else None
+    ages = statistics.ages if statistics else None
     reason = tag_reason(tags, ages)
     if reason is None and colour is not None and colour > COLOUR_LIMIT:
         reason = (
@@ -273,17 +330,17 @@ def decide(
         )
     reason = reason or flat_reason(gray)
     measured = None
-    if block is not None and features is not None:
-        measured = distance(features, block)
+    if statistics is not None and features is not None:
+        measured = statistics.distance(features)
     if reason:
         return Decision(False, reason, measured)
-    if block is None or measured is None:
+    if statistics is None or measured is None:
         return Decision(None, NO_STATISTICS)
-    if not measured <= block["cutoff"]:  # NaN features are out of scope too
+    if not measured <= statistics.cutoff:  # NaN features are out of scope too
         return Decision(
             False,
             f"unlike the training films (feature distance {measured:.1f} > "
-            f"cut-off {block['cutoff']:.1f})",
+            f"cut-off {statistics.cutoff:.1f})",
             measured,
         )
     return Decision(True, IN_SCOPE, measured)
@@ -296,8 +353,8 @@ def problem(block, output_sizes: list[int] | None = None) -> str | None:
         output_sizes: the number of values of each model output, to check that the
             named feature output exists and has the block's size.
     """
-    if not isinstance(block, dict) or block.get("schema") != SCOPE_SCHEMA:
-        return f"scope.schema must be {SCOPE_SCHEMA!r}"
+    if not isinstance(block, dict) or block.get("schema") not in SCOPE_SCHEMAS:
+        return f"scope.schema must be one of {', '.join(map(repr, SCOPE_SCHEMAS))}"
     feature_output = block.get("feature_output")
     if not isinstance(feature_output, dict):
         return "scope.feature_output is missing"
@@ -320,6 +377,10 @@ def problem(block, output_sizes: list[int] | None = None) -> str | None:
         return "scope.mean and scope.whitening must be finite"
     if isinstance(block.get("cutoff"), bool) or not (math.isfinite(cutoff) and cutoff > 0):
         return "scope.cutoff must be a positive number"
+    if SCOPE_SCHEMAS[block["schema"]]:
+        found = _subspace_problem(block, whitening.shape[0], size)
+        if found:
+            return found
     ages = block.get("patient_age_years")
     if ages is not None and not (
         isinstance(ages, dict)
@@ -327,4 +388,24 @@ def problem(block, output_sizes: list[int] | None = None) -> str | None:
         and ages["min"] <= ages["max"]
     ):
         return "scope.patient_age_years must be {'min': years, 'max': years} or null"
+    return None
+
+
+def _subspace_problem(block: dict, rows: int, size: int) -> str | None:
+    """What makes a scope/2 block's component and residual variances unusable, or None."""
+    try:
+        variances = np.asarray(block.get("component_variances"), dtype=np.float64)
+        residual = block.get("residual_variance")
+        residual_value = float(residual)
+    except (TypeError, ValueError):
+        return "scope.component_variances and scope.residual_variance must be numbers"
+    if not 1 <= rows < size or variances.shape != (rows,):
+        return (
+            f"scope.whitening must have fewer rows than {size} columns, and "
+            "scope.component_variances one value a row"
+        )
+    if not (np.isfinite(variances).all() and (variances > 0).all()):
+        return "scope.component_variances must be positive numbers"
+    if isinstance(residual, bool) or not (math.isfinite(residual_value) and residual_value > 0):
+        return "scope.residual_variance must be a positive number"
     return None

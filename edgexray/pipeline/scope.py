@@ -9,6 +9,13 @@ films as the device computes them:
   determined, and the fitted shrinkage is small, but it keeps the inverse stable for
   smaller runs); the block stores the whitening matrix W with precision = W^T W, so the
   distance is one matrix-vector product |W (f - mean)| on the device;
+- for more than FULL_COVARIANCE_MAX_FEATURES features (EfficientNet-Lite0's 1280, whose
+  full W is 15 MB of JSON), the covariance keeps only its SUBSPACE_COMPONENTS leading
+  principal directions with their variances, and every other direction gets their mean
+  variance (probabilistic PCA's covariance): the block stores those k directions scaled
+  to unit variance, k x 1280 numbers, and the device adds the part of the film's
+  features outside them as one term (edge_runtime/scope.py, scope/2). On Lite0 this
+  refused as much as the full covariance or more, in every group (benchmarks/README.md);
 - the cut-off is chosen on the VAL split, films the statistics never saw: the smallest
   distance that at least `coverage` (99%) of the val films are within.
 
@@ -29,7 +36,7 @@ import numpy as np
 from edgexray import artifacts
 from edgexray.edge_runtime.classifier import Classifier
 from edgexray.edge_runtime.preprocess import resized_grayscale
-from edgexray.edge_runtime.scope import SCOPE_SCHEMA, distance, problem
+from edgexray.edge_runtime.scope import SCOPE_SCHEMA, SUBSPACE_SCHEMA, Statistics, problem
 from edgexray.errors import EdgexrayError
 
 log = logging.getLogger("edgexray")
@@ -39,6 +46,13 @@ COVERAGE = 0.99  # share of val films that must pass the guard (issue 18)
 # whose tags give another age is out of scope. None when the training ages are unknown.
 TRAINED_AGES = {"min": 1, "max": 5, "source": "Kermany et al. 2018: children aged 1-5"}
 MIN_SHRINKAGE = 1e-6
+# Up to this many features the block holds the full covariance (scope/1: under 1 MB of
+# JSON at 256); above it, the leading components and one residual variance (scope/2).
+FULL_COVARIANCE_MAX_FEATURES = 256
+# Chosen on val and the refusal groups of Lite0's features (frozen and fine-tuned): 8 to
+# 64 components refuse about alike, and more than the full covariance; 32 keeps the block
+# at 642 KB against 15 MB (benchmarks/README.md).
+SUBSPACE_COMPONENTS = 32
 DIGITS = 9  # significant digits kept in the sidecar: float32 features need no more
 
 
@@ -61,6 +75,28 @@ def ledoit_wolf(centred: np.ndarray) -> tuple[np.ndarray, float]:
     # covariance singular. The shipped model's fitted value, 0.0003, is far above this.
     shrinkage = max(shrinkage, MIN_SHRINKAGE)
     return (1 - shrinkage) * sample + shrinkage * target * np.eye(size), shrinkage
+
+
+def principal_subspace(centred: np.ndarray, components: int) -> tuple[np.ndarray, ...]:
+    """The leading principal directions of centred rows, and what is left.
+
+    Returns:
+        (directions (k, size), their variances (k), the mean variance of every other
+        direction), from the sample covariance.
+    """
+    count, size = centred.shape
+    if not 1 <= components < min(size, count - 1):
+        raise EdgexrayError(
+            f"the scope subspace needs 1 to {min(size, count - 1) - 1} components, "
+            f"not {components} ({count} films of {size} features)"
+        )
+    covariance = centred.T @ centred / count
+    variances, directions = np.linalg.eigh(covariance)  # ascending
+    kept = np.argsort(variances)[::-1][:components]
+    residual = (np.trace(covariance) - variances[kept].sum()) / (size - components)
+    if not residual > 0:
+        raise EdgexrayError("the features have no variance outside the scope subspace")
+    return directions[:, kept].T, variances[kept], float(residual)
 
 
 def cutoff_for(distances: np.ndarray, coverage: float = COVERAGE) -> tuple[float, int]:
@@ -87,12 +123,16 @@ def fit(
     train_counts: dict | None = None,
     val_counts: dict | None = None,
     ages: dict | None = TRAINED_AGES,
+    components: int | None = None,
 ) -> dict:
     """The sidecar's scope block from the features of the train and val films.
 
     Args:
         feature_output: {"index", "name", "size"} of the model's features output.
         train_counts, val_counts: films and patients of each split, recorded as they are.
+        components: principal directions that keep their own variance; the size of the
+            features for the full covariance (scope/1). None: the full covariance up to
+            FULL_COVARIANCE_MAX_FEATURES features, else SUBSPACE_COMPONENTS.
 
     Raises:
         EdgexrayError: too few films, or features of the wrong size.
@@ -104,23 +144,22 @@ def fit(
         raise EdgexrayError(f"scope statistics need {size} features per film")
     if len(train) < 2 or len(val) < 1:
         raise EdgexrayError("scope statistics need at least 2 train films and 1 val film")
+    if components is None:
+        components = size if size <= FULL_COVARIANCE_MAX_FEATURES else SUBSPACE_COMPONENTS
     mean = train.mean(axis=0)
-    covariance, shrinkage = ledoit_wolf(train - mean)
-    # precision = L L^T (Cholesky); W = L^T gives |W x|^2 = x^T precision x.
-    whitening = np.linalg.cholesky(np.linalg.inv(covariance)).T
+    form = _full(train - mean) if components == size else _subspace(train - mean, components)
     block = {
-        "schema": SCOPE_SCHEMA,
+        "schema": form.pop("schema"),
         "feature_output": dict(feature_output),
-        "method": "Mahalanobis distance of the pooled features from the train films' mean, "
-        "Ledoit-Wolf shrinkage covariance; distance = |whitening @ (features - mean)|",
+        "method": form.pop("method"),
         "mean": _rounded(mean),
-        "whitening": _rounded(whitening),
-        "shrinkage": float(f"{shrinkage:.{DIGITS}g}"),
+        **form,
         "cutoff": 0.0,
         "patient_age_years": ages,
     }
     # The cut-off from the rounded statistics, exactly as every device computes it.
-    val_distances = np.array([distance(f, block) for f in val])
+    statistics = Statistics.of(block)
+    val_distances = np.array([statistics.distance(f) for f in val])
     cutoff, k = cutoff_for(val_distances, coverage)
     block["cutoff"] = cutoff
     block["cutoff_rule"] = (
@@ -138,6 +177,36 @@ def fit(
     if found:  # a bug here, not bad input: the block must pass its own validation
         raise EdgexrayError(f"the fitted scope block is invalid: {found}")
     return block
+
+
+def _full(centred: np.ndarray) -> dict:
+    """The scope/1 fields: the Ledoit-Wolf covariance's whitening matrix."""
+    covariance, shrinkage = ledoit_wolf(centred)
+    # precision = L L^T (Cholesky); W = L^T gives |W x|^2 = x^T precision x.
+    whitening = np.linalg.cholesky(np.linalg.inv(covariance)).T
+    return {
+        "schema": SCOPE_SCHEMA,
+        "method": "Mahalanobis distance of the pooled features from the train films' mean, "
+        "Ledoit-Wolf shrinkage covariance; distance = |whitening @ (features - mean)|",
+        "whitening": _rounded(whitening),
+        "shrinkage": float(f"{shrinkage:.{DIGITS}g}"),
+    }
+
+
+def _subspace(centred: np.ndarray, components: int) -> dict:
+    """The scope/2 fields: the leading directions scaled to unit variance, their
+    variances, and the residual variance."""
+    directions, variances, residual = principal_subspace(centred, components)
+    return {
+        "schema": SUBSPACE_SCHEMA,
+        "method": f"Mahalanobis distance of the pooled features from the train films' mean, "
+        f"covariance of the {components} leading principal components and one variance for "
+        "every other direction; z = whitening @ (features - mean), distance^2 = |z|^2 + "
+        "(|features - mean|^2 - sum(component_variances * z^2)) / residual_variance",
+        "whitening": _rounded(directions / np.sqrt(variances)[:, None]),
+        "component_variances": _rounded(variances),
+        "residual_variance": float(f"{residual:.{DIGITS}g}"),
+    }
 
 
 def features_of(classifier: Classifier, grays: Iterable[np.ndarray]) -> np.ndarray:
@@ -169,10 +238,11 @@ def attach(
     train_counts: dict | None = None,
     val_counts: dict | None = None,
     coverage: float = COVERAGE,
+    components: int | None = None,
 ) -> dict:
     """Fit the scope block for a model with a features output and write it into its
     sidecar, inside the model and in the readable copy (atomically); the model's
-    flatbuffer, and so its identity, keeps every byte.
+    flatbuffer, and so its identity, keeps every byte. components: as `fit`.
 
     Returns:
         The scope block.
@@ -188,6 +258,7 @@ def attach(
         coverage=coverage,
         train_counts=train_counts,
         val_counts=val_counts,
+        components=components,
     )
     sidecar = {**classifier.sidecar, "scope": block}
     artifacts.write_model(model_path, Path(model_path).read_bytes(), sidecar)

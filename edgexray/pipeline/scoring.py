@@ -95,6 +95,8 @@ def tflite_scorer(
     def probabilities(images: list[np.ndarray]) -> np.ndarray:
         return np.array([run_interpreter(interpreter, image, output_kind) for image in images])
 
+    statistics = guard.Statistics.of(scope_block) if scope_block is not None else None
+
     def judge(images: list[np.ndarray], films: list[tuple]) -> list:
         detail = interpreter.get_output_details()[scope_block["feature_output"]["index"]]
         decisions = []
@@ -103,7 +105,7 @@ def tflite_scorer(
             features = dequantized(interpreter.get_tensor(detail["index"]), detail)
             decisions.append(
                 guard.decide(
-                    gray, features, scope_block, colour=info.get("colour"), tags=info.get("tags")
+                    gray, features, statistics, colour=info.get("colour"), tags=info.get("tags")
                 )
             )
         return decisions

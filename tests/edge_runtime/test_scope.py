@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import SHARED_TRAIN
 from PIL import Image
@@ -202,3 +203,76 @@ def test_shipped_model_exposes_features_and_its_statistics():
     block = classifier.scope
     assert block["fitted_on"]["films"] == 4433 and block["chosen_on"]["films"] == 783
     assert block["chosen_on"]["within_cutoff"] >= 0.99 * 783
+
+
+def correlated(rng, films: int, size: int) -> np.ndarray:
+    """Features with a few strong directions and many weak ones, like pooled features."""
+    scales = np.geomspace(5.0, 0.1, size)
+    return rng.normal(size=(films, size)) * scales @ np.linalg.qr(rng.normal(size=(size, size)))[0]
+
+
+def test_subspace_distance_is_mahalanobis_of_its_covariance():
+    rng = np.random.default_rng(1)
+    train, val = correlated(rng, 400, 12), correlated(rng, 50, 12)
+    output = {"index": 1, "name": "f", "size": 12}
+    block = fitting.fit(train, val, output, components=4)
+    assert block["schema"] == guard.SUBSPACE_SCHEMA and len(block["whitening"]) == 4
+    # The covariance the block stands for: the 4 leading directions with their variances,
+    # every other direction with the residual variance.
+    directions = np.asarray(block["whitening"]) * np.sqrt(block["component_variances"])[:, None]
+    inside = directions.T @ directions
+    covariance = directions.T @ np.diag(block["component_variances"]) @ directions
+    covariance += block["residual_variance"] * (np.eye(12) - inside)
+    for features in val[:5]:
+        centred = features - np.asarray(block["mean"])
+        expected = np.sqrt(centred @ np.linalg.solve(covariance, centred))
+        assert guard.distance(features, block) == pytest.approx(expected, rel=1e-6)
+
+
+def test_wide_features_get_the_subspace_block_and_narrow_ones_the_full(monkeypatch):
+    monkeypatch.setattr(fitting, "FULL_COVARIANCE_MAX_FEATURES", 8)
+    monkeypatch.setattr(fitting, "SUBSPACE_COMPONENTS", 3)
+    rng = np.random.default_rng(2)
+    for size, schema, rows in ((8, guard.SCOPE_SCHEMA, 8), (9, guard.SUBSPACE_SCHEMA, 3)):
+        train, val = correlated(rng, 200, size), correlated(rng, 40, size)
+        block = fitting.fit(train, val, {"index": 1, "name": "f", "size": size})
+        assert (block["schema"], len(block["whitening"])) == (schema, rows)
+        assert ("residual_variance" in block) == (schema == guard.SUBSPACE_SCHEMA)
+        assert guard.problem(block) is None
+
+
+def test_subspace_cutoff_lets_the_coverage_pass_and_catches_what_lies_outside():
+    rng = np.random.default_rng(3)
+    train, val = correlated(rng, 400, 12), correlated(rng, 101, 12)
+    block = fitting.fit(train, val, {"index": 1, "name": "f", "size": 12}, components=4)
+    statistics = guard.Statistics.of(block)
+    distances = np.array([statistics.distance(f) for f in val])
+    assert np.sum(distances <= block["cutoff"]) == 100
+    # Far along the weakest direction, outside the 4 kept: only the residual term sees it.
+    weakest = np.linalg.eigh(np.cov(train.T))[1][:, 0]
+    outlier = train.mean(axis=0) + 30 * weakest
+    assert np.linalg.norm(statistics.whitening @ (outlier - statistics.mean)) < 1.0
+    assert statistics.distance(outlier) > block["cutoff"]
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda s: s.pop("residual_variance"),
+        lambda s: s.update(residual_variance=0.0),
+        lambda s: s.update(component_variances=s["component_variances"][:-1]),
+        lambda s: s.update(component_variances=[-1.0] * len(s["component_variances"])),
+        lambda s: s.update(whitening=[s["mean"]] * len(s["mean"])),
+        lambda s: s.update(schema="edgexray.scope/3"),
+    ],
+)
+def test_broken_subspace_block_is_refused(breakage):
+    rng = np.random.default_rng(4)
+    block = fitting.fit(
+        correlated(rng, 200, 12),
+        correlated(rng, 40, 12),
+        {"index": 1, "name": "f", "size": 12},
+        components=4,
+    )
+    breakage(block)
+    assert "scope." in guard.problem(block)

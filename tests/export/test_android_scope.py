@@ -3,11 +3,14 @@
 EdgexrayScope.java gets what an app has: the ARGB pixels as stored, the EXIF orientation,
 the sidecar's text and the model's int8 features bytes for the image; infer.py gets the
 file. Real films, a negative, photographs (colour and grey, one EXIF-rotated), a tinted
-film, a transparent PNG and a blank image go through one JVM start.
+film, a transparent PNG and a blank image go through one JVM start, with the shipped
+model's scope/1 block and with a scope/2 block (leading components and one residual
+variance, the form wide feature outputs get).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,10 +21,12 @@ from conftest import SHARED_TRAIN
 from PIL import Image
 from test_android_preprocess import ORIENTATION, bitmap_pixels
 
+from edgexray import artifacts
 from edgexray.edge_runtime import REFERENCE_MODEL, readers
 from edgexray.edge_runtime.classifier import Classifier
 from edgexray.edge_runtime.preprocess import resize
 from edgexray.export import bundle as bundle_module
+from edgexray.pipeline import scope as fitting
 
 DRIVERS = Path(__file__).parent / "java"
 FILMS = ("NORMAL/IM-0125-0001.jpeg", "PNEUMONIA/person1003_bacteria_2934.jpeg")
@@ -49,7 +54,7 @@ def java_scope(tmp_path_factory):
         timeout=120,
     )
 
-    def run(cases: list[dict]) -> list[tuple[bool, float, str]]:
+    def run(cases: list[dict], sidecar: Path) -> list[tuple[bool, float, str]]:
         lines = []
         for i, case in enumerate(cases):
             argb, orientation = bitmap_pixels(case["path"])
@@ -73,7 +78,6 @@ def java_scope(tmp_path_factory):
         jvm = ["-Xmx512m", "-XX:+UseSerialGC", f"-XX:ErrorFile={folder}/hs_err_%p.log"]
         command = ["java", *jvm, "-cp", str(folder / "classes"), "ScopeBatch"]
         out = folder / "decisions.tsv"
-        sidecar = REFERENCE_MODEL.with_suffix(".json")
         subprocess.run(
             [*command, str(sidecar), str(folder / "manifest.tsv"), str(out)],
             check=True,
@@ -114,8 +118,31 @@ def images(folder: Path) -> list[Path]:
     return sorted(folder.iterdir())
 
 
-def test_java_scope_matches_python(java_scope, tmp_path):
-    classifier = Classifier(REFERENCE_MODEL)
+def subspace_model(folder: Path) -> Path:
+    """The shipped model beside a sidecar whose scope block is scope/2: fitted on features
+    drawn from the shipped block's own Gaussian (mean, covariance (W^T W)^-1), 16
+    components kept, so real films fall within the cut-off and unlike images outside."""
+    folder.mkdir()
+    model = folder / "subspace.tflite"
+    shutil.copy(REFERENCE_MODEL, model)
+    sidecar = json.loads(REFERENCE_MODEL.with_suffix(".json").read_text())
+    block = sidecar["scope"]
+    whitening = np.asarray(block["whitening"])
+    covariance = np.linalg.inv(whitening.T @ whitening)
+    rng = np.random.default_rng(34)
+    train, val = (rng.multivariate_normal(block["mean"], covariance, n) for n in (600, 200))
+    sidecar["scope"] = fitting.fit(train, val, block["feature_output"], components=16)
+    artifacts.write_model(model, model.read_bytes(), sidecar)
+    return model
+
+
+@pytest.mark.parametrize("form", ["scope/1 (shipped)", "scope/2"])
+def test_java_scope_matches_python(java_scope, tmp_path, form):
+    model = REFERENCE_MODEL
+    if form == "scope/2":
+        model = subspace_model(tmp_path / "subspace model")
+    classifier = Classifier(model)
+    assert classifier.scope["schema"] == "edgexray." + form.split()[0]
     feature_detail = classifier.outputs[classifier.scope["feature_output"]["index"]]
     scale, zero_point = feature_detail["quantization"]
     cases, expected = [], []
@@ -128,7 +155,7 @@ def test_java_scope_matches_python(java_scope, tmp_path):
             {"path": path, "features": raw.tobytes(), "scale": scale, "zero_point": zero_point}
         )
         expected.append(classifier.scope_decision(gray, info))
-    got = java_scope(cases)
+    got = java_scope(cases, model.with_suffix(".json"))
     kinds = {decision.reason.split(" (")[0] for decision in expected}
     assert {"in scope", "colour image", "flat or blank image"} <= kinds  # every check ran
     assert "unlike the training films" in kinds

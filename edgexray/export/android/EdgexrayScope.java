@@ -15,8 +15,10 @@ import java.util.Map;
  * films, negatives, photographs and blank images): a colour image (many hues: a
  * photograph), a flat or blank image, then the Mahalanobis distance of the model's pooled
  * features (its second output) from the training films', against the cut-off in the
- * sidecar's {@code scope} block. DICOM tags are not checked here: the app decodes images,
- * not DICOM files. Plain Java 8, no Android imports.
+ * sidecar's {@code scope} block: either form of the block (scope/1, the full covariance;
+ * scope/2, leading components and one residual variance, for wide feature outputs). DICOM
+ * tags are not checked here: the app decodes images, not DICOM files. Plain Java 8, no
+ * Android imports.
  *
  * <pre>
  * EdgexrayScope scope = EdgexrayScope.fromSidecar(sidecarJsonText);  // null: no statistics
@@ -30,6 +32,7 @@ import java.util.Map;
 public final class EdgexrayScope {
     public static final String OUT_OF_SCOPE = "OUT_OF_SCOPE";
     public static final String SCHEMA = "edgexray.scope/1";
+    public static final String SUBSPACE_SCHEMA = "edgexray.scope/2";
     /** scope.py's constants: keep them equal (the tests compare the decisions). */
     public static final double FLAT_STD = 10.0;
     public static final int FLAT_LEVELS = 32;
@@ -42,6 +45,10 @@ public final class EdgexrayScope {
     public final double cutoff;
     private final double[] mean;
     private final double[][] whitening;
+    /** scope/2: the variance along each row of the whitening matrix; null for scope/1. */
+    private final double[] componentVariances;
+    /** scope/2: the variance of every direction outside those rows; NaN for scope/1. */
+    private final double residualVariance;
 
     /** The guard's answer for one image. */
     public static final class Decision {
@@ -58,8 +65,10 @@ public final class EdgexrayScope {
     }
 
     private EdgexrayScope(Map<String, Object> block) {
-        if (!SCHEMA.equals(block.get("schema"))) {
-            throw new IllegalArgumentException("scope.schema must be " + SCHEMA);
+        boolean subspace = SUBSPACE_SCHEMA.equals(block.get("schema"));
+        if (!subspace && !SCHEMA.equals(block.get("schema"))) {
+            throw new IllegalArgumentException(
+                    "scope.schema must be " + SCHEMA + " or " + SUBSPACE_SCHEMA);
         }
         Map<String, Object> output = object(block.get("feature_output"), "scope.feature_output");
         featureIndex = (int) number(output.get("index"), "scope.feature_output.index");
@@ -77,6 +86,28 @@ public final class EdgexrayScope {
         if (!(cutoff > 0) || Double.isInfinite(cutoff)) {
             throw new IllegalArgumentException("scope.cutoff must be a positive number");
         }
+        if (!subspace) {
+            componentVariances = null;
+            residualVariance = Double.NaN;
+            return;
+        }
+        if (rows.isEmpty() || rows.size() >= featureSize) {
+            throw new IllegalArgumentException(
+                    "scope.whitening must have fewer rows than " + featureSize + " columns");
+        }
+        componentVariances = vector(
+                block.get("component_variances"), rows.size(), "scope.component_variances");
+        for (double variance : componentVariances) {
+            if (!(variance > 0)) {
+                throw new IllegalArgumentException(
+                        "scope.component_variances must be positive numbers");
+            }
+        }
+        residualVariance = number(block.get("residual_variance"), "scope.residual_variance");
+        if (!(residualVariance > 0) || Double.isInfinite(residualVariance)) {
+            throw new IllegalArgumentException(
+                    "scope.residual_variance must be a positive number");
+        }
     }
 
     /**
@@ -92,20 +123,36 @@ public final class EdgexrayScope {
         return block == null ? null : new EdgexrayScope(object(block, "scope"));
     }
 
-    /** Mahalanobis distance |W (f - mean)| of dequantized features. */
+    /**
+     * Mahalanobis distance of dequantized features (scope.py's Statistics.distance): scope/1
+     * |W x| with x = f - mean; scope/2 |z|^2 + (|x|^2 - sum(variance * z^2)) / residual
+     * variance under the root, z = W x, the second term never below 0.
+     */
     public double distance(double[] features) {
         if (features.length != featureSize) {
             throw new IllegalArgumentException("need " + featureSize + " features");
         }
         double sum = 0.0;
-        for (double[] row : whitening) {
+        double alongRows = 0.0;
+        for (int r = 0; r < whitening.length; r++) {
+            double[] row = whitening[r];
             double value = 0.0;
             for (int i = 0; i < featureSize; i++) {
                 value += row[i] * (features[i] - mean[i]);
             }
             sum += value * value;
+            if (componentVariances != null) {
+                alongRows += componentVariances[r] * value * value;
+            }
         }
-        return Math.sqrt(sum);
+        if (componentVariances == null) {
+            return Math.sqrt(sum);
+        }
+        double squares = 0.0;
+        for (int i = 0; i < featureSize; i++) {
+            squares += (features[i] - mean[i]) * (features[i] - mean[i]);
+        }
+        return Math.sqrt(sum + Math.max(squares - alongRows, 0.0) / residualVariance);
     }
 
     /** The int8 features tensor's bytes, dequantized: (q - zeroPoint) * scale. */
