@@ -151,7 +151,13 @@ class Classifier:
             self.scope_statistics,
             colour=info.get("colour"),
             tags=info.get("tags"),
+            features_of=self.features_of,
         )
+
+    def features_of(self, gray: np.ndarray) -> np.ndarray | None:
+        """The pooled features of a resized 8-bit film (one more run of the model)."""
+        self.run(self.tensor_of(gray))
+        return self.features()
 
     def classify(self, film, name: str | None = None) -> dict:
         """One record: path, probability, label, threshold, latency_ms, rendering,

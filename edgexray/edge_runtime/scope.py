@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -124,6 +125,35 @@ class ScopeBlock(TypedDict, total=False):
     coverage: float
     fitted_on: dict
     chosen_on: dict
+    orientation: dict | None  # {"turns": [TURNS names], "margin": distance, "chosen_on": ...}
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A way a film can come turned from the upright films the model was trained on."""
+
+    name: str
+    looks: str  # how the film looks, for the record's reason
+    apply: Callable[[np.ndarray], np.ndarray]  # the turn, on a 2-D film; its own inverse
+
+
+# Films arrive upside down (a film put in the reader the wrong way, a detector mis-set).
+# Of 30 normal films turned so, 14 were once called PNEUMONIA in scope. A turn whose
+# inverse brings the film closer to the training films (as the model sees them) by more
+# than the block's margin is refused (`decide`). A quarter turn needs no check of its own:
+# its features are far from the training films' for every val and test/ film. A mirrored
+# film is not checked: its features hardly change (benchmarks/README.md, "Orientation").
+TURNS = (
+    Turn(
+        "rot180", "upside down (turned 180 degrees)", lambda g: np.ascontiguousarray(g[::-1, ::-1])
+    ),
+    Turn("vflip", "upside down (flipped top to bottom)", lambda g: np.ascontiguousarray(g[::-1])),
+)
+TURN_NAMES = {turn.name: turn for turn in TURNS}
+# The typical distance of a training film from the mean is about the square root of the
+# feature count (the shipped model's cut-off is 1.4 times it); a cut-off this many times it
+# lets through films a hundred standard deviations away in every direction: no bound.
+MAX_CUTOFF_PER_ROOT_SIZE = 100.0
 
 
 @dataclass(frozen=True)
@@ -265,6 +295,8 @@ class Statistics:
     ages: dict | None
     component_variances: np.ndarray | None = None  # scope/2 only
     residual_variance: float | None = None  # scope/2 only
+    turns: tuple[Turn, ...] = ()  # the orientation check's, with its margin
+    margin: float = 0.0
 
     @classmethod
     def of(cls, block: ScopeBlock) -> Statistics:
@@ -279,6 +311,10 @@ class Statistics:
                 np.asarray(block["component_variances"], dtype=np.float64) if subspace else None
             ),
             residual_variance=float(block["residual_variance"]) if subspace else None,
+            turns=tuple(
+                TURN_NAMES[name] for name in (block.get("orientation") or {}).get("turns", ())
+            ),
+            margin=float((block.get("orientation") or {}).get("margin", 0.0)),
         )
 
     def distance(self, features: np.ndarray) -> float:
@@ -312,6 +348,7 @@ def decide(
     *,
     colour: float | None = None,
     tags: dict | None = None,
+    features_of: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Decision:
     """Whether one film is in scope, and why.
 
@@ -321,6 +358,8 @@ def decide(
         statistics: `Statistics.of` the sidecar's scope block, or None without one.
         colour: `colour_spread` of the decoded image, None for a grey one.
         tags: DICOM attributes, None for a JPEG or PNG.
+        features_of: the model's features for another resized film (the film turned,
+            for the orientation check of a block that has one); None skips that check.
     """
     ages = statistics.ages if statistics else None
     reason = tag_reason(tags, ages)
@@ -343,7 +382,24 @@ def decide(
             f"cut-off {statistics.cutoff:.1f})",
             measured,
         )
+    turned = turned_reason(gray, measured, statistics, features_of) if features_of else None
+    if turned:
+        return Decision(False, turned, measured)
     return Decision(True, IN_SCOPE, measured)
+
+
+def turned_reason(gray, measured: float, statistics: Statistics, features_of) -> str | None:
+    """Why a film within the cut-off looks turned (TURNS), or None: turned back, it lies
+    within the cut-off and closer to the training films by more than the margin."""
+    for turn in statistics.turns:
+        back = statistics.distance(features_of(turn.apply(gray)))
+        if back <= statistics.cutoff and back < measured - statistics.margin:
+            return (
+                f"looks {turn.looks}: turned back it is like the training films (feature "
+                f"distance {back:.1f} against {measured:.1f}); turn the film upright and send "
+                "it again"
+            )
+    return None
 
 
 def problem(block, output_sizes: list[int] | None = None) -> str | None:
@@ -377,6 +433,10 @@ def problem(block, output_sizes: list[int] | None = None) -> str | None:
         return "scope.mean and scope.whitening must be finite"
     if isinstance(block.get("cutoff"), bool) or not (math.isfinite(cutoff) and cutoff > 0):
         return "scope.cutoff must be a positive number"
+    if cutoff > MAX_CUTOFF_PER_ROOT_SIZE * math.sqrt(size):
+        return f"scope.cutoff {cutoff:g} is no bound for {size} features: every film would pass"
+    if whitening.shape[0] == 0 or np.linalg.matrix_rank(whitening) < whitening.shape[0]:
+        return "scope.whitening is singular: films unlike the training films would pass"
     if SCOPE_SCHEMAS[block["schema"]]:
         found = _subspace_problem(block, whitening.shape[0], size)
         if found:
@@ -388,6 +448,21 @@ def problem(block, output_sizes: list[int] | None = None) -> str | None:
         and ages["min"] <= ages["max"]
     ):
         return "scope.patient_age_years must be {'min': years, 'max': years} or null"
+    return _orientation_problem(block.get("orientation"))
+
+
+def _orientation_problem(orientation) -> str | None:
+    if orientation is None:
+        return None
+    if not isinstance(orientation, dict):
+        return "scope.orientation must be an object or null"
+    turns, margin = orientation.get("turns"), orientation.get("margin")
+    if not (isinstance(turns, list) and turns and all(t in TURN_NAMES for t in turns)):
+        return f"scope.orientation.turns must name some of {', '.join(TURN_NAMES)}"
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)):
+        return "scope.orientation.margin must be a number"
+    if not (math.isfinite(margin) and margin >= 0):
+        return "scope.orientation.margin must be a finite number >= 0"
     return None
 
 

@@ -36,7 +36,13 @@ import numpy as np
 from edgexray import artifacts
 from edgexray.edge_runtime.classifier import Classifier
 from edgexray.edge_runtime.preprocess import resized_grayscale
-from edgexray.edge_runtime.scope import SCOPE_SCHEMA, SUBSPACE_SCHEMA, Statistics, problem
+from edgexray.edge_runtime.scope import (
+    SCOPE_SCHEMA,
+    SUBSPACE_SCHEMA,
+    TURNS,
+    Statistics,
+    problem,
+)
 from edgexray.errors import EdgexrayError
 
 log = logging.getLogger("edgexray")
@@ -54,6 +60,12 @@ FULL_COVARIANCE_MAX_FEATURES = 256
 # at 642 KB against 15 MB (benchmarks/README.md).
 SUBSPACE_COMPONENTS = 32
 DIGITS = 9  # significant digits kept in the sidecar: float32 features need no more
+# The orientation check (edge_runtime/scope.py TURNS) may call this share of the upright
+# val films turned; its margin grows in these steps of distance until it does no more.
+ORIENTATION_FALSE_REFUSALS = 0.001
+MARGIN_STEP = 0.25
+# ... and must then catch at least this share of the val films turned each way.
+MIN_TURNED_CAUGHT = 0.9
 
 
 def ledoit_wolf(centred: np.ndarray) -> tuple[np.ndarray, float]:
@@ -124,11 +136,14 @@ def fit(
     val_counts: dict | None = None,
     ages: dict | None = TRAINED_AGES,
     components: int | None = None,
+    turned_val_features: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """The sidecar's scope block from the features of the train and val films.
 
     Args:
         feature_output: {"index", "name", "size"} of the model's features output.
+        turned_val_features: the val films' features once turned, by TURNS name, for the
+            orientation check (`orientation_block`); None: the block has none.
         train_counts, val_counts: films and patients of each split, recorded as they are.
         components: principal directions that keep their own variance; the size of the
             features for the full covariance (scope/1). None: the full covariance up to
@@ -167,6 +182,11 @@ def fit(
         "val films are within it"
     )
     block["coverage"] = coverage
+    orientation = turned_val_features and orientation_block(
+        statistics, cutoff, val_distances, turned_val_features
+    )
+    if orientation:
+        block["orientation"] = orientation
     block["fitted_on"] = {"split": "train", **(train_counts or {"films": len(train)})}
     block["chosen_on"] = {
         "split": "val",
@@ -177,6 +197,57 @@ def fit(
     if found:  # a bug here, not bad input: the block must pass its own validation
         raise EdgexrayError(f"the fitted scope block is invalid: {found}")
     return block
+
+
+def orientation_block(
+    statistics: Statistics,
+    cutoff: float,
+    val_distances: np.ndarray,
+    turned_val_features: dict[str, np.ndarray],
+) -> dict | None:
+    """The orientation check's margin, chosen on the upright val films: the smallest
+    multiple of MARGIN_STEP at which the check refuses at most ORIENTATION_FALSE_REFUSALS
+    of them (a val film turned back that looks more like the training films than as it
+    came is one the check would wrongly call turned).
+
+    None when, at that margin, the guard would still let through more than 1 -
+    MIN_TURNED_CAUGHT of the val films turned some way: the model cannot tell a turned
+    film from an upright one well enough for the check to be more than noise.
+    """
+    within = val_distances <= cutoff
+    backs = {
+        name: np.array([statistics.distance(f) for f in features])
+        for name, features in turned_val_features.items()
+    }
+    margin = 0.0
+    while True:
+        refused = np.zeros(len(val_distances), dtype=bool)
+        for back in backs.values():
+            refused |= (back <= cutoff) & (back < val_distances - margin)
+        refused &= within
+        if refused.sum() <= ORIENTATION_FALSE_REFUSALS * len(val_distances):
+            break
+        margin += MARGIN_STEP
+    for name, back in backs.items():  # the val films turned: `back` is their upright film
+        caught = (back > cutoff) | (within & (val_distances < back - margin))
+        if caught.mean() < MIN_TURNED_CAUGHT:
+            log.info(
+                "no orientation check: the guard would catch %.0f%% of the val films turned "
+                "%s (at least %.0f%% wanted)",
+                100 * caught.mean(),
+                name,
+                100 * MIN_TURNED_CAUGHT,
+            )
+            return None
+    return {
+        "turns": list(turned_val_features),
+        "margin": margin,
+        "rule": (
+            f"the smallest multiple of {MARGIN_STEP:g} at which at most "
+            f"{ORIENTATION_FALSE_REFUSALS:.1%} of the upright val films are called turned"
+        ),
+        "chosen_on": {"split": "val", "films": len(val_distances), "refused": int(refused.sum())},
+    }
 
 
 def _full(centred: np.ndarray) -> dict:
@@ -251,6 +322,10 @@ def attach(
     output = classifier.feature_output()
     if output is None:
         raise EdgexrayError(f"{model_path} has no pooled-features output (second output)")
+    turned = {
+        turn.name: features_of(classifier, (turn.apply(gray) for gray in val_grays))
+        for turn in TURNS
+    }
     block = fit(
         features_of(classifier, train_grays),
         features_of(classifier, val_grays),
@@ -259,6 +334,7 @@ def attach(
         train_counts=train_counts,
         val_counts=val_counts,
         components=components,
+        turned_val_features=turned,
     )
     sidecar = {**classifier.sidecar, "scope": block}
     artifacts.write_model(model_path, Path(model_path).read_bytes(), sidecar)

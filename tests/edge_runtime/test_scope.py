@@ -189,6 +189,11 @@ def test_broken_scope_block_is_refused(tmp_path):
         lambda s: s.update(mean=s["mean"][:-1]),
         lambda s: s["feature_output"].update(index=5),
         lambda s: s.update(schema="edgexray.scope/0"),
+        # Blocks that would turn the guard off without a word (sweep 3, L5).
+        lambda s: s.update(whitening=[[0.0] * len(s["mean"])] * len(s["mean"])),
+        lambda s: s.update(cutoff=1e308),
+        lambda s: s.update(orientation={"turns": ["sideways"], "margin": 1.0}),
+        lambda s: s.update(orientation={"turns": ["rot180"], "margin": float("inf")}),
     ):
         broken = copy.deepcopy(sidecar)
         breakage(broken["scope"])
@@ -276,3 +281,45 @@ def test_broken_subspace_block_is_refused(breakage):
     )
     breakage(block)
     assert "scope." in guard.problem(block)
+
+
+def test_a_film_that_comes_upside_down_is_refused_and_says_so(shipped):
+    # Of 30 normal films upside down, 14 were once called PNEUMONIA in scope (sweep 3).
+    film = readers.read(SHARED_TRAIN / "PNEUMONIA/person1005_virus_1688.jpeg")[0]
+    upright = shipped.classify(film)
+    assert upright["in_scope"] is True
+    for turned in (film[::-1, ::-1], film[::-1]):
+        record = shipped.classify(np.ascontiguousarray(turned))
+        assert record["label"] == "OUT_OF_SCOPE" and record["in_scope"] is False
+        assert record["scope_reason"].startswith("looks upside down")
+        assert "turn the film upright" in record["scope_reason"]
+
+
+def test_the_orientation_margin_is_the_smallest_that_spares_the_upright_val_films():
+    rng = np.random.default_rng(2)
+    train, val = rng.normal(size=(400, 6)), rng.normal(size=(200, 6))
+    output = {"index": 1, "name": "f", "size": 6}
+    upright = fitting.fit(train, val, output)
+    statistics = guard.Statistics.of(upright)
+    distances = np.array([statistics.distance(f) for f in val])
+    within = distances <= upright["cutoff"]
+    step, allowed = fitting.MARGIN_STEP, fitting.ORIENTATION_FALSE_REFUSALS * len(val)
+    # Turned films farther from the training films than upright ones, but for two that
+    # come closer: the margin must grow until those two upright films are spared.
+    vflip = val * 2.5
+    vflip[:2] = val[:2] * 0.5
+    turned = {"rot180": val * 3.0, "vflip": vflip}
+    block = fitting.orientation_block(statistics, upright["cutoff"], distances, turned)
+    backs = {k: np.array([statistics.distance(f) for f in v]) for k, v in turned.items()}
+
+    def refused(m):  # upright val films the check would call turned at margin m
+        calls = [within & (b <= upright["cutoff"]) & (b < distances - m) for b in backs.values()]
+        return int(np.sum(np.any(calls, axis=0)))
+
+    assert refused(0.0) == 2 and block["margin"] > 0
+    assert refused(block["margin"]) <= allowed < refused(block["margin"] - step)
+    assert block["turns"] == ["rot180", "vflip"] and block["chosen_on"]["films"] == 200
+    assert guard.problem({**upright, "orientation": block}) is None
+    # A model that cannot tell a turned film from an upright one gets no check at all.
+    alike = {"rot180": val[::-1], "vflip": val * 0.99}
+    assert fitting.orientation_block(statistics, upright["cutoff"], distances, alike) is None
