@@ -36,7 +36,7 @@ def specificity_at_recall(labels, probabilities, target: float) -> float:
 
 def p50_latency_ms(model_path: Path, image: np.ndarray, runs: int = 200) -> float:
     """Median invoke time at 1 thread on ready input tensors."""
-    from edgexray.edge_runtime.infer import input_batch, load_interpreter
+    from edgexray.edge_runtime.interpreter import input_batch, load_interpreter
 
     interpreter = load_interpreter(model_path, threads=1)
     interpreter.allocate_tensors()

@@ -80,7 +80,8 @@ def _mean_ms(function, paths, repeat: int = 1) -> float:
 
 def films(work: Path, size: int = 128) -> list[dict]:
     """Per film: decode + resize, the cache's first call, a cache hit, the hash alone."""
-    from edgexray.edge_runtime import infer
+    from edgexray.edge_runtime import readers
+    from edgexray.edge_runtime.preprocess import resize
     from edgexray.pipeline import decode_cache
 
     rows = []
@@ -93,9 +94,7 @@ def films(work: Path, size: int = 128) -> list[dict]:
         repeat = 5 if kind == "real" else 1
         with Image.open(paths[0]) as image:
             shape = f"{image.width}x{image.height} {image.mode}"
-        decode = _mean_ms(
-            lambda p: infer.resize(infer.load_grayscale(p), size, size), paths, repeat
-        )
+        decode = _mean_ms(lambda p: resize(readers.read(p)[0], size, size), paths, repeat)
         cold = _mean_ms(
             lambda p: decode_cache.resized_grayscale(p, spec),
             paths[:1] if kind == "real" else paths,

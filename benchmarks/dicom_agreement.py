@@ -102,10 +102,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N films")
     args = parser.parse_args()
 
-    from edgexray.edge_runtime import REFERENCE_MODEL, infer
+    from edgexray.edge_runtime import REFERENCE_MODEL, readers
+    from edgexray.edge_runtime.classifier import Classifier
+    from edgexray.edge_runtime.errors import ImageError
 
-    classifier = infer.Classifier(REFERENCE_MODEL)
-    films = [p for label in ("NORMAL", "PNEUMONIA") for p in infer.image_files(args.data / label)]
+    classifier = Classifier(REFERENCE_MODEL)
+    films = [p for label in ("NORMAL", "PNEUMONIA") for p in readers.film_files(args.data / label)]
     films = films[: args.limit]
     table = encodings()
     rows = {
@@ -117,7 +119,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dicom agreement ") as work:
         work = Path(work)
         for film_path in films:
-            film = infer.load_grayscale(film_path)
+            film = readers.read(film_path)[0]
             png = work / "film.png"
             Image.fromarray(film).save(png)
             reference.append(classifier.probability(png))
@@ -125,9 +127,9 @@ def main() -> None:
                 path = work / "film.dcm"
                 write(path, film)
                 try:
-                    rendered = infer.load_grayscale(path)
+                    rendered = readers.read(path)[0]
                     rows[name]["probabilities"].append(classifier.probability(path))
-                except infer.ImageError as err:
+                except ImageError as err:
                     rows[name]["errors"].append(f"{film_path.name}: {err}")
                     rows[name]["probabilities"].append(float("nan"))
                     continue

@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from edgexray import artifacts
-    from edgexray.edge_runtime.infer import sigmoid
+    from edgexray.edge_runtime.interpreter import sigmoid
     from edgexray.pipeline import data, metrics, scoring
     from edgexray.pipeline.train import load_config
 

@@ -32,7 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from edgexray.benchmarks.machine import cpu_model_and_features
-from edgexray.edge_runtime import REFERENCE_MODEL, explain, infer
+from edgexray.edge_runtime import REFERENCE_MODEL, explain, readers
+from edgexray.edge_runtime.batch import classify_all
+from edgexray.edge_runtime.classifier import Classifier
+from edgexray.edge_runtime.outputs.heatmaps import Heatmaps
+from edgexray.edge_runtime.preprocess import resized_grayscale
 
 RESULTS = Path(__file__).resolve().parent / "results" / "explain_checks.json"
 BORDER = 0.10  # of each side
@@ -134,19 +138,19 @@ def summary(values) -> dict:
 
 
 def time_device_path(classifier, paths, grid) -> dict:
-    """Milliseconds per film: classify, then the heatmap written as infer.py --explain does."""
+    """Milliseconds per film: classify, then the heatmap written as infer.py --explain does
+    (its map, then the heatmap sink)."""
     with tempfile.TemporaryDirectory() as folder:
-        records = [classifier.classify(paths[0])]
-        list(explain.explain_records(classifier, records, folder, grid=grid))  # warm-up
+        sink = Heatmaps(folder, classifier.threshold)
+        classify_all(classifier, paths[:1], [sink], grid)  # warm-up
         total, mapping, cpu = [], [], []
         for path in paths:
             started, cpu_started = time.perf_counter(), time.process_time()
-            record = classifier.classify(path)
+            film = classifier.classify_film(path)
             map_started = time.perf_counter()
-            explanation, film = explain.explain_film(classifier, path, grid)
+            explanation = explain.occlusion_map(classifier, film.resized, grid)
             mapping.append(1000 * (time.perf_counter() - map_started))
-            picture = explain.overlay(film, explanation, classifier.threshold)
-            explain.save(folder, record["path"], picture, explanation)
+            sink.add(film, explanation)
             total.append(1000 * (time.perf_counter() - started))
             cpu.append(1000 * (time.process_time() - cpu_started))
 
@@ -239,14 +243,14 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def randomisation_check(classifier, films, data_root: Path, count: int, grid) -> dict:
     with tempfile.TemporaryDirectory() as folder:
-        randomised = infer.Classifier(
+        randomised = Classifier(
             random_model(Path(folder), data_root, classifier.sidecar, 64), threads=1
         )
         rng = np.random.default_rng(SEED)
         chosen = [films[i] for i in sorted(rng.choice(len(films), count, replace=False))]
         rhos, constant = [], 0
         for path in chosen:
-            gray = infer.resized_grayscale(path, classifier.sidecar["input"])
+            gray = resized_grayscale(path, classifier.sidecar["input"])
             trained = explain.occlusion_map(classifier, gray, grid).saliency
             random = explain.occlusion_map(randomised, gray, grid).saliency
             if np.ptp(random) == 0:  # a constant map ranks nothing: no correlation
@@ -267,8 +271,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/chest_xray"))
     parser.add_argument("--model", type=Path, default=REFERENCE_MODEL)
     parser.add_argument("--random-films", type=int, default=40)
-    parser.add_argument("--patch", type=int, default=explain.DEFAULT_GRID.patch)
-    parser.add_argument("--stride", type=int, default=explain.DEFAULT_GRID.stride)
+    parser.add_argument("--patch", type=int, default=None, help="default: the model's grid")
+    parser.add_argument("--stride", type=int, default=None, help="default: the model's grid")
     parser.add_argument(
         "--part",
         choices=("all", "timing", "checks"),
@@ -289,10 +293,11 @@ def main() -> None:
     args = parser.parse_args()
     timed_grids = [tuple(map(int, g.split("/"))) for g in args.grids.split(",")]
     earlier = json.loads(args.results.read_text()) if args.results.is_file() else {}
-    grid = explain.Grid(args.patch, args.stride)
-    classifier = infer.Classifier(args.model, threads=1)
+    classifier = Classifier(args.model, threads=1)
+    default = explain.input_grid(classifier.sidecar["input"])
+    grid = explain.Grid(args.patch or default.patch, args.stride or default.stride)
     films = {
-        label: infer.image_files(args.data / "test" / label) for label in ("NORMAL", "PNEUMONIA")
+        label: readers.film_files(args.data / "test" / label) for label in ("NORMAL", "PNEUMONIA")
     }
     every_film = films["NORMAL"] + films["PNEUMONIA"]
     input_size = (classifier.sidecar["input"]["height"], classifier.sidecar["input"]["width"])
@@ -324,7 +329,7 @@ def main() -> None:
     deletion = []
     for label, paths in films.items():
         for path in paths:
-            gray = infer.resized_grayscale(path, classifier.sidecar["input"])
+            gray = resized_grayscale(path, classifier.sidecar["input"])
             explanation = explain.occlusion_map(classifier, gray, grid)
             saliency = explanation.saliency
             called = explanation.probability >= classifier.threshold

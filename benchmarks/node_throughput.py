@@ -32,7 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import node_support  # noqa: E402
 
-from edgexray.edge_runtime import REFERENCE_MODEL, node, spool  # noqa: E402
+from edgexray.edge_runtime import REFERENCE_MODEL  # noqa: E402
+from edgexray.edge_runtime.node import spool  # noqa: E402
+from edgexray.edge_runtime.node.config import NodeConfig  # noqa: E402
+from edgexray.edge_runtime.node.server import Node  # noqa: E402
 
 
 def large_films(folder: Path, count: int, size: int) -> list[Path]:
@@ -69,7 +72,7 @@ def push(port: int, batches: list[list[Path]]) -> None:
         thread.join()
 
 
-def measure(running: node.Node, batches: list[list[Path]], state: Path, one_by_one=False) -> dict:
+def measure(running: Node, batches: list[list[Path]], state: Path, one_by_one=False) -> dict:
     """Push the batches (one client each) at once, or with one_by_one each film alone after
     the previous one's record (latency without a queue); the figures of their records."""
     before = len(_records(state))
@@ -120,14 +123,14 @@ def main() -> None:
         large = large_films(tmp / "large", args.large, args.large_size)
         alone = large_films(tmp / "alone", args.large, args.large_size)  # other UIDs
         state = tmp / "state"
-        config = node.NodeConfig(
+        config = NodeConfig(
             model=REFERENCE_MODEL,
             state=state,
             host="127.0.0.1",
             port=0,
             allowed_aes=tuple(f"MODALITY{i + 1}" for i in range(max(args.clients, 1))),
         )
-        running = node.Node(config).start()
+        running = Node(config).start()
         try:
             small_name = f"{args.films} films {args.size}x{args.size} 8-bit"
             large_name = f"{args.large} films {args.large_size}x{args.large_size} 12-bit"

@@ -49,28 +49,30 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="NORMAL/ PNEUMONIA/")
     args = parser.parse_args()
 
-    from edgexray.edge_runtime import REFERENCE_MODEL, infer
+    from edgexray.edge_runtime import REFERENCE_MODEL, readers
+    from edgexray.edge_runtime.classifier import Classifier
+    from edgexray.edge_runtime.preprocess import resize
 
-    classifier = infer.Classifier(REFERENCE_MODEL)
+    classifier = Classifier(REFERENCE_MODEL)
     spec = classifier.sidecar["input"]
 
     def probability(gray: np.ndarray) -> float:
-        small = infer.resize(gray, int(spec["height"]), int(spec["width"]))
+        small = resize(gray, int(spec["height"]), int(spec["width"]))
         return classifier.run(classifier.tensor_of(small))
 
-    films = [p for label in ("NORMAL", "PNEUMONIA") for p in infer.image_files(args.data / label)]
+    films = [p for label in ("NORMAL", "PNEUMONIA") for p in readers.film_files(args.data / label)]
     found, own_levels = {}, []
     with tempfile.TemporaryDirectory(prefix="png16 ") as work:
         png = Path(work) / "film.png"
         for path in films:
-            film = infer.load_grayscale(path)
+            film = readers.read(path)[0]
             own_levels.append(levels(film))
             reference = probability(film)
             twelve_bit = film.astype(np.uint16) * 16 + 5
             for how in ("hot pixel", "marker 0.2%"):
                 spoiled = spoil(twelve_bit, how)
                 Image.fromarray(spoiled).save(png)
-                rules = {"min-max": min_max(spoiled), "p0.5-p99.5": infer.load_grayscale(png)}
+                rules = {"min-max": min_max(spoiled), "p0.5-p99.5": readers.read(png)[0]}
                 for rule, gray in rules.items():
                     row = found.setdefault((how, rule), {"levels": [], "dp": [], "flips": 0})
                     p = probability(gray)

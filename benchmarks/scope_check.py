@@ -27,8 +27,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgexray.edge_runtime import REFERENCE_MODEL, infer  # noqa: E402
+from edgexray.edge_runtime import REFERENCE_MODEL, readers  # noqa: E402
 from edgexray.edge_runtime import scope as guard  # noqa: E402
+from edgexray.edge_runtime.classifier import Classifier  # noqa: E402
+from edgexray.edge_runtime.preprocess import resize  # noqa: E402
+from edgexray.export import features  # noqa: E402
 from edgexray.pipeline import data, scope  # noqa: E402
 from edgexray.pipeline.train import TrainConfig  # noqa: E402
 
@@ -63,7 +66,7 @@ def counts_of(samples, split: str) -> dict:
 def reference(data_root: Path) -> None:
     samples = recorded_split(data_root)
     model = REFERENCE_MODEL
-    classifier = infer.Classifier(model, check_scope=False)
+    classifier = Classifier(model, check_scope=False)
     spec = classifier.sidecar["input"]
     test_paths, _ = data.select(samples, "test", data_root)
     test_grays = scope.resized(test_paths, spec)
@@ -80,14 +83,14 @@ def reference(data_root: Path) -> None:
     train_paths, _ = data.select(samples, "train", data_root)
     val_paths, _ = data.select(samples, "val", data_root)
     started = time.monotonic()
-    block = scope.add_guard(
+    block = features.add_guard(
         model,
         scope.resized(train_paths, spec),
         scope.resized(val_paths, spec),
         train_counts=counts_of(samples, "train"),
         val_counts=counts_of(samples, "val"),
     )
-    after = first_output(infer.Classifier(model, check_scope=False))
+    after = first_output(Classifier(model, check_scope=False))
     changed = sum(a != b for a, b in zip(before, after, strict=True))
     print(f"re-exported {model} in {time.monotonic() - started:.0f} s")
     print(f"first output (uint8 logit) on {len(before)} test/ films: {changed} differ")
@@ -106,7 +109,7 @@ def dicom_films(name: str, frames=(None,)) -> list:
     import pydicom
     from pydicom.data import get_testdata_file
 
-    from edgexray.edge_runtime import dicom
+    from edgexray.edge_runtime.readers import dicom
 
     path = Path(get_testdata_file(name))
     if frames == (None,):
@@ -156,7 +159,7 @@ def photographs() -> list[Film]:
     files.append(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
     films = []
     for path in files:
-        gray, info = infer.load_film(path)
+        gray, info = readers.read(path)
         films.append(Film(path.name, gray, info.get("colour")))
     return films
 
@@ -194,7 +197,7 @@ def cropped(paths: list[str], rng, keep: float) -> list[Film]:
 
     films = []
     for path in paths[::3]:
-        gray = infer.load_grayscale(path)
+        gray = readers.read(path)[0]
         height, width = gray.shape
         h, w = max(1, int(height * keep)), max(1, int(width * keep))
         top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
@@ -203,13 +206,13 @@ def cropped(paths: list[str], rng, keep: float) -> list[Film]:
     return films
 
 
-def decisions(classifier: infer.Classifier, films: list[Film], tags: bool = True) -> list:
+def decisions(classifier: Classifier, films: list[Film], tags: bool = True) -> list:
     """The guard's decision for each film; tags=False judges the pixels alone (as the same
     film exported to PNG would be)."""
     spec = classifier.sidecar["input"]
     found = []
     for film in films:
-        gray = infer.resize(film.gray, int(spec["height"]), int(spec["width"]))
+        gray = resize(film.gray, int(spec["height"]), int(spec["width"]))
         classifier.run(classifier.tensor_of(gray))
         info = {"colour": film.colour, "tags": film.tags if tags else None}
         found.append(classifier.scope_decision(gray, info))
@@ -241,7 +244,7 @@ def groups(samples, data_root: Path, rng) -> dict:
     val_paths, _ = data.select(samples, "val", data_root)
 
     def films_of(paths, change=lambda gray: gray):
-        return [Film(Path(p).name, change(infer.load_grayscale(p))) for p in paths]
+        return [Film(Path(p).name, change(readers.read(p)[0])) for p in paths]
 
     def packaged(table):
         return [film for name, frames in table for film in dicom_films(name, frames)]
@@ -263,7 +266,7 @@ def groups(samples, data_root: Path, rng) -> dict:
 
 def measure(data_root: Path, model: Path, out: Path | None) -> dict:
     samples = recorded_split(data_root)
-    classifier = infer.Classifier(model)
+    classifier = Classifier(model)
     rng = np.random.default_rng(18)
     results = {}
     print(f"{'group':42s} {'films':>5} {'refused':>8} {'rate':>7} {'pixels only':>12}  by check")

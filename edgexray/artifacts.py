@@ -7,7 +7,8 @@ A run directory holds:
   metrics.json       training metrics on val and test, shift stress test
   pruned.keras       the pruned, stripped model (edgexray prune)
   prune.json         pruning config, measured sparsity, val metrics
-  tflite/NAME.tflite and tflite/NAME.json   exported variants and their sidecars
+  tflite/NAME.tflite and tflite/NAME.json   exported variants (each carries its sidecar
+                     inside, edge_runtime/metadata.py) and their sidecars' readable copies
   quantize.json      every variant's sizes, sparsity, threshold and val metrics
   verify.json        the recall gate's report
   benchmark/         benchmark.json, benchmark.md and plots
@@ -30,7 +31,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from edgexray.edge_runtime.infer import sha256_of as sha256  # noqa: F401 (re-export)
+from edgexray.edge_runtime import metadata
+from edgexray.edge_runtime.errors import InferenceError
+from edgexray.edge_runtime.sidecar import copy_path
+from edgexray.edge_runtime.sidecar import sha256_of as sha256  # noqa: F401 re-export
 from edgexray.errors import EdgexrayError
 
 CONFIG = "config.json"
@@ -49,6 +53,21 @@ CALIBRATION_REPORT = "calibration.json"
 BUNDLES_DIR = "bundles"
 RUN_REPORT = "report.md"
 STAGE_RECORD = "stages.json"
+# Everything the stages after training make from model.keras, and the report on it: stale
+# once the model is retrained (tests/test_run.py holds run.STAGES to this list).
+DERIVED = (
+    PRUNED,
+    PRUNE_REPORT,
+    QUANTIZE_REPORT,
+    TFLITE_DIR,
+    VERIFY_REPORT,
+    BENCHMARK_DIR,
+    CALIBRATION_REPORT,
+    CALIBRATED_DIR,
+    SELECTED,
+    BUNDLES_DIR,
+    RUN_REPORT,
+)
 LOCK = ".edgexray.lock"  # held while a command writes the run (see `locked`)
 
 
@@ -89,6 +108,25 @@ def write_json(path: Path, data) -> Path:
     """Write strict JSON atomically (undefined metrics must be None, not NaN)."""
     text = json.dumps(data, indent=2, allow_nan=False) + "\n"
     return atomic_write(path, lambda temporary: temporary.write_text(text))
+
+
+def write_model(path: Path, model: bytes, sidecar: dict) -> Path:
+    """Write a model file carrying `sidecar` inside, then its readable copy X.json, each
+    atomically. The model's flatbuffer keeps every byte (only its associated files are
+    written anew), so its identity, the sidecar's sha256, must already be the model's.
+
+    Raises:
+        EdgexrayError: the sidecar's sha256 is not the model's.
+    """
+    path = Path(path)
+    try:
+        data = metadata.with_sidecar(model, sidecar, str(path))
+    except InferenceError as err:
+        raise EdgexrayError(str(err)) from None
+    atomic_write(path, lambda temporary: temporary.write_bytes(data))
+    text = metadata.sidecar_text(sidecar)
+    atomic_write(copy_path(path), lambda temporary: temporary.write_text(text))
+    return path
 
 
 def read_json(path: Path) -> dict:
@@ -228,22 +266,31 @@ def written_files(folder: Path) -> list[Path]:
 
 
 def _own_models(folder: Path) -> list[Path]:
-    """Models in folder with the sidecar edgexray writes for them, and those sidecars."""
-    from edgexray.edge_runtime.infer import SIDECAR_SCHEMA
-
+    """Models in folder that carry the sidecar edgexray writes for them (inside, or for older
+    models beside them), and those sidecars' readable copies."""
     found = []
     for model in sorted(Path(folder).glob("*.tflite")):
-        try:
-            sidecar = json.loads(model.with_suffix(".json").read_text())
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-            continue
-        if (
-            isinstance(sidecar, dict)
-            and sidecar.get("schema") == SIDECAR_SCHEMA
-            and (sidecar.get("model_file") == model.name)
-        ):
-            found += [model, model.with_suffix(".json")]
+        beside = _is_sidecar_of(model, inside=False)
+        if beside or _is_sidecar_of(model, inside=True):
+            found.append(model)
+        if beside:
+            found.append(copy_path(model))
     return found
+
+
+def _is_sidecar_of(model: Path, inside: bool) -> bool:
+    from edgexray.edge_runtime.sidecar import SIDECAR_SCHEMA
+
+    try:
+        text = metadata.read(model).sidecar_bytes if inside else copy_path(model).read_bytes()
+        sidecar = json.loads(text or b"null")
+    except (OSError, InferenceError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return (
+        isinstance(sidecar, dict)
+        and sidecar.get("schema") == SIDECAR_SCHEMA
+        and sidecar.get("model_file") == model.name
+    )
 
 
 def _own_benchmark(folder: Path) -> list[Path]:
@@ -257,7 +304,7 @@ def _own_benchmark(folder: Path) -> list[Path]:
 
 
 def owned_files(run_dir: Path, names) -> list[Path]:
-    """The files under the given names (of edgexray.run.DERIVED) that edgexray can tell it
+    """The files under the given names (of DERIVED) that edgexray can tell it
     wrote, without a stage record: its fixed file names, models with its sidecars,
     benchmark outputs, bundle files listed in SHA256SUMS and the bundles' zips."""
     run_dir = Path(run_dir)
@@ -305,8 +352,7 @@ def remove_outputs(run_dir: Path, recorded=(), names=None) -> list[str]:
     Returns:
         The removed paths, relative to run_dir.
     """
-    if names is None:
-        from edgexray.run import DERIVED as names
+    names = DERIVED if names is None else names
     run_dir = Path(run_dir)
     targets = {p.resolve() for p in owned_files(run_dir, names)}
     for relative in recorded:

@@ -14,13 +14,13 @@ EdgexrayError, so every command that reaches TensorFlow stops with one line nami
 
 import os
 
+from edgexray.chatter import quiet as native_stderr_quiet
 from edgexray.errors import INSTALL_TRAIN, TrainingExtraMissing
-from edgexray.pipeline.chatter import quiet as native_stderr_quiet
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 # TensorFlow's C++ notices (oneDNN, missing CUDA drivers on a CPU-only machine) drown the
 # progress display; Python exceptions still carry every real error. Set it to 0 to see them
-# (a command's --verbose does: pipeline/chatter.py).
+# (a command's --verbose does: chatter.py).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 

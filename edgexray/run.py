@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import TypedDict
 
 from edgexray import __version__, artifacts
 from edgexray.benchmarks.harness import BenchmarkConfig
+from edgexray.edge_runtime.options import option
 from edgexray.errors import EdgexrayError
 from edgexray.export.bundle import TARGETS, BundleConfig
 from edgexray.export.quantize import DEVICE_METHODS, METHODS, QuantizeConfig, read_report
@@ -77,7 +77,11 @@ class RunConfig:
     # False: a variant that fails the gate is left out of the bundles and named, and the run
     # succeeds when the model it deploys passed. True: any failing variant fails the run
     # (for a pipeline that needs every variant). Decides no output, so it is not hashed.
-    strict: bool = False
+    strict: bool = option(
+        False,
+        "Exit 1 when any variant fails the gate (default: only when no model passed; "
+        "failing variants are left out of the bundles and named).",
+    )
 
     def __post_init__(self):
         unknown = set(self.methods) - set(METHODS)
@@ -305,12 +309,6 @@ STAGES = (
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 _STAGE = {stage.name: stage for stage in STAGES}
-# Everything made from model.keras by the stages after training, and the report on it:
-# stale once the model is retrained.
-DERIVED = (
-    *dict.fromkeys(name.split("/")[0] for stage in STAGES[1:] for name in stage.outputs),
-    artifacts.RUN_REPORT,
-)
 
 
 def stage_hashes(config: RunConfig) -> dict[str, str]:
@@ -535,13 +533,15 @@ def _run_stages(config: RunConfig, run_dir: Path, force, verbose: int, on_stage)
 
 
 def copy_reference_model(run_dir: Path, destination: Path) -> Path:
-    """Copy the run's selected device model and its sidecar to destination/edgexray-int8.*."""
+    """Copy the run's selected device model to destination/edgexray-int8.tflite, its
+    sidecar inside naming the new file, and the readable copy beside it."""
+    from edgexray.edge_runtime.sidecar import load_sidecar
+
     selected = artifacts.read_json(Path(run_dir) / artifacts.SELECTED)
     source = Path(run_dir) / selected["model"]
     target = Path(destination) / "edgexray-int8.tflite"
-    artifacts.atomic_write(target, lambda temporary: shutil.copyfile(source, temporary))
-    sidecar = artifacts.read_json(source.with_suffix(".json"))
-    artifacts.write_json(target.with_suffix(".json"), {**sidecar, "model_file": target.name})
+    sidecar = {**load_sidecar(source), "model_file": target.name}
+    artifacts.write_model(target, source.read_bytes(), sidecar)
     return target
 
 

@@ -1,4 +1,4 @@
-"""The stage table of `edgexray run`: hashes, derived outputs, the order of stages."""
+"""`edgexray run` (run.py): the stage table, resuming, a failed gate, where the data is."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from run_support import fingerprint
 
 from edgexray import __version__, artifacts
+from edgexray.edge_runtime import metadata
+from edgexray.errors import EdgexrayError
 from edgexray.pipeline.train import TrainConfig
-from edgexray.run import DERIVED, STAGES, RunConfig, stage_hashes
+from edgexray.run import STAGES, RunConfig, find_data, stage_hashes
 
 
 def _hashes_before_calibrate_was_a_stage(config: RunConfig) -> dict[str, str]:
@@ -42,14 +45,97 @@ def test_calibrating_elsewhere_changes_the_calibrate_and_bundle_hashes_only(tmp_
 
 def test_retraining_removes_every_later_stages_outputs_and_keeps_the_model():
     later = {name.split("/")[0] for stage in STAGES[1:] for name in stage.outputs}
-    assert set(DERIVED) == later | {artifacts.RUN_REPORT}
-    assert not set(DERIVED) & set(STAGES[0].outputs)
+    assert set(artifacts.DERIVED) == later | {artifacts.RUN_REPORT}
+    assert not set(artifacts.DERIVED) & set(STAGES[0].outputs)
 
 
 def test_calibration_runs_before_bundling_and_after_the_gate():
     names = [stage.name for stage in STAGES]
     assert names.index("verify") < names.index("calibrate") < names.index("bundle")
     assert [stage.name for stage in STAGES if stage.distributed] == ["train", "prune", "quantize"]
+
+
+def test_interrupted_stage_resumes_where_it_stopped(tiny_config, tmp_path, monkeypatch):
+    from edgexray import run as workflow
+    from edgexray.benchmarks.harness import BenchmarkConfig
+    from edgexray.export import quantize as quantize_module
+    from edgexray.export.quantize import QuantizeConfig
+    from edgexray.pipeline.prune import PruneConfig
+    from edgexray.pipeline.verify import GateLimits
+
+    config = workflow.RunConfig(
+        train=tiny_config,
+        prune=PruneConfig(epochs=1),
+        quantize=QuantizeConfig(qat_epochs=1, representative_size=16),
+        methods=("float32", "int8", "pruned-int8"),
+        benchmark=BenchmarkConfig(threads=(1,), warmup=1, runs=3, memory_images=1),
+        targets=("android",),
+        # A 1-epoch prune of a 3-epoch 32 px model loses much specificity and AUC, and the
+        # scope statistics of a few synthetic films refuse some test films (a refused
+        # pneumonia film counts as missed); resuming, not the gate, is under test here.
+        gate=GateLimits(max_recall_drop=1.0, max_specificity_drop=1.0, max_auc_drop=1.0),
+    )
+    run_dir = tmp_path / "resumable run"
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(quantize_module, "quantize", ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            workflow.run(config, run_dir, verbose=0)
+    stages = json.loads((run_dir / "stages.json").read_text())
+    assert list(stages) == ["train", "prune"]
+    trained = fingerprint(run_dir)["model.keras"]
+
+    events = []
+    summary = workflow.run(
+        config, run_dir, verbose=0, on_stage=lambda i, s, e: events.append((s, e))
+    )
+    assert ("train", "skip") in events and ("prune", "skip") in events
+    assert ("quantize", "done") in events and ("bundle", "done") in events
+    assert fingerprint(run_dir)["model.keras"] == trained
+    assert summary["gate_passed"] is True
+    assert (run_dir / "report.md").is_file()
+    assert (run_dir / "bundles" / "android" / "SHA256SUMS").is_file()
+
+    # Unchanged settings: nothing runs. --force quantize redoes it and what follows.
+    events.clear()
+    workflow.run(config, run_dir, verbose=0, on_stage=lambda i, s, e: events.append((s, e)))
+    assert all(event == "skip" for _, event in events)
+    events.clear()
+    workflow.run(config, run_dir, ("quantize",), 0, lambda i, s, e: events.append((s, e)))
+    later = ["verify", "benchmark", "calibrate", "bundle"]
+    assert [s for s, e in events if e == "done"] == ["quantize", *later]
+
+    # Damaged outputs are not trusted because their files exist: their stage runs again.
+    def rerun_after(damage) -> list[str]:
+        damage()
+        events.clear()
+        summary = workflow.run(
+            config, run_dir, verbose=0, on_stage=lambda i, s, e: events.append((s, e))
+        )
+        assert summary["gate_passed"] is True
+        return [s for s, e in events if e == "done"]
+
+    sidecar = run_dir / "tflite" / "int8.json"
+    assert rerun_after(sidecar.unlink) == ["quantize", *later]
+    assert sidecar.is_file()
+    int8 = run_dir / "tflite" / "int8.tflite"
+    assert rerun_after(lambda: int8.write_bytes(int8.read_bytes()[:-64] + bytes(64))) == [
+        "quantize",
+        *later,
+    ]
+    assert json.loads(sidecar.read_text())["sha256"] == metadata.identity(int8)
+    threshold = json.loads((run_dir / "metrics.json").read_text())["threshold"]
+    model = run_dir / "model.keras"
+    assert rerun_after(lambda: model.write_bytes(model.read_bytes()[:1000])) == [
+        "train",
+        "prune",
+        "quantize",
+        *later,
+    ]
+    assert json.loads((run_dir / "metrics.json").read_text())["threshold"] == threshold
 
 
 # --- what `run` promises: exit 0 when the deployed model passed, failures named ----------
@@ -155,6 +241,7 @@ def test_run_fails_when_no_device_variant_passed(run_with_variants, tiny_config,
 
     failures = {"int8": ["recall dropped 0.0051 (allowed 0.0000)"], "pruned-int8": [SPECIFICITY]}
     _stub_stages(monkeypatch, run_with_variants, failures)
+    (run_with_variants / "bundles" / "rpi").mkdir(parents=True)  # an earlier run's bundle
     config = workflow.RunConfig(train=tiny_config, targets=("rpi",))
     with pytest.raises(workflow.NothingToDeploy) as raised:
         workflow.run(config, run_with_variants, verbose=0)
@@ -192,3 +279,13 @@ def test_run_command_exits_0_naming_the_failing_variant_and_1_with_strict(
     strict = CliRunner().invoke(app, [*args, "--strict"])
     assert strict.exit_code == 1, strict.output
     assert "pruned-int8" in strict.stderr and "Traceback" not in strict.output
+
+
+def test_edgexray_data_naming_a_missing_folder_is_an_error_not_a_fallback(tmp_path, monkeypatch):
+    (tmp_path / "data" / "chest_xray").mkdir(parents=True)  # what it used to fall back to
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EDGEXRAY_DATA", str(tmp_path / "no such data"))
+    with pytest.raises(EdgexrayError, match="EDGEXRAY_DATA=.*no such data is not a folder"):
+        find_data(None)
+    monkeypatch.setenv("EDGEXRAY_DATA", str(tmp_path / "data" / "chest_xray"))
+    assert find_data(None) == (tmp_path / "data" / "chest_xray").resolve()

@@ -30,7 +30,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgexray import __version__, artifacts
-from edgexray.edge_runtime import infer
+from edgexray.edge_runtime import RUNTIME_ROOT
+from edgexray.edge_runtime.errors import InferenceError
+from edgexray.edge_runtime.sidecar import load_sidecar
 from edgexray.errors import EdgexrayError
 
 SCHEMA = "edgexray.coldstart/1"
@@ -138,14 +140,19 @@ def coldstart(config: ColdStartConfig, on_run=None) -> dict:
         EdgexrayError: a missing file, a model the runtime refuses, or a failed process.
     """
     try:
-        input_spec = infer.load_sidecar(config.model)["input"]
-    except infer.InferenceError as err:
+        input_spec = load_sidecar(config.model)["input"]
+    except InferenceError as err:
         raise EdgexrayError(str(err)) from None
-    runtime = str(Path(infer.__file__).resolve())
+    runtime = str(RUNTIME_ROOT)
     quiet_tf = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     tensorflow = [sys.executable, str(TENSORFLOW_PREDICTION), runtime]
+    # The device's command line as a bundle runs it: the package edge_runtime alone.
+    device = {**os.environ, "PYTHONPATH": runtime}
     commands = {
-        "edge_script": ([sys.executable, runtime, "--model", config.model, config.image], None),
+        "edge_script": (
+            [sys.executable, "-m", "edge_runtime.infer", "--model", config.model, config.image],
+            device,
+        ),
         "tensorflow_lite": (
             [*tensorflow, config.model, config.image, json.dumps(input_spec)],
             quiet_tf,

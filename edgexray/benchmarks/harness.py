@@ -35,7 +35,10 @@ from edgexray import __version__, artifacts
 from edgexray.benchmarks import memory, ratios, tables, timing
 from edgexray.benchmarks.machine import machine_info
 from edgexray.benchmarks.timing import KERAS_THREADS
-from edgexray.edge_runtime import infer
+from edgexray.edge_runtime import RUNTIME_ROOT
+from edgexray.edge_runtime.interpreter import MAX_THREADS
+from edgexray.edge_runtime.options import option
+from edgexray.edge_runtime.sidecar import load_sidecar
 from edgexray.errors import EdgexrayError, check_config
 from edgexray.export import convert
 from edgexray.export.quantize import METHODS
@@ -96,6 +99,14 @@ OUT_DIR = artifacts.BENCHMARK_DIR
 PLOTS = ("size_vs_recall.png", "latency.png", "confusion_matrices.png", "roc_curves.png")
 
 
+def parse_thread_counts(text: str) -> tuple[int, ...]:
+    """'1,2' → (1, 2)."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise EdgexrayError(f"--threads wants counts like 1,2, not {text!r}") from None
+
+
 @dataclass(frozen=True)
 class BenchmarkConfig:
     """How to benchmark; saved inside benchmark.json.
@@ -110,9 +121,11 @@ class BenchmarkConfig:
         memory_images: images the separate memory-measuring process classifies.
     """
 
-    threads: tuple[int, ...] = (1, 2)
-    warmup: int = 10
-    runs: int = 100
+    threads: tuple[int, ...] = option(
+        (1, 2), "Interpreter thread counts to time, e.g. 1,2.", parse=parse_thread_counts
+    )
+    warmup: int = option(10, "Untimed runs before timing.")
+    runs: int = option(100, "Timed runs per thread count.")
     out: str | None = None
     data: str | None = None
     memory_images: int = 5
@@ -120,9 +133,9 @@ class BenchmarkConfig:
     def __post_init__(self):
         object.__setattr__(self, "threads", tuple(self.threads))
         # Capped as predict caps it: a huge count crashes the interpreter (a segfault).
-        counts_ok = all(isinstance(t, int) and 1 <= t <= infer.MAX_THREADS for t in self.threads)
+        counts_ok = all(isinstance(t, int) and 1 <= t <= MAX_THREADS for t in self.threads)
         checks = {
-            f"threads must be one or more distinct counts from 1 to {infer.MAX_THREADS}": (
+            f"threads must be one or more distinct counts from 1 to {MAX_THREADS}": (
                 counts_ok and len(self.threads) > 0 and len(set(self.threads)) == len(self.threads)
             ),
             "warmup must be >= 0": self.warmup >= 0,
@@ -130,14 +143,6 @@ class BenchmarkConfig:
             "memory_images must be >= 1": self.memory_images >= 1,
         }
         check_config("benchmark config", checks)
-
-    @staticmethod
-    def parse_threads(text: str) -> tuple[int, ...]:
-        """'1,2' → (1, 2)."""
-        try:
-            return tuple(int(part) for part in text.split(",") if part.strip())
-        except ValueError:
-            raise EdgexrayError(f"--threads wants counts like 1,2, not {text!r}") from None
 
     def to_json(self) -> dict:
         return {**asdict(self), "threads": list(self.threads)}
@@ -165,7 +170,7 @@ def _variant(path: Path) -> Variant:
         return Variant(
             model, "keras-float32" if path.name == artifacts.MODEL else f"keras-{path.stem}"
         )
-    return Variant(model, str(infer.load_sidecar(path).get("method", path.stem)))
+    return Variant(model, str(load_sidecar(path).get("method", path.stem)))
 
 
 def _order(variant: Variant) -> tuple:
@@ -291,7 +296,7 @@ def benchmark(
     runtime_rss = memory.peak_rss_mb(
         memory.EDGE_PEAK_RSS,
         {
-            "runtime": infer.__file__,
+            "runtime": str(RUNTIME_ROOT),
             "model": None,
             "threads": 1,
             "images": memory_images,
@@ -306,7 +311,7 @@ def benchmark(
             log.info("benchmarking %s", variant.name)
             measured = _measure(variant, typical, config, step_ns)
             job = {
-                "runtime": infer.__file__,
+                "runtime": str(RUNTIME_ROOT),
                 "model": str(model.path),
                 "images": memory_images,
                 "threads": max(config.threads),

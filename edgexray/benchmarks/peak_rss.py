@@ -1,15 +1,15 @@
 """Peak resident memory of a few predictions, as a program of its own.
 
 memory.peak_rss_mb runs it by path in a fresh process: `python peak_rss.py MODE JOB`,
-JOB being JSON. MODE "edge" loads the standalone edge runtime file by path, so not one
-edgexray module is imported (nor is one at the top of this file); with no model it
+JOB being JSON. MODE "edge" imports the standalone edge runtime as a device has it (the package
+edge_runtime from the folder JOB["runtime"]), so not one edgexray module is imported (nor
+is one at the top of this file); with no model it
 measures the runtime alone: interpreter import plus image decoding. MODE "keras" runs the
 .keras model through edgexray (of the tree this file is in) and tf_keras.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -36,23 +36,25 @@ def peak_rss_kb() -> float:
 
 
 def edge(job: dict) -> None:
-    spec = importlib.util.spec_from_file_location("edge_infer", job["runtime"])
-    infer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(infer)
+    sys.path.insert(0, job["runtime"])
+    from edge_runtime.classifier import Classifier
+    from edge_runtime.interpreter import interpreter_class
+    from edge_runtime.preprocess import preprocess
+
     if job["model"]:
-        classifier = infer.Classifier(job["model"], job["threads"])
+        classifier = Classifier(job["model"], job["threads"])
         for image in job["images"]:
             classifier.probability(image)
     else:
-        infer.interpreter_class()
+        interpreter_class()
         for image in job["images"]:
-            infer.preprocess(image, job["input"])
+            preprocess(image, job["input"])
 
 
 def keras(job: dict) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from edgexray import artifacts
-    from edgexray.edge_runtime.infer import preprocess
+    from edgexray.edge_runtime.preprocess import preprocess
 
     model = artifacts.load_keras(job["model"])
     for image in job["images"]:

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from edgexray import artifacts
-from edgexray.edge_runtime import infer
+from edgexray.edge_runtime.classifier import Classifier
+from edgexray.edge_runtime.preprocess import preprocess
 
 KERAS_THREADS = "tf"  # Keras runs in TensorFlow's own thread pool, set once per process
 # A timed run is not trusted when its tail or its spread is this wide: on a quiet
@@ -98,7 +99,7 @@ def tflite_latency(model, file: str, threads: int, config, step_ns: int):
     # The device's own path: Classifier (sidecar check, cached tensor details, the uint8
     # fast path for full-int8 models), so what is timed is what infer.py does.
     started = time.perf_counter()
-    classifier = infer.Classifier(model.path, threads)
+    classifier = Classifier(model.path, threads)
     interpreter = classifier.interpreter
     load_ms = (time.perf_counter() - started) * 1e3
     batch = classifier.model_input(file)
@@ -124,10 +125,10 @@ def keras_latency(path: Path, input_spec: dict, file: str, config, step_ns: int)
     started = time.perf_counter()
     model = artifacts.load_keras(path)
     load_ms = (time.perf_counter() - started) * 1e3
-    batch = infer.preprocess(file, input_spec)[np.newaxis]
+    batch = preprocess(file, input_spec)[np.newaxis]
     inference = time_calls(lambda i: model(batch, training=False), config.warmup, config.runs)
     end_to_end = time_calls(
-        lambda i: model(infer.preprocess(file, input_spec)[np.newaxis], training=False),
+        lambda i: model(preprocess(file, input_spec)[np.newaxis], training=False),
         min(config.warmup, 2),
         config.runs,
     )

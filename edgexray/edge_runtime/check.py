@@ -19,7 +19,10 @@ sys.path.insert(0, str(HERE.parent))  # the bundle's edge_runtime/, never an ins
 sys.dont_write_bytecode = True  # the bundle folder stays what SHA256SUMS lists
 
 import numpy as np  # noqa: E402
-from edge_runtime import infer  # noqa: E402
+from edge_runtime.classifier import Classifier  # noqa: E402
+from edge_runtime.cli import default_model  # noqa: E402
+from edge_runtime.errors import InferenceError  # noqa: E402
+from edge_runtime.sidecar import LABELS  # noqa: E402
 
 # A float model's output may differ in its last bits between CPUs (other kernels, other
 # summation order); a uint8 output must match exactly, and the probability made from it
@@ -28,7 +31,7 @@ FLOAT_TOLERANCE = 1e-6
 SIGMOID_TOLERANCE = 1e-12
 
 
-def differences(expected: dict, classifier: infer.Classifier) -> list[str]:
+def differences(expected: dict, classifier: Classifier) -> list[str]:
     """What differs from expected.json on this machine (empty when the check passes)."""
     image = HERE / expected["image"]
     found = []
@@ -53,7 +56,7 @@ def differences(expected: dict, classifier: infer.Classifier) -> list[str]:
     scoped = classifier.classify(image)
     if "in_scope" in expected and scoped.get("in_scope") != expected["in_scope"]:
         found.append(f"in scope {scoped.get('in_scope')}, expected {expected['in_scope']}")
-    # What the device prints, through the very call infer.py makes for every film: a
+    # What the device prints, through the very call its command line makes for every film: a
     # sidecar that names the classes in another order fails here, not only in its scores.
     guarded, classifier.check_scope = classifier.check_scope, False
     try:
@@ -62,19 +65,19 @@ def differences(expected: dict, classifier: infer.Classifier) -> list[str]:
         classifier.check_scope = guarded
     if record.get("label") != expected["label"]:
         found.append(f"printed label {record.get('label')}, expected {expected['label']}")
-    if expected["label"] not in infer.LABELS:
-        found.append(f"expected.json's label {expected['label']} is not one of {infer.LABELS}")
+    if expected["label"] not in LABELS:
+        found.append(f"expected.json's label {expected['label']} is not one of {LABELS}")
     return found
 
 
 def main() -> int:
     try:
         expected = json.loads((HERE / "expected.json").read_text())
-        model = infer.default_model()
+        model = default_model()
         if model is None:
-            raise infer.InferenceError("expected exactly one .tflite in the bundle folder")
-        classifier = infer.Classifier(model)
-    except (OSError, ValueError, infer.InferenceError) as err:
+            raise InferenceError("expected exactly one .tflite in the bundle folder")
+        classifier = Classifier(model)
+    except (OSError, ValueError, InferenceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     found = differences(expected, classifier)

@@ -2,7 +2,7 @@
 
 A square patch of the model input is greyed out (set to the input's own mean), one
 position after another on a grid, and the model is run on each occluded copy through
-`infer.Classifier`; the map is how much the pneumonia evidence falls when that area is
+`Classifier`; the map is how much the pneumonia evidence falls when that area is
 hidden, placed at each patch's centre and interpolated in between. It needs only forward
 passes, so it runs on the device (numpy, Pillow and the interpreter; no TensorFlow, no
 gradients), and it explains the very int8 model that gave the answer, not a float cousin.
@@ -14,26 +14,31 @@ uint8 steps of 0.063) falls in proportion to the evidence removed. Positive valu
 areas that argue for pneumonia, negative ones areas that argue against it.
 
 The interpreter runs one image per call (batches cost the same per image), so the cost is
-one invoke per grid position: the default grid, 32 px patches every 24 px of a 128 px
-input, is 5 x 5 = 25 passes, the finest that keeps a film inside the budget of 150 ms at
-1 thread on an AVX2 CPU without VNNI, where one int8 invoke takes about 3 ms
-(benchmarks/README.md "Heatmaps" has the measured time and the other grids). Its 24 px
-step is about the resolution of the model's own last 8 x 8 feature map.
+one invoke per grid position. The default grid is a share of the model input's side
+(`default_grid`): patches a quarter of it, every 3/16 of it, so 5 x 5 = 25 passes on any
+input whose side is a multiple of 16. On the 128 px reference model that is 32 px patches
+every 24 px, the finest that keeps a film inside the budget of 150 ms at 1 thread on an
+AVX2 CPU without VNNI, where one int8 invoke takes about 3 ms (benchmarks/README.md
+"Heatmaps" has the measured time and the other grids), and its 24 px step is about the
+resolution of the model's own last 8 x 8 feature map; on a 224 px EfficientNet-Lite0
+input it is 56 px every 42 px, the same 26 runs of a model that costs more per run.
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from . import infer, report
+from . import readers
+from .classifier import Classifier
+from .errors import InferenceError
+from .preprocess import resize
 
-OVERLAY_SUFFIX = ".heatmap.png"
-MAP_SUFFIX = ".heatmap.npy"
 # Overlays are for reading on a screen: the film is shown with this longest side, shrunk
 # from 4000 px originals and enlarged from the 224 px films of the Kaggle set.
 OVERLAY_SIDE = 640
@@ -65,9 +70,9 @@ class Grid:
 
     def __post_init__(self):
         if self.patch < 1 or self.stride < 1:
-            raise infer.InferenceError("patch and stride must be at least 1 pixel")
+            raise InferenceError("patch and stride must be at least 1 pixel")
         if self.stride > self.patch:
-            raise infer.InferenceError(
+            raise InferenceError(
                 f"stride {self.stride} is larger than the patch {self.patch}: "
                 "some pixels would never be occluded"
             )
@@ -75,7 +80,7 @@ class Grid:
     def starts(self, length: int) -> list[int]:
         """Patch origins along one side; the last patch ends at the border."""
         if self.patch > length:
-            raise infer.InferenceError(f"patch {self.patch} is larger than the input ({length})")
+            raise InferenceError(f"patch {self.patch} is larger than the input ({length})")
         starts = list(range(0, length - self.patch + 1, self.stride))
         if starts[-1] != length - self.patch:
             starts.append(length - self.patch)
@@ -90,14 +95,40 @@ class Grid:
         return len(self.starts(height)) * len(self.starts(width)) + 1
 
 
-DEFAULT_GRID = Grid()
+# The default grid as shares of the input's side (`default_grid`).
+PATCH_SHARE = 0.25
+STRIDE_SHARE = 0.1875
+
+
+def default_grid(height: int, width: int) -> Grid:
+    """The grid used when none is given: patches PATCH_SHARE of the input's shorter side,
+    every STRIDE_SHARE of it (32/24 px at 128 px, 56/42 px at 224 px)."""
+    side = min(int(height), int(width))
+    return Grid(max(1, round(side * PATCH_SHARE)), max(1, round(side * STRIDE_SHARE)))
+
+
+def grid_help() -> str:
+    """How the grid option reads, for both command lines."""
+    small, large = default_grid(128, 128), default_grid(224, 224)
+    return (
+        f"in pixels of the model input (default: patches of {Fraction(PATCH_SHARE)} of its "
+        f"side every {Fraction(STRIDE_SHARE)} of it, {small.patch}/{small.stride} for a 128 px "
+        f"input and {large.patch}/{large.stride} for 224 px, {small.passes(128, 128)} model "
+        "runs a film; 20/10 is finer and takes 145 at 128 px)"
+    )
+
+
+def input_grid(input_spec: dict) -> Grid:
+    """`default_grid` for a sidecar's input (its height and width)."""
+    return default_grid(int(input_spec["height"]), int(input_spec["width"]))
 
 
 def parse_grid(text: str) -> Grid:
     """A grid from "PATCH/STRIDE" (pixels of the model input), as the commands take it."""
     patch, slash, stride = text.partition("/")
-    if not (slash and patch.strip().isdigit() and stride.strip().isdigit()):
-        raise infer.InferenceError(f"grid {text!r}: give PATCH/STRIDE in pixels, e.g. 20/10")
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    if not (slash and patch.strip().isdecimal() and stride.strip().isdecimal()):
+        raise InferenceError(f"grid {text!r}: give PATCH/STRIDE in pixels, e.g. 20/10")
     return Grid(int(patch), int(stride))
 
 
@@ -124,9 +155,10 @@ def fill_value(tensor: np.ndarray) -> np.ndarray:
 
 
 def occlusion_map(
-    classifier: infer.Classifier, gray: np.ndarray, grid: Grid = DEFAULT_GRID
+    classifier: Classifier, gray: np.ndarray, grid: Grid | None = None
 ) -> Explanation:
-    """Occlusion sensitivity of one resized 8-bit film (the model's height x width).
+    """Occlusion sensitivity of one resized 8-bit film (the model's height x width), on
+    `grid` (None: `default_grid` of the input).
 
     The patch is filled with the mean of the model input tensor, i.e. after the sidecar's
     normalisation (equalised films have mean grey about 0.5): occluding before the
@@ -137,6 +169,7 @@ def occlusion_map(
     reference = logit(probability)
     fill = fill_value(tensor)
     height, width = tensor.shape[1:3]
+    grid = grid or default_grid(height, width)
     tops, lefts = grid.starts(height), grid.starts(width)
     drops = np.zeros((len(tops), len(lefts)), dtype=np.float64)
     occluded = tensor.copy()
@@ -165,17 +198,22 @@ def between_centres(
 
 
 def explain_film(
-    classifier: infer.Classifier, path: str | Path, grid: Grid = DEFAULT_GRID
+    classifier: Classifier, path: str | Path, grid: Grid | None = None
 ) -> tuple[Explanation, np.ndarray]:
     """The map of one image file and the film itself (8-bit, as read), for the overlay.
 
     Raises:
-        infer.ImageError: the file cannot be read.
+        ImageError: the file cannot be read.
     """
-    film = infer.load_grayscale(path)
+    film = readers.read(path)[0]
+    return explain_gray(classifier, film, grid), film
+
+
+def explain_gray(classifier: Classifier, film: np.ndarray, grid: Grid | None = None) -> Explanation:
+    """The map of one 8-bit film as read (any size): resized as the model reads it."""
     spec = classifier.sidecar["input"]
-    gray = infer.resize(film, int(spec["height"]), int(spec["width"]))
-    return occlusion_map(classifier, gray, grid), film
+    gray = resize(film, int(spec["height"]), int(spec["width"]))
+    return occlusion_map(classifier, gray, grid)
 
 
 # --- pictures ---------------------------------------------------------------------------
@@ -247,7 +285,7 @@ def overlay(
     return _with_legend(picture, explanation, scale, threshold) if legend else picture
 
 
-def legend_html(grid: Grid = DEFAULT_GRID) -> str:
+def legend_html(grid: Grid) -> str:
     """How to read the overlays, for the HTML report: the same colours as a CSS gradient."""
     stops = ", ".join(f"rgb({r:.0f},{g:.0f},{b:.0f})" for r, g, b in HEAT)
     return (
@@ -312,82 +350,3 @@ def jpeg_bytes(picture: Image.Image, quality: int = 85) -> bytes:
     buffer = io.BytesIO()
     picture.convert("RGB").save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
-
-
-# --- files ------------------------------------------------------------------------------
-
-
-def free_stem(folder: Path, stem: str) -> str:
-    """stem, or stem-2, stem-3...: the first for which neither the overlay nor the map
-    exists in folder, so an earlier run's files (or a user's) are never overwritten."""
-    candidate, number = stem, 1
-    while any((folder / f"{candidate}{end}").exists() for end in (OVERLAY_SUFFIX, MAP_SUFFIX)):
-        number += 1
-        candidate = f"{stem}-{number}"
-    return candidate
-
-
-def save(folder: str | Path, path: str | Path, picture: Image.Image, explanation: Explanation):
-    """Write the overlay PNG and the map .npy of the film at path into folder.
-
-    Returns:
-        (overlay path, map path).
-    """
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise infer.OutputError(f"cannot create {folder}: {err.strerror or err}") from None
-    stem = free_stem(folder, Path(path).name)
-    buffer = io.BytesIO()
-    np.save(buffer, explanation.saliency)
-    overlay_path, map_path = folder / f"{stem}{OVERLAY_SUFFIX}", folder / f"{stem}{MAP_SUFFIX}"
-    infer.write_atomic(map_path, buffer.getvalue())
-    infer.write_atomic(overlay_path, png_bytes(picture))
-    return overlay_path, map_path
-
-
-# --- a batch: records in, records out --------------------------------------------------
-
-# The report shows each film and its overlay at this longest side.
-REPORT_SIDE = 360
-
-
-def explain_records(
-    classifier: infer.Classifier,
-    records,
-    folder: str | Path | None = None,
-    entries: list | None = None,
-    grid: Grid = DEFAULT_GRID,
-):
-    """Yield each record as it comes, explained when its film was read.
-
-    With folder, the overlay PNG and the map .npy are written there and the record gets
-    their paths ("overlay", "heatmap"). With entries, a report.Entry is appended for every
-    record, unreadable ones included, holding small JPEGs of the film and its overlay.
-    """
-    for record in records:
-        explained = None
-        if "error" not in record:
-            try:
-                explained = explain_film(classifier, record["path"], grid)
-            except infer.ImageError:  # gone or changed since it was classified
-                explained = None
-        if explained is not None and folder is not None:
-            explanation, film = explained
-            picture = overlay(film, explanation, classifier.threshold)
-            overlay_path, map_path = save(folder, record["path"], picture, explanation)
-            record = {**record, "overlay": str(overlay_path), "heatmap": str(map_path)}
-        if entries is not None:
-            entries.append(_entry(record, explained, classifier.threshold))
-        yield record
-
-
-def _entry(record: dict, explained, threshold: float) -> report.Entry:
-    if explained is None:
-        return report.Entry(record)
-    explanation, film = explained
-    height, width = display_size(*film.shape, REPORT_SIDE)
-    shown = Image.fromarray(film).resize((width, height), Image.Resampling.BILINEAR)
-    picture = overlay(film, explanation, threshold, REPORT_SIDE, legend=False)
-    return report.Entry(record, jpeg_bytes(shown), jpeg_bytes(picture), colour_scale(explanation))

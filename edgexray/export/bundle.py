@@ -1,21 +1,24 @@
 """`edgexray bundle`: a folder (and optionally a zip) to copy to a Raspberry Pi or an Android app.
 
-rpi      the model and its sidecar, the edge runtime as the package folder edge_runtime/
-         with an infer.py launcher beside it, requirements.txt (and the optional
-         requirements-dicom.txt and requirements-node.txt), a README with the Raspberry Pi
-         OS steps, a watch-folder script with its systemd unit, the DICOM node's systemd
-         unit, and check/ (check.py tests the installed runtime against the expected bytes
-         and output).
-android  the full-int8 model (uint8 input and output) and its sidecar, labels.txt, a README
-         on the LiteRT Interpreter, EdgexrayPreprocess.java (the preprocessing, tested
-         byte-identical to infer.py), EdgexrayScope.java (the out-of-scope guard, tested
-         to decide as scope.py does), and check/ files to test an app's port.
+rpi      the model (its sidecar inside, and the readable copy), the edge runtime as the
+         package folder edge_runtime/ with an infer.py launcher beside it, requirements.txt
+         (and the optional requirements-dicom.txt and requirements-node.txt), a README with
+         the Raspberry Pi OS steps, a watch-folder script with its systemd unit, the DICOM
+         node's systemd unit, and check/ (check.py tests the installed runtime against the
+         expected bytes and output).
+android  the full-int8 model (uint8 input and output; its sidecar inside, and the readable
+         copy), labels.txt, a README on the LiteRT Interpreter, EdgexrayModelFile.java (the
+         threshold, labels and sidecar read out of the model file), EdgexrayPreprocess.java
+         (the preprocessing, tested byte-identical to infer.py), EdgexrayScope.java (the
+         out-of-scope guard, tested to decide as scope.py does), and check/ files to test
+         an app's port.
 
 Every bundle holds bundle.json (what was bundled, by which edgexray) and SHA256SUMS (for
 `sha256sum -c SHA256SUMS`). The folder is built next to the target and renamed into place,
 so a bundle is either whole or absent; the zip is written the same way. Re-bundling into
 an earlier bundle replaces only the files its SHA256SUMS lists: what the user made there
-(results.jsonl, .venv) is kept. The READMEs, scripts and unit are files in templates/.
+(results.jsonl, .venv) is kept. The READMEs, scripts and unit are files in templates/. The
+bundled model always carries its metadata: one from before models carried it gets it here.
 """
 
 from __future__ import annotations
@@ -35,24 +38,38 @@ import numpy as np
 from PIL import Image
 
 from edgexray import __version__, artifacts
-from edgexray.edge_runtime import infer, report
+from edgexray.edge_runtime import RUNTIME_ROOT, metadata
+from edgexray.edge_runtime.classifier import Classifier
+from edgexray.edge_runtime.errors import InferenceError
+from edgexray.edge_runtime.interpreter import input_batch
+from edgexray.edge_runtime.options import option
+from edgexray.edge_runtime.outputs import report
+from edgexray.edge_runtime.preprocess import preprocess
+from edgexray.edge_runtime.sidecar import copy_path, load_sidecar, sha256_of
 from edgexray.errors import EdgexrayError
+from edgexray.export.metadata import embed
 
 log = logging.getLogger("edgexray")
 
 TARGETS = ("rpi", "android")
+CARD = "MODEL_CARD.md"  # in every bundle: the model's own, or one written from the model
 BUNDLE_SCHEMA = "edgexray.bundle/1"
 MANIFEST = artifacts.BUNDLE_MANIFEST  # bundle.json
 CHECKSUMS = artifacts.BUNDLE_CHECKSUMS  # SHA256SUMS
 CHECK_SIZE = (300, 260)  # height, width of the check image: both axes shrink, unequally
-# The android preprocessing as Java, byte-identical to infer.py (tests/test_android_preprocess.py).
+# The android preprocessing as Java, byte-identical to the runtime's
+# (tests/export/test_android_preprocess.py).
 ANDROID_PREPROCESS = Path(__file__).parent / "android" / "EdgexrayPreprocess.java"
-# The out-of-scope guard as Java, the same decisions as scope.py (tests/test_scope_java.py).
+# The out-of-scope guard as Java, the same decisions as scope.py
+# (tests/export/test_android_scope.py).
 ANDROID_SCOPE = Path(__file__).parent / "android" / "EdgexrayScope.java"
-CHECK_SCRIPT = Path(infer.__file__).with_name("check.py")  # the rpi bundle's check/check.py
-# The device runtime: every module of edgexray/edge_runtime/, shipped as a package folder of
+# The sidecar read out of the model file in plain Java (tests/export/test_model_file_java.py).
+ANDROID_MODEL_FILE = Path(__file__).parent / "android" / "EdgexrayModelFile.java"
+# The device runtime: the package edgexray/edge_runtime/, shipped as a package folder of
 # this name, run by the launcher infer.py at the bundle's top.
 RUNTIME_PACKAGE = "edge_runtime"
+RUNTIME_SOURCE = RUNTIME_ROOT / RUNTIME_PACKAGE
+CHECK_SCRIPT = RUNTIME_SOURCE / "check.py"  # the rpi bundle's check/check.py
 
 # The files written into bundles (READMEs, the watch-folder script, its systemd unit,
 # requirements.txt) are package data in templates/, so linters and reviewers see them.
@@ -80,7 +97,7 @@ class BundleConfig:
     """What to bundle for which device.
 
     Attributes:
-        model: the .tflite file; its sidecar (same name, .json) must sit next to it.
+        model: the .tflite file (carrying its sidecar, or with it beside it).
         target: "rpi" or "android".
         out: the bundle folder to write: absent, empty, or an earlier bundle (whose
             own files are replaced and the user's kept, see `_user_files`).
@@ -88,9 +105,12 @@ class BundleConfig:
     """
 
     model: str
-    target: str
-    out: str
-    zip: bool = False
+    target: str = option(help="Device: rpi or android.", choices=TARGETS)
+    out: str = option(
+        help="Bundle folder to write: new, empty, or an earlier bundle, whose own files "
+        "(those in its SHA256SUMS) are replaced and yours (results.jsonl, .venv) kept."
+    )
+    zip: bool = option(False, "Also write OUT.zip holding the folder.")
 
     def __post_init__(self):
         if self.target not in TARGETS:
@@ -122,18 +142,18 @@ def non_builtin_ops(model_path: Path) -> list[str]:
     return sorted(set(custom))
 
 
-def _load_model(config: BundleConfig) -> infer.Classifier:
+def _load_model(config: BundleConfig) -> Classifier:
     model = Path(config.model)
     try:
-        infer.load_sidecar(model)  # exists and matches, before reading its operators
+        load_sidecar(model)  # exists and matches, before reading its operators
         others = non_builtin_ops(model)
         if others:
             raise EdgexrayError(
                 f"{model} uses operators that are not LiteRT builtins "
                 f"({', '.join(others)}); the device runtime cannot run it"
             )
-        classifier = infer.Classifier(model)
-    except infer.InferenceError as err:
+        classifier = Classifier(model)
+    except InferenceError as err:
         raise EdgexrayError(str(err)) from None
     if config.target == "android":
         interpreter = classifier.interpreter
@@ -154,13 +174,13 @@ def _fill(template: str, **values) -> str:
     return template
 
 
-def _model_facts(classifier: infer.Classifier, model: Path) -> dict:
+def _model_facts(classifier: Classifier, model: Path) -> dict:
     sidecar = classifier.sidecar
     spec = sidecar["input"]
     return {
         "model": model.name,
         "model_arg": shlex.quote(model.name),
-        "sidecar": model.with_suffix(".json").name,
+        "sidecar": copy_path(model).name,
         "sha256": sidecar["sha256"],
         "size_kb": f"{model.stat().st_size / 1024:.0f}",
         "method": sidecar.get("method", "unknown"),
@@ -228,21 +248,27 @@ def calibration_facts(sidecar: dict) -> dict:
     }
 
 
+def runtime_modules() -> list[Path]:
+    """Every module of the edge runtime package, its subpackages included, sorted."""
+    return sorted(p for p in RUNTIME_SOURCE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
 def write_runtime(folder: Path) -> Path:
     """The edge runtime as a device holds it: folder/edge_runtime/ with every module of
     edgexray/edge_runtime/ (they import each other relatively), and folder/infer.py, the
-    launcher that runs edge_runtime.infer.main(). Returns the launcher's path."""
+    launcher that runs edge_runtime.cli.main(). Returns the launcher's path."""
     package = Path(folder) / RUNTIME_PACKAGE
-    package.mkdir(parents=True, exist_ok=True)
-    for module in sorted(Path(infer.__file__).parent.glob("*.py")):
-        shutil.copyfile(module, package / module.name)
+    for module in runtime_modules():
+        target = package / module.relative_to(RUNTIME_SOURCE)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(module, target)
     launcher = Path(folder) / "infer.py"
     launcher.write_text(template("infer-launcher.py"))
     launcher.chmod(0o755)
     return launcher
 
 
-def _write_rpi(staging: Path, classifier: infer.Classifier, model: Path) -> None:
+def _write_rpi(staging: Path, classifier: Classifier, model: Path) -> None:
     facts = _model_facts(classifier, model)
     write_runtime(staging)
     _write_check(staging, classifier)
@@ -268,15 +294,15 @@ def check_image() -> Image.Image:
     return Image.fromarray(np.clip(np.round(image), 0, 255).astype(np.uint8))
 
 
-def _write_check(staging: Path, classifier: infer.Classifier) -> dict:
+def _write_check(staging: Path, classifier: Classifier) -> dict:
     """check/: a test image, the exact input bytes it must become, and the expected output."""
     folder = staging / "check"
     folder.mkdir()
     check_image().save(folder / "image.png")
     interpreter = classifier.interpreter
     input_detail = interpreter.get_input_details()[0]
-    image = infer.preprocess(folder / "image.png", classifier.sidecar["input"])
-    (folder / "input.u8").write_bytes(infer.input_batch(image, input_detail).tobytes())
+    image = preprocess(folder / "image.png", classifier.sidecar["input"])
+    (folder / "input.u8").write_bytes(input_batch(image, input_detail).tobytes())
     probability = classifier.probability(folder / "image.png")
     raw_output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     expected = {
@@ -294,12 +320,12 @@ def _write_check(staging: Path, classifier: infer.Classifier) -> dict:
     return expected
 
 
-def _quantization_note(classifier: infer.Classifier) -> str:
+def _quantization_note(classifier: Classifier) -> str:
     unchanged = classifier.levels_are_input  # scale 1/255, zero point 0
     return snippet("android-input-unchanged.md" if unchanged else "android-input-requantized.md")
 
 
-def _scope_status(classifier: infer.Classifier) -> str:
+def _scope_status(classifier: Classifier) -> str:
     """What the android README says about this model's scope statistics."""
     block = classifier.scope
     if block is None:
@@ -314,7 +340,7 @@ def _scope_status(classifier: infer.Classifier) -> str:
     )
 
 
-def _write_android(staging: Path, classifier: infer.Classifier, model: Path) -> None:
+def _write_android(staging: Path, classifier: Classifier, model: Path) -> None:
     facts = _model_facts(classifier, model)
     interpreter = classifier.interpreter
     in_scale, in_zero = interpreter.get_input_details()[0]["quantization"]
@@ -323,6 +349,7 @@ def _write_android(staging: Path, classifier: infer.Classifier, model: Path) -> 
     (staging / "labels.txt").write_text("\n".join(classifier.labels) + "\n")
     shutil.copyfile(ANDROID_PREPROCESS, staging / ANDROID_PREPROCESS.name)
     shutil.copyfile(ANDROID_SCOPE, staging / ANDROID_SCOPE.name)
+    shutil.copyfile(ANDROID_MODEL_FILE, staging / ANDROID_MODEL_FILE.name)
     readme = _fill(
         template("android-README.md"),
         **facts,
@@ -341,9 +368,31 @@ def _write_android(staging: Path, classifier: infer.Classifier, model: Path) -> 
     (staging / "README.md").write_text(readme)
 
 
+def _write_card(staging: Path, classifier: Classifier, model: Path) -> None:
+    """MODEL_CARD.md in every bundle: the model's own card when it has one beside it (the
+    shipped model's), else one written from what the model file says about itself."""
+    own = [model.with_suffix(".md"), model.with_name(CARD)]
+    found = next((card for card in own if card.is_file()), None)
+    if found is not None:
+        shutil.copyfile(found, staging / CARD)
+        return
+    facts = _model_facts(classifier, model)
+    block = classifier.scope
+    statement = (
+        "**This model has no scope statistics**: only the colour and flat checks (and DICOM "
+        "tags) can refuse a film, and its answers are shown as not checked."
+        if block is None
+        else f"Its scope cut-off is {block['cutoff']:.4f} ({block['cutoff_rule']})."
+    )
+    card = _fill(
+        template(CARD), **facts, output_kind=classifier.output_kind, scope_statement=statement
+    )
+    (staging / CARD).write_text(card)
+
+
 def _write_checksums(folder: Path) -> None:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS)
-    lines = [f"{infer.sha256_of(p)}  {p.relative_to(folder).as_posix()}\n" for p in files]
+    lines = [f"{sha256_of(p)}  {p.relative_to(folder).as_posix()}\n" for p in files]
     (folder / CHECKSUMS).write_text("".join(lines))
 
 
@@ -439,6 +488,28 @@ def _move_into_place(staging: Path, out: Path, keep: list[str]) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _write_model(classifier: Classifier, model: Path, staging: Path) -> Classifier:
+    """The model into the bundle, carrying its metadata, with its readable copy. A model
+    from before models carried their sidecar gets it (and the standard TFLite metadata)
+    here: a new flatbuffer, so a new sha256, and the classifier of the bundled file."""
+    source = model.read_bytes()
+    sidecar = classifier.sidecar
+    if metadata.parse(source, str(model)).sidecar_bytes is None:
+        source, sidecar = embed(source, sidecar)
+        log.info(
+            "%s carried no metadata: the bundled copy does (sha256 %s)",
+            model.name,
+            sidecar["sha256"],
+        )
+    artifacts.write_model(staging / model.name, source, sidecar)
+    if sidecar is classifier.sidecar:
+        return classifier
+    try:
+        return Classifier(staging / model.name)
+    except InferenceError as err:
+        raise EdgexrayError(str(err)) from None
+
+
 def _write_zip(folder: Path, files: list[str], path: Path) -> None:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name in files:
@@ -470,8 +541,8 @@ def make_bundle(config: BundleConfig) -> dict:
         raise EdgexrayError(f"cannot write the bundle {out}: {err.strerror}") from None
     try:
         staging.chmod(0o755)
-        shutil.copyfile(model, staging / model.name)
-        shutil.copyfile(model.with_suffix(".json"), staging / model.with_suffix(".json").name)
+        classifier = _write_model(classifier, model, staging)
+        _write_card(staging, classifier, model)
         if config.target == "rpi":
             _write_rpi(staging, classifier, model)
         else:

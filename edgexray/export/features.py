@@ -6,7 +6,7 @@ lie from the training films'. Those features are already a tensor of every conve
 model; this module only lists that tensor as a second output of the subgraph (and of its
 signature), with TensorFlow's flatbuffer_utils. No operator, weight or quantization
 parameter is touched, so the first output, the pneumonia logit, keeps every byte: checked
-on all 312 test/ films for the shipped model (tests/test_scope.py, benchmarks/README.md).
+on all 312 test/ films for the shipped model (tests/export/test_features.py, benchmarks/README.md).
 
 Adding the output to a finished .tflite, rather than converting a two-output Keras model,
 is what lets the shipped reference model gain the features without a retrain or a
@@ -15,7 +15,15 @@ re-quantization that could move a single prediction.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+
+from edgexray import artifacts
+from edgexray.edge_runtime.sidecar import load_sidecar
 from edgexray.errors import EdgexrayError
+from edgexray.export import metadata
+from edgexray.pipeline import scope
 
 FEATURE_OUTPUT_NAME = "pooled_features"  # the signature's name of the second output
 # Ops that only change the dtype or shape of the logit between the last Dense and the model
@@ -98,3 +106,36 @@ def with_feature_output(tflite_bytes: bytes) -> bytes:
             mapping.tensorIndex = features
             signature.outputs = list(signature.outputs or []) + [mapping]
     return bytes(utils.convert_object_to_bytearray(model))
+
+
+def add_guard(
+    model_path: Path,
+    train_grays: list[np.ndarray],
+    val_grays: list[np.ndarray],
+    *,
+    train_counts: dict | None = None,
+    val_counts: dict | None = None,
+    coverage: float = scope.COVERAGE,
+) -> dict:
+    """Give a finished model its pooled features as a second output (the first output
+    keeps every byte, see `with_feature_output`), write its metadata for the new graph
+    (a new sha256), and fit and write the scope block. Used for the shipped reference
+    model, which predates the guard.
+
+    Returns:
+        The scope block.
+    """
+    model_path = Path(model_path)
+    tflite_bytes = with_feature_output(model_path.read_bytes())
+    if tflite_bytes != model_path.read_bytes():
+        sidecar = dict(load_sidecar(model_path))
+        sidecar.pop("scope", None)  # statistics of the old graph no longer apply
+        artifacts.write_model(model_path, *metadata.embed(tflite_bytes, sidecar))
+    return scope.attach(
+        model_path,
+        train_grays,
+        val_grays,
+        train_counts=train_counts,
+        val_counts=val_counts,
+        coverage=coverage,
+    )

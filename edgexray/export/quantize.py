@@ -30,6 +30,7 @@ from typing import TypedDict
 import numpy as np
 
 from edgexray import __version__, artifacts
+from edgexray.edge_runtime.options import option
 from edgexray.errors import EdgexrayError, check_config, check_threshold
 from edgexray.export import convert
 from edgexray.export.features import with_feature_output
@@ -88,17 +89,19 @@ def read_report(run_dir: Path) -> QuantizeReport:
 class QuantizeConfig:
     """Settings of the quantization stage; each sidecar's method_config holds its part."""
 
-    representative_size: int = 256  # train images calibrating the int8 activation ranges
+    representative_size: int = option(256, "Train images calibrating int8 ranges.")
     # Half a pass: qat's val AUC 0.9969 against 0.9979 after a full one and 0.9971 for int8
     # with no fine-tune at all, on one model, for half the time (benchmarks/README.md,
     # "Speed"). A fraction of a pass is that share of its batches.
-    qat_epochs: float = 0.5  # fine-tuning passes of qat and pqat
+    qat_epochs: float = option(
+        0.5, "Fine-tuning passes of qat and pqat; a fraction is that share of one pass."
+    )
     qat_learning_rate: float = 1e-4
     batch_size: int = 32
     # Fine-tune qat and pqat towards the float model's calls (finetune.fit's teacher)
     # instead of the labels.
     distill: bool = False
-    distribute: str = "none"  # of the qat/pqat fine-tunes (see pipeline/distribute.py)
+    distribute: str = distribute.setting()  # of the qat/pqat fine-tunes
 
     def __post_init__(self):
         checks = {

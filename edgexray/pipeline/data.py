@@ -4,7 +4,7 @@ Layouts accepted (folder names match case-insensitively):
   DIR/NORMAL, DIR/PNEUMONIA
   DIR/train/{NORMAL,PNEUMONIA} with optional DIR/val/... and DIR/test/...
 
-Every model input is made by `edgexray.edge_runtime.infer.preprocess`'s functions, the
+Every model input is made by `edgexray.edge_runtime.preprocess`'s functions, the
 same code the device runs. Augmentation and the shift stress test act on the resized
 8-bit image *before* normalisation, the way a different X-ray machine would.
 """
@@ -23,13 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from edgexray.artifacts import atomic_write
-from edgexray.edge_runtime.infer import (
-    LABELS,  # index = model target; PNEUMONIA is the positive class
-    ImageError,
-    image_files,
-    load_grayscale,
-    normalize,
-)
+from edgexray.edge_runtime import readers
+from edgexray.edge_runtime.errors import ImageError
+from edgexray.edge_runtime.preprocess import normalize
+from edgexray.edge_runtime.sidecar import LABELS  # index = model target; PNEUMONIA is positive
 from edgexray.errors import EdgexrayError
 from edgexray.pipeline import decode_cache
 from edgexray.pipeline.augment import AUGMENTATIONS
@@ -101,7 +98,7 @@ def list_images(class_root: Path) -> dict[int, list[Path]]:
         folder = _child(class_root, label)
         if folder is None:
             raise EdgexrayError(f"{class_root} has no {label}/ folder")
-        files = image_files(folder)
+        files = readers.film_files(folder)
         if not files:
             raise EdgexrayError(f"{folder} holds no .jpeg, .jpg, .png or DICOM images")
         images[index] = files
@@ -122,7 +119,7 @@ def readable(
     for count, path in enumerate(paths, 1):
         try:
             if input_spec is None:
-                load_grayscale(path)
+                readers.read(path)[0]
             else:
                 decode_cache.resized_grayscale(path, input_spec)
             good.append(path)

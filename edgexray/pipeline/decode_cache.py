@@ -3,11 +3,12 @@
 Training decodes every file on every epoch, and evaluation, calibration and quantization
 decode the same files again; a full-resolution original (1000-2000 px JPEG) costs far
 more to decode than the model then spends on it. What is cached is exactly what
-`infer.resized_grayscale` returns: the 8-bit grayscale image, EXIF-upright, resized to
-the model's height x width. That is the point where the pipeline branches today:
-training's augmentation and the shift stress test change that image, and normalisation
-(`equalize` or `scale`) is applied after them, so neither belongs in the cache (nor in
-its key) and a cached run computes bit for bit what an uncached one does.
+`edge_runtime.preprocess.resized_grayscale` returns: the 8-bit grayscale image,
+EXIF-upright, resized to the model's height x width. That is the point where the
+pipeline branches today: training's augmentation and the shift stress test change that
+image, and normalisation (`equalize` or `scale`) is applied after them, so neither
+belongs in the cache (nor in its key) and a cached run computes bit for bit what an
+uncached one does.
 
 Key: the sha256 of the file's bytes (a renamed or copied film is found again, an edited
 one never is), the height and width, PREPROCESS_VERSION and Pillow's version (a new
@@ -36,11 +37,11 @@ from pathlib import Path
 import numpy as np
 import PIL
 
-from edgexray.edge_runtime import infer
+from edgexray.edge_runtime import preprocess
 
 log = logging.getLogger("edgexray")
 
-# Bump when infer.load_grayscale or infer.resize change what they return.
+# Bump when readers.read or preprocess.resize change what they return.
 PREPROCESS_VERSION = 1
 OFF = ("", "0", "off", "none", "false", "no")
 MAGIC = b"EXRG"
@@ -121,21 +122,21 @@ def _warn_once(root: Path, err: OSError) -> None:
 
 
 def resized_grayscale(path, input_spec: dict) -> np.ndarray:
-    """`infer.resized_grayscale(path, input_spec)`, from the cache when it is there.
+    """`preprocess.resized_grayscale(path, input_spec)`, from the cache when it is there.
 
     Raises:
-        infer.ImageError: the file cannot be read as an image (never cached).
+        ImageError: the file cannot be read as an image (never cached).
     """
     height, width = int(input_spec["height"]), int(input_spec["width"])
     root = cache_root()
     digest = _file_digest(path) if root is not None else None
     if digest is None:
-        return infer.resized_grayscale(path, input_spec)
+        return preprocess.resized_grayscale(path, input_spec)
     entry = entry_path(root, digest, height, width)
     cached = read_entry(entry, height, width)
     if cached is not None:
         return cached
-    gray = infer.resized_grayscale(path, input_spec)
+    gray = preprocess.resized_grayscale(path, input_spec)
     if _file_digest(path) != digest:  # replaced while it was decoded: do not mislabel it
         return gray
     try:

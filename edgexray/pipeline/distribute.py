@@ -36,15 +36,28 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgexray.edge_runtime.options import option
 from edgexray.errors import EdgexrayError
 
 NAMES = ("none", "mirrored", "multiworker")
 # A task whose peers do not all answer within this long stops with an error instead of
 # waiting forever.
 CLUSTER_TIMEOUT_SECONDS = 120
+# The cluster setup's watchdog, a program of its own (see _within).
+WATCHDOG = Path(__file__).with_name("watchdog.py")
 
 _strategies: dict = {}  # one per process: TensorFlow cannot set up collectives twice
 _worker_dir: dict = {}
+
+
+def setting():
+    """The `distribute` field of a stage's settings, the same option in every command."""
+    return option(
+        "none",
+        "Train with tf.distribute: none, mirrored (local GPUs, else CPUs) or multiworker "
+        "(TF_CONFIG; only the chief writes). See README 'Training on a cluster'.",
+        choices=NAMES,
+    )
 
 
 def check_name(name: str) -> bool:
@@ -147,17 +160,6 @@ def _make(name: str):
         raise EdgexrayError(f"cannot start the multiworker cluster: {first_line}") from None
 
 
-# The watchdog of _within, run as its own process: it waits for the pipe on its stdin to
-# close (the setup returned) and otherwise prints the error and kills the setup's process.
-WATCHDOG = """
-import os, select, signal, sys
-parent, seconds, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-if not select.select([sys.stdin], [], [], seconds)[0]:
-    os.write(2, message.encode() + b"\\n")
-    os.kill(parent, signal.SIGKILL)
-"""
-
-
 def _within(seconds: float, make):
     """make() (TensorFlow's cluster setup), ended with one line after `seconds`.
 
@@ -165,8 +167,9 @@ def _within(seconds: float, make):
     port) passes `_wait_for_peers`, and the setup then blocks in C++ holding the
     interpreter: no Python thread or signal handler runs until it returns. So Ctrl-C and
     SIGTERM are set to their default action (end the process) meanwhile, and the watchdog
-    is another process, which prints the error and kills this one after `seconds` (exit
-    status 137) unless the setup returned first.
+    is another process (watchdog.py, run by path: no package import to wait for), which
+    prints the error and kills this one after `seconds` (exit status 137) unless the setup
+    returned first.
     """
     import signal
     import subprocess
@@ -181,7 +184,7 @@ def _within(seconds: float, make):
     stops = (signal.SIGINT, signal.SIGTERM)
     previous = {s: signal.signal(s, signal.SIG_DFL) for s in stops} if main else {}
     watchdog = subprocess.Popen(
-        [sys.executable, "-c", WATCHDOG, str(os.getpid()), str(seconds), message],
+        [sys.executable, str(WATCHDOG), str(os.getpid()), str(seconds), message],
         stdin=subprocess.PIPE,
     )
     try:

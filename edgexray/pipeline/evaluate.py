@@ -1,6 +1,6 @@
 """`edgexray evaluate`: clinical metrics of a .tflite or Keras model on a folder of X-rays.
 
-A .tflite model is fed by the edge runtime's own code (`edge_runtime.infer.preprocess`
+A .tflite model is fed by the edge runtime's own code (`edge_runtime.preprocess`
 and `run_interpreter`, reading the sidecar), so what is evaluated is what ships. A Keras
 model is read from its run directory, whose config.json says how to feed it and whose
 metrics.json holds the threshold chosen on the validation split.
@@ -16,12 +16,14 @@ from typing import TypedDict
 
 import numpy as np
 
-from edgexray import artifacts
-from edgexray.edge_runtime.infer import Classifier, InferenceError, image_files
+from edgexray import artifacts, chatter
+from edgexray.edge_runtime.classifier import Classifier
+from edgexray.edge_runtime.errors import InferenceError
+from edgexray.edge_runtime.readers import film_files as image_files
 from edgexray.edge_runtime.scope import OUT_OF_SCOPE
 from edgexray.errors import EdgexrayError, check_threshold
 from edgexray.formatting import interval, number
-from edgexray.pipeline import chatter, data, metrics, scoring
+from edgexray.pipeline import data, metrics, scoring
 
 log = logging.getLogger("edgexray")
 

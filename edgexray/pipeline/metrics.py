@@ -11,7 +11,7 @@ from typing import TypedDict
 
 import numpy as np
 
-from edgexray.edge_runtime.infer import sigmoid  # noqa: F401 (the one sigmoid)
+from edgexray.edge_runtime.interpreter import sigmoid  # noqa: F401 (the one sigmoid)
 
 
 def confusion(labels: np.ndarray, predicted: np.ndarray) -> dict[str, int]:

@@ -3,7 +3,7 @@
 Only layers that tensorflow-model-optimization can prune and quantize-annotate:
 Conv2D, BatchNormalization, ReLU, MaxPooling2D, GlobalAveragePooling2D, Dropout and
 Dense. Normalisation is not in the graph: the model takes the already normalised image
-(see edgexray.edge_runtime.infer.normalize), so nothing here needs a preprocessing layer.
+(see edgexray.edge_runtime.preprocess.normalize), so nothing here needs a preprocessing layer.
 """
 
 from __future__ import annotations

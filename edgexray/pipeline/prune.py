@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgexray import __version__, artifacts
+from edgexray.edge_runtime.options import option
 from edgexray.errors import EdgexrayError, check_config
 from edgexray.pipeline import data, distribute, finetune, metrics, scoring
 from edgexray.pipeline.train import load_config, read_metrics
@@ -39,12 +40,14 @@ class PruneConfig:
     # 0.8, not 0.5: measured on the full data, 50% zeros only shrank the gzipped int8 model
     # to 1/5.4 of float32 (zeros scattered through the tensors compress poorly), while 80%
     # reached 1/10 with test recall unchanged.
-    sparsity: float = 0.8
+    sparsity: float = option(0.8, "Share of Conv2D/Dense kernel weights set to zero.")
     # 3 passes of 32 films (417 steps): 2 passes of 128 (70 steps) reached val AUC 0.9950
     # with the batch-norm statistics re-estimated, yet lost 0.016-0.023 AUC at the new
     # site (test/), where this length loses at most 0.003 (benchmarks/README.md, "Speed").
-    epochs: float = 3  # passes over the train split; a fraction is part of one
-    learning_rate: float = 3e-4
+    epochs: float = option(
+        3, "Fine-tuning passes over the train split while pruning; a fraction is part of one."
+    )
+    learning_rate: float = option(3e-4, "Fine-tuning learning rate.")
     batch_size: int = 32
     # Fine-tune towards the float model's calls (finetune.fit's teacher) instead of the
     # labels.
@@ -52,7 +55,7 @@ class PruneConfig:
     # Train films re-estimating the batch-norm statistics after the fine-tune (0: keep
     # what the fine-tune left; see finetune.recalibrate_batch_norm).
     recalibrate_films: int = 1024
-    distribute: str = "none"  # none, mirrored or multiworker (see pipeline/distribute.py)
+    distribute: str = distribute.setting()
 
     def __post_init__(self):
         checks = {

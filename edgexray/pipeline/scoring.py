@@ -3,8 +3,8 @@
 Train, prune and quantize choose thresholds, and evaluate, verify and benchmark apply
 them; all of them score through here, so a threshold is chosen on exactly the numbers it
 is later applied to. Files are decoded by the edge runtime's own code
-(`edge_runtime.infer.preprocess`), a Keras model is called on batches of decoded images,
-and a .tflite model runs one image per invoke through `infer.run_interpreter`, as on a
+(`edge_runtime.preprocess`), a Keras model is called on batches of decoded images,
+and a .tflite model runs one image per invoke through `run_interpreter`, as on a
 device.
 """
 
@@ -18,10 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
-from edgexray.edge_runtime import infer
+from edgexray import chatter
 from edgexray.edge_runtime import scope as guard
+from edgexray.edge_runtime.errors import ImageError, InferenceError
+from edgexray.edge_runtime.interpreter import (
+    dequantized,
+    interpreter_class,
+    load_interpreter,
+    run_interpreter,
+    sigmoid,
+)
+from edgexray.edge_runtime.preprocess import normalize, resized_film
 from edgexray.errors import EdgexrayError
-from edgexray.pipeline import chatter, decode_cache, progress
+from edgexray.pipeline import decode_cache, progress
 
 log = logging.getLogger("edgexray")
 
@@ -33,7 +42,7 @@ class Scorer:
     """A model as a function from decoded images to probabilities, and how to decode."""
 
     name: str  # for messages: the model file, or what the model is
-    input_spec: dict  # what `infer.preprocess` needs: height, width, normalization
+    input_spec: dict  # what `preprocess` needs: height, width, normalization
     probabilities: Callable[[list[np.ndarray]], np.ndarray]
     # The out-of-scope guard of a model with scope statistics: (model inputs, films as
     # (resized 8-bit grey, load info)) -> one scope.Decision each. None: not judged.
@@ -55,7 +64,7 @@ def keras_scorer(model, input_spec: dict, name: str = "Keras model") -> Scorer:
             for start in range(0, len(images), CHUNK)
         ]
         outputs = np.concatenate(result) if result else np.zeros(0)
-        return infer.sigmoid(outputs) if logit else outputs
+        return sigmoid(outputs) if logit else outputs
 
     return Scorer(name, input_spec, probabilities)
 
@@ -69,35 +78,45 @@ def tflite_scorer(
 ) -> Scorer:
     """Score with a .tflite model (its bytes, its file, or a loaded interpreter).
 
-    Exactly `infer.Classifier.probability` after decoding: one image per invoke, input
+    Exactly `Classifier.probability` after decoding: one image per invoke, input
     quantized and output dequantized as the interpreter's details say, then the sigmoid
     taken when the model emits the logit (output_kind, the sidecar's output "kind").
     With the sidecar's scope block, the scorer also judges every film as the device does
     (`scope.decide` on the features of the film's own invoke).
     """
     if isinstance(model, bytes):
-        interpreter = infer.interpreter_class()(model_content=model)
+        interpreter = interpreter_class()(model_content=model)
     elif isinstance(model, (str, Path)):
-        interpreter = infer.load_interpreter(model)
+        interpreter = load_interpreter(model)
     else:
         interpreter = model
     with chatter.quiet():  # the first allocation of a process announces XNNPACK
         interpreter.allocate_tensors()
 
     def probabilities(images: list[np.ndarray]) -> np.ndarray:
-        return np.array(
-            [infer.run_interpreter(interpreter, image, output_kind) for image in images]
-        )
+        return np.array([run_interpreter(interpreter, image, output_kind) for image in images])
+
+    statistics = guard.Statistics.of(scope_block) if scope_block is not None else None
 
     def judge(images: list[np.ndarray], films: list[tuple]) -> list:
         detail = interpreter.get_output_details()[scope_block["feature_output"]["index"]]
+
+        def features_of(gray: np.ndarray) -> np.ndarray:  # of any resized 8-bit film
+            run_interpreter(interpreter, normalize(gray, input_spec["normalization"]), output_kind)
+            return dequantized(interpreter.get_tensor(detail["index"]), detail)
+
         decisions = []
         for image, (gray, info) in zip(images, films, strict=True):
-            infer.run_interpreter(interpreter, image, output_kind)  # this film's features
-            features = infer.dequantized(interpreter.get_tensor(detail["index"]), detail)
+            run_interpreter(interpreter, image, output_kind)  # this film's features
+            features = dequantized(interpreter.get_tensor(detail["index"]), detail)
             decisions.append(
                 guard.decide(
-                    gray, features, scope_block, colour=info.get("colour"), tags=info.get("tags")
+                    gray,
+                    features,
+                    statistics,
+                    colour=info.get("colour"),
+                    tags=info.get("tags"),
+                    features_of=features_of,
                 )
             )
         return decisions
@@ -109,23 +128,23 @@ def tflite_scorer(
 
 
 def decode(path: str, input_spec: dict, change: Callable | None = None) -> np.ndarray:
-    """The model input for one file, as `infer.preprocess` makes it; `change` alters the
+    """The model input for one file, as `preprocess` makes it; `change` alters the
     resized grayscale image first (the shift stress test's acquisition changes). The
     resized image comes from the decode cache (see pipeline/decode_cache.py)."""
     gray = decode_cache.resized_grayscale(path, input_spec)
     if change is not None:
         gray = change(gray)
-    return infer.normalize(gray, input_spec["normalization"])
+    return normalize(gray, input_spec["normalization"])
 
 
 def decode_film(path: str, input_spec: dict, change: Callable | None = None) -> tuple:
     """The model input for one file, and the film as the scope guard sees it:
     (input, (resized 8-bit grey, load info)). Not cached: the guard needs what the decoder
     found in the file (its colour, its DICOM tags), which the decode cache does not keep."""
-    gray, info = infer.resized_film(path, input_spec)
+    gray, info = resized_film(path, input_spec)
     if change is not None:
         gray = change(gray)
-    return infer.normalize(gray, input_spec["normalization"]), (gray, info)
+    return normalize(gray, input_spec["normalization"]), (gray, info)
 
 
 def _spec_key(input_spec: dict) -> tuple:
@@ -180,11 +199,11 @@ def _decode_chunk(chunk, start: int, specs: dict, judging: bool, change, skipped
                 else (decode(path, spec, change), None)
                 for key, spec in specs.items()
             }
-        except infer.ImageError as err:
+        except ImageError as err:
             log.warning("skipping %s", err)
             skipped[path] = _skip(path, err)
             continue
-        except infer.InferenceError as err:  # the model's sidecar, not the image, is wrong
+        except InferenceError as err:  # the model's sidecar, not the image, is wrong
             raise EdgexrayError(str(err)) from None
         except Exception as err:  # noqa: BLE001 - odd files must not stop a long run
             log.warning("skipping %s: not a readable image (%s)", path, err)
@@ -210,7 +229,7 @@ def _run_scorer(scorer: Scorer, inputs: list, films: list) -> tuple[np.ndarray, 
         return probabilities, verdicts
     except (ValueError, RuntimeError) as err:  # shape or dtype the model refuses
         raise EdgexrayError(f"{scorer.name}: cannot run on its input ({err})") from None
-    except infer.InferenceError as err:  # an output that is no probability
+    except InferenceError as err:  # an output that is no probability
         raise EdgexrayError(f"{scorer.name}: {err}") from None
 
 

@@ -12,6 +12,7 @@ from typing import TypedDict
 import numpy as np
 
 from edgexray import __version__, artifacts
+from edgexray.edge_runtime.options import option
 from edgexray.errors import EdgexrayError, check_config, check_threshold
 from edgexray.formatting import estimate
 from edgexray.pipeline import augment, data, distribute, finetune, metrics, scoring
@@ -25,8 +26,8 @@ class TrainConfig:
     """Everything that decides a trained model; saved as config.json in the run dir."""
 
     data: str
-    image_size: int = 128
-    width: int = 12
+    image_size: int = option(128, "Input height and width.")
+    width: int = option(12, "Filters of the first stage.")
     # "strided": the first convolution steps by 2 instead of a pool after it; val AUC held
     # and a training step costs about a fifth less (benchmarks/README.md, "Speed").
     stem: str = "strided"  # a model.STEMS name: how the first stage halves the resolution
@@ -46,17 +47,18 @@ class TrainConfig:
     # val AUC within the seed spread of the earlier 20 epochs of 32 at 2e-3, for about half
     # the work; 8 epochs fell short on val (benchmarks/README.md, "Speed"). Longer
     # schedules are a --config file away.
-    epochs: int = 12
+    epochs: int = option(12, "Maximum training epochs.")
     patience: int = 5
     batch_size: int = 128
     learning_rate: float = 4e-3
     warmup_epochs: int = 1  # linear rise of the learning rate before the cosine decay
     val_fraction: float = 0.15
     test_fraction: float = 0.15
-    target_recall: float = 0.97
-    seed: int = 42
-    max_train_images: int = 0  # 0 = all; a smaller number for quick experiments and tests
-    distribute: str = "none"  # none, mirrored or multiworker (see pipeline/distribute.py)
+    target_recall: float = option(0.97, "Pneumonia recall the val threshold must reach.")
+    seed: int = option(42, "Seed for split, init and augmentation.")
+    # A smaller number for quick experiments and tests.
+    max_train_images: int = option(0, "Use at most this many training images (0 = all).")
+    distribute: str = distribute.setting()
 
     def __post_init__(self):
         self._check_types()

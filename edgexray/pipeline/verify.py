@@ -48,6 +48,7 @@ from typing import TypedDict
 import numpy as np
 
 from edgexray import artifacts
+from edgexray.edge_runtime.options import option
 from edgexray.errors import EdgexrayError
 from edgexray.formatting import defined, interval, json_safe, number, signed
 from edgexray.pipeline import data, metrics
@@ -80,10 +81,16 @@ CHANGES = (
 class GateLimits:
     """How far a candidate may fall below the baseline (see the module docstring)."""
 
-    max_recall_drop: float = 0.0
-    max_specificity_drop: float = 0.10
-    max_auc_drop: float = 0.01
-    max_out_of_scope: float = 0.05
+    max_recall_drop: float = option(
+        0.0, "Pneumonia recall a candidate may lose against the float model."
+    )
+    max_specificity_drop: float = option(
+        0.10, "Specificity a candidate may lose (0.10 is 12 of 117 normal test films)."
+    )
+    max_auc_drop: float = option(0.01, "AUC a candidate may lose against the float model.")
+    max_out_of_scope: float = option(
+        0.05, "Share of the films a candidate's scope guard may refuse (all are in scope)."
+    )
 
     def __post_init__(self):
         for name, value in asdict(self).items():

@@ -1,0 +1,28 @@
+"""`edgexray prune`: the trained model pruned and fine-tuned (pruned.keras)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from edgexray.pipeline.prune import PruneConfig
+
+from .common import user_errors, verbosity, writes_artifacts
+from .options import RunDir, from_settings
+
+
+@user_errors
+@from_settings(PruneConfig, "sparsity", "epochs", "learning_rate", "distribute")
+def command(run_dir: RunDir, **settings):
+    """Prune the trained model, fine-tune it and save pruned.keras (model.keras is untouched)."""
+    from edgexray import artifacts
+    from edgexray.pipeline.prune import prune, summary_lines
+
+    config = PruneConfig(**settings)
+    report = prune(run_dir, config, verbose=verbosity())
+    if not writes_artifacts(config.distribute):
+        return
+    for line in summary_lines(report):
+        typer.echo(line)
+    typer.echo(f"pruned model: {Path(run_dir) / artifacts.PRUNED}")
