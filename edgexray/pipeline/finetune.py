@@ -89,15 +89,17 @@ def fit(
     logit = emits_logit(model)
     passes, per_pass, _ = schedule(len(train_paths), batch_size, epochs, distribute)
     global_batch = distribution.global_batch(batch_size, distribute)
-    if teacher is not None:
-        loss = _distillation_loss(logit)
-        tracked = []  # the labels are not in y any more, so no AUC on them
-    else:
-        loss = keras.losses.BinaryCrossentropy(
-            from_logits=logit, label_smoothing=recipe.label_smoothing
-        )
-        tracked = [keras.metrics.AUC(name="auc", num_thresholds=1000, from_logits=logit)]
+    # Metrics must be made in the strategy's scope, like the model (a mirrored fit refuses
+    # others).
     with distribution.scope(distribute):
+        if teacher is not None:
+            loss = _distillation_loss(logit)
+            tracked = []  # the labels are not in y any more, so no AUC on them
+        else:
+            loss = keras.losses.BinaryCrossentropy(
+                from_logits=logit, label_smoothing=recipe.label_smoothing
+            )
+            tracked = [keras.metrics.AUC(name="auc", num_thresholds=1000, from_logits=logit)]
         model.compile(
             optimizer=keras.optimizers.Adam(
                 distribution.learning_rate(learning_rate, distribute),
