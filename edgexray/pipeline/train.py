@@ -51,7 +51,9 @@ class TrainConfig:
     patience: int = 5
     batch_size: int = 128
     learning_rate: float = 4e-3
-    warmup_epochs: int = 1  # linear rise of the learning rate before the cosine decay
+    # Linear rise of the learning rate before the cosine decay; at most epochs - 1, so that
+    # `--epochs 1` trains (with no warm-up) instead of refusing a setting the user never made.
+    warmup_epochs: int = 1
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     target_recall: float = option(0.97, "Pneumonia recall the val threshold must reach.")
@@ -78,7 +80,7 @@ class TrainConfig:
             "patience must be >= 1": self.patience >= 1,
             "batch_size must be >= 1": self.batch_size >= 1,
             "learning_rate must be > 0": self.learning_rate > 0,
-            "warmup_epochs must be in [0, epochs)": 0 <= self.warmup_epochs < self.epochs,
+            "warmup_epochs must be >= 0": self.warmup_epochs >= 0,
             "val_fraction and test_fraction must be in (0, 0.5)": 0 < self.val_fraction < 0.5
             and 0 < self.test_fraction < 0.5,
             "target_recall must be in (0, 1]": 0 < self.target_recall <= 1,
@@ -323,7 +325,7 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> TrainingMetri
         )
     batch_size = distribute.global_batch(config.batch_size, config.distribute)
     steps_per_epoch = int(np.ceil(len(train_paths) / batch_size))
-    warmup = config.warmup_epochs * steps_per_epoch
+    warmup = min(config.warmup_epochs, config.epochs - 1) * steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate / 10 if warmup else config.learning_rate,
         config.epochs * steps_per_epoch - warmup,
