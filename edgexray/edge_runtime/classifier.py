@@ -21,6 +21,7 @@ from .interpreter import (
     to_probability,
 )
 from .preprocess import equalize, fit, normalize, quality_warning, resized_grayscale
+from .readers.identity import identity
 from .sidecar import load_sidecar
 
 
@@ -146,8 +147,10 @@ class Classifier:
         )
 
     def classify(self, path: str | Path) -> dict:
-        """One record: path, probability, label, threshold, latency_ms, rendering,
-        in_scope, scope_reason (and scope_distance when measured); or path and error.
+        """One record: path, the film's identity when it has one (readers.identity:
+        patient, study and UIDs of a DICOM film), probability, label, threshold,
+        latency_ms, rendering, in_scope, scope_reason (and scope_distance when measured);
+        or path and error.
 
         A film out of scope gets the label OUT_OF_SCOPE: its probability is recorded but
         not turned into NORMAL or PNEUMONIA. latency_ms covers reading, preprocessing,
@@ -173,6 +176,7 @@ class Classifier:
         label = self.labels[1] if probability >= self.threshold else self.labels[0]
         record = {
             "path": clean_text(str(path)),
+            **{k: clean_text(v) for k, v in identity(info.get("tags")).items()},
             "probability": probability,
             "label": scope.OUT_OF_SCOPE if decision.in_scope is False else label,
             "threshold": self.threshold,

@@ -4,7 +4,7 @@ Pillow and LiteRT.
 
     python infer.py --model model.tflite IMAGE_OR_DIR [...] [--format jsonl|csv]
         [--threads N] [--explain DIR] [--report FILE] [--grid PATCH/STRIDE]
-        [--no-scope-check]
+        [--no-scope-check] [--deidentify KEY_FILE]
     python infer.py --list-images IMAGE_OR_DIR [...]
     python infer.py serve --state DIR --allow-ae AE_TITLE [...]   (the DICOM node)
 
@@ -114,6 +114,15 @@ def classify_parser(prog: str) -> OneLineParser:
         "most suspicious films first, with heatmaps",
     )
     parser.add_argument(
+        "--deidentify",
+        type=Path,
+        default=None,
+        metavar="KEY_FILE",
+        help="write records, heatmap names and the report without identifying data, for "
+        "sharing: patient and accession numbers and UIDs as keyed hashes (HMAC with the "
+        "key in KEY_FILE), names and dates dropped, ages in years",
+    )
+    parser.add_argument(
         "--no-scope-check",
         action="store_true",
         help="label every film, even one the out-of-scope guard would refuse "
@@ -153,6 +162,7 @@ def main(argv=None) -> int:
             report_path=args.report,
             check_scope=not args.no_scope_check,
             grid=args.grid,
+            deidentify_key=args.deidentify,
         )
     except OutputError as err:
         silence_stdout()
