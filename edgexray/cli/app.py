@@ -28,6 +28,7 @@ from . import (
     quantize,
     run,
     serve,
+    to_dicom,
     train,
     verify,
 )
@@ -47,6 +48,7 @@ COMMANDS = (
     ("predict", predict),
     ("explain", explain),
     ("serve", serve),
+    ("to-dicom", to_dicom),
 )
 
 

@@ -88,9 +88,14 @@ class NodeConfig:
     tls_ca: Path | None = option(None, "require client certificates signed by this CA (PEM)")
     pacs: Destination | None = option(
         None,
-        "send a Structured Report per film there",
+        "send each film's result there: a Structured Report (TID 1500)",
         metavar="AE@HOST:PORT",
         parse=Destination.parse,
+    )
+    explain: bool = option(
+        False,
+        "also send each answered film's heatmap to --pacs: a Secondary Capture in its own "
+        "series of the film's study (about 26 model runs a film)",
     )
     retry_initial: float = option(
         5.0, "seconds before the first retry to reach the PACS (doubling)"
@@ -128,6 +133,8 @@ class NodeConfig:
                 f"--retry-initial {self.retry_initial:g} is longer than --retry-max "
                 f"{self.retry_max:g}: the first wait must not exceed the longest"
             )
+        if self.explain and self.pacs is None:
+            raise InferenceError("--explain sends heatmaps to the PACS: give --pacs too")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise InferenceError("TLS needs both --tls-cert and --tls-key")
         if self.tls_ca is not None and self.tls_cert is None:

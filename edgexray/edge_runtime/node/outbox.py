@@ -1,12 +1,22 @@
-"""The outbox: Structured Reports waiting for the PACS, and the thread that sends them.
+"""The outbox: results waiting for the PACS, and the threads that build and send them.
 
+Each kind of result is a lane (`KINDS`): the Structured Report of every film (sr.py) and,
+with the node's --explain, the heatmap of every film that got an answer (heatmap.py).
 The worker hands each classified film to the outbox (`Outbox.add`) before it writes the
-film's record: the record is queued in outbox/ durably (NAME.record.json). A sender thread
-builds each report (sr.py), writes it to outbox/ (NAME.sr.dcm), delivers it by C-STORE and
-deletes it once the PACS answered success; it backs off (doubling, up to retry_max) while
-the PACS is down. outbox/ survives restarts, so nothing is lost while the PACS or the node
-is away. A record no report could be built for waits in outbox/failed/ with the reason,
-logged, and is tried again every FAILED_RETRY seconds and at each start: never dropped.
+film's record: the record is queued in outbox/ durably, once per lane (NAME.record.json,
+NAME.heatmap.json). Each lane has a thread of its own that builds its objects from the
+queue (NAME.sr.dcm, NAME.sc.dcm, written durably), delivers them by C-STORE on an
+association of its own, and deletes each once the PACS answered success; it backs off
+(doubling, up to retry_max) while the PACS is down. So a report never waits behind a
+heatmap, and both stay in outbox/ across restarts until the PACS has them. A queued item
+no object could be built for waits in outbox/failed/ with the reason, logged, and is
+tried again every FAILED_RETRY seconds and at each start: never dropped.
+
+A heatmap needs the film's pixels and its occlusion map (about 26 model runs): the worker
+hands the film it classified to the heatmap lane in memory (at most MEMORY_FILMS at a time,
+so a burst of large films cannot fill the memory), and the lane makes the map with a model
+interpreter of its own, beside the worker's. A film not in memory (after a restart, or in
+a long burst) is read again from where the node keeps it.
 """
 
 from __future__ import annotations
@@ -14,201 +24,206 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
+from ..classifier import Classifier
+from ..explain import DEFAULT_GRID, occlusion_map
+from .evidence import EXPLICIT_LITTLE, SECONDARY_CAPTURE, read_header, require_highdicom
+from .heatmap import heatmap_capture
 from .spool import durable_write, utc_now
-from .sr import COMPREHENSIVE_SR, EXPLICIT_LITTLE, require_highdicom, structured_report
+from .sr import COMPREHENSIVE_SR, structured_report
 
 log = logging.getLogger("edgexray.node")
 
 # C-STORE answers a PACS can give that mean "kept": success and the warnings (PS3.4 B.2.3).
 STORED_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}
-PENDING, READY = ".record.json", ".sr.dcm"  # outbox/: a record to report on, a report to send
-FAILED = "failed"  # outbox/failed/: records no report could be built for yet, with why
-# How often failed/ is tried again (and at each start): a report that could not be built
+FAILED = "failed"  # outbox/failed/: queued items no object could be built for yet, with why
+# How often failed/ is tried again (and at each start): an object that could not be built
 # mostly fails for a property of its film, so more often would only repeat the log line.
 FAILED_RETRY = 3600.0
+# Items built before the lane sends what is ready: results flow out during a burst.
+BUILD_BATCH = 8
+# Films the worker hands the heatmap lane in memory; beyond, the lane reads them again.
+MEMORY_FILMS = 16
+NETWORK_TIMEOUT = 30
 
 
-class Outbox:
-    """outbox/: reports waiting for the PACS, and the thread that sends them; a sink of
-    the node's worker."""
+@dataclass(frozen=True)
+class Kind:
+    """One kind of result: the suffixes of its queued item and of its built object in
+    outbox/, and its SOP class (the presentation context its lane asks the PACS for)."""
 
-    needs_map = False
+    name: str
+    queued: str
+    ready: str
+    sop_class: str
 
-    def __init__(
-        self,
-        folder: Path,
-        films: tuple[Path, ...],
-        destination,
-        calling_ae: str,
-        classifier,
-        retry_initial: float,
-        retry_max: float,
-    ):
-        require_highdicom()
-        self.folder = Path(folder)
-        self.failed = self.folder / FAILED
-        self.failed.mkdir(parents=True, exist_ok=True)
-        self.films = films  # where a film may be: incoming/, then classified/ once recorded
-        self.destination = destination
-        self.calling_ae = calling_ae
-        self.model_sha256 = str(classifier.sidecar["sha256"])
-        self.retry_initial, self.retry_max = retry_initial, retry_max
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="send-sr", daemon=True)
 
-    def add(self, film, explanation=None) -> None:
-        """Queue the report of one classified film (its record names the film's file, in
-        one of self.films) durably: its record now, the report itself built by the sender
-        thread, so highdicom's time never holds up the next film.
+REPORT = Kind("report", ".record.json", ".sr.dcm", COMPREHENSIVE_SR)
+HEATMAP = Kind("heatmap", ".heatmap.json", ".sc.dcm", SECONDARY_CAPTURE)
+KINDS = (REPORT, HEATMAP)
 
-        Raises:
-            OSError: it could not be written (the worker tries again later).
-        """
-        name = Path(film.record["path"]).name
-        path = self.folder / f"{Path(name).stem}{PENDING}"
-        durable_write(path, [json.dumps({"film": name, "record": film.record}).encode()])
-        self._wake.set()
 
-    def close(self) -> None:
-        pass
+def wants_heatmap(record: dict) -> bool:
+    """A heatmap is sent for a film that got an answer: read, and not out of scope (the
+    map of a film the model was not made for would dress a meaningless number up)."""
+    return "error" not in record and record.get("in_scope") is not False
 
-    def _open_film(self, name: str):
-        """The film, open, from the first of self.films that holds it. The worker moves a
-        film from incoming/ to classified/ and never back, so looking in that order cannot
-        miss it; once open, the file stays readable whatever rename follows."""
-        for folder in self.films:
-            try:
-                return open(folder / name, "rb")
-            except FileNotFoundError:
-                continue
-        raise FileNotFoundError(f"{name} is gone")
 
-    def _build_pending(self) -> None:
-        """Turn each queued record into its report file. A record no report could be made
-        for (a film pydicom cannot parse, or gone) moves to failed/ with the reason, and is
-        tried again later (`retry_failed`): a result is never dropped silently."""
-        from io import BytesIO
+def _no_delay(event) -> None:
+    """Send each write at once: a C-STORE is a small command, the data set, then a wait
+    for a small answer, which Nagle's algorithm would hold back for a delayed ACK (about
+    40 ms a store on Linux)."""
+    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-        for pending in sorted(self.folder.glob(f"*{PENDING}")):
-            if self._stopping.is_set():
-                return
-            try:
-                item = json.loads(pending.read_text())
-                with self._open_film(item["film"]) as film:
-                    report = structured_report(film, item["record"], self.model_sha256)
-                buffer = BytesIO()
-                report.save_as(buffer, enforce_file_format=True)
-            except Exception as err:  # a damaged file fails pydicom and highdicom many ways
-                self._keep_failed(pending, err)
-                continue
-            durable_write(
-                pending.with_name(pending.name.replace(PENDING, READY)), [buffer.getvalue()]
-            )
-            pending.unlink()
 
-    def _keep_failed(self, pending: Path, err: Exception) -> None:
-        """Move a record whose report could not be built to failed/, saying why."""
-        log.error(
-            "no report for %s yet: %s (kept in %s, tried again every %.0f s and at each start)",
-            pending.name,
-            err,
-            self.failed,
-            FAILED_RETRY,
-        )
-        try:
-            item = json.loads(pending.read_text())
-        except (OSError, ValueError):  # unreadable itself: kept as it is, for a person
-            item = {"queued": pending.read_bytes().decode("utf-8", "replace")}
-        item.update(error=str(err)[:1000], failed_at=utc_now())
-        durable_write(self.failed / pending.name, [json.dumps(item).encode()])
-        pending.unlink(missing_ok=True)
+class Lane:
+    """One kind's queue in outbox/ and the thread that builds and sends it."""
 
-    def retry_failed(self) -> int:
-        """Queue every failed record again (a newer edgexray, or a film put back, may make
-        its report); return how many."""
-        items = sorted(self.failed.glob(f"*{PENDING}"))
-        for item in items:
-            os.replace(item, self.folder / item.name)
-        return len(items)
+    def __init__(self, outbox: Outbox, kind: Kind, build: Callable[[dict, Path], bytes]):
+        self.outbox, self.kind, self.build = outbox, kind, build
+        self._thread = threading.Thread(target=self._run, name=f"send-{kind.name}", daemon=True)
 
-    def waiting(self) -> list[Path]:
-        files = [p for p in self.folder.glob(f"*{READY}") if p.is_file()]
-        return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
+    @property
+    def folder(self) -> Path:
+        return self.outbox.folder
 
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stopping.set()
-        self._wake.set()
+    def join(self, timeout: float) -> None:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    def queued(self) -> list[Path]:
+        return sorted(self.folder.glob(f"*{self.kind.queued}"))
+
+    def waiting(self) -> list[Path]:
+        files = [p for p in self.folder.glob(f"*{self.kind.ready}") if p.is_file()]
+        return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+    def retry_failed(self) -> int:
+        """Queue every failed item again (a newer edgexray, or a film put back, may build
+        it); return how many."""
+        items = sorted((self.folder / FAILED).glob(f"*{self.kind.queued}"))
+        for item in items:
+            os.replace(item, self.folder / item.name)
+        return len(items)
+
+    def build_queued(self, limit: int = BUILD_BATCH) -> None:
+        """Turn up to limit queued items into objects ready to send. An item no object
+        can be made for (a film pydicom cannot parse, or gone) moves to failed/ with the
+        reason, and is tried again later: a result is never dropped silently."""
+        for queued in self.queued()[:limit]:
+            if self.outbox.stopping.is_set():
+                return
+            try:
+                item = json.loads(queued.read_text())
+                data = self.build(item["record"], self.outbox.locate(item["film"]))
+            except Exception as err:  # a damaged file fails pydicom and highdicom many ways
+                self._keep_failed(queued, err)
+                continue
+            durable_write(
+                queued.with_name(queued.name.replace(self.kind.queued, self.kind.ready)), [data]
+            )
+            queued.unlink()
+
+    def _keep_failed(self, queued: Path, err: Exception) -> None:
+        failed = self.folder / FAILED
+        log.error(
+            "no %s for %s yet: %s (kept in %s, tried again every %.0f s and at each start)",
+            self.kind.name,
+            queued.name,
+            err,
+            failed,
+            FAILED_RETRY,
+        )
+        try:
+            item = json.loads(queued.read_text())
+        except (OSError, ValueError):  # unreadable itself: kept as it is, for a person
+            item = {"queued": queued.read_bytes().decode("utf-8", "replace")}
+        item.update(error=str(err)[:1000], failed_at=utc_now())
+        durable_write(failed / queued.name, [json.dumps(item).encode()])
+        queued.unlink(missing_ok=True)
+
     def _run(self) -> None:
-        delay = self.retry_initial
+        outbox = self.outbox
+        delay = outbox.retry_initial
         retried = -float("inf")
-        while not self._stopping.is_set():
+        while not outbox.stopping.is_set():
             try:
                 if time.monotonic() - retried >= FAILED_RETRY:
                     retried = time.monotonic()
                     self.retry_failed()
-                self._build_pending()
+                self.build_queued()
                 items = self.waiting()
                 if not items:
-                    self._wake.wait(1.0)
-                    self._wake.clear()
+                    if not self.queued():
+                        outbox.wake[self.kind.name].wait(1.0)
+                        outbox.wake[self.kind.name].clear()
                     continue
                 if self._send(items):
-                    delay = self.retry_initial
+                    delay = outbox.retry_initial
                     continue
                 log.warning(
-                    "%d report(s) wait for %s; next try in %.1f s",
+                    "%d %s(s) wait for %s; next try in %.1f s",
                     len(self.waiting()),
-                    self.destination,
+                    self.kind.name,
+                    outbox.destination,
                     delay,
                 )
             except Exception as err:  # a full disk: the thread must outlive it, and retry
-                log.error("reports for %s: %s; next try in %.1f s", self.destination, err, delay)
-            self._stopping.wait(delay)
-            delay = min(2 * delay, self.retry_max)
+                log.error(
+                    "%ss for %s: %s; next try in %.1f s",
+                    self.kind.name,
+                    outbox.destination,
+                    err,
+                    delay,
+                )
+            outbox.stopping.wait(delay)
+            delay = min(2 * delay, outbox.retry_max)
 
     def _send(self, items: list[Path]) -> bool:
         """Send items on one association; True when every one was stored."""
-        from pydicom import dcmread
-        from pynetdicom import AE
+        from pynetdicom import AE, evt
 
-        ae = AE(ae_title=self.calling_ae)
-        ae.add_requested_context(COMPREHENSIVE_SR, EXPLICIT_LITTLE)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+        destination = self.outbox.destination
+        ae = AE(ae_title=self.outbox.calling_ae)
+        ae.add_requested_context(self.kind.sop_class, EXPLICIT_LITTLE)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = NETWORK_TIMEOUT
         try:
             assoc = ae.associate(
-                self.destination.host, self.destination.port, ae_title=self.destination.ae_title
+                destination.host,
+                destination.port,
+                ae_title=destination.ae_title,
+                evt_handlers=[(evt.EVT_CONN_OPEN, _no_delay)],
             )
         except Exception as err:  # a name that does not resolve, a refused connection
-            log.warning("cannot reach %s: %s", self.destination, err)
+            log.warning("cannot reach %s: %s", destination, err)
             return False
         if not assoc.is_established:
             return False
         sent_all = True
         try:
             for path in items:
-                if self._stopping.is_set() or not assoc.is_established:
+                if self.outbox.stopping.is_set() or not assoc.is_established:
                     return False
-                status = assoc.send_c_store(dcmread(path))
+                status = assoc.send_c_store(path)
                 code = getattr(status, "Status", None)
                 if code in STORED_STATUSES:
                     os.unlink(path)
-                    log.info("sent %s to %s", path.name, self.destination)
+                    log.info("sent %s to %s", path.name, destination)
                 else:
                     sent_all = False
                     log.warning(
                         "%s refused %s (status %s)",
-                        self.destination,
+                        destination,
                         path.name,
                         "none" if code is None else f"0x{code:04X}",
                     )
@@ -216,3 +231,140 @@ class Outbox:
             if assoc.is_established:
                 assoc.release()
         return sent_all
+
+
+class Outbox:
+    """outbox/: results waiting for the PACS, one lane per kind; a sink of the node's
+    worker."""
+
+    needs_map = False  # the heatmap lane makes its maps itself, off the worker's thread
+
+    def __init__(
+        self,
+        folder: Path,
+        films: tuple[Path, ...],
+        destination,
+        calling_ae: str,
+        classifier: Classifier,
+        retry_initial: float,
+        retry_max: float,
+        heatmaps: bool = False,
+        threads: int | None = None,
+    ):
+        require_highdicom()
+        self.folder = Path(folder)
+        (self.folder / FAILED).mkdir(parents=True, exist_ok=True)
+        self.films = films  # where a film may be: incoming/, then classified/ once recorded
+        self.destination = destination
+        self.calling_ae = calling_ae
+        self.sidecar = classifier.sidecar
+        self.retry_initial, self.retry_max = retry_initial, retry_max
+        self.stopping = threading.Event()
+        self.lanes = [Lane(self, REPORT, self._report)]
+        self.explainer = None
+        self._in_memory: dict[str, tuple] = {}
+        self._memory_lock = threading.Lock()
+        if heatmaps:
+            # An interpreter of its own: the worker's is busy with the next film.
+            self.explainer = Classifier(classifier.model_path, threads, classifier.check_scope)
+            self.lanes.append(Lane(self, HEATMAP, self._heatmap))
+        self.wake = {lane.kind.name: threading.Event() for lane in self.lanes}
+
+    # --- the sink ----------------------------------------------------------------------
+
+    def add(self, film, explanation=None) -> None:
+        """Queue the results of one classified film (its record names the film's file, in
+        one of self.films) durably: its record now, once per lane; the objects are built
+        by the lanes' threads, so highdicom's time never holds up the next film.
+
+        Raises:
+            OSError: it could not be written (the worker tries again later).
+        """
+        record = film.record
+        name = Path(record["path"]).name
+        item = json.dumps({"film": name, "record": record}).encode()
+        stem = Path(name).stem
+        for lane in self.lanes:
+            if lane.kind is HEATMAP and not wants_heatmap(record):
+                continue
+            if lane.kind is HEATMAP:
+                self._remember(name, film, explanation)
+            durable_write(self.folder / f"{stem}{lane.kind.queued}", [item])
+            self.wake[lane.kind.name].set()
+
+    def close(self) -> None:
+        pass
+
+    def _remember(self, name: str, film, explanation) -> None:
+        if film.film is None:
+            return
+        with self._memory_lock:
+            if len(self._in_memory) < MEMORY_FILMS:
+                self._in_memory[name] = (film.film, film.resized, explanation)
+
+    # --- building --------------------------------------------------------------------
+
+    def locate(self, name: str) -> Path:
+        """Where the film is now: the first of self.films that holds it. The worker moves
+        a film from incoming/ to classified/ and never back, so looking in that order
+        cannot miss it."""
+        for folder in self.films:
+            if (folder / name).is_file():
+                return folder / name
+        raise FileNotFoundError(f"{name} is gone")
+
+    def _report(self, record: dict, film: Path) -> bytes:
+        with self._reopen(film) as handle:
+            header = read_header(handle)
+        return _file_bytes(structured_report(header, record, self.sidecar))
+
+    def _heatmap(self, record: dict, film: Path) -> bytes:
+        name = film.name
+        with self._memory_lock:
+            kept = self._in_memory.pop(name, None)
+        if kept is None:
+            again = self.explainer.classify_film(film)
+            if again.film is None and not film.exists():  # moved by the worker meanwhile
+                again = self.explainer.classify_film(self.locate(name))
+            if again.film is None:
+                raise ValueError(again.record.get("error", "the film cannot be read"))
+            kept = (again.film, again.resized, None)
+        pixels, resized, explanation = kept
+        if explanation is None:
+            explanation = occlusion_map(self.explainer, resized, DEFAULT_GRID)
+        with self._reopen(film) as handle:
+            header = read_header(handle)
+        return _file_bytes(heatmap_capture(header, pixels, explanation, self.sidecar))
+
+    def _reopen(self, film: Path):
+        """The film's file, open: looked for again if the worker moved it meanwhile."""
+        try:
+            return open(film, "rb")
+        except FileNotFoundError:
+            return open(self.locate(film.name), "rb")
+
+    # --- the threads -----------------------------------------------------------------
+
+    def waiting(self) -> list[Path]:
+        """Every object built and not yet stored by the PACS."""
+        return [path for lane in self.lanes for path in lane.waiting()]
+
+    def retry_failed(self) -> int:
+        return sum(lane.retry_failed() for lane in self.lanes)
+
+    def start(self) -> None:
+        for lane in self.lanes:
+            lane.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stopping.set()
+        for event in self.wake.values():
+            event.set()
+        for lane in self.lanes:
+            lane.join(timeout)
+
+
+def _file_bytes(dataset) -> bytes:
+    buffer = BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

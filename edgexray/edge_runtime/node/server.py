@@ -5,7 +5,8 @@ port) and pushes films by C-STORE. The node is three parts and a folder:
 
     network.py  the Storage SCP: associations checked and bounded, films stored durably
     worker.py   one thread: classify each stored film, hand it to the sinks, record it
-    outbox.py   with --pacs: the Structured Report of each film, sent to the PACS
+    outbox.py   with --pacs: each film's Structured Report (sr.py) and, with --explain,
+                its heatmap (heatmap.py), built and sent to the PACS by threads of their own
     spool.py    the state folder: the durable queue (incoming/), results.jsonl, ...
 
 incoming/ is the durable queue: a film stored but not yet classified when the node stops
@@ -74,6 +75,8 @@ class Node:
                 self.classifier,
                 config.retry_initial,
                 config.retry_max,
+                heatmaps=config.explain,
+                threads=config.threads,
             )
             sinks.append(self.outbox)
         self.worker = Worker(self.state, self.classifier, sinks)

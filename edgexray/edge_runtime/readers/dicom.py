@@ -79,6 +79,11 @@ TAGS = tuple(
         )
     )
 )
+# How to make a film of a colour image (the node's users meet it with img2dcm's JPEGs).
+CONVERT_HINT = (
+    ": convert it to a greyscale film first (a JPEG or PNG: edgexray to-dicom IMAGE "
+    "FILM.dcm; a DICOM file: dcmj2pnm +on FILM.dcm film.png, then the same)"
+)
 VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 
 
@@ -177,7 +182,7 @@ def _check_is_film(dataset, where: str) -> None:
         raise ImageError(
             f"{where}: refused: {'a colour image' if colour else 'not a greyscale film'} "
             f"({photometric or 'no photometric interpretation'}, {samples} samples per "
-            "pixel); only MONOCHROME1/MONOCHROME2 films are read"
+            f"pixel); only MONOCHROME1/MONOCHROME2 films are read{CONVERT_HINT if colour else ''}"
         )
 
 
