@@ -5,18 +5,21 @@ with the node's --explain, the heatmap of every film that got an answer (heatmap
 The worker hands each classified film to the outbox (`Outbox.add`) before it writes the
 film's record: the record is queued in outbox/ durably, once per lane (NAME.record.json,
 NAME.heatmap.json). Each lane has a thread of its own that builds its objects from the
-queue (NAME.sr.dcm, NAME.sc.dcm, written durably), delivers them by C-STORE on an
-association of its own, and deletes each once the PACS answered success; it backs off
+queue (NAME.sr.dcm, NAME.sc.dcm, written durably), and another that delivers them by
+C-STORE on an association of its own and deletes each once the PACS answered success (so
+the next object is built while the PACS takes its time to answer); the sender backs off
 (doubling, up to retry_max) while the PACS is down. So a report never waits behind a
 heatmap, and both stay in outbox/ across restarts until the PACS has them. A queued item
 no object could be built for waits in outbox/failed/ with the reason, logged, and is
 tried again every FAILED_RETRY seconds and at each start: never dropped.
 
 A heatmap needs the film's pixels and its occlusion map (about 26 model runs): the worker
-hands the film it classified to the heatmap lane in memory (at most MEMORY_FILMS at a time,
+hands the film it classified to the heatmap lane in memory (at most MEMORY_BYTES of pixels,
 so a burst of large films cannot fill the memory), and the lane makes the map with a model
 interpreter of its own, beside the worker's. A film not in memory (after a restart, or in
-a long burst) is read again from where the node keeps it.
+a long burst) is read again from where the node keeps it. Reports come first: the heatmap
+lane builds nothing while reports wait to be built, so in a burst every film's answer
+reaches the PACS before the pictures that explain it.
 """
 
 from __future__ import annotations
@@ -47,10 +50,11 @@ FAILED = "failed"  # outbox/failed/: queued items no object could be built for y
 # How often failed/ is tried again (and at each start): an object that could not be built
 # mostly fails for a property of its film, so more often would only repeat the log line.
 FAILED_RETRY = 3600.0
-# Items built before the lane sends what is ready: results flow out during a burst.
-BUILD_BATCH = 8
-# Films the worker hands the heatmap lane in memory; beyond, the lane reads them again.
-MEMORY_FILMS = 16
+# Items built before the builder looks again at whether it must let reports go first.
+BUILD_BATCH = 4
+# Pixels the worker hands the heatmap lane in memory (films as classified, 8-bit); beyond,
+# the lane reads the films again. 64 MB: 16 films of 2000 x 2000, thousands of small ones.
+MEMORY_BYTES = 64 * 2**20
 NETWORK_TIMEOUT = 30
 
 
@@ -84,22 +88,29 @@ def _no_delay(event) -> None:
 
 
 class Lane:
-    """One kind's queue in outbox/ and the thread that builds and sends it."""
+    """One kind's queue in outbox/ and its two threads: one builds the objects, one sends
+    them (while the PACS takes its time to answer a store, the next object is built)."""
 
     def __init__(self, outbox: Outbox, kind: Kind, build: Callable[[dict, Path], bytes]):
         self.outbox, self.kind, self.build = outbox, kind, build
-        self._thread = threading.Thread(target=self._run, name=f"send-{kind.name}", daemon=True)
+        self.ready = threading.Event()  # set when an object was built
+        self._threads = [
+            threading.Thread(target=self._building, name=f"build-{kind.name}", daemon=True),
+            threading.Thread(target=self._sending, name=f"send-{kind.name}", daemon=True),
+        ]
 
     @property
     def folder(self) -> Path:
         return self.outbox.folder
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def join(self, timeout: float) -> None:
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout)
 
     def queued(self) -> list[Path]:
         return sorted(self.folder.glob(f"*{self.kind.queued}"))
@@ -116,13 +127,16 @@ class Lane:
             os.replace(item, self.folder / item.name)
         return len(items)
 
-    def build_queued(self, limit: int = BUILD_BATCH) -> None:
-        """Turn up to limit queued items into objects ready to send. An item no object
-        can be made for (a film pydicom cannot parse, or gone) moves to failed/ with the
-        reason, and is tried again later: a result is never dropped silently."""
+    def build_queued(self, limit: int = BUILD_BATCH) -> int:
+        """Turn up to limit queued items into objects ready to send; return how many were
+        taken. An item no object can be made for (a film pydicom cannot parse, or gone)
+        moves to failed/ with the reason, and is tried again later: a result is never
+        dropped silently."""
+        taken = 0
         for queued in self.queued()[:limit]:
-            if self.outbox.stopping.is_set():
-                return
+            if self.outbox.stopping.is_set() or self.outbox.yields(self.kind):
+                break
+            taken += 1
             try:
                 item = json.loads(queued.read_text())
                 data = self.build(item["record"], self.outbox.locate(item["film"]))
@@ -133,6 +147,8 @@ class Lane:
                 queued.with_name(queued.name.replace(self.kind.queued, self.kind.ready)), [data]
             )
             queued.unlink()
+            self.ready.set()
+        return taken
 
     def _keep_failed(self, queued: Path, err: Exception) -> None:
         failed = self.folder / FAILED
@@ -152,23 +168,33 @@ class Lane:
         durable_write(failed / queued.name, [json.dumps(item).encode()])
         queued.unlink(missing_ok=True)
 
-    def _run(self) -> None:
-        outbox = self.outbox
-        delay = outbox.retry_initial
+    def _building(self) -> None:
+        outbox, wake = self.outbox, self.outbox.wake[self.kind.name]
         retried = -float("inf")
         while not outbox.stopping.is_set():
             try:
                 if time.monotonic() - retried >= FAILED_RETRY:
                     retried = time.monotonic()
                     self.retry_failed()
-                self.build_queued()
-                items = self.waiting()
-                if not items:
-                    if not self.queued():
-                        outbox.wake[self.kind.name].wait(1.0)
-                        outbox.wake[self.kind.name].clear()
+                if self.build_queued():
                     continue
-                if self._send(items):
+            except Exception as err:  # a full disk: the thread must outlive it, and retry
+                log.error("building %ss: %s; next try in %.1f s", self.kind.name, err, 5.0)
+                outbox.stopping.wait(5.0)
+                continue
+            wake.wait(0.2 if self.queued() else 1.0)  # 0.2: waiting for reports to go first
+            wake.clear()
+
+    def _sending(self) -> None:
+        outbox = self.outbox
+        delay = outbox.retry_initial
+        while not outbox.stopping.is_set():
+            try:
+                if not self.waiting():
+                    self.ready.wait(1.0)
+                    self.ready.clear()
+                    continue
+                if self._send():
                     delay = outbox.retry_initial
                     continue
                 log.warning(
@@ -178,9 +204,9 @@ class Lane:
                     outbox.destination,
                     delay,
                 )
-            except Exception as err:  # a full disk: the thread must outlive it, and retry
+            except Exception as err:  # the thread must outlive anything, and retry
                 log.error(
-                    "%ss for %s: %s; next try in %.1f s",
+                    "sending %ss to %s: %s; next try in %.1f s",
                     self.kind.name,
                     outbox.destination,
                     err,
@@ -189,8 +215,9 @@ class Lane:
             outbox.stopping.wait(delay)
             delay = min(2 * delay, outbox.retry_max)
 
-    def _send(self, items: list[Path]) -> bool:
-        """Send items on one association; True when every one was stored."""
+    def _send(self) -> bool:
+        """Send what is ready on one association, and what gets ready meanwhile; True when
+        every object was stored."""
         from pynetdicom import AE, evt
 
         destination = self.outbox.destination
@@ -209,28 +236,31 @@ class Lane:
             return False
         if not assoc.is_established:
             return False
-        sent_all = True
+        tried: set[Path] = set()
+        refused = False
         try:
-            for path in items:
-                if self.outbox.stopping.is_set() or not assoc.is_established:
-                    return False
-                status = assoc.send_c_store(path)
-                code = getattr(status, "Status", None)
-                if code in STORED_STATUSES:
-                    os.unlink(path)
-                    log.info("sent %s to %s", path.name, destination)
-                else:
-                    sent_all = False
-                    log.warning(
-                        "%s refused %s (status %s)",
-                        destination,
-                        path.name,
-                        "none" if code is None else f"0x{code:04X}",
-                    )
+            while items := [path for path in self.waiting() if path not in tried]:
+                for path in items:
+                    if self.outbox.stopping.is_set() or not assoc.is_established:
+                        return False
+                    tried.add(path)
+                    status = assoc.send_c_store(path)
+                    code = getattr(status, "Status", None)
+                    if code in STORED_STATUSES:
+                        os.unlink(path)
+                        log.info("sent %s to %s", path.name, destination)
+                    else:
+                        refused = True
+                        log.warning(
+                            "%s refused %s (status %s)",
+                            destination,
+                            path.name,
+                            "none" if code is None else f"0x{code:04X}",
+                        )
         finally:
             if assoc.is_established:
                 assoc.release()
-        return sent_all
+        return not refused
 
 
 class Outbox:
@@ -263,6 +293,7 @@ class Outbox:
         self.lanes = [Lane(self, REPORT, self._report)]
         self.explainer = None
         self._in_memory: dict[str, tuple] = {}
+        self._memory_bytes = 0
         self._memory_lock = threading.Lock()
         if heatmaps:
             # An interpreter of its own: the worker's is busy with the next film.
@@ -298,9 +329,18 @@ class Outbox:
     def _remember(self, name: str, film, explanation) -> None:
         if film.film is None:
             return
+        size = film.film.nbytes + film.resized.nbytes
         with self._memory_lock:
-            if len(self._in_memory) < MEMORY_FILMS:
-                self._in_memory[name] = (film.film, film.resized, explanation)
+            if self._memory_bytes + size <= MEMORY_BYTES and name not in self._in_memory:
+                self._in_memory[name] = (film.film, film.resized, explanation, size)
+                self._memory_bytes += size
+
+    def _recall(self, name: str) -> tuple | None:
+        with self._memory_lock:
+            kept = self._in_memory.pop(name, None)
+            if kept is not None:
+                self._memory_bytes -= kept[3]
+        return kept[:3] if kept is not None else None
 
     # --- building --------------------------------------------------------------------
 
@@ -320,8 +360,7 @@ class Outbox:
 
     def _heatmap(self, record: dict, film: Path) -> bytes:
         name = film.name
-        with self._memory_lock:
-            kept = self._in_memory.pop(name, None)
+        kept = self._recall(name)
         if kept is None:
             again = self.explainer.classify_film(film)
             if again.film is None and not film.exists():  # moved by the worker meanwhile
@@ -344,6 +383,11 @@ class Outbox:
             return open(self.locate(film.name), "rb")
 
     # --- the threads -----------------------------------------------------------------
+
+    def yields(self, kind: Kind) -> bool:
+        """True when kind waits for another: a heatmap is not built while reports are
+        queued (both need the same processor, and the answer matters more)."""
+        return kind is not REPORT and bool(self.lanes[0].queued())
 
     def waiting(self) -> list[Path]:
         """Every object built and not yet stored by the PACS."""
