@@ -101,6 +101,12 @@ class NodeConfig:
         5.0, "seconds before the first retry to reach the PACS (doubling)"
     )
     retry_max: float = option(300.0, "longest wait between retries to reach the PACS")
+    keep_days: float | None = option(
+        None, "delete kept films, their pages and records after this many days (default: keep)"
+    )
+    keep_mb: float | None = option(
+        None, "delete the oldest kept films (and their pages and records) beyond this many MB"
+    )
     threads: int | None = option(None, "interpreter threads (default: the runtime's choice)")
     reports: bool = option(False, "also write each film's HTML report in STATE/reports")
     networks: tuple = field(init=False, repr=False, compare=False)
@@ -124,6 +130,9 @@ class NodeConfig:
             "--retry-initial": self.retry_initial,
             "--retry-max": self.retry_max,
         }
+        for flag, value in (("--keep-days", self.keep_days), ("--keep-mb", self.keep_mb)):
+            if value is not None:
+                limits[flag] = value
         # inf passes "> 0" and then breaks timers and sizes: limits are finite numbers.
         bad = [flag for flag, value in limits.items() if not (math.isfinite(value) and value > 0)]
         if bad:

@@ -39,7 +39,7 @@ from ..classifier import Classifier
 from ..explain import DEFAULT_GRID, occlusion_map
 from .evidence import EXPLICIT_LITTLE, SECONDARY_CAPTURE, read_header, require_highdicom
 from .heatmap import heatmap_capture
-from .spool import durable_write, utc_now
+from .spool import durable_write, private_folder, utc_now
 from .sr import COMPREHENSIVE_SR, structured_report
 
 log = logging.getLogger("edgexray.node")
@@ -282,8 +282,8 @@ class Outbox:
         threads: int | None = None,
     ):
         require_highdicom()
-        self.folder = Path(folder)
-        (self.folder / FAILED).mkdir(parents=True, exist_ok=True)
+        self.folder = private_folder(Path(folder))
+        private_folder(self.folder / FAILED)
         self.films = films  # where a film may be: incoming/, then classified/ once recorded
         self.destination = destination
         self.calling_ae = calling_ae
@@ -395,6 +395,18 @@ class Outbox:
 
     def retry_failed(self) -> int:
         return sum(lane.retry_failed() for lane in self.lanes)
+
+    def films_waiting(self) -> set[str]:
+        """The SOP Instance UIDs of films with a result still in the outbox (queued, built
+        or failed): retention keeps those films."""
+        suffixes = [kind.queued for kind in KINDS] + [kind.ready for kind in KINDS]
+        found = set()
+        for folder in (self.folder, self.folder / FAILED):
+            for path in folder.iterdir():
+                for suffix in suffixes:
+                    if path.name.endswith(suffix) and not path.name.startswith("."):
+                        found.add(path.name[: -len(suffix)])
+        return found
 
     def start(self) -> None:
         for lane in self.lanes:

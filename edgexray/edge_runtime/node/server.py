@@ -8,6 +8,7 @@ port) and pushes films by C-STORE. The node is three parts and a folder:
     outbox.py   with --pacs: each film's Structured Report (sr.py) and, with --explain,
                 its heatmap (heatmap.py), built and sent to the PACS by threads of their own
     spool.py    the state folder: the durable queue (incoming/), results.jsonl, ...
+    retention.py  with --keep-days / --keep-mb: old films, pages and records deleted
 
 incoming/ is the durable queue: a film stored but not yet classified when the node stops
 (or is killed) is classified at the next start, and the SOP Instance UID names the file,
@@ -29,6 +30,7 @@ from ..errors import EXIT_OK, InferenceError
 from .config import NodeConfig
 from .network import StorageService
 from .pages import ReportPages
+from .retention import Retention, prune
 from .spool import OUTBOX, REPORTS, NodeState
 from .worker import Worker
 
@@ -79,7 +81,9 @@ class Node:
                 threads=config.threads,
             )
             sinks.append(self.outbox)
-        self.worker = Worker(self.state, self.classifier, sinks)
+        self.retention = Retention(config.keep_days, config.keep_mb)
+        housekeeping = self.prune if self.retention.active else None
+        self.worker = Worker(self.state, self.classifier, sinks, housekeeping)
         self.service = StorageService(config, self.state, self.worker.put)
 
     @property
@@ -112,6 +116,11 @@ class Node:
         if self.outbox is not None:
             self.outbox.stop(timeout)
         self.state.results.close()
+
+    def prune(self, now: float | None = None) -> dict:
+        """Delete kept films, pages and records past the retention (retention.py)."""
+        waiting = self.outbox.films_waiting() if self.outbox is not None else set()
+        return prune(self.state, self.retention, waiting, now)
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every stored film is classified (for tests and benchmarks)."""
