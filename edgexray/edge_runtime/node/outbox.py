@@ -1,25 +1,25 @@
-"""The outbox: results waiting for the PACS, and the threads that build and send them.
+"""The outbox: results waiting for the PACS, and the lanes that build and send them.
 
 Each kind of result is a lane (`KINDS`): the Structured Report of every film (sr.py) and,
 with the node's --explain, the heatmap of every film that got an answer (heatmap.py).
 The worker hands each classified film to the outbox (`Outbox.add`) before it writes the
-film's record: the record is queued in outbox/ durably, once per lane (NAME.record.json,
-NAME.heatmap.json). Each lane has a thread of its own that builds its objects from the
-queue (NAME.sr.dcm, NAME.sc.dcm, written durably), and another that delivers them by
-C-STORE on an association of its own and deletes each once the PACS answered success (so
-the next object is built while the PACS takes its time to answer); the sender backs off
-(doubling, up to retry_max) while the PACS is down. So a report never waits behind a
-heatmap, and both stay in outbox/ across restarts until the PACS has them. A queued item
-no object could be built for waits in outbox/failed/ with the reason, logged, and is
-tried again every FAILED_RETRY seconds and at each start: never dropped.
+film's record: the record is queued in outbox/ durably, once per kind (NAME.record.json,
+NAME.heatmap.json). Each lane has a thread that builds its objects from the queue
+(NAME.sr.dcm, NAME.sc.dcm, written durably) and another that delivers them by C-STORE on
+an association of its own and deletes each once the PACS answered success (so the next
+object is built while the PACS takes its time to answer); the sender backs off (doubling,
+up to retry_max) while the PACS is down. So a report never waits behind a heatmap, and
+both stay in outbox/ across restarts until the PACS has them. A queued item no object
+could be built for waits in outbox/failed/ with the reason, logged, and is tried again
+every FAILED_RETRY seconds and at each start: never dropped.
 
-A heatmap needs the film's pixels and its occlusion map (about 26 model runs): the worker
-hands the film it classified to the heatmap lane in memory (at most MEMORY_BYTES of pixels,
-so a burst of large films cannot fill the memory), and the lane makes the map with a model
-interpreter of its own, beside the worker's. A film not in memory (after a restart, or in
-a long burst) is read again from where the node keeps it. Reports come first: the heatmap
-lane builds nothing while reports wait to be built, so in a burst every film's answer
-reaches the PACS before the pictures that explain it.
+Where the time goes (benchmarks/README.md "DICOM node"): per small film about 25 ms of
+processor for highdicom to build the report and 40 ms for the heatmap (26 model runs, the
+overlay, the Secondary Capture). Python runs one thread at a time, so the heatmap lane
+runs in a process of its own, with its own interpreter, reading the film again from the
+node's folders; the report lane stays in the node's process. Reports come first: the
+heatmap lane builds nothing while reports wait to be built, so in a burst every film's
+answer reaches the PACS before the pictures that explain it.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from pathlib import Path
 
 from ..classifier import Classifier
 from ..explain import DEFAULT_GRID, occlusion_map
+from ..sidecar import load_sidecar
 from .evidence import EXPLICIT_LITTLE, SECONDARY_CAPTURE, read_header, require_highdicom
 from .heatmap import heatmap_capture
 from .spool import durable_write, private_folder, utc_now
@@ -52,9 +53,6 @@ FAILED = "failed"  # outbox/failed/: queued items no object could be built for y
 FAILED_RETRY = 3600.0
 # Items built before the builder looks again at whether it must let reports go first.
 BUILD_BATCH = 4
-# Pixels the worker hands the heatmap lane in memory (films as classified, 8-bit); beyond,
-# the lane reads the films again. 64 MB: 16 films of 2000 x 2000, thousands of small ones.
-MEMORY_BYTES = 64 * 2**20
 NETWORK_TIMEOUT = 30
 
 
@@ -116,8 +114,18 @@ class Lane:
         return sorted(self.folder.glob(f"*{self.kind.queued}"))
 
     def waiting(self) -> list[Path]:
-        files = [p for p in self.folder.glob(f"*{self.kind.ready}") if p.is_file()]
-        return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
+        return self.ready_files(self.folder, self.kind)
+
+    @staticmethod
+    def ready_files(folder: Path, kind: Kind) -> list[Path]:
+        """The objects of kind built and not yet stored by the PACS, oldest first."""
+        found = []
+        for path in folder.glob(f"*{kind.ready}"):
+            try:
+                found.append((path.stat().st_mtime_ns, path.name, path))
+            except FileNotFoundError:  # sent meanwhile by the other process
+                continue
+        return [path for _, _, path in sorted(found)]
 
     def retry_failed(self) -> int:
         """Queue every failed item again (a newer edgexray, or a film put back, may build
@@ -263,50 +271,61 @@ class Lane:
         return not refused
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What an outbox needs, in a form a process of its own can be started with."""
+
+    folder: Path
+    films: tuple[Path, ...]  # where a film may be: incoming/, then classified/ once recorded
+    destination: object  # config.Destination
+    calling_ae: str
+    model: Path
+    threads: int | None
+    retry_initial: float
+    retry_max: float
+
+
 class Outbox:
-    """outbox/: results waiting for the PACS, one lane per kind; a sink of the node's
-    worker."""
+    """outbox/: results waiting for the PACS; a sink of the node's worker, which runs the
+    report lane in the node's process and, with heatmaps, the heatmap lane in a process of
+    its own (`heatmap_process`): maps and pictures are the heaviest work per film, and a
+    second process has a processor of its own where threads would share one."""
 
-    needs_map = False  # the heatmap lane makes its maps itself, off the worker's thread
+    needs_map = False  # the heatmap lane makes its maps itself
 
-    def __init__(
-        self,
-        folder: Path,
-        films: tuple[Path, ...],
-        destination,
-        calling_ae: str,
-        classifier: Classifier,
-        retry_initial: float,
-        retry_max: float,
-        heatmaps: bool = False,
-        threads: int | None = None,
-    ):
+    def __init__(self, settings: Settings, kinds=(REPORT,), queues=None, wake=None):
         require_highdicom()
-        self.folder = private_folder(Path(folder))
+        self.settings = settings
+        self.folder = private_folder(Path(settings.folder))
         private_folder(self.folder / FAILED)
-        self.films = films  # where a film may be: incoming/, then classified/ once recorded
-        self.destination = destination
-        self.calling_ae = calling_ae
-        self.sidecar = classifier.sidecar
-        self.retry_initial, self.retry_max = retry_initial, retry_max
+        self.films, self.destination = settings.films, settings.destination
+        self.calling_ae = settings.calling_ae
+        self.retry_initial, self.retry_max = settings.retry_initial, settings.retry_max
         self.stopping = threading.Event()
-        self.lanes = [Lane(self, REPORT, self._report)]
-        self.explainer = None
-        self._in_memory: dict[str, tuple] = {}
-        self._memory_bytes = 0
-        self._memory_lock = threading.Lock()
-        if heatmaps:
-            # An interpreter of its own: the worker's is busy with the next film.
-            self.explainer = Classifier(classifier.model_path, threads, classifier.check_scope)
-            self.lanes.append(Lane(self, HEATMAP, self._heatmap))
-        self.wake = {lane.kind.name: threading.Event() for lane in self.lanes}
+        self.sidecar = load_sidecar(settings.model)
+        self.classifier = None  # the heatmap lane's own interpreter
+        if HEATMAP in kinds:  # only the film's pixels are wanted of it: no scope decision
+            self.classifier = Classifier(settings.model, settings.threads, check_scope=False)
+        builders = {REPORT: self._report, HEATMAP: self._heatmap}
+        self.lanes = [Lane(self, kind, builders[kind]) for kind in kinds]
+        self.queues = tuple(queues or kinds)  # what add() queues: kinds, and the helper's
+        self.wake = {kind.name: threading.Event() for kind in kinds} | dict(wake or {})
+        self.helper = None
+        if HEATMAP in self.queues and HEATMAP not in kinds:
+            self.helper = HeatmapProcess(settings)
+            self.wake[HEATMAP.name] = self.helper.wake
+
+    @classmethod
+    def for_node(cls, settings: Settings, heatmaps: bool) -> Outbox:
+        """The node's outbox: reports here, heatmaps (when asked) in a process of their own."""
+        return cls(settings, (REPORT,), (REPORT, HEATMAP) if heatmaps else (REPORT,))
 
     # --- the sink ----------------------------------------------------------------------
 
     def add(self, film, explanation=None) -> None:
         """Queue the results of one classified film (its record names the film's file, in
-        one of self.films) durably: its record now, once per lane; the objects are built
-        by the lanes' threads, so highdicom's time never holds up the next film.
+        one of self.films) durably: its record now, once per kind; the objects are built
+        by the lanes, so highdicom's time never holds up the next film.
 
         Raises:
             OSError: it could not be written (the worker tries again later).
@@ -314,33 +333,14 @@ class Outbox:
         record = film.record
         name = Path(record["path"]).name
         item = json.dumps({"film": name, "record": record}).encode()
-        stem = Path(name).stem
-        for lane in self.lanes:
-            if lane.kind is HEATMAP and not wants_heatmap(record):
+        for kind in self.queues:
+            if kind is HEATMAP and not wants_heatmap(record):
                 continue
-            if lane.kind is HEATMAP:
-                self._remember(name, film, explanation)
-            durable_write(self.folder / f"{stem}{lane.kind.queued}", [item])
-            self.wake[lane.kind.name].set()
+            durable_write(self.folder / f"{Path(name).stem}{kind.queued}", [item])
+            self.wake[kind.name].set()
 
     def close(self) -> None:
         pass
-
-    def _remember(self, name: str, film, explanation) -> None:
-        if film.film is None:
-            return
-        size = film.film.nbytes + film.resized.nbytes
-        with self._memory_lock:
-            if self._memory_bytes + size <= MEMORY_BYTES and name not in self._in_memory:
-                self._in_memory[name] = (film.film, film.resized, explanation, size)
-                self._memory_bytes += size
-
-    def _recall(self, name: str) -> tuple | None:
-        with self._memory_lock:
-            kept = self._in_memory.pop(name, None)
-            if kept is not None:
-                self._memory_bytes -= kept[3]
-        return kept[:3] if kept is not None else None
 
     # --- building --------------------------------------------------------------------
 
@@ -359,21 +359,17 @@ class Outbox:
         return _file_bytes(structured_report(header, record, self.sidecar))
 
     def _heatmap(self, record: dict, film: Path) -> bytes:
-        name = film.name
-        kept = self._recall(name)
-        if kept is None:
-            again = self.explainer.classify_film(film)
-            if again.film is None and not film.exists():  # moved by the worker meanwhile
-                again = self.explainer.classify_film(self.locate(name))
-            if again.film is None:
-                raise ValueError(again.record.get("error", "the film cannot be read"))
-            kept = (again.film, again.resized, None)
-        pixels, resized, explanation = kept
-        if explanation is None:
-            explanation = occlusion_map(self.explainer, resized, DEFAULT_GRID)
+        """The film read again (the worker's copy is in another process) and its map made
+        with this process's own interpreter."""
+        again = self.classifier.classify_film(film)
+        if again.film is None and not film.exists():  # moved by the worker meanwhile
+            again = self.classifier.classify_film(self.locate(film.name))
+        if again.film is None:
+            raise ValueError(again.record.get("error", "the film cannot be read"))
+        explanation = occlusion_map(self.classifier, again.resized, DEFAULT_GRID)
         with self._reopen(film) as handle:
             header = read_header(handle)
-        return _file_bytes(heatmap_capture(header, pixels, explanation, self.sidecar))
+        return _file_bytes(heatmap_capture(header, again.film, explanation, self.sidecar))
 
     def _reopen(self, film: Path):
         """The film's file, open: looked for again if the worker moved it meanwhile."""
@@ -382,16 +378,16 @@ class Outbox:
         except FileNotFoundError:
             return open(self.locate(film.name), "rb")
 
-    # --- the threads -----------------------------------------------------------------
+    # --- the lanes -------------------------------------------------------------------
 
     def yields(self, kind: Kind) -> bool:
         """True when kind waits for another: a heatmap is not built while reports are
-        queued (both need the same processor, and the answer matters more)."""
-        return kind is not REPORT and bool(self.lanes[0].queued())
+        queued (the answer matters more)."""
+        return kind is not REPORT and any(self.folder.glob(f"*{REPORT.queued}"))
 
     def waiting(self) -> list[Path]:
-        """Every object built and not yet stored by the PACS."""
-        return [path for lane in self.lanes for path in lane.waiting()]
+        """Every object built and not yet stored by the PACS, of every kind."""
+        return [p for kind in KINDS for p in Lane.ready_files(self.folder, kind)]
 
     def retry_failed(self) -> int:
         return sum(lane.retry_failed() for lane in self.lanes)
@@ -411,6 +407,8 @@ class Outbox:
     def start(self) -> None:
         for lane in self.lanes:
             lane.start()
+        if self.helper is not None:
+            self.helper.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         self.stopping.set()
@@ -418,6 +416,67 @@ class Outbox:
             event.set()
         for lane in self.lanes:
             lane.join(timeout)
+        if self.helper is not None:
+            self.helper.stop(timeout)
+
+
+class HeatmapProcess:
+    """The heatmap lane in a process of its own, started and stopped with the node's
+    outbox; it dies with the node (a SIGKILL included) and finds its work in outbox/."""
+
+    def __init__(self, settings: Settings):
+        import multiprocessing
+
+        self._context = multiprocessing.get_context("spawn")  # no fork of a threaded node
+        self.settings = settings
+        self.wake = self._context.Event()
+        self._stop = self._context.Event()
+        self.process = None
+
+    def start(self) -> None:
+        self.process = self._context.Process(
+            target=heatmap_process,
+            args=(self.settings, self._stop, self.wake, os.getpid()),
+            name="edgexray-heatmaps",
+            daemon=True,
+        )
+        self.process.start()
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        self.wake.set()
+        if self.process is not None:
+            self.process.join(timeout)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(timeout)
+
+
+def heatmap_process(settings: Settings, stop, wake, parent: int) -> None:
+    """The heatmap process: its lane until the node stops it or is gone."""
+    _die_with(parent)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for chatty in ("pynetdicom", "highdicom"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    outbox = Outbox(settings, (HEATMAP,), wake={HEATMAP.name: wake})
+    outbox.start()
+    while not stop.wait(1.0) and os.getppid() == parent:
+        pass
+    outbox.stop()
+
+
+def _die_with(parent: int) -> None:
+    """Be killed when the node dies, even by SIGKILL (Linux); elsewhere the lane notices
+    within a second that its parent is gone."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(0)
 
 
 def _file_bytes(dataset) -> bytes:

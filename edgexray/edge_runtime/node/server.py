@@ -67,19 +67,20 @@ class Node:
                 ReportPages(self.state.folder / REPORTS, self.classifier.sidecar, config.model)
             )
         if config.pacs is not None:
-            from .outbox import Outbox
+            from .outbox import Outbox, Settings
 
-            self.outbox = Outbox(
-                self.state.folder / OUTBOX,
-                (self.state.incoming, self.state.classified, self.state.quarantine),
-                config.pacs,
-                config.ae_title,
-                self.classifier,
-                config.retry_initial,
-                config.retry_max,
-                heatmaps=config.explain,
+            folders = (self.state.incoming, self.state.classified, self.state.quarantine)
+            settings = Settings(
+                folder=self.state.folder / OUTBOX,
+                films=folders,
+                destination=config.pacs,
+                calling_ae=config.ae_title,
+                model=config.model,
                 threads=config.threads,
+                retry_initial=config.retry_initial,
+                retry_max=config.retry_max,
             )
+            self.outbox = Outbox.for_node(settings, config.explain)
             sinks.append(self.outbox)
         self.retention = Retention(config.keep_days, config.keep_mb)
         housekeeping = self.prune if self.retention.active else None
