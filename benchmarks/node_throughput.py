@@ -111,12 +111,20 @@ class Arrivals:
         found: dict = collections.defaultdict(lambda: {"report": [], "heatmap": []})
         for instance, when in list(self.seen.items()):
             if instance not in self._known:
-                dataset = self.pacs.dataset(instance)
-                kind = "report" if dataset.SOPClassUID == REPORT_CLASS else "heatmap"
-                self._known[instance] = (kind, node_support.source_of(dataset))
+                tags = self.pacs.get(f"/instances/{instance}/simplified-tags")
+                kind = "report" if tags["SOPClassUID"] == REPORT_CLASS else "heatmap"
+                self._known[instance] = (kind, source_in(tags))
             kind, film = self._known[instance]
             found[film][kind].append(when)
         return found
+
+
+def source_in(tags: dict) -> str:
+    """The film a report or heatmap refers to, from Orthanc's simplified tags."""
+    if "CurrentRequestedProcedureEvidenceSequence" in tags:
+        series = tags["CurrentRequestedProcedureEvidenceSequence"][0]["ReferencedSeriesSequence"]
+        return series[0]["ReferencedSOPSequence"][0]["ReferencedSOPInstanceUID"]
+    return tags["SourceImageSequence"][0]["ReferencedSOPInstanceUID"]
 
 
 class NodeLog:
@@ -164,9 +172,11 @@ def uids_of(paths: list[Path]) -> list[str]:
     return [str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in paths]
 
 
-def measure(running, arrivals, batches, state, explain, one_by_one=False) -> dict:
+def measure(running, arrivals, batches, state, explain, one_by_one, cpu) -> dict:
     """Push the batches (one client each) at once, or with one_by_one each film alone after
-    the previous one's results are in Orthanc; the figures of the set."""
+    the previous one's results are in Orthanc; the figures of the set. cpu() gives the
+    processes' CPU seconds, read when the last result arrived."""
+    cpu_before = cpu()
     films = [film for batch in batches for film in batch]
     uids = set(uids_of(films))
     wanted = ("report", "heatmap") if explain else ("report",)
@@ -184,6 +194,7 @@ def measure(running, arrivals, batches, state, explain, one_by_one=False) -> dic
             if time.time() > deadline:
                 raise SystemExit("results did not all reach Orthanc in 30 minutes")
             time.sleep(0.1)
+    cpu_used = {key: round(seconds - cpu_before[key], 1) for key, seconds in cpu().items()}
     got = arrivals.results()
     records = {r["sop_instance_uid"]: r for r in _records(state) if r["sop_instance_uid"] in uids}
     stamp = datetime.datetime.fromisoformat
@@ -207,6 +218,7 @@ def measure(running, arrivals, batches, state, explain, one_by_one=False) -> dic
     row["no_heatmap_out_of_scope"] = sum(1 for r in records.values() if not wants_heatmap(r))
     classify = [r["latency_ms"] for r in records.values() if "latency_ms" in r]
     row["classify_ms_median"] = round(float(np.median(classify)), 1)
+    row.update({f"{key}_cpu_s": seconds for key, seconds in cpu_used.items()})
     return row
 
 
@@ -308,17 +320,16 @@ def run_sets(args, config, pacs, small, alone, explain, state):
     helper = running.outbox.helper.process.pid if running.outbox.helper else None
     processes = {"orthanc": orthanc_pid(pacs), "heatmap_process": helper}
     rows = {}
+
+    def cpu() -> dict[str, float]:
+        # This process: the node, and the benchmark's own polling of Orthanc (light).
+        used = {"node": time.process_time()}
+        return used | {key: cpu_seconds(pid) for key, pid in processes.items() if pid}
+
     try:
         for name, batches, one_by_one in sets:
-            if not batches[0]:
-                continue
-            node_before = time.process_time()
-            before = {k: cpu_seconds(pid) for k, pid in processes.items() if pid}
-            rows[name] = measure(running, arrivals, batches, state, explain, one_by_one)
-            # This process: the node, and the benchmark's own polling of Orthanc.
-            rows[name]["node_cpu_s"] = round(time.process_time() - node_before, 1)
-            for key, seconds in before.items():
-                rows[name][f"{key}_cpu_s"] = round(cpu_seconds(processes[key]) - seconds, 1)
+            if batches[0]:
+                rows[name] = measure(running, arrivals, batches, state, explain, one_by_one, cpu)
     finally:
         arrivals.stop()
         running.stop()
