@@ -92,6 +92,7 @@ def write_test_film(
     ds.ContentDate, ds.ContentTime = ds.StudyDate, ds.StudyTime
     ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "1", "", ""
     ds.StudyDescription = f"edgexray test film from {picture.name}"[:64]
+    ds.SeriesDescription = "test film (synthetic patient)"
     ds.Modality = "OT"  # a secondary capture: what the picture was taken with is unknown
     ds.ConversionType = "WSD"
     ds.SeriesNumber, ds.InstanceNumber = 1, 1
