@@ -6,13 +6,16 @@ Paths deliberately contain spaces.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-SHARED_TRAIN = Path(__file__).resolve().parents[1].parent / "shared/data/chest_xray/train"
+REPO = Path(__file__).resolve().parents[1]  # the checkout: edgexray/, benchmarks/, tests/
+SHARED_TRAIN = REPO.parent / "shared/data/chest_xray/train"
+SHARED_TEST = SHARED_TRAIN.parent / "test"
 
 
 def synthetic_xray(rng: np.random.Generator, pneumonia: bool, size=(40, 48)) -> Image.Image:
@@ -123,4 +126,37 @@ def device(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("edge") / "edge device"
     folder.mkdir()
     write_runtime(folder)
+    return folder
+
+
+@pytest.fixture
+def film(tmp_path) -> Path:
+    path = tmp_path / "a film.png"
+    synthetic_xray(np.random.default_rng(0), pneumonia=True).save(path)
+    return path
+
+
+@pytest.fixture
+def run_copy(tiny_run, tiny_tflite, tmp_path) -> Path:
+    """A trained run with float32 and int8 variants, in a path with spaces."""
+    run_dir = tmp_path / "my run"
+    shutil.copytree(tiny_run, run_dir)
+    (run_dir / "tflite").mkdir()
+    for path in tiny_tflite.values():
+        for suffix in (".tflite", ".json"):
+            shutil.copy(
+                path.with_suffix(suffix), run_dir / "tflite" / path.with_suffix(suffix).name
+            )
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def site_folder(tmp_path_factory):
+    """A few real test/ films in NORMAL/ and PNEUMONIA/ (copies, under a path with spaces)."""
+    folder = tmp_path_factory.mktemp("scope gate") / "site films"
+    for label in ("NORMAL", "PNEUMONIA"):
+        names = sorted(p.name for p in (SHARED_TEST / label).iterdir())[1:4]
+        (folder / label).mkdir(parents=True)
+        for name in names:
+            shutil.copy(SHARED_TEST / label / name, folder / label / name)
     return folder

@@ -3,7 +3,7 @@
 Each file holds the film's grey levels v (0..255) as stored values in BitsStored bits,
 MONOCHROME2 (s grows with v) or MONOCHROME1 (s falls), optionally through a rescale slope
 and intercept, and optionally with a window that spans exactly v = 0..255. Either way the
-one rendering rule (edge_runtime/dicom.py) must give v back, so the DICOM file and the film
+one rendering rule (edge_runtime/readers/dicom.py) must give v back, so the DICOM file and the film
 as PNG must get the same model input and the same probability.
 """
 

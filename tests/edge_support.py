@@ -14,6 +14,7 @@ from pathlib import Path
 
 BLOCKED = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "edgexray")
 TENSORFLOW = BLOCKED[:-1]  # what the base install (no `train` extra) lacks
+EDGEXRAY = Path(sys.executable).with_name("edgexray")  # the installed console script
 
 SITECUSTOMIZE = """\
 import os
@@ -89,3 +90,16 @@ def make_venv(folder: Path) -> None:
         check=True,
     ).stdout.strip()
     Path(purelib, "test-packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+
+
+def script(device: Path, *args) -> list[str]:
+    return [sys.executable, str(device / "infer.py"), *map(str, args)]
+
+
+def predict(*args) -> list[str]:
+    return [str(EDGEXRAY), "predict", *map(str, args)]
+
+
+def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    # A subprocess with a timeout: a hang must fail the test, not stall the suite.
+    return subprocess.run(args, capture_output=True, text=True, timeout=90, **kwargs)

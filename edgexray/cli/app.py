@@ -23,6 +23,7 @@ from . import (
     data,
     evaluate,
     explain,
+    models,
     predict,
     prune,
     quantize,
@@ -49,6 +50,7 @@ COMMANDS = (
     ("explain", explain),
     ("serve", serve),
     ("to-dicom", to_dicom),
+    ("models", models),
 )
 
 

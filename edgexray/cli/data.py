@@ -7,9 +7,10 @@ from typing import Annotated, Literal
 
 import typer
 
-from edgexray.pipeline.download import SOURCES
+from edgexray.pipeline.download import SOURCES, FetchLimits
 
 from .common import user_errors
+from .options import from_settings
 
 app = typer.Typer(
     help="Get the public chest X-ray data set.", no_args_is_help=True, add_completion=False
@@ -18,6 +19,7 @@ app = typer.Typer(
 
 @app.command("download")
 @user_errors
+@from_settings(FetchLimits, "deadline", "min_rate")
 def download_command(
     out: Annotated[
         Path, typer.Option(help="Folder to put chest_xray/ in (./data is where run looks).")
@@ -26,7 +28,9 @@ def download_command(
         Literal[tuple(SOURCES)],
         typer.Option(help="mendeley (no account) or kaggle (kagglehub, a Kaggle token)."),
     ] = "mendeley",
-    url: Annotated[str | None, typer.Option(help="A mirror of the source's archive.")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="An http(s) mirror of the source's archive.")
+    ] = None,
     sha256: Annotated[
         str | None, typer.Option(help="The archive's expected sha256 (64 hex digits).")
     ] = None,
@@ -37,10 +41,12 @@ def download_command(
     keep_archive: Annotated[
         bool, typer.Option(help="Keep the downloaded archive in OUT/.download.")
     ] = False,
+    **limits,
 ):
     """Download, verify and extract the data into OUT/chest_xray/{train,test}/{NORMAL,PNEUMONIA}.
 
-    A cut download resumes when the same command runs again.
+    A cut download, or one stopped by --deadline or --min-rate, resumes when the same
+    command runs again.
     """
     from edgexray.pipeline import download
 
@@ -52,6 +58,7 @@ def download_command(
         sha256=sha256,
         archive=archive,
         keep_archive=keep_archive,
+        limits=FetchLimits(**limits),
         on_progress=download.progress_printer(f"downloading {label or source}"),
     )
     if not result.downloaded:

@@ -50,8 +50,10 @@ class Classifier:
     """
 
     def __init__(
-        self, model_path: str | Path, threads: int | None = None, check_scope: bool = True
+        self, model_path: str | Path | None = None, threads: int | None = None, check_scope=True
     ):
+        if model_path is None:  # the model shipped with edgexray (none in a bundle)
+            from . import REFERENCE_MODEL as model_path
         self.model_path = Path(model_path)
         self.check_scope = check_scope
         self.sidecar = load_sidecar(model_path)
@@ -146,28 +148,34 @@ class Classifier:
             gray, self.features(), self.scope, colour=info.get("colour"), tags=info.get("tags")
         )
 
-    def classify(self, path: str | Path) -> dict:
+    def classify(self, film, name: str | None = None) -> dict:
         """One record: path, the film's identity when it has one (readers.identity:
         patient, study and UIDs of a DICOM film), probability, label, threshold,
         latency_ms, rendering, in_scope, scope_reason (and scope_distance when measured);
         or path and error.
+
+        film is a file's path, or a film held in memory: a numpy array (2-D grey levels,
+        8 or 16 bits, or height x width x 3 colour), a PIL image or a pydicom Dataset
+        (`readers.read`). The record's path is name, else the path or a name of the kind.
 
         A film out of scope gets the label OUT_OF_SCOPE: its probability is recorded but
         not turned into NORMAL or PNEUMONIA. latency_ms covers reading, preprocessing,
         the interpreter call and the scope check. A flat or blank image also gets
         quality_warning (see `preprocess.quality_warning`).
         """
-        return self.classify_film(path).record
+        return self.classify_film(film, name).record
 
-    def classify_film(self, path: str | Path) -> Classified:
+    def classify_film(self, source, name: str | None = None) -> Classified:
         """`classify`, with the film as read."""
         started = time.perf_counter()
+        shown = display_name(source) if name is None else name
         try:
-            film, info = readers.read(path)
+            film, info = readers.read(source)
         except ImageError as err:
+            where = str(source) if isinstance(source, (str, Path)) else shown
             record = {
-                "path": clean_text(str(path)),
-                "error": clean_text(str(err).replace(f"{path}: ", "", 1)),
+                "path": clean_text(shown),
+                "error": clean_text(str(err).replace(f"{where}: ", "", 1)),
             }
             return Classified(record)
         gray = fit(film, info, self.sidecar["input"])
@@ -175,7 +183,7 @@ class Classifier:
         decision = self.scope_decision(gray, info)
         label = self.labels[1] if probability >= self.threshold else self.labels[0]
         record = {
-            "path": clean_text(str(path)),
+            "path": clean_text(shown),
             **{k: clean_text(v) for k, v in identity(info.get("tags")).items()},
             "probability": probability,
             "label": scope.OUT_OF_SCOPE if decision.in_scope is False else label,
@@ -191,6 +199,19 @@ class Classifier:
         if warning:
             record["quality_warning"] = warning
         return Classified(record, film, info, gray)
+
+
+def display_name(source) -> str:
+    """What a record calls a film: its path, or for a film held in memory its file name
+    when it has one, else the kind of thing it is (array, image, DICOM dataset)."""
+    if isinstance(source, (str, Path)):
+        return str(source)
+    filename = getattr(source, "filename", None)
+    if filename:
+        return str(filename)
+    if type(source).__module__.split(".")[0] == "pydicom":
+        return f"DICOM dataset {source.get('SOPInstanceUID', '')}".strip()
+    return "array" if type(source).__module__ == "numpy" else "image"
 
 
 def clean_text(text: str) -> str:

@@ -230,12 +230,11 @@ def serve_main(argv, prog: str = "infer.py serve", default_model: Path | None = 
         return fail(str(err))
     try:
         from .node.config import NodeConfig
-        from .node.server import serve
+        from .node.server import quiet_libraries, serve
     except ImportError as err:
         return fail(f"serve needs the edge_runtime package whole ({err})")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for chatty in ("pynetdicom", "highdicom"):  # one line per association or report
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    quiet_libraries()
     try:
         values = {name: tuple(v) if isinstance(v, list) else v for name, v in vars(args).items()}
         return serve(NodeConfig(**values))

@@ -97,7 +97,8 @@ DEFAULT_GRID = Grid()
 def parse_grid(text: str) -> Grid:
     """A grid from "PATCH/STRIDE" (pixels of the model input), as the commands take it."""
     patch, slash, stride = text.partition("/")
-    if not (slash and patch.strip().isdigit() and stride.strip().isdigit()):
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    if not (slash and patch.strip().isdecimal() and stride.strip().isdecimal()):
         raise InferenceError(f"grid {text!r}: give PATCH/STRIDE in pixels, e.g. 20/10")
     return Grid(int(patch), int(stride))
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sys
 
-try:
+if __package__:
     from .cli import main
-except ImportError:  # run as a lone file, outside its package
+else:  # run as a lone file, outside its package
     print(
         "error: infer.py is part of the edge_runtime package: run the bundle's launcher "
         "(python infer.py beside edge_runtime/) or python -m edgexray.edge_runtime.infer",

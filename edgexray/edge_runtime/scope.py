@@ -4,7 +4,7 @@ Worse than a missed pneumonia is a confident answer to a question the model was 
 trained on: a negative (an inverted film), a knee, a CT slice, a photograph. Such an
 image must get the label OUT_OF_SCOPE, never NORMAL or PNEUMONIA. `decide` is the one
 home of that rule; the classifier applies it to every film, and the Android bundle's
-EdgexrayScope.java is its port (tests/test_scope_java.py holds them to the same answers).
+EdgexrayScope.java is its port (tests/export/test_android_scope.py holds them to the same answers).
 
 The checks, cheapest and most certain first (the first that fails is the reason):
 1. DICOM tags, when the film came with them (`TAG_RULES`, a table of facts): not a
@@ -85,6 +85,9 @@ TAG_RULES = (
 # PatientAge is nnnD, nnnW, nnnM or nnnY (DICOM AS value representation).
 AGE_UNITS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}
 _AGE = re.compile(r"^(\d{1,3})([DWMY])$")
+# PatientAge is rounded down to whole units, and a study date may be the day after the
+# acquisition: a year apart is still the same child.
+AGE_DISAGREEMENT = 1.0
 
 
 class FeatureOutput(TypedDict):
@@ -167,14 +170,38 @@ def flat_reason(gray: np.ndarray) -> str | None:
 def patient_age_years(tags: dict) -> float | None:
     """The patient's age in years from PatientAge, else PatientBirthDate and the study (or
     acquisition) date; None when the tags do not say (dicom.TAGS reads these)."""
+    stated, from_dates = _stated_age(tags), _age_from_dates(tags)
+    return stated if stated is not None else from_dates
+
+
+def _stated_age(tags: dict) -> float | None:
     age = _AGE.match(str(tags.get("PatientAge") or "").strip().upper())
-    if age:
-        return int(age.group(1)) * AGE_UNITS[age.group(2)]
+    return int(age.group(1)) * AGE_UNITS[age.group(2)] if age else None
+
+
+def _age_from_dates(tags: dict) -> float | None:
     birth = _date(tags.get("PatientBirthDate"))
     for field in ("StudyDate", "AcquisitionDate"):
         taken = _date(tags.get(field))
         if birth and taken and taken >= birth:
             return (taken - birth).days / 365.25
+    return None
+
+
+def age_problem(tags: dict) -> str | None:
+    """Why a film's age tags cannot be trusted, or None: a PatientAge that is not a DICOM
+    age, or one the birth date contradicts by more than AGE_DISAGREEMENT years. Either
+    means the header may not describe this child, so the film is not in scope."""
+    text = str(tags.get("PatientAge") or "").strip()
+    stated, from_dates = _stated_age(tags), _age_from_dates(tags)
+    if text and stated is None:
+        return f"DICOM PatientAge {text!r} is not an age (nnnD, nnnW, nnnM or nnnY)"
+    if stated is not None and from_dates is not None:
+        if abs(stated - from_dates) > AGE_DISAGREEMENT:
+            return (
+                f"DICOM PatientAge ({stated:.1f} years) and the birth date ({from_dates:.1f} "
+                "years at the study) disagree"
+            )
     return None
 
 
@@ -202,6 +229,9 @@ def tag_reason(tags: dict | None, ages: dict | None = None) -> str | None:
         value = str(tags.get(rule.tag) or "").strip().upper()
         if value and value not in rule.accepted + rule.silent:
             return f"DICOM {rule.tag} {value} {rule.why} ({'/'.join(rule.accepted)} expected)"
+    problem = age_problem(tags)
+    if problem:
+        return problem
     age = patient_age_years(tags)
     if ages and age is not None and not ages["min"] <= math.floor(age) <= ages["max"]:
         return (

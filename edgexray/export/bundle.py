@@ -53,9 +53,10 @@ MANIFEST = artifacts.BUNDLE_MANIFEST  # bundle.json
 CHECKSUMS = artifacts.BUNDLE_CHECKSUMS  # SHA256SUMS
 CHECK_SIZE = (300, 260)  # height, width of the check image: both axes shrink, unequally
 # The android preprocessing as Java, byte-identical to the runtime's
-# (tests/test_android_preprocess.py).
+# (tests/export/test_android_preprocess.py).
 ANDROID_PREPROCESS = Path(__file__).parent / "android" / "EdgexrayPreprocess.java"
-# The out-of-scope guard as Java, the same decisions as scope.py (tests/test_scope_java.py).
+# The out-of-scope guard as Java, the same decisions as scope.py
+# (tests/export/test_android_scope.py).
 ANDROID_SCOPE = Path(__file__).parent / "android" / "EdgexrayScope.java"
 # The device runtime: the package edgexray/edge_runtime/, shipped as a package folder of
 # this name, run by the launcher infer.py at the bundle's top.

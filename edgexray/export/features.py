@@ -6,7 +6,7 @@ lie from the training films'. Those features are already a tensor of every conve
 model; this module only lists that tensor as a second output of the subgraph (and of its
 signature), with TensorFlow's flatbuffer_utils. No operator, weight or quantization
 parameter is touched, so the first output, the pneumonia logit, keeps every byte: checked
-on all 312 test/ films for the shipped model (tests/test_scope.py, benchmarks/README.md).
+on all 312 test/ films for the shipped model (tests/export/test_features.py, benchmarks/README.md).
 
 Adding the output to a finished .tflite, rather than converting a two-output Keras model,
 is what lets the shipped reference model gain the features without a retrain or a

@@ -16,24 +16,19 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import InferenceError
+from ..readers.dicom import FILM_CLASSES
 from .config import MEGABYTE, NodeConfig
 from .spool import NodeState
 
 log = logging.getLogger("edgexray.node")
 
-# digital X-ray for presentation and for processing, and secondary capture (a film
-# digitised or exported by a workstation). Anything else is not negotiated.
-STORAGE_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.1": "CR Image Storage",
-    "1.2.840.10008.5.1.4.1.1.1.1": "Digital X-Ray Image Storage - For Presentation",
-    "1.2.840.10008.5.1.4.1.1.1.1.1": "Digital X-Ray Image Storage - For Processing",
-    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
-}
 VERIFICATION_CLASS = "1.2.840.10008.1.1"
 # Uncompressed films are always accepted; a compressed syntax only when the installed
 # pydicom plugins decode it (the dicom extra: JPEG, JPEG 2000, RLE; highdicom brings
@@ -62,10 +57,18 @@ SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC000
 REJECT_AE_TITLE = (0x01, 0x01, 0x03)  # calling AE title not recognised
 REJECT_ADDRESS = (0x01, 0x01, 0x01)  # no reason given (the address is not listed)
 REJECT_BUSY = (0x02, 0x03, 0x02)  # transient: local limit exceeded (try again later)
-# Connections that never send a valid A-ASSOCIATE-RQ (port scans, garbage) hold a thread
-# until the ACSE timeout; they are not counted against max_associations (only requests
-# are), and at most this many more connections are open at once.
-CONNECTION_HEADROOM = 32
+# Connections that have not sent their A-ASSOCIATE-RQ yet (a modality sends it at once;
+# port scans and garbage never do) wait at most ACSE_TIMEOUT; they are not counted against
+# max_associations (only requests are). At most this many wait from one source, and
+# MAX_WAITING from all: beyond, the oldest waiting one is closed, so a host opening
+# connections that send nothing can never lock the modalities out.
+MAX_WAITING_PER_SOURCE = 4
+MAX_WAITING = 16
+# pynetdicom counts a connection until its thread has ended, and would refuse a modality
+# while dropped ones wind down: the limits above and max_associations are the ones that
+# hold; this only bounds threads if they ever failed.
+PYNETDICOM_LIMIT = 1000
+REFUSAL_LOG_SECONDS = 60.0
 ACSE_TIMEOUT = 10.0  # a modality sends its request at once after connecting
 # A UID is digits and dots (PS3.5 9.1), at most 64: safe as a file name as it is.
 UID_PATTERN = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -100,6 +103,10 @@ class StorageService:
         self._pdata: dict[int, int] = {}  # association id -> P-DATA bytes of the message
         self._timers: dict[int, threading.Timer] = {}
         self._sessions: set[int] = set()  # associations past their request, not closed
+        # Connections yet to send their request, by source, oldest first, and when each came.
+        self._waiting: dict[str, dict[int, object]] = {}
+        self._opened: dict[int, float] = {}
+        self._refused: dict[tuple[str, str], float] = {}  # (source, why) -> last log line
         self._sessions_lock = threading.Lock()
         self._server = None
         self.address: tuple[str, int] | None = None
@@ -125,14 +132,14 @@ class StorageService:
         from pynetdicom import AE
 
         ae = AE(ae_title=self.config.ae_title)
-        ae.maximum_associations = self.config.max_associations + CONNECTION_HEADROOM
+        ae.maximum_associations = PYNETDICOM_LIMIT
         ae.network_timeout = self.config.idle_timeout
         ae.acse_timeout = min(ACSE_TIMEOUT, self.config.idle_timeout)
         ae.dimse_timeout = self.config.idle_timeout
         ae.maximum_pdu_size = 64 * 1024
         ae.add_supported_context(VERIFICATION_CLASS)
         syntaxes = transfer_syntaxes()
-        for sop_class in STORAGE_CLASSES:
+        for sop_class in FILM_CLASSES:
             ae.add_supported_context(sop_class, syntaxes)
         return ae
 
@@ -180,17 +187,24 @@ class StorageService:
                 "rejected %s from %s: AE title not allowed", calling, assoc.requestor.address
             )
             return REJECT_AE_TITLE
-        if self.config.networks:
-            try:
-                address = ipaddress.ip_address(assoc.requestor.address)
-            except ValueError:
-                address = None
-            if address is None or not any(address in n for n in self.config.networks):
-                log.warning("rejected %s from %s: address not allowed", calling, address)
-                return REJECT_ADDRESS
+        if not self._address_allowed(assoc.requestor.address):
+            log.warning(
+                "rejected %s from %s: address not allowed", calling, assoc.requestor.address
+            )
+            return REJECT_ADDRESS
         return None
 
+    def _address_allowed(self, text: str) -> bool:
+        if not self.config.networks:
+            return True
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            return False
+        return any(address in network for network in self.config.networks)
+
     def _on_requested(self, event) -> None:
+        self._admitted(event.assoc)
         reason = self._rejection(event.assoc)
         with self._sessions_lock:
             if reason is None and len(self._sessions) >= self.config.max_associations:
@@ -209,12 +223,51 @@ class StorageService:
             event.assoc.kill()
 
     def _on_open(self, event) -> None:
+        assoc = event.assoc
+        address = assoc.requestor.address
+        # Refused before any PDU is read, so a connection from elsewhere never holds one
+        # of the server's threads until the ACSE timeout.
+        if not self._address_allowed(address):
+            self._refuse(assoc, address, "address not allowed")
+            return
+        with self._sessions_lock:
+            mine = self._waiting.setdefault(address, {})
+            mine[id(assoc)] = assoc  # in arrival order: the oldest first
+            evicted = [mine.pop(next(iter(mine)))] if len(mine) > MAX_WAITING_PER_SOURCE else []
+            everyone = [a for waiting in self._waiting.values() for a in waiting.values()]
+            if len(everyone) > MAX_WAITING:
+                oldest = min(everyone, key=lambda a: self._opened.get(id(a), 0.0))
+                self._waiting[oldest.requestor.address].pop(id(oldest), None)
+                evicted.append(oldest)
+            self._opened[id(assoc)] = time.monotonic()
+        # Connections that send nothing would otherwise take every slot and lock the
+        # modalities out; a modality sends its request at once, so the oldest go.
+        for stale in evicted:
+            self._refuse(stale, stale.requestor.address, "too many connections waiting")
         # The whole association, not only its silences, has a time limit: a peer trickling
         # one byte a minute would otherwise hold a slot forever.
-        timer = threading.Timer(self.config.association_timeout, self._expire, (event.assoc,))
+        timer = threading.Timer(self.config.association_timeout, self._expire, (assoc,))
         timer.daemon = True
-        self._timers[id(event.assoc)] = timer
+        self._timers[id(assoc)] = timer
         timer.start()
+
+    def _admitted(self, assoc) -> None:
+        """The connection sent its association request: it no longer waits."""
+        with self._sessions_lock:
+            self._waiting.get(assoc.requestor.address, {}).pop(id(assoc), None)
+
+    def _refuse(self, assoc, address: str, why: str) -> None:
+        """Close a connection that has not sent its association request (no A-ABORT: the
+        protocol has none before the request); logged at most once a minute per source
+        and cause."""
+        now, key = time.monotonic(), (address, why)
+        if now - self._refused.get(key, -REFUSAL_LOG_SECONDS) >= REFUSAL_LOG_SECONDS:
+            self._refused[key] = now
+            log.warning("refused a connection from %s: %s", address, why)
+        try:  # the reader then sees the connection closed, as if the peer had closed it
+            assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)
+        except (OSError, AttributeError):  # closed already
+            pass
 
     def _expire(self, assoc) -> None:
         log.warning(
@@ -231,6 +284,12 @@ class StorageService:
         self._pdata.pop(id(event.assoc), None)
         with self._sessions_lock:
             self._sessions.discard(id(event.assoc))
+            self._opened.pop(id(event.assoc), None)
+            waiting = self._waiting.get(event.assoc.requestor.address)
+            if waiting is not None:
+                waiting.pop(id(event.assoc), None)
+                if not waiting:
+                    del self._waiting[event.assoc.requestor.address]
 
     def _on_data(self, event) -> None:
         data = event.data

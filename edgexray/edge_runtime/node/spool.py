@@ -28,6 +28,7 @@ import os
 import threading
 from pathlib import Path
 
+from ..errors import InferenceError
 from ..outputs.files import PRIVATE
 from .config import MEGABYTE
 
@@ -182,6 +183,8 @@ class NodeState:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder).resolve()  # records name films by absolute paths
+        if self.folder.exists() and not self.folder.is_dir():
+            raise InferenceError(f"--state {folder}: a file, not a folder")
         self.incoming = self.folder / INCOMING
         self.classified = self.folder / CLASSIFIED
         self.quarantine = self.folder / QUARANTINE

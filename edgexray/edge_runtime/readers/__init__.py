@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ImageError
 from . import dicom, picture
 from .files import MAX_PIXELS
 
@@ -55,8 +56,11 @@ def reader_for(path: str | Path) -> Reader:
     return next((r for r in READERS if name.endswith(r.suffixes)), READERS[-1])
 
 
-def read(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, dict]:
+def read(source, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, dict]:
     """A film as an 8-bit grey array, and how it was rendered.
+
+    source is a file's path, or a film a program already holds: a numpy array
+    (picture.ARRAY_KINDS), a PIL image or a pydicom Dataset, each read as its file would be.
 
     DICOM goes through `dicom.read_film`'s one rendering rule; JPEG and PNG are made
     upright as the EXIF tag says, a 16-bit PNG windowed on robust percentiles.
@@ -71,7 +75,26 @@ def read(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, di
         ImageError: the file is missing, not a regular file, not a JPEG, PNG or DICOM film,
             truncated or too large; or DICOM support is not installed.
     """
-    return reader_for(path).read(path, max_pixels)
+    if isinstance(source, (str, os.PathLike)):
+        return reader_for(source).read(source, max_pixels)
+    return _from_memory(source, max_pixels)
+
+
+def _from_memory(source, max_pixels: int) -> tuple[np.ndarray, dict]:
+    """A film held in memory, by its kind (nothing imported for kinds not given)."""
+    if isinstance(source, np.ndarray):
+        return picture.from_array(source, max_pixels)
+    if type(source).__module__.split(".")[0] == "pydicom":  # a Dataset, or a FileDataset
+        return dicom.read_film(source, max_pixels)
+    from PIL import Image
+
+    if isinstance(source, Image.Image):
+        # A copy: it is turned upright, and the caller's image stays as it was.
+        return picture.from_image(source.copy(), max_pixels, kind=source.format)
+    raise ImageError(
+        f"{type(source).__name__}: not a film (give a path, a numpy array, a PIL image or a "
+        "pydicom Dataset)"
+    )
 
 
 def is_film_file(path: str | Path) -> bool:

@@ -21,6 +21,8 @@ install, and JPEG/PNG users never need it.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import struct
 import warnings
@@ -48,7 +50,18 @@ MAX_PIXEL_BYTES = 2 * MAX_PIXELS
 # The file itself is read whole: its pixel data, plus headers far smaller than this slack.
 MAX_FILE_BYTES = MAX_PIXEL_BYTES + 16 * 2**20
 PHOTOMETRICS = ("MONOCHROME1", "MONOCHROME2")
+# Rescaled values are computed in float32: a range beyond this has overflowed to inf.
+FLOAT32_LIMIT = float(np.finfo(np.float32).max)
 COLOUR_PHOTOMETRICS = ("RGB", "YBR", "PALETTE", "HSV", "ARGB", "CMYK")
+# The image storage SOP classes a chest film arrives as (PS3.4 B.5): computed radiography,
+# digital X-ray for presentation and for processing, and secondary capture (a film
+# digitised or exported by a workstation). The node negotiates these alone.
+FILM_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.1": "CR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.1.1": "Digital X-Ray Image Storage - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.1.1.1": "Digital X-Ray Image Storage - For Processing",
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
+}
 # SOP classes that are not films, by UID prefix: refused even when they carry pixel data.
 REFUSED_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.88.": "a structured report (SR)",
@@ -99,7 +112,18 @@ def _pydicom(where: str):
         import pydicom.pixels  # noqa: F401  (pydicom 3: the decoders and LUT functions)
     except ImportError:
         raise ImageError(f"{where}: reading DICOM needs pydicom: {INSTALL_HINT}") from None
+    _quiet(logging.getLogger("pydicom"))
     return pydicom
+
+
+def _quiet(logger: logging.Logger) -> None:
+    """Keep pydicom's log (its decoders log a whole traceback when a film is corrupt, and
+    a warning per odd value) off the user's screen: a film's record is the one place a
+    problem with it is reported. A NullHandler, so Python's last-resort handler stays
+    silent too."""
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+    logger.propagate = False
 
 
 def read_film(path_or_dataset, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, dict]:
@@ -138,7 +162,8 @@ def read_film(path_or_dataset, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray
 def _name(path_or_dataset) -> str:
     if isinstance(path_or_dataset, (str, Path)):
         return str(path_or_dataset)
-    return str(getattr(path_or_dataset, "filename", None) or "DICOM dataset")
+    filename = getattr(path_or_dataset, "filename", None)
+    return str(filename or f"DICOM dataset {path_or_dataset.get('SOPInstanceUID', '')}".strip())
 
 
 def _plain(value):
@@ -148,14 +173,36 @@ def _plain(value):
 def _read(pydicom, path):
     with open_regular(path) as handle:
         size = os.fstat(handle.fileno()).st_size
+        if size == 0:
+            raise ImageError(f"{path}: an empty file (0 bytes), not a DICOM film")
         if size > MAX_FILE_BYTES:
             raise ImageError(f"{path}: {size} bytes is over the {MAX_FILE_BYTES} limit for DICOM")
         try:
             # A .dcm file without the preamble (written by some older software) is still
             # read; any other name must have it, so stray files are not parsed as DICOM.
-            return pydicom.dcmread(handle, force=str(path).lower().endswith(DICOM_SUFFIX))
+            dataset = pydicom.dcmread(handle, force=str(path).lower().endswith(DICOM_SUFFIX))
         except Exception as err:  # pydicom raises many types for malformed files
             raise ImageError(f"{path}: not a readable DICOM file ({_first_line(err)})") from None
+    if not _has_header(dataset):
+        raise ImageError(f"{path}: not a DICOM file (no DICOM header could be read)")
+    return dataset
+
+
+def _has_header(dataset) -> bool:
+    """Whether a dataset read with force holds any DICOM at all: file meta, or one of the
+    attributes every DICOM object has. Random bytes read with force give neither."""
+    meta = getattr(dataset, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID"):
+        return True
+    return any(keyword in dataset for keyword in ("SOPClassUID", "SOPInstanceUID", "Modality"))
+
+
+def _sop_class(dataset) -> str:
+    """The object's SOP class: its own attribute, else the file meta's (a DICOMDIR has
+    only the latter)."""
+    meta = getattr(dataset, "file_meta", None)
+    found = dataset.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta else "")
+    return str(found or "")
 
 
 def _first_line(err: Exception) -> str:
@@ -166,16 +213,22 @@ def _first_line(err: Exception) -> str:
 
 def _check_is_film(dataset, where: str) -> None:
     """Refuse, with the reason, what is not a single-frame greyscale image."""
-    sop_class = str(dataset.get("SOPClassUID", ""))
+    sop_class = _sop_class(dataset)
     for prefix, what in REFUSED_SOP_CLASSES.items():
         if sop_class.startswith(prefix):
             raise ImageError(f"{where}: not a film: {what}")
     if "PixelData" not in dataset:
+        if sop_class in FILM_CLASSES:  # an image object cut before its pixels
+            raise ImageError(
+                f"{where}: refused: an image object without pixel data (a truncated file?)"
+            )
         raise ImageError(f"{where}: not a film: a DICOM object without pixel data")
-    frames = _int(dataset, "NumberOfFrames", 1)
+    if not dataset.PixelData:
+        raise ImageError(f"{where}: refused: the pixel data is empty")
+    frames = _int(dataset, "NumberOfFrames", 1, where)
     if frames != 1:
         raise ImageError(f"{where}: refused: {frames} frames (only single-frame films are read)")
-    samples = _int(dataset, "SamplesPerPixel", 1)
+    samples = _int(dataset, "SamplesPerPixel", 1, where)
     photometric = str(dataset.get("PhotometricInterpretation", "")).strip()
     if samples != 1 or photometric not in PHOTOMETRICS:
         colour = samples != 1 or photometric.startswith(COLOUR_PHOTOMETRICS)
@@ -186,19 +239,29 @@ def _check_is_film(dataset, where: str) -> None:
         )
 
 
-def _int(dataset, keyword: str, default: int) -> int:
+def _int(dataset, keyword: str, default: int, where: str = "DICOM") -> int:
+    """A whole-number attribute, default when it is absent or empty.
+
+    Raises:
+        ImageError: it is not a whole number ('ab', 1.5).
+    """
     value = dataset.get(keyword)
+    if value in (None, ""):
+        return default
     try:
-        return default if value in (None, "") else int(value)
+        number = float(value)
     except (TypeError, ValueError):
-        return -1  # unreadable: refused by the caller's range checks
+        number = math.nan
+    if not number.is_integer():
+        raise ImageError(f"{where}: refused: {keyword} {str(value)!r} is not a whole number")
+    return int(number)
 
 
 def _check_size(dataset, where: str, max_pixels: int) -> None:
     """Bound memory before decoding, from the header alone."""
-    rows, columns = _int(dataset, "Rows", 0), _int(dataset, "Columns", 0)
-    allocated = _int(dataset, "BitsAllocated", 0)
-    stored = _int(dataset, "BitsStored", allocated)
+    rows, columns = _int(dataset, "Rows", 0, where), _int(dataset, "Columns", 0, where)
+    allocated = _int(dataset, "BitsAllocated", 0, where)
+    stored = _int(dataset, "BitsStored", allocated, where)
     if rows < 1 or columns < 1 or allocated not in (1, 8, 16, 32) or not 1 <= stored <= 32:
         raise ImageError(
             f"{where}: refused: unusable image header (Rows {rows}, Columns {columns}, "
@@ -309,6 +372,8 @@ def _decode(pydicom, dataset, where: str) -> np.ndarray:
         raise ImageError(
             f"{where}: {syntax.name} pixel data needs a decoder plugin (pylibjpeg): {INSTALL_HINT}"
         )
+    if syntax is None or not syntax.is_encapsulated:
+        _check_native_length(dataset, where)
     try:
         pixels = dataset.pixel_array
     except Exception as err:  # corrupt or truncated pixel data, in any of the plugins
@@ -316,6 +381,25 @@ def _decode(pydicom, dataset, where: str) -> np.ndarray:
     if pixels.ndim != 2:
         raise ImageError(f"{where}: refused: pixel data of shape {pixels.shape}, not one film")
     return pixels
+
+
+def _check_native_length(dataset, where: str) -> None:
+    """Refuse native pixel data longer than its image (beyond the one padding byte).
+
+    pydicom reads such data by cutting the excess off the end as "padding", but data
+    that long is another film's layout (encapsulated items under a native syntax, a
+    wrong Rows or BitsAllocated): read that way the film is shifted, yet gets a
+    probability.
+    """
+    rows, columns = _int(dataset, "Rows", 0, where), _int(dataset, "Columns", 0, where)
+    allocated = _int(dataset, "BitsAllocated", 0, where)
+    expected = -(-rows * columns * _int(dataset, "SamplesPerPixel", 1, where) * allocated // 8)
+    length = len(dataset.PixelData)
+    if length > expected + (expected % 2) + 1:
+        raise ImageError(
+            f"{where}: refused: the pixel data is {length} bytes, the image described by its "
+            f"header needs {expected} (another layout, or a damaged film)"
+        )
 
 
 def _can_decode(pydicom, syntax) -> bool:
@@ -361,15 +445,42 @@ def _modality(dataset, pixels: np.ndarray, steps: list) -> tuple[np.ndarray, flo
         steps.append("modality LUT sequence")
         # PS3.3 C.11.1.1.1: the LUT's output is unsigned, of its own bit depth.
         return apply_modality_lut(pixels, dataset), 0.0, float(2**bits - 1)
-    slope = float(dataset.get("RescaleSlope", 1) or 1)
-    intercept = float(dataset.get("RescaleIntercept", 0) or 0)
+    slope = _finite(dataset, "RescaleSlope", 1.0)
+    intercept = _finite(dataset, "RescaleIntercept", 0.0)
+    if slope == 0:  # as dcmtk reads it: a slope of 0 would make every film blank
+        steps.append("rescale slope 0 read as 1")
+        slope = 1.0
     values = pixels.astype(np.float32)  # float32, not pydicom's float64: half the memory
     if (slope, intercept) != (1.0, 0.0):
+        low, high = sorted((low * slope + intercept, high * slope + intercept))
+        if not max(abs(low), abs(high)) < FLOAT32_LIMIT:
+            raise ImageError(
+                f"rescale slope {slope:g} intercept {intercept:g} takes the stored values "
+                "beyond any real range"
+            )
         values *= np.float32(slope)
         values += np.float32(intercept)
-        low, high = sorted((low * slope + intercept, high * slope + intercept))
         steps.append(f"rescale slope {slope:g} intercept {intercept:g}")
     return values, low, high
+
+
+def _finite(dataset, keyword: str, default: float) -> float:
+    """A number attribute (its first value), default when absent or empty.
+
+    Raises:
+        ImageError: it is not a finite number (NaN, inf, text): a film rendered with it
+            would be blank, and a blank film must not get a probability.
+    """
+    value = dataset.get(keyword)
+    if value in (None, ""):
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise ImageError(f"{keyword} {str(value)!r} is not a finite number")
+    return number
 
 
 def _voi(dataset, values: np.ndarray, low: float, high: float, steps: list) -> np.ndarray:
@@ -408,7 +519,10 @@ def _window(dataset):
     if not centers or not widths:
         return None
     function = str(dataset.get("VOILUTFunction", "") or "LINEAR").strip().upper()
-    return float(centers[0]), float(widths[0]), function, min(len(centers), len(widths))
+    center, width = float(centers[0]), float(widths[0])
+    if not math.isfinite(center):
+        raise ImageError(f"window center {centers[0]!r} is not a finite number")
+    return center, width, function, min(len(centers), len(widths))
 
 
 def _values(element) -> list:

@@ -59,27 +59,7 @@ def read(path: str | Path, max_pixels: int) -> tuple[np.ndarray, dict]:
         with warnings.catch_warnings(), open_regular(path) as handle:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(handle, formats=FORMATS) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise ImageError(bomb_message(path, width, height, max_pixels))
-                decoded = width * height * MODE_BYTES.get(image.mode, 4)
-                if decoded > MAX_DECODED_BYTES:
-                    raise ImageError(
-                        f"{path}: {width}x{height} {image.mode} decodes to {decoded >> 20} MiB, "
-                        f"over the {MAX_DECODED_BYTES >> 20} MiB limit (a device has little memory)"
-                    )
-                image.load()  # decode now, so a truncated file fails here
-                # Before turning it upright: the pixels as stored are what an Android app
-                # gets too (EdgexrayScope.colourSpread samples the same ones).
-                info = {} if image.mode in GREY_MODES else {"colour": _colour_spread(image)}
-                kind = image.format
-                # In place: a film is megabytes, and every copy counts on a small device.
-                if EXIF_IN_PLACE:
-                    ImageOps.exif_transpose(image, in_place=True)
-                else:
-                    image = ImageOps.exif_transpose(image)
-                gray, info["rendering"] = _to_uint8_gray(image, kind)
-                return gray, info
+                return from_image(image, max_pixels, path)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
@@ -88,6 +68,60 @@ def read(path: str | Path, max_pixels: int) -> tuple[np.ndarray, dict]:
         raise ImageError(f"{path}: not a JPEG, PNG or DICOM image") from None
     except Exception as err:  # Pillow raises many types for malformed files
         raise ImageError(f"{path}: not a readable image ({err})") from None
+
+
+def from_image(
+    image: Image.Image, max_pixels: int, where="image", kind: str | None = None
+) -> tuple[np.ndarray, dict]:
+    """A picture opened by Pillow (a file's, or one a program holds) as 8-bit grey levels,
+    and info, as `read` gives them: decoded under the size limits, made upright as its EXIF
+    orientation says, a 16-bit one windowed on robust percentiles."""
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(bomb_message(where, width, height, max_pixels))
+    decoded = width * height * MODE_BYTES.get(image.mode, 4)
+    if decoded > MAX_DECODED_BYTES:
+        raise ImageError(
+            f"{where}: {width}x{height} {image.mode} decodes to {decoded >> 20} MiB, "
+            f"over the {MAX_DECODED_BYTES >> 20} MiB limit (a device has little memory)"
+        )
+    image.load()  # decode now, so a truncated file fails here
+    # Before turning it upright: the pixels as stored are what an Android app gets too
+    # (EdgexrayScope.colourSpread samples the same ones).
+    info = {} if image.mode in GREY_MODES else {"colour": _colour_spread(image)}
+    kind = kind or image.format or "image"
+    # In place: a film is megabytes, and every copy counts on a small device.
+    if EXIF_IN_PLACE:
+        ImageOps.exif_transpose(image, in_place=True)
+    else:
+        image = ImageOps.exif_transpose(image)
+    gray, info["rendering"] = _to_uint8_gray(image, kind)
+    return gray, info
+
+
+# What a film held in memory as an array may be: grey levels (8 or 16 bits), or colour.
+ARRAY_KINDS = {
+    (2, "uint8"): "8-bit grey levels",
+    (2, "uint16"): "16-bit grey levels",
+    (3, "uint8"): "RGB or RGBA colour (height x width x 3 or 4)",
+}
+
+
+def from_array(array: np.ndarray, max_pixels: int) -> tuple[np.ndarray, dict]:
+    """A film a program holds as a numpy array (ARRAY_KINDS), read as a picture of it is.
+
+    Raises:
+        ImageError: another dtype or shape (float values have no one grey scale).
+    """
+    array = np.asarray(array)
+    channels_ok = array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))
+    if (array.ndim, array.dtype.name) not in ARRAY_KINDS or not channels_ok:
+        kinds = "; ".join(ARRAY_KINDS.values())
+        raise ImageError(
+            f"array: {array.dtype} of shape {array.shape} is not a film ({kinds} are read)"
+        )
+    with Image.fromarray(np.ascontiguousarray(array)) as image:
+        return from_image(image, max_pixels, "array")
 
 
 def _colour_spread(image: Image.Image) -> float:
