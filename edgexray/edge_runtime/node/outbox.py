@@ -40,6 +40,7 @@ from ..explain import DEFAULT_GRID, occlusion_map
 from ..sidecar import load_sidecar
 from .evidence import EXPLICIT_LITTLE, SECONDARY_CAPTURE, read_header, require_highdicom
 from .heatmap import heatmap_capture
+from .logs import configure
 from .spool import durable_write, private_folder, utc_now
 from .sr import COMPREHENSIVE_SR, structured_report
 
@@ -455,9 +456,7 @@ class HeatmapProcess:
 def heatmap_process(settings: Settings, stop, wake, parent: int) -> None:
     """The heatmap process: its lane until the node stops it or is gone."""
     _die_with(parent)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for chatty in ("pynetdicom", "highdicom"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    configure()
     outbox = Outbox(settings, (HEATMAP,), wake={HEATMAP.name: wake})
     outbox.start()
     while not stop.wait(1.0) and os.getppid() == parent:

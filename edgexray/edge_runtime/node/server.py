@@ -39,31 +39,6 @@ log = logging.getLogger("edgexray.node")
 NODE_EXTRA = 'pip install "edgexray[node]" (on a device: the node line of requirements.txt)'
 
 
-class _OneLine(logging.Filter):
-    """A library's log record without its traceback: a junk connection (a port scan, a
-    reset, garbage bytes) is one line in the node's log, not twenty."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.split(".")[0] in LIBRARIES:
-            record.exc_info = record.exc_text = None
-        return True
-
-
-LIBRARIES = ("pynetdicom", "highdicom")
-
-
-def quiet_libraries() -> None:
-    """The DICOM libraries log one line per association or report at INFO: only their
-    warnings and errors reach the node's log, each on one line (the filter sits on the
-    log's handlers: a library logs from child loggers, which its own logger's filters do
-    not see)."""
-    for name in LIBRARIES:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, _OneLine) for f in handler.filters):
-            handler.addFilter(_OneLine())
-
-
 def require_node_libraries() -> None:
     """Import pynetdicom and pydicom, or raise a one-line InferenceError naming the extra."""
     try:

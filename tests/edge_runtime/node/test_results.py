@@ -223,3 +223,16 @@ def test_a_colour_dicom_film_is_refused_with_how_to_convert_it(tmp_path):
     )
     record = Classifier(REFERENCE_MODEL).classify(path)
     assert "a colour image" in record["error"] and "edgexray to-dicom" in record["error"]
+
+
+def test_the_device_writes_the_same_test_film_with_infer_py(tmp_path, capsys):
+    from pydicom import dcmread
+
+    from edgexray.edge_runtime.cli import main
+
+    out = tmp_path / "pi film.dcm"
+    args = ["to-dicom", str(SHARED_TEST / SOURCES[1]), str(out), "--patient-id", "PI-1"]
+    assert main(args) == 0
+    assert "MONOCHROME2 film, patient PI-1" in capsys.readouterr().out
+    assert dcmread(out).PatientID == "PI-1"
+    assert main(args) == 2 and "exists" in capsys.readouterr().err
