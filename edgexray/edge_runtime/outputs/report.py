@@ -387,7 +387,7 @@ vertical-align:top}th{font-weight:600;color:#444}
 figcaption{font-size:85%;color:#444}img{max-width:360px;height:auto;display:block}
 .fields{font-size:85%;color:#333}details{font-size:90%;color:#333;margin:.3em 0}
 .study{border-top:2px solid #666;margin-top:1em}.study-line{margin:.2em 0;color:#333}
-.film h4{margin:.4em 0}.note{color:#555;font-style:italic}
+.film h4{margin:.4em 0}.note{color:#555;font-style:italic}.study>h3+.film{border-top:none}
 .scale{height:12px;width:360px;border:1px solid #888}
 """
 
