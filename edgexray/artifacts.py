@@ -7,7 +7,8 @@ A run directory holds:
   metrics.json       training metrics on val and test, shift stress test
   pruned.keras       the pruned, stripped model (edgexray prune)
   prune.json         pruning config, measured sparsity, val metrics
-  tflite/NAME.tflite and tflite/NAME.json   exported variants and their sidecars
+  tflite/NAME.tflite and tflite/NAME.json   exported variants (each carries its sidecar
+                     inside, edge_runtime/metadata.py) and their sidecars' readable copies
   quantize.json      every variant's sizes, sparsity, threshold and val metrics
   verify.json        the recall gate's report
   benchmark/         benchmark.json, benchmark.md and plots
@@ -30,6 +31,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from edgexray.edge_runtime import metadata
+from edgexray.edge_runtime.errors import InferenceError
+from edgexray.edge_runtime.sidecar import copy_path
 from edgexray.edge_runtime.sidecar import sha256_of as sha256  # noqa: F401 re-export
 from edgexray.errors import EdgexrayError
 
@@ -104,6 +108,25 @@ def write_json(path: Path, data) -> Path:
     """Write strict JSON atomically (undefined metrics must be None, not NaN)."""
     text = json.dumps(data, indent=2, allow_nan=False) + "\n"
     return atomic_write(path, lambda temporary: temporary.write_text(text))
+
+
+def write_model(path: Path, model: bytes, sidecar: dict) -> Path:
+    """Write a model file carrying `sidecar` inside, then its readable copy X.json, each
+    atomically. The model's flatbuffer keeps every byte (only its associated files are
+    written anew), so its identity, the sidecar's sha256, must already be the model's.
+
+    Raises:
+        EdgexrayError: the sidecar's sha256 is not the model's.
+    """
+    path = Path(path)
+    try:
+        data = metadata.with_sidecar(model, sidecar, str(path))
+    except InferenceError as err:
+        raise EdgexrayError(str(err)) from None
+    atomic_write(path, lambda temporary: temporary.write_bytes(data))
+    text = metadata.sidecar_text(sidecar)
+    atomic_write(copy_path(path), lambda temporary: temporary.write_text(text))
+    return path
 
 
 def read_json(path: Path) -> dict:
@@ -243,22 +266,31 @@ def written_files(folder: Path) -> list[Path]:
 
 
 def _own_models(folder: Path) -> list[Path]:
-    """Models in folder with the sidecar edgexray writes for them, and those sidecars."""
-    from edgexray.edge_runtime.sidecar import SIDECAR_SCHEMA
-
+    """Models in folder that carry the sidecar edgexray writes for them (inside, or for older
+    models beside them), and those sidecars' readable copies."""
     found = []
     for model in sorted(Path(folder).glob("*.tflite")):
-        try:
-            sidecar = json.loads(model.with_suffix(".json").read_text())
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-            continue
-        if (
-            isinstance(sidecar, dict)
-            and sidecar.get("schema") == SIDECAR_SCHEMA
-            and (sidecar.get("model_file") == model.name)
-        ):
-            found += [model, model.with_suffix(".json")]
+        beside = _is_sidecar_of(model, inside=False)
+        if beside or _is_sidecar_of(model, inside=True):
+            found.append(model)
+        if beside:
+            found.append(copy_path(model))
     return found
+
+
+def _is_sidecar_of(model: Path, inside: bool) -> bool:
+    from edgexray.edge_runtime.sidecar import SIDECAR_SCHEMA
+
+    try:
+        text = metadata.read(model).sidecar_bytes if inside else copy_path(model).read_bytes()
+        sidecar = json.loads(text or b"null")
+    except (OSError, InferenceError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return (
+        isinstance(sidecar, dict)
+        and sidecar.get("schema") == SIDECAR_SCHEMA
+        and sidecar.get("model_file") == model.name
+    )
 
 
 def _own_benchmark(folder: Path) -> list[Path]:

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -481,13 +480,15 @@ def _run_stages(config: RunConfig, run_dir: Path, force, verbose: int, on_stage)
 
 
 def copy_reference_model(run_dir: Path, destination: Path) -> Path:
-    """Copy the run's selected device model and its sidecar to destination/edgexray-int8.*."""
+    """Copy the run's selected device model to destination/edgexray-int8.tflite, its
+    sidecar inside naming the new file, and the readable copy beside it."""
+    from edgexray.edge_runtime.sidecar import load_sidecar
+
     selected = artifacts.read_json(Path(run_dir) / artifacts.SELECTED)
     source = Path(run_dir) / selected["model"]
     target = Path(destination) / "edgexray-int8.tflite"
-    artifacts.atomic_write(target, lambda temporary: shutil.copyfile(source, temporary))
-    sidecar = artifacts.read_json(source.with_suffix(".json"))
-    artifacts.write_json(target.with_suffix(".json"), {**sidecar, "model_file": target.name})
+    sidecar = {**load_sidecar(source), "model_file": target.name}
+    artifacts.write_model(target, source.read_bytes(), sidecar)
     return target
 
 

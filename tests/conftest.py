@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]  # the checkout: edgexray/, benchmarks/, tests/
-SHARED_TRAIN = REPO.parent / "shared/data/chest_xray/train"
+SHARED_DATA = REPO.parent / "shared/data/chest_xray"
+SHARED_TRAIN = SHARED_DATA / "train"
 SHARED_TEST = SHARED_TRAIN.parent / "test"
 
 

@@ -24,7 +24,7 @@ HOST_FLOORS = (
 # The device side's floors (edgexray/edge_runtime, README "Architecture").
 EDGE = "edgexray.edge_runtime"
 EDGE_FLOORS = (
-    ("errors", "options", "scope"),
+    ("errors", "options", "scope", "metadata"),
     ("readers",),
     ("preprocess",),
     ("interpreter", "sidecar"),

@@ -9,6 +9,7 @@ import pytest
 from run_support import fingerprint
 
 from edgexray import __version__, artifacts
+from edgexray.edge_runtime import metadata
 from edgexray.errors import EdgexrayError
 from edgexray.pipeline.train import TrainConfig
 from edgexray.run import STAGES, RunConfig, find_data, stage_hashes
@@ -123,7 +124,7 @@ def test_interrupted_stage_resumes_where_it_stopped(tiny_config, tmp_path, monke
         "quantize",
         *later,
     ]
-    assert json.loads(sidecar.read_text())["sha256"] == fingerprint(run_dir)["tflite/int8.tflite"]
+    assert json.loads(sidecar.read_text())["sha256"] == metadata.identity(int8)
     threshold = json.loads((run_dir / "metrics.json").read_text())["threshold"]
     model = run_dir / "model.keras"
     assert rerun_after(lambda: model.write_bytes(model.read_bytes()[:1000])) == [

@@ -23,6 +23,7 @@ from . import (
     data,
     evaluate,
     explain,
+    inspect,
     models,
     predict,
     prune,
@@ -51,6 +52,7 @@ COMMANDS = (
     ("serve", serve),
     ("to-dicom", to_dicom),
     ("models", models),
+    ("inspect", inspect),
 )
 
 

@@ -129,9 +129,7 @@ def model_or_shipped(
         return found[0]
     if model.suffix.lower() not in suffixes:
         expected = " or ".join(suffixes)
-        raise EdgexrayError(
-            f"{model}: expected a {expected} model (an edgexray export, its .json beside it)"
-        )
+        raise EdgexrayError(f"{model}: expected a {expected} model (an edgexray export)")
     return model
 
 

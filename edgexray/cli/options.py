@@ -108,8 +108,8 @@ def _in_order(parameters: list[inspect.Parameter]) -> list[inspect.Parameter]:
 # --- options several commands share, without a settings field of their own ------------
 
 MODEL_HELP = (
-    "A .tflite model (its .json sidecar beside it), or a folder holding one; "
-    "default: the shipped model (edgexray models)."
+    "A .tflite model (it carries its sidecar; a .json beside it must agree), or a folder "
+    "holding one; default: the shipped model (edgexray models)."
 )
 Model = Annotated[Path | None, typer.Option("--model", help=MODEL_HELP, metavar="MODEL")]
 Threads = Annotated[

@@ -1,9 +1,11 @@
 """The sidecar: what a model file needs to be fed and read, and its checks.
 
-Written by the host next to every .tflite it exports (`edgexray.export.convert`), read by
-everything that runs a model. A sidecar that would silently mislead (labels in another
+A model carries its sidecar inside, as the associated file edgexray.json (see
+`metadata`); the X.json beside X.tflite is a readable copy, written with it. Everything
+that runs a model reads it here. A sidecar that would silently mislead (labels in another
 order, a threshold that is no probability, an output kind that does not describe the
-model, a sha256 of another file) is refused with the reason, never half-used.
+model, the sha256 of another model, a copy beside the model that says something else) is
+refused with the reason, never half-used.
 The shapes below are the sidecar's written form: look a field up through them, not by
 guessing its key.
 """
@@ -16,7 +18,7 @@ import re
 from pathlib import Path
 from typing import TypedDict
 
-from . import scope
+from . import metadata, scope
 from .errors import InferenceError
 from .preprocess import NORMALIZATIONS
 
@@ -119,6 +121,8 @@ class Sidecar(TypedDict, total=False):
 
 
 def sha256_of(path: str | Path) -> str:
+    """The sha256 of a whole file (checksums, films); a model's identity is
+    `metadata.identity`, which leaves out its associated files."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -126,45 +130,120 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def copy_path(model_path: str | Path) -> Path:
+    """Where a model's readable sidecar copy sits: X.json beside X.tflite."""
+    return Path(model_path).with_suffix(".json")
+
+
 def load_sidecar(model_path: str | Path) -> Sidecar:
-    """Read model.json next to model.tflite and check it describes this very file.
+    """The sidecar inside model.tflite (or, for a model written before models carried it,
+    model.json beside it), checked as a whole and against the model.
 
     Raises:
-        InferenceError: missing model or sidecar, missing fields, or a sha256 mismatch.
+        InferenceError: a missing model or sidecar, missing fields, a copy beside the model
+            that disagrees with the one inside (naming the fields), or a sha256 that is
+            not this model's.
     """
     model_path = Path(model_path)
     if not model_path.is_file():
         raise InferenceError(f"model not found: {model_path}")
-    sidecar_path = model_path.with_suffix(".json")
-    try:
-        sidecar = json.loads(sidecar_path.read_text())
-    except FileNotFoundError:
+    model = metadata.read(model_path)
+    beside = copy_path(model_path)
+    if model.sidecar_bytes is not None:
+        where = f"{model_path} ({metadata.SIDECAR_FILE} inside)"
+        sidecar = _parse(model.sidecar_bytes, where)
+        if beside.exists():
+            _check_copy(sidecar, beside, model_path)
+    else:
+        where = str(beside)
+        try:
+            sidecar = _parse(beside.read_bytes(), where)
+        except FileNotFoundError:
+            raise InferenceError(
+                f"{model_path} carries no edgexray metadata and has no sidecar "
+                f"{beside.name} beside it (it says how to feed the model)"
+            ) from None
+        except OSError as err:
+            raise InferenceError(f"{beside}: cannot read it ({err.strerror or err})") from None
+    _check_fields(sidecar, where)
+    problem = _sidecar_problem(sidecar)
+    if problem:
+        raise InferenceError(f"{where}: {problem}")
+    labels = model.files.get(metadata.LABELS_FILE)
+    if labels is not None and labels != metadata.labels_text(sidecar).encode():
         raise InferenceError(
-            f"sidecar not found: {sidecar_path} (it says how to feed the model)"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InferenceError(f"{sidecar_path}: not valid JSON ({err})") from None
-    missing = [f for f in SIDECAR_FIELDS if not isinstance(sidecar, dict) or f not in sidecar]
+            f"{model_path}: its {metadata.LABELS_FILE} does not name {sidecar['labels'][1]}, "
+            "the class its output speaks of"
+        )
+    if model.sha256 != sidecar["sha256"]:
+        raise InferenceError(
+            f"{model_path} does not match its sidecar (sha256 differs): the model or the "
+            "sidecar was replaced"
+        )
+    return sidecar
+
+
+def _parse(text: bytes, where: str) -> dict:
+    try:
+        sidecar = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InferenceError(f"{where}: not valid JSON ({err})") from None
+    except RecursionError:  # json recurses once per level of nesting
+        raise InferenceError(f"{where}: JSON nested too deeply") from None
+    if not isinstance(sidecar, dict):
+        raise InferenceError(f"{where}: not a JSON object")
+    return sidecar
+
+
+def _check_fields(sidecar: dict, where: str) -> None:
+    missing = [f for f in SIDECAR_FIELDS if f not in sidecar]
     if not missing:
         spec = sidecar["input"]
         missing = [
             f"input.{f}" for f in INPUT_FIELDS if not isinstance(spec, dict) or f not in spec
         ]
     if missing:
-        raise InferenceError(f"{sidecar_path}: missing fields {', '.join(missing)}")
-    problem = _sidecar_problem(sidecar)
-    if problem:
-        raise InferenceError(f"{sidecar_path}: {problem}")
+        raise InferenceError(f"{where}: missing fields {', '.join(missing)}")
+
+
+def _check_copy(sidecar: dict, beside: Path, model_path: Path) -> None:
+    """Refuse a readable copy that says something else than the sidecar inside: a stale or
+    edited X.json would show one threshold and the device run with another."""
     try:
-        digest = sha256_of(model_path)
+        copy = _parse(beside.read_bytes(), str(beside))
     except OSError as err:
-        raise InferenceError(f"{model_path}: cannot read the model ({err.strerror})") from None
-    if digest != sidecar["sha256"]:
-        raise InferenceError(
-            f"{model_path} does not match its sidecar (sha256 differs): "
-            "the model or the sidecar was replaced"
+        raise InferenceError(f"{beside}: cannot read it ({err.strerror or err})") from None
+    fields = differences(sidecar, copy)
+    if fields:
+        shown = ", ".join(fields[:MAX_FIELDS_NAMED])
+        more = (
+            f" and {len(fields) - MAX_FIELDS_NAMED} more" if len(fields) > MAX_FIELDS_NAMED else ""
         )
-    return sidecar
+        raise InferenceError(
+            f"{beside} disagrees with the sidecar inside {model_path.name} ({shown}{more}): "
+            f"it is only a readable copy; delete it, or write it again with `unzip -p "
+            f"{model_path.name} {metadata.SIDECAR_FILE} > {beside.name}`"
+        )
+
+
+MAX_FIELDS_NAMED = 6  # an error line names this many differing fields, then counts
+
+
+def differences(sidecar: dict, other: dict, prefix: str = "") -> list[str]:
+    """The dotted names of the fields whose values differ (a list or a value that is not
+    an object is one field), in the first sidecar's order, then the other's extras."""
+    found = []
+    for key in list(sidecar) + [k for k in other if k not in sidecar]:
+        name = f"{prefix}{key}"
+        mine, theirs = sidecar.get(key, _ABSENT), other.get(key, _ABSENT)
+        if isinstance(mine, dict) and isinstance(theirs, dict):
+            found += differences(mine, theirs, f"{name}.")
+        elif mine != theirs:
+            found.append(name)
+    return found
+
+
+_ABSENT = object()
 
 
 def _sidecar_problem(sidecar: Sidecar) -> str | None:

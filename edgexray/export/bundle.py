@@ -1,21 +1,24 @@
 """`edgexray bundle`: a folder (and optionally a zip) to copy to a Raspberry Pi or an Android app.
 
-rpi      the model and its sidecar, the edge runtime as the package folder edge_runtime/
-         with an infer.py launcher beside it, requirements.txt (and the optional
-         requirements-dicom.txt and requirements-node.txt), a README with the Raspberry Pi
-         OS steps, a watch-folder script with its systemd unit, the DICOM node's systemd
-         unit, and check/ (check.py tests the installed runtime against the expected bytes
-         and output).
-android  the full-int8 model (uint8 input and output) and its sidecar, labels.txt, a README
-         on the LiteRT Interpreter, EdgexrayPreprocess.java (the preprocessing, tested
-         byte-identical to infer.py), EdgexrayScope.java (the out-of-scope guard, tested
-         to decide as scope.py does), and check/ files to test an app's port.
+rpi      the model (its sidecar inside, and the readable copy), the edge runtime as the
+         package folder edge_runtime/ with an infer.py launcher beside it, requirements.txt
+         (and the optional requirements-dicom.txt and requirements-node.txt), a README with
+         the Raspberry Pi OS steps, a watch-folder script with its systemd unit, the DICOM
+         node's systemd unit, and check/ (check.py tests the installed runtime against the
+         expected bytes and output).
+android  the full-int8 model (uint8 input and output; its sidecar inside, and the readable
+         copy), labels.txt, a README on the LiteRT Interpreter, EdgexrayModelFile.java (the
+         threshold, labels and sidecar read out of the model file), EdgexrayPreprocess.java
+         (the preprocessing, tested byte-identical to infer.py), EdgexrayScope.java (the
+         out-of-scope guard, tested to decide as scope.py does), and check/ files to test
+         an app's port.
 
 Every bundle holds bundle.json (what was bundled, by which edgexray) and SHA256SUMS (for
 `sha256sum -c SHA256SUMS`). The folder is built next to the target and renamed into place,
 so a bundle is either whole or absent; the zip is written the same way. Re-bundling into
 an earlier bundle replaces only the files its SHA256SUMS lists: what the user made there
-(results.jsonl, .venv) is kept. The READMEs, scripts and unit are files in templates/.
+(results.jsonl, .venv) is kept. The READMEs, scripts and unit are files in templates/. The
+bundled model always carries its metadata: one from before models carried it gets it here.
 """
 
 from __future__ import annotations
@@ -35,15 +38,16 @@ import numpy as np
 from PIL import Image
 
 from edgexray import __version__, artifacts
-from edgexray.edge_runtime import RUNTIME_ROOT
+from edgexray.edge_runtime import RUNTIME_ROOT, metadata
 from edgexray.edge_runtime.classifier import Classifier
 from edgexray.edge_runtime.errors import InferenceError
 from edgexray.edge_runtime.interpreter import input_batch
 from edgexray.edge_runtime.options import option
 from edgexray.edge_runtime.outputs import report
 from edgexray.edge_runtime.preprocess import preprocess
-from edgexray.edge_runtime.sidecar import load_sidecar, sha256_of
+from edgexray.edge_runtime.sidecar import copy_path, load_sidecar, sha256_of
 from edgexray.errors import EdgexrayError
+from edgexray.export.metadata import embed
 
 log = logging.getLogger("edgexray")
 
@@ -58,6 +62,8 @@ ANDROID_PREPROCESS = Path(__file__).parent / "android" / "EdgexrayPreprocess.jav
 # The out-of-scope guard as Java, the same decisions as scope.py
 # (tests/export/test_android_scope.py).
 ANDROID_SCOPE = Path(__file__).parent / "android" / "EdgexrayScope.java"
+# The sidecar read out of the model file in plain Java (tests/export/test_model_file_java.py).
+ANDROID_MODEL_FILE = Path(__file__).parent / "android" / "EdgexrayModelFile.java"
 # The device runtime: the package edgexray/edge_runtime/, shipped as a package folder of
 # this name, run by the launcher infer.py at the bundle's top.
 RUNTIME_PACKAGE = "edge_runtime"
@@ -90,7 +96,7 @@ class BundleConfig:
     """What to bundle for which device.
 
     Attributes:
-        model: the .tflite file; its sidecar (same name, .json) must sit next to it.
+        model: the .tflite file (carrying its sidecar, or with it beside it).
         target: "rpi" or "android".
         out: the bundle folder to write: absent, empty, or an earlier bundle (whose
             own files are replaced and the user's kept, see `_user_files`).
@@ -173,7 +179,7 @@ def _model_facts(classifier: Classifier, model: Path) -> dict:
     return {
         "model": model.name,
         "model_arg": shlex.quote(model.name),
-        "sidecar": model.with_suffix(".json").name,
+        "sidecar": copy_path(model).name,
         "sha256": sidecar["sha256"],
         "size_kb": f"{model.stat().st_size / 1024:.0f}",
         "method": sidecar.get("method", "unknown"),
@@ -342,6 +348,7 @@ def _write_android(staging: Path, classifier: Classifier, model: Path) -> None:
     (staging / "labels.txt").write_text("\n".join(classifier.labels) + "\n")
     shutil.copyfile(ANDROID_PREPROCESS, staging / ANDROID_PREPROCESS.name)
     shutil.copyfile(ANDROID_SCOPE, staging / ANDROID_SCOPE.name)
+    shutil.copyfile(ANDROID_MODEL_FILE, staging / ANDROID_MODEL_FILE.name)
     readme = _fill(
         template("android-README.md"),
         **facts,
@@ -458,6 +465,28 @@ def _move_into_place(staging: Path, out: Path, keep: list[str]) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _write_model(classifier: Classifier, model: Path, staging: Path) -> Classifier:
+    """The model into the bundle, carrying its metadata, with its readable copy. A model
+    from before models carried their sidecar gets it (and the standard TFLite metadata)
+    here: a new flatbuffer, so a new sha256, and the classifier of the bundled file."""
+    source = model.read_bytes()
+    sidecar = classifier.sidecar
+    if metadata.parse(source, str(model)).sidecar_bytes is None:
+        source, sidecar = embed(source, sidecar)
+        log.info(
+            "%s carried no metadata: the bundled copy does (sha256 %s)",
+            model.name,
+            sidecar["sha256"],
+        )
+    artifacts.write_model(staging / model.name, source, sidecar)
+    if sidecar is classifier.sidecar:
+        return classifier
+    try:
+        return Classifier(staging / model.name)
+    except InferenceError as err:
+        raise EdgexrayError(str(err)) from None
+
+
 def _write_zip(folder: Path, files: list[str], path: Path) -> None:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name in files:
@@ -489,8 +518,7 @@ def make_bundle(config: BundleConfig) -> dict:
         raise EdgexrayError(f"cannot write the bundle {out}: {err.strerror}") from None
     try:
         staging.chmod(0o755)
-        shutil.copyfile(model, staging / model.name)
-        shutil.copyfile(model.with_suffix(".json"), staging / model.with_suffix(".json").name)
+        classifier = _write_model(classifier, model, staging)
         if config.target == "rpi":
             _write_rpi(staging, classifier, model)
         else:

@@ -1,8 +1,9 @@
 """Keras model → .tflite bytes, one small function per kind of conversion, plus the sidecar.
 
-The sidecar (X.json next to X.tflite) is the contract with every consumer: the edge
-runtime, `edgexray evaluate`, the bundles. Its quantization fields are read back from the
-interpreter after conversion, never assumed.
+The sidecar is the contract with every consumer: the edge runtime, `edgexray evaluate`,
+the bundles. It is written inside the .tflite with the standard TFLite metadata
+(export/metadata.py), and as a readable copy X.json next to X.tflite. Its quantization
+fields are read back from the interpreter after conversion, never assumed.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from edgexray import __version__, artifacts
-from edgexray.edge_runtime.interpreter import load_interpreter
-from edgexray.edge_runtime.sidecar import SIDECAR_SCHEMA
+from edgexray.edge_runtime.errors import InferenceError
+from edgexray.edge_runtime.interpreter import interpreter_class, load_interpreter
+from edgexray.edge_runtime.sidecar import SIDECAR_SCHEMA, load_sidecar
 from edgexray.errors import EdgexrayError
+from edgexray.export import metadata
 from edgexray.pipeline.data import LABELS
 
 log = logging.getLogger("edgexray")
@@ -128,7 +131,8 @@ def write_tflite(
     output_kind: str,
     check_image: np.ndarray | None = None,
 ) -> dict:
-    """Write X.tflite and its sidecar X.json atomically, after checking the model runs.
+    """Write X.tflite carrying its metadata, and the readable copy X.json, atomically,
+    after checking the model runs.
 
     Args:
         output_kind: what the one output value is (OUTPUT_KINDS), from
@@ -143,9 +147,8 @@ def write_tflite(
     path = Path(path)
     if not tflite_bytes:
         raise EdgexrayError(f"the {method} conversion produced an empty model")
-    artifacts.atomic_write(path, lambda temporary: temporary.write_bytes(tflite_bytes))
     try:
-        interpreter = load_interpreter(path)
+        interpreter = interpreter_class()(model_content=bytes(tflite_bytes))
         interpreter.allocate_tensors()
         input_detail = interpreter.get_input_details()[0]
         output_detail = interpreter.get_output_details()[0]
@@ -154,13 +157,12 @@ def write_tflite(
 
             run_interpreter(interpreter, check_image, output_kind)
     except Exception as err:
-        path.unlink(missing_ok=True)
         raise EdgexrayError(f"{path.name} does not run in the interpreter: {err}") from None
     sidecar = {
         "schema": SIDECAR_SCHEMA,
         "edgexray_version": __version__,
         "model_file": path.name,
-        "sha256": artifacts.sha256(path),
+        "sha256": None,  # the identity of the model with its metadata, set by embed
         "method": method,
         "method_config": method_config,
         "labels": list(LABELS),
@@ -175,7 +177,13 @@ def write_tflite(
         "target_recall": float(target_recall),
         "sparsity": float(sparsity),
     }
-    artifacts.write_json(path.with_suffix(".json"), sidecar)
+    model, sidecar = metadata.embed(bytes(tflite_bytes), sidecar)
+    artifacts.write_model(path, model, sidecar)
+    try:  # what every consumer will do with it
+        load_sidecar(path)
+        load_interpreter(path).allocate_tensors()
+    except (InferenceError, ValueError, RuntimeError) as err:
+        raise EdgexrayError(f"{path.name} does not load with its metadata: {err}") from None
     return sidecar
 
 

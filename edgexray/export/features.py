@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from edgexray import artifacts
+from edgexray.edge_runtime.sidecar import load_sidecar
 from edgexray.errors import EdgexrayError
+from edgexray.export import metadata
 from edgexray.pipeline import scope
 
 FEATURE_OUTPUT_NAME = "pooled_features"  # the signature's name of the second output
@@ -116,8 +118,9 @@ def add_guard(
     coverage: float = scope.COVERAGE,
 ) -> dict:
     """Give a finished model its pooled features as a second output (the first output
-    keeps every byte, see `with_feature_output`), update its sidecar's sha256, and fit and
-    write the scope block. Used for the shipped reference model, which predates the guard.
+    keeps every byte, see `with_feature_output`), write its metadata for the new graph
+    (a new sha256), and fit and write the scope block. Used for the shipped reference
+    model, which predates the guard.
 
     Returns:
         The scope block.
@@ -125,12 +128,9 @@ def add_guard(
     model_path = Path(model_path)
     tflite_bytes = with_feature_output(model_path.read_bytes())
     if tflite_bytes != model_path.read_bytes():
-        artifacts.atomic_write(model_path, lambda temporary: temporary.write_bytes(tflite_bytes))
-        sidecar_path = model_path.with_suffix(".json")
-        sidecar = artifacts.read_json(sidecar_path)
-        sidecar["sha256"] = artifacts.sha256(model_path)
-        sidecar.pop("scope", None)  # statistics of the old file no longer apply
-        artifacts.write_json(sidecar_path, sidecar)
+        sidecar = dict(load_sidecar(model_path))
+        sidecar.pop("scope", None)  # statistics of the old graph no longer apply
+        artifacts.write_model(model_path, *metadata.embed(tflite_bytes, sidecar))
     return scope.attach(
         model_path,
         train_grays,

@@ -5,7 +5,9 @@ hospital (on Kaggle's official test folder the shipped int8 model's specificity 
 0.975 to 0.64 at its validation threshold). Radiology guidance asks for local validation
 and threshold adjustment before use at a new site; this module does it on a labelled local
 sample, scored by the device's own code (`edge_runtime.infer`), and writes a copy of the
-model (same bytes) whose sidecar carries the new threshold and a `calibration` block.
+model whose sidecar (inside it, and its readable copy) carries the new threshold and a
+`calibration` block: only the metadata is rewritten, the graph keeps every byte and the
+model its identity (its sha256).
 
 The rule: the Neyman-Pearson order statistic (Tong, Feng & Li 2018, "Neyman-Pearson
 classification algorithms and NP receiver operating characteristics", Sci. Adv.).
@@ -37,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +46,10 @@ from pathlib import Path
 import numpy as np
 
 from edgexray import __version__, artifacts
+from edgexray.edge_runtime import metadata
 from edgexray.edge_runtime.errors import InferenceError
 from edgexray.edge_runtime.options import option
-from edgexray.edge_runtime.sidecar import SIDECAR_SCHEMA, load_sidecar
+from edgexray.edge_runtime.sidecar import SIDECAR_SCHEMA, copy_path, load_sidecar
 from edgexray.errors import EdgexrayError, check_config
 from edgexray.formatting import estimate, json_safe, number
 from edgexray.pipeline import data, evaluate, metrics, scoring
@@ -395,11 +397,11 @@ def calibrate(
     config: CalibrateConfig,
     patient_map: Path | None = None,
 ) -> dict:
-    """Choose the site's threshold and write the model copy and its new sidecar to out_dir.
+    """Choose the site's threshold and write the model copy with its new sidecar to out_dir.
 
-    The source model and sidecar are only read. out_dir gets MODEL.tflite (the same bytes)
-    and MODEL.json (the source sidecar with the new threshold, target_recall and a
-    `calibration` block), each written atomically.
+    The source model is only read. out_dir gets MODEL.tflite (the same graph, the same
+    identity) carrying the source sidecar with the new threshold, target_recall and a
+    `calibration` block, and its readable copy MODEL.json, each written atomically.
 
     Returns:
         model (the copy), sidecar (its path), calibration (the block written) and films
@@ -407,20 +409,23 @@ def calibrate(
 
     Raises:
         NotEnoughEvidence: too few pneumonia films for the target (exit 2).
-        EdgexrayError: not a .tflite with a matching sidecar, a bad site folder, no
+        EdgexrayError: not a .tflite with a valid sidecar, a bad site folder, no
             readable film of a class, or out_dir being the model's own folder.
     """
     model_path, out_dir = Path(model_path), Path(out_dir)
     if model_path.suffix.lower() != ".tflite":
-        raise EdgexrayError(f"{model_path}: calibrate needs the deployed .tflite with its sidecar")
+        raise EdgexrayError(f"{model_path}: calibrate needs the deployed .tflite model")
     try:
         sidecar = load_sidecar(model_path)
+        source_sidecar = metadata.read(model_path).sidecar_bytes
     except InferenceError as err:
         raise EdgexrayError(str(err)) from None
+    if source_sidecar is None:  # a model from before models carried their sidecar
+        source_sidecar = copy_path(model_path).read_bytes()
     if out_dir.resolve() == model_path.parent.resolve():
         raise EdgexrayError(
-            f"--out {out_dir} is the model's own folder: the source model and sidecar are "
-            "never replaced, choose another folder"
+            f"--out {out_dir} is the model's own folder: the source model is never "
+            "replaced, choose another folder"
         )
     _check_out(out_dir, model_path, sidecar)
     patient_of = read_patient_map(patient_map) if patient_map is not None else None
@@ -472,7 +477,7 @@ def calibrate(
         "threshold": threshold,
         "source_threshold": source_threshold,
         "source_target_recall": sidecar.get("target_recall"),
-        "source_sidecar_sha256": artifacts.sha256(model_path.with_suffix(".json")),
+        "source_sidecar_sha256": hashlib.sha256(source_sidecar).hexdigest(),
         "sample": {
             "folder": str(Path(site_dir).resolve()),
             "n": int(len(labels)),
@@ -533,8 +538,8 @@ def calibrate(
 def _check_out(out_dir: Path, model_path: Path, sidecar: dict) -> None:
     """Refuse an --out whose MODEL.tflite or MODEL.json would replace something else.
 
-    Writing there again is fine when it holds this very model (same bytes) and a sidecar
-    of it (an earlier calibration, which the new one replaces).
+    Writing there again is fine when it holds this very model (the same identity: an
+    earlier calibration, which the new one replaces) and a sidecar of it.
 
     Raises:
         EdgexrayError: out_dir is a file, or holds another model or sidecar of that name.
@@ -544,7 +549,7 @@ def _check_out(out_dir: Path, model_path: Path, sidecar: dict) -> None:
     model_out = out_dir / model_path.name
     sidecar_out = model_out.with_suffix(".json")
     if model_out.exists() and (
-        not model_out.is_file() or artifacts.sha256(model_out) != sidecar["sha256"]
+        not model_out.is_file() or _identity(model_out) != sidecar["sha256"]
     ):
         raise EdgexrayError(
             f"{model_out} exists and is another model: calibrate never replaces it, "
@@ -565,20 +570,26 @@ def _check_out(out_dir: Path, model_path: Path, sidecar: dict) -> None:
             )
 
 
+def _identity(model: Path) -> str | None:
+    try:
+        return metadata.identity(model)
+    except InferenceError:
+        return None
+
+
 def _write_calibrated(model_path: Path, sidecar: dict, out_dir: Path, calibration: dict):
     model_out = out_dir / model_path.name
-    artifacts.atomic_write(model_out, lambda temporary: shutil.copyfile(model_path, temporary))
-    if artifacts.sha256(model_out) != sidecar["sha256"]:
-        raise EdgexrayError(f"{model_path} changed while it was being copied; run again")
     new_sidecar = {
         **sidecar,
         "threshold": calibration["threshold"],
         "target_recall": calibration["target_recall"],
         "calibration": calibration,
     }
-    sidecar_out = model_out.with_suffix(".json")
-    artifacts.write_json(sidecar_out, json_safe(new_sidecar))
-    return model_out, sidecar_out
+    source = model_path.read_bytes()
+    if metadata.parse(source).sha256 != sidecar["sha256"]:
+        raise EdgexrayError(f"{model_path} changed while it was being calibrated; run again")
+    artifacts.write_model(model_out, source, json_safe(new_sidecar))
+    return model_out, copy_path(model_out)
 
 
 def calibrate_run_model(
@@ -725,7 +736,8 @@ def summary_lines(result: dict) -> list[str]:
             f"NPV {number(p['cautious']['npv'])})"
         )
     lines += [
-        f"model        {result['model']} (same bytes as the source)",
-        f"sidecar      {result['sidecar']} (threshold and calibration block)",
+        f"model        {result['model']} (the source's graph and sha256, the new threshold "
+        "and calibration block inside)",
+        f"sidecar      {result['sidecar']} (its readable copy)",
     ]
     return lines

@@ -19,10 +19,8 @@ residuals, and stronger shrinkage (benchmarks/README.md, "Out-of-scope guard").
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -74,19 +72,6 @@ def cutoff_for(distances: np.ndarray, coverage: float = COVERAGE) -> tuple[float
     ordered = np.sort(np.asarray(distances, dtype=np.float64))
     k = max(1, math.ceil(coverage * len(ordered) - 1e-9))
     return float(ordered[k - 1]), k
-
-
-def write_sidecar(path: Path, sidecar: dict) -> None:
-    """Write a sidecar atomically as indented JSON, but each list of numbers on one line:
-    the whitening matrix is 96 rows of 96 numbers, not 9216 lines."""
-    plain = json.dumps(sidecar, indent=2, allow_nan=False)
-    text = _NUMBER_LIST.sub(lambda m: "[" + " ".join(m.group(1).split()) + "]", plain)
-    if json.loads(text) != sidecar:  # a string that looked like a list: keep it as it was
-        text = plain
-    artifacts.atomic_write(Path(path), lambda temporary: temporary.write_text(text + "\n"))
-
-
-_NUMBER_LIST = re.compile(r"\[\s*((?:-?[0-9][0-9.eE+-]*,?\s*)+)\]")
 
 
 def _rounded(values: np.ndarray):
@@ -186,7 +171,8 @@ def attach(
     coverage: float = COVERAGE,
 ) -> dict:
     """Fit the scope block for a model with a features output and write it into its
-    sidecar (atomically); the model file itself is not touched.
+    sidecar, inside the model and in the readable copy (atomically); the model's
+    flatbuffer, and so its identity, keeps every byte.
 
     Returns:
         The scope block.
@@ -203,10 +189,8 @@ def attach(
         train_counts=train_counts,
         val_counts=val_counts,
     )
-    sidecar_path = Path(model_path).with_suffix(".json")
-    sidecar = artifacts.read_json(sidecar_path)
-    sidecar["scope"] = block
-    write_sidecar(sidecar_path, sidecar)
+    sidecar = {**classifier.sidecar, "scope": block}
+    artifacts.write_model(model_path, Path(model_path).read_bytes(), sidecar)
     log.info(
         "%s: scope cut-off %.2f (%d of %d val films within)",
         Path(model_path).name,

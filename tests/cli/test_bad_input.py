@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from run_support import fingerprint
+from sidecar_support import bare_flatbuffer, put_sidecar, sidecar_inside, with_graph_changed
 from typer.testing import CliRunner
 
 from edgexray.cli import app
@@ -106,7 +107,7 @@ def _truncate_keeping_sidecar_valid(model: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "damage", ["truncated model", "sha256 mismatch", "sidecar missing fields", "no sidecar"]
+    "damage", ["truncated model", "sha256 mismatch", "sidecar missing fields", "no metadata"]
 )
 def test_damaged_models_exit_2_and_leave_the_run_alone(damage, run_copy, image, xray_folder):
     model = run_copy / "tflite" / "int8.tflite"
@@ -114,10 +115,11 @@ def test_damaged_models_exit_2_and_leave_the_run_alone(damage, run_copy, image, 
     if damage == "truncated model":
         _truncate_keeping_sidecar_valid(model)
     elif damage == "sha256 mismatch":
-        model.write_bytes(model.read_bytes() + b"\0")
+        model.write_bytes(with_graph_changed(model.read_bytes()))
     elif damage == "sidecar missing fields":
-        sidecar.write_text(json.dumps({"labels": ["NORMAL", "PNEUMONIA"]}))
-    else:
+        put_sidecar(model, {"labels": ["NORMAL", "PNEUMONIA"]})
+    else:  # a bare flatbuffer, and no .json beside it
+        model.write_bytes(bare_flatbuffer(model))
         sidecar.unlink()
     before = fingerprint(run_copy)
     commands = _commands_on_run(run_copy, model, image, xray_folder, run_copy.parent / "bundle")
@@ -178,12 +180,12 @@ def test_read_only_output_folder_exits_2(tmp_path, xray_folder, tiny_tflite):
 )
 def test_sidecar_with_bad_values_exits_2(field, value, run_copy, image, xray_folder):
     model = run_copy / "tflite" / "int8.tflite"
-    sidecar = json.loads(model.with_suffix(".json").read_text())
+    sidecar = sidecar_inside(model)
     if field.startswith("input."):
         sidecar["input"][field.split(".")[1]] = value
     else:
         sidecar[field] = value
-    model.with_suffix(".json").write_text(json.dumps(sidecar))
+    put_sidecar(model, sidecar)
     for command in (
         ["predict", "--model", model, image],
         ["evaluate", "--model", model, "--data", xray_folder],

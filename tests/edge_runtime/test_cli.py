@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import shutil
@@ -17,14 +18,15 @@ import pytest
 from conftest import SHARED_TRAIN, synthetic_xray
 from edge_support import attempted_imports, blocked_env, one_error_line, run_blocked
 from PIL import Image
+from sidecar_support import with_graph_changed
 from typer.testing import CliRunner
 
 from edgexray.cli import app
 from edgexray.edge_runtime import cli as device_cli
+from edgexray.edge_runtime import metadata
 from edgexray.edge_runtime.classifier import Classifier
 from edgexray.edge_runtime.outputs.records import RECORD_FIELDS
 from edgexray.edge_runtime.preprocess import preprocess
-from edgexray.edge_runtime.sidecar import sha256_of
 from edgexray.export.bundle import write_runtime
 
 RECORD_KEYS = {
@@ -207,20 +209,22 @@ def corrupt_copies(tiny_tflite, folder: Path) -> dict[str, list[str]]:
     source = tiny_tflite["int8"]
     sidecar = json.loads(source.with_suffix(".json").read_text())
 
-    def copy(name: str, data: bytes, sha: str | None = None) -> str:
+    def copy(name: str, data: bytes) -> str:
         (folder / f"{name}.tflite").write_bytes(data)
-        digest = sha or sha256_of(folder / f"{name}.tflite")
-        (folder / f"{name}.json").write_text(json.dumps({**sidecar, "sha256": digest}))
         return str(folder / f"{name}.tflite")
 
     data = source.read_bytes()
-    no_sidecar = folder / "no sidecar.tflite"
-    no_sidecar.write_bytes(data)
+    corrupt = data[: len(data) // 3]  # no metadata left: an old model with its .json
+    (folder / "corrupt.json").write_text(
+        json.dumps({**sidecar, "sha256": hashlib.sha256(corrupt).hexdigest()})
+    )
     return {
         "model not found": [str(folder / "missing.tflite")],
-        "not a loadable .tflite": [copy("corrupt", data[: len(data) // 3])],
-        "sha256 differs": [copy("replaced", data[:-1] + b"\0", sha=sidecar["sha256"])],
-        "sidecar not found": [str(no_sidecar)],
+        "not a loadable .tflite": [copy("corrupt", corrupt)],
+        "sha256 differs": [copy("replaced", with_graph_changed(data))],
+        "carries no edgexray metadata and has no sidecar": [
+            copy("no sidecar", data[: metadata.read(source).flatbuffer_size])
+        ],
     }
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import SHARED_TRAIN
 from PIL import Image
+from sidecar_support import put_sidecar
 
 from edgexray.edge_runtime import REFERENCE_MODEL, batch, readers
 from edgexray.edge_runtime import cli as device_cli
@@ -190,7 +191,7 @@ def test_broken_scope_block_is_refused(tmp_path):
     ):
         broken = copy.deepcopy(sidecar)
         breakage(broken["scope"])
-        (folder / "m.json").write_text(json.dumps(broken))
+        put_sidecar(folder / "m.tflite", broken)
         with pytest.raises(InferenceError, match="scope"):
             Classifier(folder / "m.tflite")
 

@@ -5,7 +5,6 @@ probabilities in [0, 1] are checked too."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sidecar_support import put_sidecar, sidecar_inside
 from typer.testing import CliRunner
 
 from edgexray.cli import app
@@ -29,20 +29,19 @@ runner = CliRunner()
 
 
 def edited(source: Path, folder: Path, **changes) -> Path:
-    """A copy of a model whose sidecar has `changes` (None removes a field; "output.kind"
-    reaches into output)."""
+    """A copy of a model whose sidecar (inside it, and its copy beside it) has `changes`
+    (None removes a field; "output.kind" reaches into output)."""
     folder.mkdir(parents=True, exist_ok=True)
     model = folder / source.name
     shutil.copyfile(source, model)
-    sidecar = json.loads(source.with_suffix(".json").read_text())
+    sidecar = sidecar_inside(source)
     for key, value in changes.items():
         where, name = (sidecar["output"], "kind") if key == "output_kind" else (sidecar, key)
         if value is None:
             where.pop(name, None)
         else:
             where[name] = value
-    model.with_suffix(".json").write_text(json.dumps(sidecar))
-    return model
+    return put_sidecar(model, sidecar)
 
 
 def test_training_and_the_device_share_one_label_table():
@@ -142,10 +141,9 @@ def test_check_py_fails_a_bundle_whose_sidecar_swaps_the_labels(tiny_tflite, tmp
     check = [sys.executable, "check/check.py"]
     passed = subprocess.run(check, cwd=bundle, capture_output=True, text=True, timeout=120)
     assert passed.returncode == 0, passed.stdout + passed.stderr
-    sidecar_path = bundle / "int8.json"
-    sidecar = json.loads(sidecar_path.read_text())
+    sidecar = sidecar_inside(bundle / "int8.tflite")
     sidecar.update(labels=["PNEUMONIA", "NORMAL"], positive_label="NORMAL")
-    sidecar_path.write_text(json.dumps(sidecar))
+    put_sidecar(bundle / "int8.tflite", sidecar)
     swapped = subprocess.run(check, cwd=bundle, capture_output=True, text=True, timeout=120)
     assert swapped.returncode != 0 and "check passed" not in swapped.stdout
 
@@ -163,15 +161,15 @@ def test_check_py_fails_a_bundle_whose_sidecar_swaps_the_labels(tiny_tflite, tmp
 def test_sidecar_labels_must_be_plain_names(tiny_tflite, tmp_path, labels):
     model = tmp_path / "model.tflite"
     shutil.copyfile(tiny_tflite["int8"], model)
-    sidecar = json.loads(tiny_tflite["int8"].with_suffix(".json").read_text())
+    sidecar = sidecar_inside(model)
     sidecar.update(labels=labels, positive_label=labels[1])
-    model.with_suffix(".json").write_text(json.dumps(sidecar))
+    put_sidecar(model, sidecar)
     with pytest.raises(InferenceError, match="labels must be plain names"):
         load_sidecar(model)
     with pytest.raises(EdgexrayError, match="labels must be plain names"):
         make_bundle(BundleConfig(str(model), "android", str(tmp_path / "bundle")))
     # Plain names, but not the classes the model was trained on, in that order: refused too.
     sidecar.update(labels=["No Finding", "PNEUMONIA_2"], positive_label="PNEUMONIA_2")
-    model.with_suffix(".json").write_text(json.dumps(sidecar))
+    put_sidecar(model, sidecar)
     with pytest.raises(InferenceError, match="not the order the model was trained in"):
         load_sidecar(model)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import synthetic_xray
 from edge_support import make_venv, run, run_blocked
+from sidecar_support import with_graph_changed
 
 from edgexray.export.bundle import BundleConfig, make_bundle
 
@@ -65,7 +66,7 @@ def test_watch_folder_never_moves_a_film_whose_record_was_not_written(pi, tmp_pa
 def test_watch_folder_stops_and_keeps_the_films_when_the_runtime_fails(pi, tmp_path):
     names = drop_films(pi / "inbox", 2)
     model = pi / "edgexray" / "int8.tflite"
-    model.write_bytes(model.read_bytes()[:-1] + b"\0")  # no longer matches its sidecar
+    model.write_bytes(with_graph_changed(model.read_bytes()))  # no longer matches its sidecar
     result = watch_once(pi, pi / "results.jsonl", tmp_path)
     assert result.returncode == 2 and "sha256 differs" in result.stderr
     assert list((pi / "done").iterdir()) == [] and not (pi / "results.jsonl").exists()

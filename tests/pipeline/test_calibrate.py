@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -14,8 +15,8 @@ from conftest import make_xray_folder
 from edge_support import run_blocked
 from typer.testing import CliRunner
 
-from edgexray import artifacts
 from edgexray.cli import app
+from edgexray.edge_runtime import metadata
 from edgexray.edge_runtime.classifier import Classifier
 from edgexray.export.bundle import BundleConfig, make_bundle, write_runtime
 from edgexray.pipeline import calibrate as cal
@@ -239,11 +240,19 @@ def test_calibrate_writes_the_same_model_with_a_new_threshold_and_its_record(
     calibrated, tiny_tflite, xray_folder
 ):
     source = tiny_tflite["int8"]
-    assert calibrated.read_bytes() == source.read_bytes()
+    # Only the metadata is rewritten: the flatbuffer keeps every byte, the model its identity.
+    size = metadata.read(source).flatbuffer_size
+    assert calibrated.read_bytes()[:size] == source.read_bytes()[:size]
+    assert metadata.read(calibrated).flatbuffer_size == size
     sidecar = json.loads(calibrated.with_suffix(".json").read_text())
+    assert json.loads(metadata.read(calibrated).sidecar_bytes) == sidecar  # inside, and the copy
     old = json.loads(source.with_suffix(".json").read_text())
     block = sidecar["calibration"]
-    assert sidecar["sha256"] == old["sha256"] == artifacts.sha256(calibrated)
+    assert sidecar["sha256"] == old["sha256"] == metadata.identity(calibrated)
+    assert (
+        block["source_sidecar_sha256"]
+        == hashlib.sha256(metadata.read(source).sidecar_bytes).hexdigest()
+    )
     assert sidecar["threshold"] == block["threshold"] != old["threshold"]
     assert block["source_threshold"] == old["threshold"]
     assert block["method"] == cal.CONFIDENT and block["guarantee"] is True
@@ -349,7 +358,7 @@ def _bad_site(tmp_path: Path, kind: str) -> Path:
         ("good", ["--confidence", "0"], "confidence must be in (0, 1)"),
         ("good", ["--prevalence", "1.5"], "prevalence must be in (0, 1)"),
         ("good", ["--folds", "1"], "folds must be at least 2"),
-        ("no sidecar", [], "sidecar not found"),
+        ("no sidecar", [], "carries no edgexray metadata and has no sidecar"),
         ("own folder", [], "is the model's own folder"),
     ],
 )
@@ -359,9 +368,9 @@ def test_bad_input_is_one_line_and_exit_2(
     source = tiny_tflite["int8"]
     before = _snapshot(source)
     model, out = source, tmp_path / "out"
-    if site == "no sidecar":
+    if site == "no sidecar":  # a bare flatbuffer: no metadata inside, no .json beside
         model = tmp_path / "lonely.tflite"
-        shutil.copyfile(source, model)
+        model.write_bytes(source.read_bytes()[: metadata.read(source).flatbuffer_size])
     if site == "own folder":
         out = source.parent
     data = (
@@ -404,7 +413,7 @@ def test_run_model_is_measured_on_test_films_it_was_not_calibrated_on(run_with_i
     assert test["before"]["threshold"] == report["calibration"]["source_threshold"]
     assert test["after"]["threshold"] == report["calibration"]["threshold"]
     assert json.loads((run_with_int8 / "calibration.json").read_text()) == report
-    assert Path(report["calibrated_model"]).read_bytes() == model.read_bytes()
+    assert metadata.identity(Path(report["calibrated_model"])) == metadata.identity(model)
 
 
 def test_run_never_reports_on_its_calibration_films(run_with_int8, xray_folder):

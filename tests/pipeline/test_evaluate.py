@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import make_xray_folder, synthetic_xray
 from PIL import Image
+from sidecar_support import bare_flatbuffer
 from typer.testing import CliRunner
 
 from edgexray import artifacts
@@ -167,14 +168,23 @@ def test_cli_table_shows_confidence_intervals_and_calibration(tiny_tflite, xray_
     assert "ECE" in result.stdout and "AUC" in result.stdout
 
 
-def test_missing_sidecar_is_a_one_line_error(tiny_tflite, xray_folder, tmp_path):
+def test_a_lone_model_is_evaluated_and_a_bare_one_is_a_one_line_error(
+    tiny_tflite, xray_folder, tmp_path
+):
     lone = tmp_path / "lone model.tflite"
-    shutil.copy(tiny_tflite["float32"], lone)
-    result = runner.invoke(
-        app, ["evaluate", "--model", str(lone), "--data", str(xray_folder), "--json"]
-    )
+    shutil.copy(tiny_tflite["float32"], lone)  # its sidecar inside, no .json beside it
+    args = ["evaluate", "--data", str(xray_folder), "--json"]
+    evaluated = runner.invoke(app, [*args, "--model", str(lone)])
+    beside = runner.invoke(app, [*args, "--model", str(tiny_tflite["float32"])])
+    assert evaluated.exit_code == beside.exit_code == 0, evaluated.stderr
+    drop = ("model",)
+    assert {k: v for k, v in json.loads(evaluated.stdout).items() if k not in drop} == {
+        k: v for k, v in json.loads(beside.stdout).items() if k not in drop
+    }
+    lone.write_bytes(bare_flatbuffer(lone))
+    result = runner.invoke(app, [*args, "--model", str(lone)])
     assert_one_line_error(result)
-    assert "sidecar not found" in result.stderr
+    assert "carries no edgexray metadata and has no sidecar" in result.stderr
 
 
 def test_corrupt_tflite_is_a_one_line_error(tiny_tflite, xray_folder, tmp_path):

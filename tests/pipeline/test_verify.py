@@ -1,5 +1,6 @@
 """`edgexray verify`: the recall gate passes identical models and fails ones that miss more."""
 
+import copy
 import dataclasses
 import json
 import shutil
@@ -8,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO
+from sidecar_support import bare_flatbuffer, put_sidecar, sidecar_inside
 from typer.testing import CliRunner
 
 from edgexray import artifacts
 from edgexray.cli import app
 from edgexray.edge_runtime import REFERENCE_MODEL
 from edgexray.edge_runtime.classifier import Classifier
+from edgexray.edge_runtime.sidecar import load_sidecar
 from edgexray.errors import EdgexrayError
 from edgexray.pipeline import metrics
 from edgexray.pipeline.evaluate import evaluate
@@ -23,15 +26,12 @@ runner = CliRunner()
 
 
 def copy_model(source, target, threshold=None):
-    """Copy a .tflite and its sidecar; the sha256 covers the .tflite only, so the
-    threshold can be edited and the sidecar stays valid."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(source, target)
-    sidecar = json.loads(source.with_suffix(".json").read_text())
+    """Copy a .tflite with its sidecar (inside, and the readable copy); the threshold is
+    metadata, so editing it leaves the model's identity and the sidecar valid."""
+    sidecar = load_sidecar(source)
     if threshold is not None:
-        sidecar["threshold"] = threshold
-    target.with_suffix(".json").write_text(json.dumps(sidecar))
-    return target
+        sidecar = {**sidecar, "threshold": threshold}
+    return artifacts.write_model(target, source.read_bytes(), sidecar)
 
 
 def pneumonia_probabilities(model, data_path, tmp_path):
@@ -173,8 +173,8 @@ def assert_one_line_error(result):
 
 
 def test_missing_candidate_sidecar_exits_2(tiny_tflite, xray_folder, tmp_path):
-    lone = tmp_path / "lone.tflite"
-    shutil.copy(tiny_tflite["int8"], lone)
+    lone = tmp_path / "lone.tflite"  # a bare flatbuffer: no metadata inside, no .json
+    lone.write_bytes(bare_flatbuffer(tiny_tflite["int8"]))
     result = runner.invoke(
         app,
         [
@@ -188,7 +188,7 @@ def test_missing_candidate_sidecar_exits_2(tiny_tflite, xray_folder, tmp_path):
         ],
     )
     assert_one_line_error(result)
-    assert "sidecar not found" in result.stderr
+    assert "carries no edgexray metadata and has no sidecar" in result.stderr
 
 
 def test_corrupt_candidate_exits_2(tiny_tflite, xray_folder, tmp_path):
@@ -267,8 +267,7 @@ def test_a_sidecar_threshold_that_is_not_a_probability_exits_2(
 ):
     candidate = tmp_path / "bad.tflite"
     copy_model(tiny_tflite["float32"], candidate)
-    sidecar = json.loads(candidate.with_suffix(".json").read_text())
-    candidate.with_suffix(".json").write_text(json.dumps({**sidecar, "threshold": threshold}))
+    put_sidecar(candidate, {**sidecar_inside(candidate), "threshold": threshold}, copy=False)
     args = [
         "verify",
         "--baseline",
@@ -421,11 +420,9 @@ def candidate_with_cutoff(folder: Path, cutoff: float) -> Path:
     """The shipped model under another name, its scope cut-off replaced."""
     folder.mkdir()
     candidate = folder / "guarded.tflite"
-    shutil.copy(REFERENCE_MODEL, candidate)
-    sidecar = json.loads(REFERENCE_MODEL.with_suffix(".json").read_text())
+    sidecar = copy.deepcopy(load_sidecar(REFERENCE_MODEL))
     sidecar["scope"]["cutoff"] = cutoff
-    candidate.with_suffix(".json").write_text(json.dumps(sidecar))
-    return candidate
+    return artifacts.write_model(candidate, REFERENCE_MODEL.read_bytes(), sidecar)
 
 
 def test_gate_fails_a_guard_that_refuses_too_many_films_not_on_recall(site_folder, tmp_path):

@@ -256,8 +256,11 @@ public final class EdgexrayScope {
         return out;
     }
 
-    /** A small recursive-descent JSON reader: objects, arrays, strings, numbers, literals. */
-    private static final class Json {
+    /**
+     * A small recursive-descent JSON reader: objects, arrays, strings, numbers, literals
+     * (EdgexrayModelFile reads the sidecar with it too).
+     */
+    static final class Json {
         private final String text;
         private int at;
 
