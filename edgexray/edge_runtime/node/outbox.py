@@ -55,6 +55,8 @@ FAILED_RETRY = 3600.0
 # Items built before the builder looks again at whether it must let reports go first.
 BUILD_BATCH = 4
 NETWORK_TIMEOUT = 30
+# The shortest time between two starts of a heatmap process that keeps dying.
+RESTART_EVERY = 30.0
 
 
 @dataclass(frozen=True)
@@ -334,6 +336,8 @@ class Outbox:
         record = film.record
         name = Path(record["path"]).name
         item = json.dumps({"film": name, "record": record}).encode()
+        if self.helper is not None:
+            self.helper.keep_running()
         for kind in self.queues:
             if kind is HEATMAP and not wants_heatmap(record):
                 continue
@@ -421,6 +425,36 @@ class Outbox:
             self.helper.stop(timeout)
 
 
+class SharedFlag:
+    """An event shared with the heatmap process, without locks: a process killed inside
+    multiprocessing's Event.wait() leaves its place in the condition's count, and the next
+    set() then blocks for ever (the node's classify thread, once the OOM killer took the
+    heatmap process). Waiting polls a shared byte instead."""
+
+    POLL = 0.05
+
+    def __init__(self, context):
+        self._value = context.RawValue("b", 0)
+
+    def set(self) -> None:
+        self._value.value = 1
+
+    def clear(self) -> None:
+        self._value.value = 0
+
+    def is_set(self) -> bool:
+        return self._value.value == 1
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(self.POLL, left))
+        return True
+
+
 class HeatmapProcess:
     """The heatmap lane in a process of its own, started and stopped with the node's
     outbox; it dies with the node (a SIGKILL included) and finds its work in outbox/."""
@@ -430,11 +464,13 @@ class HeatmapProcess:
 
         self._context = multiprocessing.get_context("spawn")  # no fork of a threaded node
         self.settings = settings
-        self.wake = self._context.Event()
-        self._stop = self._context.Event()
+        self.wake = SharedFlag(self._context)
+        self._stop = SharedFlag(self._context)
         self.process = None
+        self._started = 0.0
 
     def start(self) -> None:
+        self._started = time.monotonic()
         self.process = self._context.Process(
             target=heatmap_process,
             args=(self.settings, self._stop, self.wake, os.getpid()),
@@ -442,6 +478,19 @@ class HeatmapProcess:
             daemon=True,
         )
         self.process.start()
+
+    def keep_running(self) -> None:
+        """Start the process again if it died (a crash in a decoder, the OOM killer), at
+        most once every RESTART_EVERY seconds; its work waits in outbox/ meanwhile."""
+        if self.process is None or self.process.is_alive() or self._stop.is_set():
+            return
+        if time.monotonic() - self._started < RESTART_EVERY:
+            return
+        log.error(
+            "the heatmap process stopped (exit code %s): starting it again",
+            self.process.exitcode,
+        )
+        self.start()
 
     def stop(self, timeout: float) -> None:
         self._stop.set()

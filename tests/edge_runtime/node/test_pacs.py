@@ -41,7 +41,7 @@ from edgexray.edge_runtime.node.films import SyntheticFilm, write_test_film
 pytest.importorskip("pynetdicom")
 pytestmark = [
     pytest.mark.skipif(not have_dcmtk(), reason=DCMTK_MISSING),
-    pytest.mark.skipif(not orthanc_support.available(), reason=orthanc_support.MISSING),
+    orthanc_support.skip_unless_available(orthanc_support.available(), orthanc_support.MISSING),
 ]
 EDGEXRAY = str(Path(sys.executable).with_name("edgexray"))
 PATIENT_TAGS = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from node_support import SHARED_TEST, SOURCES, report_values, small_films, source_of, write_film
+from orthanc_support import skip_unless_available
 from typer.testing import CliRunner
 
 from edgexray.cli import app
@@ -20,9 +21,9 @@ from edgexray.edge_runtime.node import evidence, heatmap, sr
 from edgexray.edge_runtime.node.films import SyntheticFilm, write_test_film
 
 pytest.importorskip("highdicom")
-needs_dciodvfy = pytest.mark.skipif(
-    shutil.which("dciodvfy") is None,
-    reason="dicom3tools is not installed: apt-get install -y dicom3tools (.ci/run installs it)",
+needs_dciodvfy = skip_unless_available(
+    shutil.which("dciodvfy") is not None,
+    "dicom3tools is not installed: apt-get install -y dicom3tools (.ci/run installs it)",
 )
 PATIENT = {
     "PatientName": "Doe^Jane",
