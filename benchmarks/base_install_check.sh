@@ -39,10 +39,10 @@ case "$record" in
   *'"label": "NORMAL"'* | *'"label": "PNEUMONIA"'*) ;;
   *) say "predict gave no label" >&2; exit 1 ;;
 esac
-"$light" evaluate "$model" --data "$site" >evaluate.txt
+"$light" evaluate --model "$model" --data "$site" >evaluate.txt
 grep -q "^data .*20 images" evaluate.txt && grep -q "^recall " evaluate.txt
 say "evaluate: $(grep "^recall " evaluate.txt)"
-"$light" calibrate "$model" --data "$site" --out calibrated --folds 2 --allow-point-estimate \
+"$light" calibrate --model "$model" --data "$site" --out calibrated --folds 2 --allow-point-estimate \
   >calibrate.txt
 [ -s "calibrated/$(basename "${model%.tflite}").json" ]
 say "calibrate: $(grep "^threshold " calibrate.txt)"

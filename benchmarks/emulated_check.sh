@@ -129,7 +129,7 @@ tar --zstd -xpf "$rootfs_tar" -C "$root"
 
 # The bundle (built here from the shipped model unless given) and the films.
 if [ -z "$bundle" ]; then
-    "$(dirname "$python")/edgexray" bundle edgexray/models/edgexray-int8.tflite --target rpi \
+    "$(dirname "$python")/edgexray" bundle --model edgexray/models/edgexray-int8.tflite --target rpi \
         --out "$work/bundle" >/dev/null
     bundle="$work/bundle"
 fi
@@ -202,9 +202,10 @@ status=0
 # The model-input bytes too, so a difference is placed in preprocessing or in the kernels.
 cat >"$root/root/input_digests.py" <<'EOF'
 import hashlib, json, sys
-from edge_runtime import infer  # the bundle's runtime package, as check/check.py uses it
-classifier = infer.Classifier(sys.argv[1], threads=1)
-for path in infer.find_images(sys.argv[2:]):
+from edge_runtime import readers  # the bundle's runtime package, as check/check.py uses it
+from edge_runtime.classifier import Classifier
+classifier = Classifier(sys.argv[1], threads=1)
+for path in readers.find(sys.argv[2:]):
     digest = hashlib.sha256(classifier.model_input(path).tobytes()).hexdigest()
     print(json.dumps({"path": str(path), "input_sha256": digest}))
 EOF

@@ -271,8 +271,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/chest_xray"))
     parser.add_argument("--model", type=Path, default=REFERENCE_MODEL)
     parser.add_argument("--random-films", type=int, default=40)
-    parser.add_argument("--patch", type=int, default=explain.DEFAULT_GRID.patch)
-    parser.add_argument("--stride", type=int, default=explain.DEFAULT_GRID.stride)
+    parser.add_argument("--patch", type=int, default=None, help="default: the model's grid")
+    parser.add_argument("--stride", type=int, default=None, help="default: the model's grid")
     parser.add_argument(
         "--part",
         choices=("all", "timing", "checks"),
@@ -293,8 +293,9 @@ def main() -> None:
     args = parser.parse_args()
     timed_grids = [tuple(map(int, g.split("/"))) for g in args.grids.split(",")]
     earlier = json.loads(args.results.read_text()) if args.results.is_file() else {}
-    grid = explain.Grid(args.patch, args.stride)
     classifier = Classifier(args.model, threads=1)
+    default = explain.input_grid(classifier.sidecar["input"])
+    grid = explain.Grid(args.patch or default.patch, args.stride or default.stride)
     films = {
         label: readers.film_files(args.data / "test" / label) for label in ("NORMAL", "PNEUMONIA")
     }

@@ -45,3 +45,8 @@ def check_threshold(value, source: str) -> float:
     if not 0.0 <= value <= 1.0:  # False for NaN as well
         raise EdgexrayError(f"{source}: threshold {value} is not a probability in [0, 1]")
     return float(value)
+
+
+class UnsafeCheckpoint(EdgexrayError):
+    """A pickled checkpoint names a global beyond the few that rebuild tensors: refused
+    before anything it names is called (edgexray/pipeline/backbones/torch_checkpoint.py)."""

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from edgexray.edge_runtime.explain import grid_help
 from edgexray.edge_runtime.interpreter import MAX_THREADS
 from edgexray.edge_runtime.options import default_of, flag_of
 
@@ -128,12 +129,7 @@ Report = Annotated[
     ),
 ]
 Grid = Annotated[
-    str | None,
-    typer.Option(
-        metavar="PATCH/STRIDE",
-        help="Occlusion grid in pixels of the model input (default 32/24, 26 model runs "
-        "a film; 20/10 is finer and takes 145).",
-    ),
+    str | None, typer.Option(metavar="PATCH/STRIDE", help=f"Occlusion grid {grid_help()}.")
 ]
 DEIDENTIFY_HELP = (
     "Write records, heatmap names and the report without identifying data, for sharing: "

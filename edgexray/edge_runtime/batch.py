@@ -14,7 +14,7 @@ from pathlib import Path
 from . import readers, scope
 from .classifier import Classifier
 from .errors import InferenceError
-from .explain import DEFAULT_GRID, Grid, occlusion_map, parse_grid
+from .explain import Grid, input_grid, occlusion_map, parse_grid
 from .interpreter import check_threads
 from .outputs import Sink
 from .outputs.deidentify import Deidentify, load_key
@@ -23,8 +23,9 @@ from .outputs.records import FORMATS, Records, emit
 from .outputs.report import Report, check_writable
 
 
-def classify_all(classifier: Classifier, paths, sinks: list[Sink], grid: Grid = DEFAULT_GRID):
-    """Classify every path and hand each film to the sinks, in their order; close them."""
+def classify_all(classifier: Classifier, paths, sinks: list[Sink], grid: Grid | None = None):
+    """Classify every path and hand each film to the sinks, in their order; close them.
+    Maps are made on `grid` (None: the default grid of the model's input)."""
     explaining = any(sink.needs_map for sink in sinks)
     for path in paths:
         film = classifier.classify_film(path)
@@ -73,14 +74,15 @@ def run(
     if fmt not in FORMATS:
         raise InferenceError(f"unknown format {fmt!r}: choose {' or '.join(FORMATS)}")
     check_threads(threads)
-    occlusion = parse_grid(grid) if grid else DEFAULT_GRID
+    chosen = parse_grid(grid) if grid else None
     if report_path is not None:
         check_writable(report_path)
     key = load_key(deidentify_key) if deidentify_key is not None else None
     classifier = Classifier(model_path, threads, check_scope)
+    spec = classifier.sidecar["input"]
+    occlusion = chosen or input_grid(spec)
     if explain_dir is not None or report_path is not None:
-        spec = classifier.sidecar["input"]  # a patch larger than the input: before any film
-        occlusion.passes(int(spec["height"]), int(spec["width"]))
+        occlusion.passes(int(spec["height"]), int(spec["width"]))  # a patch too large: now
     paths = readers.find(inputs)
     if not paths:
         raise InferenceError(f"no images found in {', '.join(map(str, inputs))}")

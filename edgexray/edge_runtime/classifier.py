@@ -75,10 +75,12 @@ class Classifier:
             # same way would silently return the probability of NORMAL.
             raise InferenceError(f"{model_path}: expected one output value")
         self.scope = self.sidecar.get("scope")
+        self.scope_statistics = None
         if self.scope is not None:
             found = scope.problem(self.scope, [int(np.prod(o["shape"])) for o in outputs])
             if found:
                 raise InferenceError(f"{model_path}: {found}")
+            self.scope_statistics = scope.Statistics.of(self.scope)
         self.outputs = outputs
         self.threshold = float(self.sidecar["threshold"])
         self.labels = [str(label) for label in self.sidecar["labels"]]
@@ -145,8 +147,18 @@ class Classifier:
         if not self.check_scope:
             return scope.Decision(None, scope.NOT_CHECKED)
         return scope.decide(
-            gray, self.features(), self.scope, colour=info.get("colour"), tags=info.get("tags")
+            gray,
+            self.features(),
+            self.scope_statistics,
+            colour=info.get("colour"),
+            tags=info.get("tags"),
+            features_of=self.features_of,
         )
+
+    def features_of(self, gray: np.ndarray) -> np.ndarray | None:
+        """The pooled features of a resized 8-bit film (one more run of the model)."""
+        self.run(self.tensor_of(gray))
+        return self.features()
 
     def classify(self, film, name: str | None = None) -> dict:
         """One record: path, the film's identity when it has one (readers.identity:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .batch import list_images, run
 from .errors import EXIT_BAD_INPUT, EXIT_OK, InferenceError, OutputError
-from .explain import DEFAULT_GRID
+from .explain import grid_help
 from .interpreter import MAX_THREADS
 from .options import flag_of, options_of
 from .outputs.records import FORMATS
@@ -63,7 +63,6 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
 
 
 def classify_parser(prog: str) -> OneLineParser:
-    passes = DEFAULT_GRID.passes(128, 128)
     parser = OneLineParser(
         prog=prog,
         description="Pneumonia probability of chest X-ray images with a .tflite model and "
@@ -102,9 +101,7 @@ def classify_parser(prog: str) -> OneLineParser:
         "--grid",
         default=None,
         metavar="PATCH/STRIDE",
-        help="occlusion grid of --explain and --report in pixels of the model input "
-        f"(default {DEFAULT_GRID.patch}/{DEFAULT_GRID.stride}, {passes} model runs a film "
-        "for a 128 px input; 20/10 is finer and takes 145)",
+        help=f"occlusion grid of --explain and --report {grid_help()}",
     )
     parser.add_argument(
         "--report",

@@ -14,17 +14,21 @@ uint8 steps of 0.063) falls in proportion to the evidence removed. Positive valu
 areas that argue for pneumonia, negative ones areas that argue against it.
 
 The interpreter runs one image per call (batches cost the same per image), so the cost is
-one invoke per grid position: the default grid, 32 px patches every 24 px of a 128 px
-input, is 5 x 5 = 25 passes, the finest that keeps a film inside the budget of 150 ms at
-1 thread on an AVX2 CPU without VNNI, where one int8 invoke takes about 3 ms
-(benchmarks/README.md "Heatmaps" has the measured time and the other grids). Its 24 px
-step is about the resolution of the model's own last 8 x 8 feature map.
+one invoke per grid position. The default grid is a share of the model input's side
+(`default_grid`): patches a quarter of it, every 3/16 of it, so 5 x 5 = 25 passes on any
+input whose side is a multiple of 16. On the 128 px reference model that is 32 px patches
+every 24 px, the finest that keeps a film inside the budget of 150 ms at 1 thread on an
+AVX2 CPU without VNNI, where one int8 invoke takes about 3 ms (benchmarks/README.md
+"Heatmaps" has the measured time and the other grids), and its 24 px step is about the
+resolution of the model's own last 8 x 8 feature map; on a 224 px EfficientNet-Lite0
+input it is 56 px every 42 px, the same 26 runs of a model that costs more per run.
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +95,32 @@ class Grid:
         return len(self.starts(height)) * len(self.starts(width)) + 1
 
 
-DEFAULT_GRID = Grid()
+# The default grid as shares of the input's side (`default_grid`).
+PATCH_SHARE = 0.25
+STRIDE_SHARE = 0.1875
+
+
+def default_grid(height: int, width: int) -> Grid:
+    """The grid used when none is given: patches PATCH_SHARE of the input's shorter side,
+    every STRIDE_SHARE of it (32/24 px at 128 px, 56/42 px at 224 px)."""
+    side = min(int(height), int(width))
+    return Grid(max(1, round(side * PATCH_SHARE)), max(1, round(side * STRIDE_SHARE)))
+
+
+def grid_help() -> str:
+    """How the grid option reads, for both command lines."""
+    small, large = default_grid(128, 128), default_grid(224, 224)
+    return (
+        f"in pixels of the model input (default: patches of {Fraction(PATCH_SHARE)} of its "
+        f"side every {Fraction(STRIDE_SHARE)} of it, {small.patch}/{small.stride} for a 128 px "
+        f"input and {large.patch}/{large.stride} for 224 px, {small.passes(128, 128)} model "
+        "runs a film; 20/10 is finer and takes 145 at 128 px)"
+    )
+
+
+def input_grid(input_spec: dict) -> Grid:
+    """`default_grid` for a sidecar's input (its height and width)."""
+    return default_grid(int(input_spec["height"]), int(input_spec["width"]))
 
 
 def parse_grid(text: str) -> Grid:
@@ -126,9 +155,10 @@ def fill_value(tensor: np.ndarray) -> np.ndarray:
 
 
 def occlusion_map(
-    classifier: Classifier, gray: np.ndarray, grid: Grid = DEFAULT_GRID
+    classifier: Classifier, gray: np.ndarray, grid: Grid | None = None
 ) -> Explanation:
-    """Occlusion sensitivity of one resized 8-bit film (the model's height x width).
+    """Occlusion sensitivity of one resized 8-bit film (the model's height x width), on
+    `grid` (None: `default_grid` of the input).
 
     The patch is filled with the mean of the model input tensor, i.e. after the sidecar's
     normalisation (equalised films have mean grey about 0.5): occluding before the
@@ -139,6 +169,7 @@ def occlusion_map(
     reference = logit(probability)
     fill = fill_value(tensor)
     height, width = tensor.shape[1:3]
+    grid = grid or default_grid(height, width)
     tops, lefts = grid.starts(height), grid.starts(width)
     drops = np.zeros((len(tops), len(lefts)), dtype=np.float64)
     occluded = tensor.copy()
@@ -167,7 +198,7 @@ def between_centres(
 
 
 def explain_film(
-    classifier: Classifier, path: str | Path, grid: Grid = DEFAULT_GRID
+    classifier: Classifier, path: str | Path, grid: Grid | None = None
 ) -> tuple[Explanation, np.ndarray]:
     """The map of one image file and the film itself (8-bit, as read), for the overlay.
 
@@ -178,9 +209,7 @@ def explain_film(
     return explain_gray(classifier, film, grid), film
 
 
-def explain_gray(
-    classifier: Classifier, film: np.ndarray, grid: Grid = DEFAULT_GRID
-) -> Explanation:
+def explain_gray(classifier: Classifier, film: np.ndarray, grid: Grid | None = None) -> Explanation:
     """The map of one 8-bit film as read (any size): resized as the model reads it."""
     spec = classifier.sidecar["input"]
     gray = resize(film, int(spec["height"]), int(spec["width"]))
@@ -256,7 +285,7 @@ def overlay(
     return _with_legend(picture, explanation, scale, threshold) if legend else picture
 
 
-def legend_html(grid: Grid = DEFAULT_GRID) -> str:
+def legend_html(grid: Grid) -> str:
     """How to read the overlays, for the HTML report: the same colours as a CSS gradient."""
     stops = ", ".join(f"rgb({r:.0f},{g:.0f},{b:.0f})" for r, g, b in HEAT)
     return (

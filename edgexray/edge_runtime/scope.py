@@ -16,7 +16,10 @@ The checks, cheapest and most certain first (the first that fails is the reason)
    output) from the training films' distribution, against a cut-off chosen on the val
    split (the sidecar's `scope` block, see edgexray/pipeline/scope.py). This is what
    catches inverted films, other body parts, CT/MR slices and grey photographs, on JPEG
-   and PNG as well as DICOM.
+   and PNG as well as DICOM. The block has one of two forms (SCOPE_SCHEMAS): the full
+   covariance (a few hundred features at most), or, for a wide backbone (EfficientNet's
+   1280), its leading principal components with the other directions sharing one
+   variance, which keeps the block a k x 1280 matrix instead of 1280 x 1280.
 
 A model whose sidecar has no scope block still gets checks 1-3, but passing them is not
 "in scope": the decision is None ("model has no scope statistics").
@@ -28,12 +31,21 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypedDict
 
 import numpy as np
 
-SCOPE_SCHEMA = "edgexray.scope/1"
+SCOPE_SCHEMA = "edgexray.scope/1"  # full covariance: distance = |W (f - mean)|
+SUBSPACE_SCHEMA = "edgexray.scope/2"  # leading components, and the rest as one variance
+# Each form and the fields its distance reads besides mean, whitening and cutoff. A
+# runtime that knows only the first refuses the second (its distance would miss the
+# residual term and let unlike films through), so the form is in the schema string.
+SCOPE_SCHEMAS = {
+    SCOPE_SCHEMA: (),
+    SUBSPACE_SCHEMA: ("component_variances", "residual_variance"),
+}
 OUT_OF_SCOPE = "OUT_OF_SCOPE"  # the label of every film the guard refuses
 NOT_CHECKED = "not checked"  # --no-scope-check
 NO_STATISTICS = "model has no scope statistics"
@@ -103,14 +115,45 @@ class ScopeBlock(TypedDict, total=False):
     feature_output: FeatureOutput
     method: str
     mean: list[float]
-    whitening: list[list[float]]  # W, with precision W^T W
-    shrinkage: float
+    whitening: list[list[float]]  # W: precision W^T W (scope/1), or k scaled components
+    shrinkage: float  # scope/1
+    component_variances: list[float]  # scope/2: the variance along each row of W
+    residual_variance: float  # scope/2: the variance of every other direction
     cutoff: float
     patient_age_years: dict | None  # {"min": years, "max": years, "source": ...}
     cutoff_rule: str
     coverage: float
     fitted_on: dict
     chosen_on: dict
+    orientation: dict | None  # {"turns": [TURNS names], "margin": distance, "chosen_on": ...}
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A way a film can come turned from the upright films the model was trained on."""
+
+    name: str
+    looks: str  # how the film looks, for the record's reason
+    apply: Callable[[np.ndarray], np.ndarray]  # the turn, on a 2-D film; its own inverse
+
+
+# Films arrive upside down (a film put in the reader the wrong way, a detector mis-set).
+# Of 30 normal films turned so, 14 were once called PNEUMONIA in scope. A turn whose
+# inverse brings the film closer to the training films (as the model sees them) by more
+# than the block's margin is refused (`decide`). A quarter turn needs no check of its own:
+# its features are far from the training films' for every val and test/ film. A mirrored
+# film is not checked: its features hardly change (benchmarks/README.md, "Orientation").
+TURNS = (
+    Turn(
+        "rot180", "upside down (turned 180 degrees)", lambda g: np.ascontiguousarray(g[::-1, ::-1])
+    ),
+    Turn("vflip", "upside down (flipped top to bottom)", lambda g: np.ascontiguousarray(g[::-1])),
+)
+TURN_NAMES = {turn.name: turn for turn in TURNS}
+# The typical distance of a training film from the mean is about the square root of the
+# feature count (the shipped model's cut-off is 1.4 times it); a cut-off this many times it
+# lets through films a hundred standard deviations away in every direction: no bound.
+MAX_CUTOFF_PER_ROOT_SIZE = 100.0
 
 
 @dataclass(frozen=True)
@@ -241,31 +284,84 @@ def tag_reason(tags: dict | None, ages: dict | None = None) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Statistics:
+    """A scope block's numbers as arrays, converted once per model, not once per film
+    (a scope/2 block of 64 x 1280 numbers takes milliseconds to convert)."""
+
+    mean: np.ndarray
+    whitening: np.ndarray
+    cutoff: float
+    ages: dict | None
+    component_variances: np.ndarray | None = None  # scope/2 only
+    residual_variance: float | None = None  # scope/2 only
+    turns: tuple[Turn, ...] = ()  # the orientation check's, with its margin
+    margin: float = 0.0
+
+    @classmethod
+    def of(cls, block: ScopeBlock) -> Statistics:
+        """The statistics of a block that passed `problem`."""
+        subspace = block["schema"] == SUBSPACE_SCHEMA
+        return cls(
+            mean=np.asarray(block["mean"], dtype=np.float64),
+            whitening=np.asarray(block["whitening"], dtype=np.float64),
+            cutoff=float(block["cutoff"]),
+            ages=block.get("patient_age_years"),
+            component_variances=(
+                np.asarray(block["component_variances"], dtype=np.float64) if subspace else None
+            ),
+            residual_variance=float(block["residual_variance"]) if subspace else None,
+            turns=tuple(
+                TURN_NAMES[name] for name in (block.get("orientation") or {}).get("turns", ())
+            ),
+            margin=float((block.get("orientation") or {}).get("margin", 0.0)),
+        )
+
+    def distance(self, features: np.ndarray) -> float:
+        """Mahalanobis distance of pooled features from the training films' mean.
+
+        scope/1: |W x| with x = f - mean, W the whitening matrix (precision W^T W).
+        scope/2: the same distance for a covariance whose k leading principal directions
+        keep their variances and every other direction has the residual variance s2: with
+        W the k directions scaled by 1 / sqrt(variance), z = W x,
+        distance^2 = |z|^2 + (|x|^2 - sum(variance * z^2)) / s2, the second term the
+        part of x outside the k directions (never below 0 after rounding).
+        """
+        centred = np.asarray(features, dtype=np.float64).reshape(-1) - self.mean
+        whitened = self.whitening @ centred
+        if self.residual_variance is None:
+            return float(np.linalg.norm(whitened))
+        outside = centred @ centred - self.component_variances @ (whitened * whitened)
+        return math.sqrt(whitened @ whitened + max(outside, 0.0) / self.residual_variance)
+
+
 def distance(features: np.ndarray, block: ScopeBlock) -> float:
-    """Mahalanobis distance of pooled features from the training films' mean:
-    |W (f - mean)| with the block's whitening matrix W (precision = W^T W)."""
-    centred = np.asarray(features, dtype=np.float64).reshape(-1) - np.asarray(block["mean"])
-    return float(np.linalg.norm(np.asarray(block["whitening"], dtype=np.float64) @ centred))
+    """Mahalanobis distance of pooled features from the training films' mean
+    (`Statistics.distance`; for one film: converting the block each time is slow)."""
+    return Statistics.of(block).distance(features)
 
 
 def decide(
     gray: np.ndarray,
     features: np.ndarray | None,
-    block: ScopeBlock | None,
+    statistics: Statistics | None,
     *,
     colour: float | None = None,
     tags: dict | None = None,
+    features_of: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Decision:
     """Whether one film is in scope, and why.
 
     Args:
         gray: the film resized to the model input, 8-bit, before equalisation.
         features: the model's pooled features for it (dequantized), or None.
-        block: the sidecar's scope block (checked by `problem`), or None.
+        statistics: `Statistics.of` the sidecar's scope block, or None without one.
         colour: `colour_spread` of the decoded image, None for a grey one.
         tags: DICOM attributes, None for a JPEG or PNG.
+        features_of: the model's features for another resized film (the film turned,
+            for the orientation check of a block that has one); None skips that check.
     """
-    ages = block.get("patient_age_years") if block else None
+    ages = statistics.ages if statistics else None
     reason = tag_reason(tags, ages)
     if reason is None and colour is not None and colour > COLOUR_LIMIT:
         reason = (
@@ -273,20 +369,37 @@ def decide(
         )
     reason = reason or flat_reason(gray)
     measured = None
-    if block is not None and features is not None:
-        measured = distance(features, block)
+    if statistics is not None and features is not None:
+        measured = statistics.distance(features)
     if reason:
         return Decision(False, reason, measured)
-    if block is None or measured is None:
+    if statistics is None or measured is None:
         return Decision(None, NO_STATISTICS)
-    if not measured <= block["cutoff"]:  # NaN features are out of scope too
+    if not measured <= statistics.cutoff:  # NaN features are out of scope too
         return Decision(
             False,
             f"unlike the training films (feature distance {measured:.1f} > "
-            f"cut-off {block['cutoff']:.1f})",
+            f"cut-off {statistics.cutoff:.1f})",
             measured,
         )
+    turned = turned_reason(gray, measured, statistics, features_of) if features_of else None
+    if turned:
+        return Decision(False, turned, measured)
     return Decision(True, IN_SCOPE, measured)
+
+
+def turned_reason(gray, measured: float, statistics: Statistics, features_of) -> str | None:
+    """Why a film within the cut-off looks turned (TURNS), or None: turned back, it lies
+    within the cut-off and closer to the training films by more than the margin."""
+    for turn in statistics.turns:
+        back = statistics.distance(features_of(turn.apply(gray)))
+        if back <= statistics.cutoff and back < measured - statistics.margin:
+            return (
+                f"looks {turn.looks}: turned back it is like the training films (feature "
+                f"distance {back:.1f} against {measured:.1f}); turn the film upright and send "
+                "it again"
+            )
+    return None
 
 
 def problem(block, output_sizes: list[int] | None = None) -> str | None:
@@ -296,8 +409,8 @@ def problem(block, output_sizes: list[int] | None = None) -> str | None:
         output_sizes: the number of values of each model output, to check that the
             named feature output exists and has the block's size.
     """
-    if not isinstance(block, dict) or block.get("schema") != SCOPE_SCHEMA:
-        return f"scope.schema must be {SCOPE_SCHEMA!r}"
+    if not isinstance(block, dict) or block.get("schema") not in SCOPE_SCHEMAS:
+        return f"scope.schema must be one of {', '.join(map(repr, SCOPE_SCHEMAS))}"
     feature_output = block.get("feature_output")
     if not isinstance(feature_output, dict):
         return "scope.feature_output is missing"
@@ -320,6 +433,14 @@ def problem(block, output_sizes: list[int] | None = None) -> str | None:
         return "scope.mean and scope.whitening must be finite"
     if isinstance(block.get("cutoff"), bool) or not (math.isfinite(cutoff) and cutoff > 0):
         return "scope.cutoff must be a positive number"
+    if cutoff > MAX_CUTOFF_PER_ROOT_SIZE * math.sqrt(size):
+        return f"scope.cutoff {cutoff:g} is no bound for {size} features: every film would pass"
+    if whitening.shape[0] == 0 or np.linalg.matrix_rank(whitening) < whitening.shape[0]:
+        return "scope.whitening is singular: films unlike the training films would pass"
+    if SCOPE_SCHEMAS[block["schema"]]:
+        found = _subspace_problem(block, whitening.shape[0], size)
+        if found:
+            return found
     ages = block.get("patient_age_years")
     if ages is not None and not (
         isinstance(ages, dict)
@@ -327,4 +448,39 @@ def problem(block, output_sizes: list[int] | None = None) -> str | None:
         and ages["min"] <= ages["max"]
     ):
         return "scope.patient_age_years must be {'min': years, 'max': years} or null"
+    return _orientation_problem(block.get("orientation"))
+
+
+def _orientation_problem(orientation) -> str | None:
+    if orientation is None:
+        return None
+    if not isinstance(orientation, dict):
+        return "scope.orientation must be an object or null"
+    turns, margin = orientation.get("turns"), orientation.get("margin")
+    if not (isinstance(turns, list) and turns and all(t in TURN_NAMES for t in turns)):
+        return f"scope.orientation.turns must name some of {', '.join(TURN_NAMES)}"
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)):
+        return "scope.orientation.margin must be a number"
+    if not (math.isfinite(margin) and margin >= 0):
+        return "scope.orientation.margin must be a finite number >= 0"
+    return None
+
+
+def _subspace_problem(block: dict, rows: int, size: int) -> str | None:
+    """What makes a scope/2 block's component and residual variances unusable, or None."""
+    try:
+        variances = np.asarray(block.get("component_variances"), dtype=np.float64)
+        residual = block.get("residual_variance")
+        residual_value = float(residual)
+    except (TypeError, ValueError):
+        return "scope.component_variances and scope.residual_variance must be numbers"
+    if not 1 <= rows < size or variances.shape != (rows,):
+        return (
+            f"scope.whitening must have fewer rows than {size} columns, and "
+            "scope.component_variances one value a row"
+        )
+    if not (np.isfinite(variances).all() and (variances > 0).all()):
+        return "scope.component_variances must be positive numbers"
+    if isinstance(residual, bool) or not (math.isfinite(residual_value) and residual_value > 0):
+        return "scope.residual_variance must be a positive number"
     return None

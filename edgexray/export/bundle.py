@@ -52,6 +52,7 @@ from edgexray.export.metadata import embed
 log = logging.getLogger("edgexray")
 
 TARGETS = ("rpi", "android")
+CARD = "MODEL_CARD.md"  # in every bundle: the model's own, or one written from the model
 BUNDLE_SCHEMA = "edgexray.bundle/1"
 MANIFEST = artifacts.BUNDLE_MANIFEST  # bundle.json
 CHECKSUMS = artifacts.BUNDLE_CHECKSUMS  # SHA256SUMS
@@ -367,6 +368,28 @@ def _write_android(staging: Path, classifier: Classifier, model: Path) -> None:
     (staging / "README.md").write_text(readme)
 
 
+def _write_card(staging: Path, classifier: Classifier, model: Path) -> None:
+    """MODEL_CARD.md in every bundle: the model's own card when it has one beside it (the
+    shipped model's), else one written from what the model file says about itself."""
+    own = [model.with_suffix(".md"), model.with_name(CARD)]
+    found = next((card for card in own if card.is_file()), None)
+    if found is not None:
+        shutil.copyfile(found, staging / CARD)
+        return
+    facts = _model_facts(classifier, model)
+    block = classifier.scope
+    statement = (
+        "**This model has no scope statistics**: only the colour and flat checks (and DICOM "
+        "tags) can refuse a film, and its answers are shown as not checked."
+        if block is None
+        else f"Its scope cut-off is {block['cutoff']:.4f} ({block['cutoff_rule']})."
+    )
+    card = _fill(
+        template(CARD), **facts, output_kind=classifier.output_kind, scope_statement=statement
+    )
+    (staging / CARD).write_text(card)
+
+
 def _write_checksums(folder: Path) -> None:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS)
     lines = [f"{sha256_of(p)}  {p.relative_to(folder).as_posix()}\n" for p in files]
@@ -519,6 +542,7 @@ def make_bundle(config: BundleConfig) -> dict:
     try:
         staging.chmod(0o755)
         classifier = _write_model(classifier, model, staging)
+        _write_card(staging, classifier, model)
         if config.target == "rpi":
             _write_rpi(staging, classifier, model)
         else:

@@ -95,15 +95,27 @@ def tflite_scorer(
     def probabilities(images: list[np.ndarray]) -> np.ndarray:
         return np.array([run_interpreter(interpreter, image, output_kind) for image in images])
 
+    statistics = guard.Statistics.of(scope_block) if scope_block is not None else None
+
     def judge(images: list[np.ndarray], films: list[tuple]) -> list:
         detail = interpreter.get_output_details()[scope_block["feature_output"]["index"]]
+
+        def features_of(gray: np.ndarray) -> np.ndarray:  # of any resized 8-bit film
+            run_interpreter(interpreter, normalize(gray, input_spec["normalization"]), output_kind)
+            return dequantized(interpreter.get_tensor(detail["index"]), detail)
+
         decisions = []
         for image, (gray, info) in zip(images, films, strict=True):
             run_interpreter(interpreter, image, output_kind)  # this film's features
             features = dequantized(interpreter.get_tensor(detail["index"]), detail)
             decisions.append(
                 guard.decide(
-                    gray, features, scope_block, colour=info.get("colour"), tags=info.get("tags")
+                    gray,
+                    features,
+                    statistics,
+                    colour=info.get("colour"),
+                    tags=info.get("tags"),
+                    features_of=features_of,
                 )
             )
         return decisions

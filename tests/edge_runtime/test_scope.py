@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import SHARED_TRAIN
 from PIL import Image
@@ -188,6 +189,11 @@ def test_broken_scope_block_is_refused(tmp_path):
         lambda s: s.update(mean=s["mean"][:-1]),
         lambda s: s["feature_output"].update(index=5),
         lambda s: s.update(schema="edgexray.scope/0"),
+        # Blocks that would turn the guard off without a word (sweep 3, L5).
+        lambda s: s.update(whitening=[[0.0] * len(s["mean"])] * len(s["mean"])),
+        lambda s: s.update(cutoff=1e308),
+        lambda s: s.update(orientation={"turns": ["sideways"], "margin": 1.0}),
+        lambda s: s.update(orientation={"turns": ["rot180"], "margin": float("inf")}),
     ):
         broken = copy.deepcopy(sidecar)
         breakage(broken["scope"])
@@ -202,3 +208,118 @@ def test_shipped_model_exposes_features_and_its_statistics():
     block = classifier.scope
     assert block["fitted_on"]["films"] == 4433 and block["chosen_on"]["films"] == 783
     assert block["chosen_on"]["within_cutoff"] >= 0.99 * 783
+
+
+def correlated(rng, films: int, size: int) -> np.ndarray:
+    """Features with a few strong directions and many weak ones, like pooled features."""
+    scales = np.geomspace(5.0, 0.1, size)
+    return rng.normal(size=(films, size)) * scales @ np.linalg.qr(rng.normal(size=(size, size)))[0]
+
+
+def test_subspace_distance_is_mahalanobis_of_its_covariance():
+    rng = np.random.default_rng(1)
+    train, val = correlated(rng, 400, 12), correlated(rng, 50, 12)
+    output = {"index": 1, "name": "f", "size": 12}
+    block = fitting.fit(train, val, output, components=4)
+    assert block["schema"] == guard.SUBSPACE_SCHEMA and len(block["whitening"]) == 4
+    # The covariance the block stands for: the 4 leading directions with their variances,
+    # every other direction with the residual variance.
+    directions = np.asarray(block["whitening"]) * np.sqrt(block["component_variances"])[:, None]
+    inside = directions.T @ directions
+    covariance = directions.T @ np.diag(block["component_variances"]) @ directions
+    covariance += block["residual_variance"] * (np.eye(12) - inside)
+    for features in val[:5]:
+        centred = features - np.asarray(block["mean"])
+        expected = np.sqrt(centred @ np.linalg.solve(covariance, centred))
+        assert guard.distance(features, block) == pytest.approx(expected, rel=1e-6)
+
+
+def test_wide_features_get_the_subspace_block_and_narrow_ones_the_full(monkeypatch):
+    monkeypatch.setattr(fitting, "FULL_COVARIANCE_MAX_FEATURES", 8)
+    monkeypatch.setattr(fitting, "SUBSPACE_COMPONENTS", 3)
+    rng = np.random.default_rng(2)
+    for size, schema, rows in ((8, guard.SCOPE_SCHEMA, 8), (9, guard.SUBSPACE_SCHEMA, 3)):
+        train, val = correlated(rng, 200, size), correlated(rng, 40, size)
+        block = fitting.fit(train, val, {"index": 1, "name": "f", "size": size})
+        assert (block["schema"], len(block["whitening"])) == (schema, rows)
+        assert ("residual_variance" in block) == (schema == guard.SUBSPACE_SCHEMA)
+        assert guard.problem(block) is None
+
+
+def test_subspace_cutoff_lets_the_coverage_pass_and_catches_what_lies_outside():
+    rng = np.random.default_rng(3)
+    train, val = correlated(rng, 400, 12), correlated(rng, 101, 12)
+    block = fitting.fit(train, val, {"index": 1, "name": "f", "size": 12}, components=4)
+    statistics = guard.Statistics.of(block)
+    distances = np.array([statistics.distance(f) for f in val])
+    assert np.sum(distances <= block["cutoff"]) == 100
+    # Far along the weakest direction, outside the 4 kept: only the residual term sees it.
+    weakest = np.linalg.eigh(np.cov(train.T))[1][:, 0]
+    outlier = train.mean(axis=0) + 30 * weakest
+    assert np.linalg.norm(statistics.whitening @ (outlier - statistics.mean)) < 1.0
+    assert statistics.distance(outlier) > block["cutoff"]
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda s: s.pop("residual_variance"),
+        lambda s: s.update(residual_variance=0.0),
+        lambda s: s.update(component_variances=s["component_variances"][:-1]),
+        lambda s: s.update(component_variances=[-1.0] * len(s["component_variances"])),
+        lambda s: s.update(whitening=[s["mean"]] * len(s["mean"])),
+        lambda s: s.update(schema="edgexray.scope/3"),
+    ],
+)
+def test_broken_subspace_block_is_refused(breakage):
+    rng = np.random.default_rng(4)
+    block = fitting.fit(
+        correlated(rng, 200, 12),
+        correlated(rng, 40, 12),
+        {"index": 1, "name": "f", "size": 12},
+        components=4,
+    )
+    breakage(block)
+    assert "scope." in guard.problem(block)
+
+
+def test_a_film_that_comes_upside_down_is_refused_and_says_so(shipped):
+    # Of 30 normal films upside down, 14 were once called PNEUMONIA in scope (sweep 3).
+    film = readers.read(SHARED_TRAIN / "PNEUMONIA/person1005_virus_1688.jpeg")[0]
+    upright = shipped.classify(film)
+    assert upright["in_scope"] is True
+    for turned in (film[::-1, ::-1], film[::-1]):
+        record = shipped.classify(np.ascontiguousarray(turned))
+        assert record["label"] == "OUT_OF_SCOPE" and record["in_scope"] is False
+        assert record["scope_reason"].startswith("looks upside down")
+        assert "turn the film upright" in record["scope_reason"]
+
+
+def test_the_orientation_margin_is_the_smallest_that_spares_the_upright_val_films():
+    rng = np.random.default_rng(2)
+    train, val = rng.normal(size=(400, 6)), rng.normal(size=(200, 6))
+    output = {"index": 1, "name": "f", "size": 6}
+    upright = fitting.fit(train, val, output)
+    statistics = guard.Statistics.of(upright)
+    distances = np.array([statistics.distance(f) for f in val])
+    within = distances <= upright["cutoff"]
+    step, allowed = fitting.MARGIN_STEP, fitting.ORIENTATION_FALSE_REFUSALS * len(val)
+    # Turned films farther from the training films than upright ones, but for two that
+    # come closer: the margin must grow until those two upright films are spared.
+    vflip = val * 2.5
+    vflip[:2] = val[:2] * 0.5
+    turned = {"rot180": val * 3.0, "vflip": vflip}
+    block = fitting.orientation_block(statistics, upright["cutoff"], distances, turned)
+    backs = {k: np.array([statistics.distance(f) for f in v]) for k, v in turned.items()}
+
+    def refused(m):  # upright val films the check would call turned at margin m
+        calls = [within & (b <= upright["cutoff"]) & (b < distances - m) for b in backs.values()]
+        return int(np.sum(np.any(calls, axis=0)))
+
+    assert refused(0.0) == 2 and block["margin"] > 0
+    assert refused(block["margin"]) <= allowed < refused(block["margin"] - step)
+    assert block["turns"] == ["rot180", "vflip"] and block["chosen_on"]["films"] == 200
+    assert guard.problem({**upright, "orientation": block}) is None
+    # A model that cannot tell a turned film from an upright one gets no check at all.
+    alike = {"rot180": val[::-1], "vflip": val * 0.99}
+    assert fitting.orientation_block(statistics, upright["cutoff"], distances, alike) is None

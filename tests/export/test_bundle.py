@@ -351,3 +351,18 @@ def test_bundle_into_the_current_folder_exits_2(tiny_tflite, tmp_path, monkeypat
         assert result.exit_code == 2, result.output
         assert "is the current folder or holds it" in one_error_line(result.output)
     assert (out / "results.jsonl").read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("target", ["rpi", "android"])
+def test_every_bundle_holds_a_model_card(tiny_tflite, tmp_path, target):
+    from edgexray.edge_runtime import REFERENCE_MODEL
+    from edgexray.export.bundle import BundleConfig, make_bundle
+
+    shipped = make_bundle(BundleConfig(str(REFERENCE_MODEL), target, str(tmp_path / "shipped")))
+    card = Path(shipped["path"]) / "MODEL_CARD.md"
+    assert card.read_bytes() == (REFERENCE_MODEL.parent / "MODEL_CARD.md").read_bytes()
+    run = make_bundle(BundleConfig(str(tiny_tflite["int8"]), target, str(tmp_path / "run")))
+    written = (Path(run["path"]) / "MODEL_CARD.md").read_text()
+    assert "{{" not in written and "int8.tflite" in written
+    assert "Not** a diagnostic device" in written and "OUT_OF_SCOPE" in written
+    assert "MODEL_CARD.md" in (Path(run["path"]) / "SHA256SUMS").read_text()

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -68,3 +69,50 @@ def test_unknown_platform_gives_one_error_line_naming_the_known_ones(tmp_path):
         "trixie-arm64",
         "bookworm-armhf",
     }
+
+
+def _snippet(name: str) -> str:
+    """The Python the script writes to $root/root/NAME, as it writes it."""
+    lines = SCRIPT.read_text().splitlines()
+    start = lines.index(f"cat >\"$root/root/{name}\" <<'EOF'") + 1
+    return "\n".join(lines[start : lines.index("EOF", start)]) + "\n"
+
+
+def test_the_scripts_device_snippets_run_against_a_bundle_on_this_machine(tmp_path):
+    # The emulated run is slow and needs root; its snippets use the bundle's runtime package,
+    # whose layout can move under them, so they are run here against a real rpi bundle.
+    bundle = tmp_path / "bundle"
+    model = REPO / "edgexray" / "models" / "edgexray-int8.tflite"
+    made = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("edgexray")),
+            "bundle",
+            "--model",
+            str(model),
+            "--target",
+            "rpi",
+            "--out",
+            str(bundle),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert made.returncode == 0, made.stderr
+    for name in ("input_digests.py", "versions.py"):
+        (tmp_path / name).write_text(_snippet(name))
+    env = {**os.environ, "PYTHONPATH": "."}
+    digests = subprocess.run(
+        [sys.executable, "../input_digests.py", model.name, "check/image.png"],
+        cwd=bundle,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert digests.returncode == 0, digests.stderr
+    assert '"path": "check/image.png", "input_sha256": ' in digests.stdout
+    versions = subprocess.run(
+        [sys.executable, "../versions.py"], cwd=bundle, capture_output=True, text=True, timeout=60
+    )
+    assert versions.returncode == 0 and "Python" in versions.stdout, versions.stderr

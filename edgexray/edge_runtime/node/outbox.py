@@ -36,7 +36,7 @@ from io import BytesIO
 from pathlib import Path
 
 from ..classifier import Classifier
-from ..explain import DEFAULT_GRID, occlusion_map
+from ..explain import occlusion_map
 from ..sidecar import load_sidecar
 from .evidence import EXPLICIT_LITTLE, SECONDARY_CAPTURE, read_header, require_highdicom
 from .heatmap import heatmap_capture
@@ -371,7 +371,7 @@ class Outbox:
             again = self.classifier.classify_film(self.locate(film.name))
         if again.film is None:
             raise ValueError(again.record.get("error", "the film cannot be read"))
-        explanation = occlusion_map(self.classifier, again.resized, DEFAULT_GRID)
+        explanation = occlusion_map(self.classifier, again.resized)
         with self._reopen(film) as handle:
             header = read_header(handle)
         return _file_bytes(heatmap_capture(header, again.film, explanation, self.sidecar))

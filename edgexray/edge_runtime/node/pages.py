@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..explain import legend_html
+from ..explain import input_grid, legend_html
 from ..outputs.files import PRIVATE, write_atomic
 from ..outputs.report import entry, render
 from .spool import private_folder
@@ -32,7 +32,8 @@ class ReportPages:
         try:
             private_folder(self.folder)
             page = entry(film, explanation, float(self.sidecar["threshold"]))
-            html = render([page], self.sidecar, self.model_path, legend_html())
+            legend = legend_html(input_grid(self.sidecar["input"]))  # the worker's default grid
+            html = render([page], self.sidecar, self.model_path, legend)
             write_atomic(path, html.encode("utf-8"), PRIVATE)
         except Exception as err:
             log.error("no HTML report for %s: %s", Path(record["path"]).name, err)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..classifier import Classified, Classifier
-from ..explain import DEFAULT_GRID, occlusion_map
+from ..explain import occlusion_map
 from .retention import PRUNE_EVERY
 from .spool import MAX_ATTEMPTS, NodeState, utc_now
 
@@ -142,7 +142,7 @@ class Worker:
         ).isoformat(timespec="microseconds")
         explanation = None
         if film.resized is not None and any(sink.needs_map for sink in self.sinks):
-            explanation = occlusion_map(self.classifier, film.resized, DEFAULT_GRID)
+            explanation = occlusion_map(self.classifier, film.resized)
         for sink in self.sinks:
             sink.add(film, explanation)
         record["classified_at"] = utc_now()

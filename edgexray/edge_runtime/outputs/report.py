@@ -27,11 +27,11 @@ from PIL import Image
 
 from ..errors import InferenceError
 from ..explain import (
-    DEFAULT_GRID,
     Explanation,
     Grid,
     colour_scale,
     display_size,
+    input_grid,
     jpeg_bytes,
     legend_html,
     overlay,
@@ -482,10 +482,11 @@ class Report:
     needs_map = True
 
     def __init__(
-        self, path: str | Path, sidecar: dict, model_path: str | Path, grid: Grid = DEFAULT_GRID
+        self, path: str | Path, sidecar: dict, model_path: str | Path, grid: Grid | None = None
     ):
         check_writable(path)
-        self.path, self.sidecar, self.model_path, self.grid = Path(path), sidecar, model_path, grid
+        self.path, self.sidecar, self.model_path = Path(path), sidecar, model_path
+        self.grid = grid or input_grid(sidecar["input"])  # what the legend says the maps used
         self.entries: list[Entry] = []
 
     def add(self, film, explanation: Explanation | None) -> None:

@@ -15,14 +15,20 @@ import java.util.Map;
  * films, negatives, photographs and blank images): a colour image (many hues: a
  * photograph), a flat or blank image, then the Mahalanobis distance of the model's pooled
  * features (its second output) from the training films', against the cut-off in the
- * sidecar's {@code scope} block. DICOM tags are not checked here: the app decodes images,
- * not DICOM files. Plain Java 8, no Android imports.
+ * sidecar's {@code scope} block: either form of the block (scope/1, the full covariance;
+ * scope/2, leading components and one residual variance, for wide feature outputs). DICOM
+ * tags are not checked here: the app decodes images, not DICOM files. Plain Java 8, no
+ * Android imports.
+ *
+ * <p>A block with an orientation check (scope.py's TURNS) also asks the model about the
+ * film turned back: the app passes a {@link Model} that runs its interpreter on a resized
+ * grey film and returns the features output's bytes.
  *
  * <pre>
  * EdgexrayScope scope = EdgexrayScope.fromSidecar(sidecarJsonText);  // null: no statistics
  * // after interpreter.runForMultipleInputsOutputs(...), features = output scope.featureIndex
- * EdgexrayScope.Decision d = scope.decide(argb, w, h, resizedGray, featureBytes,
- *         featureScale, featureZeroPoint);
+ * EdgexrayScope.Decision d = scope.decide(argb, w, h, resizedGray, inputWidth, featureBytes,
+ *         featureScale, featureZeroPoint, gray -> runModelAndGetFeatures(gray));
  * String label = d.inScope ? (probability >= threshold ? "PNEUMONIA" : "NORMAL")
  *         : EdgexrayScope.OUT_OF_SCOPE;
  * </pre>
@@ -30,11 +36,13 @@ import java.util.Map;
 public final class EdgexrayScope {
     public static final String OUT_OF_SCOPE = "OUT_OF_SCOPE";
     public static final String SCHEMA = "edgexray.scope/1";
+    public static final String SUBSPACE_SCHEMA = "edgexray.scope/2";
     /** scope.py's constants: keep them equal (the tests compare the decisions). */
     public static final double FLAT_STD = 10.0;
     public static final int FLAT_LEVELS = 32;
     public static final double COLOUR_LIMIT = 2.5;
     public static final int COLOUR_SAMPLE = 256;
+    public static final double MAX_CUTOFF_PER_ROOT_SIZE = 100.0;
 
     /** Index and size of the model output that holds the pooled features. */
     public final int featureIndex;
@@ -42,6 +50,25 @@ public final class EdgexrayScope {
     public final double cutoff;
     private final double[] mean;
     private final double[][] whitening;
+    /** scope/2: the variance along each row of the whitening matrix; null for scope/1. */
+    private final double[] componentVariances;
+    /** scope/2: the variance of every direction outside those rows; NaN for scope/1. */
+    private final double residualVariance;
+    /** The orientation check's turns (scope.py TURNS names) and margin; none: no check. */
+    private final String[] turns;
+    private final double margin;
+
+    /** scope.py's TURNS: each turn's name and how a film so turned looks. */
+    public static final String[][] TURNS = {
+        {"rot180", "upside down (turned 180 degrees)"},
+        {"vflip", "upside down (flipped top to bottom)"},
+    };
+
+    /** The app's model, asked for the features output of another resized grey film. */
+    public interface Model {
+        /** The int8 bytes of the features output for gray (resized, before equalisation). */
+        byte[] features(byte[] gray);
+    }
 
     /** The guard's answer for one image. */
     public static final class Decision {
@@ -58,8 +85,10 @@ public final class EdgexrayScope {
     }
 
     private EdgexrayScope(Map<String, Object> block) {
-        if (!SCHEMA.equals(block.get("schema"))) {
-            throw new IllegalArgumentException("scope.schema must be " + SCHEMA);
+        boolean subspace = SUBSPACE_SCHEMA.equals(block.get("schema"));
+        if (!subspace && !SCHEMA.equals(block.get("schema"))) {
+            throw new IllegalArgumentException(
+                    "scope.schema must be " + SCHEMA + " or " + SUBSPACE_SCHEMA);
         }
         Map<String, Object> output = object(block.get("feature_output"), "scope.feature_output");
         featureIndex = (int) number(output.get("index"), "scope.feature_output.index");
@@ -77,6 +106,53 @@ public final class EdgexrayScope {
         if (!(cutoff > 0) || Double.isInfinite(cutoff)) {
             throw new IllegalArgumentException("scope.cutoff must be a positive number");
         }
+        if (cutoff > MAX_CUTOFF_PER_ROOT_SIZE * Math.sqrt(featureSize)) {
+            throw new IllegalArgumentException("scope.cutoff is no bound: every film would pass");
+        }
+        if (rank(whitening) < whitening.length) {
+            throw new IllegalArgumentException("scope.whitening is singular");
+        }
+        Object orientation = block.get("orientation");
+        if (orientation == null) {
+            turns = new String[0];
+            margin = 0.0;
+        } else {
+            Map<String, Object> check = object(orientation, "scope.orientation");
+            List<Object> names = list(check.get("turns"), "scope.orientation.turns");
+            turns = new String[names.size()];
+            for (int i = 0; i < turns.length; i++) {
+                turns[i] = String.valueOf(names.get(i));
+                if (looks(turns[i]) == null) {
+                    throw new IllegalArgumentException("unknown turn " + turns[i]);
+                }
+            }
+            margin = number(check.get("margin"), "scope.orientation.margin");
+            if (!(margin >= 0) || Double.isInfinite(margin)) {
+                throw new IllegalArgumentException("scope.orientation.margin must be >= 0");
+            }
+        }
+        if (!subspace) {
+            componentVariances = null;
+            residualVariance = Double.NaN;
+            return;
+        }
+        if (rows.isEmpty() || rows.size() >= featureSize) {
+            throw new IllegalArgumentException(
+                    "scope.whitening must have fewer rows than " + featureSize + " columns");
+        }
+        componentVariances = vector(
+                block.get("component_variances"), rows.size(), "scope.component_variances");
+        for (double variance : componentVariances) {
+            if (!(variance > 0)) {
+                throw new IllegalArgumentException(
+                        "scope.component_variances must be positive numbers");
+            }
+        }
+        residualVariance = number(block.get("residual_variance"), "scope.residual_variance");
+        if (!(residualVariance > 0) || Double.isInfinite(residualVariance)) {
+            throw new IllegalArgumentException(
+                    "scope.residual_variance must be a positive number");
+        }
     }
 
     /**
@@ -92,20 +168,75 @@ public final class EdgexrayScope {
         return block == null ? null : new EdgexrayScope(object(block, "scope"));
     }
 
-    /** Mahalanobis distance |W (f - mean)| of dequantized features. */
+    /**
+     * Mahalanobis distance of dequantized features (scope.py's Statistics.distance): scope/1
+     * |W x| with x = f - mean; scope/2 |z|^2 + (|x|^2 - sum(variance * z^2)) / residual
+     * variance under the root, z = W x, the second term never below 0.
+     */
     public double distance(double[] features) {
         if (features.length != featureSize) {
             throw new IllegalArgumentException("need " + featureSize + " features");
         }
         double sum = 0.0;
-        for (double[] row : whitening) {
+        double alongRows = 0.0;
+        for (int r = 0; r < whitening.length; r++) {
+            double[] row = whitening[r];
             double value = 0.0;
             for (int i = 0; i < featureSize; i++) {
                 value += row[i] * (features[i] - mean[i]);
             }
             sum += value * value;
+            if (componentVariances != null) {
+                alongRows += componentVariances[r] * value * value;
+            }
         }
-        return Math.sqrt(sum);
+        if (componentVariances == null) {
+            return Math.sqrt(sum);
+        }
+        double squares = 0.0;
+        for (int i = 0; i < featureSize; i++) {
+            squares += (features[i] - mean[i]) * (features[i] - mean[i]);
+        }
+        return Math.sqrt(sum + Math.max(squares - alongRows, 0.0) / residualVariance);
+    }
+
+    /** The rank of a matrix by Gaussian elimination with partial pivoting (numpy's
+     * matrix_rank tolerance: the largest pivot times the size times machine epsilon). */
+    static int rank(double[][] matrix) {
+        int rows = matrix.length;
+        int columns = rows == 0 ? 0 : matrix[0].length;
+        double[][] m = new double[rows][];
+        double largest = 0.0;
+        for (int r = 0; r < rows; r++) {
+            m[r] = matrix[r].clone();
+            for (double v : m[r]) {
+                largest = Math.max(largest, Math.abs(v));
+            }
+        }
+        double tolerance = largest * Math.max(rows, columns) * Math.ulp(1.0);
+        int rank = 0;
+        for (int c = 0; c < columns && rank < rows; c++) {
+            int pivot = rank;
+            for (int r = rank + 1; r < rows; r++) {
+                if (Math.abs(m[r][c]) > Math.abs(m[pivot][c])) {
+                    pivot = r;
+                }
+            }
+            if (!(Math.abs(m[pivot][c]) > tolerance)) {
+                continue;
+            }
+            double[] swap = m[pivot];
+            m[pivot] = m[rank];
+            m[rank] = swap;
+            for (int r = rank + 1; r < rows; r++) {
+                double factor = m[r][c] / m[rank][c];
+                for (int k = c; k < columns; k++) {
+                    m[r][k] -= factor * m[rank][k];
+                }
+            }
+            rank++;
+        }
+        return rank;
     }
 
     /** The int8 features tensor's bytes, dequantized: (q - zeroPoint) * scale. */
@@ -191,6 +322,18 @@ public final class EdgexrayScope {
      */
     public Decision decide(int[] argb, int width, int height, byte[] gray, byte[] features,
             float featureScale, int featureZeroPoint) {
+        return decide(argb, width, height, gray, 0, features, featureScale, featureZeroPoint,
+                null);
+    }
+
+    /**
+     * The decision for one image, the orientation check included when the block has one.
+     *
+     * @param grayWidth the width of gray (the model input's)
+     * @param model the app's model, for the film turned back; null skips that check
+     */
+    public Decision decide(int[] argb, int width, int height, byte[] gray, int grayWidth,
+            byte[] features, float featureScale, int featureZeroPoint, Model model) {
         double measured = distance(dequantize(features, featureScale, featureZeroPoint));
         String reason = cheapReason(argb, width, height, gray);
         if (reason != null) {
@@ -201,7 +344,41 @@ public final class EdgexrayScope {
                     "unlike the training films (feature distance %.1f > cut-off %.1f)",
                     measured, cutoff), measured);
         }
+        for (int t = 0; model != null && t < turns.length; t++) {
+            byte[] turned = turn(turns[t], gray, grayWidth);
+            double back = distance(dequantize(model.features(turned), featureScale,
+                    featureZeroPoint));
+            if (back <= cutoff && back < measured - margin) {
+                return new Decision(false, String.format(Locale.ROOT,
+                        "looks %s: turned back it is like the training films (feature distance"
+                        + " %.1f against %.1f); turn the film upright and send it again",
+                        looks(turns[t]), back, measured), measured);
+            }
+        }
         return new Decision(true, "in scope", measured);
+    }
+
+    private static String looks(String turn) {
+        for (String[] known : TURNS) {
+            if (known[0].equals(turn)) {
+                return known[1];
+            }
+        }
+        return null;
+    }
+
+    /** A row-major grey film turned (scope.py TURNS): rot180 reverses it, vflip its rows. */
+    public static byte[] turn(String name, byte[] gray, int width) {
+        byte[] out = new byte[gray.length];
+        int rows = gray.length / width;
+        for (int r = 0; r < rows; r++) {
+            for (int c = 0; c < width; c++) {
+                int from = "rot180".equals(name) ? (rows - 1 - r) * width + (width - 1 - c)
+                        : (rows - 1 - r) * width + c;
+                out[r * width + c] = gray[from];
+            }
+        }
+        return out;
     }
 
     /** The colour and flat checks, which need no statistics (a model without a scope block

@@ -227,11 +227,20 @@ def test_explain_command_refuses_a_bad_grid_in_one_line(tmp_path, lesion_model, 
 
 
 def test_the_grid_help_names_the_default_grid():
-    default = f"default {explain.DEFAULT_GRID.patch}/{explain.DEFAULT_GRID.stride}"
-    passes = f"{explain.DEFAULT_GRID.passes(128, 128)} model runs"
+    grid = explain.default_grid(128, 128)  # the reference model's input
+    passes = f"{grid.passes(128, 128)} model runs"
     for helps in (runner.invoke(app, ["explain", "--help"]).output, infer_help()):
         flat = " ".join(helps.split())
-        assert default in flat and passes in flat
+        assert f"{grid.patch}/{grid.stride}" in flat and passes in flat
+    large = explain.default_grid(224, 224)
+    assert f"{large.patch}/{large.stride} for 224 px" in " ".join(infer_help().split())
+
+
+def test_default_grid_is_a_share_of_the_input():
+    assert explain.default_grid(128, 128) == explain.Grid(32, 24)  # as before it scaled
+    assert explain.default_grid(224, 224) == explain.Grid(56, 42)
+    for side in (96, 128, 160, 224, 256):  # any multiple of 16: 5 x 5 positions
+        assert explain.default_grid(side, side).passes(side, side) == 26
 
 
 def infer_help() -> str:

@@ -16,8 +16,11 @@ import java.util.Locale;
  * <p>args: the sidecar (JSON), the manifest, the output file. Each manifest line
  * (tab-separated): pixels file (little-endian int32 ARGB as stored), width, height, EXIF
  * orientation, output height, output width, features file (the model's int8 features
- * bytes for this image), features scale, features zero point. Each output line: in scope
- * (true/false), distance (%.17g), reason.
+ * bytes for this image), features scale, features zero point, and a folder holding, for
+ * each turn of EdgexrayScope.TURNS, NAME.gray (the resized film so turned, as Python turns
+ * it) and NAME.features (the model's features bytes for it). The Model given to decide
+ * answers a turned film with the features whose .gray it equals, and fails on any other
+ * film. Each output line: in scope (true/false), distance (%.17g), reason.
  */
 public final class ScopeBatch {
     public static void main(String[] args) throws IOException {
@@ -36,8 +39,23 @@ public final class ScopeBatch {
             byte[] resized = EdgexrayPreprocess.resize(
                     gray, Integer.parseInt(f[4]), Integer.parseInt(f[5])).pixels;
             byte[] features = Files.readAllBytes(Paths.get(f[6]));
-            EdgexrayScope.Decision d = scope.decide(argb, width, height, resized, features,
-                    (float) Double.parseDouble(f[7]), Integer.parseInt(f[8]));
+            final String turned = f[9];
+            EdgexrayScope.Model model = film -> {
+                for (String[] turn : EdgexrayScope.TURNS) {
+                    try {
+                        byte[] expected = Files.readAllBytes(Paths.get(turned, turn[0] + ".gray"));
+                        if (java.util.Arrays.equals(expected, film)) {
+                            return Files.readAllBytes(Paths.get(turned, turn[0] + ".features"));
+                        }
+                    } catch (IOException e) {
+                        throw new IllegalStateException(e);
+                    }
+                }
+                throw new IllegalStateException("asked about a film no turn makes");
+            };
+            EdgexrayScope.Decision d = scope.decide(argb, width, height, resized,
+                    Integer.parseInt(f[5]), features, (float) Double.parseDouble(f[7]),
+                    Integer.parseInt(f[8]), model);
             out.add(d.inScope + "\t" + String.format(Locale.ROOT, "%.17g", d.distance) + "\t"
                     + d.reason);
         }

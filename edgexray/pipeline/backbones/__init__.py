@@ -1,0 +1,1 @@
+"""Pretrained backbones: architectures whose ImageNet weights come from a package."""
