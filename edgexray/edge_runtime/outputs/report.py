@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import html
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,6 +212,17 @@ def threshold_origin(sidecar: dict) -> str:
     )
 
 
+def shown(value) -> str:
+    """Text as the report shows it: HTML-escaped, with invisible format and control
+    characters written out (U+202E shown as <U+202E>). A right-to-left override in a file
+    or patient name would otherwise make it read as another name."""
+    text = "".join(
+        f"<U+{ord(c):04X}>" if unicodedata.category(c) in ("Cf", "Cc") else c
+        for c in str(value)
+    )
+    return html.escape(text)
+
+
 def _data_uri(jpeg: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
@@ -246,7 +258,7 @@ def _age(value: str) -> str:
 
 def study_title(study: Study, rank: int) -> str:
     """The study's heading: the patient, then the study, from its first film's record."""
-    record, e = study.record, html.escape
+    record, e = study.record, shown
     if study_key(record)[0] == "file":
         return f"<h3>{rank}. {e(str(record['path']))}</h3>"
     who = []
@@ -278,11 +290,11 @@ def study_title(study: Study, rank: int) -> str:
 def film_title(record: dict, rank: int) -> str:
     """A film's heading inside its study: what view of what it is."""
     view = " ".join(str(record[k]) for k in ("view", "body_part") if record.get(k))
-    return f"<h4>{rank}. {html.escape(view or 'film')}</h4>"
+    return f"<h4>{rank}. {shown(view or 'film')}</h4>"
 
 
 def _card(rank: int, entry: Entry, positive: str, title: str) -> str:
-    record, e = entry.record, html.escape
+    record, e = entry.record, shown
     why = no_answer(record)
     lines = [f'<section class="film{" flagged" if why else ""}">']
     if title:
@@ -338,7 +350,7 @@ def _study(rank: int, study: Study, positive: str) -> tuple[str, int]:
 
 
 def _rows(pairs) -> str:
-    e = html.escape
+    e = shown
     return "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in pairs)
 
 
@@ -389,12 +401,13 @@ figcaption{font-size:85%;color:#444}img{max-width:360px;height:auto;display:bloc
 .study{border-top:2px solid #666;margin-top:1em}.study-line{margin:.2em 0;color:#333}
 .film h4{margin:.4em 0}.note{color:#555;font-style:italic}.study>h3+.film{border-top:none}
 .scale{height:12px;width:360px;border:1px solid #888}
+h3,h4,p,td,li{overflow-wrap:anywhere}
 """
 
 
 def render(entries, sidecar: dict, model_path: str | Path, legend: str = "") -> str:
     """The report as one HTML string (see the module docstring for what it holds)."""
-    e = html.escape
+    e = shown
     positive = str(sidecar["labels"][1])
     groups = sections(entries)
     count = sum(len(study.entries) for _, members in groups for study in members)
