@@ -88,7 +88,7 @@ def run(
         raise InferenceError(f"no images found in {', '.join(map(str, inputs))}")
     if check_scope and classifier.scope is None:
         print(
-            f"warning: {Path(model_path).name} has {scope.NO_STATISTICS}: films it was not "
+            f"warning: {Path(model_path).name}: {scope.NO_STATISTICS}; films it was not "
             "trained on are not caught (records say in_scope null)",
             file=sys.stderr,
         )
