@@ -65,11 +65,8 @@ def on_page_markdown(markdown: str, page, config, files: Files) -> str:
             return match.group(0)
         in_repository = _repository_path(src_uri, target, in_docs=True)
         if in_repository.startswith("docs/"):
-            site_path = in_repository.removeprefix("docs/")
-            if (
-                files.get_file_from_path(site_path)
-                and files.get_file_from_path(site_path).generated_by
-            ):
+            in_site = files.get_file_from_path(in_repository.removeprefix("docs/"))
+            if in_site is not None and in_site.generated_by:
                 # Resolves in the site only: on GitHub docs/benchmarks/ does not exist.
                 log.warning(f"{src_uri}: link '{target}' works in the site only: write ../")
             return match.group(0)

@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +38,7 @@ FENCE = re.compile(r"^```console[ \t]*\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
 HEREDOC = re.compile(r"<<-?[ \t]*(['\"]?)(?P<word>\w+)\1")
 ANY_LINES, ANY_TEXT = "...", "<...>"
 EXIT = re.compile(r"^\[exit (\d+)\]$")
-TIMEOUT = 600
+TIMEOUT = 120  # seconds for one example; all of them take about a minute
 
 
 @dataclass
@@ -106,6 +109,13 @@ def matches(expected: list[str], actual: list[str]) -> bool:
 MARK = "@@edgexray-example-step-done@@"
 
 
+def _kill_session(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def session(example: Example, folder: Path) -> list[tuple[str, int]]:
     """Run the example's commands in one bash session in `folder`, in order; each one's
     output (stdout and stderr together) and exit code, read back between markers."""
@@ -119,17 +129,35 @@ def session(example: Example, folder: Path) -> list[tuple[str, int]]:
     script = "".join(
         f'{{ {step.command}\n}} 2>&1 < /dev/null; echo "{MARK} $?"\n' for step in example.steps
     )
-    result = subprocess.run(
+    # A session of its own, read up to the last step's marker and then killed whole: a
+    # command left running in the background cannot outlive its example, nor hold it up
+    # by keeping the pipe open; one that hangs is killed after TIMEOUT.
+    process = subprocess.Popen(
         ["bash", "-c", script],
         cwd=folder,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        timeout=TIMEOUT,
+        start_new_session=True,
     )
+    timer = threading.Timer(TIMEOUT, _kill_session, (process,))
+    timer.start()
+    lines, done = [], 0
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            done += line.count(MARK)
+            if done == len(example.steps):
+                break
+    finally:
+        timer.cancel()
+        _kill_session(process)
+        process.stdout.close()
+        process.wait()
+    stdout = "".join(lines)
     # stdout: out_1 MARK code_1 \n out_2 MARK code_2 \n ... MARK code_n \n
-    parts = result.stdout.split(MARK)
+    parts = stdout.split(MARK)
     texts, codes = [parts[0]], []
     for part in parts[1:]:
         code, _, rest = part.partition("\n")
@@ -181,3 +209,10 @@ def test_placeholders_match_only_what_they_stand_for():
     ]
     steps = parse("$ python - <<'EOF'\nprint(1)\nEOF\n1\n")
     assert [(s.command, s.expected) for s in steps] == [("python - <<'EOF'\nprint(1)\nEOF", ["1"])]
+
+
+def test_a_command_left_in_the_background_ends_with_its_example(tmp_path):
+    example = Example(REPO / "README.md", 0, parse("$ sleep 60 &\n$ echo done\ndone\n"))
+    started = time.monotonic()
+    run(example, tmp_path)
+    assert time.monotonic() - started < 10
