@@ -182,8 +182,8 @@ def run(example: Example, folder: Path) -> None:
             f"{example.name}: `{step.command}` exited {code}, the docs say {step.exit_code}\n"
             + text
         )
-        assert matches(expected, actual), f"{example.name}: `{step.command}` printed\n" + "\n".join(
-            actual
+        assert matches(expected, actual), "\n".join(
+            [f"{example.name}: `{step.command}` printed", *actual, "where the docs show", *expected]
         )
 
 
