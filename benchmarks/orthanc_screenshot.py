@@ -9,7 +9,7 @@ the X-ray unit would) and to the node, waits for the report and the heatmap in t
 film's study, then photographs Orthanc Explorer: the study's page (the film, the report
 and the heatmap as three series) and Orthanc's own rendering of the heatmap. Writes
 OUT/orthanc-study.png and OUT/orthanc-heatmap.png, and prints each command with its output
-(the README's node section shows them). Needs orthanc, dcmtk, chromium and the node extra.
+(docs/node.md shows them). Needs orthanc, dcmtk, chromium and the node extra.
 """
 
 from __future__ import annotations

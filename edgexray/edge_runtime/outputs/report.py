@@ -217,8 +217,7 @@ def shown(value) -> str:
     characters written out (U+202E shown as <U+202E>). A right-to-left override in a file
     or patient name would otherwise make it read as another name."""
     text = "".join(
-        f"<U+{ord(c):04X}>" if unicodedata.category(c) in ("Cf", "Cc") else c
-        for c in str(value)
+        f"<U+{ord(c):04X}>" if unicodedata.category(c) in ("Cf", "Cc") else c for c in str(value)
     )
     return html.escape(text)
 
