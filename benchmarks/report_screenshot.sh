@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The batch report as a clinician's browser shows it: `edgexray predict --report` on three
 # test/ films and one unreadable file, rendered by headless Chromium to docs/report.png
-# (README "Heatmaps and the report").
+# (docs/heatmaps.md).
 #
 #   benchmarks/report_screenshot.sh [DATA]     # DATA defaults to ../shared/data/chest_xray
 #

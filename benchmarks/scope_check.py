@@ -36,7 +36,7 @@ from edgexray.pipeline import data, scope  # noqa: E402
 from edgexray.pipeline.train import TrainConfig  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "chest_xray"
-# The recorded run's split (README "Results", MODEL_CARD.md): a regenerated split that
+# The recorded run's split (docs/results.md, MODEL_CARD.md): a regenerated split that
 # does not give these counts is not the one the model was trained on.
 RECORDED = {
     "train": {"images": 4433, "patients": 2427},

@@ -183,10 +183,11 @@ class Pacs:
 
     def start(self) -> Pacs:
         from pynetdicom import AE, evt
-        from pynetdicom.sop_class import ComprehensiveSRStorage
+        from pynetdicom.sop_class import ComprehensiveSRStorage, SecondaryCaptureImageStorage
 
         ae = AE(ae_title=self.AE_TITLE)
         ae.add_supported_context(ComprehensiveSRStorage)
+        ae.add_supported_context(SecondaryCaptureImageStorage)
         self._server = ae.start_server(
             ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)]
         )
@@ -204,13 +205,41 @@ class Pacs:
             self._server.shutdown()
             self._server = None
 
-    def by_source(self) -> dict[str, list]:
-        """Received reports by the SOP Instance UID of the film each references."""
+    def by_source(self, sop_class: str = "1.2.840.10008.5.1.4.1.1.88.33") -> dict[str, list]:
+        """Received objects of sop_class (reports by default) by the SOP Instance UID of
+        the film each references."""
         found: dict[str, list] = {}
         with self._lock:
-            for report in self.received:
-                evidence = report.CurrentRequestedProcedureEvidenceSequence[0]
-                series = evidence.ReferencedSeriesSequence[0]
-                uid = series.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
-                found.setdefault(str(uid), []).append(report)
+            for received in self.received:
+                if received.SOPClassUID == sop_class:
+                    found.setdefault(source_of(received), []).append(received)
         return found
+
+
+def source_of(result) -> str:
+    """The SOP Instance UID of the film a report or a heatmap refers to."""
+    if "CurrentRequestedProcedureEvidenceSequence" in result:
+        evidence = result.CurrentRequestedProcedureEvidenceSequence[0]
+        uid = evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+        return str(uid.ReferencedSOPInstanceUID)
+    return str(result.SourceImageSequence[0].ReferencedSOPInstanceUID)
+
+
+def report_values(report) -> dict:
+    """The content of a TID 1500 report by concept meaning: a code's meaning, a number, or
+    for repeated text items (comments, algorithm parameters) the list of texts."""
+    values: dict = {}
+
+    def walk(items):
+        for item in items:
+            name = str(item.ConceptNameCodeSequence[0].CodeMeaning)
+            if item.ValueType == "CODE":
+                values[name] = str(item.ConceptCodeSequence[0].CodeMeaning)
+            elif item.ValueType == "NUM":
+                values[name] = float(item.MeasuredValueSequence[0].NumericValue)
+            elif item.ValueType == "TEXT":
+                values.setdefault(name, []).append(str(item.TextValue))
+            walk(item.get("ContentSequence", []))
+
+    walk(report.ContentSequence)
+    return values

@@ -21,7 +21,7 @@ HOST_FLOORS = (
     ("edgexray.run",),
     ("edgexray.cli",),
 )
-# The device side's floors (edgexray/edge_runtime, README "Architecture").
+# The device side's floors (edgexray/edge_runtime, docs/architecture.md).
 EDGE = "edgexray.edge_runtime"
 EDGE_FLOORS = (
     ("errors", "options", "scope", "metadata"),

@@ -30,6 +30,7 @@ from . import (
     quantize,
     run,
     serve,
+    to_dicom,
     train,
     verify,
 )
@@ -49,6 +50,7 @@ COMMANDS = (
     ("predict", predict),
     ("explain", explain),
     ("serve", serve),
+    ("to-dicom", to_dicom),
     ("models", models),
     ("inspect", inspect),
 )

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .common import fail, model_or_shipped, run_edge, user_errors
-from .options import Grid, Model, Report, Threads
+from .options import Deidentify, Grid, Model, Report, Threads
 
 
 @user_errors
@@ -21,6 +21,7 @@ def command(
     model: Model = None,
     threads: Threads = None,
     report: Report = None,
+    deidentify: Deidentify = None,
     grid: Grid = None,
 ):
     """Where the deployed model looked: an occlusion heatmap per film, from the .tflite itself.
@@ -34,5 +35,14 @@ def command(
     if not films:
         raise fail("give image files or folders")
     raise typer.Exit(
-        run_edge(model, films, "jsonl", threads, explain_dir=out, report_path=report, grid=grid)
+        run_edge(
+            model,
+            films,
+            "jsonl",
+            threads,
+            explain_dir=out,
+            report_path=report,
+            grid=grid,
+            deidentify_key=deidentify,
+        )
     )

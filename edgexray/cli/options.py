@@ -131,4 +131,12 @@ Report = Annotated[
 Grid = Annotated[
     str | None, typer.Option(metavar="PATCH/STRIDE", help=f"Occlusion grid {grid_help()}.")
 ]
+DEIDENTIFY_HELP = (
+    "Write records, heatmap names and the report without identifying data, for sharing: "
+    "patient and accession numbers and UIDs as keyed hashes (HMAC with the key in this "
+    "file), names and dates dropped, ages in years."
+)
+Deidentify = Annotated[
+    Path | None, typer.Option("--deidentify", help=DEIDENTIFY_HELP, metavar="KEY_FILE")
+]
 RunDir = Annotated[Path, typer.Argument(help="Run directory written by `edgexray train`.")]

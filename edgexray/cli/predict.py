@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import typer
 
 from .common import model_or_shipped, run_edge, user_errors
-from .options import Model, Report, Threads
+from .options import Deidentify, Model, Report, Threads
 
 
 @user_errors
@@ -23,6 +23,7 @@ def command(
     ] = "jsonl",
     threads: Threads = None,
     report: Report = None,
+    deidentify: Deidentify = None,
     no_scope_check: Annotated[
         bool,
         typer.Option(
@@ -44,5 +45,6 @@ def command(
         threads,
         report_path=report,
         check_scope=not no_scope_check,
+        deidentify_key=deidentify,
     )
     raise typer.Exit(code)

@@ -22,7 +22,8 @@ NODE_OPTIONS = tuple(f.name for f in options_of(NodeConfig) if f.name != "model"
 def command(model: Model = None, **settings):
     """Run the DICOM node: a Storage SCP that classifies each film it receives and appends
     its record to STATE/results.jsonl (and sends a Structured Report to --pacs)."""
-    from edgexray.edge_runtime.node.server import quiet_libraries, serve
+    from edgexray.edge_runtime.node.logs import quiet_libraries
+    from edgexray.edge_runtime.node.server import serve
 
     # A service's log: every line with its time.
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", force=True)

@@ -17,6 +17,7 @@ from .errors import InferenceError
 from .explain import Grid, input_grid, occlusion_map, parse_grid
 from .interpreter import check_threads
 from .outputs import Sink
+from .outputs.deidentify import Deidentify, load_key
 from .outputs.heatmaps import Heatmaps
 from .outputs.records import FORMATS, Records, emit
 from .outputs.report import Report, check_writable
@@ -47,13 +48,16 @@ def run(
     report_path: str | Path | None = None,
     check_scope: bool = True,
     grid: str | None = None,
+    deidentify_key: str | Path | None = None,
 ) -> int:
     """Classify every image in inputs (files or folders), one record per image on stream.
 
     With explain_dir, each readable film's heatmap (overlay PNG and map .npy) is written
     there and its record carries their paths; with report_path, one HTML report of the
     batch is written there at the end; grid ("PATCH/STRIDE") replaces their default
-    occlusion grid. A model without scope statistics gets one warning line on stderr: its
+    occlusion grid. With deidentify_key (a file holding the site's secret key), every
+    output is fit for sharing: no names or dates, IDs as keyed hashes (outputs/deidentify.py).
+    A model without scope statistics gets one warning line on stderr: its
     records say in_scope null, and nothing catches a film it cannot read
     (check_scope=False: not checked at all).
 
@@ -73,6 +77,7 @@ def run(
     chosen = parse_grid(grid) if grid else None
     if report_path is not None:
         check_writable(report_path)
+    key = load_key(deidentify_key) if deidentify_key is not None else None
     classifier = Classifier(model_path, threads, check_scope)
     spec = classifier.sidecar["input"]
     occlusion = chosen or input_grid(spec)
@@ -83,7 +88,7 @@ def run(
         raise InferenceError(f"no images found in {', '.join(map(str, inputs))}")
     if check_scope and classifier.scope is None:
         print(
-            f"warning: {Path(model_path).name} has {scope.NO_STATISTICS}: films it was not "
+            f"warning: {Path(model_path).name}: {scope.NO_STATISTICS}; films it was not "
             "trained on are not caught (records say in_scope null)",
             file=sys.stderr,
         )
@@ -93,6 +98,8 @@ def run(
         sinks.insert(0, Heatmaps(explain_dir, classifier.threshold))
     if report_path is not None:
         sinks.append(Report(report_path, classifier.sidecar, model_path, occlusion))
+    if key is not None:  # before every other: none of them sees the identity
+        sinks.insert(0, Deidentify(key))
     classify_all(classifier, paths, sinks, occlusion)
     return records.exit_code()
 

@@ -21,6 +21,7 @@ from .interpreter import (
     to_probability,
 )
 from .preprocess import equalize, fit, normalize, quality_warning, resized_grayscale
+from .readers.identity import identity
 from .sidecar import load_sidecar
 
 
@@ -160,8 +161,10 @@ class Classifier:
         return self.features()
 
     def classify(self, film, name: str | None = None) -> dict:
-        """One record: path, probability, label, threshold, latency_ms, rendering,
-        in_scope, scope_reason (and scope_distance when measured); or path and error.
+        """One record: path, the film's identity when it has one (readers.identity:
+        patient, study and UIDs of a DICOM film), probability, label, threshold,
+        latency_ms, rendering, in_scope, scope_reason (and scope_distance when measured);
+        or path and error.
 
         film is a file's path, or a film held in memory: a numpy array (2-D grey levels,
         8 or 16 bits, or height x width x 3 colour), a PIL image or a pydicom Dataset
@@ -193,6 +196,7 @@ class Classifier:
         label = self.labels[1] if probability >= self.threshold else self.labels[0]
         record = {
             "path": clean_text(shown),
+            **{k: clean_text(v) for k, v in identity(info.get("tags")).items()},
             "probability": probability,
             "label": scope.OUT_OF_SCOPE if decision.in_scope is False else label,
             "threshold": self.threshold,

@@ -4,9 +4,10 @@ Pillow and LiteRT.
 
     python infer.py --model model.tflite IMAGE_OR_DIR [...] [--format jsonl|csv]
         [--threads N] [--explain DIR] [--report FILE] [--grid PATCH/STRIDE]
-        [--no-scope-check]
+        [--no-scope-check] [--deidentify KEY_FILE]
     python infer.py --list-images IMAGE_OR_DIR [...]
     python infer.py serve --state DIR --allow-ae AE_TITLE [...]   (the DICOM node)
+    python infer.py to-dicom PICTURE.jpeg FILM.dcm [...]          (a test film for it)
 
 Exit codes: errors.py.
 """
@@ -111,6 +112,15 @@ def classify_parser(prog: str) -> OneLineParser:
         "most suspicious films first, with heatmaps",
     )
     parser.add_argument(
+        "--deidentify",
+        type=Path,
+        default=None,
+        metavar="KEY_FILE",
+        help="write records, heatmap names and the report without identifying data, for "
+        "sharing: patient and accession numbers and UIDs as keyed hashes (HMAC with the "
+        "key in KEY_FILE), names and dates dropped, ages in years",
+    )
+    parser.add_argument(
         "--no-scope-check",
         action="store_true",
         help="label every film, even one the out-of-scope guard would refuse "
@@ -130,6 +140,8 @@ def main(argv=None) -> int:
     prog = Path(sys.argv[0]).name if argv is None else "infer.py"
     if arguments[:1] == ["serve"]:  # the DICOM node; a film named serve is ./serve
         return serve_main(arguments[1:], f"{prog} serve", default_model())
+    if arguments[:1] == ["to-dicom"]:  # a first film for the node
+        return to_dicom_main(arguments[1:], f"{prog} to-dicom")
     try:
         args = classify_parser(prog).parse_args(arguments)
     except SystemExit as stop:  # --help, or a usage error already printed on one line
@@ -150,6 +162,7 @@ def main(argv=None) -> int:
             report_path=args.report,
             check_scope=not args.no_scope_check,
             grid=args.grid,
+            deidentify_key=args.deidentify,
         )
     except OutputError as err:
         silence_stdout()
@@ -164,24 +177,18 @@ def main(argv=None) -> int:
         return 1
 
 
-# --- serve: the DICOM node, its options read from NodeConfig's fields -------------------
+# --- serve and to-dicom: their options read from their settings' fields ------------------
 
 
-def serve_parser(prog: str, default_model: Path | None) -> OneLineParser:
-    from .node.config import NodeConfig
-
-    parser = OneLineParser(
-        prog=prog,
-        description="Run a DICOM Storage SCP that classifies each film it receives and "
-        "appends its record to STATE/results.jsonl (and sends a Structured Report to --pacs).",
-    )
-    kinds = typing.get_type_hints(NodeConfig)
-    for field in options_of(NodeConfig):
-        facts, default = field.metadata, field.default
-        if field.name == "model":
-            default = default_model
+def add_settings(parser: OneLineParser, settings_class, defaults: dict | None = None) -> None:
+    """An option for each field of settings_class made with `options.option`."""
+    kinds = typing.get_type_hints(settings_class)
+    defaults = defaults or {}
+    for field in options_of(settings_class):
+        facts = field.metadata
+        default = defaults.get(field.name, field.default)
         help_text = facts["help"]
-        if default not in (None, (), False, MISSING) and field.name != "model":
+        if default not in (None, (), False, MISSING) and field.name not in defaults:
             help_text += f" (default: {default})"
         kwargs = {"help": help_text, "dest": field.name}
         if facts.get("metavar"):
@@ -195,8 +202,53 @@ def serve_parser(prog: str, default_model: Path | None) -> OneLineParser:
             kwargs.update(
                 type=facts.get("parse") or _plain_type(kinds[field.name]), default=default
             )
+            if facts.get("choices"):
+                kwargs["choices"] = facts["choices"]
         parser.add_argument(flag_of(field), required=bool(facts.get("required")), **kwargs)
+
+
+def serve_parser(prog: str, default_model: Path | None) -> OneLineParser:
+    from .node.config import NodeConfig
+
+    parser = OneLineParser(
+        prog=prog,
+        description="Run a DICOM Storage SCP that classifies each film it receives and "
+        "appends its record to STATE/results.jsonl (and sends its results to --pacs: a "
+        "Structured Report, and with --explain a heatmap).",
+    )
+    add_settings(parser, NodeConfig, {"model": default_model})
     return parser
+
+
+def to_dicom_main(argv, prog: str = "infer.py to-dicom") -> int:
+    """`infer.py to-dicom PICTURE OUT`: a DICOM test film from a JPEG or PNG, for a first
+    push to the node with plain storescu; return the exit code instead of exiting."""
+    from .node.films import SyntheticFilm, write_test_film
+
+    parser = OneLineParser(
+        prog=prog,
+        description="Write a DICOM film (Secondary Capture, MONOCHROME2, uncompressed, a "
+        "synthetic patient) from a JPEG or PNG, for a first push to the node with storescu.",
+    )
+    parser.add_argument("picture", type=Path, help="a JPEG or PNG film")
+    parser.add_argument("out", type=Path, help="the DICOM file to write (a new file)")
+    add_settings(parser, SyntheticFilm)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else EXIT_OK
+    settings = {k: v for k, v in vars(args).items() if k not in ("picture", "out")}
+    try:
+        written = write_test_film(args.picture, args.out, SyntheticFilm(**settings))
+    except ImportError as err:
+        return fail(f"to-dicom needs pydicom ({err.name}): the node's requirements")
+    except (InferenceError, OSError) as err:
+        return fail(str(err))
+    print(
+        f"{written['path']}: {written['columns']}x{written['rows']} MONOCHROME2 film, "
+        f"patient {written['patient_id']}, SOP instance {written['sop_instance_uid']}"
+    )
+    return EXIT_OK
 
 
 def _plain_type(kind):
@@ -217,7 +269,8 @@ def serve_main(argv, prog: str = "infer.py serve", default_model: Path | None = 
         return fail(str(err))
     try:
         from .node.config import NodeConfig
-        from .node.server import quiet_libraries, serve
+        from .node.logs import quiet_libraries
+        from .node.server import serve
     except ImportError as err:
         return fail(f"serve needs the edge_runtime package whole ({err})")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

@@ -172,3 +172,19 @@ def test_watch_unit_is_sandboxed(tiny_tflite, tmp_path):
     result = run([analyze, "security", "--offline=yes", str(instance)])
     score = float(result.stdout.rsplit("exposure level for", 1)[1].split(":")[1].split()[0])
     assert score <= 1.0, result.stdout[-500:]  # the unit without sandboxing scored 9.2
+
+
+def test_watch_folder_results_are_the_users_alone_whatever_the_umask(pi, tmp_path):
+    import stat
+
+    drop_films(pi / "inbox", 1)
+    results = pi / "results.jsonl"
+    previous = os.umask(0)
+    try:
+        watched = watch_once(pi, results, tmp_path)
+    finally:
+        os.umask(previous)
+    assert watched.returncode == 0, watched.stderr
+    assert stat.S_IMODE(results.stat().st_mode) == 0o600
+    batch = next((pi / "done").iterdir())
+    assert stat.S_IMODE(batch.stat().st_mode) == 0o700

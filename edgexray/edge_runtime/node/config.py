@@ -88,14 +88,25 @@ class NodeConfig:
     tls_ca: Path | None = option(None, "require client certificates signed by this CA (PEM)")
     pacs: Destination | None = option(
         None,
-        "send a Structured Report per film there",
+        "send each film's result there: a Structured Report (TID 1500)",
         metavar="AE@HOST:PORT",
         parse=Destination.parse,
+    )
+    explain: bool = option(
+        False,
+        "also send each answered film's heatmap to --pacs: a Secondary Capture in its own "
+        "series of the film's study (about 26 model runs a film)",
     )
     retry_initial: float = option(
         5.0, "seconds before the first retry to reach the PACS (doubling)"
     )
     retry_max: float = option(300.0, "longest wait between retries to reach the PACS")
+    keep_days: float | None = option(
+        None, "delete kept films, their pages and records after this many days (default: keep)"
+    )
+    keep_mb: float | None = option(
+        None, "delete the oldest kept films (and their pages and records) beyond this many MB"
+    )
     threads: int | None = option(None, "interpreter threads (default: the runtime's choice)")
     reports: bool = option(False, "also write each film's HTML report in STATE/reports")
     networks: tuple = field(init=False, repr=False, compare=False)
@@ -119,6 +130,9 @@ class NodeConfig:
             "--retry-initial": self.retry_initial,
             "--retry-max": self.retry_max,
         }
+        for flag, value in (("--keep-days", self.keep_days), ("--keep-mb", self.keep_mb)):
+            if value is not None:
+                limits[flag] = value
         # inf passes "> 0" and then breaks timers and sizes: limits are finite numbers.
         bad = [flag for flag, value in limits.items() if not (math.isfinite(value) and value > 0)]
         if bad:
@@ -128,6 +142,8 @@ class NodeConfig:
                 f"--retry-initial {self.retry_initial:g} is longer than --retry-max "
                 f"{self.retry_max:g}: the first wait must not exceed the longest"
             )
+        if self.explain and self.pacs is None:
+            raise InferenceError("--explain sends heatmaps to the PACS: give --pacs too")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise InferenceError("TLS needs both --tls-cert and --tls-key")
         if self.tls_ca is not None and self.tls_cert is None:

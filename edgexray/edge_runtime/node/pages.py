@@ -9,6 +9,7 @@ from pathlib import Path
 from ..explain import input_grid, legend_html
 from ..outputs.files import PRIVATE, write_atomic
 from ..outputs.report import entry, render
+from .spool import private_folder
 
 log = logging.getLogger("edgexray.node")
 
@@ -29,7 +30,7 @@ class ReportPages:
         # Named by the film's UID: a film classified again after a crash rewrites its page.
         path = self.folder / f"{record['sop_instance_uid']}.html"
         try:
-            self.folder.mkdir(exist_ok=True)
+            private_folder(self.folder)
             page = entry(film, explanation, float(self.sidecar["threshold"]))
             legend = legend_html(input_grid(self.sidecar["input"]))  # the worker's default grid
             html = render([page], self.sidecar, self.model_path, legend)

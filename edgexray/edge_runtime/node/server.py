@@ -5,8 +5,10 @@ port) and pushes films by C-STORE. The node is three parts and a folder:
 
     network.py  the Storage SCP: associations checked and bounded, films stored durably
     worker.py   one thread: classify each stored film, hand it to the sinks, record it
-    outbox.py   with --pacs: the Structured Report of each film, sent to the PACS
+    outbox.py   with --pacs: each film's Structured Report (sr.py) and, with --explain,
+                its heatmap (heatmap.py), built and sent to the PACS by threads of their own
     spool.py    the state folder: the durable queue (incoming/), results.jsonl, ...
+    retention.py  with --keep-days / --keep-mb: old films, pages and records deleted
 
 incoming/ is the durable queue: a film stored but not yet classified when the node stops
 (or is killed) is classified at the next start, and the SOP Instance UID names the file,
@@ -28,37 +30,13 @@ from ..errors import EXIT_OK, InferenceError
 from .config import NodeConfig
 from .network import StorageService
 from .pages import ReportPages
+from .retention import Retention, prune
 from .spool import OUTBOX, REPORTS, NodeState
 from .worker import Worker
 
 log = logging.getLogger("edgexray.node")
 
 NODE_EXTRA = 'pip install "edgexray[node]" (on a device: the node line of requirements.txt)'
-
-
-class _OneLine(logging.Filter):
-    """A library's log record without its traceback: a junk connection (a port scan, a
-    reset, garbage bytes) is one line in the node's log, not twenty."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.split(".")[0] in LIBRARIES:
-            record.exc_info = record.exc_text = None
-        return True
-
-
-LIBRARIES = ("pynetdicom", "highdicom")
-
-
-def quiet_libraries() -> None:
-    """The DICOM libraries log one line per association or report at INFO: only their
-    warnings and errors reach the node's log, each on one line (the filter sits on the
-    log's handlers: a library logs from child loggers, which its own logger's filters do
-    not see)."""
-    for name in LIBRARIES:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, _OneLine) for f in handler.filters):
-            handler.addFilter(_OneLine())
 
 
 def require_node_libraries() -> None:
@@ -89,19 +67,24 @@ class Node:
                 ReportPages(self.state.folder / REPORTS, self.classifier.sidecar, config.model)
             )
         if config.pacs is not None:
-            from .outbox import Outbox
+            from .outbox import Outbox, Settings
 
-            self.outbox = Outbox(
-                self.state.folder / OUTBOX,
-                (self.state.incoming, self.state.classified, self.state.quarantine),
-                config.pacs,
-                config.ae_title,
-                self.classifier,
-                config.retry_initial,
-                config.retry_max,
+            folders = (self.state.incoming, self.state.classified, self.state.quarantine)
+            settings = Settings(
+                folder=self.state.folder / OUTBOX,
+                films=folders,
+                destination=config.pacs,
+                calling_ae=config.ae_title,
+                model=config.model,
+                threads=config.threads,
+                retry_initial=config.retry_initial,
+                retry_max=config.retry_max,
             )
+            self.outbox = Outbox.for_node(settings, config.explain)
             sinks.append(self.outbox)
-        self.worker = Worker(self.state, self.classifier, sinks)
+        self.retention = Retention(config.keep_days, config.keep_mb)
+        housekeeping = self.prune if self.retention.active else None
+        self.worker = Worker(self.state, self.classifier, sinks, housekeeping)
         self.service = StorageService(config, self.state, self.worker.put)
 
     @property
@@ -134,6 +117,11 @@ class Node:
         if self.outbox is not None:
             self.outbox.stop(timeout)
         self.state.results.close()
+
+    def prune(self, now: float | None = None) -> dict:
+        """Delete kept films, pages and records past the retention (retention.py)."""
+        waiting = self.outbox.films_waiting() if self.outbox is not None else set()
+        return prune(self.state, self.retention, waiting, now)
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every stored film is classified (for tests and benchmarks)."""

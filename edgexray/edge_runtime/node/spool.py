@@ -5,8 +5,12 @@
     STATE/quarantine/    films the node died on twice while classifying (their record says so)
     STATE/attempts/      one small file per film being classified: how many times it began
     STATE/results.jsonl  one record per film, each line written whole and fsynced
-    STATE/outbox/        Structured Reports waiting for the PACS (outbox.py)
+    STATE/outbox/        reports and heatmaps waiting for the PACS (outbox.py)
     STATE/reports/       per-film HTML reports (with --reports)
+
+Everything in it names a patient: the folders are the node's user's alone (0700) and the
+files 0600, whatever the umask; retention.py deletes kept films, pages and records after
+--keep-days or beyond --keep-mb.
 
 Every write that a promise rests on is durable before the promise is made: a film is
 fsynced and renamed into incoming/ (and the folder fsynced) before its C-STORE is answered;
@@ -39,6 +43,15 @@ RESULTS = "results.jsonl"
 MAX_ATTEMPTS = 2
 
 TEMPORARY_PREFIX = ".part-"
+PRIVATE_FOLDER = 0o700
+
+
+def private_folder(path: Path) -> Path:
+    """Make path a folder only the node's user can list or enter (its files name patients),
+    whatever the umask or the mode an older version gave it."""
+    path.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+    os.chmod(path, PRIVATE_FOLDER)
+    return path
 
 
 def fsync_folder(folder: Path) -> None:
@@ -138,6 +151,27 @@ class ResultLog:
                 pass  # _repair cuts the half line at the next start
             raise
 
+    def rewrite(self, keep) -> int:
+        """Keep only the records for which keep(record) is true (retention.py): the kept
+        lines go to a new file, fsynced and renamed over this one. The caller makes sure
+        nothing appends meanwhile (the worker prunes between films). Returns how many
+        records were removed."""
+        lines = self.path.read_bytes().splitlines(keepends=True) if self.path.exists() else []
+        kept = []
+        for line in lines:
+            try:
+                wanted = keep(json.loads(line))
+            except ValueError:
+                wanted = True  # not a record: a person should see it
+            if wanted:
+                kept.append(line)
+        if len(kept) == len(lines):
+            return 0
+        durable_write(self.path, kept)
+        os.close(self._descriptor)
+        self._descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND, PRIVATE)
+        return len(lines) - len(kept)
+
     def close(self) -> None:
         if self._descriptor is not None:
             os.close(self._descriptor)
@@ -155,8 +189,9 @@ class NodeState:
         self.classified = self.folder / CLASSIFIED
         self.quarantine = self.folder / QUARANTINE
         self.attempts = self.folder / ATTEMPTS
-        for path in (self.folder, self.incoming, self.classified, self.quarantine, self.attempts):
-            path.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+        for path in (self.incoming, self.classified, self.quarantine, self.attempts):
+            private_folder(path)
         self.results = ResultLog(self.folder / RESULTS)
         self._store_lock = threading.Lock()
 
@@ -208,6 +243,7 @@ class NodeState:
     def finish(self, name: str, folder: Path | None = None) -> Path:
         """Move a recorded film out of the queue, into classified/ (or folder)."""
         target = (folder or self.classified) / name
+        os.chmod(self.incoming / name, PRIVATE)  # one put there by hand, or by an older node
         os.replace(self.incoming / name, target)
         (self.attempts / name).unlink(missing_ok=True)
         fsync_folder(self.incoming)

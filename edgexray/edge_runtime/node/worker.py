@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..classifier import Classified, Classifier
 from ..explain import occlusion_map
+from .retention import PRUNE_EVERY
 from .spool import MAX_ATTEMPTS, NodeState, utc_now
 
 log = logging.getLogger("edgexray.node")
@@ -50,10 +51,13 @@ def film_identity(path: Path) -> dict:
 class Worker:
     """The queue of stored films and the thread that works through it."""
 
-    def __init__(self, state: NodeState, classifier: Classifier, sinks: list):
+    def __init__(self, state: NodeState, classifier: Classifier, sinks: list, housekeeping=None):
         self.state = state
         self.classifier = classifier
         self.sinks = sinks
+        # Called between films, at the start and every PRUNE_EVERY seconds (retention).
+        self.housekeeping = housekeeping
+        self._next_housekeeping = 0.0
         self._queue: queue.Queue[str] = queue.Queue()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._work, name="classify", daemon=True)
@@ -84,6 +88,7 @@ class Worker:
 
     def _work(self) -> None:
         while not self._stopping.is_set():
+            self._housekeeping()
             try:
                 name = self._queue.get(timeout=0.2)
             except queue.Empty:
@@ -100,6 +105,15 @@ class Worker:
                 self._stopping.wait(5.0)
             finally:
                 self._queue.task_done()
+
+    def _housekeeping(self) -> None:
+        if self.housekeeping is None or time.monotonic() < self._next_housekeeping:
+            return
+        self._next_housekeeping = time.monotonic() + PRUNE_EVERY
+        try:
+            self.housekeeping()
+        except Exception as err:  # a retention failure must not stop classifying
+            log.error("retention: %s (tried again in %.0f s)", err, PRUNE_EVERY)
 
     def _classify(self, name: str) -> None:
         source = self.state.incoming / name

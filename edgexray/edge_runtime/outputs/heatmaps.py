@@ -11,7 +11,7 @@ from PIL import Image
 
 from ..errors import OutputError
 from ..explain import Explanation, overlay, png_bytes
-from .files import write_atomic
+from .files import PRIVATE, write_atomic
 
 OVERLAY_SUFFIX = ".heatmap.png"
 MAP_SUFFIX = ".heatmap.npy"
@@ -51,8 +51,9 @@ def save(folder: str | Path, name: str, picture: Image.Image, explanation: Expla
     buffer = io.BytesIO()
     np.save(buffer, explanation.saliency)
     overlay_path, map_path = folder / f"{stem}{OVERLAY_SUFFIX}", folder / f"{stem}{MAP_SUFFIX}"
-    write_atomic(map_path, buffer.getvalue())
-    write_atomic(overlay_path, png_bytes(picture))
+    # The overlay is the patient's film: readable by its owner alone, as the records are.
+    write_atomic(map_path, buffer.getvalue(), PRIVATE)
+    write_atomic(overlay_path, png_bytes(picture), PRIVATE)
     return overlay_path, map_path
 
 

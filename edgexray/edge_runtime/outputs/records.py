@@ -6,10 +6,12 @@ import csv
 import json
 
 from ..errors import OutputError, exit_code
+from ..readers.identity import FIELDS as IDENTITY_FIELDS
 
-# Every field a record may have, in the CSV's column order.
+# Every field a record may have, in the CSV's column order: the film, whose it is, the answer.
 RECORD_FIELDS = (
     "path",
+    *IDENTITY_FIELDS,
     "probability",
     "label",
     "threshold",

@@ -6,9 +6,13 @@ PC with no network, and nothing it shows can change after it was written. It say
 model and threshold gave each answer (from the sidecar), and that the tool is a
 screening aid.
 
-The order is the reading order: films at or above the threshold, most probable first;
-then the films the model gave no answer for (unreadable, out of scope, blank), which a
-person must look at; then the films below the threshold, most probable first.
+Films are grouped by patient and study, each group titled by who and what it is (name,
+ID, sex, age; study date, description, accession number) when the film carries it; a JPEG
+or PNG film is its own group, titled by its file name. The order is the reading order:
+studies with a film at or above the threshold, most probable first; then studies with a
+film the model gave no answer for (unreadable, out of scope, blank), which a person must
+look at; then the rest, most probable first. Engineering fields (latency, rendering, scope
+distance, paths and UIDs) are in a folded "details" block under each film.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import base64
 import html
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,26 +37,40 @@ from ..explain import (
     legend_html,
     overlay,
 )
-from .files import write_atomic
+from .files import PRIVATE, write_atomic
 
 DISCLAIMER = (
     "Screening aid for research and engineering, not a diagnostic device: it has no "
     "regulatory clearance. A clinician reads every film; a film below the threshold is not "
     "ruled out."
 )
-# Record fields shown in their own place on a card; any other field (a newer runtime's)
-# is listed under it, so nothing a record says is hidden.
+# Record fields shown in their own place on a card or in its study's title; every other
+# field (engineering ones, a newer runtime's) is listed in the card's folded details, so
+# nothing a record says is hidden.
 SHOWN_FIELDS = (
-    "path",
     "probability",
     "label",
     "threshold",
-    "overlay",
-    "heatmap",
     "error",
     "in_scope",
+    "patient_name",
+    "patient_id",
+    "patient_birth_date",
+    "patient_age",
+    "patient_sex",
+    "accession_number",
+    "study_date",
+    "study_description",
+    "body_part",
+    "view",
 )
+# A film's identity beyond its file name (readers.identity): it is grouped by patient and
+# study, and titled by them.
+PATIENT_FIELDS = ("patient_id", "patient_name", "study_instance_uid", "accession_number")
+AGE_UNITS = {"Y": "years", "M": "months", "W": "weeks", "D": "days"}
 SHA256_SHOWN = 12
+# A de-identified report leaves out pictures with text burned into them (the name, often).
+BURNED_IN_NOTE = "pictures left out: the film has text burned into it (BurnedInAnnotation)"
 # The report shows each film and its overlay at this longest side.
 REPORT_SIDE = 360
 
@@ -64,6 +83,7 @@ class Entry:
     film_jpeg: bytes | None = None
     overlay_jpeg: bytes | None = None
     scale: float | None = None  # the logit drop at the overlay's brightest colour
+    note: str | None = None  # why the pictures are left out, when they are
 
 
 @dataclass(frozen=True)
@@ -115,13 +135,48 @@ SECTIONS = (
 )
 
 
-def sections(entries) -> list[tuple[Section, list[Entry]]]:
-    """Entries grouped by SECTIONS, each group most probable first (then by path)."""
-    groups = []
-    for section in SECTIONS:
-        members = [entry for entry in entries if section.holds(entry.record)]
-        members.sort(key=lambda e: (-float(e.record.get("probability", -1.0)), e.record["path"]))
-        groups.append((section, members))
+def _order(entry: Entry) -> tuple:
+    record = entry.record
+    return (-float(record.get("probability", -1.0)), str(record["path"]))
+
+
+def _section_of(entry: Entry) -> int:
+    return next(i for i, section in enumerate(SECTIONS) if section.holds(entry.record))
+
+
+@dataclass(frozen=True)
+class Study:
+    """The films of one patient's study (or one film without identity), reading order."""
+
+    entries: tuple[Entry, ...]
+
+    @property
+    def record(self) -> dict:
+        """The first film's record: the study's identity."""
+        return self.entries[0].record
+
+
+def study_key(record: dict) -> tuple:
+    """Films with the same key are one patient's study; a film without identity is its own."""
+    if any(record.get(field) for field in PATIENT_FIELDS):
+        study = record.get("study_instance_uid") or record.get("accession_number") or ""
+        return ("study", record.get("patient_id", ""), record.get("patient_name", ""), study)
+    return ("file", str(record["path"]))
+
+
+def sections(entries) -> list[tuple[Section, list[Study]]]:
+    """Studies grouped by SECTIONS: a study goes where its most urgent film does (above
+    the threshold, then no answer, then below); in a section, the study with the most
+    probable such film first; in a study, its films in the same order."""
+    studies: dict[tuple, list[Entry]] = {}
+    for entry in entries:
+        studies.setdefault(study_key(entry.record), []).append(entry)
+    groups: list[tuple[Section, list[Study]]] = [(section, []) for section in SECTIONS]
+    for members in studies.values():
+        members.sort(key=lambda e: (_section_of(e), *_order(e)))
+        groups[_section_of(members[0])][1].append(Study(tuple(members)))
+    for _, members in groups:
+        members.sort(key=lambda study: _order(study.entries[0]))
     return groups
 
 
@@ -157,6 +212,16 @@ def threshold_origin(sidecar: dict) -> str:
     )
 
 
+def shown(value) -> str:
+    """Text as the report shows it: HTML-escaped, with invisible format and control
+    characters written out (U+202E shown as <U+202E>). A right-to-left override in a file
+    or patient name would otherwise make it read as another name."""
+    text = "".join(
+        f"<U+{ord(c):04X}>" if unicodedata.category(c) in ("Cf", "Cc") else c for c in str(value)
+    )
+    return html.escape(text)
+
+
 def _data_uri(jpeg: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
@@ -170,11 +235,69 @@ def _bar(probability: float, threshold: float) -> str:
     )
 
 
-def _card(rank: int, entry: Entry, positive: str) -> str:
-    record, e = entry.record, html.escape
+def _person_name(value: str) -> str:
+    """A DICOM person name (Family^Given^Middle^Prefix^Suffix) as people write it."""
+    family, *rest = str(value).split("^")
+    given = " ".join(part for part in rest if part)
+    return f"{family}, {given}" if family and given else family or given
+
+
+def _date(value: str) -> str:
+    text = str(value)
+    return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if len(text) == 8 and text.isdigit() else text
+
+
+def _age(value: str) -> str:
+    """A DICOM age (054Y) or a shared one (54, "90 or more") in words."""
+    text = str(value).strip()
+    if len(text) == 4 and text[:3].isdigit() and text[3] in AGE_UNITS:
+        return f"{int(text[:3])} {AGE_UNITS[text[3]]}"
+    return f"{text} years"
+
+
+def study_title(study: Study, rank: int) -> str:
+    """The study's heading: the patient, then the study, from its first film's record."""
+    record, e = study.record, shown
+    if study_key(record)[0] == "file":
+        return f"<h3>{rank}. {e(str(record['path']))}</h3>"
+    who = []
+    if record.get("patient_name"):
+        who.append(f"<b>{e(_person_name(record['patient_name']))}</b>")
+    if record.get("patient_id"):
+        who.append(f"ID {e(record['patient_id'])}")
+    if record.get("patient_sex"):
+        who.append(e(record["patient_sex"]))
+    if record.get("patient_age"):
+        who.append(e(_age(record["patient_age"])))
+    if record.get("patient_birth_date"):
+        who.append(f"born {e(_date(record['patient_birth_date']))}")
+    what = ["study"]
+    if record.get("study_date"):
+        what.append(e(_date(record["study_date"])))
+    if record.get("study_description"):
+        what.append(e(record["study_description"]))
+    if record.get("accession_number"):
+        what.append(f"accession {e(record['accession_number'])}")
+    count = len(study.entries)
+    what.append(f"{count} film{'s' if count != 1 else ''}")
+    return (
+        f'<h3 class="patient">{" · ".join(who) or "patient not named"}</h3>'
+        f'<p class="study-line">{" · ".join(what)}</p>'
+    )
+
+
+def film_title(record: dict, rank: int) -> str:
+    """A film's heading inside its study: what view of what it is."""
+    view = " ".join(str(record[k]) for k in ("view", "body_part") if record.get(k))
+    return f"<h4>{rank}. {shown(view or 'film')}</h4>"
+
+
+def _card(rank: int, entry: Entry, positive: str, title: str) -> str:
+    record, e = entry.record, shown
     why = no_answer(record)
     lines = [f'<section class="film{" flagged" if why else ""}">']
-    lines.append(f"<h3>{rank}. {e(record['path'])}</h3>")
+    if title:
+        lines.append(title)
     if why:
         lines.append(f'<p class="why">{e(why)}</p>')
     if "probability" in record and "threshold" in record:
@@ -189,6 +312,8 @@ def _card(rank: int, entry: Entry, positive: str) -> str:
         reason = record.get("scope_reason")
         detail = f" ({e(str(reason))})" if reason and record["in_scope"] is not True else ""
         lines.append(f"<p>in scope: <b>{flag}</b>{detail}</p>")
+    if entry.note:
+        lines.append(f'<p class="note">{e(entry.note)}</p>')
     if entry.film_jpeg:
         lines.append('<div class="pictures">')
         lines.append(
@@ -204,13 +329,27 @@ def _card(rank: int, entry: Entry, positive: str) -> str:
         lines.append("</div>")
     others = {k: v for k, v in record.items() if k not in SHOWN_FIELDS}
     if others:
-        lines.append(f'<table class="fields">{_rows(others.items())}</table>')
+        lines.append(
+            f'<details><summary>details</summary><table class="fields">'
+            f"{_rows(others.items())}</table></details>"
+        )
     lines.append("</section>")
     return "\n".join(lines)
 
 
+def _study(rank: int, study: Study, positive: str) -> tuple[str, int]:
+    """A study's block and the rank of its last film."""
+    alone = study_key(study.record)[0] == "file"
+    parts = ['<div class="study">', study_title(study, rank + 1)]
+    for entry in study.entries:
+        rank += 1
+        parts.append(_card(rank, entry, positive, "" if alone else film_title(entry.record, rank)))
+    parts.append("</div>")
+    return "\n".join(parts), rank
+
+
 def _rows(pairs) -> str:
-    e = html.escape
+    e = shown
     return "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in pairs)
 
 
@@ -257,19 +396,23 @@ vertical-align:top}th{font-weight:600;color:#444}
 .mark{position:absolute;top:-4px;bottom:-4px;width:3px;background:#000}
 .pictures{display:flex;gap:12px;flex-wrap:wrap}figure{margin:.4em 0}
 figcaption{font-size:85%;color:#444}img{max-width:360px;height:auto;display:block}
-.fields{font-size:85%;color:#333}
+.fields{font-size:85%;color:#333}details{font-size:90%;color:#333;margin:.3em 0}
+.study{border-top:2px solid #666;margin-top:1em}.study-line{margin:.2em 0;color:#333}
+.film h4{margin:.4em 0}.note{color:#555;font-style:italic}.study>h3+.film{border-top:none}
 .scale{height:12px;width:360px;border:1px solid #888}
+h3,h4,p,td,li{overflow-wrap:anywhere}
 """
 
 
 def render(entries, sidecar: dict, model_path: str | Path, legend: str = "") -> str:
     """The report as one HTML string (see the module docstring for what it holds)."""
-    e = html.escape
+    e = shown
     positive = str(sidecar["labels"][1])
     groups = sections(entries)
-    count = sum(len(members) for _, members in groups)
+    count = sum(len(study.entries) for _, members in groups for study in members)
     summary = "".join(
-        f'<li><a href="#{s.key}">{e(s.title)}</a>: {len(members)}</li>' for s, members in groups
+        f'<li><a href="#{s.key}">{e(s.title)}</a>: {_films_in(members)}</li>'
+        for s, members in groups
     )
     parts = [
         "<!DOCTYPE html>",
@@ -287,15 +430,22 @@ def render(entries, sidecar: dict, model_path: str | Path, legend: str = "") -> 
         parts.append(f"<h2>Reading the heatmaps</h2>{legend}")
     rank = 0
     for section, members in groups:
-        parts.append(f'<h2 id="{section.key}">{e(section.title)} ({len(members)})</h2>')
+        parts.append(f'<h2 id="{section.key}">{e(section.title)} ({_films_in(members)})</h2>')
         parts.append(f"<p>{e(section.note)}</p>")
         if not members:
             parts.append("<p>none</p>")
-        for entry in members:
-            rank += 1
-            parts.append(_card(rank, entry, positive))
+        for study in members:
+            block, rank = _study(rank, study, positive)
+            parts.append(block)
     parts.append(f'<p class="disclaimer">{e(DISCLAIMER)}</p></body></html>')
     return "\n".join(parts) + "\n"
+
+
+def _films_in(studies: list[Study]) -> str:
+    films = sum(len(study.entries) for study in studies)
+    if films == len(studies):
+        return str(films)
+    return f"{films} films of {len(studies)} studies"
 
 
 def check_writable(path: str | Path) -> None:
@@ -319,12 +469,16 @@ def write(path: str | Path, entries, sidecar: dict, model_path: str | Path, lege
         OutputError: it could not be written.
     """
     check_writable(path)
-    write_atomic(Path(path), render(entries, sidecar, model_path, legend).encode("utf-8"))
+    page = render(entries, sidecar, model_path, legend).encode("utf-8")
+    write_atomic(Path(path), page, PRIVATE)  # it names patients: the owner's alone
 
 
 def entry(film, explanation: Explanation | None, threshold: float) -> Entry:
     """The report's entry of one classified film: its record and, when it was read and
     explained, small JPEGs of the film and its overlay."""
+    burned = str((film.info.get("tags") or {}).get("BurnedInAnnotation") or "").upper()
+    if film.info.get("deidentified") and burned == "YES":
+        return Entry(film.record, note=BURNED_IN_NOTE)
     if film.film is None or explanation is None:
         return Entry(film.record)
     pixels = film.film

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageError
+from . import identity
 from .files import MAX_PIXELS, bomb_message, head, open_regular
 
 # Host: the pip extra. Device (the bundle ships this folder as the top-level package
@@ -70,20 +71,31 @@ REFUSED_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.66": "a raw data, registration or segmentation object",
     "1.2.840.10008.1.3.10": "a media directory (DICOMDIR)",
 }
-# Tags a caller may need (the scope guard reads the first three and the age ones), when
-# present.
-TAGS = (
-    "Modality",
-    "BodyPartExamined",
-    "ViewPosition",
-    "PatientID",
-    "SOPClassUID",
-    "PhotometricInterpretation",
-    "BitsStored",
-    "PatientAge",
-    "PatientBirthDate",
-    "StudyDate",
-    "AcquisitionDate",
+# Tags a caller may need, when present: the scope guard reads the first ones (and the
+# age ones), the record the film's identity (identity.IDENTITY).
+TAGS = tuple(
+    dict.fromkeys(
+        (
+            "Modality",
+            "BodyPartExamined",
+            "ViewPosition",
+            "PatientID",
+            "SOPClassUID",
+            "PhotometricInterpretation",
+            "BitsStored",
+            "PatientAge",
+            "PatientBirthDate",
+            "StudyDate",
+            "AcquisitionDate",
+            "BurnedInAnnotation",
+            *identity.KEYWORDS,
+        )
+    )
+)
+# How to make a film of a colour image (the node's users meet it with img2dcm's JPEGs).
+CONVERT_HINT = (
+    ": convert it to a greyscale film first (a JPEG or PNG: edgexray to-dicom IMAGE "
+    "FILM.dcm; a DICOM file: dcmj2pnm +on FILM.dcm film.png, then the same)"
 )
 VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 
@@ -143,7 +155,7 @@ def read_film(path_or_dataset, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray
         _check_codestream(dataset, where)
         pixels = _decode(pydicom, dataset, where)
         film, rendering = render(dataset, pixels, where)
-    tags = {key: _plain(dataset.get(key)) for key in TAGS if dataset.get(key) not in (None, "")}
+        tags = {k: _plain(dataset.get(k)) for k in TAGS if dataset.get(k) not in (None, "")}
     return film, {"rendering": rendering, "tags": tags}
 
 
@@ -223,7 +235,7 @@ def _check_is_film(dataset, where: str) -> None:
         raise ImageError(
             f"{where}: refused: {'a colour image' if colour else 'not a greyscale film'} "
             f"({photometric or 'no photometric interpretation'}, {samples} samples per "
-            "pixel); only MONOCHROME1/MONOCHROME2 films are read"
+            f"pixel); only MONOCHROME1/MONOCHROME2 films are read{CONVERT_HINT if colour else ''}"
         )
 
 

@@ -27,6 +27,9 @@
 # --explain) and its HTML report (report.html) into DONE/<time>.heatmaps/, a new folder
 # for every attempt; records then carry the overlay's and the map's absolute paths.
 set -u
+# Records, reports and films name patients: what this writes is the user's alone, however
+# it was started (the unit has UMask=0077 too).
+umask 077
 if [ $# -ne 3 ]; then
     echo "usage: sh watch-folder.sh INBOX DONE RESULTS.jsonl" >&2
     exit 2

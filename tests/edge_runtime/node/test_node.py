@@ -30,7 +30,9 @@ from node_support import (
     echoscu,
     free_port,
     have_dcmtk,
+    report_values,
     small_films,
+    source_of,
     storescu,
     storescu_args,
     wait_for,
@@ -41,7 +43,7 @@ from node_support import (
 from edgexray.edge_runtime import REFERENCE_MODEL, RUNTIME_ROOT
 from edgexray.edge_runtime.classifier import Classifier
 from edgexray.edge_runtime.cli import serve_main
-from edgexray.edge_runtime.node import network, spool, sr
+from edgexray.edge_runtime.node import evidence, network, spool, sr
 from edgexray.edge_runtime.node import outbox as node_outbox
 from edgexray.edge_runtime.node.config import Destination, NodeConfig
 from edgexray.edge_runtime.node.server import Node
@@ -514,21 +516,11 @@ def test_the_pacs_receives_one_structured_report_per_film(films, config, start_n
     assert set(reports) == set(sent) and all(len(r) == 1 for r in reports.values())
     for record in records(config.state):
         (report,) = reports[record["sop_instance_uid"]]
-        values = _report_values(report)
-        assert values["LABEL"] == record["label"]
-        assert values["PROBABILITY"] == pytest.approx(record["probability"], rel=1e-6)
-        assert values["MODEL"] == running.classifier.sidecar["sha256"]
-
-
-def _report_values(report) -> dict:
-    values = {}
-    for item in report.ContentSequence:
-        code = item.ConceptNameCodeSequence[0].CodeValue
-        if item.ValueType == "TEXT":
-            values[code] = str(item.TextValue)
-        elif item.ValueType == "NUM":
-            values[code] = float(item.MeasuredValueSequence[0].NumericValue)
-    return values
+        values = report_values(report)
+        assert values["Pneumonia"] == {"PNEUMONIA": "Present", "NORMAL": "Absent"}[record["label"]]
+        assert values["Probability"] == pytest.approx(record["probability"], rel=1e-6)
+        sha = running.classifier.sidecar["sha256"]
+        assert f"model sha256 {sha}" in values["Algorithm Parameters"]
 
 
 @needs_dcmtk
@@ -892,9 +884,9 @@ def test_a_film_that_crashes_the_reader_gets_an_error_record_once(
 @pytest.mark.parametrize(
     "scope, shown",
     [
-        ({"in_scope": False, "scope_reason": "a negative film"}, "no: a negative film"),
-        ({"in_scope": None, "scope_reason": "not checked"}, "not checked: not checked"),
-        ({"in_scope": True, "scope_reason": ""}, "yes"),
+        ({"in_scope": False, "scope_reason": "a negative film"}, "No"),
+        ({"in_scope": None, "scope_reason": "not checked"}, None),
+        ({"in_scope": True, "scope_reason": ""}, "Yes"),
     ],
 )
 def test_the_report_says_whether_the_film_was_in_scope(tmp_path, scope, shown):
@@ -903,27 +895,32 @@ def test_the_report_says_whether_the_film_was_in_scope(tmp_path, scope, shown):
     uid = write_film(film, small_films(64)[0])
     label = "OUT_OF_SCOPE" if scope["in_scope"] is False else "NORMAL"
     record = {"probability": 0.12, "label": label, "threshold": 0.22, **scope}
-    report = sr.structured_report(film, record, "ab" * 32)
-    values = _report_values(report)
-    assert (values["LABEL"], values["IN_SCOPE"]) == (label, shown)
-    assert values["PROBABILITY"] == pytest.approx(0.12)
-    evidence = report.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
-    assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == uid
+    sidecar = Classifier(REFERENCE_MODEL).sidecar
+    report = sr.structured_report(evidence.read_header(film), record, sidecar)
+    values = report_values(report)
+    assert values.get("Within the model's scope") == shown
+    if scope["in_scope"] is False:  # no answer: no number to misread
+        assert values["Pneumonia"] == "Indeterminate" and "Probability" not in values
+        assert f"out of scope: {scope['scope_reason']}" in values["Comment"]
+    else:
+        assert values["Pneumonia"] == "Absent"
+        assert values["Probability"] == pytest.approx(0.12)
+    assert source_of(report) == uid
 
 
 @needs_dcmtk
 def test_the_report_sender_outlives_a_full_disk(films, config, start_node, monkeypatch):
 
-    build = node_outbox.Outbox._build_pending
+    build = node_outbox.Lane.build_queued
     failures = []
 
-    def full_once(self):
+    def full_once(self, *args):
         if not failures:
             failures.append(1)
             raise OSError(28, "No space left on device")
-        build(self)
+        build(self, *args)
 
-    monkeypatch.setattr(node_outbox.Outbox, "_build_pending", full_once)
+    monkeypatch.setattr(node_outbox.Lane, "build_queued", full_once)
     pacs = Pacs(free_port()).start()
     try:
         destination = Destination(Pacs.AE_TITLE, "127.0.0.1", pacs.port)

@@ -158,6 +158,58 @@ def test_report_escapes_what_a_file_name_could_inject():
     assert '<img src="https' not in page
 
 
+def test_report_writes_out_the_characters_that_make_a_name_read_as_another():
+    # U+202E would show "rtl\u202egnp.jpeg" as "rtlgepj.png"; a patient name can carry it too.
+    record = answer("rtl\u202egnp.jpeg", 0.9) | {"patient_name": "Doe\u2067^Jane"}
+    page = report.render([report.Entry(record)], SIDECAR, "m.tflite")
+    assert not any(c in page for c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u200e\u200f")
+    assert "rtl&lt;U+202E&gt;gnp.jpeg" in page
+
+
+def _chromium() -> str:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not on PATH (apt-get install chromium)")
+    return chromium
+
+
+def _headless(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+
+def test_a_very_long_film_name_wraps_inside_the_page(tmp_path):
+    chromium = _chromium()
+    long_name = "x" * 245 + ".png"
+    page = report.render([report.Entry(answer(long_name, 0.9))], SIDECAR, "m.tflite")
+    # The page's own width as Chromium laid it out, read back through the title.
+    probe = "<script>document.title = 'width ' + document.documentElement.scrollWidth</script>"
+    path = tmp_path / "long.html"
+    path.write_text(page.replace("</body>", probe + "</body>"))
+    dom = _headless(
+        chromium, tmp_path / "profile", "--window-size=800,600", "--dump-dom", path.as_uri()
+    ).stdout
+    width = int(dom.split("<title>width ", 1)[1].split("<", 1)[0])
+    assert width <= 800
+
+
 @pytest.fixture(scope="module")
 def lesion_model(tmp_path_factory) -> Path:
     return write_lesion_model(tmp_path_factory.mktemp("report") / "lesion model")
@@ -412,33 +464,18 @@ def test_infer_copied_alone_says_it_needs_its_package(tmp_path, films):
 
 
 def test_chromium_renders_the_report(tmp_path, lesion_model, films):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not on PATH (apt-get install chromium)")
+    chromium = _chromium()
     page_path = tmp_path / "report page.html"
     edge_batch.run(
         lesion_model, [films], stream=open(tmp_path / "records.jsonl", "w"), report_path=page_path
     )
     shot = tmp_path / "shot.png"
-    subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={shot}",
-            "--window-size=1000,1400",
-            page_path.as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-        check=True,
+    _headless(
+        chromium,
+        tmp_path / "profile",
+        f"--screenshot={shot}",
+        "--window-size=1000,1400",
+        page_path.as_uri(),
     )
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     assert pixels.shape[:2] == (1400, 1000)
