@@ -321,7 +321,7 @@ def quantize(
     train_paths, train_labels = data.run_split(run_dir, "train")
     val_paths, val_labels = data.run_split(run_dir, "val")
 
-    log.info("preprocessing %d val and representative images", len(val_paths))
+    log.info("preprocessing %d representative images", config.representative_size)
     chosen = representative_paths(
         train_paths, train_labels, config.representative_size, train_config.seed
     )
@@ -334,7 +334,6 @@ def quantize(
         representative_images=[scoring.decode(p, spec) for p in chosen],
         verbose=verbose,
     )
-    val_images = [scoring.decode(p, spec) for p in val_paths]
     guarded = [m for m in methods if BY_NAME[m].full_int8]
     if guarded:  # the device models get the out-of-scope guard's statistics
         log.info(
@@ -359,7 +358,9 @@ def quantize(
                 tflite_bytes = with_feature_output(tflite_bytes)
             kind = convert.output_kind(stage.model(BY_NAME[method].source))
             scorer = scoring.tflite_scorer(tflite_bytes, spec, method, kind)
-            probabilities = scorer.probabilities(val_images)
+            # Through Scores, as every other stage scores: a val film unreadable since the
+            # data was scanned stops the stage with one line instead of a traceback.
+            probabilities = scoring.probabilities_of(scorer, val_paths)
             threshold = metrics.threshold_for_recall(
                 val_labels, probabilities, train_config.target_recall
             )
@@ -375,7 +376,7 @@ def quantize(
                 target_recall=train_config.target_recall,
                 sparsity=sparsity,
                 output_kind=kind,
-                check_image=val_images[0],
+                check_image=stage.representative_images[0],
             )
             if method in guarded:
                 (train_grays, train_counts), (val_grays, val_counts) = scope_films.values()

@@ -121,3 +121,16 @@ def test_pruned_methods_without_pruned_model_ask_for_prune(unpruned_run):
         error = _one_line_error(runner.invoke(app, ["quantize", str(unpruned_run), "-m", method]))
         assert "edgexray prune" in error
     assert not (unpruned_run / artifacts.TFLITE_DIR).exists()
+
+
+def test_a_val_film_unreadable_since_the_scan_stops_the_stage_with_one_line(unpruned_run, tmp_path):
+    config_path = unpruned_run / artifacts.CONFIG
+    config = json.loads(config_path.read_text())
+    films = tmp_path / "films"
+    shutil.copytree(config["data"], films)
+    config_path.write_text(json.dumps(config | {"data": str(films)}))
+    paths, _ = _val(unpruned_run)
+    Path(paths[0]).write_bytes(b"not a film any more")
+    error = _one_line_error(runner.invoke(app, ["quantize", str(unpruned_run), "-m", "float16"]))
+    assert "unreadable since the data was scanned" in error
+    assert not (unpruned_run / artifacts.TFLITE_DIR / "float16.tflite").exists()
