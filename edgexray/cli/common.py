@@ -3,12 +3,14 @@ films `predict` and `explain` classify through the edge runtime."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -81,9 +83,22 @@ def given(ctx: typer.Context, **values) -> dict:
     return {k: v for k, v in values.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
 
 
-def verbosity() -> int:
-    """Keras progress bars on a terminal, one line per epoch in logs and CI."""
-    return 1 if sys.stderr.isatty() else 2
+Verbose = Annotated[
+    bool, typer.Option(help="Show TensorFlow's and LiteRT's own start-up messages.")
+]
+
+
+@contextlib.contextmanager
+def long_work(verbose: bool):
+    """Progress of training, fine-tunes and scoring as bars with the time left on a
+    terminal (a line per stage in a log), in place of Keras' own output; TensorFlow's and
+    LiteRT's start-up messages stay off the screen unless verbose."""
+    from edgexray import chatter
+    from edgexray.pipeline import progress
+
+    chatter.show(verbose)
+    with progress.using(progress.for_stream(sys.stderr)):
+        yield
 
 
 def writes_artifacts(distribute: str | None) -> bool:

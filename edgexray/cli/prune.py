@@ -8,19 +8,20 @@ import typer
 
 from edgexray.pipeline.prune import PruneConfig
 
-from .common import user_errors, verbosity, writes_artifacts
+from .common import Verbose, long_work, user_errors, writes_artifacts
 from .options import RunDir, from_settings
 
 
 @user_errors
 @from_settings(PruneConfig, "sparsity", "epochs", "learning_rate", "distribute")
-def command(run_dir: RunDir, **settings):
+def command(run_dir: RunDir, verbose: Verbose = False, **settings):
     """Prune the trained model, fine-tune it and save pruned.keras (model.keras is untouched)."""
     from edgexray import artifacts
     from edgexray.pipeline.prune import prune, summary_lines
 
     config = PruneConfig(**settings)
-    report = prune(run_dir, config, verbose=verbosity())
+    with long_work(verbose):
+        report = prune(run_dir, config, verbose=0)
     if not writes_artifacts(config.distribute):
         return
     for line in summary_lines(report):

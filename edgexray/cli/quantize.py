@@ -9,7 +9,7 @@ import typer
 
 from edgexray.export.quantize import METHODS, QuantizeConfig
 
-from .common import user_errors, verbosity, writes_artifacts
+from .common import Verbose, long_work, user_errors, writes_artifacts
 from .options import RunDir, from_settings
 
 
@@ -26,6 +26,7 @@ def command(
             "pruned-int8 (so also all) need `edgexray prune` first.",
         ),
     ] = None,
+    verbose: Verbose = False,
     **settings,
 ):
     """Export TFLite variants, each with a sidecar and its own val-chosen threshold."""
@@ -34,7 +35,8 @@ def command(
 
     methods = parse_methods(method or ["all"])
     config = QuantizeConfig(**settings)
-    results = quantize(run_dir, methods, config, verbose=verbosity())
+    with long_work(verbose):
+        results = quantize(run_dir, methods, config, verbose=0)
     if not writes_artifacts(config.distribute):
         return
     for line in table_lines(results):

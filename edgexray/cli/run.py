@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +12,7 @@ from edgexray.pipeline.train import TrainConfig
 from edgexray.pipeline.verify import GateLimits
 from edgexray.run import RunConfig
 
-from .common import fail, user_errors, writes_artifacts
+from .common import Verbose, fail, long_work, user_errors, writes_artifacts
 from .options import from_settings
 from .verify import GATE
 
@@ -47,17 +46,15 @@ def command(
     download: Annotated[
         bool, typer.Option(help="No data found: download the public set first (data download).")
     ] = False,
-    verbose: Annotated[
-        bool, typer.Option(help="Show TensorFlow's and LiteRT's own start-up messages.")
-    ] = False,
+    verbose: Verbose = False,
     **settings,
 ):
     """The whole job: train, prune, quantize, verify, benchmark and bundle; resumable."""
     import time
 
-    from edgexray import artifacts, chatter
+    from edgexray import artifacts
     from edgexray.export.quantize import QuantizeConfig
-    from edgexray.pipeline import progress, train
+    from edgexray.pipeline import train
     from edgexray.pipeline.verify import RecallRegressionError
     from edgexray.run import STAGES, find_data, run, summary_lines
 
@@ -72,7 +69,6 @@ def command(
         calibrate_on=str(calibrate_on.resolve()) if calibrate_on else None,
         strict=settings["strict"],
     )
-    chatter.show(verbose)
     started = time.monotonic()
 
     def on_stage(index, stage, event):
@@ -81,7 +77,7 @@ def command(
         typer.echo(f"[{index}/{len(STAGES)} {elapsed}] {stage}: {words}", err=True)
 
     try:
-        with progress.using(progress.for_stream(sys.stderr)):  # bars replace Keras' output
+        with long_work(verbose):
             summary = run(config, out, tuple(force or ()), 0, on_stage)
     except RecallRegressionError as err:
         typer.echo(f"report: {out / artifacts.RUN_REPORT}")

@@ -9,7 +9,7 @@ import typer
 
 from edgexray.pipeline.train import TrainConfig
 
-from .common import fail, given, user_errors, verbosity, writes_artifacts
+from .common import Verbose, fail, given, long_work, user_errors, writes_artifacts
 from .options import from_settings
 
 OPTIONS = (
@@ -35,6 +35,7 @@ def command(
         Path | None,
         typer.Option(help="JSON file with TrainConfig fields; the options given here win."),
     ] = None,
+    verbose: Verbose = False,
     **settings,
 ):
     """Train the float model: patient-grouped split, early stopping, val-chosen threshold."""
@@ -49,7 +50,8 @@ def command(
         raise fail("give --data DIR (a folder with NORMAL/ and PNEUMONIA/) or --config FILE")
     else:
         train_config = TrainConfig(**values)
-    summary = train(train_config, out, verbose=verbosity())
+    with long_work(verbose):
+        summary = train(train_config, out, verbose=0)
     if not writes_artifacts(train_config.distribute):
         return
     for line in summary_lines(summary):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 
 import pytest
@@ -56,3 +57,27 @@ def test_the_library_shows_nothing_unless_a_command_asks(capsys):
         bar.advance(3)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_train_prune_and_quantize_commands_show_no_keras_output_in_a_log(
+    tiny_config, tmp_path, capfd
+):
+    # As `run` does: progress through pipeline/progress.py, nothing per step or per epoch
+    # from Keras when stderr is a log, and each command takes --verbose.
+    from edgexray.cli import app
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(tiny_config.to_json()))
+    run_dir = tmp_path / "run"
+    commands = [
+        ["train", "--config", str(config), "--epochs", "2", "--out", str(run_dir)],
+        ["prune", str(run_dir), "--epochs", "0.5", "--verbose"],
+        ["quantize", str(run_dir), "-m", "int8"],
+    ]
+    for arguments in commands:
+        with pytest.raises(SystemExit) as ended:
+            app(arguments, prog_name="edgexray")
+        assert ended.value.code in (0, None), arguments
+        captured = capfd.readouterr()
+        shown = captured.out + captured.err
+        assert "Epoch 1/" not in shown and " - loss: " not in shown, shown[-2000:]
