@@ -13,11 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from node_support import MODALITY_AE, write_films
+from node_support import MODALITY_AE, wait_for, write_films
 
 from edgexray.edge_runtime import REFERENCE_MODEL
 from edgexray.edge_runtime.node import retention, spool
 from edgexray.edge_runtime.node.config import Destination, NodeConfig
+from edgexray.edge_runtime.node.outbox import REPORT
 from edgexray.edge_runtime.node.retention import DAY
 from edgexray.edge_runtime.node.server import Node
 
@@ -106,6 +107,8 @@ def test_a_film_whose_results_wait_for_the_pacs_is_kept(config, tmp_path, nodes)
     assert node.outbox.films_waiting() == set(uids)
     node.prune()
     assert kept(config) == set(uids) and len(records(config)) == 2
+    # Both reports built, so no lane is still writing one when the first is "delivered".
+    assert wait_for(lambda: all((outbox / f"{uid}{REPORT.ready}").exists() for uid in uids), 60)
     for path in list(outbox.glob(f"{uids[0]}.*")):
         path.unlink()  # its report was delivered
     node.prune()
