@@ -94,16 +94,6 @@ def to_full_int8(model, representative_images: Iterable[np.ndarray] | None = Non
     return _convert(converter)
 
 
-def _tensor_info(detail: dict) -> dict:
-    scale, zero_point = detail["quantization"]
-    return {
-        "name": detail["name"],
-        "shape": [int(d) for d in detail["shape"]],
-        "dtype": np.dtype(detail["dtype"]).name,
-        "quantization": {"scale": float(scale), "zero_point": int(zero_point)} if scale else None,
-    }
-
-
 def output_kind(keras_model) -> str:
     """ "logit" for models whose last layer is linear (the host takes the sigmoid), else
     "probability"; the sidecar's output "kind"."""
@@ -168,9 +158,9 @@ def write_tflite(
         "method_config": method_config,
         "labels": list(LABELS),
         "positive_label": LABELS[1],
-        "input": {**input_spec, **_tensor_info(input_detail)},
+        "input": {**input_spec, **metadata.tensor_facts(input_detail)},
         "output": {
-            **_tensor_info(output_detail),
+            **metadata.tensor_facts(output_detail),
             "kind": output_kind,
             "meaning": OUTPUT_MEANINGS[output_kind].format(positive=LABELS[1]),
         },

@@ -363,15 +363,20 @@ class ModelReport(TypedDict):
     operators: dict[str, int]
 
 
-def _tensor(detail: dict, described: dict | None) -> TensorReport:
+def tensor_facts(detail: dict) -> dict:
+    """An interpreter tensor's name, shape, dtype and quantization (None when float), as
+    the sidecar and `inspect` show them."""
     scale, zero_point = detail["quantization"]
     return {
         "name": detail["name"],
         "shape": [int(d) for d in detail["shape"]],
         "dtype": np.dtype(detail["dtype"]).name,
         "quantization": {"scale": float(scale), "zero_point": int(zero_point)} if scale else None,
-        "description": (described or {}).get("description"),
     }
+
+
+def _tensor(detail: dict, described: dict | None) -> TensorReport:
+    return {**tensor_facts(detail), "description": (described or {}).get("description")}
 
 
 CALIBRATION_SHOWN = (

@@ -239,6 +239,14 @@ def _check_is_film(dataset, where: str) -> None:
         )
 
 
+def _float(value) -> float:
+    """A DICOM value as a number; NaN when it is none (text, a list)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _int(dataset, keyword: str, default: int, where: str = "DICOM") -> int:
     """A whole-number attribute, default when it is absent or empty.
 
@@ -248,10 +256,7 @@ def _int(dataset, keyword: str, default: int, where: str = "DICOM") -> int:
     value = dataset.get(keyword)
     if value in (None, ""):
         return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
+    number = _float(value)
     if not number.is_integer():
         raise ImageError(f"{where}: refused: {keyword} {str(value)!r} is not a whole number")
     return int(number)
@@ -474,10 +479,7 @@ def _finite(dataset, keyword: str, default: float) -> float:
     value = dataset.get(keyword)
     if value in (None, ""):
         return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
+    number = _float(value)
     if not math.isfinite(number):
         raise ImageError(f"{keyword} {str(value)!r} is not a finite number")
     return number
