@@ -77,9 +77,7 @@ def run_tflite(tflite: bytes, batch: np.ndarray) -> tuple[np.ndarray, dict]:
         for image in batch:
             interpreter.set_tensor(inputs["index"], runtime.input_batch(image, inputs))
             interpreter.invoke()
-            output = interpreter.get_tensor(outputs["index"])[0].astype(np.float32)
-            scale, zero_point = outputs["quantization"]
-            rows.append((output - zero_point) * scale if scale else output)
+            rows.append(runtime.dequantized(interpreter.get_tensor(outputs["index"])[0], outputs))
     quantization = {"input": inputs["quantization"], "output": outputs["quantization"]}
     return np.stack(rows), quantization
 

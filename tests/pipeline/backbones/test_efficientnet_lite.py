@@ -204,9 +204,7 @@ def _run_tflite(tflite: bytes, path, batch: np.ndarray) -> np.ndarray:
     for image in batch:
         interpreter.set_tensor(inputs["index"], runtime.input_batch(image, inputs))
         interpreter.invoke()
-        output = interpreter.get_tensor(outputs["index"])[0].astype(np.float32)
-        scale, zero_point = outputs["quantization"]
-        results.append((output - zero_point) * scale if scale else output)
+        results.append(runtime.dequantized(interpreter.get_tensor(outputs["index"])[0], outputs))
     return np.stack(results)
 
 
