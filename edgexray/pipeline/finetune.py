@@ -111,9 +111,9 @@ def fit(
             metrics=tracked,
         )
     weights = class_weights(train_labels)
-    mixup = recipe.mixup if recipe.augment else 0.0
-    if teacher is not None and mixup:
-        raise ValueError("distillation and mixup cannot be combined")
+    # A teacher's answers are the targets, so a fine-tune with one never blends films (a
+    # run trained with mixup still prunes with distillation).
+    mixup = recipe.mixup if recipe.augment and teacher is None else 0.0
     train_set = data.make_dataset(
         train_paths,
         train_labels,

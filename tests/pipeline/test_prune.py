@@ -20,6 +20,7 @@ from edgexray.pipeline.prune import (
 )
 
 SPARSITY = 0.5
+SMALL = 1000  # kernel weights: the tiny model's conv1_1 (36), conv2_1 (288) and logit (32)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def pruned_run(tiny_run, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("prune") / "pruned run"
     shutil.copytree(tiny_run, run_dir)
     before = artifacts.sha256(run_dir / artifacts.MODEL)
-    prune(run_dir, PruneConfig(sparsity=SPARSITY, epochs=1), verbose=0)
+    prune(run_dir, PruneConfig(sparsity=SPARSITY, epochs=1, min_layer_weights=SMALL), verbose=0)
     return run_dir, before
 
 
@@ -50,9 +51,16 @@ def _tiny_pruning_model(total_steps: int):
 
 def test_pruned_model_reaches_requested_sparsity_in_stripped_weights(pruned_run):
     run_dir, _ = pruned_run
-    sparsity = measure_sparsity(artifacts.load_keras(run_dir / artifacts.PRUNED))
-    assert abs(sparsity["overall"] - SPARSITY) <= 0.02
-    assert all(abs(value - SPARSITY) <= 0.02 for value in sparsity["layers"].values())
+    model = artifacts.load_keras(run_dir / artifacts.PRUNED)
+    sparsity = measure_sparsity(model)
+    sizes = {name: model.get_layer(name).kernel.shape.num_elements() for name in sparsity["layers"]}
+    small = {name for name, size in sizes.items() if size < SMALL}
+    assert small == {"conv1_1", "conv2_1", "pneumonia_logit"}
+    assert all(sparsity["layers"][name] == 0 for name in small)  # left dense
+    assert all(abs(sparsity["layers"][name] - SPARSITY) <= 0.02 for name in sizes.keys() - small)
+    # The overall figure counts the dense small layers too.
+    pruned_share = sum(sizes[name] for name in sizes.keys() - small) / sum(sizes.values())
+    assert abs(sparsity["overall"] - SPARSITY * pruned_share) <= 0.02
     report = json.loads((run_dir / PRUNE_REPORT).read_text())
     assert report["sparsity"] == sparsity
     assert report["config"]["sparsity"] == SPARSITY
@@ -140,3 +148,15 @@ def test_batch_norm_recalibration_replaces_stale_statistics(tiny_run, tiny_confi
         np.testing.assert_allclose(one, other, rtol=1e-5, atol=1e-5)
         assert np.all(np.abs(one) < 40)
     assert all(layer.momentum == 0.99 for layer in norms)
+
+
+def test_a_run_trained_with_mixup_prunes_with_distillation(tiny_run, tmp_path):
+    # Distillation is the default; its targets are the teacher's answers, so the fine-tune
+    # does not blend films (it raised "distillation and mixup cannot be combined").
+    run_dir = tmp_path / "mixup run"
+    shutil.copytree(tiny_run, run_dir)
+    config = json.loads((run_dir / artifacts.CONFIG).read_text())
+    (run_dir / artifacts.CONFIG).write_text(json.dumps({**config, "mixup": 0.2}))
+    report = prune(run_dir, PruneConfig(epochs=0.5, recalibrate_films=0), verbose=0)
+    assert report["config"]["distill"] is True
+    assert (run_dir / artifacts.PRUNED).is_file()
