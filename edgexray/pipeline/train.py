@@ -44,14 +44,15 @@ class TrainConfig:
     image_size: int | None = option(
         None, f"Input height and width; default by backbone: {_by_backbone('image_size')}."
     )
+    # width, stem and dropout: the compact CNN's build; Lite0's is fixed by its weights.
     width: int = option(12, "Filters of the first stage.")
     # "strided": the first convolution steps by 2 instead of a pool after it; val AUC held
     # and a training step costs about a fifth less (benchmarks/README.md, "Speed").
     stem: str = "strided"  # a model.STEMS name: how the first stage halves the resolution
     normalization: str = "equalize"  # or "scale" (plain /255)
     augment: bool = True
-    # "site" (what another hospital's export does to a film) and label smoothing: the
-    # recipe that held up best at a new site (benchmarks/README.md, "Ablation").
+    # "site" (what another hospital's export does to a film): the augmentation that held
+    # up best at a new site (benchmarks/README.md, "Ablation").
     augmentation: str = "site"  # a policy of augment.AUGMENTATIONS, used when augment
     label_smoothing: float | None = None
     # Both off: neither improved val AUC over the recipe's seed range (benchmarks/README.md,
@@ -60,10 +61,9 @@ class TrainConfig:
     weight_average: float = 0.0  # EMA momentum of the weights while training; 0 = off
     temperature_scaling: bool = True  # fit on val, folded into the last layer
     dropout: float = 0.2
-    # 12 epochs of 128 films at 4e-3 (the batch 4x, the rate 2x, after a warm-up epoch):
-    # val AUC within the seed spread of the earlier 20 epochs of 32 at 2e-3, for about half
-    # the work; 8 epochs fell short on val (benchmarks/README.md, "Speed"). Longer
-    # schedules are a --config file away.
+    # The schedule (epochs, batch_size, learning_rate, warmup_epochs) and label_smoothing:
+    # None is the backbone's recipe, and why it was chosen is in its row. Longer schedules
+    # are a --config file away.
     epochs: int | None = option(
         None, f"Maximum training epochs; default by backbone: {_by_backbone('epochs')}."
     )

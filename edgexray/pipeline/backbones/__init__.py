@@ -1,9 +1,9 @@
 """The networks `edgexray train --backbone` starts from: one row of BACKBONES each.
 
-A row holds everything that differs between them: how the network is built, the training
-recipe fields it decides when the config leaves them unset, which layers train, and what
-`edgexray run` does with it after training. Every stage reads the row; none branches on
-the name.
+A row holds everything that differs between them: how the network is built (with which
+of its layers trainable), the training recipe fields it decides when the config leaves
+them unset, and what `edgexray run` does with it after training. Every stage reads the
+row; none branches on the name.
 """
 
 from __future__ import annotations
@@ -53,8 +53,11 @@ COMPACT = "compact"
 BACKBONES = {
     backbone.name: backbone
     for backbone in (
-        # 12 epochs of 128 films at 4e-3 after a warm-up epoch, label smoothing 0.1:
-        # benchmarks/README.md, "Speed" and "Ablation".
+        # 12 epochs of 128 films at 4e-3 (the batch 4x, the rate 2x, after a warm-up
+        # epoch): val AUC within the seed spread of the earlier 20 epochs of 32 at 2e-3, for
+        # about half the work; 8 epochs fell short on val (benchmarks/README.md, "Speed").
+        # Label smoothing 0.1 with "site" augmentation held up best at a new site
+        # ("Ablation").
         Backbone(
             COMPACT,
             _compact,
