@@ -39,25 +39,18 @@ from edgexray.benchmarks.machine import machine_info  # noqa: E402
 from edgexray.pipeline import augment, data, metrics, scoring  # noqa: E402
 
 SIZE = 224
-FIRST_TRAINED = "block11_expand_conv"
 BATCH = 32
 
 
 def lite0(head: Path | None):
-    from edgexray.compat import keras
     from edgexray.pipeline.backbones import efficientnet_lite
 
-    model = efficientnet_lite.build(SIZE, channels=1, classes=1)
-    efficientnet_lite.load_imagenet_weights(model)
+    model = efficientnet_lite.for_films(SIZE)
     if head is not None:
         stored = np.load(head)
-        model.get_layer("logits").set_weights(
+        model.layers[-1].set_weights(
             [stored["kernel"].reshape(-1, 1).astype(np.float32), np.array([float(stored["bias"])])]
         )
-    first = model.layers.index(model.get_layer(FIRST_TRAINED))
-    for index, layer in enumerate(model.layers):
-        frozen = index < first or isinstance(layer, keras.layers.BatchNormalization)
-        layer.trainable = not frozen
     return model
 
 

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -32,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from scope_check import DEFAULT_DATA, recorded_split  # noqa: E402
 
 from edgexray.benchmarks.machine import machine_info  # noqa: E402
-from edgexray.pipeline import data, metrics, scoring  # noqa: E402
+from edgexray.pipeline import data, metrics, probe, scoring  # noqa: E402
 
 STRENGTHS = (1e-4, 1e-3, 1e-2, 1e-1)  # L2 penalty per film, on standardised features
 BATCH = 32
@@ -49,22 +48,6 @@ def features_of(model, paths: list[str], spec: dict) -> np.ndarray:
         batch = np.stack([scoring.decode(p, spec) for p in paths[start : start + BATCH]])
         rows.append(model.predict_on_batch(batch))
     return np.concatenate(rows)
-
-
-def logistic(features: np.ndarray, labels: np.ndarray, strength: float) -> np.ndarray:
-    """Weights (last one the bias) minimising the mean log-loss + strength/2 |w|^2."""
-    design = np.hstack([features, np.ones((len(features), 1))])
-    signs = 2 * labels - 1
-
-    def loss(weights):
-        margins = signs * (design @ weights)
-        penalty = 0.5 * strength * weights[:-1] @ weights[:-1]
-        gradient = -(design * (signs * np.exp(-np.logaddexp(0, margins)))[:, None]).mean(0)
-        gradient[:-1] += strength * weights[:-1]
-        return np.logaddexp(0, -margins).mean() + penalty, gradient
-
-    start = np.zeros(design.shape[1])
-    return minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": 2000}).x
 
 
 def main(argv=None) -> int:
@@ -100,7 +83,7 @@ def main(argv=None) -> int:
     mean, spread = train.mean(0), train.std(0) + 1e-6
     standard_train, standard_val = (train - mean) / spread, (val - mean) / spread
     for strength in STRENGTHS:
-        weights = logistic(standard_train, train_labels, strength)
+        weights = probe.logistic(standard_train, train_labels, strength)
         scores = standard_val @ weights[:-1] + weights[-1]
         probabilities = 1 / (1 + np.exp(-scores))
         threshold = metrics.threshold_for_recall(val_labels, probabilities, 0.97)

@@ -30,32 +30,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgexray.pipeline import metrics  # noqa: E402
+from edgexray.pipeline import metrics, probe  # noqa: E402
 
 STRENGTHS = (1e-3, 3e-3, 1e-2, 3e-2)  # L2 penalty per film, on standardised features
 SMOOTHINGS = (0.0, 0.1)
 TARGET_RECALL = 0.97  # TrainConfig's default target
 KEYS = ("auc", "recall", "specificity")
-
-
-def logistic(features, labels, strength: float, smoothing: float) -> np.ndarray:
-    """Weights (last one the bias) minimising mean cross-entropy against labels smoothed
-    towards 0.5 by `smoothing`, + strength/2 |w|^2."""
-    from scipy.optimize import minimize
-
-    design = np.hstack([features, np.ones((len(features), 1))])
-    targets = labels * (1 - smoothing) + 0.5 * smoothing
-
-    def loss(weights):
-        scores = design @ weights
-        value = np.mean(np.logaddexp(0, scores) - targets * scores)
-        gradient = design.T @ (1 / (1 + np.exp(-scores)) - targets) / len(scores)
-        value += 0.5 * strength * weights[:-1] @ weights[:-1]
-        gradient[:-1] += strength * weights[:-1]
-        return value, gradient
-
-    start = np.zeros(design.shape[1])
-    return minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": 3000}).x
 
 
 def scores_of(features, kernel, bias) -> np.ndarray:
@@ -85,13 +65,10 @@ def heads(cache: Path, augmented: Path | None = None) -> dict:
         train = np.concatenate([train, *draws]).astype(np.float64)
         train_labels = np.tile(train_labels, 1 + len(draws))
     val_labels = stored["val labels"].astype(np.int64)
-    mean, spread = train.mean(0), train.std(0) + 1e-6
     rows = []
     for smoothing in SMOOTHINGS:
         for strength in STRENGTHS:
-            weights = logistic((train - mean) / spread, train_labels, strength, smoothing)
-            kernel = weights[:-1] / spread  # the head on raw features: one Dense layer
-            bias = float(weights[-1] - (weights[:-1] / spread) @ mean)
+            kernel, bias = probe.linear_head(train, train_labels, strength, smoothing)
             logits = scores_of(val, kernel, bias)
             threshold = metrics.threshold_for_recall(
                 val_labels, metrics.sigmoid(logits), TARGET_RECALL

@@ -196,13 +196,10 @@ def features(model: Path, out: Path, data_root: Path) -> None:
 
 
 def block_bytes(block: dict) -> int:
-    """The block's size as write_sidecar writes it (numbers on one line per list)."""
-    import tempfile
+    """The block's size as the sidecar holds it (numbers on one line per list)."""
+    from edgexray.edge_runtime.metadata import sidecar_text
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "sidecar.json"
-        scope.write_sidecar(path, {"scope": block})
-        return path.stat().st_size
+    return len(sidecar_text({"scope": block}).encode())
 
 
 def refused_share(statistics: guard.Statistics, features, reasons) -> float:

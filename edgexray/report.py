@@ -183,6 +183,7 @@ def write_report(run_dir: Path, config, summary: dict) -> Path:
         "",
         "## Float model",
         "",
+        f"The {config.train.backbone} network at {config.train.image_size} px, "
         f"{metrics['parameters']:,} parameters; best epoch {metrics['best_epoch']} of "
         f"{metrics['epochs_run']}; decision threshold "
         f"{check_threshold(metrics.get('threshold'), artifacts.METRICS):.4f}, chosen on val "

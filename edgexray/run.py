@@ -28,6 +28,7 @@ from edgexray.errors import EdgexrayError
 from edgexray.export.bundle import TARGETS, BundleConfig
 from edgexray.export.quantize import DEVICE_METHODS, METHODS, QuantizeConfig, read_report
 from edgexray.pipeline import distribute
+from edgexray.pipeline.backbones import BACKBONES, COMPACT
 from edgexray.pipeline.prune import PruneConfig
 from edgexray.pipeline.train import TrainConfig
 from edgexray.pipeline.verify import GateLimits, RecallRegressionError, VerifyReport
@@ -65,9 +66,9 @@ class RunConfig:
     """Settings of every stage of the whole job."""
 
     train: TrainConfig
-    prune: PruneConfig = field(default_factory=PruneConfig)
+    prune: PruneConfig | None = None  # None: prune_config(train), the backbone's
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] | None = None  # None: the backbone's run_methods
     gate: GateLimits = field(default_factory=GateLimits)
     benchmark: BenchmarkConfig = field(
         default_factory=lambda: BenchmarkConfig(threads=(1, 2), warmup=10, runs=100)
@@ -84,6 +85,11 @@ class RunConfig:
     )
 
     def __post_init__(self):
+        backbone = BACKBONES[self.train.backbone]
+        if self.prune is None:
+            object.__setattr__(self, "prune", prune_config(self.train))
+        if self.methods is None:
+            object.__setattr__(self, "methods", backbone.run_methods or METHODS)
         unknown = set(self.methods) - set(METHODS)
         if unknown:
             raise EdgexrayError(f"unknown methods {sorted(unknown)}: choose from {METHODS}")
@@ -95,12 +101,21 @@ class RunConfig:
         return {stage.name: stage.settings(self) for stage in STAGES}
 
 
+def prune_config(train: TrainConfig, **settings) -> PruneConfig:
+    """The prune settings of a run: PruneConfig's defaults, then the backbone's
+    (backbones.Backbone.run_prune), then `settings`."""
+    return PruneConfig(**{**BACKBONES[train.backbone].run_prune, **settings})
+
+
 def _hashed(stage_config) -> dict:
-    """A stage's settings as hashed. distribute "none" is left out, so run directories made
-    before --distribute existed are still resumed, not redone."""
+    """A stage's settings as hashed. distribute "none" and backbone "compact" are left out,
+    so run directories made before --distribute or --backbone existed are still resumed,
+    not redone."""
     values = dataclasses.asdict(stage_config)
     if values.get("distribute") == "none":
         del values["distribute"]
+    if values.get("backbone") == COMPACT:
+        del values["backbone"]
     return values
 
 

@@ -16,7 +16,7 @@ from .common import Verbose, fail, long_work, user_errors, writes_artifacts
 from .options import from_settings
 from .verify import GATE
 
-TRAIN = ("epochs", "target_recall", "seed", "distribute")
+TRAIN = ("backbone", "epochs", "target_recall", "seed", "distribute")
 
 
 @user_errors
@@ -56,14 +56,15 @@ def command(
     from edgexray.export.quantize import QuantizeConfig
     from edgexray.pipeline import train
     from edgexray.pipeline.verify import RecallRegressionError
-    from edgexray.run import STAGES, find_data, run, summary_lines
+    from edgexray.run import STAGES, find_data, prune_config, run, summary_lines
 
     distribute = settings["distribute"]
+    train_config = TrainConfig(
+        data=str(find_data(data, download).resolve()), **{k: settings[k] for k in TRAIN}
+    )
     config = RunConfig(
-        train=TrainConfig(
-            data=str(find_data(data, download).resolve()), **{k: settings[k] for k in TRAIN}
-        ),
-        prune=PruneConfig(sparsity=settings["sparsity"], distribute=distribute),
+        train=train_config,
+        prune=prune_config(train_config, sparsity=settings["sparsity"], distribute=distribute),
         quantize=QuantizeConfig(distribute=distribute),
         gate=GateLimits(**{k: settings[k] for k in GATE}),
         calibrate_on=str(calibrate_on.resolve()) if calibrate_on else None,

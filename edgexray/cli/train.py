@@ -13,6 +13,7 @@ from .common import Verbose, fail, given, long_work, user_errors, writes_artifac
 from .options import from_settings
 
 OPTIONS = (
+    "backbone",
     "image_size",
     "width",
     "epochs",

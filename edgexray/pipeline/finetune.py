@@ -184,7 +184,10 @@ def recalibrate_batch_norm(model, train_paths, train_labels, recipe, films: int)
     """
     from edgexray.compat import keras
 
-    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    # A frozen one (a pretrained backbone's) normalises with its stored statistics even in
+    # training mode: nothing to re-estimate.
+    batch_norms = keras.layers.BatchNormalization
+    layers = [layer for layer in model.layers if isinstance(layer, batch_norms) and layer.trainable]
     if not layers or films <= 0:
         return
     batch = 64

@@ -78,10 +78,12 @@ class PruneConfig:
 
 
 def prunable(layer) -> bool:
-    """Layers whose kernels are pruned and counted in the sparsity."""
+    """Layers whose kernels are pruned and counted in the sparsity: the trainable Conv2D
+    and Dense layers. A frozen layer (a pretrained backbone's early blocks) stays dense:
+    its weights cannot recover from the cut while the fine-tune leaves it alone."""
     from edgexray.compat import keras
 
-    return isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
+    return isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and layer.trainable
 
 
 def clone_fresh(model, wrap: Callable | None = None, should_wrap: Callable = prunable):

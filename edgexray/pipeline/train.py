@@ -15,10 +15,17 @@ from edgexray import __version__, artifacts
 from edgexray.edge_runtime.options import option
 from edgexray.errors import EdgexrayError, check_config, check_threshold
 from edgexray.formatting import estimate
-from edgexray.pipeline import augment, data, distribute, finetune, metrics, scoring
+from edgexray.pipeline import augment, data, distribute, finetune, metrics, probe, scoring
+from edgexray.pipeline.backbones import BACKBONES, COMPACT
+from edgexray.pipeline.backbones import NAMES as BACKBONE_NAMES
 from edgexray.pipeline.model import STEMS
 
 log = logging.getLogger("edgexray")
+
+
+def _by_backbone(field: str) -> str:
+    """Help text: a recipe field's default for each backbone."""
+    return ", ".join(f"{name} {backbone.recipe[field]}" for name, backbone in BACKBONES.items())
 
 
 @dataclass(frozen=True)
@@ -26,34 +33,46 @@ class TrainConfig:
     """Everything that decides a trained model; saved as config.json in the run dir."""
 
     data: str
-    image_size: int = option(128, "Input height and width.")
+    backbone: str = option(
+        COMPACT,
+        "The network: compact (the small CNN, trained from scratch) or efficientnet-lite0 "
+        "(ImageNet weights, fine-tuned; slower, 224 px).",
+        choices=BACKBONE_NAMES,
+    )
+    # None: the backbone's (backbones.BACKBONES' recipe); resolved in __post_init__, so
+    # config.json always holds the value used.
+    image_size: int | None = option(
+        None, f"Input height and width; default by backbone: {_by_backbone('image_size')}."
+    )
+    # width, stem and dropout: the compact CNN's build; Lite0's is fixed by its weights.
     width: int = option(12, "Filters of the first stage.")
     # "strided": the first convolution steps by 2 instead of a pool after it; val AUC held
     # and a training step costs about a fifth less (benchmarks/README.md, "Speed").
     stem: str = "strided"  # a model.STEMS name: how the first stage halves the resolution
     normalization: str = "equalize"  # or "scale" (plain /255)
     augment: bool = True
-    # "site" (what another hospital's export does to a film) and label smoothing: the
-    # recipe that held up best at a new site (benchmarks/README.md, "Ablation").
+    # "site" (what another hospital's export does to a film): the augmentation that held
+    # up best at a new site (benchmarks/README.md, "Ablation").
     augmentation: str = "site"  # a policy of augment.AUGMENTATIONS, used when augment
-    label_smoothing: float = 0.1
+    label_smoothing: float | None = None
     # Both off: neither improved val AUC over the recipe's seed range (benchmarks/README.md,
     # "Ablation"); kept so that comparison can be rerun.
     mixup: float = 0.0  # Beta(mixup, mixup) blend of film pairs while training; 0 = off
     weight_average: float = 0.0  # EMA momentum of the weights while training; 0 = off
     temperature_scaling: bool = True  # fit on val, folded into the last layer
     dropout: float = 0.2
-    # 12 epochs of 128 films at 4e-3 (the batch 4x, the rate 2x, after a warm-up epoch):
-    # val AUC within the seed spread of the earlier 20 epochs of 32 at 2e-3, for about half
-    # the work; 8 epochs fell short on val (benchmarks/README.md, "Speed"). Longer
-    # schedules are a --config file away.
-    epochs: int = option(12, "Maximum training epochs.")
+    # The schedule (epochs, batch_size, learning_rate, warmup_epochs) and label_smoothing:
+    # None is the backbone's recipe, and why it was chosen is in its row. Longer schedules
+    # are a --config file away.
+    epochs: int | None = option(
+        None, f"Maximum training epochs; default by backbone: {_by_backbone('epochs')}."
+    )
     patience: int = 5
-    batch_size: int = 128
-    learning_rate: float = 4e-3
+    batch_size: int | None = None
+    learning_rate: float | None = None
     # Linear rise of the learning rate before the cosine decay; at most epochs - 1, so that
     # `--epochs 1` trains (with no warm-up) instead of refusing a setting the user never made.
-    warmup_epochs: int = 1
+    warmup_epochs: int | None = None
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     target_recall: float = option(0.97, "Pneumonia recall the val threshold must reach.")
@@ -63,6 +82,11 @@ class TrainConfig:
     distribute: str = distribute.setting()
 
     def __post_init__(self):
+        if self.backbone not in BACKBONE_NAMES:  # before its recipe is read
+            check_config("training config", {f"backbone must be one of {BACKBONE_NAMES}": False})
+        for name, value in BACKBONES[self.backbone].recipe.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         self._check_types()
         checks = {
             "image_size must be 16..512": 16 <= self.image_size <= 512,
@@ -95,11 +119,12 @@ class TrainConfig:
         simple = {"str": str, "bool": bool, "int": int, "float": (int, float)}
         wrong = []
         for field in dataclasses.fields(self):
-            value, expected = getattr(self, field.name), simple.get(str(field.type))
+            kind = str(field.type).removesuffix(" | None")  # filled from the backbone by now
+            value, expected = getattr(self, field.name), simple.get(kind)
             if expected is None:
                 continue  # a field of another type checks itself below
-            if isinstance(value, bool) != (field.type == "bool") or not isinstance(value, expected):
-                wrong.append(f"{field.name} must be {field.type}, got {value!r}")
+            if isinstance(value, bool) != (kind == "bool") or not isinstance(value, expected):
+                wrong.append(f"{field.name} must be {kind}, got {value!r}")
         check_config("training config", {message: False for message in wrong})
 
     @property
@@ -292,7 +317,7 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> TrainingMetri
         see pipeline/distribute.py).
     """
     from edgexray.compat import keras
-    from edgexray.pipeline.model import build_model, emits_logit, fold_temperature
+    from edgexray.pipeline.model import emits_logit, fold_temperature
 
     distribute.strategy(config.distribute)  # first: multiworker must start before any TF op
     # Made when the manifest is written, after the data checks; a worker's is private.
@@ -319,10 +344,12 @@ def train(config: TrainConfig, run_dir: Path, verbose: int = 1) -> TrainingMetri
     spec = config.input_spec
     val_set = data.make_dataset(val_paths, val_labels, spec, 64)
 
+    backbone = BACKBONES[config.backbone]
     with distribute.scope(config.distribute):
-        model = build_model(
-            config.image_size, config.width, config.dropout, config.seed, config.stem
-        )
+        model = backbone.build(config)
+    if backbone.probe_l2 is not None:
+        log.info("fitting the head on the frozen features of %d train films", len(train_paths))
+        probe.fit_head(model, train_paths, train_labels, spec, backbone.probe_l2)
     batch_size = distribute.global_batch(config.batch_size, config.distribute)
     steps_per_epoch = int(np.ceil(len(train_paths) / batch_size))
     warmup = min(config.warmup_epochs, config.epochs - 1) * steps_per_epoch

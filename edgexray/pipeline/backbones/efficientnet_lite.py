@@ -232,6 +232,34 @@ def build(
     return keras.Model(inputs, outputs, name="efficientnet_lite0")
 
 
+# Fine-tuning starts here: the layers before it and every BatchNormalization stay as
+# ImageNet left them. Blocks 11-15 and the head train (2.6 M of 3.4 M weights); the usual
+# way to fine-tune an EfficientNet on a few thousand films: batch statistics of batches of
+# 32 grey films would overwrite ImageNet's, and the early blocks' edges and textures need
+# no change (benchmarks/README.md, "EfficientNet-Lite0: ... recipe on val").
+FIRST_TRAINED = "block11_expand_conv"
+
+
+def for_films(image_size: int = IMAGE_SIZE):
+    """Lite0 for edgexray's grey films: one input channel, ImageNet weights, a fresh 1-logit
+    head, and only blocks 11-15, the head convolution and the head trainable.
+
+    One channel, not the film copied three times: the copies would be the same network
+    with three times the stem's input work, and `grey_unit_stem` folds ImageNet's
+    normalisation into the stem, so the film is fed in [0, 1] like every edgexray model's
+    and its sidecar needs no normalisation of its own.
+    """
+    from edgexray.compat import keras
+
+    model = build(image_size, channels=1, classes=1)
+    load_imagenet_weights(model)
+    first = model.layers.index(model.get_layer(FIRST_TRAINED))
+    for index, layer in enumerate(model.layers):
+        batch_norm = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = index >= first and not batch_norm
+    return model
+
+
 def keras_weights(state: dict[str, np.ndarray], channels: int) -> dict[str, list[np.ndarray]]:
     """The checkpoint's tensors as Keras layer weights, by layer name (layer_names()).
 
