@@ -183,8 +183,9 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
         model = clone_fresh(
             baseline,
             lambda layer: prune_wrapper(layer, pruning_schedule=schedule),
-            lambda layer: prunable(layer) and layer.kernel.shape.num_elements()
-            >= config.min_layer_weights,
+            lambda layer: (
+                prunable(layer) and layer.kernel.shape.num_elements() >= config.min_layer_weights
+            ),
         )
     log.info(
         "pruning to %.0f%% sparsity: %g epochs, %d steps, mask ramp ends at step %d",
