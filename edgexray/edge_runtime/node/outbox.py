@@ -150,7 +150,7 @@ class Lane:
             taken += 1
             try:
                 item = json.loads(queued.read_text())
-                data = self.build(item["record"], self.outbox.locate(item["film"]))
+                data = self._build(item)
             except Exception as err:  # a damaged file fails pydicom and highdicom many ways
                 self._keep_failed(queued, err)
                 continue
@@ -160,6 +160,16 @@ class Lane:
             queued.unlink()
             self.ready.set()
         return taken
+
+    def _build(self, item: dict) -> bytes:
+        """The object of one queued item. The worker queues a film's results before it
+        moves the film from incoming/ to classified/, so a build can look for the film in
+        one folder and find it gone: it is looked for once more before the item counts
+        as failed (a failed item waits FAILED_RETRY, an hour, for its next try)."""
+        try:
+            return self.build(item["record"], self.outbox.locate(item["film"]))
+        except FileNotFoundError:
+            return self.build(item["record"], self.outbox.locate(item["film"]))
 
     def _keep_failed(self, queued: Path, err: Exception) -> None:
         failed = self.folder / FAILED

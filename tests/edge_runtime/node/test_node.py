@@ -972,3 +972,37 @@ def test_idle_and_junk_connections_neither_lock_modalities_out_nor_flood_the_log
     kept = state / spool.CLASSIFIED / f"{uid}.dcm"
     assert kept.stat().st_mode & 0o777 == 0o600
     assert (state / spool.RESULTS).stat().st_mode & 0o777 == 0o600
+
+
+def test_a_film_moved_while_its_report_is_built_is_looked_for_again(tmp_path):
+    # The worker queues a film's results, then moves the film from incoming/ to
+    # classified/: a build that looked in incoming/ finds it gone. It went to failed/ for
+    # an hour (seen once in CI against Orthanc: one report missing).
+    folders = [tmp_path / spool.INCOMING, tmp_path / spool.CLASSIFIED]
+    for folder in folders:
+        folder.mkdir()
+    (folders[0] / "1.2.3.dcm").write_bytes(b"the film")
+    outbox_folder = tmp_path / spool.OUTBOX
+    (outbox_folder / node_outbox.FAILED).mkdir(parents=True)
+
+    class Outbox:
+        folder, stopping = outbox_folder, threading.Event()
+        wake = {node_outbox.REPORT.name: threading.Event()}
+
+        def yields(self, kind):
+            return False
+
+        def locate(self, name):
+            return next(folder / name for folder in folders if (folder / name).is_file())
+
+    def build(record, film):
+        if film.parent == folders[0]:  # the worker moves it now
+            os.replace(film, folders[1] / film.name)
+        return film.read_bytes()
+
+    queued = outbox_folder / f"1.2.3{node_outbox.REPORT.queued}"
+    queued.write_text(json.dumps({"film": "1.2.3.dcm", "record": {}}))
+    lane = node_outbox.Lane(Outbox(), node_outbox.REPORT, build)
+    assert lane.build_queued() == 1
+    assert [p.read_bytes() for p in lane.waiting()] == [b"the film"]
+    assert not list((outbox_folder / node_outbox.FAILED).iterdir())
