@@ -29,7 +29,7 @@ from edgexray.export.bundle import TARGETS, BundleConfig
 from edgexray.export.quantize import DEVICE_METHODS, METHODS, QuantizeConfig, read_report
 from edgexray.pipeline import distribute
 from edgexray.pipeline.backbones import BACKBONES, COMPACT
-from edgexray.pipeline.prune import PruneConfig
+from edgexray.pipeline.prune import PruneConfig, prune_config
 from edgexray.pipeline.train import TrainConfig
 from edgexray.pipeline.verify import GateLimits, RecallRegressionError, VerifyReport
 
@@ -99,12 +99,6 @@ class RunConfig:
     def stage_settings(self) -> dict[str, dict]:
         """What each stage's output depends on, beyond the stages before it."""
         return {stage.name: stage.settings(self) for stage in STAGES}
-
-
-def prune_config(train: TrainConfig, **settings) -> PruneConfig:
-    """The prune settings of a run: PruneConfig's defaults, then the backbone's
-    (backbones.Backbone.run_prune), then `settings`."""
-    return PruneConfig(**{**BACKBONES[train.backbone].run_prune, **settings})
 
 
 def _hashed(stage_config) -> dict:

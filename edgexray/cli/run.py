@@ -55,8 +55,9 @@ def command(
     from edgexray import artifacts
     from edgexray.export.quantize import QuantizeConfig
     from edgexray.pipeline import train
+    from edgexray.pipeline.prune import prune_config
     from edgexray.pipeline.verify import RecallRegressionError
-    from edgexray.run import STAGES, find_data, prune_config, run, summary_lines
+    from edgexray.run import STAGES, find_data, run, summary_lines
 
     distribute = settings["distribute"]
     train_config = TrainConfig(

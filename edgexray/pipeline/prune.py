@@ -77,6 +77,14 @@ class PruneConfig:
         check_config("prune config", checks)
 
 
+def prune_config(train_config, **settings) -> PruneConfig:
+    """The prune settings of a run trained with train_config: PruneConfig's defaults,
+    then its backbone's (backbones.Backbone.run_prune), then `settings`."""
+    from edgexray.pipeline.backbones import BACKBONES
+
+    return PruneConfig(**{**BACKBONES[train_config.backbone].run_prune, **settings})
+
+
 def prunable(layer) -> bool:
     """Layers whose kernels are pruned and counted in the sparsity: the trainable Conv2D
     and Dense layers. A frozen layer (a pretrained backbone's early blocks) stays dense:

@@ -145,3 +145,24 @@ def test_unknown_backbone_is_one_line_error(tmp_path):
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert result.exit_code == 2 and len(errors) == 1, result.output
     assert "backbone must be one of" in errors[0]
+
+
+def test_prune_cli_takes_the_backbones_settings_unless_given(lite0_run, monkeypatch):
+    # `edgexray prune` alone pruned a Lite0 run with the compact CNN's recipe (3 passes,
+    # distillation) where `edgexray run` used the Lite0 row's.
+    from edgexray.pipeline import prune as pruning
+
+    seen = []
+    report = {
+        "sparsity": {"overall": 0.8, "zeros": 4, "weights": 5, "layers": {}},
+        "val": {"auc": 0.9, "threshold": 0.5, "recall": 0.97, "specificity": 0.8},
+        "baseline_val_auc": 0.9,
+    }
+    monkeypatch.setattr(
+        pruning, "prune", lambda run_dir, config, verbose: seen.append(config) or report
+    )
+    for extra in ([], ["--epochs", "2"]):
+        result = runner.invoke(app, ["prune", str(lite0_run), *extra])
+        assert result.exit_code == 0, result.output
+    assert seen[0] == PruneConfig(**BACKBONES[LITE0].run_prune)
+    assert seen[1] == PruneConfig(**{**BACKBONES[LITE0].run_prune, "epochs": 2.0})

@@ -25,7 +25,8 @@ class Backbone:
         probe_l2: before fine-tuning, the head is set to an L2-regularised logistic
             regression (this strength) on the frozen network's features of the train
             films (pipeline/probe.py); None: the head starts from its initialiser.
-        run_prune: PruneConfig fields `edgexray run` sets for this backbone.
+        run_prune: PruneConfig fields `edgexray run` and `edgexray prune` set for this
+            backbone (options given on the command line win).
         run_methods: quantization methods `edgexray run` makes; None: every one.
     """
 
