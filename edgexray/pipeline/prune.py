@@ -21,6 +21,7 @@ from edgexray import __version__, artifacts
 from edgexray.edge_runtime.options import option
 from edgexray.errors import EdgexrayError, check_config
 from edgexray.pipeline import data, distribute, finetune, metrics, scoring
+from edgexray.pipeline.backbones import BACKBONES
 from edgexray.pipeline.train import load_config, read_metrics
 
 log = logging.getLogger("edgexray")
@@ -50,9 +51,10 @@ class PruneConfig:
     learning_rate: float = option(3e-4, "Fine-tuning learning rate.")
     # Layers with fewer kernel weights than this stay dense (0: prune every Conv2D/Dense).
     # 4096 keeps the compact CNN's first two convolutions and its logit layer whole (1.2%
-    # of its kernel weights). With `distill`, this took the pruned variants' worst val
-    # specificity drop under the shift stress test from 0.16-0.56 to 0.04-0.08 over three
-    # seeds; either change alone left 0.12-0.30 (benchmarks/README.md, "Variants that hold").
+    # of its kernel weights). With `distill`, this took pruned-int8's worst val specificity
+    # drop under the shift stress test from 0.16 and 0.56 to 0.06 and 0.045 on seeds 7 and
+    # 11 (seed 42: 0.055, 0.060); either change alone left 0.12-0.30 on seed 11
+    # (benchmarks/README.md, "Variants that hold").
     min_layer_weights: int = 4096
     batch_size: int = 32
     # Fine-tune towards the float model's calls (finetune.fit's teacher) instead of the
@@ -80,8 +82,6 @@ class PruneConfig:
 def prune_config(train_config, **settings) -> PruneConfig:
     """The prune settings of a run trained with train_config: PruneConfig's defaults,
     then its backbone's (backbones.Backbone.run_prune), then `settings`."""
-    from edgexray.pipeline.backbones import BACKBONES
-
     return PruneConfig(**{**BACKBONES[train_config.backbone].run_prune, **settings})
 
 
