@@ -220,6 +220,7 @@ def decisions(classifier: Classifier, films: list[Film], tags: bool = True) -> l
 
 
 KINDS = {
+    "looks": "turned or negative",
     "DICOM": "tags",
     "patient aged": "age",
     "colour": "colour",

@@ -7,6 +7,9 @@ Prints seconds per step and per 4448-film epoch (the train split's size at val 0
 the forward pass alone, and with --trace the profiler's time per TensorFlow op type and
 per op (the top ones), from the XPlane trace, and how busy each core was (user CPU of
 the process over wall time). No data, no input pipeline: the model's own cost.
+
+    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/train_profile.py ...
+        the same on oneDNN's AVX2 kernels, as a CPU without AVX-512 would run them.
 """
 
 from __future__ import annotations
@@ -93,6 +96,9 @@ def main() -> None:
         "forward_cpu_percent": round(100 * forward_cpu),
         "forward_cpu_epoch_s": round(forward_cpu * forward_step * steps_per_epoch, 1),
         "load_average": os.getloadavg()[0],
+        # oneDNN's widest instruction set allowed (ONEDNN_MAX_CPU_ISA=AVX2 stands in for an
+        # AVX2-only CPU on an AVX-512 one); None: whatever the CPU has
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
     }
     print(json.dumps(result))
     if args.json:

@@ -295,6 +295,43 @@ def test_a_film_that_comes_upside_down_is_refused_and_says_so(shipped):
         assert "turn the film upright" in record["scope_reason"]
 
 
+def test_a_negative_the_cut_off_lets_through_is_refused_and_says_so(shipped, tmp_path):
+    # An ImageNet backbone's cut-off lets through 30-44% of val negatives (its features see
+    # the same edges either way); the check inverts the film back and sees it come closer.
+    # Here the shipped model's cut-off is widened until the negative lies within it.
+    film = readers.read(SHARED_TRAIN / "PNEUMONIA/person1005_virus_1688.jpeg")[0]
+    negative = 255 - film
+    gray = resize(negative, 128, 128)
+    shipped.run(shipped.tensor_of(gray))
+    far = guard.Statistics.of(shipped.scope).distance(shipped.features())
+    sidecar = copy.deepcopy(shipped.sidecar)
+    sidecar["scope"]["cutoff"] = far * 1.05
+    sidecar["scope"]["orientation"] = {"turns": ["negative"], "margin": 0.0}
+    model = tmp_path / "wide cut-off.tflite"
+    shutil.copy(REFERENCE_MODEL, model)
+    widened = Classifier(put_sidecar(model, sidecar))
+
+    record = widened.classify(negative)
+    assert record["label"] == "OUT_OF_SCOPE" and record["in_scope"] is False
+    assert record["scope_reason"].startswith("looks a negative"), record["scope_reason"]
+    assert "inverted back it is like the training films" in record["scope_reason"]
+    assert record["scope_distance"] == pytest.approx(far, abs=1e-4)
+    assert widened.classify(film)["in_scope"] is True  # its own negative is farther
+
+
+def test_a_turn_the_model_cannot_tell_apart_is_left_out_and_the_others_kept():
+    rng = np.random.default_rng(5)
+    train, val = rng.normal(size=(400, 6)), rng.normal(size=(200, 6))
+    upright = fitting.fit(train, val, {"index": 1, "name": "f", "size": 6})
+    statistics = guard.Statistics.of(upright)
+    distances = np.array([statistics.distance(f) for f in val])
+    turned = {"rot180": val * 3.0, "vflip": val * 0.99, "negative": val * 4.0}
+    block = fitting.orientation_block(statistics, upright["cutoff"], distances, turned)
+    assert block["turns"] == ["rot180", "negative"]  # vflip looks like the upright film
+    assert block["chosen_on"]["turned_caught"] == {"rot180": 1.0, "negative": 1.0}
+    assert guard.problem({**upright, "orientation": block}) is None
+
+
 def test_the_orientation_margin_is_the_smallest_that_spares_the_upright_val_films():
     rng = np.random.default_rng(2)
     train, val = rng.normal(size=(400, 6)), rng.normal(size=(200, 6))

@@ -149,17 +149,36 @@ def subspace_model(folder: Path) -> Path:
     return model
 
 
-@pytest.mark.parametrize("form", ["scope/1 (shipped)", "scope/2"])
+def negative_checked_model(folder: Path, negative: Path) -> Path:
+    """The shipped model with every turn checked and its cut-off widened until `negative`
+    lies within it, so the negative check, not the cut-off, must refuse it."""
+    folder.mkdir()
+    model = folder / "negative checked.tflite"
+    shutil.copy(REFERENCE_MODEL, model)
+    classifier = Classifier(model)
+    classifier.run(classifier.tensor_of(resize(readers.read(negative)[0], 128, 128)))
+    block = classifier.sidecar["scope"]
+    block["cutoff"] = guard.Statistics.of(block).distance(classifier.features()) * 1.05
+    block["orientation"] = {"turns": [turn.name for turn in guard.TURNS], "margin": 0.0}
+    artifacts.write_model(model, model.read_bytes(), classifier.sidecar)
+    return model
+
+
+@pytest.mark.parametrize("form", ["scope/1 (shipped)", "scope/2", "scope/1 (negative check)"])
 def test_java_scope_matches_python(java_scope, tmp_path, form):
+    app_images = images(tmp_path / "app images")
     model = REFERENCE_MODEL
     if form == "scope/2":
         model = subspace_model(tmp_path / "subspace model")
+    if form.endswith("(negative check)"):
+        negative = next(path for path in app_images if path.name == "negative film.png")
+        model = negative_checked_model(tmp_path / "negative model", negative)
     classifier = Classifier(model)
     assert classifier.scope["schema"] == "edgexray." + form.split()[0]
     feature_detail = classifier.outputs[classifier.scope["feature_output"]["index"]]
     scale, zero_point = feature_detail["quantization"]
     cases, expected = [], []
-    for path in images(tmp_path / "app images"):
+    for path in app_images:
         film, info = readers.read(path)
         gray = resize(film, 128, 128)
         classifier.run(classifier.tensor_of(gray))
@@ -184,9 +203,12 @@ def test_java_scope_matches_python(java_scope, tmp_path, form):
     got = java_scope(cases, model.with_suffix(".json"))
     kinds = {decision.reason.split(" (")[0] for decision in expected}
     assert {"in scope", "colour image", "flat or blank image"} <= kinds  # every check ran
-    assert "unlike the training films" in kinds
+    if not form.endswith("(negative check)"):  # its cut-off lets in the grey photograph
+        assert "unlike the training films" in kinds
     if form.startswith("scope/1"):  # the shipped block has the orientation check
         assert any(kind.startswith("looks upside down") for kind in kinds), kinds
+    if form.endswith("(negative check)"):
+        assert any(kind.startswith("looks a negative") for kind in kinds), kinds
     for case, want, (inside, distance, reason) in zip(cases, expected, got, strict=True):
         name = case["path"].name
         assert inside == want.in_scope, (name, reason, want.reason)

@@ -21,7 +21,7 @@ import java.util.Map;
  * Android imports.
  *
  * <p>A block with an orientation check (scope.py's TURNS) also asks the model about the
- * film turned back: the app passes a {@link Model} that runs its interpreter on a resized
+ * film turned back (upside down) or inverted back (a negative): the app passes a {@link Model} that runs its interpreter on a resized
  * grey film and returns the features output's bytes.
  *
  * <pre>
@@ -58,10 +58,15 @@ public final class EdgexrayScope {
     private final String[] turns;
     private final double margin;
 
-    /** scope.py's TURNS: each turn's name and how a film so turned looks. */
+    /** scope.py's TURNS: each turn's name, how a film so turned looks, the film with the
+     * turn undone, and what the sender should do. */
     public static final String[][] TURNS = {
-        {"rot180", "upside down (turned 180 degrees)"},
-        {"vflip", "upside down (flipped top to bottom)"},
+        {"rot180", "upside down (turned 180 degrees)", "turned back",
+            "turn the film upright and send it again"},
+        {"vflip", "upside down (flipped top to bottom)", "turned back",
+            "turn the film upright and send it again"},
+        {"negative", "a negative (grey levels inverted: bones dark, lungs light)",
+            "inverted back", "send the film with bones light and lungs dark, not its negative"},
     };
 
     /** The app's model, asked for the features output of another resized grey film. */
@@ -122,7 +127,7 @@ public final class EdgexrayScope {
             turns = new String[names.size()];
             for (int i = 0; i < turns.length; i++) {
                 turns[i] = String.valueOf(names.get(i));
-                if (looks(turns[i]) == null) {
+                if (known(turns[i]) == null) {
                     throw new IllegalArgumentException("unknown turn " + turns[i]);
                 }
             }
@@ -344,32 +349,46 @@ public final class EdgexrayScope {
                     "unlike the training films (feature distance %.1f > cut-off %.1f)",
                     measured, cutoff), measured);
         }
+        // Of several turns that bring the film closer, the closest is named (scope.py).
+        String[] found = null;
+        double closest = Double.POSITIVE_INFINITY;
         for (int t = 0; model != null && t < turns.length; t++) {
             byte[] turned = turn(turns[t], gray, grayWidth);
             double back = distance(dequantize(model.features(turned), featureScale,
                     featureZeroPoint));
-            if (back <= cutoff && back < measured - margin) {
-                return new Decision(false, String.format(Locale.ROOT,
-                        "looks %s: turned back it is like the training films (feature distance"
-                        + " %.1f against %.1f); turn the film upright and send it again",
-                        looks(turns[t]), back, measured), measured);
+            if (back <= cutoff && back < measured - margin && back < closest) {
+                found = known(turns[t]);
+                closest = back;
             }
+        }
+        if (found != null) {
+            return new Decision(false, String.format(Locale.ROOT,
+                    "looks %s: %s it is like the training films (feature distance"
+                    + " %.1f against %.1f); %s",
+                    found[1], found[2], closest, measured, found[3]), measured);
         }
         return new Decision(true, "in scope", measured);
     }
 
-    private static String looks(String turn) {
+    private static String[] known(String turn) {
         for (String[] known : TURNS) {
             if (known[0].equals(turn)) {
-                return known[1];
+                return known;
             }
         }
         return null;
     }
 
-    /** A row-major grey film turned (scope.py TURNS): rot180 reverses it, vflip its rows. */
+    /** A row-major grey film turned (scope.py TURNS): rot180 reverses it, vflip its rows,
+     * negative inverts its grey levels. */
     public static byte[] turn(String name, byte[] gray, int width) {
         byte[] out = new byte[gray.length];
+        if ("negative".equals(name)) {
+            for (int i = 0; i < gray.length; i++) {
+                out[i] = (byte) (255 - (gray[i] & 0xff));
+            }
+            return out;
+        }
         int rows = gray.length / width;
         for (int r = 0; r < rows; r++) {
             for (int c = 0; c < width; c++) {
