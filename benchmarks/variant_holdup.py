@@ -4,8 +4,9 @@
 
 The recall gate (`edgexray verify`) judges variants on test/, another site, which must
 not choose recipes. This applies the same rule (no recall drop, specificity drop <= 0.10,
-AUC drop <= 0.01, each model at its own val threshold, or with --rule float at the float
-model's threshold where that is lower) to the VAL films, as they are and
+AUC drop <= 0.01, each model at its threshold under a rule of RULES: its own val
+threshold, the float model's where that is lower, or one that catches N more val
+pneumonia films than the float model's) to the VAL films, as they are and
 under each synthetic acquisition shift of `augment.SHIFTS` (brighter, darker, blurred,
 resampled, re-compressed...), and reports per variant the worst drop over the shifts and
 how many shifts it would fail. All models are scored in one pass over the films per
@@ -21,12 +22,45 @@ from pathlib import Path
 
 import numpy as np
 
-RULES = ("own", "float")  # each variant's own val threshold; min(float model's, own)
+
+def _own(thresholds, labels, probabilities):
+    return thresholds
+
+
+def _float(thresholds, labels, probabilities):
+    # never above the variant's own: its val recall stays >= the target
+    return [thresholds[0]] + [min(t, thresholds[0]) for t in thresholds[1:]]
+
+
+def _more_films(films: int):
+    """Each variant's threshold catches `films` more val pneumonia films (as they are)
+    than the float model's does: recall margin against the gate's no-drop rule."""
+
+    def rule(thresholds, labels, probabilities):
+        positives = np.asarray(labels).astype(bool)
+        caught = int(np.sum(probabilities[0][positives] >= thresholds[0]))
+        wanted = min(caught + films, int(positives.sum()))
+        return [thresholds[0]] + [
+            float(np.sort(p[positives])[::-1][wanted - 1]) for p in probabilities[1:]
+        ]
+
+    return rule
+
+
+# name -> thresholds of [float model, variants...] from their own ones and the val films'
+# probabilities as they are
+RULES = {"own": _own, "float": _float, **{f"plus{n}": _more_films(n) for n in (1, 2, 3, 4)}}
 
 
 def holdup(run_dir: Path, rule: str = "own") -> dict:
+    """One rule's report (see `holdups`)."""
+    return holdups(run_dir, (rule,))[rule]
+
+
+def holdups(run_dir: Path, rules=("own",)) -> dict:
+    """rule -> report, the models scored once for all rules."""
     from edgexray import artifacts
-    from edgexray.pipeline import augment, data, metrics
+    from edgexray.pipeline import augment, data
     from edgexray.pipeline.evaluate import load_model
     from edgexray.pipeline.scoring import score
     from edgexray.pipeline.verify import GateLimits
@@ -41,9 +75,23 @@ def holdup(run_dir: Path, rule: str = "own") -> dict:
         shift: score([m.scorer for m in models], paths, labels, change).probabilities
         for shift, change in augment.SHIFTS.items()
     }
-    thresholds = [m.threshold for m in models]
-    if rule == "float":  # never above the variant's own: its val recall stays >= the target
-        thresholds = [thresholds[0]] + [min(t, thresholds[0]) for t in thresholds[1:]]
+    return {
+        rule: _judge(
+            names,
+            RULES[rule]([m.threshold for m in models], labels, by_shift["none"]),
+            by_shift,
+            labels,
+            limits,
+            run_dir,
+            rule,
+        )
+        for rule in rules
+    }
+
+
+def _judge(names, thresholds, by_shift, labels, limits, run_dir, rule) -> dict:
+    from edgexray.pipeline import metrics
+
     result = {
         name: {"threshold": t, "shifts": {}}
         for name, t in zip(names[1:], thresholds[1:], strict=True)
@@ -74,34 +122,41 @@ def holdup(run_dir: Path, rule: str = "own") -> dict:
         entry["mean_abs_specificity_change"] = round(
             float(np.mean([abs(s["specificity_drop"]) for s in shifts])), 4
         )
-    return {"run_dir": str(run_dir), "rule": rule, "films": len(paths), "variants": result}
+    return {"run_dir": str(run_dir), "rule": rule, "films": len(labels), "variants": result}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--json", type=Path, default=None, help="append one line per run")
-    parser.add_argument("--rule", choices=RULES, default="own", help="thresholds judged")
+    parser.add_argument(
+        "--rule", choices=RULES, nargs="+", default=["own"], help="threshold rules judged"
+    )
     args = parser.parse_args()
     for run_dir in args.runs:
-        report = holdup(run_dir, args.rule)
+        for rule, report in holdups(run_dir, args.rule).items():
+            show(report, rule, args.json)
+
+
+def show(report: dict, rule: str, json_path: Path | None) -> None:
+    """Print one rule's report, and append it to json_path."""
+    print(
+        f"{report['run_dir']}: val, {report['films']} films, {len(report['variants'])} "
+        f"variants, thresholds: {rule}"
+    )
+    print(
+        f"  {'variant':<12} {'worst Δrecall':>13} {'worst Δspec':>11} {'worst ΔAUC':>10} "
+        f"{'mean |Δspec|':>12} {'shifts failed':>13}"
+    )
+    for name, entry in report["variants"].items():
         print(
-            f"{run_dir}: val, {report['films']} films, {len(report['variants'])} variants, "
-            f"thresholds: {args.rule}"
+            f"  {name:<12} {entry['worst_recall_drop']:>13.4f} "
+            f"{entry['worst_specificity_drop']:>11.4f} {entry['worst_auc_drop']:>10.4f} "
+            f"{entry['mean_abs_specificity_change']:>12.4f} {entry['shifts_failed']:>13}"
         )
-        print(
-            f"  {'variant':<12} {'worst Δrecall':>13} {'worst Δspec':>11} {'worst ΔAUC':>10} "
-            f"{'mean |Δspec|':>12} {'shifts failed':>13}"
-        )
-        for name, entry in report["variants"].items():
-            print(
-                f"  {name:<12} {entry['worst_recall_drop']:>13.4f} "
-                f"{entry['worst_specificity_drop']:>11.4f} {entry['worst_auc_drop']:>10.4f} "
-                f"{entry['mean_abs_specificity_change']:>12.4f} {entry['shifts_failed']:>13}"
-            )
-        if args.json:
-            with args.json.open("a") as out:
-                out.write(json.dumps(report) + "\n")
+    if json_path:
+        with json_path.open("a") as out:
+            out.write(json.dumps(report) + "\n")
 
 
 if __name__ == "__main__":

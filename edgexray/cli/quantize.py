@@ -14,7 +14,9 @@ from .options import RunDir, from_settings
 
 
 @user_errors
-@from_settings(QuantizeConfig, "representative_size", "qat_epochs", "distribute")
+@from_settings(
+    QuantizeConfig, "representative_size", "qat_epochs", "recall_margin_films", "distribute"
+)
 def command(
     run_dir: RunDir,
     method: Annotated[

@@ -178,11 +178,14 @@ def classification_report(
     }
 
 
-def threshold_for_recall(labels, probabilities, target_recall: float) -> float:
+def threshold_for_recall(
+    labels, probabilities, target_recall: float, extra_films: int = 0
+) -> float:
     """The highest threshold whose pneumonia recall is at least target_recall.
 
     The highest such threshold gives the best specificity at that recall. Probabilities
-    at or above the threshold count as pneumonia.
+    at or above the threshold count as pneumonia. extra_films: flag that many more
+    pneumonia films than the target needs (as many as there are, at most).
     """
     labels = np.asarray(labels).astype(bool)
     positives = np.sort(np.asarray(probabilities, dtype=np.float64)[labels])[::-1]
@@ -190,7 +193,7 @@ def threshold_for_recall(labels, probabilities, target_recall: float) -> float:
         raise ValueError("no pneumonia cases to choose a threshold on")
     # The k-th highest positive score as threshold flags k positives.
     needed = max(1, math.ceil(target_recall * len(positives) - 1e-9))
-    return float(positives[needed - 1])
+    return float(positives[min(needed + extra_films, len(positives)) - 1])
 
 
 # --- sample sizes and guarantees: exact binomial --------------------------------------------

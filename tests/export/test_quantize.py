@@ -1,9 +1,11 @@
 """`edgexray quantize` (export/quantize.py): every method runs in the interpreter."""
 
 import json
+import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -83,11 +85,18 @@ def test_int8_variants_read_uint8_quantization_from_details(quantized_run):
 
 def test_each_variant_threshold_reaches_target_recall_with_its_own_probabilities(quantized_run):
     paths, labels = _val(quantized_run)
+    pneumonia = np.asarray(labels).astype(bool)
     for method in METHODS:
         classifier = Classifier(quantized_run / artifacts.TFLITE_DIR / f"{method}.tflite")
-        probabilities = [classifier.probability(p) for p in paths]
+        probabilities = np.array([classifier.probability(p) for p in paths])
         report = metrics.classification_report(labels, probabilities, classifier.threshold)
         assert report["recall"] >= classifier.sidecar["target_recall"], method
+        # ... and flags the recall margin's films beyond it, as far as there are any
+        margin = classifier.sidecar["method_config"]["recall_margin_films"]
+        needed = math.ceil(classifier.sidecar["target_recall"] * pneumonia.sum() - 1e-9)
+        flagged = int(np.sum(probabilities[pneumonia] >= classifier.threshold))
+        assert margin == QuantizeConfig().recall_margin_films
+        assert flagged >= min(needed + margin, pneumonia.sum()), method
 
 
 def test_pruned_variants_keep_sparsity_in_exported_weights(quantized_run):

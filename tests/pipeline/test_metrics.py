@@ -114,6 +114,14 @@ def test_threshold_for_recall_is_the_highest_reaching_the_target():
     assert metrics.classification_report(labels, probabilities, threshold)["recall"] >= 0.79
 
 
+def test_threshold_for_recall_flags_extra_films_as_far_as_there_are_any():
+    labels = np.array([1, 1, 1, 1, 1, 0, 0])
+    probabilities = np.array([0.9, 0.8, 0.7, 0.6, 0.2, 0.65, 0.1])
+    assert metrics.threshold_for_recall(labels, probabilities, 0.5, extra_films=1) == 0.6
+    assert metrics.threshold_for_recall(labels, probabilities, 0.5, extra_films=2) == 0.2
+    assert metrics.threshold_for_recall(labels, probabilities, 0.8, extra_films=9) == 0.2
+
+
 def test_threshold_for_recall_needs_pneumonia_cases():
     with pytest.raises(ValueError):
         metrics.threshold_for_recall([0, 0], [0.1, 0.2], 0.9)
