@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from edgexray import __version__, artifacts
-from edgexray.edge_runtime import RUNTIME_ROOT, metadata
+from edgexray.edge_runtime import RUNTIME_ROOT, metadata, scope
 from edgexray.edge_runtime.classifier import Classifier
 from edgexray.edge_runtime.errors import InferenceError
 from edgexray.edge_runtime.interpreter import input_batch
@@ -384,6 +384,10 @@ def _write_card(staging: Path, classifier: Classifier, model: Path) -> None:
         if block is None
         else f"Its scope cut-off is {block['cutoff']:.4f} ({block['cutoff_rule']})."
     )
+    turns = (block or {}).get("orientation") or {}
+    if turns:
+        looks = "; ".join(scope.TURN_NAMES[name].looks for name in turns["turns"])
+        statement += f" A film within it is also refused when it looks {looks}."
     card = _fill(
         template(CARD), **facts, output_kind=classifier.output_kind, scope_statement=statement
     )

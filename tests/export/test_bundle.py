@@ -20,6 +20,7 @@ from edge_support import blocked_env, make_venv, one_error_line, run_blocked
 from typer.testing import CliRunner
 
 from edgexray.cli import app
+from edgexray.edge_runtime import scope as guard
 from edgexray.edge_runtime.classifier import Classifier
 from edgexray.edge_runtime.interpreter import input_batch
 from edgexray.edge_runtime.preprocess import preprocess
@@ -365,4 +366,13 @@ def test_every_bundle_holds_a_model_card(tiny_tflite, tmp_path, target):
     written = (Path(run["path"]) / "MODEL_CARD.md").read_text()
     assert "{{" not in written and "int8.tflite" in written
     assert "Not** a diagnostic device" in written and "OUT_OF_SCOPE" in written
+    assert "no scope statistics" in written  # the tiny model has none
+    # The shipped model without its own card: the card says which changes its guard checks.
+    alone = tmp_path / "shipped model alone" / "model.tflite"
+    alone.parent.mkdir()
+    shutil.copy(REFERENCE_MODEL, alone)
+    made = make_bundle(BundleConfig(str(alone), target, str(tmp_path / "alone")))
+    card = (Path(made["path"]) / "MODEL_CARD.md").read_text()
+    looks = [guard.TURN_NAMES[t].looks for t in Classifier(alone).scope["orientation"]["turns"]]
+    assert looks and f"refused when it looks {'; '.join(looks)}." in card
     assert "MODEL_CARD.md" in (Path(run["path"]) / "SHA256SUMS").read_text()
