@@ -384,9 +384,9 @@ def _write_card(staging: Path, classifier: Classifier, model: Path) -> None:
         if block is None
         else f"Its scope cut-off is {block['cutoff']:.4f} ({block['cutoff_rule']})."
     )
-    turns = (block or {}).get("orientation") or {}
-    if turns:
-        looks = "; ".join(scope.TURN_NAMES[name].looks for name in turns["turns"])
+    orientation = (block or {}).get("orientation")
+    if orientation:
+        looks = "; ".join(scope.TURN_NAMES[name].looks for name in orientation["turns"])
         statement += f" A film within it is also refused when it looks {looks}."
     card = _fill(
         template(CARD), **facts, output_kind=classifier.output_kind, scope_statement=statement

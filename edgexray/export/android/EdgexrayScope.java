@@ -21,8 +21,9 @@ import java.util.Map;
  * Android imports.
  *
  * <p>A block with an orientation check (scope.py's TURNS) also asks the model about the
- * film turned back (upside down) or inverted back (a negative): the app passes a {@link Model} that runs its interpreter on a resized
- * grey film and returns the features output's bytes.
+ * film turned back (upside down) or inverted back (a negative): the app passes a
+ * {@link Model} that runs its interpreter on a resized grey film and returns the features
+ * output's bytes.
  *
  * <pre>
  * EdgexrayScope scope = EdgexrayScope.fromSidecar(sidecarJsonText);  // null: no statistics
