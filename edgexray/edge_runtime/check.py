@@ -2,7 +2,8 @@
 
 Copied into the rpi bundle as check/check.py, next to check/image.png, check/input.u8 and
 check/expected.json that `edgexray bundle` wrote with the same edge runtime on its own
-machine; it runs the bundle's package folder edge_runtime/.
+machine; it runs the bundle's package folder edge_runtime/. A uint8 output may be a step or
+two from expected (OUTPUT_STEPS_ALLOWED), with the same label.
 Run from the bundle folder (exit 0 passed, 1 something differs, 2 the model cannot run):
 
     .venv/bin/python check/check.py
@@ -29,12 +30,22 @@ from edge_runtime.sidecar import LABELS  # noqa: E402
 # too, but for the last bits of numpy's sigmoid when the model emits the logit.
 FLOAT_TOLERANCE = 1e-6
 SIGMOID_TOLERANCE = 1e-12
+# XNNPACK's int8 kernels round differently on x86 and ARM: under an emulated Pi, 4 of 61
+# films of the shipped model came out one uint8 step from the bundling machine's, and of an
+# EfficientNet-Lite0 model (a far deeper network) 42 one step and 1 two, its check image one
+# (benchmarks/README.md, "Emulated aarch64"). That is rounding, not a broken install (the
+# input bytes are checked exactly); more is not, and the label must agree.
+OUTPUT_STEPS_ALLOWED = 2
 
 
-def differences(expected: dict, classifier: Classifier) -> list[str]:
-    """What differs from expected.json on this machine (empty when the check passes)."""
+def differences(
+    expected: dict, classifier: Classifier, notes: list[str] | None = None
+) -> list[str]:
+    """What differs from expected.json on this machine (empty when the check passes);
+    notes gets what differs within the allowed rounding."""
     image = HERE / expected["image"]
     found = []
+    steps = 0
     batch = classifier.model_input(image)
     wanted = (HERE / expected["input"]).read_bytes()
     if batch.tobytes() != wanted:
@@ -46,10 +57,16 @@ def differences(expected: dict, classifier: Classifier) -> list[str]:
     if "output_uint8" in expected:
         raw = classifier.interpreter.get_tensor(classifier.output_detail["index"])
         byte = int(raw.reshape(-1)[0])
-        if byte != expected["output_uint8"]:
+        steps = abs(byte - int(expected["output_uint8"]))
+        if steps > OUTPUT_STEPS_ALLOWED:
             found.append(f"output byte {byte}, expected {expected['output_uint8']}")
+        elif steps and notes is not None:
+            notes.append(
+                f"output byte {byte}, expected {expected['output_uint8']}: {steps} step(s), as "
+                "int8 kernels round on another CPU"
+            )
     tolerance = SIGMOID_TOLERANCE if "output_uint8" in expected else FLOAT_TOLERANCE
-    if abs(probability - expected["probability"]) > tolerance:
+    if steps == 0 and abs(probability - expected["probability"]) > tolerance:
         found.append(f"probability {probability!r}, expected {expected['probability']!r}")
     # The check image is a drawn test pattern, which the scope guard refuses by design: its
     # decision is compared on its own, and the label with the guard off.
@@ -80,11 +97,15 @@ def main() -> int:
     except (OSError, ValueError, InferenceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    found = differences(expected, classifier)
+    notes = []
+    found = differences(expected, classifier, notes)
     if found:
-        print("check FAILED: " + "; ".join(found))
+        print("check FAILED: " + "; ".join(found + notes))
         return 1
-    print(f"check passed: {expected['image']} gave the expected input bytes and output")
+    print(
+        f"check passed: {expected['image']} gave the expected input bytes and output"
+        + "".join(f" ({note})" for note in notes)
+    )
     return 0
 
 
