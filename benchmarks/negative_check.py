@@ -3,9 +3,9 @@
     python benchmarks/negative_check.py RUN_DIR OUT_DIR [--json FILE]
 
 Copies RUN_DIR/tflite/int8.tflite to OUT_DIR, fits its scope block again with today's
-TURNS (edge_runtime/scope.py: upside down, flipped, negative) on the run's own train and
-val films (its manifest.csv, the decode cache training filled), and prints for the val
-films as negatives the share the cut-off alone refuses and the share the guard refuses
+TURNS (edge_runtime/scope.py: upside down, flipped, negative) on the run's own train
+and val films (`data.run_split`, from the decode cache training filled), and prints for
+the val films as negatives the share the cut-off alone refuses and the share the guard refuses
 with the check, with the margin the block chose and the upright val films it refuses.
 Nothing here reads test/; `scope_check.py measure --model OUT_DIR/int8.tflite` does.
 """
@@ -13,7 +13,6 @@ Nothing here reads test/; `scope_check.py measure --model OUT_DIR/int8.tflite` d
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import sys
@@ -27,30 +26,21 @@ sys.path.insert(0, str(ROOT))
 
 from edgexray.edge_runtime.classifier import Classifier  # noqa: E402
 from edgexray.edge_runtime.scope import TURN_NAMES, Statistics  # noqa: E402
-from edgexray.pipeline import scope  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data" / "chest_xray"
+from edgexray.pipeline import data, scope  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--json", type=Path, default=None, help="append one line of results")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     model = args.out / "int8.tflite"
     for suffix in (".tflite", ".json"):
         shutil.copy(args.run / "tflite" / f"int8{suffix}", model.with_suffix(suffix))
-    rows = list(csv.DictReader((args.run / "manifest.csv").open()))
     spec = Classifier(model, check_scope=False).sidecar["input"]
-    grays = {
-        split: scope.resized(
-            [str(args.data / r["path"]) for r in rows if r["split"] == split], spec
-        )
-        for split in ("train", "val")
-    }
+    grays = {s: scope.resized(data.run_split(args.run, s)[0], spec) for s in ("train", "val")}
     started = time.monotonic()
     block = scope.attach(model, grays["train"], grays["val"])
     seconds = time.monotonic() - started

@@ -23,32 +23,31 @@ from pathlib import Path
 import numpy as np
 
 
-def _own(thresholds, labels, probabilities):
+def _own(thresholds, labels, probabilities, target_recall):
     return thresholds
 
 
-def _float(thresholds, labels, probabilities):
+def _float(thresholds, labels, probabilities, target_recall):
     # never above the variant's own: its val recall stays >= the target
     return [thresholds[0]] + [min(t, thresholds[0]) for t in thresholds[1:]]
 
 
 def _more_films(films: int):
-    """Each variant's threshold catches `films` more val pneumonia films (as they are)
-    than the float model's does: recall margin against the gate's no-drop rule."""
+    """Each variant's threshold flags `films` more val pneumonia films (as they are) than
+    the target recall needs, as `edgexray quantize --recall-margin-films` chooses it."""
 
-    def rule(thresholds, labels, probabilities):
-        positives = np.asarray(labels).astype(bool)
-        caught = int(np.sum(probabilities[0][positives] >= thresholds[0]))
-        wanted = min(caught + films, int(positives.sum()))
+    def rule(thresholds, labels, probabilities, target_recall):
+        from edgexray.pipeline import metrics
+
         return [thresholds[0]] + [
-            float(np.sort(p[positives])[::-1][wanted - 1]) for p in probabilities[1:]
+            metrics.threshold_for_recall(labels, p, target_recall, films) for p in probabilities[1:]
         ]
 
     return rule
 
 
-# name -> thresholds of [float model, variants...] from their own ones and the val films'
-# probabilities as they are
+# name -> thresholds of [float model, variants...] from their own ones, the val films'
+# probabilities as they are and the run's target recall
 RULES = {"own": _own, "float": _float, **{f"plus{n}": _more_films(n) for n in (1, 2, 3, 4)}}
 
 
@@ -67,6 +66,7 @@ def holdups(run_dir: Path, rules=("own",)) -> dict:
 
     limits = GateLimits()
     paths, labels = data.run_split(run_dir, "val")
+    target_recall = artifacts.read_json(run_dir / artifacts.CONFIG)["target_recall"]
     models = [load_model(run_dir / artifacts.MODEL)] + [
         load_model(p) for p in sorted((run_dir / artifacts.TFLITE_DIR).glob("*.tflite"))
     ]
@@ -78,7 +78,7 @@ def holdups(run_dir: Path, rules=("own",)) -> dict:
     return {
         rule: _judge(
             names,
-            RULES[rule]([m.threshold for m in models], labels, by_shift["none"]),
+            RULES[rule]([m.threshold for m in models], labels, by_shift["none"], target_recall),
             by_shift,
             labels,
             limits,

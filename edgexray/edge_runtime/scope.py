@@ -147,9 +147,10 @@ class Turn:
 # its features are far from the training films' for every val and test/ film. A mirrored
 # film is not checked: its features hardly change (benchmarks/README.md, "Orientation").
 # A negative (grey levels inverted: a film exported with the wrong polarity, a screenshot
-# of a viewer's inverted display) lies beyond the compact CNN's cut-off for 98.9% of val
-# films, but within an ImageNet backbone's for 56-70%: its features see the same edges
-# either way. Inverted back, nearly every one of them is closer to the training films.
+# of a viewer's inverted display) lies beyond the compact CNN's cut-off for 98.9-100% of
+# val films (three seeds), but within an ImageNet backbone's for 56-70%: its features see
+# the same edges either way. Inverted back, nearly every one of them is closer to the
+# training films.
 UPRIGHT = "turn the film upright and send it again"
 TURNS = (
     Turn(

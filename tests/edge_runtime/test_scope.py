@@ -296,7 +296,7 @@ def test_a_film_that_comes_upside_down_is_refused_and_says_so(shipped):
 
 
 def test_a_negative_the_cut_off_lets_through_is_refused_and_says_so(shipped, tmp_path):
-    # An ImageNet backbone's cut-off lets through 30-44% of val negatives (its features see
+    # An ImageNet backbone's cut-off refuses only 30-44% of val negatives (its features see
     # the same edges either way); the check inverts the film back and sees it come closer.
     # Here the shipped model's cut-off is widened until the negative lies within it.
     film = readers.read(SHARED_TRAIN / "PNEUMONIA/person1005_virus_1688.jpeg")[0]
