@@ -148,7 +148,7 @@ def test_unknown_backbone_is_one_line_error(tmp_path):
 
 
 def test_prune_cli_takes_the_backbones_settings_unless_given(lite0_run, monkeypatch):
-    # `edgexray prune` alone pruned a Lite0 run with the compact CNN's recipe (3 passes,
+    # `edgexray prune` alone pruned a Lite0 run with the compact CNN's recipe (6 passes,
     # distillation) where `edgexray run` used the Lite0 row's.
     from edgexray.pipeline import prune as pruning
 
