@@ -38,13 +38,11 @@ SIGMOID_TOLERANCE = 1e-12
 OUTPUT_STEPS_ALLOWED = 2
 
 
-def differences(
-    expected: dict, classifier: Classifier, notes: list[str] | None = None
-) -> list[str]:
-    """What differs from expected.json on this machine (empty when the check passes);
-    notes gets what differs within the allowed rounding."""
+def differences(expected: dict, classifier: Classifier) -> tuple[list[str], list[str]]:
+    """What differs from expected.json on this machine (empty when the check passes), and
+    what differs within the allowed rounding."""
     image = HERE / expected["image"]
-    found = []
+    found, notes = [], []
     steps = 0
     batch = classifier.model_input(image)
     wanted = (HERE / expected["input"]).read_bytes()
@@ -60,7 +58,7 @@ def differences(
         steps = abs(byte - int(expected["output_uint8"]))
         if steps > OUTPUT_STEPS_ALLOWED:
             found.append(f"output byte {byte}, expected {expected['output_uint8']}")
-        elif steps and notes is not None:
+        elif steps:
             notes.append(
                 f"output byte {byte}, expected {expected['output_uint8']}: {steps} step(s), as "
                 "int8 kernels round on another CPU"
@@ -84,7 +82,7 @@ def differences(
         found.append(f"printed label {record.get('label')}, expected {expected['label']}")
     if expected["label"] not in LABELS:
         found.append(f"expected.json's label {expected['label']} is not one of {LABELS}")
-    return found
+    return found, notes
 
 
 def main() -> int:
@@ -97,8 +95,7 @@ def main() -> int:
     except (OSError, ValueError, InferenceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    notes = []
-    found = differences(expected, classifier, notes)
+    found, notes = differences(expected, classifier)
     if found:
         print("check FAILED: " + "; ".join(found + notes))
         return 1

@@ -42,11 +42,9 @@ class PruneConfig:
     # to 1/5.4 of float32 (zeros scattered through the tensors compress poorly), while 80%
     # reached 1/10 with test recall unchanged.
     sparsity: float = option(0.8, "Share of Conv2D/Dense kernel weights set to zero.")
-    # 6 passes of 32 films (834 steps): with the variants' recall margin, 3 passes left 6
-    # gate failures of pqat and pruned-int8 over 3 seeds x 11 val conditions (the shift
-    # stress test), 6 passes 1, sparsity 0.65 or 0.5 at 3 passes 2 (benchmarks/README.md,
-    # "Longer pruning"). 2 passes of 128 (70 steps) reached val AUC 0.9950 yet lost
-    # 0.016-0.023 AUC at the new site.
+    # 6 passes of 32 films (834 steps): of the recipes tried, the fewest gate failures of
+    # pqat and pruned-int8 under the val shift stress test over three seeds, at 80%'s size
+    # (benchmarks/README.md, "Longer pruning").
     epochs: float = option(
         6, "Fine-tuning passes over the train split while pruning; a fraction is part of one."
     )
