@@ -63,6 +63,7 @@ def fit(
     distribute: str = "none",
     weight_average: float = 0.0,
     teacher=None,
+    temperature: float = 1.0,
     label: str = "fine-tune",
 ):
     """Compile `model` and fit it on the train split; returns Keras' History.
@@ -81,6 +82,9 @@ def fit(
             target of every film is the teacher's probability for the same augmented
             film, not its label. Compressed variants fine-tuned so stay close to the float
             model, which is what the recall gate compares them with.
+        temperature: of the distillation (Hinton et al., 2015): both logits are divided by
+            it, and the loss multiplied by its square. Above 1 the student also learns the
+            teacher's low scores, where the sigmoid is flat and a threshold near 0.06 sits.
         label: what the progress bar calls this fit.
     """
     from edgexray.compat import keras
@@ -93,7 +97,7 @@ def fit(
     # others).
     with distribution.scope(distribute):
         if teacher is not None:
-            loss = _distillation_loss(logit)
+            loss = _distillation_loss(logit, temperature)
             tracked = []  # the labels are not in y any more, so no AUC on them
         else:
             loss = keras.losses.BinaryCrossentropy(
@@ -159,14 +163,23 @@ def _with_teacher(train_set, teacher, weights: dict[int, float]):
     return train_set.map(add_target).prefetch(tf.data.AUTOTUNE)
 
 
-def _distillation_loss(logit: bool):
-    """Cross-entropy against the teacher's probability (target column 1 of y)."""
+def _distillation_loss(logit: bool, temperature: float = 1.0):
+    """Cross-entropy against the teacher's probability (target column 1 of y), both softened
+    by `temperature`; a model ending in a sigmoid is compared on its log-odds."""
     from edgexray.compat import keras, tf
 
+    def log_odds(p):
+        p = tf.clip_by_value(p, 1e-7, 1 - 1e-7)
+        return tf.math.log(p) - tf.math.log1p(-p)
+
     def distillation(y_true, y_pred):
-        taught = y_true[:, 1:2]
-        target = tf.sigmoid(taught) if logit else taught
-        return keras.losses.binary_crossentropy(target, y_pred, from_logits=logit)
+        taught, said = y_true[:, 1:2], y_pred
+        if not logit:
+            taught, said = log_odds(taught), log_odds(said)
+        target = tf.sigmoid(taught / temperature)
+        return temperature**2 * keras.losses.binary_crossentropy(
+            target, said / temperature, from_logits=True
+        )
 
     return distillation
 

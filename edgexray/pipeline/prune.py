@@ -61,6 +61,7 @@ class PruneConfig:
     # labels: the recall gate compares the variant with the float model, and on the
     # augmented films a teacher also shows how the float model answers a shifted film.
     distill: bool = True
+    distill_temperature: float = 1.0  # see finetune.fit
     # Train films re-estimating the batch-norm statistics after the fine-tune (0: keep
     # what the fine-tune left; see finetune.recalibrate_batch_norm).
     recalibrate_films: int = 1024
@@ -73,6 +74,7 @@ class PruneConfig:
             "recalibrate_films must be >= 0": self.recalibrate_films >= 0,
             "min_layer_weights must be >= 0": self.min_layer_weights >= 0,
             "learning_rate must be > 0": self.learning_rate > 0,
+            "distill_temperature must be > 0": self.distill_temperature > 0,
             "batch_size must be >= 1": self.batch_size >= 1,
             f"distribute must be one of {distribute.NAMES}": distribute.check_name(self.distribute),
         }
@@ -214,6 +216,7 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
         verbose=verbose,
         distribute=config.distribute,
         teacher=baseline if config.distill else None,
+        temperature=config.distill_temperature,
         label="prune",
     )
     pruned = tfmot.sparsity.keras.strip_pruning(model)
