@@ -64,6 +64,7 @@ def fit(
     weight_average: float = 0.0,
     teacher=None,
     temperature: float = 1.0,
+    teacher_mixup: float = 0.0,
     label: str = "fine-tune",
 ):
     """Compile `model` and fit it on the train split; returns Keras' History.
@@ -85,6 +86,9 @@ def fit(
         temperature: of the distillation (Hinton et al., 2015): both logits are divided by
             it, and the loss multiplied by its square. Above 1 the student also learns the
             teacher's low scores, where the sigmoid is flat and a threshold near 0.06 sits.
+        teacher_mixup: with a teacher, blend film pairs (Beta(teacher_mixup, teacher_mixup))
+            and let the teacher answer each blend ("function matching", Beyer et al. 2022):
+            the student copies the float model off the training films too. 0 = off.
         label: what the progress bar calls this fit.
     """
     from edgexray.compat import keras
@@ -117,7 +121,7 @@ def fit(
     weights = class_weights(train_labels)
     # A teacher's answers are the targets, so a fine-tune with one never blends films (a
     # run trained with mixup still prunes with distillation).
-    mixup = recipe.mixup if recipe.augment and teacher is None else 0.0
+    mixup = recipe.mixup if recipe.augment and teacher is None else teacher_mixup
     train_set = data.make_dataset(
         train_paths,
         train_labels,
@@ -130,7 +134,7 @@ def fit(
         class_weights=weights,
     )
     if teacher is not None:
-        train_set = _with_teacher(train_set, teacher, weights)
+        train_set = _with_teacher(train_set, teacher, weights, blended=mixup > 0)
     partial = per_pass < schedule(len(train_paths), batch_size, 1, distribute)[1]
     if partial:  # passes shorter than the split continue where the last one stopped
         train_set = train_set.repeat()
@@ -149,15 +153,18 @@ def fit(
         )
 
 
-def _with_teacher(train_set, teacher, weights: dict[int, float]):
-    """(film, label) batches → (film, [label, teacher's output], class weight) batches."""
+def _with_teacher(train_set, teacher, weights: dict[int, float], blended: bool = False):
+    """(film, label) batches → (film, [label, teacher's output], class weight) batches;
+    `blended` batches (mixup's) already carry their blended labels and weights."""
     from edgexray.compat import tf
 
     by_label = tf.constant([weights[0], weights[1]], tf.float32)
 
-    def add_target(images, labels):
+    def add_target(images, labels, blended_weights=None):
         taught = tf.reshape(teacher(images, training=False), [-1])
         targets = tf.stack([tf.cast(labels, tf.float32), taught], axis=1)
+        if blended_weights is not None:
+            return images, targets, blended_weights
         return images, targets, tf.gather(by_label, tf.cast(labels, tf.int32))
 
     return train_set.map(add_target).prefetch(tf.data.AUTOTUNE)

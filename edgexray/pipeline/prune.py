@@ -62,6 +62,7 @@ class PruneConfig:
     # augmented films a teacher also shows how the float model answers a shifted film.
     distill: bool = True
     distill_temperature: float = 1.0  # see finetune.fit
+    distill_mixup: float = 0.0  # finetune.fit's teacher_mixup
     # Train films re-estimating the batch-norm statistics after the fine-tune (0: keep
     # what the fine-tune left; see finetune.recalibrate_batch_norm).
     recalibrate_films: int = 1024
@@ -75,6 +76,7 @@ class PruneConfig:
             "min_layer_weights must be >= 0": self.min_layer_weights >= 0,
             "learning_rate must be > 0": self.learning_rate > 0,
             "distill_temperature must be > 0": self.distill_temperature > 0,
+            "distill_mixup must be in [0, 10]": 0 <= self.distill_mixup <= 10,
             "batch_size must be >= 1": self.batch_size >= 1,
             f"distribute must be one of {distribute.NAMES}": distribute.check_name(self.distribute),
         }
@@ -217,6 +219,7 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
         distribute=config.distribute,
         teacher=baseline if config.distill else None,
         temperature=config.distill_temperature,
+        teacher_mixup=config.distill_mixup,
         label="prune",
     )
     pruned = tfmot.sparsity.keras.strip_pruning(model)
