@@ -105,7 +105,6 @@ class QuantizeConfig:
     # specificity drop under the shift stress test 0.065 → 0.010); seed 7's, seen later,
     # rose 0.040 → 0.134: a mixed call (benchmarks/README.md, "Variants that hold").
     distill: bool = True
-    distill_temperature: float = 1.0  # see finetune.fit
     # Each variant's threshold flags this many more val pneumonia films than the float
     # model's does at the target recall: compression moves scores a little, and the gate
     # allows no recall drop at all. Chosen on val under the shift stress test, three
@@ -123,7 +122,6 @@ class QuantizeConfig:
             "representative_size must be >= 1": self.representative_size >= 1,
             "qat_epochs must be > 0": self.qat_epochs > 0,
             "qat_learning_rate must be > 0": self.qat_learning_rate > 0,
-            "distill_temperature must be > 0": self.distill_temperature > 0,
             "batch_size must be >= 1": self.batch_size >= 1,
             "recall_margin_films must be >= 0": self.recall_margin_films >= 0,
             f"distribute must be one of {distribute.NAMES}": distribute.check_name(self.distribute),
@@ -257,7 +255,6 @@ def build(stage: _Stage, method: Method) -> tuple[bytes, dict]:
             learning_rate=stage.config.qat_learning_rate,
             batch_size=stage.config.batch_size,
             distill=stage.config.distill,
-            distill_temperature=stage.config.distill_temperature,
         )
     if not method.full_int8:
         return method.convert(model), method_config
@@ -308,7 +305,6 @@ def quantization_aware_training(stage: _Stage, model, scheme, name: str = "qat")
         verbose=stage.verbose,
         distribute=stage.config.distribute,
         teacher=stage.model(artifacts.MODEL) if stage.config.distill else None,
-        temperature=stage.config.distill_temperature,
         label=f"{name} fine-tune",
     )
     return qat_model

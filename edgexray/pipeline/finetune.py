@@ -63,8 +63,6 @@ def fit(
     distribute: str = "none",
     weight_average: float = 0.0,
     teacher=None,
-    temperature: float = 1.0,
-    teacher_mixup: float = 0.0,
     label: str = "fine-tune",
 ):
     """Compile `model` and fit it on the train split; returns Keras' History.
@@ -83,12 +81,6 @@ def fit(
             target of every film is the teacher's probability for the same augmented
             film, not its label. Compressed variants fine-tuned so stay close to the float
             model, which is what the recall gate compares them with.
-        temperature: of the distillation (Hinton et al., 2015): both logits are divided by
-            it, and the loss multiplied by its square. Above 1 the student also learns the
-            teacher's low scores, where the sigmoid is flat and a threshold near 0.06 sits.
-        teacher_mixup: with a teacher, blend film pairs (Beta(teacher_mixup, teacher_mixup))
-            and let the teacher answer each blend ("function matching", Beyer et al. 2022):
-            the student copies the float model off the training films too. 0 = off.
         label: what the progress bar calls this fit.
     """
     from edgexray.compat import keras
@@ -101,7 +93,7 @@ def fit(
     # others).
     with distribution.scope(distribute):
         if teacher is not None:
-            loss = _distillation_loss(logit, temperature)
+            loss = _distillation_loss(logit)
             tracked = []  # the labels are not in y any more, so no AUC on them
         else:
             loss = keras.losses.BinaryCrossentropy(
@@ -121,7 +113,7 @@ def fit(
     weights = class_weights(train_labels)
     # A teacher's answers are the targets, so a fine-tune with one never blends films (a
     # run trained with mixup still prunes with distillation).
-    mixup = recipe.mixup if recipe.augment and teacher is None else teacher_mixup
+    mixup = recipe.mixup if recipe.augment and teacher is None else 0.0
     train_set = data.make_dataset(
         train_paths,
         train_labels,
@@ -134,7 +126,7 @@ def fit(
         class_weights=weights,
     )
     if teacher is not None:
-        train_set = _with_teacher(train_set, teacher, weights, blended=mixup > 0)
+        train_set = _with_teacher(train_set, teacher, weights)
     partial = per_pass < schedule(len(train_paths), batch_size, 1, distribute)[1]
     if partial:  # passes shorter than the split continue where the last one stopped
         train_set = train_set.repeat()
@@ -153,40 +145,28 @@ def fit(
         )
 
 
-def _with_teacher(train_set, teacher, weights: dict[int, float], blended: bool = False):
-    """(film, label) batches → (film, [label, teacher's output], class weight) batches;
-    `blended` batches (mixup's) already carry their blended labels and weights."""
+def _with_teacher(train_set, teacher, weights: dict[int, float]):
+    """(film, label) batches → (film, [label, teacher's output], class weight) batches."""
     from edgexray.compat import tf
 
     by_label = tf.constant([weights[0], weights[1]], tf.float32)
 
-    def add_target(images, labels, blended_weights=None):
+    def add_target(images, labels):
         taught = tf.reshape(teacher(images, training=False), [-1])
         targets = tf.stack([tf.cast(labels, tf.float32), taught], axis=1)
-        if blended_weights is not None:
-            return images, targets, blended_weights
         return images, targets, tf.gather(by_label, tf.cast(labels, tf.int32))
 
     return train_set.map(add_target).prefetch(tf.data.AUTOTUNE)
 
 
-def _distillation_loss(logit: bool, temperature: float = 1.0):
-    """Cross-entropy against the teacher's probability (target column 1 of y), both softened
-    by `temperature`; a model ending in a sigmoid is compared on its log-odds."""
+def _distillation_loss(logit: bool):
+    """Cross-entropy against the teacher's probability (target column 1 of y)."""
     from edgexray.compat import keras, tf
 
-    def log_odds(p):
-        p = tf.clip_by_value(p, 1e-7, 1 - 1e-7)
-        return tf.math.log(p) - tf.math.log1p(-p)
-
     def distillation(y_true, y_pred):
-        taught, said = y_true[:, 1:2], y_pred
-        if not logit:
-            taught, said = log_odds(taught), log_odds(said)
-        target = tf.sigmoid(taught / temperature)
-        return temperature**2 * keras.losses.binary_crossentropy(
-            target, said / temperature, from_logits=True
-        )
+        taught = y_true[:, 1:2]
+        target = tf.sigmoid(taught) if logit else taught
+        return keras.losses.binary_crossentropy(target, y_pred, from_logits=logit)
 
     return distillation
 

@@ -49,7 +49,6 @@ class PruneConfig:
         6, "Fine-tuning passes over the train split while pruning; a fraction is part of one."
     )
     learning_rate: float = option(3e-4, "Fine-tuning learning rate.")
-    learning_rate_decay: str = "constant"  # or "cosine": to 0 along the fine-tune
     # Layers with fewer kernel weights than this stay dense (0: prune every Conv2D/Dense).
     # 4096 keeps the compact CNN's first two convolutions and its logit layer whole (1.2%
     # of its kernel weights). With `distill`, this took pruned-int8's worst val specificity
@@ -62,8 +61,6 @@ class PruneConfig:
     # labels: the recall gate compares the variant with the float model, and on the
     # augmented films a teacher also shows how the float model answers a shifted film.
     distill: bool = True
-    distill_temperature: float = 1.0  # see finetune.fit
-    distill_mixup: float = 0.0  # finetune.fit's teacher_mixup
     # Train films re-estimating the batch-norm statistics after the fine-tune (0: keep
     # what the fine-tune left; see finetune.recalibrate_batch_norm).
     recalibrate_films: int = 1024
@@ -76,10 +73,6 @@ class PruneConfig:
             "recalibrate_films must be >= 0": self.recalibrate_films >= 0,
             "min_layer_weights must be >= 0": self.min_layer_weights >= 0,
             "learning_rate must be > 0": self.learning_rate > 0,
-            "learning_rate_decay must be constant or cosine": self.learning_rate_decay
-            in ("constant", "cosine"),
-            "distill_temperature must be > 0": self.distill_temperature > 0,
-            "distill_mixup must be in [0, 10]": 0 <= self.distill_mixup <= 10,
             "batch_size must be >= 1": self.batch_size >= 1,
             f"distribute must be one of {distribute.NAMES}": distribute.check_name(self.distribute),
         }
@@ -178,7 +171,7 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
     train_config = load_config(run_dir)
     distribute.strategy(config.distribute)  # first: multiworker must start before any TF op
 
-    from edgexray.compat import import_tfmot, keras
+    from edgexray.compat import import_tfmot
 
     tfmot = import_tfmot()
 
@@ -214,19 +207,13 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
         train_paths,
         train_labels,
         train_config,
-        learning_rate=(
-            keras.optimizers.schedules.CosineDecay(config.learning_rate, steps)
-            if config.learning_rate_decay == "cosine"
-            else config.learning_rate
-        ),
+        learning_rate=config.learning_rate,
         epochs=config.epochs,
         batch_size=config.batch_size,
         callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
         verbose=verbose,
         distribute=config.distribute,
         teacher=baseline if config.distill else None,
-        temperature=config.distill_temperature,
-        teacher_mixup=config.distill_mixup,
         label="prune",
     )
     pruned = tfmot.sparsity.keras.strip_pruning(model)
