@@ -92,7 +92,7 @@ BACKBONES = {
                 label_smoothing=0.0,
             ),
             probe_l2=3e-3,
-            run_prune=dict(epochs=1, distill=False, min_layer_weights=0),
+            run_prune=dict(epochs=1, distill=False, min_layer_weights=0, recalibrate_films=1024),
             run_methods=("float32", "float16", "dynamic", "int8", "pruned-int8"),
         ),
     )
