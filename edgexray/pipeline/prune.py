@@ -63,9 +63,11 @@ class PruneConfig:
     distill: bool = True
     # Train films re-estimating the batch-norm statistics after the fine-tune (0: keep
     # what the fine-tune left; see finetune.recalibrate_batch_norm). The re-estimate
-    # rescued a 70-step fine-tune; after 834 steps the moving averages have caught up, and
-    # without it the pruned variants' val specificity moved less under the shift stress
-    # test (benchmarks/README.md, "The fine-tune's other knobs"). Lite0's 1-pass row keeps it.
+    # rescued a 70-step fine-tune; in 834 the masks stop changing near step 500 and the moving
+    # averages (momentum 0.99) follow the weights again by the end. Without it the pruned
+    # variants' val specificity moved less under the shift stress test, for as many
+    # failures (benchmarks/README.md, "The fine-tune's other knobs"). Lite0's 1-pass row
+    # keeps it.
     recalibrate_films: int = 0
     distribute: str = distribute.setting()
 

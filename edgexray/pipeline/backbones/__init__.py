@@ -77,9 +77,10 @@ BACKBONES = {
         # at ImageNet's 224 px. A head on frozen features alone had the best val AUC but
         # lost 31% of its recall under a 10% zoom-out. QAT and PQAT fine-tune the whole
         # network (about 2 s a step at 224 px on 2 cores), so the run makes the
-        # post-training variants only; prune fine-tunes one pass, not three, on the labels
-        # with every trainable layer pruned: the compact CNN's distillation and dense small
-        # layers (issue 30, "Variants that hold") were chosen on its val, not measured here.
+        # post-training variants only; prune fine-tunes one pass, not six, on the labels
+        # with every trainable layer pruned, then re-estimates the batch norms: the compact
+        # CNN's distillation, dense small layers and kept statistics (issue 30) were chosen
+        # on its val, not measured here.
         Backbone(
             "efficientnet-lite0",
             _efficientnet_lite0,
