@@ -62,12 +62,11 @@ class PruneConfig:
     # augmented films a teacher also shows how the float model answers a shifted film.
     distill: bool = True
     # Train films re-estimating the batch-norm statistics after the fine-tune (0: keep
-    # what the fine-tune left; see finetune.recalibrate_batch_norm). The re-estimate
-    # rescued a 70-step fine-tune; in 834 the masks stop changing near step 500 and the moving
-    # averages (momentum 0.99) follow the weights again by the end. Without it the pruned
-    # variants' val specificity moved less under the shift stress test, for as many
-    # failures (benchmarks/README.md, "The fine-tune's other knobs"). Lite0's 1-pass row
-    # keeps it.
+    # what the fine-tune left; see finetune.recalibrate_batch_norm). None: in 834 steps the
+    # masks stop changing near step 500, leaving the moving averages (momentum 0.99) some
+    # 330 steps to follow the final weights; on val the pruned variants' specificity then
+    # moved less under the shift stress test (benchmarks/README.md, "The fine-tune's other
+    # knobs"). Lite0's one-pass row keeps a re-estimate.
     recalibrate_films: int = 0
     distribute: str = distribute.setting()
 
