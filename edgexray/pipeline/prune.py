@@ -27,9 +27,6 @@ from edgexray.pipeline.train import load_config, read_metrics
 log = logging.getLogger("edgexray")
 
 PRUNE_REPORT = artifacts.PRUNE_REPORT
-# Sparsity is ramped up over this share of the fine-tuning steps; the rest lets the
-# network recover at the final sparsity.
-RAMP_FRACTION = 0.6
 # Masks are recomputed about this many times along the ramp.
 MASK_UPDATES = 15
 
@@ -68,6 +65,9 @@ class PruneConfig:
     # moved less under the shift stress test (benchmarks/README.md, "The fine-tune's other
     # knobs"). Lite0's one-pass row keeps a re-estimate.
     recalibrate_films: int = 0
+    # Sparsity is ramped up over this share of the fine-tuning steps; the rest lets the
+    # network recover at the final sparsity.
+    ramp_fraction: float = 0.6
     distribute: str = distribute.setting()
 
     def __post_init__(self):
@@ -75,6 +75,7 @@ class PruneConfig:
             "sparsity must be in (0, 0.98]": 0 < self.sparsity <= 0.98,
             "epochs must be > 0": self.epochs > 0,
             "recalibrate_films must be >= 0": self.recalibrate_films >= 0,
+            "ramp_fraction must be in (0, 1]": 0 < self.ramp_fraction <= 1,
             "min_layer_weights must be >= 0": self.min_layer_weights >= 0,
             "learning_rate must be > 0": self.learning_rate > 0,
             "batch_size must be >= 1": self.batch_size >= 1,
@@ -123,7 +124,7 @@ def clone_fresh(model, wrap: Callable | None = None, should_wrap: Callable = pru
     return keras.models.clone_model(model, clone_function=clone_layer)
 
 
-def pruning_schedule(sparsity: float, total_steps: int):
+def pruning_schedule(sparsity: float, total_steps: int, ramp_fraction: float = 0.6):
     """Polynomial decay from 0 to `sparsity`, reached at a step where the mask updates.
 
     tfmot updates masks only at steps that are multiples of the frequency within
@@ -134,7 +135,7 @@ def pruning_schedule(sparsity: float, total_steps: int):
 
     tfmot = import_tfmot()
 
-    ramp = max(1, int(total_steps * RAMP_FRACTION))
+    ramp = max(1, int(total_steps * ramp_fraction))
     frequency = max(1, ramp // MASK_UPDATES)
     end_step = frequency * max(1, ramp // frequency)
     return tfmot.sparsity.keras.PolynomialDecay(
@@ -189,7 +190,7 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
     _, _, steps = finetune.schedule(
         len(train_paths), config.batch_size, config.epochs, config.distribute
     )
-    schedule = pruning_schedule(config.sparsity, steps)
+    schedule = pruning_schedule(config.sparsity, steps, config.ramp_fraction)
     prune_wrapper = tfmot.sparsity.keras.prune_low_magnitude
     with distribute.scope(config.distribute):
         model = clone_fresh(
