@@ -27,6 +27,9 @@ from edgexray.pipeline.train import load_config, read_metrics
 log = logging.getLogger("edgexray")
 
 PRUNE_REPORT = artifacts.PRUNE_REPORT
+# Sparsity is ramped up over this share of the fine-tuning steps; the rest lets the
+# network recover at the final sparsity.
+RAMP_FRACTION = 0.6
 # Masks are recomputed about this many times along the ramp.
 MASK_UPDATES = 15
 
@@ -59,15 +62,8 @@ class PruneConfig:
     # augmented films a teacher also shows how the float model answers a shifted film.
     distill: bool = True
     # Train films re-estimating the batch-norm statistics after the fine-tune (0: keep
-    # what the fine-tune left; see finetune.recalibrate_batch_norm). None: in 834 steps the
-    # masks stop changing near step 500, leaving the moving averages (momentum 0.99) some
-    # 330 steps to follow the final weights; on val the pruned variants' specificity then
-    # moved less under the shift stress test (benchmarks/README.md, "The fine-tune's other
-    # knobs"). Lite0's one-pass row keeps a re-estimate.
-    recalibrate_films: int = 0
-    # Sparsity is ramped up over this share of the fine-tuning steps; the rest lets the
-    # network recover at the final sparsity.
-    ramp_fraction: float = 0.6
+    # what the fine-tune left; see finetune.recalibrate_batch_norm).
+    recalibrate_films: int = 1024
     distribute: str = distribute.setting()
 
     def __post_init__(self):
@@ -75,7 +71,6 @@ class PruneConfig:
             "sparsity must be in (0, 0.98]": 0 < self.sparsity <= 0.98,
             "epochs must be > 0": self.epochs > 0,
             "recalibrate_films must be >= 0": self.recalibrate_films >= 0,
-            "ramp_fraction must be in (0, 1]": 0 < self.ramp_fraction <= 1,
             "min_layer_weights must be >= 0": self.min_layer_weights >= 0,
             "learning_rate must be > 0": self.learning_rate > 0,
             "batch_size must be >= 1": self.batch_size >= 1,
@@ -124,7 +119,7 @@ def clone_fresh(model, wrap: Callable | None = None, should_wrap: Callable = pru
     return keras.models.clone_model(model, clone_function=clone_layer)
 
 
-def pruning_schedule(sparsity: float, total_steps: int, ramp_fraction: float = 0.6):
+def pruning_schedule(sparsity: float, total_steps: int):
     """Polynomial decay from 0 to `sparsity`, reached at a step where the mask updates.
 
     tfmot updates masks only at steps that are multiples of the frequency within
@@ -135,7 +130,7 @@ def pruning_schedule(sparsity: float, total_steps: int, ramp_fraction: float = 0
 
     tfmot = import_tfmot()
 
-    ramp = max(1, int(total_steps * ramp_fraction))
+    ramp = max(1, int(total_steps * RAMP_FRACTION))
     frequency = max(1, ramp // MASK_UPDATES)
     end_step = frequency * max(1, ramp // frequency)
     return tfmot.sparsity.keras.PolynomialDecay(
@@ -190,7 +185,7 @@ def prune(run_dir: Path, config: PruneConfig, verbose: int = 1) -> dict:
     _, _, steps = finetune.schedule(
         len(train_paths), config.batch_size, config.epochs, config.distribute
     )
-    schedule = pruning_schedule(config.sparsity, steps, config.ramp_fraction)
+    schedule = pruning_schedule(config.sparsity, steps)
     prune_wrapper = tfmot.sparsity.keras.prune_low_magnitude
     with distribute.scope(config.distribute):
         model = clone_fresh(
