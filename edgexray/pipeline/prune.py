@@ -61,8 +61,8 @@ class PruneConfig:
     # augmented films a teacher also shows how the float model answers a shifted film.
     distill: bool = True
     # Train films re-estimating the batch-norm statistics after the fine-tune (0: keep
-    # what the fine-tune left; see finetune.recalibrate_batch_norm). The moving averages
-    # trail the last mask updates; at 6 passes keeping them instead tied on val.
+    # what the fine-tune left; see finetune.recalibrate_batch_norm): the moving averages
+    # trail the last mask updates.
     recalibrate_films: int = 1024
     distribute: str = distribute.setting()
 
