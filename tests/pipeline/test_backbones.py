@@ -78,7 +78,7 @@ def test_pruning_cuts_only_the_trainable_layers(lite0_run, tmp_path):
     baseline = artifacts.load_keras(run_dir / artifacts.MODEL)
     pruned = artifacts.load_keras(run_dir / artifacts.PRUNED)
     sparsity = measure_sparsity(pruned)
-    assert abs(sparsity["overall"] - row["sparsity"]) <= 0.02
+    assert abs(sparsity["overall"] - 0.8) <= 0.02
     cut = set(sparsity["layers"])
     assert "stem_conv" not in cut and "block11_expand_conv" in cut and "logits" in cut
     for layer in pruned.layers:
