@@ -1,7 +1,7 @@
 """One prune / QAT recipe on a trained run, judged on val only.
 
     python benchmarks/variant_trial.py TRAINED_RUN NAME '{"prune": {...}, "quantize": {...}}' \
-        [--methods int8,qat,pqat,pruned-int8] [--out DIR] [--results FILE]
+        [--methods int8,qat,pqat,pruned-int8] [--pruned RUN] [--out DIR] [--results FILE]
 
 Copies the trained run's model and split to OUT/NAME, prunes it with the given PruneConfig
 fields, exports the given methods with the given QuantizeConfig fields, then asks
@@ -9,6 +9,10 @@ variant_holdup.py's question of every variant (the gate's rule on val films, as 
 and under each synthetic shift). One JSON line per recipe goes to --results: seconds of
 the prune and quantize stages, the pruned model's val AUC, each variant's val AUC,
 threshold and specificity, and its holdup summary. The test split is never read.
+
+--pruned RUN copies RUN's pruned.keras and prune.json instead of pruning (prune is
+deterministic on one machine): a round that varies only the quantize recipe saves the
+prune's minutes per seed.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ def main() -> None:
     parser.add_argument("name")
     parser.add_argument("recipe", help='JSON: {"prune": {PruneConfig fields}, "quantize": {...}}')
     parser.add_argument("--methods", default="int8,qat,pqat,pruned-int8")
+    parser.add_argument("--pruned", type=Path, help="a run whose pruned model to reuse")
     parser.add_argument("--out", type=Path, default=Path("runs/variant-trials"))
     parser.add_argument("--results", type=Path, default=Path("runs/variant-trials/trials.jsonl"))
     args = parser.parse_args()
@@ -48,7 +53,11 @@ def main() -> None:
     seconds = {}
     started = time.monotonic()
     pruned = None
-    if any(m in ("pqat", "pruned-int8") for m in methods):
+    if args.pruned:
+        for name in (artifacts.PRUNED, artifacts.PRUNE_REPORT):
+            shutil.copy(args.pruned / name, run_dir / name)
+        pruned = artifacts.read_json(run_dir / artifacts.PRUNE_REPORT)
+    elif any(m in ("pqat", "pruned-int8") for m in methods):
         pruned = prune(run_dir, PruneConfig(**recipe.get("prune", {})), verbose=0)
     seconds["prune"] = round(time.monotonic() - started, 1)
     started = time.monotonic()
