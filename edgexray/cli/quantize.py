@@ -15,7 +15,12 @@ from .options import RunDir, from_settings
 
 @user_errors
 @from_settings(
-    QuantizeConfig, "representative_size", "qat_epochs", "recall_margin_films", "distribute"
+    QuantizeConfig,
+    "representative_size",
+    "qat_epochs",
+    "qat_learning_rate",
+    "recall_margin_films",
+    "distribute",
 )
 def command(
     run_dir: RunDir,

@@ -103,7 +103,7 @@ class QuantizeConfig:
     # then for qat (gate failures 8 -> 1 over six trained models, three of them from the
     # AVX2 kernels). One seed's qat collapses at this rate (benchmarks/README.md, "The
     # fine-tunes' learning rate").
-    qat_learning_rate: float = 3e-5
+    qat_learning_rate: float = option(3e-5, "Learning rate of the qat and pqat fine-tunes.")
     batch_size: int = 32
     # Fine-tune qat and pqat towards the float model's calls (finetune.fit's teacher)
     # instead of the labels, as prune does. Chosen on seed 11's val (qat's worst val

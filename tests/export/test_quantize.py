@@ -110,6 +110,21 @@ def test_pruned_variants_keep_sparsity_in_exported_weights(quantized_run):
     assert report["pruned-int8"]["gzip_bytes"] < report["int8"]["gzip_bytes"]
 
 
+def test_qat_and_pqat_record_the_fine_tune_they_had(quantized_run):
+    report = json.loads((quantized_run / QUANTIZE_REPORT).read_text())["variants"]
+    for method in ("qat", "pqat"):
+        assert report[method]["method_config"]["learning_rate"] == 3e-5, method
+    assert "learning_rate" not in report["int8"]["method_config"]
+
+
+def test_quantize_cli_checks_the_fine_tune_learning_rate(unpruned_run):
+    result = runner.invoke(
+        app, ["quantize", str(unpruned_run), "-m", "qat", "--qat-learning-rate", "0"]
+    )
+    assert "qat_learning_rate must be > 0" in _one_line_error(result)
+    assert not (unpruned_run / artifacts.TFLITE_DIR).exists()
+
+
 def test_parse_methods_accepts_repeats_commas_and_all():
     assert parse_methods(["int8", "float32,qat", "int8"]) == ("float32", "int8", "qat")
     assert parse_methods(["all"]) == METHODS
