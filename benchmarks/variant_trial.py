@@ -43,6 +43,8 @@ def main() -> None:
     from edgexray.pipeline.prune import PruneConfig, prune
 
     recipe = json.loads(args.recipe)
+    if args.pruned and recipe.get("prune"):
+        parser.error("--pruned reuses a pruned model: the recipe's prune fields would be ignored")
     run_dir = args.out / args.name
     if run_dir.exists():
         shutil.rmtree(run_dir)

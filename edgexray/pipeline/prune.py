@@ -42,7 +42,7 @@ class PruneConfig:
     # variants' calls moved least from the float model's of the recipes within one gate
     # failure of the fewest, over three seeds (benchmarks/README.md, "Half the weights").
     # The price is size: zeros scattered through the tensors compress poorly, so the
-    # gzipped pruned-int8 model alone is 1/5.4 of float32 where 80% made it 1/10.
+    # gzipped pruned-int8 model alone is 1/5.3 of float32 where 80% made it 1/10 (seed 42).
     sparsity: float = option(0.5, "Share of Conv2D/Dense kernel weights set to zero.")
     epochs: float = option(
         3, "Fine-tuning passes over the train split while pruning; a fraction is part of one."
